@@ -1,0 +1,19 @@
+//! `ami-age-out`: deprecates, disables and deregisters AMIs past their policy's retention and
+//! deletes their snapshots, never one that something still uses. The logic is in
+//! `ami_lifecycle::ageout`; this binary only wires it to the Lambda runtime.
+
+use ami_lifecycle::app::App;
+use ami_lifecycle::lambda_runtime::{self, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app = App::from_env().await?;
+    let app = &app;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            ami_lifecycle::ageout::handle(app, event).await
+        },
+    ))
+    .await
+}

@@ -1,0 +1,401 @@
+//! Age-out: plan retention per region, then execute the plan (or only report it, in a dry run).
+
+mod execute;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+
+pub use execute::{execute, ActionReport, Outcome};
+pub use plan::{plan, Action, ActionKind, KeepReason, Kept, Plan, PlanInput};
+
+use crate::app::{App, Deadline};
+use crate::ec2::{ImageInventory, RetireImages};
+use crate::error::{Error, Result};
+use crate::ids::Region;
+use crate::model::{Image, Usage};
+use crate::policy::{PolicyDocument, TemplateDepth};
+use crate::publish::{event, to_json, EventSink, Published};
+use crate::trigger::{RunRequest, Trigger};
+
+/// The function's name in reports and events.
+pub const FUNCTION: &str = "ami-age-out";
+
+/// What one region's run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    /// The region.
+    pub region: Region,
+    /// Every planned action with its outcome.
+    pub plan: Vec<ActionReport>,
+    /// Images kept, with the reason.
+    pub kept: Vec<Kept>,
+    /// Snapshots of deregistered images that stay, with the reason.
+    pub snapshots_kept: Vec<plan::SnapshotKept>,
+    /// Orphaned snapshots found.
+    pub orphans: Vec<plan::Orphan>,
+    /// Things the run could not check.
+    pub warnings: Vec<String>,
+    /// An error that stopped the region's run before it planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The response of an age-out invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `ami-age-out`.
+    pub function: &'static str,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Every planned action ran (false: stopped at the deadline; the next run continues).
+    pub complete: bool,
+    /// The planner's clock.
+    pub as_of: DateTime<Utc>,
+    /// Counts: planned actions by kind, outcomes, kept.
+    pub counts: BTreeMap<String, usize>,
+    /// Kept images by reason.
+    pub kept_by_reason: BTreeMap<KeepReason, usize>,
+    /// Every action, all regions.
+    pub plan: Vec<ActionReport>,
+    /// Actions that failed.
+    pub failed: Vec<ActionReport>,
+    /// Actions left for the next run.
+    pub remaining: usize,
+    /// Per region: kept images, kept snapshots, orphans, warnings.
+    pub regions: Vec<RegionReport>,
+    /// Events published.
+    pub events: Published,
+    /// Wall time of the run.
+    pub elapsed_ms: u128,
+}
+
+/// The Lambda handler: parses the payload, runs, returns the report (or an error naming the problem).
+pub async fn handle(
+    app: &App,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, Diagnostic> {
+    let deadline = Deadline::from_lambda(event.context.deadline, &app.settings);
+    let request = match Trigger::parse(event.payload)? {
+        Trigger::Run(request) => request,
+        Trigger::Scheduled { region, .. } => RunRequest {
+            regions: region.map(|r| vec![r]),
+            ..RunRequest::default()
+        },
+        other => {
+            return Err(Error::event(
+                "$.detail-type",
+                format!(
+                    "{FUNCTION} runs on a schedule or a run request, not on `{}`",
+                    other.kind()
+                ),
+            )
+            .into())
+        }
+    };
+    app.check_policies(request.policies.as_deref())?;
+    let report = run(app, &request, deadline, app.events()).await;
+    tracing::info!(
+        function = FUNCTION,
+        dry_run = report.dry_run,
+        complete = report.complete,
+        planned = report.plan.len(),
+        failed = report.failed.len(),
+        remaining = report.remaining,
+        events = report.events.published,
+        elapsed_ms = report.elapsed_ms as u64,
+        counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
+        "age-out run finished"
+    );
+    let failed = !report.failed.is_empty() || report.regions.iter().any(|r| r.error.is_some());
+    let json = to_json(&report)?;
+    if failed {
+        // A partial failure is an error of the invocation (so retries and the failure
+        // destination see it), carrying the whole report.
+        return Err(Diagnostic {
+            error_type: "PartialFailure".into(),
+            error_message: json.to_string(),
+        });
+    }
+    Ok(json)
+}
+
+/// Runs age-out for a request: every region concurrently.
+pub async fn run<S: EventSink + Sync>(
+    app: &App,
+    request: &RunRequest,
+    deadline: Deadline,
+    sink: &S,
+) -> Report {
+    let started = Instant::now();
+    let dry_run = request.dry_run.unwrap_or(app.document.dry_run);
+    let as_of = request.as_of.unwrap_or_else(Utc::now);
+    let regions = request
+        .regions
+        .clone()
+        .unwrap_or_else(|| vec![app.settings.home_region.clone()]);
+    let runs = regions.iter().map(|region| {
+        let ec2 = app.ec2(region);
+        async move {
+            run_region(
+                &ec2,
+                region,
+                &app.document,
+                request,
+                as_of,
+                dry_run,
+                deadline,
+                app.settings.concurrency,
+            )
+            .await
+        }
+    });
+    let regions: Vec<RegionReport> = futures::future::join_all(runs).await;
+
+    let plan: Vec<ActionReport> = regions.iter().flat_map(|r| r.plan.clone()).collect();
+    let failed: Vec<ActionReport> = plan
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Failed))
+        .cloned()
+        .collect();
+    let remaining = plan
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Deferred))
+        .count();
+    let mut counts = BTreeMap::new();
+    for a in &plan {
+        *counts.entry(serde_label(&a.action.action)).or_insert(0) += 1;
+        *counts
+            .entry(format!("outcome_{}", serde_label(&a.outcome)))
+            .or_insert(0) += 1;
+    }
+    let mut kept_by_reason = BTreeMap::new();
+    for k in regions.iter().flat_map(|r| &r.kept) {
+        *kept_by_reason.entry(k.reason).or_insert(0) += 1;
+    }
+    counts.insert("planned".into(), plan.len());
+    counts.insert("kept".into(), kept_by_reason.values().sum());
+    counts.insert(
+        "orphans".into(),
+        regions.iter().map(|r| r.orphans.len()).sum(),
+    );
+
+    let mut events: Vec<_> = if dry_run {
+        Vec::new()
+    } else {
+        plan.iter()
+            .filter(|a| a.outcome.changed_account())
+            .map(action_event)
+            .collect()
+    };
+    let complete = remaining == 0 && regions.iter().all(|r| r.error.is_none());
+    events.push(event(
+        "Policy Run Completed",
+        Vec::new(),
+        serde_json::json!({
+            "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
+            "regions": regions.iter().map(|r| r.region.to_string()).collect::<Vec<_>>(),
+            "policies": request.policies, "counts": counts, "failed": failed.len(), "remaining": remaining,
+        }),
+    ));
+    let published = sink.publish(events).await;
+
+    Report {
+        function: FUNCTION,
+        dry_run,
+        complete,
+        as_of,
+        counts,
+        kept_by_reason,
+        plan,
+        failed,
+        remaining,
+        regions,
+        events: published,
+        elapsed_ms: started.elapsed().as_millis(),
+    }
+}
+
+fn serde_label<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn action_event(a: &ActionReport) -> crate::publish::Event {
+    let detail_type = match a.action.action {
+        ActionKind::Deprecate => "AMI Deprecated",
+        ActionKind::Disable => "AMI Disabled",
+        ActionKind::Deregister => "AMI Deregistered",
+        ActionKind::DeleteSnapshot => "AMI Snapshot Deleted",
+    };
+    let resource = a
+        .action
+        .snapshot_id
+        .clone()
+        .or_else(|| a.action.image_id.clone())
+        .unwrap_or_default();
+    event(
+        detail_type,
+        vec![resource],
+        serde_json::to_value(a).unwrap_or_default(),
+    )
+}
+
+/// The deepest launch template depth any of the policies asks for.
+fn deepest(document: &PolicyDocument) -> TemplateDepth {
+    document
+        .policies
+        .iter()
+        .filter_map(|p| p.retain.as_ref())
+        .map(|r| r.in_use.launch_template_versions)
+        .fold(TemplateDepth::DefaultAndLatest, |acc, d| match (acc, d) {
+            (TemplateDepth::All, _) | (_, TemplateDepth::All) => TemplateDepth::All,
+            (TemplateDepth::Newest(a), TemplateDepth::Newest(b)) => TemplateDepth::Newest(a.max(b)),
+            (TemplateDepth::Newest(a), _) | (_, TemplateDepth::Newest(a)) => {
+                TemplateDepth::Newest(a)
+            }
+            _ => TemplateDepth::DefaultAndLatest,
+        })
+}
+
+/// Scans one region, plans, and executes.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
+    ec2: &E,
+    region: &Region,
+    document: &PolicyDocument,
+    request: &RunRequest,
+    as_of: DateTime<Utc>,
+    dry_run: bool,
+    deadline: Deadline,
+    concurrency: usize,
+) -> RegionReport {
+    let mut report = RegionReport {
+        region: region.clone(),
+        plan: Vec::new(),
+        kept: Vec::new(),
+        snapshots_kept: Vec::new(),
+        orphans: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+    };
+    let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
+    let (plan, _) = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(region = %region, error = %e, "age-out could not plan the region");
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
+    report.plan = execute(&plan, ec2, region, dry_run, as_of, deadline, concurrency).await;
+    report.kept = plan.kept;
+    report.snapshots_kept = plan.snapshots_kept;
+    report.orphans = plan.orphans;
+    report
+}
+
+/// Scans the region and plans: images, snapshots and usage once each, then the references
+/// and share state of only the images the plan would change.
+pub async fn plan_region<E: ImageInventory + Sync>(
+    ec2: &E,
+    document: &PolicyDocument,
+    request: &RunRequest,
+    as_of: DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Result<(Plan, Vec<Image>)> {
+    let (images, snapshots, usage) = futures::try_join!(
+        ec2.images(None),
+        ec2.snapshots(),
+        ec2.usage(deepest(document))
+    )?;
+    let mut images = images;
+    let mut usage: Usage = usage;
+    let account_id = account_of(&images, &snapshots)?;
+    if let Some(ids) = &request.image_ids {
+        for id in ids {
+            if !images.iter().any(|i| &i.id == id) {
+                warnings.push(format!(
+                    "{id}: no AMI of the account has this id in the region"
+                ));
+            }
+        }
+    }
+    let input = |images: &'_ [Image], usage: &'_ Usage| -> Plan {
+        plan(PlanInput {
+            account_id: &account_id,
+            images,
+            snapshots: &snapshots,
+            usage,
+            document,
+            policies: request.policies.as_deref(),
+            image_ids: request.image_ids.as_deref(),
+            as_of,
+        })
+    };
+    let mut planned = input(&images, &usage);
+
+    // Share state: only for images the plan acts on under a policy that excludes shared AMIs.
+    let check_shared: Vec<String> = planned
+        .actions
+        .iter()
+        .filter(|a| a.action != ActionKind::DeleteSnapshot)
+        .filter(|a| {
+            document
+                .policy(&a.policy)
+                .and_then(|p| p.retain.as_ref())
+                .is_some_and(|r| r.exclude_shared)
+        })
+        .filter_map(|a| a.image_id.clone())
+        .collect();
+    for id in &check_shared {
+        let shared = ec2.is_shared(id).await?;
+        if let Some(image) = images.iter_mut().find(|i| &i.id == id) {
+            image.shared = Some(shared);
+        }
+    }
+
+    // References (SSM parameters, Image Builder recipes, ...): where the API answers.
+    let acted = planned.acted_images();
+    if !acted.is_empty() {
+        match ec2.image_references(&acted).await {
+            Ok(refs) => usage.references = refs,
+            Err(e) if e.is_throttling() => return Err(e),
+            Err(e) => {
+                let why = format!("DescribeImageReferences did not answer ({e}); references from SSM parameters and Image Builder were not checked");
+                warnings.push(why.clone());
+                usage.references_unchecked = Some(why);
+            }
+        }
+    }
+    if !check_shared.is_empty() || !usage.references.is_empty() {
+        planned = input(&images, &usage);
+    }
+    Ok((planned, images))
+}
+
+/// The account that owns what `Owners=self` returned; refuses to go on if that is ambiguous.
+fn account_of(images: &[Image], snapshots: &[crate::model::Snapshot]) -> Result<String> {
+    let mut owners = images
+        .iter()
+        .map(|i| &i.owner_id)
+        .chain(snapshots.iter().map(|s| &s.owner_id));
+    let Some(first) = owners.next() else {
+        return Ok(String::new());
+    };
+    if let Some(other) = owners.find(|o| *o != first) {
+        return Err(Error::Refused(format!(
+            "the scan for the account's own AMIs and snapshots returned two owners ({first}, {other}): refusing to act"
+        )));
+    }
+    Ok(first.clone())
+}

@@ -1,0 +1,248 @@
+//! What a function loads once at cold start: the policy document, the deployment settings and
+//! the AWS clients. Invalid configuration fails the cold start with a message naming the field.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::ec2::Ec2;
+use crate::error::{Error, Result};
+use crate::ids::Region;
+use crate::policy::{Deployment, PolicyDocument};
+use crate::publish::EventBridge;
+
+/// Deployment settings read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The function's own region (`AWS_REGION`): the default of a run request's `regions`.
+    pub home_region: Region,
+    /// The bus the tool's events go to (`EVENT_BUS_NAME`, default `default`).
+    pub event_bus: String,
+    /// Mutating calls in flight at once per region (`AMI_CONCURRENCY`, default 8).
+    pub concurrency: usize,
+    /// Stop this long before the Lambda deadline (`AMI_DEADLINE_MARGIN_MS`, default 10000).
+    pub deadline_margin: Duration,
+    /// An upper bound on one run (`AMI_RUN_BUDGET_MS`); the only bound where no deadline is
+    /// known (`cargo lambda watch` sends a constant deadline in 1970).
+    pub run_budget: Option<Duration>,
+    /// `ALLOW_PUBLIC_SHARING`.
+    pub deployment: Deployment,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn env_number(name: &str, default: Option<u64>, min: u64, max: u64) -> Result<Option<u64>> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::config(
+                name,
+                format!("`{v}` is not a whole number from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self> {
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| {
+                Error::config(
+                    "AWS_REGION",
+                    "not set: Lambda sets it; locally export AWS_REGION=us-east-1",
+                )
+            })?;
+        let home_region = region
+            .parse::<Region>()
+            .map_err(|m| Error::config("AWS_REGION", m))?;
+        let allow_public_sharing = match env("ALLOW_PUBLIC_SHARING").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    "ALLOW_PUBLIC_SHARING",
+                    format!("`{other}`: expected true or false"),
+                ))
+            }
+        };
+        Ok(Settings {
+            home_region,
+            event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
+            concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
+            deadline_margin: Duration::from_millis(
+                env_number("AMI_DEADLINE_MARGIN_MS", Some(10_000), 0, 900_000)?.unwrap_or(10_000),
+            ),
+            run_budget: env_number("AMI_RUN_BUDGET_MS", None, 0, 86_400_000)?
+                .map(Duration::from_millis),
+            deployment: Deployment {
+                allow_public_sharing,
+            },
+        })
+    }
+}
+
+/// Everything a function needs, built once per cold start.
+#[derive(Debug)]
+pub struct App {
+    /// The policy document.
+    pub document: PolicyDocument,
+    /// Deployment settings.
+    pub settings: Settings,
+    sdk: SdkConfig,
+    ec2: Mutex<HashMap<Region, Ec2>>,
+    events: EventBridge,
+}
+
+impl App {
+    /// Loads the settings, the policy document and the AWS configuration from the environment.
+    /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_EC2`) points the clients at an emulator.
+    pub async fn from_env() -> Result<Self> {
+        let settings = Settings::from_env()?;
+        let document = PolicyDocument::from_env(settings.deployment)?;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.home_region.to_string()))
+            .retry_config(RetryConfig::adaptive().with_max_attempts(5))
+            .load()
+            .await;
+        let events = EventBridge::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            settings.event_bus.clone(),
+        );
+        Ok(App {
+            document,
+            settings,
+            sdk,
+            ec2: Mutex::new(HashMap::new()),
+            events,
+        })
+    }
+
+    /// The EC2 adapter of a region; each region's client is built once and reused.
+    pub fn ec2(&self, region: &Region) -> Ec2 {
+        let mut clients = self
+            .ec2
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let config = aws_sdk_ec2::config::Builder::from(&self.sdk)
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                Ec2::new(aws_sdk_ec2::Client::from_conf(config), region.clone())
+            })
+            .clone()
+    }
+
+    /// The EventBridge adapter.
+    pub fn events(&self) -> &EventBridge {
+        &self.events
+    }
+
+    /// Checks that the requested policies exist; the error lists the policies there are.
+    pub fn check_policies(&self, names: Option<&[String]>) -> Result<()> {
+        for (i, name) in names.unwrap_or_default().iter().enumerate() {
+            if self.document.policy(name).is_none() {
+                let known: Vec<&str> = self
+                    .document
+                    .policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
+                return Err(Error::event(
+                    format!("$.policies[{i}]"),
+                    format!(
+                        "no policy named `{name}`: the document has {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When a run must stop to finish cleanly before Lambda ends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    stop_at: Option<Instant>,
+}
+
+impl Deadline {
+    /// From the invocation's deadline (milliseconds since the epoch). A deadline already past
+    /// when the invocation starts can only come from an emulator (`cargo lambda watch` sends a
+    /// constant in 1970): it means "no deadline", bounded by the run budget when one is set.
+    pub fn from_lambda(deadline_ms: u64, settings: &Settings) -> Self {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let from_lambda = (deadline_ms > now_ms).then(|| {
+            Duration::from_millis(deadline_ms - now_ms).saturating_sub(settings.deadline_margin)
+        });
+        let left = match (from_lambda, settings.run_budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Deadline {
+            stop_at: left.map(|d| Instant::now() + d),
+        }
+    }
+
+    /// No deadline at all.
+    pub fn none() -> Self {
+        Deadline { stop_at: None }
+    }
+
+    /// Whether the run must stop now.
+    pub fn passed(&self) -> bool {
+        self.stop_at.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(budget: Option<u64>) -> Settings {
+        Settings {
+            home_region: "us-east-1".parse().expect("region"),
+            event_bus: "default".into(),
+            concurrency: 4,
+            deadline_margin: Duration::from_millis(1000),
+            run_budget: budget.map(Duration::from_millis),
+            deployment: Deployment::default(),
+        }
+    }
+
+    #[test]
+    fn a_deadline_in_1970_means_no_deadline() {
+        assert!(!Deadline::from_lambda(600_000, &settings(None)).passed());
+    }
+
+    #[test]
+    fn a_deadline_in_1970_with_a_budget_of_zero_stops_at_once() {
+        assert!(Deadline::from_lambda(600_000, &settings(Some(0))).passed());
+    }
+
+    #[test]
+    fn a_real_deadline_inside_the_margin_stops_at_once() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        assert!(Deadline::from_lambda(now + 500, &settings(None)).passed());
+        assert!(!Deadline::from_lambda(now + 60_000, &settings(None)).passed());
+    }
+}

@@ -1,0 +1,408 @@
+//! The EC2 adapter: owns an `aws_sdk_ec2::Client` for one region and turns its pages into the
+//! plain data of [`crate::model`]. Scans follow every page; errors keep their EC2 error code.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+
+use aws_sdk_ec2::types::{Filter, ImageAttributeName, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::Client;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::ids::Region;
+use crate::model::{Image, ImageState, Snapshot, TemplateUse, Usage};
+use crate::policy::TemplateDepth;
+
+/// Page size of the scans: DescribeImages and DescribeSnapshots take at most 1000.
+pub const PAGE_SIZE: i32 = 1000;
+
+/// EC2 in one region.
+#[derive(Debug, Clone)]
+pub struct Ec2 {
+    client: Client,
+    region: Region,
+}
+
+/// Reads what the planners need from a region.
+pub trait ImageInventory {
+    /// The account's AMIs, disabled and deprecated included (all of them, or only `ids`).
+    fn images(&self, ids: Option<&[String]>) -> impl Future<Output = Result<Vec<Image>>> + Send;
+    /// The account's snapshots.
+    fn snapshots(&self) -> impl Future<Output = Result<Vec<Snapshot>>> + Send;
+    /// What uses the AMIs: non-terminated instances, and launch template versions down to `depth`.
+    fn usage(&self, depth: TemplateDepth) -> impl Future<Output = Result<Usage>> + Send;
+    /// References to `ids` from DescribeImageReferences.
+    fn image_references(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
+    /// Whether an AMI is shared with any account, organization or OU (or public).
+    fn is_shared(&self, image_id: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// The changes age-out makes.
+pub trait RetireImages {
+    /// EnableImageDeprecation at `at`.
+    fn deprecate(
+        &self,
+        image_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// DisableImage.
+    fn disable(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// DeregisterImage with DeleteAssociatedSnapshots; returns the snapshots EC2 deleted.
+    fn deregister(&self, image_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// DeleteSnapshot.
+    fn delete_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl Ec2 {
+    /// An adapter over a client configured for `region`.
+    pub fn new(client: Client, region: Region) -> Self {
+        Ec2 { client, region }
+    }
+
+    /// The region this adapter works in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The SDK client (for calls the adapter does not wrap, such as test set-up).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn err<E>(&self, operation: &'static str) -> impl FnOnce(E) -> Error + '_
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        move |e| Error::aws(operation, self.region.as_str(), e)
+    }
+
+    /// CreateImage with TagSpecifications on the image and its snapshots; returns the image id.
+    pub async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        no_reboot: bool,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String> {
+        let out = self
+            .client
+            .create_image()
+            .instance_id(instance_id)
+            .name(name)
+            .no_reboot(no_reboot)
+            .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags))
+            .send()
+            .await
+            .map_err(self.err("CreateImage"))?;
+        out.image_id.ok_or_else(|| {
+            Error::Refused(format!("CreateImage of {instance_id} returned no image id"))
+        })
+    }
+}
+
+/// A TagSpecification for one resource type.
+pub fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
+        .collect()
+}
+
+fn time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn smithy_time(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+}
+
+/// Converts DescribeImages' image into the model.
+pub fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
+    Some(Image {
+        id: i.image_id.clone()?,
+        name: i.name.clone().unwrap_or_default(),
+        owner_id: i.owner_id.clone().unwrap_or_default(),
+        created: time(i.creation_date()),
+        state: ImageState::from_ec2(i.state().map(|s| s.as_str()).unwrap_or("unknown")),
+        tags: tags_of(i.tags()),
+        snapshot_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs.as_ref()?.snapshot_id.clone())
+            .collect(),
+        architecture: i.architecture().map(|a| a.as_str().to_string()),
+        platform: i.platform().map(|p| p.as_str().to_string()),
+        root_device_type: i.root_device_type().map(|r| r.as_str().to_string()),
+        virtualization_type: i.virtualization_type().map(|v| v.as_str().to_string()),
+        public: i.public.unwrap_or(false),
+        deprecation_time: time(i.deprecation_time()),
+        // "enabled", "enabled-with-cooldown", or "disabled-until <time>" while a cooldown runs.
+        deregistration_protection: i
+            .deregistration_protection()
+            .is_some_and(|p| p.starts_with("enabled") || p.starts_with("disabled-until")),
+        last_launched: time(i.last_launched_time()),
+        shared: None,
+    })
+}
+
+impl ImageInventory for Ec2 {
+    async fn images(&self, ids: Option<&[String]>) -> Result<Vec<Image>> {
+        let mut request = self
+            .client
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .include_deprecated(true);
+        request = match ids {
+            // ImageIds and MaxResults cannot be combined.
+            Some(ids) => request.set_image_ids(Some(ids.to_vec())),
+            None => request.max_results(PAGE_SIZE),
+        };
+        let mut pages = request.into_paginator().send();
+        let mut images = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeImages"))?;
+            images.extend(page.images().iter().filter_map(image_from_sdk));
+        }
+        Ok(images)
+    }
+
+    async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut pages = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .max_results(PAGE_SIZE)
+            .into_paginator()
+            .send();
+        let mut snapshots = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeSnapshots"))?;
+            snapshots.extend(page.snapshots().iter().filter_map(|s| {
+                Some(Snapshot {
+                    id: s.snapshot_id.clone()?,
+                    owner_id: s.owner_id.clone().unwrap_or_default(),
+                    description: s.description.clone().unwrap_or_default(),
+                    started: smithy_time(s.start_time()),
+                    tags: tags_of(s.tags()),
+                })
+            }));
+        }
+        Ok(snapshots)
+    }
+
+    async fn usage(&self, depth: TemplateDepth) -> Result<Usage> {
+        let mut usage = Usage::default();
+        // Every state but terminated: a stopped instance starts again from its AMI's snapshots
+        // no more, but its owner expects to relaunch it from the same AMI.
+        let states = Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                ["pending", "running", "shutting-down", "stopping", "stopped"]
+                    .map(String::from)
+                    .to_vec(),
+            ))
+            .build();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(states)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeInstances"))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                if let (Some(image), Some(id)) = (&instance.image_id, &instance.instance_id) {
+                    usage
+                        .instances
+                        .entry(image.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
+            }
+        }
+
+        let mut templates = Vec::new();
+        let mut pages = self
+            .client
+            .describe_launch_templates()
+            .max_results(200)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeLaunchTemplates"))?;
+            for t in page.launch_templates() {
+                if let Some(id) = &t.launch_template_id {
+                    let latest = t.latest_version_number.unwrap_or(1);
+                    templates.push((
+                        id.clone(),
+                        latest,
+                        t.default_version_number.unwrap_or(latest),
+                    ));
+                }
+            }
+        }
+        let versions: Vec<Vec<(String, TemplateUse)>> = futures::stream::iter(templates)
+            .map(|(id, latest, default)| self.template_images(id, latest, default, depth))
+            .buffer_unordered(4)
+            .try_collect()
+            .await?;
+        for (image, version) in versions.into_iter().flatten() {
+            usage
+                .launch_templates
+                .entry(image)
+                .or_default()
+                .push(version);
+        }
+        Ok(usage)
+    }
+
+    async fn image_references(&self, ids: &[String]) -> Result<HashMap<String, BTreeSet<String>>> {
+        let mut refs: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut pages = self
+                .client
+                .describe_image_references()
+                .set_image_ids(Some(chunk.to_vec()))
+                .include_all_resource_types(true)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(self.err("DescribeImageReferences"))?;
+                for r in page.image_references() {
+                    if let (Some(image), Some(arn)) = (&r.image_id, &r.arn) {
+                        refs.entry(image.clone()).or_default().insert(arn.clone());
+                    }
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    async fn is_shared(&self, image_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(self.err("DescribeImageAttribute"))?;
+        Ok(!out.launch_permissions().is_empty())
+    }
+}
+
+impl Ec2 {
+    /// The images named by the versions of one launch template that count at `depth`.
+    async fn template_images(
+        &self,
+        id: String,
+        latest: i64,
+        default: i64,
+        depth: TemplateDepth,
+    ) -> Result<Vec<(String, TemplateUse)>> {
+        let mut request = self
+            .client
+            .describe_launch_template_versions()
+            .launch_template_id(&id);
+        request = match depth {
+            TemplateDepth::All => request,
+            TemplateDepth::DefaultAndLatest => request.versions("$Default").versions("$Latest"),
+            TemplateDepth::Newest(n) => {
+                let first = (latest - i64::from(n) + 1).max(1);
+                (first..=latest).fold(request.versions("$Default"), |r, v| {
+                    r.versions(v.to_string())
+                })
+            }
+        };
+        let mut found = Vec::new();
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeLaunchTemplateVersions"))?;
+            for v in page.launch_template_versions() {
+                if let Some(image) = v
+                    .launch_template_data
+                    .as_ref()
+                    .and_then(|d| d.image_id.clone())
+                {
+                    let version = v.version_number.unwrap_or(0);
+                    let used = TemplateUse {
+                        template_id: id.clone(),
+                        version,
+                        is_default: v.default_version.unwrap_or(version == default),
+                        newer_versions: (latest - version).max(0),
+                    };
+                    found.push((image, used));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl RetireImages for Ec2 {
+    async fn deprecate(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
+        self.client
+            .enable_image_deprecation()
+            .image_id(image_id)
+            .deprecate_at(aws_smithy_types::DateTime::from_secs(at.timestamp()))
+            .send()
+            .await
+            .map_err(self.err("EnableImageDeprecation"))?;
+        Ok(())
+    }
+
+    async fn disable(&self, image_id: &str) -> Result<()> {
+        self.client
+            .disable_image()
+            .image_id(image_id)
+            .send()
+            .await
+            .map_err(self.err("DisableImage"))?;
+        Ok(())
+    }
+
+    async fn deregister(&self, image_id: &str) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .deregister_image()
+            .image_id(image_id)
+            .delete_associated_snapshots(true)
+            .send()
+            .await
+            .map_err(self.err("DeregisterImage"))?;
+        Ok(out
+            .delete_snapshot_results()
+            .iter()
+            .filter(|r| r.return_code().is_some_and(|c| c.as_str() == "success"))
+            .filter_map(|r| r.snapshot_id.clone())
+            .collect())
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        self.client
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+            .map_err(self.err("DeleteSnapshot"))?;
+        Ok(())
+    }
+}

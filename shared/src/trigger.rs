@@ -1,0 +1,240 @@
+//! Every payload a function can receive, parsed by one parser.
+//!
+//! Two shapes arrive: EventBridge envelopes (`Scheduled Event`, `EC2 AMI State Change`,
+//! `EC2 Instance State-change Notification`, `EBS Snapshot Notification`) and run requests, the
+//! JSON a schedule's `Input` or a person sends. A schedule with `Input` delivers exactly that JSON,
+//! not an envelope, so both must be accepted.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::Region;
+
+/// What the accepted payloads are, for error messages.
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2)";
+
+/// A request to run a function, sent by a schedule's `Input` or by a person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Policies to run (default: all).
+    #[serde(default)]
+    pub policies: Option<Vec<String>>,
+    /// Regions to run in (default: the function's own region); processed concurrently.
+    #[serde(default)]
+    pub regions: Option<Vec<Region>>,
+    /// Report what would be done and change nothing (default: the policy document's `dry_run`).
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// The clock the planner uses (default: now), so ages can be tested without waiting.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Limit the run to these AMIs.
+    #[serde(default)]
+    pub image_ids: Option<Vec<String>>,
+}
+
+/// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AmiStateChange {
+    /// The image.
+    pub image_id: String,
+    /// `pending`, `available`, `failed`, `deregistered`, `disabled`.
+    pub state: String,
+    /// Why it failed, when it failed.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// `EC2 Instance State-change Notification` detail (kebab-case, as EC2 sends it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InstanceStateChange {
+    /// The instance.
+    pub instance_id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub state: String,
+}
+
+/// `EBS Snapshot Notification` detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotNotification {
+    /// `createSnapshot`, `copySnapshot`, `createSnapshots`, ...
+    pub event: String,
+    /// `succeeded` or `failed`.
+    pub result: String,
+    /// The snapshot ARN (`arn:aws:ec2::<region>:snapshot/snap-...`).
+    pub snapshot_id: String,
+}
+
+impl SnapshotNotification {
+    /// The snapshot id from the ARN.
+    pub fn snapshot(&self) -> &str {
+        self.snapshot_id
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.snapshot_id)
+    }
+}
+
+/// One parsed invocation payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A run request (a schedule's `Input`, or by hand).
+    Run(RunRequest),
+    /// An EventBridge schedule without `Input`: run everything in the event's region.
+    Scheduled {
+        region: Option<Region>,
+        time: Option<DateTime<Utc>>,
+    },
+    /// `EC2 AMI State Change`.
+    AmiState {
+        region: Option<Region>,
+        detail: AmiStateChange,
+    },
+    /// `EC2 Instance State-change Notification`.
+    InstanceState {
+        region: Option<Region>,
+        detail: InstanceStateChange,
+    },
+    /// `EBS Snapshot Notification`.
+    Snapshot {
+        region: Option<Region>,
+        detail: SnapshotNotification,
+    },
+}
+
+impl Trigger {
+    /// Parses any payload a function may receive; the error names the field and lists what is accepted.
+    pub fn parse(value: serde_json::Value) -> Result<Trigger> {
+        let is_envelope = value.get("detail-type").is_some() || value.get("source").is_some();
+        if !is_envelope {
+            if !value.is_object() {
+                return Err(Error::event(
+                    "$",
+                    format!("expected a JSON object: {ACCEPTED}"),
+                ));
+            }
+            return from_value::<RunRequest>(value, "$").map(Trigger::Run);
+        }
+        let envelope: EventBridgeEvent<serde_json::Value> = from_value(value, "$")?;
+        let region = match envelope.region.as_deref() {
+            Some(r) => Some(
+                r.parse::<Region>()
+                    .map_err(|m| Error::event("$.region", m))?,
+            ),
+            None => None,
+        };
+        let detail = envelope.detail;
+        match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+            ("aws.events", "Scheduled Event") => Ok(Trigger::Scheduled {
+                region,
+                time: envelope.time,
+            }),
+            ("aws.ec2", "EC2 AMI State Change") => Ok(Trigger::AmiState {
+                region,
+                detail: from_value(detail, "$.detail")?,
+            }),
+            ("aws.ec2", "EC2 Instance State-change Notification") => Ok(Trigger::InstanceState {
+                region,
+                detail: from_value(detail, "$.detail")?,
+            }),
+            ("aws.ec2", "EBS Snapshot Notification") => Ok(Trigger::Snapshot {
+                region,
+                detail: from_value(detail, "$.detail")?,
+            }),
+            (source, detail_type) => Err(Error::event(
+                "$.detail-type",
+                format!(
+                    "unsupported event `{detail_type}` from `{source}`: accepted are {ACCEPTED}"
+                ),
+            )),
+        }
+    }
+
+    /// A short name of the trigger for logs and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Run(_) => "run request",
+            Trigger::Scheduled { .. } => "Scheduled Event",
+            Trigger::AmiState { .. } => "EC2 AMI State Change",
+            Trigger::InstanceState { .. } => "EC2 Instance State-change Notification",
+            Trigger::Snapshot { .. } => "EBS Snapshot Notification",
+        }
+    }
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, root: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            root.to_string()
+        } else {
+            format!("{root}.{path}")
+        };
+        Error::event(at, e.into_inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_request_is_parsed_with_all_fields() {
+        let t = Trigger::parse(
+            json!({"policies": ["web"], "regions": ["us-east-1", "eu-west-1"],
+            "dry_run": true, "as_of": "2027-01-01T00:00:00Z"}),
+        )
+        .expect("parses");
+        let Trigger::Run(r) = t else {
+            panic!("not a run request")
+        };
+        assert_eq!(r.regions.map(|v| v.len()), Some(2));
+        assert_eq!(
+            r.as_of.map(|t| t.to_rfc3339()),
+            Some("2027-01-01T00:00:00+00:00".into())
+        );
+    }
+
+    #[test]
+    fn an_empty_object_is_a_run_of_everything() {
+        assert_eq!(
+            Trigger::parse(json!({})).expect("parses"),
+            Trigger::Run(RunRequest::default())
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = Trigger::parse(json!({"regions": ["us-east-1", "mars-1"]})).unwrap_err();
+        assert!(err.to_string().contains("$.regions[1]"), "{err}");
+        let err = Trigger::parse(json!({"dryrun": true})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `dryrun`"), "{err}");
+        let err = Trigger::parse(json!({"as_of": "yesterday"})).unwrap_err();
+        assert!(err.to_string().contains("$.as_of"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_detail_type_lists_what_is_accepted() {
+        let err = Trigger::parse(
+            json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("unsupported event `Object Created`") && text.contains("Scheduled Event"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_json_array_is_refused() {
+        let err = Trigger::parse(json!([1, 2])).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+}

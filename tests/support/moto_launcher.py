@@ -1,0 +1,434 @@
+"""The local AWS test bed: moto's server, with the EC2 behaviours our safety depends on.
+
+moto 5.2.5 departs silently from EC2 in places where this project's safety or idempotency
+depends on the real behaviour (the measured list is in the product brief). This launcher runs
+moto's own WSGI application in-process and patches its EC2 model so that each of those calls
+behaves as the EC2 API reference documents. Every patch below cites the reference page it
+follows, and `tests/tests/testbed.rs` proves each one with a test that fails against plain moto.
+
+It also serves one route that is not AWS: `POST /_testbed/image` sets the fields of an image
+that no API can set (its CreationDate, its owner, deregistration protection, last launch), so
+tests can build a fleet of any age and ownership without waiting. Seeding only: the functions
+never call it.
+
+Usage: python moto_launcher.py [--port N] [--plain]
+Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
+process that started it ended) or on SIGTERM. `--plain` serves moto without the patches, so the
+tests can show what each patch changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(HERE, "amis.json"))
+
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+from moto.ec2.models import amis as moto_amis  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server  # noqa: E402
+from werkzeug.wrappers import Request, Response  # noqa: E402
+
+REF = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference"
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class ClientError(EC2ClientError):
+    def __init__(self, code: str, message: str):
+        super().__init__(code, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images carry their real block device mappings (one snapshot per EBS volume).
+# ---------------------------------------------------------------------------------------------
+Ami = moto_amis.Ami
+_moto_bdm = Ami.block_device_mappings
+
+
+def _ami_bdm(self: Any) -> list[dict[str, Any]]:
+    mappings = getattr(self, "_mappings", None)
+    return mappings if mappings is not None else _moto_bdm.fget(self)
+
+
+Ami.block_device_mappings = property(_ami_bdm)
+
+
+def snapshot_ids_of(ami: Any) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in ami.block_device_mappings if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def _drop_auto_snapshot(backend: Any, ami: Any) -> None:
+    """moto makes a fresh 15 GiB snapshot for every image; a patched image has real ones."""
+    backend.snapshots.pop(ami.ebs_snapshot.id, None)
+
+
+def _tags_for(tag_specs: list[dict[str, Any]], resource_type: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for spec in tag_specs:
+        if spec.get("ResourceType") == resource_type:
+            for tag in spec.get("Tags", []):
+                tags[tag["Key"]] = tag.get("Value", "")
+    return tags
+
+
+def _check_tag_types(tag_specs: list[dict[str, Any]]) -> None:
+    for spec in tag_specs:
+        if spec.get("ResourceType") not in ("image", "snapshot"):
+            raise ClientError(
+                "InvalidParameterValue",
+                f"'{spec.get('ResourceType')}' is not a valid taggable resource type for this operation.",
+            )
+
+
+def _check_unique_name(backend: Any, name: str | None) -> None:
+    # CreateImage / RegisterImage / CopyImage: "InvalidAMIName.Duplicate: The specified AMI
+    # name is already in use by an AMI owned by your account." ({REF}/errors-overview.html)
+    if name and any(a.name == name and a.owner_id == backend.account_id for a in backend.amis.values()):
+        raise ClientError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
+
+
+# CreateImage ({REF}/API_CreateImage.html): the image gets one snapshot per EBS volume of the
+# instance, and TagSpecifications with ResourceType=snapshot tag those snapshots. A name already
+# used by an image of the account is refused with InvalidAMIName.Duplicate.
+def create_image(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    name = self._get_param("Name")
+    instance_id = self._get_param("InstanceId")
+    tag_specs = self._get_param("TagSpecifications", [])
+    self.error_on_dryrun()
+    _check_tag_types(tag_specs)
+    instance = backend.get_instance(instance_id)
+    _check_unique_name(backend, name)
+    ami_id = moto_amis.random_ami_id()
+    ami = Ami(
+        backend,
+        ami_id,
+        instance=instance,
+        name=name,
+        description=self._get_param("Description", ""),
+        root_device_type="ebs",
+        root_device_name=instance.root_device_name,
+        snapshot_description=f"Created by CreateImage({instance_id}) for {ami_id}",
+    )
+    _drop_auto_snapshot(backend, ami)
+    snap_tags = _tags_for(tag_specs, "snapshot")
+    mappings = []
+    for device, block in instance.get_block_device_mapping:
+        volume = backend.get_volume(block.volume_id)
+        snap = backend.create_snapshot(
+            volume.id, f"Created by CreateImage({instance_id}) for {ami_id}", from_ami=ami_id
+        )
+        snap.add_tags(snap_tags)
+        mappings.append(
+            {
+                "DeviceName": device,
+                "Ebs": {
+                    "SnapshotId": snap.id,
+                    "VolumeSize": volume.size,
+                    "DeleteOnTermination": bool(getattr(block, "delete_on_termination", True)),
+                    "VolumeType": volume.volume_type or "gp3",
+                    "Encrypted": bool(volume.encrypted),
+                },
+            }
+        )
+    ami._mappings = mappings
+    ami.add_tags(_tags_for(tag_specs, "image"))
+    ami.ena_support = True
+    backend.amis[ami_id] = ami
+    return ActionResult({"ImageId": ami_id})
+
+
+# RegisterImage ({REF}/API_RegisterImage.html): the image uses the snapshots its block device
+# mappings name, with the requested root device name, architecture, ENA support, boot mode and
+# virtualization type; TagSpecifications tag the image. Unknown snapshots are refused.
+def register_image(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    name = self._get_param("Name")
+    tag_specs = self._get_param("TagSpecifications", [])
+    self.error_on_dryrun()
+    _check_tag_types(tag_specs)
+    raw = self._get_param("BlockDeviceMappings", [])
+    if not raw:
+        # Without mappings real EC2 needs an S3 manifest (instance store); keep moto's default.
+        _check_unique_name(backend, name)
+        ami = backend.register_image(name, self._get_param("Description", ""))
+        ami.add_tags(_tags_for(tag_specs, "image"))
+        return ActionResult({"ImageId": ami.id})
+    mappings = []
+    for m in raw:
+        ebs = m.get("Ebs") or {}
+        snap_id = ebs.get("SnapshotId")
+        entry: dict[str, Any] = {"DeviceName": m.get("DeviceName")}
+        if snap_id:
+            snap = backend.snapshots.get(snap_id)
+            if snap is None:
+                raise ClientError("InvalidSnapshot.NotFound", f"The snapshot '{snap_id}' does not exist.")
+            entry["Ebs"] = {
+                "SnapshotId": snap_id,
+                "VolumeSize": int(ebs.get("VolumeSize") or snap.volume_size),
+                "DeleteOnTermination": str(ebs.get("DeleteOnTermination", "true")).lower() == "true",
+                "VolumeType": ebs.get("VolumeType") or "gp2",
+                "Encrypted": bool(snap.encrypted),
+            }
+        mappings.append(entry)
+    _check_unique_name(backend, name)
+    ami_id = moto_amis.random_ami_id()
+    ami = Ami(
+        backend,
+        ami_id,
+        name=name,
+        description=self._get_param("Description", ""),
+        architecture=self._get_param("Architecture") or "x86_64",
+        virtualization_type=self._get_param("VirtualizationType") or "hvm",
+        root_device_type="ebs",
+        root_device_name=self._get_param("RootDeviceName") or "/dev/sda1",
+        boot_mode=self._get_param("BootMode"),
+    )
+    _drop_auto_snapshot(backend, ami)
+    ami._mappings = mappings
+    ami.ena_support = str(self._get_param("EnaSupport", "false")).lower() == "true"
+    ami.add_tags(_tags_for(tag_specs, "image"))
+    backend.amis[ami_id] = ami
+    return ActionResult({"ImageId": ami_id})
+
+
+# DescribeImages ({REF}/API_DescribeImages.html): MaxResults (1-1000) pages the result with
+# NextToken; disabled AMIs are listed only with IncludeDisabled=true.
+def describe_images(self: Any) -> ActionResult:
+    self.error_on_dryrun()
+    images = self.ec2_backend.describe_images(
+        ami_ids=self._get_param("ImageIds", []),
+        filters=self._filters_from_querystring(),
+        exec_users=self._get_param("ExecutableUsers", []),
+        owners=self._get_param("Owners", []),
+    )
+    if str(self._get_param("IncludeDisabled", "false")).lower() != "true":
+        images = [i for i in images if i.state != "disabled"]
+    page, token = _page(self, sorted(images, key=lambda i: i.id))
+    result: dict[str, Any] = {"Images": page}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+# DescribeSnapshots ({REF}/API_DescribeSnapshots.html): OwnerIds (an id, `self` or `amazon`)
+# limits the result to those owners; MaxResults pages it with NextToken.
+def describe_snapshots(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    snaps = backend.describe_snapshots(
+        snapshot_ids=self._get_param("SnapshotIds", []), filters=self._filters_from_querystring()
+    )
+    owners = self._get_param("OwnerIds", [])
+    if owners:
+        wanted = {backend.account_id if o == "self" else o for o in owners}
+        snaps = [s for s in snaps if s.owner_id in wanted]
+    page, token = _page(self, sorted(snaps, key=lambda s: s.id))
+    result: dict[str, Any] = {"Snapshots": page}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def _page(self: Any, items: list[Any]) -> tuple[list[Any], str | None]:
+    max_results = self._get_param("MaxResults")
+    start = int(self._get_param("NextToken") or 0)
+    if not max_results:
+        return items[start:], None
+    size = int(max_results)
+    if size < 1 or size > 1000:
+        raise ClientError("InvalidParameterValue", f"Value ({size}) for parameter maxResults is invalid.")
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+# DeregisterImage ({REF}/API_DeregisterImage.html): DeleteAssociatedSnapshots deletes the
+# image's snapshots, except one that another AMI also uses; the response lists each result.
+# An image with deregistration protection enabled is refused.
+def deregister_image(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    ami_id = self._get_param("ImageId")
+    delete_snaps = str(self._get_param("DeleteAssociatedSnapshots", "false")).lower() == "true"
+    self.error_on_dryrun()
+    ami = backend.amis.get(ami_id)
+    if ami is not None and getattr(ami, "deregistration_protection", "disabled") != "disabled":
+        raise ClientError(
+            "InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}."
+        )
+    snaps = snapshot_ids_of(ami) if ami is not None else []
+    backend.deregister_image(ami_id)
+    results = []
+    if delete_snaps:
+        still_used = {s for other in backend.amis.values() for s in snapshot_ids_of(other)}
+        for snap_id in snaps:
+            snap = backend.snapshots.get(snap_id)
+            if snap is None or snap_id in still_used or snap.owner_id != backend.account_id:
+                continue
+            backend.snapshots.pop(snap_id)
+            results.append({"SnapshotId": snap_id, "ReturnCode": "success"})
+    result: dict[str, Any] = {"Return": True}
+    if delete_snaps:
+        result["DeleteSnapshotResults"] = results
+    return ActionResult(result)
+
+
+# DeleteSnapshot ({REF}/API_DeleteSnapshot.html): "You cannot delete a snapshot of the root
+# device of an EBS volume used by a registered AMI" - InvalidSnapshot.InUse for any snapshot a
+# registered image (in any state, disabled included) uses, not only the one CreateImage made.
+_moto_delete_snapshot = EBSBackend.delete_snapshot
+
+
+def delete_snapshot(self: Any, snapshot_id: str) -> Any:
+    for ami in self.amis.values():
+        if snapshot_id in snapshot_ids_of(ami):
+            raise ClientError(
+                "InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {ami.id}"
+            )
+    return _moto_delete_snapshot(self, snapshot_id)
+
+
+# EnableImageDeprecation / DisableImageDeprecation ({REF}/API_EnableImageDeprecation.html):
+# set and clear the image's DeprecationTime, which DescribeImages then reports. DeprecateAt
+# cannot be in the past.
+def enable_image_deprecation(self: Any) -> ActionResult:
+    ami_id = self._get_param("ImageId")
+    deprecate_at = self._get_param("DeprecateAt")
+    self.error_on_dryrun()
+    ami = _owned_image(self, ami_id)
+    when = deprecate_at if isinstance(deprecate_at, datetime) else moto_amis.parse_timestamp(deprecate_at)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if when < datetime.now(timezone.utc).replace(second=0, microsecond=0):
+        raise ClientError("InvalidParameterValue", "DeprecateAt cannot be in the past.")
+    ami.deprecation_time = iso(when)
+    return ActionResult({"Return": True})
+
+
+def disable_image_deprecation(self: Any) -> ActionResult:
+    ami = _owned_image(self, self._get_param("ImageId"))
+    self.error_on_dryrun()
+    ami.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
+def _owned_image(self: Any, ami_id: str) -> Any:
+    ami = self.ec2_backend.amis.get(ami_id)
+    if ami is None:
+        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{ami_id}]' does not exist")
+    return ami
+
+
+# ModifyImageAttribute ({REF}/API_ModifyImageAttribute.html): "You can't modify the attributes
+# of a disabled AMI" - refused for a disabled image.
+_moto_modify_image_attribute = AmisResponse.modify_image_attribute
+
+
+def modify_image_attribute(self: Any) -> Any:
+    ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    if ami is not None and ami.state == "disabled":
+        raise ClientError("InvalidParameterValue", f"The image {ami.id} is disabled.")
+    return _moto_modify_image_attribute(self)
+
+
+def apply_patches() -> None:
+    AmisResponse.create_image = create_image
+    AmisResponse.register_image = register_image
+    AmisResponse.describe_images = describe_images
+    AmisResponse.deregister_image = deregister_image
+    AmisResponse.enable_image_deprecation = enable_image_deprecation
+    AmisResponse.disable_image_deprecation = disable_image_deprecation
+    AmisResponse.modify_image_attribute = modify_image_attribute
+    ElasticBlockStore.describe_snapshots = describe_snapshots
+    EBSBackend.delete_snapshot = delete_snapshot
+    for attr in ("deprecation_time", "last_launched_time", "ena_support"):
+        if not hasattr(Ami, attr):
+            setattr(Ami, attr, None)
+    Ami.deregistration_protection = "disabled"
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeding: fields of an image that no API sets (test set-up only, never called by the functions).
+# ---------------------------------------------------------------------------------------------
+def seed_image(body: dict[str, Any]) -> dict[str, Any]:
+    account = body.get("account_id", "123456789012")
+    region = body["region"]
+    ami = ec2_backends[account][region].amis[body["image_id"]]
+    if "creation_date" in body:
+        ami.creation_date = moto_amis.parse_timestamp(body["creation_date"]).replace(tzinfo=None)
+    if "owner_id" in body:
+        ami.owner_id = body["owner_id"]
+    if "last_launched_time" in body:
+        ami.last_launched_time = body["last_launched_time"]
+    if "deregistration_protection" in body:
+        ami.deregistration_protection = body["deregistration_protection"]
+    if "snapshot_owner_id" in body:
+        for snap_id in snapshot_ids_of(ami):
+            ec2_backends[account][region].snapshots[snap_id].owner_id = body["snapshot_owner_id"]
+    return {"image_id": ami.id}
+
+
+class Testbed:
+    def __init__(self, app: Any):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "").startswith("/_testbed/image"):
+            request = Request(environ)
+            try:
+                out = seed_image(json.loads(request.get_data() or b"{}"))
+                response = Response(json.dumps(out), status=200, mimetype="application/json")
+            except (KeyError, ValueError) as err:
+                response = Response(json.dumps({"error": repr(err)}), status=400)
+            return response(environ, start_response)
+        return self.app(environ, start_response)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--plain", action="store_true", help="moto without the EC2 patches")
+    args = parser.parse_args()
+    if not args.plain:
+        apply_patches()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server("127.0.0.1", args.port, Testbed(app), True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(f"READY {server.server_address[1]}", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def watch_stdin() -> None:
+        try:
+            while sys.stdin.read(1):
+                pass
+        finally:
+            stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    stop.wait()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
