@@ -22,6 +22,7 @@ pub const PAGE_SIZE: i32 = 1000;
 pub struct Ec2 {
     client: Client,
     region: Region,
+    page_size: i32,
 }
 
 /// Reads what the planners need from a region.
@@ -60,7 +61,17 @@ pub trait RetireImages {
 impl Ec2 {
     /// An adapter over a client configured for `region`.
     pub fn new(client: Client, region: Region) -> Self {
-        Ec2 { client, region }
+        Ec2 {
+            client,
+            region,
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    /// The same adapter with a smaller scan page (5 to 1000), to prove the scans follow pages.
+    pub fn with_page_size(mut self, page_size: i32) -> Self {
+        self.page_size = page_size.clamp(5, PAGE_SIZE);
+        self
     }
 
     /// The region this adapter works in.
@@ -172,7 +183,7 @@ impl ImageInventory for Ec2 {
         request = match ids {
             // ImageIds and MaxResults cannot be combined.
             Some(ids) => request.set_image_ids(Some(ids.to_vec())),
-            None => request.max_results(PAGE_SIZE),
+            None => request.max_results(self.page_size),
         };
         let mut pages = request.into_paginator().send();
         let mut images = Vec::new();
@@ -188,7 +199,7 @@ impl ImageInventory for Ec2 {
             .client
             .describe_snapshots()
             .owner_ids("self")
-            .max_results(PAGE_SIZE)
+            .max_results(self.page_size)
             .into_paginator()
             .send();
         let mut snapshots = Vec::new();

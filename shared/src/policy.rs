@@ -655,7 +655,7 @@ mod tests {
     #[test]
     fn an_unknown_field_is_named_with_its_path() {
         let (path, message) = config_error(&EXAMPLE.replace("\"keep_latest\"", "\"keep_lastest\""));
-        assert_eq!(path, "$.policies[0].retain");
+        assert_eq!(path, "$.policies[0].retain.keep_lastest");
         assert!(
             message.contains("unknown field `keep_lastest`"),
             "{message}"
@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn a_bad_region_is_refused() {
         let (path, message) = config_error(&EXAMPLE.replace("eu-west-1", "eu-wets-1"));
-        assert_eq!(path, "$.policies[0].copy.regions");
+        assert_eq!(path, "$.policies[0].copy.regions.eu-wets-1");
         assert!(message.contains("unknown region `eu-wets-1`"), "{message}");
     }
 

@@ -1,1 +1,415 @@
+//! Test support: the local AWS test bed (moto's server with the EC2 behaviours our safety
+//! depends on, see `support/moto_launcher.py`) and a harness that runs a function's own binary
+//! through the Lambda runtime API (`cargo lambda watch --only-lambda-apis` + `cargo lambda invoke`).
+//!
+//! Nothing is installed at test time. A missing emulator or cargo-lambda fails the test loudly,
+//! naming the setup command; it never skips.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_config::BehaviorVersion;
+use serde_json::Value;
+
+/// The account moto serves to the dummy credentials.
+pub const ACCOUNT: &str = "123456789012";
+
+/// The Amazon images of `support/amis.json` (owned by another account) that instances launch from.
+pub const BASE_X86: &str = "ami-0a1b2c3d4e5f60001";
+/// The arm64 base image.
+pub const BASE_ARM: &str = "ami-0a1b2c3d4e5f60002";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var("AMI_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".venv"));
+    venv.join("bin").join(name)
+}
+
+fn require(path: &Path, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: run `scripts/setup` (or set AMI_VENV to the virtualenv that has it)",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// moto's server on a free port of 127.0.0.1; stopped when dropped.
+pub struct TestBed {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl TestBed {
+    /// The test bed with the documented EC2 behaviours added.
+    pub fn start() -> TestBed {
+        Self::launch(false)
+    }
+
+    /// moto as it is, without the additions (to show what each addition changes).
+    pub fn start_plain() -> TestBed {
+        Self::launch(true)
+    }
+
+    fn launch(plain: bool) -> TestBed {
+        let python = require(&venv_bin("python"), "the test bed's Python (with moto)");
+        let script = root().join("tests/support/moto_launcher.py");
+        let mut cmd = Command::new(python);
+        cmd.arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if plain {
+            cmd.arg("--plain");
+        }
+        let mut child = cmd.spawn().expect("start the moto launcher");
+        let stdout = child.stdout.take().expect("launcher stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the launcher's READY line");
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the moto launcher did not start (it printed {line:?})"));
+        TestBed { child, port }
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment a process needs to reach the test bed.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    async fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+
+    /// An EC2 client for `region`.
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk(region).await)
+    }
+
+    /// An EventBridge client.
+    pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::new(&self.sdk("us-east-1").await)
+    }
+
+    /// Sets fields of an image that no API sets (CreationDate, owner, protection, last launch).
+    pub fn seed_image(&self, region: &str, image_id: &str, fields: Value) {
+        let mut body = fields;
+        body["region"] = region.into();
+        body["image_id"] = image_id.into();
+        let (status, text) = http(self.port, "POST", "/_testbed/image", &body.to_string());
+        assert_eq!(status, 200, "seeding {image_id} failed: {text}");
+    }
+
+    /// The events PutEvents accepted, oldest first.
+    pub fn published(&self) -> Vec<Value> {
+        let (status, text) = http(self.port, "GET", "/_testbed/events", "");
+        assert_eq!(status, 200, "reading the published events failed: {text}");
+        serde_json::from_str(&text).expect("events JSON")
+    }
+}
+
+impl Drop for TestBed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request to the test bed's own routes.
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the test bed");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("receive");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let text = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, text)
+}
+
+/// The directory the workspace's binaries are built into (next to this test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test>-<hash> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory")
+}
+
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let t = if path.is_dir() {
+                newest_source(&path)
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+            };
+            newest = newest.max(t);
+        }
+    }
+    newest
+}
+
+/// The path of a function binary, checked to be newer than the sources it is built from.
+pub fn function_binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` before the tests (scripts/test does both)",
+        path.display()
+    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("binary time");
+    let dir = name.strip_prefix("ami-").unwrap_or(name);
+    let sources = newest_source(&root().join("shared/src")).max(newest_source(
+        &root().join("functions").join(dir).join("src"),
+    ));
+    assert!(
+        built >= sources,
+        "{} is older than its sources: run `cargo build --workspace` again (scripts/test does it)",
+        path.display()
+    );
+    path
+}
+
+/// A function binary served through the Lambda runtime API by `cargo lambda watch`.
+pub struct Function {
+    watch: Child,
+    function: Child,
+    port: u16,
+    /// The function's log file.
+    pub log: PathBuf,
+}
+
+/// The answer of one invocation.
+#[derive(Debug)]
+pub enum Invocation {
+    /// The function returned this JSON.
+    Ok(Value),
+    /// The function returned an error: its type and message.
+    Err { error_type: String, message: String },
+}
+
+impl Invocation {
+    /// The JSON of a successful invocation; panics with the error otherwise.
+    pub fn ok(self) -> Value {
+        match self {
+            Invocation::Ok(v) => v,
+            Invocation::Err {
+                error_type,
+                message,
+            } => panic!("invocation failed: {error_type}: {message}"),
+        }
+    }
+
+    /// The error of a failed invocation; panics if it succeeded.
+    pub fn err(self) -> (String, String) {
+        match self {
+            Invocation::Err {
+                error_type,
+                message,
+            } => (error_type, message),
+            Invocation::Ok(v) => panic!("expected the invocation to fail, it returned {v}"),
+        }
+    }
+}
+
+impl Function {
+    /// Starts the emulator of the runtime API and the function's own binary, with the test bed's
+    /// endpoint and the given environment (the policy document and settings).
+    pub fn start(bed: &TestBed, binary: &str, env: &[(&str, &str)]) -> Function {
+        let cargo_lambda = require(&venv_bin("cargo-lambda"), "cargo-lambda");
+        let binary = function_binary(binary);
+        let port = free_port();
+        let watch = Command::new(&cargo_lambda)
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+            ])
+            .arg(port.to_string())
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cargo lambda watch");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "cargo lambda watch did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::env::temp_dir().join(format!(
+            "ami-lifecycle-{}-{port}.log",
+            binary.file_name().and_then(|n| n.to_str()).unwrap_or("fn")
+        ));
+        let log_file = std::fs::File::create(&log).expect("function log file");
+        let mut cmd = Command::new(&binary);
+        cmd.envs(bed.env())
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("http://127.0.0.1:{port}/.rt"),
+            )
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let function = cmd.spawn().expect("start the function binary");
+        Function {
+            watch,
+            function,
+            port,
+            log,
+        }
+    }
+
+    /// Whether the function process has exited (a failed cold start), with its log.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.function.try_wait() {
+            Ok(Some(_)) => Some(std::fs::read_to_string(&self.log).unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    /// Invokes the function with `payload` through `cargo lambda invoke`.
+    pub fn invoke(&self, payload: &Value) -> Invocation {
+        let file = std::env::temp_dir().join(format!(
+            "ami-lifecycle-payload-{}-{}.json",
+            self.port,
+            std::process::id()
+        ));
+        std::fs::write(&file, payload.to_string()).expect("write payload");
+        self.invoke_file(&file)
+    }
+
+    /// Invokes the function with a file, as `cargo lambda invoke --data-file` does for a user.
+    pub fn invoke_file(&self, file: &Path) -> Invocation {
+        let cargo_lambda = venv_bin("cargo-lambda");
+        let out = Command::new(cargo_lambda)
+            .args([
+                "lambda",
+                "invoke",
+                "_",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+            ])
+            .arg(self.port.to_string())
+            .arg("--data-file")
+            .arg(file)
+            .args(["--output-format", "json"])
+            .current_dir(root())
+            .output()
+            .expect("run cargo lambda invoke");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            return Invocation::Ok(
+                serde_json::from_str(&stdout)
+                    .unwrap_or_else(|e| panic!("the function returned no JSON ({e}): {stdout}")),
+            );
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        parse_error(&stdout, &stderr)
+    }
+}
+
+fn parse_error(stdout: &str, stderr: &str) -> Invocation {
+    // cargo lambda prints the function's error as `Error: × <errorMessage>` plus the type.
+    let text = format!("{stdout}\n{stderr}");
+    let error_type = [
+        "InvalidConfiguration",
+        "InvalidEvent",
+        "AwsError",
+        "Refused",
+        "PartialFailure",
+    ]
+    .into_iter()
+    .find(|t| text.contains(t))
+    .unwrap_or("Unknown")
+    .to_string();
+    Invocation::Err {
+        error_type,
+        message: text,
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.function.kill();
+        let _ = self.function.wait();
+        let _ = self.watch.kill();
+        let _ = self.watch.wait();
+    }
+}

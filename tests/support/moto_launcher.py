@@ -6,10 +6,10 @@ moto's own WSGI application in-process and patches its EC2 model so that each of
 behaves as the EC2 API reference documents. Every patch below cites the reference page it
 follows, and `tests/tests/testbed.rs` proves each one with a test that fails against plain moto.
 
-It also serves one route that is not AWS: `POST /_testbed/image` sets the fields of an image
-that no API can set (its CreationDate, its owner, deregistration protection, last launch), so
-tests can build a fleet of any age and ownership without waiting. Seeding only: the functions
-never call it.
+It also serves two routes that are not AWS, for tests only (the functions never call them):
+`POST /_testbed/image` sets the fields of an image that no API can set (its CreationDate, its
+owner, deregistration protection, last launch), so tests can build a fleet of any age and
+ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted.
 
 Usage: python moto_launcher.py [--port N] [--plain]
 Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
@@ -38,6 +38,7 @@ from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+from moto.events.models import EventsBackend  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -349,6 +350,30 @@ def modify_image_attribute(self: Any) -> Any:
     return _moto_modify_image_attribute(self)
 
 
+# ---------------------------------------------------------------------------------------------
+# Observation: the events accepted by PutEvents, so tests can read what a function announced.
+# ---------------------------------------------------------------------------------------------
+PUBLISHED: list[dict[str, Any]] = []
+_moto_put_events = EventsBackend.put_events
+
+
+def put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    entries = _moto_put_events(self, events)
+    for event, entry in zip(events, entries):
+        if not entry.get("ErrorCode"):
+            PUBLISHED.append(
+                {
+                    "region": self.region_name,
+                    "bus": event.get("EventBusName") or "default",
+                    "source": event.get("Source"),
+                    "detail_type": event.get("DetailType"),
+                    "resources": event.get("Resources", []),
+                    "detail": json.loads(event.get("Detail") or "{}"),
+                }
+            )
+    return entries
+
+
 def apply_patches() -> None:
     AmisResponse.create_image = create_image
     AmisResponse.register_image = register_image
@@ -391,6 +416,9 @@ class Testbed:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "") == "/_testbed/events":
+            response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
+            return response(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/_testbed/image"):
             request = Request(environ)
             try:
@@ -407,6 +435,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--plain", action="store_true", help="moto without the EC2 patches")
     args = parser.parse_args()
+    EventsBackend.put_events = put_events  # observation only: changes no behaviour
     if not args.plain:
         apply_patches()
     app = DomainDispatcherApplication(create_backend_app)

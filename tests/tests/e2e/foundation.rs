@@ -1,0 +1,110 @@
+//! The adapters against the test bed: create an image, list it back through every page, publish.
+
+use std::collections::BTreeMap;
+
+use ami_lifecycle::ec2::{Ec2, ImageInventory};
+use ami_lifecycle::publish::{event, EventBridge, EventSink};
+use e2e_tests::TestBed;
+use serde_json::json;
+
+use crate::seed;
+
+#[tokio::test]
+async fn an_image_created_through_the_adapter_is_listed_back_with_its_tags_and_announced() {
+    let bed = TestBed::start();
+    let client = bed.ec2("us-east-1").await;
+    let ec2 = Ec2::new(client.clone(), "us-east-1".parse().expect("region"));
+    let instance = seed::instance(&client, 1, &[]).await;
+    let tags = BTreeMap::from([
+        ("Team".to_string(), "platform".to_string()),
+        ("Family".to_string(), "web".to_string()),
+    ]);
+
+    let image_id = ec2
+        .create_image(&instance, "web-20261125T000000Z", true, &tags)
+        .await
+        .expect("create_image");
+
+    let images = ec2.images(None).await.expect("images");
+    let image = images
+        .iter()
+        .find(|i| i.id == image_id)
+        .expect("the new image is listed");
+    assert_eq!(image.tags, tags);
+    assert_eq!(image.snapshot_ids.len(), 2, "root and data volume");
+    let snapshots = ec2.snapshots().await.expect("snapshots");
+    for id in &image.snapshot_ids {
+        let snap = snapshots
+            .iter()
+            .find(|s| &s.id == id)
+            .expect("snapshot listed");
+        assert_eq!(snap.tags, tags, "tags on the snapshots at creation");
+        assert_eq!(snap.owner_id, e2e_tests::ACCOUNT);
+    }
+
+    let bus = EventBridge::new(bed.eventbridge().await, "default");
+    let published = bus
+        .publish(vec![event(
+            "AMI Build Started",
+            vec![image_id.clone()],
+            json!({"ImageId": image_id}),
+        )])
+        .await;
+    assert_eq!(published.published, 1);
+    assert!(published.failed.is_empty());
+    let seen = bed.published();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["source"], "ami.automation");
+    assert_eq!(seen[0]["detail_type"], "AMI Build Started");
+    assert_eq!(seen[0]["detail"]["ImageId"], image_id.as_str());
+}
+
+#[tokio::test]
+async fn the_scans_follow_every_page() {
+    let bed = TestBed::start();
+    let client = bed.ec2("us-east-1").await;
+    let ec2 = Ec2::new(client.clone(), "us-east-1".parse().expect("region")).with_page_size(5);
+    let instance = seed::instance(&client, 0, &[]).await;
+    let mut created = Vec::new();
+    for i in 0..12 {
+        created.push(seed::image(&client, &instance, &format!("paged-{i:02}"), &[]).await);
+    }
+    created.sort();
+    let mut listed: Vec<String> = ec2
+        .images(None)
+        .await
+        .expect("images")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, created, "12 images over pages of 5");
+    assert_eq!(
+        ec2.snapshots().await.expect("snapshots").len(),
+        12,
+        "12 snapshots over pages of 5"
+    );
+}
+
+#[tokio::test]
+async fn more_than_ten_events_go_out_in_batches_of_ten() {
+    let bed = TestBed::start();
+    let bus = EventBridge::new(bed.eventbridge().await, "default");
+    let events = (0..23)
+        .map(|i| event("AMI Deprecated", vec![format!("ami-{i}")], json!({"n": i})))
+        .collect();
+    let published = bus.publish(events).await;
+    assert_eq!(published.published, 23);
+    assert_eq!(bed.published().len(), 23);
+}
+
+#[tokio::test]
+async fn events_to_a_bus_that_does_not_exist_are_reported_as_failed() {
+    let bed = TestBed::start();
+    let bus = EventBridge::new(bed.eventbridge().await, "no-such-bus");
+    let published = bus
+        .publish(vec![event("AMI Deprecated", vec![], json!({}))])
+        .await;
+    assert_eq!(published.published, 0);
+    assert_eq!(published.failed.len(), 1, "{published:?}");
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: one test binary, with the test bed's proofs, the adapters and each function.
+
+mod age_out;
+mod foundation;
+mod seed;
+mod testbed;

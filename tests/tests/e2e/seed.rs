@@ -1,0 +1,165 @@
+//! Building fleets in the test bed through the real SDK.
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification,
+};
+use aws_sdk_ec2::Client;
+
+/// Launches an instance of the x86 base image with a root volume and `extra` data volumes.
+pub async fn instance(ec2: &Client, extra: usize, tags: &[(&str, &str)]) -> String {
+    let mut request = ec2
+        .run_instances()
+        .image_id(e2e_tests::BASE_X86)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .block_device_mappings(volume("/dev/xvda", 8));
+    for i in 0..extra {
+        let device = format!("/dev/sd{}", (b'b' + i as u8) as char);
+        request = request.block_device_mappings(volume(&device, 10 + i as i32));
+    }
+    if !tags.is_empty() {
+        request = request.tag_specifications(tag_spec(ResourceType::Instance, tags));
+    }
+    let out = request.send().await.expect("RunInstances");
+    out.instances()[0]
+        .instance_id()
+        .expect("instance id")
+        .to_string()
+}
+
+fn volume(device: &str, size: i32) -> BlockDeviceMapping {
+    BlockDeviceMapping::builder()
+        .device_name(device)
+        .ebs(
+            EbsBlockDevice::builder()
+                .volume_size(size)
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build()
+}
+
+/// A TagSpecification from pairs.
+pub fn tag_spec(resource: ResourceType, tags: &[(&str, &str)]) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// CreateImage of `instance` with tags on the image.
+pub async fn image(ec2: &Client, instance: &str, name: &str, tags: &[(&str, &str)]) -> String {
+    let mut request = ec2
+        .create_image()
+        .instance_id(instance)
+        .name(name)
+        .no_reboot(true);
+    if !tags.is_empty() {
+        request = request.tag_specifications(tag_spec(ResourceType::Image, tags));
+    }
+    request
+        .send()
+        .await
+        .expect("CreateImage")
+        .image_id()
+        .expect("image id")
+        .to_string()
+}
+
+/// The snapshots of an image, from DescribeImages.
+pub async fn snapshots_of(ec2: &Client, image: &str) -> Vec<String> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .include_disabled(true)
+        .send()
+        .await
+        .expect("DescribeImages");
+    out.images()
+        .iter()
+        .flat_map(|i| i.block_device_mappings())
+        .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+        .collect()
+}
+
+/// RegisterImage from existing snapshots (root first).
+pub async fn register(
+    ec2: &Client,
+    name: &str,
+    snapshots: &[String],
+    tags: &[(&str, &str)],
+) -> String {
+    let mut request = ec2
+        .register_image()
+        .name(name)
+        .root_device_name("/dev/xvda")
+        .virtualization_type("hvm");
+    for (i, snap) in snapshots.iter().enumerate() {
+        let device = if i == 0 {
+            "/dev/xvda".to_string()
+        } else {
+            format!("/dev/sd{}", (b'a' + i as u8) as char)
+        };
+        request = request.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .snapshot_id(snap)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    if !tags.is_empty() {
+        request = request.tag_specifications(tag_spec(ResourceType::Image, tags));
+    }
+    request
+        .send()
+        .await
+        .expect("RegisterImage")
+        .image_id()
+        .expect("image id")
+        .to_string()
+}
+
+/// Every image id of the account (disabled included), sorted.
+pub async fn image_ids(ec2: &Client) -> Vec<String> {
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .include_disabled(true)
+        .send()
+        .await
+        .expect("DescribeImages");
+    let mut ids: Vec<String> = out
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every snapshot id of the account, sorted.
+pub async fn snapshot_ids(ec2: &Client) -> Vec<String> {
+    let out = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("DescribeSnapshots");
+    let mut ids: Vec<String> = out
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}

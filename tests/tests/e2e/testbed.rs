@@ -1,0 +1,487 @@
+//! Each behaviour the launcher adds around moto, proven: the documented EC2 behaviour holds on the
+//! test bed, and plain moto departs from it (so the addition is what makes the difference).
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications, ResourceType};
+use e2e_tests::TestBed;
+
+use crate::seed;
+
+#[tokio::test]
+async fn create_image_tags_the_snapshots_it_makes_one_per_volume() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 1, &[]).await;
+        let result = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name("tagged")
+            .tag_specifications(seed::tag_spec(
+                ResourceType::Snapshot,
+                &[("Team", "platform")],
+            ))
+            .send()
+            .await;
+        if plain {
+            assert!(
+                result.is_err(),
+                "plain moto is expected to fail CreateImage with snapshot tags"
+            );
+            continue;
+        }
+        let image = result
+            .expect("CreateImage")
+            .image_id()
+            .expect("id")
+            .to_string();
+        let snaps = seed::snapshots_of(&ec2, &image).await;
+        assert_eq!(
+            snaps.len(),
+            2,
+            "one snapshot per EBS volume of the instance"
+        );
+        let described = ec2
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snaps))
+            .send()
+            .await
+            .expect("DescribeSnapshots");
+        for s in described.snapshots() {
+            assert!(s
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some("Team") && t.value() == Some("platform")));
+            assert!(s
+                .description()
+                .unwrap_or_default()
+                .starts_with("Created by CreateImage("));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ami_name_already_used_is_refused_as_duplicate() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        seed::image(&ec2, &instance, "same-name", &[]).await;
+        let second = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name("same-name")
+            .send()
+            .await;
+        if plain {
+            assert!(
+                second.is_ok(),
+                "plain moto creates a second AMI with the same name"
+            );
+        } else {
+            let err = second.expect_err("duplicate name refused");
+            assert_eq!(err.code(), Some("InvalidAMIName.Duplicate"));
+            assert_eq!(seed::image_ids(&ec2).await.len(), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn describe_images_and_snapshots_page_with_max_results() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        for i in 0..7 {
+            seed::image(&ec2, &instance, &format!("paged-{i}"), &[]).await;
+        }
+        let first = ec2
+            .describe_images()
+            .owners("self")
+            .max_results(5)
+            .send()
+            .await
+            .expect("page 1");
+        if plain {
+            assert!(
+                first.next_token().is_none(),
+                "plain moto ignores MaxResults"
+            );
+            continue;
+        }
+        assert_eq!(first.images().len(), 5);
+        let token = first.next_token().expect("a next page").to_string();
+        let second = ec2
+            .describe_images()
+            .owners("self")
+            .max_results(5)
+            .next_token(token)
+            .send()
+            .await
+            .expect("page 2");
+        assert_eq!(second.images().len(), 2);
+        assert!(second.next_token().is_none());
+        let snaps = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .max_results(5)
+            .send()
+            .await
+            .expect("snapshots");
+        assert_eq!(snaps.snapshots().len(), 5);
+        assert!(snaps.next_token().is_some());
+    }
+}
+
+#[tokio::test]
+async fn describe_snapshots_with_owner_self_lists_only_the_accounts_snapshots() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let out = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .expect("DescribeSnapshots");
+        let foreign = out
+            .snapshots()
+            .iter()
+            .filter(|s| s.owner_id() != Some(e2e_tests::ACCOUNT))
+            .count();
+        if plain {
+            assert!(
+                foreign > 0,
+                "plain moto lists the base images' (Amazon's) snapshots too"
+            );
+        } else {
+            assert_eq!(foreign, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn disabled_amis_are_listed_only_with_include_disabled() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &instance, "to-disable", &[]).await;
+        ec2.disable_image()
+            .image_id(&image)
+            .send()
+            .await
+            .expect("DisableImage");
+        let hidden = ec2
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .expect("DescribeImages");
+        let shown = ec2
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .send()
+            .await
+            .expect("DescribeImages");
+        assert_eq!(shown.images().len(), 1);
+        assert_eq!(
+            hidden.images().len(),
+            usize::from(plain),
+            "IncludeDisabled (plain moto: {plain})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deregister_with_delete_associated_snapshots_keeps_a_snapshot_another_ami_uses() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 1, &[]).await;
+        let image = seed::image(&ec2, &instance, "two-volumes", &[]).await;
+        let snaps = seed::snapshots_of(&ec2, &image).await;
+        // A second AMI that shares the first AMI's root snapshot.
+        let sharer = seed::register(&ec2, "sharer", &snaps[..1], &[]).await;
+        let out = ec2
+            .deregister_image()
+            .image_id(&image)
+            .delete_associated_snapshots(true)
+            .send()
+            .await
+            .expect("DeregisterImage");
+        let left = seed::snapshot_ids(&ec2).await;
+        if plain {
+            assert!(
+                snaps.iter().all(|s| left.contains(s)),
+                "plain moto ignores DeleteAssociatedSnapshots"
+            );
+            continue;
+        }
+        let deleted: Vec<&str> = out
+            .delete_snapshot_results()
+            .iter()
+            .filter_map(|r| r.snapshot_id())
+            .collect();
+        assert_eq!(
+            deleted,
+            vec![snaps[1].as_str()],
+            "only the snapshot no other AMI uses"
+        );
+        assert!(left.contains(&snaps[0]) && !left.contains(&snaps[1]));
+        assert_eq!(
+            seed::snapshots_of(&ec2, &sharer).await,
+            vec![snaps[0].clone()]
+        );
+    }
+}
+
+#[tokio::test]
+async fn delete_snapshot_refuses_a_snapshot_a_registered_ami_uses() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let volume = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .send()
+            .await
+            .expect("CreateVolume");
+        let snap = ec2
+            .create_snapshot()
+            .volume_id(volume.volume_id().expect("volume"))
+            .send()
+            .await
+            .expect("CreateSnapshot")
+            .snapshot_id()
+            .expect("snapshot")
+            .to_string();
+        seed::register(&ec2, "registered", std::slice::from_ref(&snap), &[]).await;
+        let result = ec2.delete_snapshot().snapshot_id(&snap).send().await;
+        if plain {
+            // plain moto's RegisterImage ignores the mappings, so nothing holds the snapshot.
+            assert!(result.is_ok(), "plain moto deletes the snapshot");
+        } else {
+            assert_eq!(
+                result.expect_err("in use").code(),
+                Some("InvalidSnapshot.InUse")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn enable_and_disable_image_deprecation_set_the_deprecation_time() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &instance, "deprecating", &[]).await;
+        let at = aws_smithy_types::DateTime::from_secs(1_893_456_000); // 2030-01-01
+        let result = ec2
+            .enable_image_deprecation()
+            .image_id(&image)
+            .deprecate_at(at)
+            .send()
+            .await;
+        if plain {
+            assert!(
+                result.is_err(),
+                "plain moto does not implement EnableImageDeprecation"
+            );
+            continue;
+        }
+        result.expect("EnableImageDeprecation");
+        let described = ec2
+            .describe_images()
+            .image_ids(&image)
+            .send()
+            .await
+            .expect("DescribeImages");
+        assert_eq!(
+            described.images()[0].deprecation_time(),
+            Some("2030-01-01T00:00:00.000Z")
+        );
+        let past = aws_smithy_types::DateTime::from_secs(1_000_000_000);
+        let refused = ec2
+            .enable_image_deprecation()
+            .image_id(&image)
+            .deprecate_at(past)
+            .send()
+            .await;
+        assert_eq!(
+            refused.expect_err("past refused").code(),
+            Some("InvalidParameterValue")
+        );
+        ec2.disable_image_deprecation()
+            .image_id(&image)
+            .send()
+            .await
+            .expect("DisableImageDeprecation");
+        let described = ec2
+            .describe_images()
+            .image_ids(&image)
+            .send()
+            .await
+            .expect("DescribeImages");
+        assert_eq!(described.images()[0].deprecation_time(), None);
+    }
+}
+
+#[tokio::test]
+async fn register_image_uses_the_requested_mappings_and_attributes() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let source = seed::image(&ec2, &instance, "source", &[]).await;
+        let snaps = seed::snapshots_of(&ec2, &source).await;
+        let image = ec2
+            .register_image()
+            .name("registered-arm")
+            .root_device_name("/dev/xvda")
+            .architecture("arm64".into())
+            .ena_support(true)
+            .boot_mode("uefi".into())
+            .block_device_mappings(
+                aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(
+                        aws_sdk_ec2::types::EbsBlockDevice::builder()
+                            .snapshot_id(&snaps[0])
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RegisterImage")
+            .image_id()
+            .expect("id")
+            .to_string();
+        let d = ec2
+            .describe_images()
+            .image_ids(&image)
+            .send()
+            .await
+            .expect("DescribeImages");
+        let i = &d.images()[0];
+        let root_snapshot = i
+            .block_device_mappings()
+            .first()
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.snapshot_id());
+        if plain {
+            assert_ne!(
+                root_snapshot,
+                Some(snaps[0].as_str()),
+                "plain moto makes a fresh snapshot"
+            );
+            continue;
+        }
+        assert_eq!(root_snapshot, Some(snaps[0].as_str()));
+        assert_eq!(i.root_device_name(), Some("/dev/xvda"));
+        assert_eq!(i.architecture().map(|a| a.as_str()), Some("arm64"));
+        assert_eq!(i.ena_support(), Some(true));
+        assert_eq!(i.boot_mode().map(|b| b.as_str()), Some("uefi"));
+        let ebs = i.block_device_mappings()[0].ebs().expect("ebs");
+        assert_eq!(ebs.delete_on_termination(), Some(true));
+    }
+}
+
+#[tokio::test]
+async fn a_disabled_ami_refuses_attribute_changes() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &instance, "disabled", &[]).await;
+        ec2.disable_image()
+            .image_id(&image)
+            .send()
+            .await
+            .expect("DisableImage");
+        let add = LaunchPermissionModifications::builder()
+            .add(LaunchPermission::builder().user_id("111122223333").build())
+            .build();
+        let result = ec2
+            .modify_image_attribute()
+            .image_id(&image)
+            .launch_permission(add)
+            .send()
+            .await;
+        assert_eq!(
+            result.is_ok(),
+            plain,
+            "ModifyImageAttribute on a disabled AMI (plain moto: {plain})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deregistration_protection_refuses_deregistration() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &instance, "protected", &[]).await;
+        bed.seed_image(
+            "us-east-1",
+            &image,
+            serde_json::json!({"deregistration_protection": "enabled"}),
+        );
+        let result = ec2.deregister_image().image_id(&image).send().await;
+        assert_eq!(
+            result.is_ok(),
+            plain,
+            "DeregisterImage of a protected AMI (plain moto: {plain})"
+        );
+    }
+}
