@@ -231,19 +231,14 @@ impl From<NamePattern> for String {
 /// How a policy groups its AMIs into families: `tag:<Key>` (the tag's value; AMIs without the
 /// tag fall back to the name prefix) or `name_prefix` (the name without its trailing
 /// timestamp or build-number segments).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum FamilyBy {
     /// The value of this tag.
     Tag(String),
     /// The name without its trailing date/number segments.
+    #[default]
     NamePrefix,
-}
-
-impl Default for FamilyBy {
-    fn default() -> Self {
-        FamilyBy::NamePrefix
-    }
 }
 
 impl TryFrom<String> for FamilyBy {
@@ -643,6 +638,13 @@ mod tests {
         assert_eq!(web.family_by, FamilyBy::Tag("Family".into()));
         assert_eq!(web.retain.as_ref().map(|r| r.keep_latest), Some(3));
         assert_eq!(web.select.tags.get("Family"), Some(&TagPattern::Any));
+    }
+
+    #[test]
+    fn the_example_policy_file_parses() {
+        let doc =
+            parse(include_str!("../../examples/policies.json")).expect("examples/policies.json");
+        assert_eq!(doc.policies.len(), 2);
     }
 
     #[test]

@@ -232,6 +232,83 @@ mod tests {
         );
     }
 
+    /// Every file in `events/`, which are at once the samples users send and these fixtures.
+    const SAMPLES: &[(&str, &str)] = &[
+        (
+            "age-out-dry-run.json",
+            include_str!("../../events/age-out-dry-run.json"),
+        ),
+        (
+            "age-out-real-run.json",
+            include_str!("../../events/age-out-real-run.json"),
+        ),
+        (
+            "age-out-two-regions-as-of.json",
+            include_str!("../../events/age-out-two-regions-as-of.json"),
+        ),
+        (
+            "age-out-scheduled.json",
+            include_str!("../../events/age-out-scheduled.json"),
+        ),
+    ];
+
+    #[test]
+    fn every_sample_event_parses() {
+        for (name, text) in SAMPLES {
+            let value: serde_json::Value =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let trigger = Trigger::parse(value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.contains("scheduled") {
+                assert!(matches!(trigger, Trigger::Scheduled { .. }), "{name}");
+            } else {
+                assert!(matches!(trigger, Trigger::Run(_)), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_in_events_is_a_tested_sample() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        for entry in std::fs::read_dir(dir).expect("events/") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            let is_event = name.ends_with(".json");
+            assert!(
+                !is_event || SAMPLES.iter().any(|(n, _)| *n == name),
+                "events/{name} has no parse test"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ec2_envelopes_parse_with_typed_details() {
+        let ami = json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": "us-east-1",
+            "detail": {"RequestId": "r", "ImageId": "ami-0123456789abcdef0", "State": "available", "ErrorMessage": ""}});
+        let Trigger::AmiState { detail, .. } = Trigger::parse(ami).expect("ami") else {
+            panic!("ami state")
+        };
+        assert_eq!(detail.image_id, "ami-0123456789abcdef0");
+        let stop = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+            "detail": {"instance-id": "i-0123", "state": "stopped"}});
+        let Trigger::InstanceState { detail, .. } = Trigger::parse(stop).expect("stop") else {
+            panic!("instance")
+        };
+        assert_eq!(detail.state, "stopped");
+        let snap = json!({"source": "aws.ec2", "detail-type": "EBS Snapshot Notification",
+            "detail": {"event": "createSnapshot", "result": "succeeded",
+                       "snapshot_id": "arn:aws:ec2::us-east-1:snapshot/snap-0123", "source": "arn:aws:ec2::us-east-1:volume/vol-1"}});
+        let Trigger::Snapshot { detail, .. } = Trigger::parse(snap).expect("snapshot") else {
+            panic!("snapshot")
+        };
+        assert_eq!(detail.snapshot(), "snap-0123");
+        let missing = json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "detail": {"State": "available"}});
+        let err = Trigger::parse(missing).unwrap_err().to_string();
+        assert!(err.contains("$.detail") && err.contains("ImageId"), "{err}");
+    }
+
     #[test]
     fn a_json_array_is_refused() {
         let err = Trigger::parse(json!([1, 2])).unwrap_err();

@@ -129,6 +129,11 @@ impl TestBed {
         aws_sdk_ec2::Client::new(&self.sdk(region).await)
     }
 
+    /// An SSM client for `region`.
+    pub async fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.sdk(region).await)
+    }
+
     /// An EventBridge client.
     pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&self.sdk("us-east-1").await)

@@ -374,7 +374,44 @@ def put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
+# DescribeImageReferences ({REF}/API_DescribeImageReferences.html): the account's resources that
+# reference the images: instances (not terminated), the newest 20 versions of each launch
+# template, and SSM parameters whose value is the image id. moto does not implement it.
+def describe_image_references(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    ids = self._get_param("ImageIds", [])
+    self.error_on_dryrun()
+    for image_id in ids:
+        if image_id not in backend.amis:
+            raise ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    every = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
+    types = {t.get("ResourceType") for t in self._get_param("ResourceTypes", [])}
+    account, region = backend.account_id, backend.region_name
+    refs: list[dict[str, str]] = []
+    if every or "ec2:Instance" in types:
+        for inst in backend.all_instances():
+            if inst.image_id in ids and inst.state != "terminated":
+                arn = f"arn:aws:ec2:{region}:{account}:instance/{inst.id}"
+                refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance", "Arn": arn})
+    if every or "ec2:LaunchTemplate" in types:
+        for template in backend.launch_templates.values():
+            for version in template.versions[-20:]:
+                image = version.data.get("ImageId")
+                if image in ids:
+                    arn = f"arn:aws:ec2:{region}:{account}:launch-template/{template.id}"
+                    refs.append({"ImageId": image, "ResourceType": "ec2:LaunchTemplate", "Arn": arn})
+    if every or "ssm:Parameter" in types:
+        from moto.ssm.models import ssm_backends
+
+        for name, versions in list(ssm_backends[account][region]._parameters.items()):
+            if versions and versions[-1].value in ids:
+                arn = f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+                refs.append({"ImageId": versions[-1].value, "ResourceType": "ssm:Parameter", "Arn": arn})
+    return ActionResult({"ImageReferences": refs})
+
+
 def apply_patches() -> None:
+    AmisResponse.describe_image_references = describe_image_references
     AmisResponse.create_image = create_image
     AmisResponse.register_image = register_image
     AmisResponse.describe_images = describe_images

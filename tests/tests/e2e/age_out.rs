@@ -40,16 +40,30 @@ impl Fleet {
     }
 }
 
+/// Where and from what an aged image is made.
+struct Source<'a> {
+    bed: &'a TestBed,
+    ec2: &'a Client,
+    region: &'a str,
+    instance: &'a str,
+}
+
+/// A row of the fleet: role, family, age in days, extra tags.
+type Row = (
+    &'static str,
+    &'static str,
+    i64,
+    &'static [(&'static str, &'static str)],
+);
+
 async fn aged_image(
-    bed: &TestBed,
-    ec2: &Client,
-    region: &str,
-    instance: &str,
+    src: &Source<'_>,
     name: &str,
     family: Option<&str>,
     days: i64,
     extra_tags: &[(&str, &str)],
 ) -> String {
+    let (bed, ec2, region, instance) = (src.bed, src.ec2, src.region, src.instance);
     let mut tags: Vec<(&str, &str)> = extra_tags.to_vec();
     if let Some(f) = family {
         tags.push(("Family", f));
@@ -64,7 +78,13 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
     let ec2 = bed.ec2("us-east-1").await;
     let builder = seed::instance(&ec2, 1, &[]).await; // root + data volume: multi-volume AMIs
     let mut ids = BTreeMap::new();
-    let plan: &[(&'static str, &str, i64, &[(&str, &str)])] = &[
+    let src = Source {
+        bed,
+        ec2: &ec2,
+        region: "us-east-1",
+        instance: &builder,
+    };
+    let plan: &[Row] = &[
         ("a1_newest", "web-a", 1, &[]),
         ("a2_second", "web-a", 5, &[]),
         ("a3_deprecate", "web-a", 40, &[]),
@@ -79,25 +99,15 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
         ("a12_lt_default", "web-a", 180, &[]),
         ("a13_lt_latest", "web-a", 190, &[]),
         ("a14_disabled", "web-a", 200, &[]),
+        ("a16_ssm", "web-a", 215, &[]),
         ("b2_second", "web-b", 4, &[]),
         ("b3_old", "web-b", 95, &[]),
     ];
     for (role, family, days, tags) in plan {
-        let id = aged_image(
-            bed,
-            &ec2,
-            "us-east-1",
-            &builder,
-            &format!("{role}-img"),
-            Some(family),
-            *days,
-            tags,
-        )
-        .await;
+        let id = aged_image(&src, &format!("{role}-img"), Some(family), *days, tags).await;
         ids.insert(*role, id);
     }
     // One snapshot shared by two AMIs: a15 (old, web-a) and b1 (newest of web-b).
-    let shared_snapshot = seed::snapshots_of(&ec2, &ids["a5_deregister"]).await[0].clone();
     let volume = ec2
         .create_volume()
         .availability_zone("us-east-1a")
@@ -140,20 +150,9 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
     );
     ids.insert("a15_shared_snapshot", a15);
     ids.insert("b1_newest", b1);
-    let _ = shared_snapshot;
 
     // Owned by another account: never touched, whatever its age.
-    let foreign = aged_image(
-        bed,
-        &ec2,
-        "us-east-1",
-        &builder,
-        "foreign-img",
-        Some("web-a"),
-        300,
-        &[],
-    )
-    .await;
+    let foreign = aged_image(&src, "foreign-img", Some("web-a"), 300, &[]).await;
     bed.seed_image(
         "us-east-1",
         &foreign,
@@ -232,6 +231,18 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
         .await
         .expect("DisableImage");
 
+    // An SSM parameter that names an old AMI (found by DescribeImageReferences).
+    bed.ssm("us-east-1")
+        .await
+        .put_parameter()
+        .name("/golden/web-a")
+        .value(&ids["a16_ssm"])
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .data_type("aws:ec2:image")
+        .send()
+        .await
+        .expect("PutParameter");
+
     // eu-west-1: the batch family, selected by name.
     let eu = bed.ec2("eu-west-1").await;
     let eu_builder = eu_instance(&eu).await;
@@ -240,7 +251,19 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
         let name = (as_of() - Duration::days(days))
             .format("batch-%Y%m%d")
             .to_string();
-        let id = aged_image(bed, &eu, "eu-west-1", &eu_builder, &name, None, days, &[]).await;
+        let id = aged_image(
+            &Source {
+                bed,
+                ec2: &eu,
+                region: "eu-west-1",
+                instance: &eu_builder,
+            },
+            &name,
+            None,
+            days,
+            &[],
+        )
+        .await;
         ids.insert(role, id);
     }
     Fleet {
@@ -354,7 +377,12 @@ async fn a_dry_run_reports_the_exact_plan_and_changes_nothing() {
     };
     assert_eq!(actions(&report, "deprecate"), ids(&["a3_deprecate"]));
     assert_eq!(actions(&report, "disable"), ids(&["a4_disable"]));
-    assert_eq!(actions(&report, "deregister"), ids(DEREGISTERED));
+    assert_eq!(
+        actions(&report, "deregister"),
+        ids(DEREGISTERED),
+        "warnings: {}",
+        report["regions"][0]["warnings"]
+    );
     let mut doomed = snapshots_of_all(&bed, &fleet, DEREGISTERED).await;
     doomed.remove(&fleet.shared_snapshot);
     assert_eq!(
@@ -389,6 +417,7 @@ async fn a_dry_run_reports_the_exact_plan_and_changes_nothing() {
         ("a11_lt_old", "in_use_by_launch_template"),
         ("a12_lt_default", "in_use_by_launch_template"),
         ("a13_lt_latest", "in_use_by_launch_template"),
+        ("a16_ssm", "referenced"),
         ("b1_newest", "keep_latest"),
         ("b2_second", "keep_latest"),
         ("batch_new", "keep_latest"),

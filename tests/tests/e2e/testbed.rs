@@ -485,3 +485,69 @@ async fn deregistration_protection_refuses_deregistration() {
         );
     }
 }
+
+#[tokio::test]
+async fn describe_image_references_finds_instances_templates_and_ssm_parameters() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let builder = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &builder, "referenced", &[]).await;
+        ec2.run_instances()
+            .image_id(&image)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances");
+        ec2.create_launch_template()
+            .launch_template_name("t")
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&image)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateLaunchTemplate");
+        bed.ssm("us-east-1")
+            .await
+            .put_parameter()
+            .name("/golden/ref")
+            .value(&image)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .send()
+            .await
+            .expect("PutParameter");
+        let result = ec2
+            .describe_image_references()
+            .image_ids(&image)
+            .include_all_resource_types(true)
+            .send()
+            .await;
+        if plain {
+            assert!(
+                result.is_err(),
+                "plain moto does not implement DescribeImageReferences"
+            );
+            continue;
+        }
+        let out = result.expect("DescribeImageReferences");
+        let mut kinds: Vec<&str> = out
+            .image_references()
+            .iter()
+            .filter_map(|r| r.resource_type())
+            .map(|t| t.as_str())
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec!["ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter"]
+        );
+    }
+}

@@ -1,0 +1,262 @@
+"""The main job, locally: a realistic account on the local EC2 emulator, aged out by the real
+`ami-age-out` binary driven through the Lambda runtime API (cargo lambda), first as a dry run,
+then for real. Prints what happened and exits non-zero if anything failed or the account does
+not end as the report says. Leaves nothing running.
+
+Run it with `scripts/demo` (which builds the function and sets up the test bed first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+BINARY = TARGET / "debug" / "ami-age-out"
+POLICIES = ROOT / "examples" / "policies.json"
+REGIONS = ["us-east-1", "eu-west-1"]
+BASE_AMI = "ami-0a1b2c3d4e5f60001"
+NOW = datetime.now(timezone.utc)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Emulator:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "python"), str(ROOT / "tests" / "support" / "moto_launcher.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("READY "):
+            raise SystemExit(f"the EC2 emulator did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def ec2(self, region: str):
+        return boto3.client(
+            "ec2", region_name=region, endpoint_url=self.endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+
+    def seed(self, region: str, image_id: str, **fields) -> None:
+        body = json.dumps({"region": region, "image_id": image_id, **fields}).encode()
+        request = urllib.request.Request(f"{self.endpoint}/_testbed/image", data=body, method="POST")
+        urllib.request.urlopen(request).read()
+
+    def published(self) -> list[dict]:
+        return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/events").read())
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def seed_account(emu: Emulator) -> dict[str, str]:
+    """Two families in us-east-1 (tag Family=web-*), a batch family in eu-west-1 (by name), an
+    instance and a launch template using old AMIs, a protected AMI, a decoy tag."""
+    names: dict[str, str] = {}
+    ec2 = emu.ec2("us-east-1")
+    builder = ec2.run_instances(
+        ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
+                             {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 20}}],
+    )["Instances"][0]["InstanceId"]
+    fleet = [
+        ("web-frontend", 2), ("web-frontend", 9), ("web-frontend", 20), ("web-frontend", 45),
+        ("web-frontend", 75), ("web-frontend", 120), ("web-frontend", 150), ("web-frontend", 200),
+        ("web-api", 1), ("web-api", 35), ("web-api", 95), ("web-api", 130),
+    ]
+    for family, days in fleet:
+        created = NOW - timedelta(days=days)
+        name = f"{family}-{created:%Y%m%dT%H%M%SZ}"
+        tags = [{"Key": "Family", "Value": family}]
+        if (family, days) == ("web-frontend", 150):
+            tags.append({"Key": "Retain", "Value": "true"})
+        if (family, days) == ("web-api", 130):
+            tags.append({"Key": "Retain", "Value": "false"})
+        image = ec2.create_image(
+            InstanceId=builder, Name=name, NoReboot=True,
+            TagSpecifications=[{"ResourceType": "image", "Tags": tags}],
+        )["ImageId"]
+        emu.seed("us-east-1", image, creation_date=created.isoformat())
+        names[image] = name
+    by_name = {v: k for k, v in names.items()}
+    old_running = next(i for i, n in names.items() if n.startswith("web-frontend") and (NOW - timedelta(days=120)).strftime("%Y%m%d") in n)
+    ec2.run_instances(ImageId=old_running, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    old_template = next(i for i, n in names.items() if n.startswith("web-api") and (NOW - timedelta(days=95)).strftime("%Y%m%d") in n)
+    ec2.create_launch_template(LaunchTemplateName="web-api", LaunchTemplateData={"ImageId": old_template})
+    del by_name
+
+    eu = emu.ec2("eu-west-1")
+    eu_builder = eu.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+    for days in (3, 20, 40, 70):
+        created = NOW - timedelta(days=days)
+        name = f"batch-{created:%Y%m%d}"
+        image = eu.create_image(InstanceId=eu_builder, Name=name, NoReboot=True)["ImageId"]
+        emu.seed("eu-west-1", image, creation_date=created.isoformat())
+        names[image] = name
+    return names
+
+
+class Function:
+    def __init__(self, emu: Emulator) -> None:
+        self.port = free_port()
+        cargo_lambda = str(VENV / "bin" / "cargo-lambda")
+        self.watch = subprocess.Popen(
+            [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1",
+             "--invoke-port", str(self.port)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._wait_listening()
+        env = dict(os.environ)
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
+            "AWS_LAMBDA_FUNCTION_NAME": "_",
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_ENDPOINT_URL": emu.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AMI_POLICIES_FILE": str(POLICIES),
+            "RUST_LOG": "warn",
+        })
+        env.pop("AMI_POLICIES", None)
+        self.log = tempfile.NamedTemporaryFile(prefix="ami-age-out-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(BINARY)], env=env, stdout=self.log, stderr=self.log)
+
+    def _wait_listening(self) -> None:
+        import socket
+
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise SystemExit("cargo lambda watch did not start")
+
+    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(payload, f)
+        out = subprocess.run(
+            [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
+             "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+        if out.returncode == 0:
+            return True, json.loads(out.stdout)
+        return False, out.stdout + out.stderr
+
+    def stop(self) -> None:
+        for p in (self.proc, self.watch):
+            p.kill()
+            p.wait()
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}")
+    if not rows:
+        print("  (none)")
+        return
+    widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+    line = "  " + "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    print(line)
+    print("  " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def show(stage: str, report: dict, names: dict[str, str], elapsed: float) -> None:
+    rows = []
+    for a in report["plan"]:
+        target = a.get("snapshot_id") or a.get("image_id")
+        rows.append([names.get(a.get("image_id", ""), "") or target, a.get("family") or "", a["region"],
+                     a["action"], a["outcome"], a["reason"]])
+    table(f"== {stage}: actions ({len(rows)}) ==", ["image/snapshot", "family", "region", "action", "outcome", "reason"], rows)
+    kept = [[names.get(k["image_id"], k["image_id"]), k["family"], r["region"], "keep", k["reason"], k.get("detail", "")]
+            for r in report["regions"] for k in r["kept"]]
+    table(f"== {stage}: kept ({len(kept)}) ==", ["image", "family", "region", "action", "reason", "detail"], kept)
+    c = report["counts"]
+    print(f"\n  totals: planned {c.get('planned', 0)}, kept {c.get('kept', 0)}, failed {len(report['failed'])}, "
+          f"remaining {report['remaining']}, complete {report['complete']}, {elapsed * 1000:.0f} ms")
+
+
+def main() -> int:
+    if not BINARY.exists():
+        print(f"{BINARY} is not built: run scripts/demo", file=sys.stderr)
+        return 2
+    emu = Emulator()
+    function = None
+    try:
+        t = time.time()
+        names = seed_account(emu)
+        print(f"Seeded {len(names)} AMIs in {', '.join(REGIONS)} in {time.time() - t:.1f} s "
+              f"(policies: {POLICIES.relative_to(ROOT)})")
+        function = Function(emu)
+        request = {"regions": REGIONS}
+        t = time.time()
+        ok, dry = function.invoke({**request, "dry_run": True})
+        if not ok:
+            print(f"dry run failed:\n{dry}")
+            return 1
+        show("age-out dry run", dry, names, time.time() - t)
+        t = time.time()
+        ok, real = function.invoke({**request, "dry_run": False})
+        if not ok:
+            print(f"real run failed:\n{real}")
+            return 1
+        show("age-out real run", real, names, time.time() - t)
+
+        events = emu.published()
+        table(f"== EventBridge events published ({len(events)}) ==", ["detail-type", "resources"],
+              [[e["detail_type"], ",".join(e["resources"])] for e in events])
+
+        # The account must end as the report says.
+        problems = []
+        for region in REGIONS:
+            images = {i["ImageId"]: i for i in emu.ec2(region).describe_images(Owners=["self"], IncludeDisabled=True)["Images"]}
+            for a in real["plan"]:
+                if a["region"] != region or "snapshot_id" in a:
+                    continue
+                i = images.get(a["image_id"])
+                if a["action"] == "deregister" and i is not None:
+                    problems.append(f"{a['image_id']} should be deregistered")
+                if a["action"] == "disable" and (i is None or i["State"] != "disabled"):
+                    problems.append(f"{a['image_id']} should be disabled")
+                if a["action"] == "deprecate" and (i is None or "DeprecationTime" not in i):
+                    problems.append(f"{a['image_id']} should be deprecated")
+        if problems or real["failed"] or not real["complete"]:
+            print("\nFAILED: " + "; ".join(problems or ["see the failed actions above"]))
+            return 1
+        print("\nThe account ends exactly as the report says.")
+        return 0
+    finally:
+        if function:
+            function.stop()
+        emu.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
