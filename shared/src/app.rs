@@ -30,6 +30,9 @@ pub struct Settings {
     pub run_budget: Option<Duration>,
     /// `ALLOW_PUBLIC_SHARING`.
     pub deployment: Deployment,
+    /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
+    /// 60): every delivery of the same schedule within it makes the same names.
+    pub build_window_minutes: u32,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -88,6 +91,8 @@ impl Settings {
             deployment: Deployment {
                 allow_public_sharing,
             },
+            build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
+                .unwrap_or(60) as u32,
         })
     }
 }
@@ -223,6 +228,7 @@ mod tests {
             deadline_margin: Duration::from_millis(1000),
             run_budget: budget.map(Duration::from_millis),
             deployment: Deployment::default(),
+            build_window_minutes: 60,
         }
     }
 

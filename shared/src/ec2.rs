@@ -12,7 +12,56 @@ use futures::{StreamExt, TryStreamExt};
 use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, ImageState, Snapshot, TemplateUse, Usage};
-use crate::policy::TemplateDepth;
+use crate::policy::{TagPattern, TemplateDepth};
+
+/// An instance, as the build function sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    /// `i-...`.
+    pub id: String,
+    /// `running`, `stopped`, ...
+    pub state: String,
+    /// `ebs` or `instance-store`.
+    pub root_device_type: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What RegisterImage is called with.
+#[derive(Debug, Clone)]
+pub struct RegisterSpec<'a> {
+    /// The AMI name.
+    pub name: &'a str,
+    /// The root volume's snapshot.
+    pub snapshot_id: &'a str,
+    /// `x86_64`, `arm64`, `i386`.
+    pub architecture: &'a str,
+    /// `legacy-bios`, `uefi`, `uefi-preferred`, or EC2's default.
+    pub boot_mode: Option<&'a str>,
+    /// ENA support.
+    pub ena_support: bool,
+    /// The root device name.
+    pub root_device_name: &'a str,
+    /// The root volume type.
+    pub volume_type: &'a str,
+    /// Delete the root volume with the instance.
+    pub delete_on_termination: bool,
+    /// Tags on the image.
+    pub tags: &'a BTreeMap<String, String>,
+}
+
+fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
+    Some(InstanceInfo {
+        id: i.instance_id.clone()?,
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        root_device_type: i.root_device_type().map(|r| r.as_str().to_string()),
+        tags: tags_of(i.tags()),
+    })
+}
 
 /// Page size of the scans: DescribeImages and DescribeSnapshots take at most 1000.
 pub const PAGE_SIZE: i32 = 1000;
@@ -89,6 +138,194 @@ impl Ec2 {
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         move |e| Error::aws(operation, self.region.as_str(), e)
+    }
+
+    /// Running and stopped instances carrying `tags` (EC2 filters, every page).
+    pub async fn instances_tagged(
+        &self,
+        tags: &BTreeMap<String, TagPattern>,
+    ) -> Result<Vec<InstanceInfo>> {
+        let mut request = self.client.describe_instances().filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("running")
+                .values("stopped")
+                .build(),
+        );
+        for (key, pattern) in tags {
+            request = request.filters(match pattern {
+                TagPattern::Any => Filter::builder().name("tag-key").values(key).build(),
+                TagPattern::Prefix(p) => Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(format!("{p}*"))
+                    .build(),
+                TagPattern::Exact(v) => Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(v)
+                    .build(),
+            });
+        }
+        let mut pages = request.max_results(self.page_size).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeInstances"))?;
+            out.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(instance_info),
+            );
+        }
+        // Filters on tags take `*` as a wildcard: check the patterns exactly.
+        out.retain(|i| {
+            tags.iter()
+                .all(|(k, p)| i.tags.get(k).is_some_and(|v| p.matches(v)))
+        });
+        Ok(out)
+    }
+
+    /// One instance, or none if it does not exist.
+    pub async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>> {
+        match self
+            .client
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find_map(instance_info)),
+            Err(e) => {
+                let err = Error::aws("DescribeInstances", self.region.as_str(), e);
+                if err.code() == Some("InvalidInstanceID.NotFound")
+                    || err.code() == Some("InvalidInstanceID.Malformed")
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The account's AMI with this name, if any.
+    pub async fn image_id_by_name(&self, name: &str) -> Result<Option<String>> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .filters(Filter::builder().name("name").values(name).build())
+            .send()
+            .await
+            .map_err(self.err("DescribeImages"))?;
+        Ok(out.images().iter().find_map(|i| i.image_id.clone()))
+    }
+
+    /// The tags of one of the account's AMIs, or none if the account has no such AMI.
+    pub async fn image_tags(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+        match self
+            .client
+            .describe_images()
+            .owners("self")
+            .image_ids(id)
+            .include_disabled(true)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.images().first().map(|i| tags_of(i.tags()))),
+            Err(e) => {
+                let err = Error::aws("DescribeImages", self.region.as_str(), e);
+                if err.is_not_found() || err.code() == Some("InvalidAMIID.Malformed") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The state of one of the account's snapshots, or none when it does not exist or another
+    /// account owns it.
+    pub async fn own_snapshot(&self, id: &str) -> Result<Option<String>> {
+        match self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .snapshot_ids(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .snapshots()
+                .first()
+                .and_then(|s| s.state())
+                .map(|s| s.as_str().to_string())),
+            Err(e) => {
+                let err = Error::aws("DescribeSnapshots", self.region.as_str(), e);
+                if err.is_not_found() || err.code() == Some("InvalidSnapshotID.Malformed") {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// The tags of a snapshot.
+    pub async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .client
+            .describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .map_err(self.err("DescribeSnapshots"))?;
+        Ok(out
+            .snapshots()
+            .first()
+            .map(|s| tags_of(s.tags()))
+            .unwrap_or_default())
+    }
+
+    /// RegisterImage: an EBS-backed HVM AMI whose root volume is the snapshot.
+    pub async fn register_image(&self, spec: &RegisterSpec<'_>) -> Result<String> {
+        use aws_sdk_ec2::types::{
+            ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, VolumeType,
+        };
+        let root = BlockDeviceMapping::builder()
+            .device_name(spec.root_device_name)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .snapshot_id(spec.snapshot_id)
+                    .delete_on_termination(spec.delete_on_termination)
+                    .volume_type(VolumeType::from(spec.volume_type))
+                    .build(),
+            )
+            .build();
+        let mut request = self
+            .client
+            .register_image()
+            .name(spec.name)
+            .architecture(ArchitectureValues::from(spec.architecture))
+            .virtualization_type("hvm")
+            .ena_support(spec.ena_support)
+            .root_device_name(spec.root_device_name)
+            .block_device_mappings(root)
+            .tag_specifications(tag_spec(ResourceType::Image, spec.tags));
+        if let Some(mode) = spec.boot_mode {
+            request = request.boot_mode(BootModeValues::from(mode));
+        }
+        let out = request.send().await.map_err(self.err("RegisterImage"))?;
+        out.image_id.ok_or_else(|| {
+            Error::Refused(format!(
+                "RegisterImage of {} returned no image id",
+                spec.snapshot_id
+            ))
+        })
     }
 
     /// CreateImage with TagSpecifications on the image and its snapshots; returns the image id.

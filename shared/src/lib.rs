@@ -7,11 +7,13 @@
 //! - [`trigger`]: every payload a function accepts (EventBridge envelopes and run requests);
 //! - [`model`]: plain data about the account, free of SDK types;
 //! - [`ageout::plan`]: the pure retention planner; [`ageout::execute`]: the executor;
+//! - [`build`]: CreateImage and RegisterImage, with deterministic names;
 //! - [`ec2`] and [`publish`]: the adapters that own the EC2 and EventBridge clients;
 //! - [`app`]: configuration, clients and the invocation deadline, loaded once per cold start.
 
 pub mod ageout;
 pub mod app;
+pub mod build;
 pub mod ec2;
 pub mod error;
 pub mod ids;

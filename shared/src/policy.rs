@@ -546,6 +546,18 @@ impl PolicyDocument {
                     "the policy does nothing: add at least one of build, share, copy, retain",
                 ));
             }
+            if let Some(build) = &p.build {
+                let longest = "i-0123456789abcdef0";
+                let sample = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+                crate::build::render_name(&build.name_template, &p.name, longest, sample)
+                    .map_err(|m| Error::config(at("build.name_template"), m))?;
+                if build.instance_tags.is_empty() {
+                    return Err(Error::config(
+                        at("build.instance_tags"),
+                        "empty: name at least one tag, so that only the instances meant to be imaged are",
+                    ));
+                }
+            }
             if let Some(share) = &p.share {
                 if share.public && !deployment.allow_public_sharing {
                     return Err(Error::config(

@@ -34,6 +34,9 @@ pub struct RunRequest {
     /// Limit the run to these AMIs.
     #[serde(default)]
     pub image_ids: Option<Vec<String>>,
+    /// Register an AMI from an EBS snapshot (the build function only).
+    #[serde(default)]
+    pub register: Option<crate::build::RegisterRequest>,
 }
 
 /// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
@@ -250,6 +253,30 @@ mod tests {
             "age-out-scheduled.json",
             include_str!("../../events/age-out-scheduled.json"),
         ),
+        (
+            "build-scheduled.json",
+            include_str!("../../events/build-scheduled.json"),
+        ),
+        (
+            "build-dry-run.json",
+            include_str!("../../events/build-dry-run.json"),
+        ),
+        (
+            "build-instance-stopped.json",
+            include_str!("../../events/build-instance-stopped.json"),
+        ),
+        (
+            "build-register-snapshot.json",
+            include_str!("../../events/build-register-snapshot.json"),
+        ),
+        (
+            "build-snapshot-created.json",
+            include_str!("../../events/build-snapshot-created.json"),
+        ),
+        (
+            "build-ami-failed.json",
+            include_str!("../../events/build-ami-failed.json"),
+        ),
     ];
 
     #[test]
@@ -258,11 +285,14 @@ mod tests {
             let value: serde_json::Value =
                 serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             let trigger = Trigger::parse(value).unwrap_or_else(|e| panic!("{name}: {e}"));
-            if name.contains("scheduled") {
-                assert!(matches!(trigger, Trigger::Scheduled { .. }), "{name}");
-            } else {
-                assert!(matches!(trigger, Trigger::Run(_)), "{name}");
-            }
+            let expected = match *name {
+                n if n.contains("scheduled") => "Scheduled Event",
+                n if n.contains("stopped") => "EC2 Instance State-change Notification",
+                n if n.contains("snapshot-created") => "EBS Snapshot Notification",
+                n if n.contains("ami-failed") => "EC2 AMI State Change",
+                _ => "run request",
+            };
+            assert_eq!(trigger.kind(), expected, "{name}");
         }
     }
 

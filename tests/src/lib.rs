@@ -391,8 +391,20 @@ impl Function {
 }
 
 fn parse_error(stdout: &str, stderr: &str) -> Invocation {
-    // cargo lambda prints the function's error as `Error: × <errorMessage>` plus the type.
-    let text = format!("{stdout}\n{stderr}");
+    // cargo lambda prints the function's error as `Error: <type>` then `× <message>`, wrapped
+    // at the terminal width behind `│`: join the wrapped lines back (a line broken after `-`
+    // was broken inside a word).
+    let mut text = String::new();
+    for line in format!("{stdout}\n{stderr}").lines() {
+        let piece = line.trim().trim_start_matches(['│', '×']).trim();
+        if piece.is_empty() {
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('-') {
+            text.push(' ');
+        }
+        text.push_str(piece);
+    }
     let error_type = [
         "InvalidConfiguration",
         "InvalidEvent",

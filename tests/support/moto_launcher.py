@@ -35,6 +35,7 @@ from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import amis as moto_amis  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models import instances as moto_instances  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
@@ -410,7 +411,21 @@ def describe_image_references(self: Any) -> ActionResult:
     return ActionResult({"ImageReferences": refs})
 
 
+# RunInstances ({REF}/API_RunInstances.html, and "Root device volumes" in the EC2 user guide):
+# an instance launched from an instance-store-backed AMI is instance-store-backed; moto makes
+# every instance EBS-backed.
+_moto_instance_init = moto_instances.Instance.__init__
+
+
+def instance_init(self: Any, ec2_backend: Any, image_id: str, *args: Any, **kwargs: Any) -> None:
+    _moto_instance_init(self, ec2_backend, image_id, *args, **kwargs)
+    ami = ec2_backend.amis.get(image_id)
+    if ami is not None and ami.root_device_type == "instance-store":
+        self.root_device_type = "instance-store"
+
+
 def apply_patches() -> None:
+    moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
     AmisResponse.create_image = create_image
     AmisResponse.register_image = register_image

@@ -83,6 +83,13 @@ pub async fn handle(
 ) -> Result<serde_json::Value, Diagnostic> {
     let deadline = Deadline::from_lambda(event.context.deadline, &app.settings);
     let request = match Trigger::parse(event.payload)? {
+        Trigger::Run(request) if request.register.is_some() => {
+            return Err(Error::event(
+                "$.register",
+                format!("{FUNCTION} does not register AMIs: send it to ami-build"),
+            )
+            .into())
+        }
         Trigger::Run(request) => request,
         Trigger::Scheduled { region, .. } => RunRequest {
             regions: region.map(|r| vec![r]),

@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary, with the test bed's proofs, the adapters and each function.
 
 mod age_out;
+mod build;
 mod foundation;
 mod seed;
 mod testbed;

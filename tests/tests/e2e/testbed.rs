@@ -551,3 +551,35 @@ async fn describe_image_references_finds_instances_templates_and_ssm_parameters(
         );
     }
 }
+
+#[tokio::test]
+async fn an_instance_launched_from_an_instance_store_ami_is_instance_store_backed() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let out = ec2
+            .run_instances()
+            .image_id("ami-0a1b2c3d4e5f60003")
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances");
+        let id = out.instances()[0].instance_id().expect("id").to_string();
+        let d = ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let root = d.reservations()[0].instances()[0]
+            .root_device_type()
+            .map(|r| r.as_str().to_string());
+        let expected = if plain { "ebs" } else { "instance-store" };
+        assert_eq!(root.as_deref(), Some(expected), "plain moto: {plain}");
+    }
+}
