@@ -1,6 +1,7 @@
-"""The main job, locally: a realistic account on the local EC2 emulator, aged out by the real
-`ami-age-out` binary driven through the Lambda runtime API (cargo lambda), first as a dry run,
-then for real. Prints what happened and exits non-zero if anything failed or the account does
+"""The main job, locally: a realistic account on the local EC2 emulator; the real `ami-build`
+binary images the tagged instances (twice: the re-delivery creates nothing), then the real
+`ami-age-out` binary retires what is past retention, first as a dry run, then for real; both
+driven through the Lambda runtime API (cargo lambda). Prints what happened and exits non-zero if anything failed or the account does
 not end as the report says. Leaves nothing running.
 
 Run it with `scripts/demo` (which builds the function and sets up the test bed first).
@@ -23,7 +24,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BINARY = TARGET / "debug" / "ami-age-out"
+BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-age-out")}
 POLICIES = ROOT / "examples" / "policies.json"
 REGIONS = ["us-east-1", "eu-west-1"]
 BASE_AMI = "ami-0a1b2c3d4e5f60001"
@@ -104,6 +105,13 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     by_name = {v: k for k, v in names.items()}
     old_running = next(i for i, n in names.items() if n.startswith("web-frontend") and (NOW - timedelta(days=120)).strftime("%Y%m%d") in n)
     ec2.run_instances(ImageId=old_running, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    # The instances the build stage images (tag ami-automation:build=web).
+    for family in ("web-frontend", "web-api"):
+        ec2.run_instances(
+            ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                {"Key": "ami-automation:build", "Value": "web"}, {"Key": "Family", "Value": family}]}],
+        )
     old_template = next(i for i, n in names.items() if n.startswith("web-api") and (NOW - timedelta(days=95)).strftime("%Y%m%d") in n)
     ec2.create_launch_template(LaunchTemplateName="web-api", LaunchTemplateData={"ImageId": old_template})
     del by_name
@@ -120,7 +128,7 @@ def seed_account(emu: Emulator) -> dict[str, str]:
 
 
 class Function:
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Emulator, binary: Path) -> None:
         self.port = free_port()
         cargo_lambda = str(VENV / "bin" / "cargo-lambda")
         self.watch = subprocess.Popen(
@@ -143,8 +151,8 @@ class Function:
             "RUST_LOG": "warn",
         })
         env.pop("AMI_POLICIES", None)
-        self.log = tempfile.NamedTemporaryFile(prefix="ami-age-out-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([str(BINARY)], env=env, stdout=self.log, stderr=self.log)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{binary.name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(binary)], env=env, stdout=self.log, stderr=self.log)
 
     def _wait_listening(self) -> None:
         import socket
@@ -204,17 +212,40 @@ def show(stage: str, report: dict, names: dict[str, str], elapsed: float) -> Non
 
 
 def main() -> int:
-    if not BINARY.exists():
-        print(f"{BINARY} is not built: run scripts/demo", file=sys.stderr)
-        return 2
+    for binary in BINARIES.values():
+        if not binary.exists():
+            print(f"{binary} is not built: run scripts/demo", file=sys.stderr)
+            return 2
     emu = Emulator()
-    function = None
+    functions: list[Function] = []
     try:
         t = time.time()
         names = seed_account(emu)
         print(f"Seeded {len(names)} AMIs in {', '.join(REGIONS)} in {time.time() - t:.1f} s "
               f"(policies: {POLICIES.relative_to(ROOT)})")
-        function = Function(emu)
+        build = Function(emu, BINARIES["ami-build"])
+        functions.append(build)
+        t = time.time()
+        ok, built = build.invoke({"regions": REGIONS})
+        if not ok:
+            print(f"build failed:\n{built}")
+            return 1
+        table(f"== build: images created ({len(built['results'])}) ==", ["instance", "region", "policy", "name", "image", "outcome"],
+              [[r.get("instance_id", ""), r["region"], r["policy"], r.get("name", ""), r.get("image_id", ""), r["outcome"]]
+               for r in built["results"]])
+        print(f"\n  totals: {built['counts']}, {(time.time() - t) * 1000:.0f} ms")
+        for r in built["results"]:
+            if r.get("image_id"):
+                names[r["image_id"]] = r["name"]
+        ok, again = build.invoke({"regions": REGIONS})
+        exists = sum(1 for r in again["results"] if r["outcome"] == "exists") if ok else 0
+        print(f"  the same build delivered again: {exists} of {len(built['results'])} found existing, nothing created")
+        if not ok or exists != len(built["results"]):
+            print(f"re-delivered build did not find its images:\n{again}")
+            return 1
+
+        function = Function(emu, BINARIES["ami-age-out"])
+        functions.append(function)
         request = {"regions": REGIONS}
         t = time.time()
         ok, dry = function.invoke({**request, "dry_run": True})
@@ -253,8 +284,8 @@ def main() -> int:
         print("\nThe account ends exactly as the report says.")
         return 0
     finally:
-        if function:
-            function.stop()
+        for f in functions:
+            f.stop()
         emu.stop()
 
 

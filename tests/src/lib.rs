@@ -37,6 +37,11 @@ fn venv_bin(name: &str) -> PathBuf {
     venv.join("bin").join(name)
 }
 
+/// The test bed's Python (the virtualenv that has moto).
+pub fn venv_python() -> PathBuf {
+    require(&venv_bin("python"), "the test bed's Python (with moto)")
+}
+
 fn require(path: &Path, what: &str) -> PathBuf {
     assert!(
         path.exists(),
@@ -73,7 +78,7 @@ impl TestBed {
     }
 
     fn launch(plain: bool) -> TestBed {
-        let python = require(&venv_bin("python"), "the test bed's Python (with moto)");
+        let python = venv_python();
         let script = root().join("tests/support/moto_launcher.py");
         let mut cmd = Command::new(python);
         cmd.arg(script)
