@@ -106,6 +106,7 @@ pub struct App {
     pub settings: Settings,
     sdk: SdkConfig,
     ec2: Mutex<HashMap<Region, Ec2>>,
+    kms: Mutex<HashMap<Region, aws_sdk_kms::Client>>,
     events: EventBridge,
 }
 
@@ -129,6 +130,7 @@ impl App {
             settings,
             sdk,
             ec2: Mutex::new(HashMap::new()),
+            kms: Mutex::new(HashMap::new()),
             events,
         })
     }
@@ -148,6 +150,37 @@ impl App {
                 Ec2::new(aws_sdk_ec2::Client::from_conf(config), region.clone())
             })
             .clone()
+    }
+
+    /// Whether a KMS key is an AWS managed key (KeyManager=AWS): AMIs encrypted with one cannot
+    /// be shared.
+    pub async fn is_aws_managed_key(&self, region: &Region, key_id: &str) -> Result<bool> {
+        let client = {
+            let mut clients = self
+                .kms
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            clients
+                .entry(region.clone())
+                .or_insert_with(|| {
+                    let config = aws_sdk_kms::config::Builder::from(&self.sdk)
+                        .region(aws_config::Region::new(region.to_string()))
+                        .build();
+                    aws_sdk_kms::Client::from_conf(config)
+                })
+                .clone()
+        };
+        let out = client
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("DescribeKey", region.as_str(), e))?;
+        Ok(out
+            .key_metadata()
+            .and_then(|m| m.key_manager())
+            .map(|k| k.as_str())
+            == Some("AWS"))
     }
 
     /// The EventBridge adapter.

@@ -4,7 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 
-use aws_sdk_ec2::types::{Filter, ImageAttributeName, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageAttributeName,
+    LaunchPermission, LaunchPermissionModifications, PermissionGroup, ResourceType,
+    SnapshotAttributeName, Tag, TagSpecification,
+};
 use aws_sdk_ec2::Client;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -13,6 +17,33 @@ use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, ImageState, Snapshot, TemplateUse, Usage};
 use crate::policy::{TagPattern, TemplateDepth};
+use crate::share::Grant;
+
+fn grant_of(p: &LaunchPermission) -> Option<Grant> {
+    if let Some(u) = &p.user_id {
+        return Some(Grant::Account(u.clone()));
+    }
+    if let Some(o) = &p.organization_arn {
+        return Some(Grant::Organization(o.clone()));
+    }
+    if let Some(o) = &p.organizational_unit_arn {
+        return Some(Grant::OrganizationalUnit(o.clone()));
+    }
+    (p.group.as_ref().map(|g| g.as_str()) == Some("all")).then_some(Grant::Public)
+}
+
+fn launch_permission(g: &Grant) -> LaunchPermission {
+    match g {
+        Grant::Account(a) => LaunchPermission::builder().user_id(a).build(),
+        Grant::Organization(o) => LaunchPermission::builder().organization_arn(o).build(),
+        Grant::OrganizationalUnit(o) => LaunchPermission::builder()
+            .organizational_unit_arn(o)
+            .build(),
+        Grant::Public => LaunchPermission::builder()
+            .group(PermissionGroup::All)
+            .build(),
+    }
+}
 
 /// An instance, as the build function sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -328,6 +359,123 @@ impl Ec2 {
         })
     }
 
+    /// The AMI's launch permissions (DescribeImageAttribute `launchPermission`).
+    pub async fn launch_permissions(
+        &self,
+        image_id: &str,
+    ) -> Result<std::collections::BTreeSet<Grant>> {
+        let out = self
+            .client
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(self.err("DescribeImageAttribute"))?;
+        Ok(out
+            .launch_permissions()
+            .iter()
+            .filter_map(grant_of)
+            .collect())
+    }
+
+    /// One ModifyImageAttribute with exactly these additions and removals.
+    pub async fn modify_launch_permissions(
+        &self,
+        image_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> Result<()> {
+        let changes = LaunchPermissionModifications::builder()
+            .set_add(Some(add.iter().map(launch_permission).collect()))
+            .set_remove(Some(remove.iter().map(launch_permission).collect()))
+            .build();
+        self.client
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(changes)
+            .send()
+            .await
+            .map_err(self.err("ModifyImageAttribute"))?;
+        Ok(())
+    }
+
+    /// A snapshot's createVolumePermission (accounts, and `public` for group `all`).
+    pub async fn volume_permissions(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<std::collections::BTreeSet<Grant>> {
+        let out = self
+            .client
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(self.err("DescribeSnapshotAttribute"))?;
+        Ok(out
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| match (&p.user_id, &p.group) {
+                (Some(u), _) => Some(Grant::Account(u.clone())),
+                (None, Some(g)) if g.as_str() == "all" => Some(Grant::Public),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// One ModifySnapshotAttribute with exactly these createVolumePermission changes.
+    pub async fn modify_volume_permissions(
+        &self,
+        snapshot_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> Result<()> {
+        let volume = |g: &Grant| match g {
+            Grant::Public => Some(
+                CreateVolumePermission::builder()
+                    .group(PermissionGroup::All)
+                    .build(),
+            ),
+            Grant::Account(a) => Some(CreateVolumePermission::builder().user_id(a).build()),
+            _ => None,
+        };
+        let changes = CreateVolumePermissionModifications::builder()
+            .set_add(Some(add.iter().filter_map(volume).collect()))
+            .set_remove(Some(remove.iter().filter_map(volume).collect()))
+            .build();
+        self.client
+            .modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .create_volume_permission(changes)
+            .send()
+            .await
+            .map_err(self.err("ModifySnapshotAttribute"))?;
+        Ok(())
+    }
+
+    /// The KMS keys that encrypt these snapshots.
+    pub async fn snapshot_kms_keys(&self, snapshot_ids: &[String]) -> Result<Vec<String>> {
+        if snapshot_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snapshot_ids.to_vec()))
+            .send()
+            .await
+            .map_err(self.err("DescribeSnapshots"))?;
+        let mut keys: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.kms_key_id.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
     /// CreateImage with TagSpecifications on the image and its snapshots; returns the image id.
     pub async fn create_image(
         &self,
@@ -399,6 +547,10 @@ pub fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
         root_device_type: i.root_device_type().map(|r| r.as_str().to_string()),
         virtualization_type: i.virtualization_type().map(|v| v.as_str().to_string()),
         public: i.public.unwrap_or(false),
+        encrypted: i
+            .block_device_mappings()
+            .iter()
+            .any(|m| m.ebs.as_ref().and_then(|e| e.encrypted) == Some(true)),
         deprecation_time: time(i.deprecation_time()),
         // "enabled", "enabled-with-cooldown", or "disabled-until <time>" while a cooldown runs.
         deregistration_protection: i

@@ -8,6 +8,7 @@
 //! - [`model`]: plain data about the account, free of SDK types;
 //! - [`ageout::plan`]: the pure retention planner; [`ageout::execute`]: the executor;
 //! - [`build`]: CreateImage and RegisterImage, with deterministic names;
+//! - [`share`]: launch and snapshot permissions reconciled to the policy;
 //! - [`ec2`] and [`publish`]: the adapters that own the EC2 and EventBridge clients;
 //! - [`app`]: configuration, clients and the invocation deadline, loaded once per cold start.
 
@@ -20,6 +21,7 @@ pub mod ids;
 pub mod model;
 pub mod policy;
 pub mod publish;
+pub mod share;
 pub mod trigger;
 
 pub use error::{Error, Result};

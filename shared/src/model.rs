@@ -63,6 +63,8 @@ pub struct Image {
     pub virtualization_type: Option<String>,
     /// Launchable by everyone.
     pub public: bool,
+    /// Any of its EBS snapshots is encrypted.
+    pub encrypted: bool,
     /// When it is (or was) deprecated.
     pub deprecation_time: Option<DateTime<Utc>>,
     /// Deregistration protection enabled.
@@ -89,6 +91,7 @@ impl Image {
             root_device_type: Some("ebs".into()),
             virtualization_type: Some("hvm".into()),
             public: false,
+            encrypted: false,
             deprecation_time: None,
             deregistration_protection: false,
             last_launched: None,

@@ -153,6 +153,13 @@ impl TestBed {
         assert_eq!(status, 200, "seeding {image_id} failed: {text}");
     }
 
+    /// The API calls the test bed received so far, by action (`ModifyImageAttribute`: 2, ...).
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, text) = http(self.port, "GET", "/_testbed/calls", "");
+        assert_eq!(status, 200, "reading the call counts failed: {text}");
+        serde_json::from_str(&text).expect("calls JSON")
+    }
+
     /// The events PutEvents accepted, oldest first.
     pub fn published(&self) -> Vec<Value> {
         let (status, text) = http(self.port, "GET", "/_testbed/events", "");
@@ -183,11 +190,32 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let text = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let text = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, text)
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The directory the workspace's binaries are built into (next to this test executable).
@@ -353,15 +381,25 @@ impl Function {
         }
     }
 
-    /// Invokes the function with `payload` through `cargo lambda invoke`.
+    /// Invokes the function with `payload` through the runtime API emulator's invoke endpoint
+    /// (what `cargo lambda invoke` calls), so an error comes back exactly as the function sent it.
     pub fn invoke(&self, payload: &Value) -> Invocation {
-        let file = std::env::temp_dir().join(format!(
-            "ami-lifecycle-payload-{}-{}.json",
+        let (status, body) = http(
             self.port,
-            std::process::id()
-        ));
-        std::fs::write(&file, payload.to_string()).expect("write payload");
-        self.invoke_file(&file)
+            "POST",
+            "/2015-03-31/functions/_/invocations",
+            &payload.to_string(),
+        );
+        let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| {
+            panic!("the invocation returned no JSON ({e}), status {status}: {body}")
+        });
+        match (value.get("errorType"), value.get("errorMessage")) {
+            (Some(t), Some(m)) => Invocation::Err {
+                error_type: t.as_str().unwrap_or_default().to_string(),
+                message: m.as_str().unwrap_or_default().to_string(),
+            },
+            _ => Invocation::Ok(value),
+        }
     }
 
     /// Invokes the function with a file, as `cargo lambda invoke --data-file` does for a user.

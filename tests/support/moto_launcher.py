@@ -9,7 +9,8 @@ follows, and `tests/tests/testbed.rs` proves each one with a test that fails aga
 It also serves two routes that are not AWS, for tests only (the functions never call them):
 `POST /_testbed/image` sets the fields of an image that no API can set (its CreationDate, its
 owner, deregistration protection, last launch), so tests can build a fleet of any age and
-ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted.
+ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
+`GET /_testbed/calls` counts the API calls received, by action.
 
 Usage: python moto_launcher.py [--port N] [--plain]
 Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
@@ -20,6 +21,7 @@ tests can show what each patch changes.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -31,7 +33,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(HERE, "amis.json"))
 
-from moto.core.responses import ActionResult  # noqa: E402
+from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import amis as moto_amis  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
@@ -40,6 +42,7 @@ from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
 from moto.events.models import EventsBackend  # noqa: E402
+from moto.kms.models import KmsBackend  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -424,7 +427,62 @@ def instance_init(self: Any, ec2_backend: Any, image_id: str, *args: Any, **kwar
         self.root_device_type = "instance-store"
 
 
+# ModifySnapshotAttribute ({REF}/API_ModifySnapshotAttribute.html): the structured
+# CreateVolumePermission {Add: [...], Remove: [...]} form applies (moto honours only the flat
+# OperationType + UserIds form and silently ignores this one).
+_moto_modify_snapshot_attribute = ElasticBlockStore.modify_snapshot_attribute
+
+
+def modify_snapshot_attribute(self: Any) -> Any:
+    structured = self._get_param("CreateVolumePermission") or {}
+    if not structured:
+        return _moto_modify_snapshot_attribute(self)
+    snapshot_id = self._get_param("SnapshotId")
+    self.error_on_dryrun()
+    for op, perms in (("add", structured.get("Add", [])), ("remove", structured.get("Remove", []))):
+        users = [p["UserId"] for p in perms if p.get("UserId")]
+        groups = [p["Group"] for p in perms if p.get("Group")]
+        for user in users:
+            if len(user) != 12 or not user.isdigit():
+                raise ClientError("InvalidParameterValue", f"Invalid user id: {user}")
+        if op == "add":
+            self.ec2_backend.add_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
+        else:
+            self.ec2_backend.remove_create_volume_permission(snapshot_id, user_ids=users, groups=groups)
+    return EmptyResult()
+
+
+# KMS ({KMS_REF}): keys behind the reserved `alias/aws/...` aliases (such as the default EBS
+# key alias/aws/ebs) are AWS managed keys: DescribeKey reports KeyManager=AWS.
+KMS_REF = "https://docs.aws.amazon.com/kms/latest/developerguide/concepts.html#aws-managed-key"
+_moto_create_alias = KmsBackend.create_alias
+
+
+def create_alias(self: Any, target_key_id: str, alias_name: str) -> Any:
+    alias = _moto_create_alias(self, target_key_id, alias_name)
+    if alias_name.startswith("alias/aws/"):
+        self.keys[self.get_key_id(target_key_id)].key_manager = "AWS"
+    return alias
+
+
+# CreateSnapshot ({REF}/API_CreateSnapshot.html): "Snapshots that are taken from encrypted
+# volumes are automatically encrypted" with the volume's KMS key, which DescribeSnapshots
+# reports as KmsKeyId; moto drops the key.
+_moto_create_snapshot = EBSBackend.create_snapshot
+
+
+def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any:
+    snapshot = _moto_create_snapshot(self, volume_id, *args, **kwargs)
+    volume = self.get_volume(volume_id)
+    if volume.encrypted and not snapshot.kms_key_id:
+        snapshot.kms_key_id = volume.kms_key_id
+    return snapshot
+
+
 def apply_patches() -> None:
+    EBSBackend.create_snapshot = create_snapshot
+    ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
+    KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
     AmisResponse.create_image = create_image
@@ -463,11 +521,38 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
     return {"image_id": ami.id}
 
 
+CALLS: dict[str, int] = {}
+CALLS_LOCK = threading.Lock()
+
+
+def count_call(environ: dict[str, Any]) -> None:
+    """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    action = None
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        action = target.split(".")[-1]
+    else:
+        for pair in body.decode("utf-8", "replace").split("&"):
+            if pair.startswith("Action="):
+                action = pair[len("Action="):]
+                break
+    if action:
+        with CALLS_LOCK:
+            CALLS[action] = CALLS.get(action, 0) + 1
+
+
 class Testbed:
     def __init__(self, app: Any):
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "") == "/_testbed/calls":
+            with CALLS_LOCK:
+                response = Response(json.dumps(CALLS), status=200, mimetype="application/json")
+            return response(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/events":
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
@@ -479,6 +564,7 @@ class Testbed:
             except (KeyError, ValueError) as err:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
             return response(environ, start_response)
+        count_call(environ)
         return self.app(environ, start_response)
 
 

@@ -5,4 +5,5 @@ mod build;
 mod demo;
 mod foundation;
 mod seed;
+mod share;
 mod testbed;

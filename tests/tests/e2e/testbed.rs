@@ -583,3 +583,141 @@ async fn an_instance_launched_from_an_instance_store_ami_is_instance_store_backe
         assert_eq!(root.as_deref(), Some(expected), "plain moto: {plain}");
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_of_an_encrypted_volume_carries_the_volumes_kms_key() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let volume = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .encrypted(true)
+            .send()
+            .await
+            .expect("volume");
+        let key = volume
+            .kms_key_id()
+            .expect("an encrypted volume has a key")
+            .to_string();
+        let snap = ec2
+            .create_snapshot()
+            .volume_id(volume.volume_id().expect("id"))
+            .send()
+            .await
+            .expect("snapshot");
+        let d = ec2
+            .describe_snapshots()
+            .snapshot_ids(snap.snapshot_id().expect("id"))
+            .send()
+            .await
+            .expect("describe");
+        let got = d.snapshots()[0].kms_key_id().map(str::to_string);
+        if plain {
+            assert_eq!(got, None, "plain moto drops the key");
+        } else {
+            assert_eq!(got, Some(key));
+        }
+    }
+}
+
+#[tokio::test]
+async fn structured_create_volume_permission_changes_apply() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let volume = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .send()
+            .await
+            .expect("volume");
+        let snap = ec2
+            .create_snapshot()
+            .volume_id(volume.volume_id().expect("id"))
+            .send()
+            .await
+            .expect("snapshot");
+        let snap = snap.snapshot_id().expect("id").to_string();
+        let add = aws_sdk_ec2::types::CreateVolumePermissionModifications::builder()
+            .add(
+                aws_sdk_ec2::types::CreateVolumePermission::builder()
+                    .user_id("111122223333")
+                    .build(),
+            )
+            .build();
+        ec2.modify_snapshot_attribute()
+            .snapshot_id(&snap)
+            .create_volume_permission(add)
+            .send()
+            .await
+            .expect("modify");
+        let d = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(&snap)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .expect("describe");
+        assert_eq!(
+            d.create_volume_permissions().len(),
+            usize::from(!plain),
+            "plain moto ignores the structured form"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_default_ebs_key_is_an_aws_managed_key() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let volume = ec2
+            .create_volume()
+            .availability_zone("us-east-1a")
+            .size(8)
+            .encrypted(true)
+            .send()
+            .await
+            .expect("volume");
+        let key = volume.kms_key_id().expect("key").to_string();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(bed.endpoint())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await;
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        let d = kms
+            .describe_key()
+            .key_id(key)
+            .send()
+            .await
+            .expect("DescribeKey");
+        let manager = d
+            .key_metadata()
+            .and_then(|m| m.key_manager())
+            .map(|k| k.as_str().to_string());
+        assert_eq!(
+            manager.as_deref(),
+            Some(if plain { "CUSTOMER" } else { "AWS" }),
+            "plain moto: {plain}"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! `ami-share` end to end: the real binary through the Lambda runtime API against the test bed.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::{
+    ImageAttributeName, LaunchPermission, LaunchPermissionModifications, PermissionGroup,
+    SnapshotAttributeName,
+};
+use aws_sdk_ec2::Client;
+use e2e_tests::{Function, TestBed};
+use serde_json::{json, Value};
+
+use crate::seed;
+
+const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcde12345";
+const OU: &str = "arn:aws:organizations::111122223333:ou/o-abcde12345/ou-ab12-cdefgh12";
+
+fn policies(accounts: &[&str], public: bool) -> String {
+    json!({"dry_run": false, "policies": [
+        {"name": "web", "select": {"tags": {"Family": "web*"}},
+         "share": {"accounts": accounts, "organizations": [ORG], "organizational_units": [OU], "snapshots": true}},
+        {"name": "open", "select": {"tags": {"Visibility": "public"}}, "share": {"public": public}}
+    ]})
+    .to_string()
+}
+
+fn share(bed: &TestBed, document: &str, extra: &[(&str, &str)]) -> Function {
+    let mut env = vec![("AMI_POLICIES", document)];
+    env.extend_from_slice(extra);
+    Function::start(bed, "ami-share", &env)
+}
+
+async fn launch_permissions(ec2: &Client, image: &str) -> BTreeSet<String> {
+    let out = ec2
+        .describe_image_attribute()
+        .image_id(image)
+        .attribute(ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .expect("DescribeImageAttribute");
+    out.launch_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .or(p.organization_arn())
+                .or(p.organizational_unit_arn())
+                .map(str::to_string)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+async fn volume_permissions(ec2: &Client, snapshot: &str) -> BTreeSet<String> {
+    let out = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(snapshot)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .expect("DescribeSnapshotAttribute");
+    out.create_volume_permissions()
+        .iter()
+        .filter_map(|p| p.user_id().map(str::to_string))
+        .collect()
+}
+
+fn available(image: &str) -> Value {
+    json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": "us-east-1",
+           "detail": {"RequestId": "r", "ImageId": image, "State": "available", "ErrorMessage": ""}})
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_makes_no_call() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 1, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let unmanaged = seed::image(&ec2, &builder, "other-1", &[("Family", "db")]).await;
+    let function = share(
+        &bed,
+        &policies(&["111122223333", "444455556666"], false),
+        &[],
+    );
+
+    let report = function.invoke(&available(&image)).ok();
+
+    assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
+    assert_eq!(
+        launch_permissions(&ec2, &image).await,
+        set(&["111122223333", "444455556666", ORG, OU])
+    );
+    for snap in seed::snapshots_of(&ec2, &image).await {
+        assert_eq!(
+            volume_permissions(&ec2, &snap).await,
+            set(&["111122223333", "444455556666"]),
+            "{snap}"
+        );
+    }
+    assert!(
+        launch_permissions(&ec2, &unmanaged).await.is_empty(),
+        "an AMI no policy shares is untouched"
+    );
+    let shared: Vec<Value> = bed
+        .published()
+        .into_iter()
+        .filter(|e| e["detail_type"] == "AMI Shared")
+        .collect();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0]["detail"]["add"].as_array().map(Vec::len), Some(4));
+
+    let modifies = |calls: &std::collections::BTreeMap<String, u64>| {
+        calls.get("ModifyImageAttribute").copied().unwrap_or(0)
+            + calls.get("ModifySnapshotAttribute").copied().unwrap_or(0)
+    };
+    let before = modifies(&bed.calls());
+    let sweep = function.invoke(&json!({})).ok();
+    assert_eq!(
+        sweep["results"].as_array().map(Vec::len),
+        Some(1),
+        "{sweep}"
+    );
+    assert_eq!(sweep["results"][0]["outcome"], "unchanged");
+    assert_eq!(
+        modifies(&bed.calls()),
+        before,
+        "nothing to change: no Modify call"
+    );
+}
+
+#[tokio::test]
+async fn permissions_the_policy_no_longer_lists_are_revoked() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    share(
+        &bed,
+        &policies(&["111122223333", "444455556666"], false),
+        &[],
+    )
+    .invoke(&available(&image))
+    .ok();
+
+    let shrunk = share(&bed, &policies(&["111122223333"], false), &[]);
+    let report = shrunk.invoke(&json!({"image_ids": [image]})).ok();
+
+    assert_eq!(
+        report["results"][0]["remove"],
+        json!(["account:444455556666"]),
+        "{report}"
+    );
+    assert_eq!(
+        launch_permissions(&ec2, &image).await,
+        set(&["111122223333", ORG, OU])
+    );
+    let snap = &seed::snapshots_of(&ec2, &image).await[0];
+    assert_eq!(volume_permissions(&ec2, snap).await, set(&["111122223333"]));
+    assert_eq!(
+        bed.published()
+            .iter()
+            .filter(|e| e["detail_type"] == "AMI Unshared")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn public_sharing_needs_the_deployment_switch_and_a_public_ami_not_allowed_is_made_private() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let open = seed::image(&ec2, &builder, "open-1", &[("Visibility", "public")]).await;
+    let web = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+
+    // A policy asking for public sharing without the switch: refused at start, naming the field.
+    let mut refused = share(&bed, &policies(&["111122223333"], true), &[]);
+    let mut log = None;
+    for _ in 0..100 {
+        log = refused.exited();
+        if log.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = log.expect("cold start fails");
+    assert!(
+        log.contains("$.policies[1].share.public") && log.contains("AllowPublicSharing"),
+        "{log}"
+    );
+
+    // With the switch, the policy's AMI becomes public.
+    let allowed = share(
+        &bed,
+        &policies(&["111122223333"], true),
+        &[("ALLOW_PUBLIC_SHARING", "true")],
+    );
+    allowed.invoke(&available(&open)).ok();
+    assert_eq!(launch_permissions(&ec2, &open).await, set(&["all"]));
+
+    // An AMI made public by hand whose policy does not allow it: made private, reported.
+    let public = LaunchPermissionModifications::builder()
+        .add(
+            LaunchPermission::builder()
+                .group(PermissionGroup::All)
+                .build(),
+        )
+        .build();
+    ec2.modify_image_attribute()
+        .image_id(&web)
+        .launch_permission(public)
+        .send()
+        .await
+        .expect("make public");
+    let report = allowed.invoke(&json!({"image_ids": [web]})).ok();
+    assert!(!launch_permissions(&ec2, &web).await.contains("all"));
+    let findings = report["results"][0]["findings"].to_string();
+    assert!(findings.contains("made private"), "{report}");
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+    let report = function.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(report["results"][0]["outcome"], "planned");
+    assert_eq!(
+        report["results"][0]["add"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(launch_permissions(&ec2, &image).await.is_empty());
+    assert_eq!(bed.calls().get("ModifyImageAttribute"), None);
+}
+
+#[tokio::test]
+async fn foreign_unknown_disabled_and_aws_key_encrypted_amis_are_not_shared_and_say_why() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let foreign = seed::image(&ec2, &builder, "web-foreign", &[("Family", "web-a")]).await;
+    bed.seed_image("us-east-1", &foreign, json!({"owner_id": "210987654321"}));
+    let disabled = seed::image(&ec2, &builder, "web-disabled", &[("Family", "web-a")]).await;
+    ec2.disable_image()
+        .image_id(&disabled)
+        .send()
+        .await
+        .expect("DisableImage");
+    // Encrypted with the default EBS key (alias/aws/ebs): an AWS managed key.
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .send()
+        .await
+        .expect("volume");
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().expect("id"))
+        .send()
+        .await
+        .expect("snapshot");
+    let snap = snap.snapshot_id().expect("id").to_string();
+    let encrypted = seed::register(
+        &ec2,
+        "web-encrypted",
+        std::slice::from_ref(&snap),
+        &[("Family", "web-a")],
+    )
+    .await;
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+
+    let (kind, message) = function
+        .invoke(&json!({"image_ids": [foreign, disabled, encrypted, "ami-00000000000000000"]}))
+        .err();
+
+    assert_eq!(kind, "PartialFailure");
+    assert!(
+        message.contains(&format!("{foreign} is not an AMI of the account")),
+        "{message}"
+    );
+    assert!(
+        message.contains("ami-00000000000000000 is not an AMI of the account"),
+        "{message}"
+    );
+    assert!(
+        message.contains("disabled: a disabled AMI cannot be shared"),
+        "{message}"
+    );
+    assert!(message.contains("AWS managed key"), "{message}");
+    for image in [&foreign, &encrypted] {
+        assert!(
+            launch_permissions(&ec2, image).await.is_empty(),
+            "{image} untouched"
+        );
+    }
+    assert!(volume_permissions(&ec2, &snap).await.is_empty());
+
+    let (kind, message) = function.invoke(&json!({"image_ids": ["nope"]})).err();
+    assert_eq!(kind, "InvalidEvent");
+    assert!(message.contains("$.image_ids[0]"), "{message}");
+}
+
+#[tokio::test]
+async fn a_thirteen_digit_account_or_a_malformed_org_fails_the_cold_start() {
+    let bed = TestBed::start();
+    for (document, path) in [
+        (
+            policies(&["1111222233334"], false),
+            "$.policies[0].share.accounts[0]",
+        ),
+        (
+            policies(&["111122223333"], false)
+                .replace(ORG, "arn:aws:organizations::111122223333:organization/o-x"),
+            "$.policies[0].share.organizations[0]",
+        ),
+    ] {
+        let mut function = share(&bed, &document, &[]);
+        let mut log = None;
+        for _ in 0..100 {
+            log = function.exited();
+            if log.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = log.expect("cold start fails");
+        assert!(log.contains(path), "{log}");
+    }
+}
