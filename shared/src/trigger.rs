@@ -289,7 +289,7 @@ mod tests {
                 n if n.contains("scheduled") => "Scheduled Event",
                 n if n.contains("stopped") => "EC2 Instance State-change Notification",
                 n if n.contains("snapshot-created") => "EBS Snapshot Notification",
-                n if n.contains("ami-failed") => "EC2 AMI State Change",
+                n if n.contains("ami-failed") || n.contains("ami-available") => "EC2 AMI State Change",
                 _ => "run request",
             };
             assert_eq!(trigger.kind(), expected, "{name}");
