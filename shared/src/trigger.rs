@@ -277,6 +277,18 @@ mod tests {
             "build-ami-failed.json",
             include_str!("../../events/build-ami-failed.json"),
         ),
+        (
+            "share-ami-available.json",
+            include_str!("../../events/share-ami-available.json"),
+        ),
+        (
+            "share-sweep-dry-run.json",
+            include_str!("../../events/share-sweep-dry-run.json"),
+        ),
+        (
+            "share-images.json",
+            include_str!("../../events/share-images.json"),
+        ),
     ];
 
     #[test]
@@ -289,7 +301,9 @@ mod tests {
                 n if n.contains("scheduled") => "Scheduled Event",
                 n if n.contains("stopped") => "EC2 Instance State-change Notification",
                 n if n.contains("snapshot-created") => "EBS Snapshot Notification",
-                n if n.contains("ami-failed") || n.contains("ami-available") => "EC2 AMI State Change",
+                n if n.contains("ami-failed") || n.contains("ami-available") => {
+                    "EC2 AMI State Change"
+                }
                 _ => "run request",
             };
             assert_eq!(trigger.kind(), expected, "{name}");
