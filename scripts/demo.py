@@ -24,8 +24,12 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-age-out")}
-POLICIES = ROOT / "examples" / "policies.json"
+BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-share", "ami-age-out")}
+EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
+# The example document says dry_run: true (the safe default). The demo acts on the events it
+# delivers, so it runs a copy with dry_run: false; age-out still gets an explicit dry run first.
+POLICIES = Path(tempfile.mkdtemp(prefix="ami-demo-")) / "policies.json"
+POLICIES.write_text(json.dumps({**json.loads(EXAMPLE_POLICIES.read_text()), "dry_run": False}))
 REGIONS = ["us-east-1", "eu-west-1"]
 BASE_AMI = "ami-0a1b2c3d4e5f60001"
 NOW = datetime.now(timezone.utc)
@@ -222,7 +226,7 @@ def main() -> int:
         t = time.time()
         names = seed_account(emu)
         print(f"Seeded {len(names)} AMIs in {', '.join(REGIONS)} in {time.time() - t:.1f} s "
-              f"(policies: {POLICIES.relative_to(ROOT)})")
+              f"(policies: {EXAMPLE_POLICIES.relative_to(ROOT)} with dry_run false)")
         build = Function(emu, BINARIES["ami-build"])
         functions.append(build)
         t = time.time()
@@ -242,6 +246,37 @@ def main() -> int:
         print(f"  the same build delivered again: {exists} of {len(built['results'])} found existing, nothing created")
         if not ok or exists != len(built["results"]):
             print(f"re-delivered build did not find its images:\n{again}")
+            return 1
+
+        # The new AMIs become available: EventBridge delivers `EC2 AMI State Change` to share.
+        share = Function(emu, BINARIES["ami-share"])
+        functions.append(share)
+        t = time.time()
+        rows = []
+        for r in built["results"]:
+            event = {"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": r["region"],
+                     "detail": {"ImageId": r["image_id"], "State": "available", "ErrorMessage": ""}}
+            ok, shared = share.invoke(event)
+            if not ok:
+                print(f"share failed:\n{shared}")
+                return 1
+            for s in shared["results"]:
+                rows.append([names.get(s["image_id"], s["image_id"]), s["region"], s["policy"], ",".join(s["add"]) or "-",
+                             ",".join(s["remove"]) or "-", str(sum(len(v) for v in s.get("snapshot_add", {}).values())),
+                             s["outcome"]])
+        table(f"== share: AMI available events delivered ({len(rows)}) ==",
+              ["image", "region", "policy", "added", "removed", "snapshot grants", "outcome"], rows)
+        ok, sweep = share.invoke({})
+        if not ok:
+            print(f"share sweep failed:\n{sweep}")
+            return 1
+        print(f"\n  the scheduled sweep over every managed AMI: {sweep['counts']}")
+        ok, again = share.invoke({})
+        unchanged = sum(1 for r in again["results"] if r["outcome"] == "unchanged") if ok else -1
+        print(f"  the sweep again: {unchanged} of {len(again['results']) if ok else 0} already as their policy says, "
+              f"no Modify call; {(time.time() - t) * 1000:.0f} ms")
+        if not ok or unchanged != len(again["results"]):
+            print(f"the second sweep found something to change:\n{again}")
             return 1
 
         function = Function(emu, BINARIES["ami-age-out"])

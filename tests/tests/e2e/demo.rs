@@ -5,6 +5,7 @@ use std::process::Command;
 #[test]
 fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
     e2e_tests::function_binary("ami-build");
+    e2e_tests::function_binary("ami-share");
     e2e_tests::function_binary("ami-age-out");
     let target = e2e_tests::bin_dir()
         .parent()
@@ -25,6 +26,8 @@ fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
     for section in [
         "== build: images created (2) ==",
         "found existing, nothing created",
+        "== share: AMI available events delivered (2) ==",
+        "already as their policy says",
         "== age-out dry run: actions",
         "== age-out real run: actions",
         "AMI Deregistered",
