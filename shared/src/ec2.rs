@@ -476,6 +476,72 @@ impl Ec2 {
         Ok(keys)
     }
 
+    /// How many of the account's AMIs are pending in this region (copies in flight among them).
+    pub async fn pending_images(&self) -> Result<usize> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name("state").values("pending").build())
+            .send()
+            .await
+            .map_err(self.err("DescribeImages"))?;
+        Ok(out.images().len())
+    }
+
+    /// The account's copy of `source_image_id` in this region, found by its lineage tag.
+    pub async fn copy_of(&self, source_image_id: &str) -> Result<Option<String>> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .include_disabled(true)
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", crate::copy::SOURCE_IMAGE_TAG))
+                    .values(source_image_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(self.err("DescribeImages"))?;
+        Ok(out.images().iter().find_map(|i| i.image_id.clone()))
+    }
+
+    /// CopyImage into this (the destination) region; returns the copy's id.
+    pub async fn copy_image(
+        &self,
+        source_image_id: &str,
+        source_region: &Region,
+        name: &str,
+        how: &crate::policy::CopyDestination,
+        client_token: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String> {
+        let mut request = self
+            .client
+            .copy_image()
+            .source_image_id(source_image_id)
+            .source_region(source_region.as_str())
+            .name(name)
+            .description(format!("Copy of {source_image_id} from {source_region}"))
+            .client_token(client_token)
+            .tag_specifications(tag_spec(ResourceType::Image, tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, tags));
+        if how.encrypted {
+            request = request.encrypted(true);
+            if let Some(key) = &how.kms_key_id {
+                request = request.kms_key_id(key);
+            }
+        }
+        let out = request.send().await.map_err(self.err("CopyImage"))?;
+        out.image_id.ok_or_else(|| {
+            Error::Refused(format!(
+                "CopyImage of {source_image_id} returned no image id"
+            ))
+        })
+    }
+
     /// CreateImage with TagSpecifications on the image and its snapshots; returns the image id.
     pub async fn create_image(
         &self,

@@ -9,12 +9,14 @@
 //! - [`ageout::plan`]: the pure retention planner; [`ageout::execute`]: the executor;
 //! - [`build`]: CreateImage and RegisterImage, with deterministic names;
 //! - [`share`]: launch and snapshot permissions reconciled to the policy;
+//! - [`copy`]: cross-region copies with lineage, idempotent by client token;
 //! - [`ec2`] and [`publish`]: the adapters that own the EC2 and EventBridge clients;
 //! - [`app`]: configuration, clients and the invocation deadline, loaded once per cold start.
 
 pub mod ageout;
 pub mod app;
 pub mod build;
+pub mod copy;
 pub mod ec2;
 pub mod error;
 pub mod ids;

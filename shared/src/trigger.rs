@@ -289,6 +289,18 @@ mod tests {
             "share-images.json",
             include_str!("../../events/share-images.json"),
         ),
+        (
+            "copy-ami-available.json",
+            include_str!("../../events/copy-ami-available.json"),
+        ),
+        (
+            "copy-sweep.json",
+            include_str!("../../events/copy-sweep.json"),
+        ),
+        (
+            "copy-sweep-dry-run.json",
+            include_str!("../../events/copy-sweep-dry-run.json"),
+        ),
     ];
 
     #[test]

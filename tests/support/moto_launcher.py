@@ -479,7 +479,75 @@ def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any
     return snapshot
 
 
+# CopyImage ({REF}/API_CopyImage.html), called in the destination region: a ClientToken already
+# used returns the same copy ("Ensuring idempotency"); the copy's snapshots are copies of the
+# source's (encrypted with KmsKeyId, or the region's default EBS key, when Encrypted is true);
+# TagSpecifications tag the copy and its snapshots; CopyImageTags copies the source's tags; the
+# copy reports SourceImageId and SourceImageRegion; a name in use is InvalidAMIName.Duplicate.
+CLIENT_TOKENS: dict[tuple[str, str, str], str] = {}
+
+
+def copy_image(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    source_id = self._get_param("SourceImageId")
+    source_region = self._get_param("SourceRegion")
+    name = self._get_param("Name")
+    token = self._get_param("ClientToken")
+    encrypted = str(self._get_param("Encrypted", "false")).lower() == "true"
+    kms_key_id = self._get_param("KmsKeyId")
+    tag_specs = self._get_param("TagSpecifications", [])
+    copy_tags = str(self._get_param("CopyImageTags", "false")).lower() == "true"
+    self.error_on_dryrun()
+    _check_tag_types(tag_specs)
+    key = (backend.account_id, backend.region_name, token or "")
+    if token and key in CLIENT_TOKENS:
+        return ActionResult({"ImageId": CLIENT_TOKENS[key]})
+    source_backend = ec2_backends[backend.account_id][source_region]
+    source = source_backend.amis.get(source_id)
+    if source is None:
+        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist")
+    if source.state != "available":
+        raise ClientError("IncorrectState", f"The image {source_id} is {source.state}, not available")
+    _check_unique_name(backend, name)
+    ami_id = moto_amis.random_ami_id()
+    ami = Ami(backend, ami_id, source_ami=source, name=name, description=self._get_param("Description"),
+              root_device_type=source.root_device_type, root_device_name=source.root_device_name,
+              boot_mode=source.boot_mode)
+    _drop_auto_snapshot(backend, ami)
+    if encrypted and not kms_key_id:
+        kms_key_id = backend.default_kms_key_id or backend._create_default_encryption_key()
+    mappings = []
+    for m in source.block_device_mappings:
+        ebs = dict(m.get("Ebs") or {})
+        snap_id = ebs.get("SnapshotId")
+        if snap_id:
+            src_snap = source_backend.snapshots[snap_id]
+            snap = backend.copy_snapshot(snap_id, source_region,
+                f"Copied for DestinationAmi {ami_id} from SourceAmi {source_id} for SourceSnapshot {snap_id}",
+                kms_key_id if (encrypted or src_snap.encrypted) else None)
+            snap.encrypted = encrypted or src_snap.encrypted
+            snap.from_ami = ami_id
+            snap.add_tags(_tags_for(tag_specs, "snapshot"))
+            ebs["SnapshotId"] = snap.id
+            ebs["Encrypted"] = snap.encrypted
+            if snap.encrypted and snap.kms_key_id:
+                ebs["KmsKeyId"] = snap.kms_key_id
+        mappings.append({"DeviceName": m.get("DeviceName"), "Ebs": ebs})
+    ami._mappings = mappings
+    ami.source_image_id = source_id
+    ami.source_image_region = source_region
+    ami.ena_support = getattr(source, "ena_support", None)
+    if copy_tags:
+        ami.add_tags({t["key"]: t["value"] for t in source.get_tags()})
+    ami.add_tags(_tags_for(tag_specs, "image"))
+    backend.amis[ami_id] = ami
+    if token:
+        CLIENT_TOKENS[key] = ami_id
+    return ActionResult({"ImageId": ami_id})
+
+
 def apply_patches() -> None:
+    AmisResponse.copy_image = copy_image
     EBSBackend.create_snapshot = create_snapshot
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
     KmsBackend.create_alias = create_alias
@@ -494,7 +562,7 @@ def apply_patches() -> None:
     AmisResponse.modify_image_attribute = modify_image_attribute
     ElasticBlockStore.describe_snapshots = describe_snapshots
     EBSBackend.delete_snapshot = delete_snapshot
-    for attr in ("deprecation_time", "last_launched_time", "ena_support"):
+    for attr in ("deprecation_time", "last_launched_time", "ena_support", "source_image_id", "source_image_region"):
         if not hasattr(Ami, attr):
             setattr(Ami, attr, None)
     Ami.deregistration_protection = "disabled"

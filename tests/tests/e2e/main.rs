@@ -2,6 +2,7 @@
 
 mod age_out;
 mod build;
+mod copy;
 mod demo;
 mod foundation;
 mod seed;

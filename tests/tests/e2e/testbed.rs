@@ -721,3 +721,72 @@ async fn the_default_ebs_key_is_an_aws_managed_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn copy_image_is_idempotent_by_client_token_and_carries_lineage_encryption_and_tags() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let source = seed::image(&ec2, &instance, "to-copy", &[]).await;
+        let eu = bed.ec2("eu-west-1").await;
+        let copy = || {
+            eu.copy_image()
+                .source_image_id(&source)
+                .source_region("us-east-1")
+                .name("to-copy")
+                .client_token("token-1")
+                .encrypted(true)
+                .tag_specifications(seed::tag_spec(ResourceType::Image, &[("Lineage", "yes")]))
+                .tag_specifications(seed::tag_spec(
+                    ResourceType::Snapshot,
+                    &[("Lineage", "yes")],
+                ))
+                .send()
+        };
+        let first = copy()
+            .await
+            .expect("CopyImage")
+            .image_id()
+            .expect("id")
+            .to_string();
+        let second = copy()
+            .await
+            .expect("CopyImage again")
+            .image_id()
+            .expect("id")
+            .to_string();
+        let d = eu
+            .describe_images()
+            .image_ids(&first)
+            .send()
+            .await
+            .expect("DescribeImages");
+        let image = &d.images()[0];
+        if plain {
+            assert_ne!(first, second, "plain moto makes a second copy");
+            assert_eq!(image.source_image_id(), None);
+            continue;
+        }
+        assert_eq!(first, second, "the same ClientToken returns the same copy");
+        assert_eq!(image.source_image_id(), Some(source.as_str()));
+        assert_eq!(image.source_image_region(), Some("us-east-1"));
+        assert!(image.tags().iter().any(|t| t.key() == Some("Lineage")));
+        let snaps = seed::snapshots_of(&eu, &first).await;
+        let s = eu
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snaps))
+            .send()
+            .await
+            .expect("snapshots");
+        assert!(s
+            .snapshots()
+            .iter()
+            .all(|s| s.encrypted() == Some(true)
+                && s.tags().iter().any(|t| t.key() == Some("Lineage"))));
+    }
+}

@@ -1,0 +1,505 @@
+//! Copy: each managed AMI into the destination regions of its policy, encrypted as the policy
+//! says, with its lineage tagged on the copy and its snapshots. CopyImage is called in the
+//! destination region with a `ClientToken` derived from (source image, destination), so a
+//! repeated event or a retry never makes a second copy; an existing copy (found by its lineage
+//! tag) is never copied again, and a copy is never copied.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::StreamExt;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+
+use crate::app::{App, Deadline};
+use crate::build::CREATED_BY_TAG;
+use crate::ec2::{Ec2, ImageInventory};
+use crate::error::{Error, Result};
+use crate::ids::Region;
+use crate::model::{Image, ImageState};
+use crate::policy::{CopyDestination, FamilyBy, Policy, PolicyDocument, POLICY_TAG};
+use crate::publish::{event, to_json, EventSink, Published};
+use crate::trigger::{RunRequest, Trigger};
+
+/// The function's name in reports and events.
+pub const FUNCTION: &str = "ami-copy";
+/// Tag on a copy naming its source image.
+pub const SOURCE_IMAGE_TAG: &str = "ami-automation:source-image";
+/// Tag on a copy naming its source region.
+pub const SOURCE_REGION_TAG: &str = "ami-automation:source-region";
+/// CopyImage copies in flight at once per destination region (an EC2 quota).
+pub const MAX_IN_FLIGHT: usize = 100;
+
+/// The idempotency token of the copy of `source` into `destination` (at most 64 ASCII characters).
+pub fn client_token(source: &str, destination: &Region) -> String {
+    format!("ami-copy-{source}-{destination}")
+}
+
+/// Whether an AMI is itself a copy made by this tool (or any CopyImage): it is never copied.
+pub fn is_copy(image: &Image) -> bool {
+    image.tags.contains_key(SOURCE_IMAGE_TAG)
+}
+
+/// What happened to one (source, destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyOutcome {
+    /// Dry run: it would be copied.
+    Planned,
+    /// CopyImage was called; the copy is pending.
+    Started,
+    /// The destination already has the copy: nothing was done.
+    Exists,
+    /// Left for the next run: the deadline, the in-flight quota or throttling.
+    Deferred,
+    /// Not copied, with the reason.
+    Refused,
+    /// EC2 failed the call.
+    Failed,
+}
+
+/// One line of the copy report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyResult {
+    /// The source AMI.
+    pub source_image_id: String,
+    /// Its region.
+    pub source_region: Region,
+    /// The destination region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Region>,
+    /// The policy.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub policy: String,
+    /// The copy's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_image_id: Option<String>,
+    /// What happened.
+    pub outcome: CopyOutcome,
+    /// Why (refusals, deferrals, failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The response of a copy invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    /// `ami-copy`.
+    pub function: &'static str,
+    /// What triggered it.
+    pub trigger: &'static str,
+    /// Nothing was copied.
+    pub dry_run: bool,
+    /// Counts by outcome.
+    pub counts: BTreeMap<String, usize>,
+    /// One line per source and destination.
+    pub results: Vec<CopyResult>,
+    /// Why the event was acknowledged without work, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+    /// Events published.
+    pub events: Published,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+/// The Lambda handler of `ami-copy`.
+pub async fn handle(
+    app: &App,
+    invocation: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, Diagnostic> {
+    let started = Instant::now();
+    let deadline = Deadline::from_lambda(invocation.context.deadline, &app.settings);
+    let trigger = Trigger::parse(invocation.payload)?;
+    let kind = trigger.kind();
+    let mut ignored = None;
+    let request = match trigger {
+        Trigger::Run(r) if r.register.is_some() => {
+            return Err(Error::event("$.register", format!("{FUNCTION} does not register AMIs: send it to ami-build")).into())
+        }
+        Trigger::Run(r) => {
+            app.check_policies(r.policies.as_deref())?;
+            for (i, id) in r.image_ids.iter().flatten().enumerate() {
+                if !id.starts_with("ami-") || id.len() < 8 {
+                    return Err(Error::event(format!("$.image_ids[{i}]"), format!("`{id}` is not an AMI id (ami-...)")).into());
+                }
+            }
+            Some(r)
+        }
+        Trigger::Scheduled { region, .. } => Some(RunRequest { regions: region.map(|r| vec![r]), ..RunRequest::default() }),
+        Trigger::AmiState { region, detail } if detail.state == "available" => Some(RunRequest {
+            regions: region.map(|r| vec![r]),
+            image_ids: Some(vec![detail.image_id]),
+            ..RunRequest::default()
+        }),
+        Trigger::AmiState { detail, .. } => {
+            ignored = Some(format!("image {} is {}: only `available` AMIs are copied", detail.image_id, detail.state));
+            None
+        }
+        other => {
+            return Err(Error::event(
+                "$.detail-type",
+                format!("{FUNCTION} runs on a schedule, a run request or `EC2 AMI State Change`, not on `{}`", other.kind()),
+            )
+            .into())
+        }
+    };
+    let dry_run = request
+        .as_ref()
+        .and_then(|r| r.dry_run)
+        .unwrap_or(app.document.dry_run);
+    let mut results = Vec::new();
+    if let Some(request) = &request {
+        let regions = request
+            .regions
+            .clone()
+            .unwrap_or_else(|| vec![app.settings.home_region.clone()]);
+        let event_driven = matches!(kind, "EC2 AMI State Change");
+        for region in &regions {
+            results.extend(
+                copy_from(
+                    app,
+                    region,
+                    request,
+                    dry_run,
+                    deadline,
+                    event_driven,
+                    &mut ignored,
+                )
+                .await,
+            );
+        }
+    }
+    let events = if dry_run {
+        Vec::new()
+    } else {
+        results
+            .iter()
+            .filter(|r| r.outcome == CopyOutcome::Started)
+            .map(|r| {
+                event(
+                    "AMI Copy Started",
+                    r.copy_image_id
+                        .iter()
+                        .chain(std::iter::once(&r.source_image_id))
+                        .cloned()
+                        .collect(),
+                    serde_json::to_value(r).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let published = app.events().publish(events).await;
+    let mut counts = BTreeMap::new();
+    for r in &results {
+        let label = serde_json::to_value(r.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        *counts.entry(label).or_insert(0) += 1;
+    }
+    let report = CopyReport {
+        function: FUNCTION,
+        trigger: kind,
+        dry_run,
+        counts,
+        results,
+        ignored,
+        events: published,
+        elapsed_ms: started.elapsed().as_millis(),
+    };
+    tracing::info!(function = FUNCTION, trigger = kind, dry_run,
+        counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "copy run finished");
+    let json = to_json(&report)?;
+    if report
+        .results
+        .iter()
+        .any(|r| matches!(r.outcome, CopyOutcome::Refused | CopyOutcome::Failed))
+    {
+        return Err(Diagnostic {
+            error_type: "PartialFailure".into(),
+            error_message: json.to_string(),
+        });
+    }
+    Ok(json)
+}
+
+/// The policy that copies an image: the first that manages it, if it has `copy`.
+fn copying_policy<'a>(document: &'a PolicyDocument, image: &Image) -> Option<&'a Policy> {
+    document
+        .policies
+        .iter()
+        .find(|p| image.managed_by(p))
+        .filter(|p| p.copy.is_some())
+}
+
+fn line(image_id: &str, region: &Region, policy: &str) -> CopyResult {
+    CopyResult {
+        source_image_id: image_id.to_string(),
+        source_region: region.clone(),
+        destination: None,
+        policy: policy.to_string(),
+        copy_image_id: None,
+        outcome: CopyOutcome::Refused,
+        reason: None,
+    }
+}
+
+async fn copy_from(
+    app: &App,
+    region: &Region,
+    request: &RunRequest,
+    dry_run: bool,
+    deadline: Deadline,
+    event_driven: bool,
+    ignored: &mut Option<String>,
+) -> Vec<CopyResult> {
+    let ec2 = app.ec2(region);
+    let images = match ec2.images(None).await {
+        Ok(i) => i,
+        Err(e) => {
+            let mut r = line("", region, "");
+            r.outcome = CopyOutcome::Failed;
+            r.reason = Some(e.to_string());
+            return vec![r];
+        }
+    };
+    let mut results = Vec::new();
+    let mut sources = Vec::new();
+    match &request.image_ids {
+        Some(ids) => {
+            for id in ids {
+                let Some(image) = images.iter().find(|i| &i.id == id) else {
+                    let mut r = line(id, region, "");
+                    r.reason = Some(format!(
+                        "{id} is not an AMI of the account in {region}: only the account's own AMIs are copied (unknown, or owned by another account)"
+                    ));
+                    results.push(r);
+                    continue;
+                };
+                if is_copy(image) {
+                    // The `available` event of a copy arriving: never copy a copy.
+                    *ignored = Some(format!(
+                        "{id} is a copy (of {}): a copy is never copied",
+                        image.tags[SOURCE_IMAGE_TAG]
+                    ));
+                    continue;
+                }
+                match copying_policy(&app.document, image) {
+                    Some(p) => sources.push((image, p)),
+                    None if event_driven => {
+                        *ignored = Some(format!("no policy with `copy` manages {id}"))
+                    }
+                    None => {
+                        let mut r = line(id, region, "");
+                        r.reason = Some("no policy with `copy` manages this AMI".into());
+                        results.push(r);
+                    }
+                }
+            }
+        }
+        None => sources.extend(
+            images
+                .iter()
+                .filter(|i| !is_copy(i))
+                .filter_map(|i| copying_policy(&app.document, i).map(|p| (i, p))),
+        ),
+    }
+    let wanted = |p: &Policy| {
+        request
+            .policies
+            .as_ref()
+            .is_none_or(|ps| ps.contains(&p.name))
+    };
+    let mut jobs = Vec::new();
+    for (image, policy) in sources.into_iter().filter(|(_, p)| wanted(p)) {
+        let Some(copy) = &policy.copy else { continue };
+        if image.state != ImageState::Available {
+            let mut r = line(&image.id, region, &policy.name);
+            if image.state == ImageState::Pending {
+                r.outcome = CopyOutcome::Deferred;
+                r.reason = Some("pending: copied once it is available".into());
+            } else {
+                r.reason = Some(format!(
+                    "{} is {}: only available AMIs can be copied{}",
+                    image.id,
+                    format!("{:?}", image.state).to_lowercase(),
+                    if image.state == ImageState::Disabled {
+                        " (enable it first)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            results.push(r);
+            continue;
+        }
+        for (destination, how) in copy.regions.iter().filter(|(d, _)| *d != region) {
+            jobs.push((image, policy, destination.clone(), how.clone()));
+        }
+    }
+    // Group by destination: each destination has its own in-flight quota and client.
+    let mut by_destination: BTreeMap<Region, Vec<_>> = BTreeMap::new();
+    for job in jobs {
+        by_destination.entry(job.2.clone()).or_default().push(job);
+    }
+    for (destination, jobs) in by_destination {
+        let dest = app.ec2(&destination);
+        let in_flight = if dry_run {
+            Ok(0)
+        } else {
+            dest.pending_images().await
+        };
+        let room = match in_flight {
+            Ok(n) => MAX_IN_FLIGHT.saturating_sub(n),
+            Err(e) => {
+                for (image, policy, _, _) in &jobs {
+                    let mut r = line(&image.id, region, &policy.name);
+                    r.destination = Some(destination.clone());
+                    r.outcome = CopyOutcome::Failed;
+                    r.reason = Some(explain_destination_error(&e, &destination));
+                    results.push(r);
+                }
+                continue;
+            }
+        };
+        let mut started = Vec::new();
+        for (image, policy, _, how) in jobs {
+            let mut r = line(&image.id, region, &policy.name);
+            r.destination = Some(destination.clone());
+            if deadline.passed() {
+                r.outcome = CopyOutcome::Deferred;
+                r.reason = Some("the run reached its deadline; the next sweep continues".into());
+                results.push(r);
+            } else if started.len() >= room {
+                r.outcome = CopyOutcome::Deferred;
+                r.reason = Some(format!(
+                    "{MAX_IN_FLIGHT} copies are already in flight to {destination} (EC2's limit): the next sweep continues"
+                ));
+                results.push(r);
+            } else {
+                started.push((image, policy, how, r));
+            }
+        }
+        let done: Vec<CopyResult> = futures::stream::iter(started)
+            .map(|(image, policy, how, r)| copy_one(&dest, image, policy, region, how, dry_run, r))
+            .buffer_unordered(app.settings.concurrency)
+            .collect()
+            .await;
+        results.extend(done);
+    }
+    results.sort_by(|a, b| {
+        (&a.source_image_id, &a.destination).cmp(&(&b.source_image_id, &b.destination))
+    });
+    results
+}
+
+fn explain_destination_error(e: &Error, destination: &Region) -> String {
+    match e.code() {
+        Some("OptInRequired" | "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId") => format!(
+            "destination region {destination} is not enabled for the account (or not allowed): enable it, or remove it from the policy's copy.regions ({e})"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+fn copy_tags(policy: &Policy, image: &Image, source_region: &Region) -> BTreeMap<String, String> {
+    let mut tags = policy
+        .build
+        .as_ref()
+        .map(|b| b.tags.clone())
+        .unwrap_or_default();
+    if let FamilyBy::Tag(key) = &policy.family_by {
+        if let Some(family) = image.tags.get(key) {
+            tags.insert(key.clone(), family.clone());
+        }
+    }
+    tags.insert(POLICY_TAG.into(), policy.name.clone());
+    tags.insert(SOURCE_IMAGE_TAG.into(), image.id.clone());
+    tags.insert(SOURCE_REGION_TAG.into(), source_region.to_string());
+    tags.insert(CREATED_BY_TAG.into(), FUNCTION.into());
+    tags
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_one(
+    dest: &Ec2,
+    image: &Image,
+    policy: &Policy,
+    source_region: &Region,
+    how: CopyDestination,
+    dry_run: bool,
+    mut r: CopyResult,
+) -> CopyResult {
+    match dest.copy_of(&image.id).await {
+        Ok(Some(existing)) => {
+            r.outcome = CopyOutcome::Exists;
+            r.copy_image_id = Some(existing);
+            return r;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            r.outcome = if e.is_throttling() {
+                CopyOutcome::Deferred
+            } else {
+                CopyOutcome::Failed
+            };
+            r.reason = Some(explain_destination_error(&e, dest.region()));
+            return r;
+        }
+    }
+    if dry_run {
+        r.outcome = CopyOutcome::Planned;
+        return r;
+    }
+    let tags = copy_tags(policy, image, source_region);
+    let token = client_token(&image.id, dest.region());
+    match dest
+        .copy_image(&image.id, source_region, &image.name, &how, &token, &tags)
+        .await
+    {
+        Ok(id) => {
+            r.outcome = CopyOutcome::Started;
+            r.copy_image_id = Some(id);
+        }
+        Err(e) if e.code() == Some("InvalidAMIName.Duplicate") => {
+            r.outcome = CopyOutcome::Refused;
+            r.reason = Some(format!(
+                "{} already has an AMI named `{}` that is not a copy of {}: rename one of them",
+                dest.region(),
+                image.name,
+                image.id
+            ));
+        }
+        Err(e) if e.is_throttling() => {
+            r.outcome = CopyOutcome::Deferred;
+            r.reason = Some(format!("{e}: the next sweep continues"));
+        }
+        Err(e) => {
+            r.outcome = CopyOutcome::Failed;
+            r.reason = Some(match e.code() {
+                Some(c) if c.contains("KMS") || c.contains("Kms") => format!(
+                    "the KMS key {:?} of {} is not usable for this copy: {e}",
+                    how.kms_key_id,
+                    dest.region()
+                ),
+                _ => explain_destination_error(&e, dest.region()),
+            });
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_token_is_stable_and_fits_ec2s_limit() {
+        let region: Region = "eu-west-1".parse().expect("region");
+        let a = client_token("ami-0123456789abcdef0", &region);
+        assert_eq!(a, client_token("ami-0123456789abcdef0", &region));
+        assert_ne!(a, client_token("ami-0123456789abcdef1", &region));
+        assert!(a.len() <= 64 && a.is_ascii());
+    }
+}
