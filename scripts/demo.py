@@ -24,7 +24,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-share", "ami-age-out")}
+BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-share", "ami-copy", "ami-age-out")}
 EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
 # The example document says dry_run: true (the safe default). The demo acts on the events it
 # delivers, so it runs a copy with dry_run: false; age-out still gets an explicit dry run first.
@@ -277,6 +277,31 @@ def main() -> int:
               f"no Modify call; {(time.time() - t) * 1000:.0f} ms")
         if not ok or unchanged != len(again["results"]):
             print(f"the second sweep found something to change:\n{again}")
+            return 1
+
+        # The same `available` events go to the copy function: each new AMI to eu-west-1.
+        copier = Function(emu, BINARIES["ami-copy"])
+        functions.append(copier)
+        t = time.time()
+        rows = []
+        for r in built["results"]:
+            event = {"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": r["region"],
+                     "detail": {"ImageId": r["image_id"], "State": "available", "ErrorMessage": ""}}
+            for attempt in ("first", "again"):
+                ok, copied = copier.invoke(event)
+                if not ok:
+                    print(f"copy failed:\n{copied}")
+                    return 1
+                for c in copied["results"]:
+                    rows.append([names.get(c["source_image_id"], c["source_image_id"]), c["source_region"],
+                                 c.get("destination", ""), c.get("copy_image_id", ""), attempt, c["outcome"]])
+                    if c.get("copy_image_id"):
+                        names[c["copy_image_id"]] = names.get(c["source_image_id"], "") + " (copy)"
+        table(f"== copy: AMI available events delivered, each twice ({len(rows)}) ==",
+              ["source", "from", "to", "copy", "delivery", "outcome"], rows)
+        print(f"\n  {(time.time() - t) * 1000:.0f} ms")
+        if sorted({row[5] for row in rows if row[4] == "again"}) != ["exists"]:
+            print("a re-delivered copy event did not find its copy")
             return 1
 
         function = Function(emu, BINARIES["ami-age-out"])

@@ -6,6 +6,7 @@ use std::process::Command;
 fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
     e2e_tests::function_binary("ami-build");
     e2e_tests::function_binary("ami-share");
+    e2e_tests::function_binary("ami-copy");
     e2e_tests::function_binary("ami-age-out");
     let target = e2e_tests::bin_dir()
         .parent()
@@ -28,6 +29,8 @@ fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
         "found existing, nothing created",
         "== share: AMI available events delivered (2) ==",
         "already as their policy says",
+        "== copy: AMI available events delivered, each twice (4) ==",
+        "AMI Copy Started",
         "== age-out dry run: actions",
         "== age-out real run: actions",
         "AMI Deregistered",
