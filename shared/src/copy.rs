@@ -119,11 +119,6 @@ pub async fn handle(
         }
         Trigger::Run(r) => {
             app.check_policies(r.policies.as_deref())?;
-            for (i, id) in r.image_ids.iter().flatten().enumerate() {
-                if !id.starts_with("ami-") || id.len() < 8 {
-                    return Err(Error::event(format!("$.image_ids[{i}]"), format!("`{id}` is not an AMI id (ami-...)")).into());
-                }
-            }
             Some(r)
         }
         Trigger::Scheduled { region, .. } => Some(RunRequest { regions: region.map(|r| vec![r]), ..RunRequest::default() }),

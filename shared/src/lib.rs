@@ -19,6 +19,8 @@ pub mod build;
 pub mod copy;
 pub mod ec2;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod ids;
 pub mod model;
 pub mod policy;

@@ -121,7 +121,17 @@ impl Trigger {
                     format!("expected a JSON object: {ACCEPTED}"),
                 ));
             }
-            return from_value::<RunRequest>(value, "$").map(Trigger::Run);
+            let request = from_value::<RunRequest>(value, "$")?;
+            for (i, id) in request.image_ids.iter().flatten().enumerate() {
+                let hex = id.strip_prefix("ami-").unwrap_or_default();
+                if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::event(
+                        format!("$.image_ids[{i}]"),
+                        format!("`{id}` is not an AMI id (ami- and 8 to 17 hexadecimal digits)"),
+                    ));
+                }
+            }
+            return Ok(Trigger::Run(request));
         }
         let envelope: EventBridgeEvent<serde_json::Value> = from_value(value, "$")?;
         let region = match envelope.region.as_deref() {

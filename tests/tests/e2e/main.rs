@@ -5,6 +5,7 @@ mod build;
 mod copy;
 mod demo;
 mod foundation;
+mod invalid;
 mod seed;
 mod share;
 mod testbed;

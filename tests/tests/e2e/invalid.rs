@@ -1,0 +1,98 @@
+//! Every file of `events/invalid/` sent to every function: an error that names the problem, and
+//! the account exactly as it was.
+
+use e2e_tests::{root, Function, TestBed};
+use serde_json::{json, Value};
+
+use crate::seed;
+
+const POLICIES: &str = r#"{"dry_run": false, "policies": [
+  {"name": "web", "select": {"tags": {"Family": "web*"}}, "family_by": "tag:Family",
+   "build": {"instance_tags": {"ami-automation:build": "web"}},
+   "share": {"accounts": ["111122223333"], "snapshots": true},
+   "copy": {"regions": {"eu-west-1": {}}},
+   "retain": {"keep_latest": 0, "max_age_days": 1}}
+]}"#;
+
+/// Every image with its state and launch permissions, and every snapshot, in both regions.
+async fn account(bed: &TestBed) -> Value {
+    let mut out = json!({});
+    for region in ["us-east-1", "eu-west-1"] {
+        let ec2 = bed.ec2(region).await;
+        let mut images = Vec::new();
+        for id in seed::image_ids(&ec2).await {
+            let perms = ec2
+                .describe_image_attribute()
+                .image_id(&id)
+                .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                .send()
+                .await
+                .expect("DescribeImageAttribute");
+            images.push(json!({"id": id, "permissions": perms.launch_permissions().len()}));
+        }
+        out[region] = json!({"images": images, "snapshots": seed::snapshot_ids(&ec2).await});
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_nothing() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
+    let image = seed::image(&ec2, &builder, "web-old", &[("Family", "web-a")]).await;
+    bed.seed_image(
+        "us-east-1",
+        &image,
+        json!({"creation_date": "2020-01-01T00:00:00Z"}),
+    );
+    let before = account(&bed).await;
+    let mut files: Vec<_> = std::fs::read_dir(root().join("events/invalid"))
+        .expect("events/invalid")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the corpus is there");
+
+    for binary in ["ami-age-out", "ami-build", "ami-share", "ami-copy"] {
+        let function = Function::start(&bed, binary, &[("AMI_POLICIES", POLICIES)]);
+        for file in &files {
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let (kind, message) = function.invoke_file(file).err();
+            if name == "truncated.json" {
+                // Not JSON: the Lambda runtime refuses it before the handler runs.
+                assert!(
+                    message.to_lowercase().contains("eof") || message.contains("deserializ"),
+                    "{binary} {name}: {message}"
+                );
+                continue;
+            }
+            assert_eq!(kind, "InvalidEvent", "{binary} {name}: {message}");
+            let expected = match name.as_str() {
+                "wrong-types.json" => "$.dry_run",
+                "unknown-detail-type.json" => "unsupported event",
+                "other-source.json" => "from `attacker.custom`",
+                "missing-fields.json" => "ImageId",
+                "region-does-not-exist.json" => "us-east-7",
+                "unknown-field.json" => "unknown field `dryrun`",
+                "bad-image-id.json" => "$.image_ids[0]",
+                "unknown-policy.json" => "no policy named `no-such-policy`",
+                other => panic!("events/invalid/{other} has no expectation here"),
+            };
+            assert!(
+                message.contains(expected),
+                "{binary} {name}: expected `{expected}` in {message}"
+            );
+        }
+    }
+    assert_eq!(
+        account(&bed).await,
+        before,
+        "the account is exactly as it was"
+    );
+    assert!(bed.published().is_empty(), "nothing announced");
+}
