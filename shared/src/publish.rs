@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -14,6 +15,9 @@ pub const SOURCE: &str = "ami.automation";
 
 /// PutEvents takes at most 10 entries a call.
 pub const BATCH: usize = 10;
+
+/// PutEvents calls in flight at once.
+pub const CONCURRENT_BATCHES: usize = 8;
 
 /// How many times entries that PutEvents reported as failed are sent again.
 pub const RETRIES: usize = 3;
@@ -121,8 +125,13 @@ impl EventSink for EventBridge {
             while rest.peek().is_some() {
                 batches.push(rest.by_ref().take(BATCH).collect::<Vec<_>>());
             }
-            for batch in batches {
-                let (f, err) = self.send_batch(batch).await;
+            // Batches go out concurrently (PutEvents quotas are in the thousands per second).
+            let sent: Vec<(Vec<Event>, Option<String>)> = futures::stream::iter(batches)
+                .map(|batch| self.send_batch(batch))
+                .buffer_unordered(CONCURRENT_BATCHES)
+                .collect()
+                .await;
+            for (f, err) in sent {
                 failed.extend(f);
                 if err.is_some() {
                     last_error = err;

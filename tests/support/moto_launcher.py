@@ -283,7 +283,8 @@ def deregister_image(self: Any) -> ActionResult:
     backend.deregister_image(ami_id)
     results = []
     if delete_snaps:
-        still_used = {s for other in backend.amis.values() for s in snapshot_ids_of(other)}
+        mine = set(snaps)
+        still_used = {s for other in backend.amis.values() for s in snapshot_ids_of(other) if s in mine}
         for snap_id in snaps:
             snap = backend.snapshots.get(snap_id)
             if snap is None or snap_id in still_used or snap.owner_id != backend.account_id:
