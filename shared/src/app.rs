@@ -30,6 +30,9 @@ pub struct Settings {
     pub run_budget: Option<Duration>,
     /// `ALLOW_PUBLIC_SHARING`.
     pub deployment: Deployment,
+    /// Attempts per AWS call, retries included, with adaptive backoff on throttling
+    /// (`AMI_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
     /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
     /// 60): every delivery of the same schedule within it makes the same names.
     pub build_window_minutes: u32,
@@ -93,6 +96,7 @@ impl Settings {
             },
             build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
                 .unwrap_or(60) as u32,
+            max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
         })
     }
 }
@@ -118,7 +122,7 @@ impl App {
         let document = PolicyDocument::from_env(settings.deployment)?;
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(settings.home_region.to_string()))
-            .retry_config(RetryConfig::adaptive().with_max_attempts(5))
+            .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
             .load()
             .await;
         let events = EventBridge::new(
@@ -262,6 +266,7 @@ mod tests {
             run_budget: budget.map(Duration::from_millis),
             deployment: Deployment::default(),
             build_window_minutes: 60,
+            max_attempts: 5,
         }
     }
 

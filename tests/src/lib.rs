@@ -160,6 +160,13 @@ impl TestBed {
         serde_json::from_str(&text).expect("calls JSON")
     }
 
+    /// Answers the next `count` calls of `action` with EC2's error `code` (as EC2 sends it).
+    pub fn inject_fault(&self, action: &str, code: &str, count: u32) {
+        let body = serde_json::json!({"action": action, "code": code, "count": count}).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/faults", &body);
+        assert_eq!(status, 200, "injecting a fault failed: {text}");
+    }
+
     /// The events PutEvents accepted, oldest first.
     pub fn published(&self) -> Vec<Value> {
         let (status, text) = http(self.port, "GET", "/_testbed/events", "");

@@ -10,7 +10,8 @@ It also serves two routes that are not AWS, for tests only (the functions never 
 `POST /_testbed/image` sets the fields of an image that no API can set (its CreationDate, its
 owner, deregistration protection, last launch), so tests can build a fleet of any age and
 ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
-`GET /_testbed/calls` counts the API calls received, by action.
+`GET /_testbed/calls` counts the API calls received, by action; `POST /_testbed/faults`
+answers the next N calls of an action with an EC2 error code (throttling, in-use, ...).
 
 Usage: python moto_launcher.py [--port N] [--plain]
 Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
@@ -592,9 +593,26 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
 
 CALLS: dict[str, int] = {}
 CALLS_LOCK = threading.Lock()
+# Injected faults: action -> [error code, how many more calls get it]. Test set-up only: the
+# errors are EC2's own codes (RequestLimitExceeded, InvalidSnapshot.InUse, ...), answered in
+# EC2's XML error format, so the real SDK sees exactly what EC2 would send.
+FAULTS: dict[str, list[Any]] = {}
 
 
-def count_call(environ: dict[str, Any]) -> None:
+def fault_response(action: str) -> Response | None:
+    with CALLS_LOCK:
+        fault = FAULTS.get(action)
+        if not fault or fault[1] <= 0:
+            return None
+        fault[1] -= 1
+        code = fault[0]
+    status = 503 if code == "RequestLimitExceeded" else 400
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+            f"<Message>injected by the test bed</Message></Error></Errors><RequestID>fault</RequestID></Response>")
+    return Response(body, status=status, mimetype="text/xml")
+
+
+def count_call(environ: dict[str, Any]) -> str | None:
     """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
@@ -611,6 +629,7 @@ def count_call(environ: dict[str, Any]) -> None:
     if action:
         with CALLS_LOCK:
             CALLS[action] = CALLS.get(action, 0) + 1
+    return action
 
 
 class Testbed:
@@ -618,6 +637,11 @@ class Testbed:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO", "") == "/_testbed/faults":
+            body = json.loads(Request(environ).get_data() or b"{}")
+            with CALLS_LOCK:
+                FAULTS[body["action"]] = [body["code"], int(body.get("count", 1))]
+            return Response("{}", status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/calls":
             with CALLS_LOCK:
                 response = Response(json.dumps(CALLS), status=200, mimetype="application/json")
@@ -633,7 +657,10 @@ class Testbed:
             except (KeyError, ValueError) as err:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
             return response(environ, start_response)
-        count_call(environ)
+        action = count_call(environ)
+        injected = fault_response(action) if action else None
+        if injected is not None:
+            return injected(environ, start_response)
         return self.app(environ, start_response)
 
 

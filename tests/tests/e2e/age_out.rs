@@ -100,6 +100,7 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
         ("a13_lt_latest", "web-a", 190, &[]),
         ("a14_disabled", "web-a", 200, &[]),
         ("a16_ssm", "web-a", 215, &[]),
+        ("a17_dereg_protected", "web-a", 220, &[]),
         ("b2_second", "web-b", 4, &[]),
         ("b3_old", "web-b", 95, &[]),
     ];
@@ -107,6 +108,11 @@ async fn build_fleet(bed: &TestBed) -> Fleet {
         let id = aged_image(&src, &format!("{role}-img"), Some(family), *days, tags).await;
         ids.insert(*role, id);
     }
+    bed.seed_image(
+        "us-east-1",
+        &ids["a17_dereg_protected"],
+        json!({"deregistration_protection": "enabled"}),
+    );
     // One snapshot shared by two AMIs: a15 (old, web-a) and b1 (newest of web-b).
     let volume = ec2
         .create_volume()
@@ -418,6 +424,7 @@ async fn a_dry_run_reports_the_exact_plan_and_changes_nothing() {
         ("a12_lt_default", "in_use_by_launch_template"),
         ("a13_lt_latest", "in_use_by_launch_template"),
         ("a16_ssm", "referenced"),
+        ("a17_dereg_protected", "deregistration_protection"),
         ("b1_newest", "keep_latest"),
         ("b2_second", "keep_latest"),
         ("batch_new", "keep_latest"),
@@ -667,4 +674,47 @@ async fn an_invalid_policy_document_fails_the_cold_start_naming_the_field() {
         "{log}"
     );
     assert!(log.contains("greater than max_age_days"), "{log}");
+}
+
+#[tokio::test]
+async fn throttled_calls_are_deferred_not_failed_and_the_next_run_finishes() {
+    let bed = TestBed::start();
+    let _fleet = build_fleet(&bed).await;
+    // EC2 throttles every DeregisterImage (more than the SDK's retries).
+    bed.inject_fault("DeregisterImage", "RequestLimitExceeded", 1000);
+    let function = age_out(&bed, &[("AMI_MAX_ATTEMPTS", "2")]);
+
+    let report = function.invoke(&request(false)).ok();
+
+    assert_eq!(report["complete"], false, "{report}");
+    assert_eq!(
+        report["failed"].as_array().map(Vec::len),
+        Some(0),
+        "throttling is not a failure"
+    );
+    let deregister: Vec<&Value> = report["plan"]
+        .as_array()
+        .expect("plan")
+        .iter()
+        .filter(|a| a["action"] == "deregister")
+        .collect();
+    assert_eq!(deregister.len(), DEREGISTERED.len());
+    assert!(deregister
+        .iter()
+        .all(|a| a["outcome"] == "deferred" && a["error_code"] == "RequestLimitExceeded"));
+    assert_eq!(
+        report["remaining"].as_u64(),
+        Some(
+            report["plan"]
+                .as_array()
+                .map(|p| p.iter().filter(|a| a["outcome"] == "deferred").count())
+                .unwrap_or(0) as u64
+        )
+    );
+
+    // The throttling is over: the next run plans again from the account and finishes.
+    bed.inject_fault("DeregisterImage", "RequestLimitExceeded", 0);
+    let next = function.invoke(&request(false)).ok();
+    assert_eq!(next["complete"], true, "{next}");
+    assert_eq!(actions(&next, "deregister").len(), DEREGISTERED.len());
 }
