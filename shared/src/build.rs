@@ -16,7 +16,7 @@ use crate::app::{App, Deadline};
 use crate::ec2::{Ec2, InstanceInfo, RegisterSpec};
 use crate::error::{Error, Result};
 use crate::policy::{Architecture, FamilyBy, Policy, POLICY_TAG};
-use crate::publish::{event, to_json, Event, EventSink, Published};
+use crate::publish::{event, Event, EventSink, Published};
 use crate::trigger::{AmiStateChange, RunRequest, SnapshotNotification, Trigger};
 
 /// The function's name in reports, events and the `created-by` tag.
@@ -357,14 +357,7 @@ pub async fn handle(
         }
     }
     let published = app.events().publish(events).await;
-    let mut counts = BTreeMap::new();
-    for r in &results {
-        let label = serde_json::to_value(r.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        *counts.entry(label).or_insert(0) += 1;
-    }
+    let counts = crate::respond::count(results.iter().map(|r| &r.outcome));
     let report = BuildReport {
         function: FUNCTION,
         trigger: kind,
@@ -378,18 +371,11 @@ pub async fn handle(
     };
     tracing::info!(function = FUNCTION, trigger = kind, dry_run, results = report.results.len(),
         counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "build run finished");
-    let json = to_json(&report)?;
-    if report
+    let failed = report
         .results
         .iter()
-        .any(|r| matches!(r.outcome, BuildOutcome::Refused | BuildOutcome::Failed))
-    {
-        return Err(Diagnostic {
-            error_type: "PartialFailure".into(),
-            error_message: json.to_string(),
-        });
-    }
-    Ok(json)
+        .any(|r| matches!(r.outcome, BuildOutcome::Refused | BuildOutcome::Failed));
+    crate::respond::answer(&report, failed)
 }
 
 fn parse_register(request: RegisterRequest, app: &App) -> Result<RegisterRequest> {

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, ImageState};
 use crate::policy::{CopyDestination, FamilyBy, Policy, PolicyDocument, POLICY_TAG};
-use crate::publish::{event, to_json, EventSink, Published};
+use crate::publish::{event, EventSink, Published};
 use crate::trigger::{RunRequest, Trigger};
 
 /// The function's name in reports and events.
@@ -113,30 +113,11 @@ pub async fn handle(
     let trigger = Trigger::parse(invocation.payload)?;
     let kind = trigger.kind();
     let mut ignored = None;
-    let request = match trigger {
-        Trigger::Run(r) if r.register.is_some() => {
-            return Err(Error::event("$.register", format!("{FUNCTION} does not register AMIs: send it to ami-build")).into())
-        }
-        Trigger::Run(r) => {
-            app.check_policies(r.policies.as_deref())?;
-            Some(r)
-        }
-        Trigger::Scheduled { region, .. } => Some(RunRequest { regions: region.map(|r| vec![r]), ..RunRequest::default() }),
-        Trigger::AmiState { region, detail } if detail.state == "available" => Some(RunRequest {
-            regions: region.map(|r| vec![r]),
-            image_ids: Some(vec![detail.image_id]),
-            ..RunRequest::default()
-        }),
-        Trigger::AmiState { detail, .. } => {
-            ignored = Some(format!("image {} is {}: only `available` AMIs are copied", detail.image_id, detail.state));
+    let request = match crate::respond::ami_request(app, trigger, FUNCTION)? {
+        Ok(r) => Some(r),
+        Err(why) => {
+            ignored = Some(why);
             None
-        }
-        other => {
-            return Err(Error::event(
-                "$.detail-type",
-                format!("{FUNCTION} runs on a schedule, a run request or `EC2 AMI State Change`, not on `{}`", other.kind()),
-            )
-            .into())
         }
     };
     let dry_run = request
@@ -185,14 +166,7 @@ pub async fn handle(
             .collect()
     };
     let published = app.events().publish(events).await;
-    let mut counts = BTreeMap::new();
-    for r in &results {
-        let label = serde_json::to_value(r.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        *counts.entry(label).or_insert(0) += 1;
-    }
+    let counts = crate::respond::count(results.iter().map(|r| &r.outcome));
     let report = CopyReport {
         function: FUNCTION,
         trigger: kind,
@@ -205,18 +179,11 @@ pub async fn handle(
     };
     tracing::info!(function = FUNCTION, trigger = kind, dry_run,
         counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "copy run finished");
-    let json = to_json(&report)?;
-    if report
+    let failed = report
         .results
         .iter()
-        .any(|r| matches!(r.outcome, CopyOutcome::Refused | CopyOutcome::Failed))
-    {
-        return Err(Diagnostic {
-            error_type: "PartialFailure".into(),
-            error_message: json.to_string(),
-        });
-    }
-    Ok(json)
+        .any(|r| matches!(r.outcome, CopyOutcome::Refused | CopyOutcome::Failed));
+    crate::respond::answer(&report, failed)
 }
 
 /// The policy that copies an image: the first that manages it, if it has `copy`.

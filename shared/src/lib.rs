@@ -25,6 +25,7 @@ pub mod ids;
 pub mod model;
 pub mod policy;
 pub mod publish;
+pub mod respond;
 pub mod share;
 pub mod trigger;
 

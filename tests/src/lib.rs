@@ -388,6 +388,20 @@ impl Function {
         }
     }
 
+    /// The log of a function that must fail its cold start (waits up to 5 s for it to exit).
+    pub fn cold_start_failure(&mut self) -> String {
+        for _ in 0..100 {
+            if let Some(log) = self.exited() {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the function did not fail its cold start: it is still running (log {})",
+            self.log.display()
+        )
+    }
+
     /// Invokes the function with `payload` through the runtime API emulator's invoke endpoint
     /// (what `cargo lambda invoke` calls), so an error comes back exactly as the function sent it.
     pub fn invoke(&self, payload: &Value) -> Invocation {

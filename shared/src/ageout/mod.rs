@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, Usage};
 use crate::policy::{PolicyDocument, TemplateDepth};
-use crate::publish::{event, to_json, EventSink, Published};
+use crate::publish::{event, EventSink, Published};
+use crate::respond::label;
 use crate::trigger::{RunRequest, Trigger};
 
 /// The function's name in reports and events.
@@ -121,16 +122,7 @@ pub async fn handle(
         "age-out run finished"
     );
     let failed = !report.failed.is_empty() || report.regions.iter().any(|r| r.error.is_some());
-    let json = to_json(&report)?;
-    if failed {
-        // A partial failure is an error of the invocation (so retries and the failure
-        // destination see it), carrying the whole report.
-        return Err(Diagnostic {
-            error_type: "PartialFailure".into(),
-            error_message: json.to_string(),
-        });
-    }
-    Ok(json)
+    crate::respond::answer(&report, failed)
 }
 
 /// Runs age-out for a request: every region concurrently.
@@ -177,9 +169,9 @@ pub async fn run<S: EventSink + Sync>(
         .count();
     let mut counts = BTreeMap::new();
     for a in &plan {
-        *counts.entry(serde_label(&a.action.action)).or_insert(0) += 1;
+        *counts.entry(label(&a.action.action)).or_insert(0) += 1;
         *counts
-            .entry(format!("outcome_{}", serde_label(&a.outcome)))
+            .entry(format!("outcome_{}", label(&a.outcome)))
             .or_insert(0) += 1;
     }
     let mut kept_by_reason = BTreeMap::new();
@@ -227,13 +219,6 @@ pub async fn run<S: EventSink + Sync>(
         events: published,
         elapsed_ms: started.elapsed().as_millis(),
     }
-}
-
-fn serde_label<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn action_event(a: &ActionReport) -> crate::publish::Event {

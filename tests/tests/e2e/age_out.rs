@@ -660,15 +660,7 @@ async fn an_invalid_policy_document_fails_the_cold_start_naming_the_field() {
     let bed = TestBed::start();
     let bad = POLICIES.replace("\"max_age_days\": 90", "\"max_age_days\": 20");
     let mut function = Function::start(&bed, "ami-age-out", &[("AMI_POLICIES", &bad)]);
-    let mut log = None;
-    for _ in 0..100 {
-        log = function.exited();
-        if log.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = log.expect("the function exits at cold start");
+    let log = function.cold_start_failure();
     assert!(
         log.contains("$.policies[0].retain.deprecate_after_days"),
         "{log}"

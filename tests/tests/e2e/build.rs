@@ -401,15 +401,7 @@ async fn a_name_template_that_cannot_make_a_valid_name_fails_the_cold_start() {
         "{policy}:{instance_id}",
     );
     let mut function = Function::start(&bed, "ami-build", &[("AMI_POLICIES", &bad)]);
-    let mut log = None;
-    for _ in 0..100 {
-        log = function.exited();
-        if log.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = log.expect("the function exits at cold start");
+    let log = function.cold_start_failure();
     assert!(log.contains("$.policies[0].build.name_template"), "{log}");
 }
 

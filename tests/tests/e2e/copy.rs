@@ -245,15 +245,7 @@ async fn an_unknown_destination_region_fails_the_cold_start() {
     let bed = TestBed::start();
     let bad = POLICIES.replace("us-west-2", "us-west-9");
     let mut function = Function::start(&bed, "ami-copy", &[("AMI_POLICIES", &bad)]);
-    let mut log = None;
-    for _ in 0..100 {
-        log = function.exited();
-        if log.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = log.expect("cold start fails");
+    let log = function.cold_start_failure();
     assert!(
         log.contains("$.policies[0].copy.regions.us-west-9") && log.contains("unknown region"),
         "{log}"

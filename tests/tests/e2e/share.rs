@@ -179,15 +179,7 @@ async fn public_sharing_needs_the_deployment_switch_and_a_public_ami_not_allowed
 
     // A policy asking for public sharing without the switch: refused at start, naming the field.
     let mut refused = share(&bed, &policies(&["111122223333"], true), &[]);
-    let mut log = None;
-    for _ in 0..100 {
-        log = refused.exited();
-        if log.is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = log.expect("cold start fails");
+    let log = refused.cold_start_failure();
     assert!(
         log.contains("$.policies[1].share.public") && log.contains("AllowPublicSharing"),
         "{log}"
@@ -323,15 +315,7 @@ async fn a_thirteen_digit_account_or_a_malformed_org_fails_the_cold_start() {
         ),
     ] {
         let mut function = share(&bed, &document, &[]);
-        let mut log = None;
-        for _ in 0..100 {
-            log = function.exited();
-            if log.is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let log = log.expect("cold start fails");
+        let log = function.cold_start_failure();
         assert!(log.contains(path), "{log}");
     }
 }
