@@ -106,6 +106,20 @@ def _check_tag_types(tag_specs: list[dict[str, Any]]) -> None:
             )
 
 
+# EC2 checks a name or a client token and creates the image atomically; moto's server is
+# threaded, so the patched creations below hold this lock from the check to the creation.
+CREATE_LOCK = threading.RLock()
+
+
+def atomic(fn: Any) -> Any:
+    def wrapper(self: Any) -> Any:
+        with CREATE_LOCK:
+            return fn(self)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
 def _check_unique_name(backend: Any, name: str | None) -> None:
     # CreateImage / RegisterImage / CopyImage: "InvalidAMIName.Duplicate: The specified AMI
     # name is already in use by an AMI owned by your account." ({REF}/errors-overview.html)
@@ -549,14 +563,14 @@ def copy_image(self: Any) -> ActionResult:
 
 
 def apply_patches() -> None:
-    AmisResponse.copy_image = copy_image
+    AmisResponse.copy_image = atomic(copy_image)
     EBSBackend.create_snapshot = create_snapshot
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
     KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
-    AmisResponse.create_image = create_image
-    AmisResponse.register_image = register_image
+    AmisResponse.create_image = atomic(create_image)
+    AmisResponse.register_image = atomic(register_image)
     AmisResponse.describe_images = describe_images
     AmisResponse.deregister_image = deregister_image
     AmisResponse.enable_image_deprecation = enable_image_deprecation

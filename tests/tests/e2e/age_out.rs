@@ -28,14 +28,14 @@ fn as_of() -> DateTime<Utc> {
 }
 
 /// The fleet, by role.
-struct Fleet {
+pub(crate) struct Fleet {
     ids: BTreeMap<&'static str, String>,
     shared_snapshot: String,
     foreign: String,
 }
 
 impl Fleet {
-    fn id(&self, name: &str) -> &str {
+    pub(crate) fn id(&self, name: &str) -> &str {
         &self.ids[name]
     }
 }
@@ -74,7 +74,7 @@ async fn aged_image(
     id
 }
 
-async fn build_fleet(bed: &TestBed) -> Fleet {
+pub(crate) async fn build_fleet(bed: &TestBed) -> Fleet {
     let ec2 = bed.ec2("us-east-1").await;
     let builder = seed::instance(&ec2, 1, &[]).await; // root + data volume: multi-volume AMIs
     let mut ids = BTreeMap::new();
@@ -285,7 +285,7 @@ async fn eu_instance(eu: &Client) -> String {
 }
 
 /// The account's state: every image with its state and deprecation, and every snapshot.
-async fn state(bed: &TestBed) -> Value {
+pub(crate) async fn state(bed: &TestBed) -> Value {
     let mut out = json!({});
     for region in ["us-east-1", "eu-west-1"] {
         let ec2 = bed.ec2(region).await;
@@ -317,13 +317,13 @@ async fn state(bed: &TestBed) -> Value {
     out
 }
 
-fn age_out(bed: &TestBed, extra: &[(&str, &str)]) -> Function {
+pub(crate) fn age_out(bed: &TestBed, extra: &[(&str, &str)]) -> Function {
     let mut env = vec![("AMI_POLICIES", POLICIES)];
     env.extend_from_slice(extra);
     Function::start(bed, "ami-age-out", &env)
 }
 
-fn actions(report: &Value, kind: &str) -> BTreeSet<String> {
+pub(crate) fn actions(report: &Value, kind: &str) -> BTreeSet<String> {
     report["plan"]
         .as_array()
         .expect("plan")
@@ -352,7 +352,7 @@ async fn snapshots_of_all(bed: &TestBed, fleet: &Fleet, roles: &[&str]) -> BTree
     out
 }
 
-const DEREGISTERED: &[&str] = &[
+pub(crate) const DEREGISTERED: &[&str] = &[
     "a5_deregister",
     "a8_terminated",
     "a10_decoy",
@@ -363,7 +363,7 @@ const DEREGISTERED: &[&str] = &[
     "batch_50",
 ];
 
-fn request(dry_run: bool) -> Value {
+pub(crate) fn request(dry_run: bool) -> Value {
     json!({"regions": ["us-east-1", "eu-west-1"], "dry_run": dry_run, "as_of": AS_OF})
 }
 

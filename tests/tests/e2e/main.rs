@@ -6,6 +6,7 @@ mod copy;
 mod demo;
 mod foundation;
 mod invalid;
+mod races;
 mod seed;
 mod share;
 mod testbed;
