@@ -33,6 +33,11 @@ pub struct Settings {
     /// Attempts per AWS call, retries included, with adaptive backoff on throttling
     /// (`AMI_MAX_ATTEMPTS`, default 5).
     pub max_attempts: u32,
+    /// Mutating calls per second per region (`AMI_MUTATION_RATE`, default 5: EC2's refill rate).
+    pub mutation_rate: f64,
+    /// Mutating calls sent at once before pacing starts (`AMI_MUTATION_BURST`, default 100:
+    /// EC2's bucket size).
+    pub mutation_burst: f64,
     /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
     /// 60): every delivery of the same schedule within it makes the same names.
     pub build_window_minutes: u32,
@@ -97,6 +102,10 @@ impl Settings {
             build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
                 .unwrap_or(60) as u32,
             max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
+            mutation_rate: env_number("AMI_MUTATION_RATE", Some(5), 1, 100_000)?.unwrap_or(5)
+                as f64,
+            mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
+                as f64,
         })
     }
 }
@@ -267,6 +276,8 @@ mod tests {
             deployment: Deployment::default(),
             build_window_minutes: 60,
             max_attempts: 5,
+            mutation_rate: 5.0,
+            mutation_burst: 100.0,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod error;
 mod fuzz;
 pub mod ids;
 pub mod model;
+pub mod pace;
 pub mod policy;
 pub mod publish;
 pub mod respond;

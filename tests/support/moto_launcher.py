@@ -11,7 +11,8 @@ It also serves two routes that are not AWS, for tests only (the functions never 
 owner, deregistration protection, last launch), so tests can build a fleet of any age and
 ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
 `GET /_testbed/calls` counts the API calls received, by action; `POST /_testbed/faults`
-answers the next N calls of an action with an EC2 error code (throttling, in-use, ...).
+answers the next N calls of an action with an EC2 error code (throttling, in-use, ...);
+`POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do.
 
 Usage: python moto_launcher.py [--port N] [--plain]
 Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
@@ -613,7 +614,35 @@ CALLS_LOCK = threading.Lock()
 FAULTS: dict[str, list[Any]] = {}
 
 
+# Throttling as EC2 does it (API request throttling, token buckets per account and region):
+# each bucket holds `size` tokens, refilled at `refill` per second; a call of an action in the
+# bucket takes a token or is answered RequestLimitExceeded. Scaled-down buckets make a large
+# run's pacing measurable in seconds.
+BUCKETS: dict[str, dict[str, Any]] = {}
+
+
+def take_token(action: str) -> bool:
+    import time as _time
+
+    with CALLS_LOCK:
+        for bucket in BUCKETS.values():
+            if action not in bucket["actions"]:
+                continue
+            now = _time.monotonic()
+            bucket["tokens"] = min(bucket["size"], bucket["tokens"] + (now - bucket["at"]) * bucket["refill"])
+            bucket["at"] = now
+            if bucket["tokens"] < 1:
+                bucket["throttled"] += 1
+                return False
+            bucket["tokens"] -= 1
+    return True
+
+
 def fault_response(action: str) -> Response | None:
+    if not take_token(action):
+        body = ('<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+                "<Message>Request limit exceeded.</Message></Error></Errors><RequestID>throttle</RequestID></Response>")
+        return Response(body, status=503, mimetype="text/xml")
     with CALLS_LOCK:
         fault = FAULTS.get(action)
         if not fault or fault[1] <= 0:
@@ -656,6 +685,21 @@ class Testbed:
             with CALLS_LOCK:
                 FAULTS[body["action"]] = [body["code"], int(body.get("count", 1))]
             return Response("{}", status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/throttle":
+            import time as _time
+
+            request = Request(environ)
+            if request.method == "POST":
+                body = json.loads(request.get_data() or b"{}")
+                with CALLS_LOCK:
+                    BUCKETS.clear()
+                    for name, b in body.items():
+                        BUCKETS[name] = {"actions": set(b["actions"]), "size": float(b["size"]),
+                                         "refill": float(b["refill"]), "tokens": float(b["size"]),
+                                         "at": _time.monotonic(), "throttled": 0}
+            with CALLS_LOCK:
+                out = {k: {"throttled": v["throttled"]} for k, v in BUCKETS.items()}
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/calls":
             with CALLS_LOCK:
                 response = Response(json.dumps(CALLS), status=200, mimetype="application/json")

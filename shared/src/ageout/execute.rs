@@ -12,6 +12,7 @@ use crate::app::Deadline;
 use crate::ec2::RetireImages;
 use crate::error::Error;
 use crate::ids::Region;
+use crate::pace::Pacer;
 
 /// What happened to one action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,6 +92,7 @@ fn from_error(action: &Action, region: &Region, err: &Error) -> ActionReport {
 /// Runs a plan. Image stages first (concurrently, at most `concurrency` in flight), then the
 /// snapshots, skipping those DeregisterImage already deleted. Stops starting new calls once the
 /// deadline has passed and reports the rest as deferred.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute<W: RetireImages + Sync>(
     plan: &Plan,
     ec2: &W,
@@ -99,6 +101,7 @@ pub async fn execute<W: RetireImages + Sync>(
     as_of: DateTime<Utc>,
     deadline: Deadline,
     concurrency: usize,
+    pacer: &Pacer,
 ) -> Vec<ActionReport> {
     if dry_run {
         return plan
@@ -125,6 +128,7 @@ pub async fn execute<W: RetireImages + Sync>(
         .map(|action| {
             let done = &done;
             async move {
+                pacer.take().await;
                 if deadline.passed() {
                     return (report(action, region, Outcome::Deferred, None), Vec::new());
                 }
@@ -207,6 +211,7 @@ pub async fn execute<W: RetireImages + Sync>(
     }
     let deleted: Vec<ActionReport> = futures::stream::iter(to_delete)
         .map(|action| async move {
+            pacer.take().await;
             if deadline.passed() {
                 return report(action, region, Outcome::Deferred, None);
             }

@@ -150,7 +150,7 @@ pub async fn run<S: EventSink + Sync>(
                 as_of,
                 dry_run,
                 deadline,
-                app.settings.concurrency,
+                &app.settings,
             )
             .await
         }
@@ -268,7 +268,7 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
     as_of: DateTime<Utc>,
     dry_run: bool,
     deadline: Deadline,
-    concurrency: usize,
+    settings: &crate::app::Settings,
 ) -> RegionReport {
     let mut report = RegionReport {
         region: region.clone(),
@@ -289,7 +289,19 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
         }
     };
     tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
-    report.plan = execute(&plan, ec2, region, dry_run, as_of, deadline, concurrency).await;
+    // EC2's request buckets are per region: one pacer per region's run.
+    let pacer = crate::pace::Pacer::new(settings.mutation_rate, settings.mutation_burst);
+    report.plan = execute(
+        &plan,
+        ec2,
+        region,
+        dry_run,
+        as_of,
+        deadline,
+        settings.concurrency,
+        &pacer,
+    )
+    .await;
     report.kept = plan.kept;
     report.snapshots_kept = plan.snapshots_kept;
     report.orphans = plan.orphans;

@@ -1,0 +1,80 @@
+"""Pacing under EC2's request limits: age-out against a scaled-down token bucket.
+
+EC2 throttles per account and region with token buckets (DeregisterImage, DeleteSnapshot and
+ModifyImageAttribute share one: 100 tokens, refill 5 per second). The test bed throttles the same
+way (`POST /_testbed/throttle`), scaled down so a run takes seconds: a bucket of SIZE tokens
+refilled at RATE per second. A run over N old AMIs must lose no action (everything done, or
+deferred and reported) and keep its throughput near the refill rate: ideal time is
+(N - SIZE) / RATE.
+
+Run with `scripts/bench-throttle [--amis 300 --size 20 --rate 20]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import agebench  # noqa: E402
+import demo  # noqa: E402
+
+MUTATING = ["DeregisterImage", "DeleteSnapshot", "ModifyImageAttribute", "DisableImage", "EnableImageDeprecation"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--amis", type=int, default=300)
+    parser.add_argument("--size", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=20)
+    args = parser.parse_args()
+    emu = demo.Emulator()
+    try:
+        truth = agebench.seed(emu, args.amis)
+        body = json.dumps({"mutating": {"actions": MUTATING, "size": args.size, "refill": args.rate}}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{emu.endpoint}/_testbed/throttle", data=body, method="POST")).read()
+        before = agebench.calls(emu)
+        policy = Path(agebench.tempfile.mkdtemp()) / "policy.json"
+        policy.write_text(json.dumps(agebench.POLICY))
+        demo.POLICIES = policy
+        # The deployment is told the account's limits (EC2's defaults are 5/s and 100).
+        agebench.os.environ["AMI_MUTATION_RATE"] = f"{args.rate:g}"
+        agebench.os.environ["AMI_MUTATION_BURST"] = f"{args.size:g}"
+        function = demo.Function(emu, demo.BINARIES["ami-age-out"])
+        try:
+            runs, done, deferred, start = 0, 0, 0, time.perf_counter()
+            while True:
+                runs += 1
+                ok, report = function.invoke({"regions": agebench.REGIONS, "dry_run": False})
+                if not ok:
+                    raise SystemExit(f"failed: {str(report)[:2000]}")
+                plan = [a for a in report["plan"] if a["action"] == "deregister"]
+                done += sum(1 for a in plan if a["outcome"] in ("done", "already_done"))
+                deferred = sum(1 for a in plan if a["outcome"] == "deferred")
+                if report["complete"] or runs >= 10:
+                    break
+            wall = time.perf_counter() - start
+        finally:
+            function.stop()
+        after = agebench.calls(emu)
+        throttled = json.loads(urllib.request.urlopen(f"{emu.endpoint}/_testbed/throttle").read())["mutating"]["throttled"]
+        v = agebench.verdict(emu, truth)
+        sent = after.get("DeregisterImage", 0) - before.get("DeregisterImage", 0)
+        ideal = max(done - args.size, 0) / args.rate
+        throughput = done / wall
+        print(f"{args.amis} AMIs, bucket {args.size:g} refill {args.rate:g}/s: {done} deregistered in {runs} run(s), "
+              f"{wall:.1f} s (ideal {ideal:.1f} s); throughput {throughput:.1f}/s = {100 * throughput / args.rate:.0f}% "
+              f"of the refill rate; DeregisterImage requests sent {sent} ({throttled} throttled by the bucket); "
+              f"deferred at the end {deferred}; missed {v['missed']}, wrong {v['wrong_amis']}")
+    finally:
+        emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
