@@ -614,7 +614,8 @@ CALLS_LOCK = threading.Lock()
 FAULTS: dict[str, list[Any]] = {}
 
 
-# Throttling as EC2 does it (API request throttling, token buckets per account and region):
+# Throttling as EC2 does it (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html:
+# token buckets per account and region, RequestLimitExceeded when empty):
 # each bucket holds `size` tokens, refilled at `refill` per second; a call of an action in the
 # bucket takes a token or is answered RequestLimitExceeded. Scaled-down buckets make a large
 # run's pacing measurable in seconds.
