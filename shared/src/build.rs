@@ -596,7 +596,7 @@ async fn finish(ec2: &Ec2, mut r: BuildResult, created: Result<String>, name: &s
             r.outcome = BuildOutcome::Exists;
             r.image_id = ec2.image_id_by_name(name).await.ok().flatten();
         }
-        Err(e) if e.is_throttling() => {
+        Err(e) if e.is_transient() => {
             r.outcome = BuildOutcome::Deferred;
             r.reason = Some(e.to_string());
         }

@@ -401,7 +401,7 @@ async fn copy_one(
         }
         Ok(None) => {}
         Err(e) => {
-            r.outcome = if e.is_throttling() {
+            r.outcome = if e.is_transient() {
                 CopyOutcome::Deferred
             } else {
                 CopyOutcome::Failed
@@ -433,7 +433,7 @@ async fn copy_one(
                 image.id
             ));
         }
-        Err(e) if e.is_throttling() => {
+        Err(e) if e.is_transient() => {
             r.outcome = CopyOutcome::Deferred;
             r.reason = Some(format!("{e}: the next sweep continues"));
         }

@@ -107,6 +107,23 @@ impl Error {
         )
     }
 
+    /// The call may succeed later: throttling, a server error, or no answer at all (timeout,
+    /// dropped connection). The run defers the work to the next run; it does not fail it.
+    pub fn is_transient(&self) -> bool {
+        self.is_throttling()
+            || matches!(
+                self.code(),
+                Some(
+                    "InternalError"
+                        | "InternalFailure"
+                        | "ServiceUnavailable"
+                        | "Unavailable"
+                        | "RequestTimeout"
+                        | "Unknown"
+                )
+            )
+    }
+
     /// The resource is already gone: an idempotent delete treats this as done.
     pub fn is_not_found(&self) -> bool {
         matches!(

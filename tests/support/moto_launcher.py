@@ -11,7 +11,8 @@ It also serves two routes that are not AWS, for tests only (the functions never 
 owner, deregistration protection, last launch), so tests can build a fleet of any age and
 ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
 `GET /_testbed/calls` counts the API calls received, by action; `POST /_testbed/faults`
-answers the next N calls of an action with an EC2 error code (throttling, in-use, ...);
+answers the next N calls of an action with an EC2 error code (throttling, in-use, 500s, ...),
+a slow answer (`SLOW:<ms>`) or a dropped connection (`DROP`);
 `POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do.
 
 Usage: python moto_launcher.py [--port N] [--plain]
@@ -650,7 +651,20 @@ def fault_response(action: str) -> Response | None:
             return None
         fault[1] -= 1
         code = fault[0]
-    status = 503 if code == "RequestLimitExceeded" else 400
+    if code.startswith("SLOW:"):
+        # A slow answer: wait, then serve the call normally.
+        import time as _time
+
+        _time.sleep(int(code.split(":", 1)[1]) / 1000)
+        return None
+    if code == "DROP":
+        # A dropped connection: headers promise a body that never comes.
+        def broken() -> Any:
+            yield b"<?xml"
+            raise ConnectionAbortedError("dropped by the test bed")
+
+        return Response(broken(), status=200, headers={"Content-Length": "4096"}, mimetype="text/xml")
+    status = {"RequestLimitExceeded": 503, "InternalError": 500, "Unavailable": 503}.get(code, 400)
     body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
             f"<Message>injected by the test bed</Message></Error></Errors><RequestID>fault</RequestID></Response>")
     return Response(body, status=status, mimetype="text/xml")

@@ -77,7 +77,7 @@ fn report(
 fn from_error(action: &Action, region: &Region, err: &Error) -> ActionReport {
     let outcome = if err.is_not_found() {
         Outcome::AlreadyDone
-    } else if err.is_throttling() {
+    } else if err.is_transient() {
         Outcome::Deferred
     } else {
         Outcome::Failed

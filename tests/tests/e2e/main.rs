@@ -4,6 +4,7 @@ mod age_out;
 mod build;
 mod copy;
 mod demo;
+mod faults;
 mod foundation;
 mod invalid;
 mod races;
