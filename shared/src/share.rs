@@ -97,6 +97,8 @@ pub enum ShareOutcome {
     Unchanged,
     /// Not shared, with the reason (disabled, not available).
     Skipped,
+    /// Left for the next run (the deadline came, or EC2 throttled or failed transiently).
+    Deferred,
     /// Cannot be shared as asked (AWS managed key, not the account's AMI).
     Refused,
     /// EC2 failed a call.
@@ -161,6 +163,7 @@ pub async fn handle(
     invocation: LambdaEvent<serde_json::Value>,
 ) -> Result<serde_json::Value, Diagnostic> {
     let started = Instant::now();
+    let deadline = crate::app::Deadline::from_lambda(invocation.context.deadline, &app.settings);
     let trigger = Trigger::parse(invocation.payload)?;
     let kind = trigger.kind();
     let mut ignored = None;
@@ -183,7 +186,7 @@ pub async fn handle(
             .unwrap_or_else(|| vec![app.settings.home_region.clone()]);
         let runs = regions
             .iter()
-            .map(|region| reconcile_region(app, region, request, dry_run));
+            .map(|region| reconcile_region(app, region, request, dry_run, deadline));
         for r in futures::future::join_all(runs).await {
             results.extend(r);
         }
@@ -257,6 +260,7 @@ async fn reconcile_region(
     region: &Region,
     request: &RunRequest,
     dry_run: bool,
+    deadline: crate::app::Deadline,
 ) -> Vec<ShareResult> {
     let ec2 = app.ec2(region);
     let images = match ec2.images(None).await {
@@ -306,7 +310,19 @@ async fn reconcile_region(
     let work: Vec<_> = work.into_iter().filter(|(_, p)| wanted(p)).collect();
     let allow_public = app.settings.deployment.allow_public_sharing;
     let done: Vec<ShareResult> = futures::stream::iter(work)
-        .map(|(image, policy)| reconcile(app, &ec2, image, policy, allow_public, dry_run))
+        .map(|(image, policy)| {
+            let ec2 = &ec2;
+            async move {
+                if deadline.passed() {
+                    let mut r = blank(&image.id, ec2.region(), &policy.name);
+                    r.outcome = ShareOutcome::Deferred;
+                    r.reason =
+                        Some("the run reached its deadline; the next sweep continues".into());
+                    return r;
+                }
+                reconcile(app, ec2, image, policy, allow_public, dry_run).await
+            }
+        })
         .buffer_unordered(app.settings.concurrency)
         .collect()
         .await;
@@ -327,7 +343,11 @@ async fn reconcile(
     match reconcile_inner(app, ec2, image, policy, allow_public, dry_run, &mut r).await {
         Ok(()) => r,
         Err(e) => {
-            r.outcome = ShareOutcome::Failed;
+            r.outcome = if e.is_transient() {
+                ShareOutcome::Deferred
+            } else {
+                ShareOutcome::Failed
+            };
             r.reason = Some(e.to_string());
             r
         }

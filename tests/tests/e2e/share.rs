@@ -319,3 +319,19 @@ async fn a_thirteen_digit_account_or_a_malformed_org_fails_the_cold_start() {
         assert!(log.contains(path), "{log}");
     }
 }
+
+#[tokio::test]
+async fn a_sweep_out_of_time_defers_the_rest_and_changes_nothing_it_did_not_finish() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let function = share(
+        &bed,
+        &policies(&["111122223333"], false),
+        &[("AMI_RUN_BUDGET_MS", "0")],
+    );
+    let report = function.invoke(&json!({})).ok();
+    assert_eq!(report["results"][0]["outcome"], "deferred", "{report}");
+    assert!(launch_permissions(&ec2, &image).await.is_empty());
+}
