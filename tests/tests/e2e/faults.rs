@@ -89,3 +89,81 @@ async fn age_out_survives_500s_slow_answers_and_dropped_connections() {
         "nothing left"
     );
 }
+
+#[tokio::test]
+async fn build_share_and_copy_defer_what_faults_stop_and_finish_on_the_next_run() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    for _ in 0..2 {
+        crate::seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
+    }
+    let document = r#"{"dry_run": false, "policies": [{"name": "web", "family_by": "tag:Family",
+        "build": {"instance_tags": {"ami-automation:build": "web"}},
+        "share": {"accounts": ["111122223333"]},
+        "copy": {"regions": {"eu-west-1": {}}}}]}"#;
+    let env = [("AMI_POLICIES", document), ("AMI_MAX_ATTEMPTS", "2")];
+    let run = serde_json::json!({"as_of": "2026-11-25T10:00:00Z"});
+
+    let build = e2e_tests::Function::start(&bed, "ami-build", &env);
+    bed.inject_fault("CreateImage", "InternalError", 3);
+    let first = build.invoke(&run).ok();
+    let outcomes: Vec<&str> = first["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"deferred") && !outcomes.contains(&"failed"),
+        "{first}"
+    );
+    let second = build.invoke(&run).ok();
+    let created: usize = [&first, &second]
+        .iter()
+        .flat_map(|r| r["results"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["outcome"] == "created")
+        .count();
+    assert_eq!(created, 2, "each instance imaged once over the two runs");
+    assert_eq!(crate::seed::image_ids(&ec2).await.len(), 2);
+
+    let share = e2e_tests::Function::start(&bed, "ami-share", &env);
+    bed.inject_fault("ModifyImageAttribute", "Unavailable", 3);
+    let first = share.invoke(&serde_json::json!({})).ok();
+    assert!(
+        first["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .any(|r| r["outcome"] == "deferred"),
+        "{first}"
+    );
+    let second = share.invoke(&serde_json::json!({})).ok();
+    assert!(
+        second["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|r| r["outcome"] == "changed" || r["outcome"] == "unchanged"),
+        "{second}"
+    );
+
+    let copy = e2e_tests::Function::start(&bed, "ami-copy", &env);
+    bed.inject_fault("CopyImage", "DROP", 3);
+    let first = copy.invoke(&serde_json::json!({})).ok();
+    assert!(
+        !first["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .any(|r| r["outcome"] == "failed"),
+        "{first}"
+    );
+    copy.invoke(&serde_json::json!({})).ok();
+    assert_eq!(
+        crate::seed::image_ids(&bed.ec2("eu-west-1").await)
+            .await
+            .len(),
+        2,
+        "one copy each, nothing lost or doubled"
+    );
+}
