@@ -24,7 +24,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BINARIES = {name: TARGET / "debug" / name for name in ("ami-build", "ami-share", "ami-copy", "ami-age-out")}
+BINARIES = {name: TARGET / os.environ.get("AMI_PROFILE", "debug") / name for name in ("ami-build", "ami-share", "ami-copy", "ami-age-out")}
 EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
 # The example document says dry_run: true (the safe default). The demo acts on the events it
 # delivers, so it runs a copy with dry_run: false; age-out still gets an explicit dry run first.
