@@ -218,7 +218,9 @@ def main() -> int:
         start, end = "<!-- results:start -->", "<!-- results:end -->"
         head, rest = doc.split(start)
         _, tail = rest.split(end)
-        stamp = f"Measured {NOW:%Y-%m-%d} with `scripts/bench --sizes {args.sizes} --write`.\n\n"
+        profile = os.environ.get("AMI_PROFILE", "debug")
+        prefix = f"cargo build --release --bins && AMI_PROFILE={profile} " if profile != "debug" else ""
+        stamp = f"Measured {NOW:%Y-%m-%d} with `{prefix}scripts/bench --sizes {args.sizes} --write` ({profile} build of ami-age-out).\n\n"
         path.write_text(f"{head}{start}\n{stamp}{text}\n{end}{tail}")
     return 0
 
