@@ -15,6 +15,11 @@ use crate::ids::Region;
 /// What the accepted payloads are, for error messages.
 pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2)";
 
+/// At most this many AMI ids in one run request.
+pub const MAX_IMAGE_IDS: usize = 1000;
+/// At most this many policy names in one run request.
+pub const MAX_POLICIES: usize = 100;
+
 /// A request to run a function, sent by a schedule's `Input` or by a person.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +127,31 @@ impl Trigger {
                 ));
             }
             let request = from_value::<RunRequest>(value, "$")?;
+            let limits = [
+                (
+                    "image_ids",
+                    request.image_ids.as_ref().map_or(0, Vec::len),
+                    MAX_IMAGE_IDS,
+                ),
+                (
+                    "regions",
+                    request.regions.as_ref().map_or(0, Vec::len),
+                    crate::ids::KNOWN_REGIONS.len(),
+                ),
+                (
+                    "policies",
+                    request.policies.as_ref().map_or(0, Vec::len),
+                    MAX_POLICIES,
+                ),
+            ];
+            for (field, len, max) in limits {
+                if len > max {
+                    return Err(Error::event(
+                        format!("$.{field}"),
+                        format!("{len} entries: at most {max} in one request (split it, or run a sweep)"),
+                    ));
+                }
+            }
             for (i, id) in request.image_ids.iter().flatten().enumerate() {
                 let hex = id.strip_prefix("ami-").unwrap_or_default();
                 if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
