@@ -131,3 +131,48 @@ async fn two_builds_and_two_copies_at_once_make_each_image_once() {
         "one copy per image, however delivered"
     );
 }
+
+#[tokio::test]
+async fn two_share_sweeps_at_once_leave_the_permissions_the_policy_says() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let mut images = Vec::new();
+    for i in 0..4 {
+        images.push(seed::image(&ec2, &builder, &format!("web-{i}"), &[("Family", "web-a")]).await);
+    }
+    let document = r#"{"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+        "share": {"accounts": ["111122223333", "444455556666"], "snapshots": true}}]}"#;
+    let env = [("AMI_POLICIES", document)];
+    let (a, b) = (
+        Function::start(&bed, "ami-share", &env),
+        Function::start(&bed, "ami-share", &env),
+    );
+
+    let (first, second) = twice_at_once(&a, &b, &json!({}));
+
+    for report in [first.ok(), second.ok()] {
+        assert_eq!(report["counts"]["failed"], Value::Null, "{report}");
+    }
+    for image in &images {
+        let perms = ec2
+            .describe_image_attribute()
+            .image_id(image)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .expect("DescribeImageAttribute");
+        let accounts: BTreeSet<&str> = perms
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| p.user_id())
+            .collect();
+        assert_eq!(
+            accounts,
+            BTreeSet::from(["111122223333", "444455556666"]),
+            "{image}"
+        );
+    }
+    let again = a.invoke(&json!({})).ok();
+    assert_eq!(again["counts"]["unchanged"], 4, "{again}");
+}
