@@ -16,7 +16,7 @@ use crate::app::{App, Deadline};
 use crate::ec2::{Ec2, InstanceInfo, RegisterSpec};
 use crate::error::{Error, Result};
 use crate::policy::{Architecture, FamilyBy, Policy, POLICY_TAG};
-use crate::publish::{event, Event, EventSink, Published};
+use crate::publish::{event, Event};
 use crate::trigger::{AmiStateChange, RunRequest, SnapshotNotification, Trigger};
 
 /// The function's name in reports, events and the `created-by` tag.
@@ -234,31 +234,6 @@ pub struct BuildResult {
     pub reason: Option<String>,
 }
 
-/// The response of a build invocation.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildReport {
-    /// `ami-build`.
-    pub function: &'static str,
-    /// What triggered it.
-    pub trigger: &'static str,
-    /// Nothing was created.
-    pub dry_run: bool,
-    /// The schedule window the names are made from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<DateTime<Utc>>,
-    /// Counts by outcome.
-    pub counts: BTreeMap<String, usize>,
-    /// One line per instance or snapshot.
-    pub results: Vec<BuildResult>,
-    /// Why the event was acknowledged without work, when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ignored: Option<String>,
-    /// Events published.
-    pub events: Published,
-    /// Wall time.
-    pub elapsed_ms: u128,
-}
-
 /// The Lambda handler of `ami-build`.
 pub async fn handle(
     app: &App,
@@ -356,26 +331,15 @@ pub async fn handle(
             ));
         }
     }
-    let published = app.events().publish(events).await;
-    let counts = crate::respond::count(results.iter().map(|r| &r.outcome));
-    let report = BuildReport {
+    let run = crate::respond::Run {
         function: FUNCTION,
         trigger: kind,
         dry_run,
         window,
-        counts,
-        results,
         ignored,
-        events: published,
-        elapsed_ms: started.elapsed().as_millis(),
+        started,
     };
-    tracing::info!(function = FUNCTION, trigger = kind, dry_run, results = report.results.len(),
-        counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "build run finished");
-    let failed = report
-        .results
-        .iter()
-        .any(|r| matches!(r.outcome, BuildOutcome::Refused | BuildOutcome::Failed));
-    crate::respond::answer(&report, failed)
+    run.finish(app, results, events).await
 }
 
 fn parse_register(request: RegisterRequest, app: &App) -> Result<RegisterRequest> {
@@ -800,5 +764,15 @@ async fn state_event(
             "image {} is {state} and not one this tool announces",
             detail.image_id
         ))),
+    }
+}
+
+impl crate::respond::Line for BuildResult {
+    type Outcome = BuildOutcome;
+    fn outcome(&self) -> &BuildOutcome {
+        &self.outcome
+    }
+    fn failed(&self) -> bool {
+        matches!(self.outcome, BuildOutcome::Refused | BuildOutcome::Failed)
     }
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, ImageState};
 use crate::policy::{CopyDestination, FamilyBy, Policy, PolicyDocument, POLICY_TAG};
-use crate::publish::{event, EventSink, Published};
+use crate::publish::event;
 use crate::trigger::{RunRequest, Trigger};
 
 /// The function's name in reports and events.
@@ -79,28 +79,6 @@ pub struct CopyResult {
     /// Why (refusals, deferrals, failures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-}
-
-/// The response of a copy invocation.
-#[derive(Debug, Clone, Serialize)]
-pub struct CopyReport {
-    /// `ami-copy`.
-    pub function: &'static str,
-    /// What triggered it.
-    pub trigger: &'static str,
-    /// Nothing was copied.
-    pub dry_run: bool,
-    /// Counts by outcome.
-    pub counts: BTreeMap<String, usize>,
-    /// One line per source and destination.
-    pub results: Vec<CopyResult>,
-    /// Why the event was acknowledged without work, when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ignored: Option<String>,
-    /// Events published.
-    pub events: Published,
-    /// Wall time.
-    pub elapsed_ms: u128,
 }
 
 /// The Lambda handler of `ami-copy`.
@@ -165,25 +143,15 @@ pub async fn handle(
             })
             .collect()
     };
-    let published = app.events().publish(events).await;
-    let counts = crate::respond::count(results.iter().map(|r| &r.outcome));
-    let report = CopyReport {
+    let run = crate::respond::Run {
         function: FUNCTION,
         trigger: kind,
         dry_run,
-        counts,
-        results,
+        window: None,
         ignored,
-        events: published,
-        elapsed_ms: started.elapsed().as_millis(),
+        started,
     };
-    tracing::info!(function = FUNCTION, trigger = kind, dry_run,
-        counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "copy run finished");
-    let failed = report
-        .results
-        .iter()
-        .any(|r| matches!(r.outcome, CopyOutcome::Refused | CopyOutcome::Failed));
-    crate::respond::answer(&report, failed)
+    run.finish(app, results, events).await
 }
 
 /// The policy that copies an image: the first that manages it, if it has `copy`.
@@ -450,6 +418,16 @@ async fn copy_one(
         }
     }
     r
+}
+
+impl crate::respond::Line for CopyResult {
+    type Outcome = CopyOutcome;
+    fn outcome(&self) -> &CopyOutcome {
+        &self.outcome
+    }
+    fn failed(&self) -> bool {
+        matches!(self.outcome, CopyOutcome::Refused | CopyOutcome::Failed)
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::ids::Region;
 use crate::model::{Image, ImageState};
 use crate::policy::{Policy, PolicyDocument, Share};
-use crate::publish::{event, EventSink, Published};
+use crate::publish::event;
 use crate::trigger::{RunRequest, Trigger};
 
 /// The function's name in reports and events.
@@ -135,28 +135,6 @@ pub struct ShareResult {
     pub findings: Vec<String>,
 }
 
-/// The response of a share invocation.
-#[derive(Debug, Clone, Serialize)]
-pub struct ShareReport {
-    /// `ami-share`.
-    pub function: &'static str,
-    /// What triggered it.
-    pub trigger: &'static str,
-    /// Nothing was changed.
-    pub dry_run: bool,
-    /// Counts by outcome.
-    pub counts: BTreeMap<String, usize>,
-    /// One line per AMI considered.
-    pub results: Vec<ShareResult>,
-    /// Why the event was acknowledged without work, when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ignored: Option<String>,
-    /// Events published.
-    pub events: Published,
-    /// Wall time.
-    pub elapsed_ms: u128,
-}
-
 /// The Lambda handler of `ami-share`.
 pub async fn handle(
     app: &App,
@@ -210,25 +188,15 @@ pub async fn handle(
             }
         }
     }
-    let published = app.events().publish(events).await;
-    let counts = crate::respond::count(results.iter().map(|r| &r.outcome));
-    let report = ShareReport {
+    let run = crate::respond::Run {
         function: FUNCTION,
         trigger: kind,
         dry_run,
-        counts,
-        results,
+        window: None,
         ignored,
-        events: published,
-        elapsed_ms: started.elapsed().as_millis(),
+        started,
     };
-    tracing::info!(function = FUNCTION, trigger = kind, dry_run,
-        counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "share run finished");
-    let failed = report
-        .results
-        .iter()
-        .any(|r| matches!(r.outcome, ShareOutcome::Refused | ShareOutcome::Failed));
-    crate::respond::answer(&report, failed)
+    run.finish(app, results, events).await
 }
 
 /// The policy that shares an image: the first that manages it, if it has `share`.
@@ -453,6 +421,16 @@ async fn reconcile_inner(
     }
     r.outcome = ShareOutcome::Changed;
     Ok(())
+}
+
+impl crate::respond::Line for ShareResult {
+    type Outcome = ShareOutcome;
+    fn outcome(&self) -> &ShareOutcome {
+        &self.outcome
+    }
+    fn failed(&self) -> bool {
+        matches!(self.outcome, ShareOutcome::Refused | ShareOutcome::Failed)
+    }
 }
 
 #[cfg(test)]
