@@ -19,9 +19,9 @@ SRC = ROOT / "shared" / "src"
 # Function resource in template.yaml -> the modules whose code it runs.
 FUNCTIONS = {
     "AgeOutFunction": ["ageout/mod.rs", "ageout/execute.rs"],
-    "BuildFunction": ["build.rs"],
-    "ShareFunction": ["share.rs"],
-    "CopyFunction": ["copy.rs"],
+    "BuildFunction": ["build.rs", "respond.rs"],
+    "ShareFunction": ["share.rs", "respond.rs"],
+    "CopyFunction": ["copy.rs", "respond.rs"],
 }
 
 # Adapters: file -> service prefix of the client they call.
