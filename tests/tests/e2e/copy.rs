@@ -251,3 +251,24 @@ async fn an_unknown_destination_region_fails_the_cold_start() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_destination_region_not_enabled_is_named_in_the_error_and_nothing_is_copied() {
+    let bed = TestBed::start();
+    let image = source(&bed, "web-optin").await;
+    let function = copier(&bed);
+    // EC2 answers OptInRequired in a region the account has not enabled.
+    bed.inject_fault("CopyImage", "OptInRequired", 100);
+    let (kind, message) = function.invoke(&available(&image, "us-east-1")).err();
+    assert_eq!(kind, "PartialFailure");
+    assert!(
+        message.contains("destination region eu-west-1 is not enabled"),
+        "{message}"
+    );
+    for region in ["eu-west-1", "us-west-2"] {
+        assert!(
+            images(&bed.ec2(region).await).await.is_empty(),
+            "{region}: nothing copied"
+        );
+    }
+}
