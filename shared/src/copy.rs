@@ -156,11 +156,7 @@ pub async fn handle(
 
 /// The policy that copies an image: the first that manages it, if it has `copy`.
 fn copying_policy<'a>(document: &'a PolicyDocument, image: &Image) -> Option<&'a Policy> {
-    document
-        .policies
-        .iter()
-        .find(|p| image.managed_by(p))
-        .filter(|p| p.copy.is_some())
+    image.policy_in(document).filter(|p| p.copy.is_some())
 }
 
 fn line(image_id: &str, region: &Region, policy: &str) -> CopyResult {

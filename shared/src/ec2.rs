@@ -81,6 +81,16 @@ pub struct RegisterSpec<'a> {
     pub tags: &'a BTreeMap<String, String>,
 }
 
+/// A look-up of one resource by id: "not found" and a malformed id both mean there is none.
+fn absent<T>(found: Result<Option<T>>) -> Result<Option<T>> {
+    match found {
+        Err(e) if e.is_not_found() || e.code().is_some_and(|c| c.ends_with(".Malformed")) => {
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
     Some(InstanceInfo {
         id: i.instance_id.clone()?,
@@ -217,29 +227,20 @@ impl Ec2 {
 
     /// One instance, or none if it does not exist.
     pub async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>> {
-        match self
+        let found = self
             .client
             .describe_instances()
             .instance_ids(id)
             .send()
             .await
-        {
-            Ok(out) => Ok(out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find_map(instance_info)),
-            Err(e) => {
-                let err = Error::aws("DescribeInstances", self.region.as_str(), e);
-                if err.code() == Some("InvalidInstanceID.NotFound")
-                    || err.code() == Some("InvalidInstanceID.Malformed")
-                {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+            .map_err(self.err("DescribeInstances"))
+            .map(|out| {
+                out.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .find_map(instance_info)
+            });
+        absent(found)
     }
 
     /// The account's AMI with this name, if any.
@@ -258,7 +259,7 @@ impl Ec2 {
 
     /// The tags of one of the account's AMIs, or none if the account has no such AMI.
     pub async fn image_tags(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
-        match self
+        let found = self
             .client
             .describe_images()
             .owners("self")
@@ -266,44 +267,29 @@ impl Ec2 {
             .include_disabled(true)
             .send()
             .await
-        {
-            Ok(out) => Ok(out.images().first().map(|i| tags_of(i.tags()))),
-            Err(e) => {
-                let err = Error::aws("DescribeImages", self.region.as_str(), e);
-                if err.is_not_found() || err.code() == Some("InvalidAMIID.Malformed") {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+            .map_err(self.err("DescribeImages"))
+            .map(|out| out.images().first().map(|i| tags_of(i.tags())));
+        absent(found)
     }
 
     /// The state of one of the account's snapshots, or none when it does not exist or another
     /// account owns it.
     pub async fn own_snapshot(&self, id: &str) -> Result<Option<String>> {
-        match self
+        let found = self
             .client
             .describe_snapshots()
             .owner_ids("self")
             .snapshot_ids(id)
             .send()
             .await
-        {
-            Ok(out) => Ok(out
-                .snapshots()
-                .first()
-                .and_then(|s| s.state())
-                .map(|s| s.as_str().to_string())),
-            Err(e) => {
-                let err = Error::aws("DescribeSnapshots", self.region.as_str(), e);
-                if err.is_not_found() || err.code() == Some("InvalidSnapshotID.Malformed") {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+            .map_err(self.err("DescribeSnapshots"))
+            .map(|out| {
+                out.snapshots()
+                    .first()
+                    .and_then(|s| s.state())
+                    .map(|s| s.as_str().to_string())
+            });
+        absent(found)
     }
 
     /// The tags of a snapshot.
@@ -763,15 +749,7 @@ impl ImageInventory for Ec2 {
     }
 
     async fn is_shared(&self, image_id: &str) -> Result<bool> {
-        let out = self
-            .client
-            .describe_image_attribute()
-            .image_id(image_id)
-            .attribute(ImageAttributeName::LaunchPermission)
-            .send()
-            .await
-            .map_err(self.err("DescribeImageAttribute"))?;
-        Ok(!out.launch_permissions().is_empty())
+        Ok(!self.launch_permissions(image_id).await?.is_empty())
     }
 }
 

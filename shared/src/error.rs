@@ -128,7 +128,12 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self.code(),
-            Some("InvalidAMIID.NotFound" | "InvalidAMIID.Unavailable" | "InvalidSnapshot.NotFound")
+            Some(
+                "InvalidAMIID.NotFound"
+                    | "InvalidAMIID.Unavailable"
+                    | "InvalidSnapshot.NotFound"
+                    | "InvalidInstanceID.NotFound"
+            )
         )
     }
 }

@@ -139,6 +139,11 @@ impl Image {
         policy.select.narrows() && self.matches(&policy.select)
     }
 
+    /// The policy that manages the image: the first of the document, in order, that does.
+    pub fn policy_in<'a>(&self, document: &'a crate::policy::PolicyDocument) -> Option<&'a Policy> {
+        document.policies.iter().find(|p| self.managed_by(p))
+    }
+
     /// The family of the image under `family_by`.
     pub fn family(&self, family_by: &FamilyBy) -> String {
         match family_by {

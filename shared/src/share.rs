@@ -201,11 +201,7 @@ pub async fn handle(
 
 /// The policy that shares an image: the first that manages it, if it has `share`.
 fn sharing_policy<'a>(document: &'a PolicyDocument, image: &Image) -> Option<&'a Policy> {
-    document
-        .policies
-        .iter()
-        .find(|p| image.managed_by(p))
-        .filter(|p| p.share.is_some())
+    image.policy_in(document).filter(|p| p.share.is_some())
 }
 
 fn blank(image_id: &str, region: &Region, policy: &str) -> ShareResult {
