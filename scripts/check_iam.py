@@ -37,6 +37,36 @@ IMPLIED = {
     "kms:ReEncryptFrom": "CopyImage with Encrypted/KmsKeyId",
     "kms:ReEncryptTo": "CopyImage with Encrypted/KmsKeyId",
     "kms:DescribeKey": "CopyImage with KmsKeyId",
+    "ec2:DeleteSnapshot": "DeregisterImage with DeleteAssociatedSnapshots deletes the image's snapshots as the caller",
+}
+
+# Actions a call needs to do its whole job: a role that makes the call must allow every one of
+# them, or the call answers less than it should. DescribeImageReferences reads each resource
+# type with the caller's permissions (EC2 User Guide, "Identify your resources referencing
+# specified AMIs"; AWS managed policy AmazonEC2ImageReferencesAccessPolicy): without them it
+# silently reports no references of that type, and an AMI that only an SSM parameter names
+# would look unused.
+REQUIRED_WITH = {
+    "ec2:DescribeImageReferences": {
+        "ec2:DescribeInstances": "ec2:Instance references",
+        "ec2:DescribeLaunchTemplates": "ec2:LaunchTemplate references",
+        "ec2:DescribeLaunchTemplateVersions": "ec2:LaunchTemplate references",
+        "ssm:DescribeParameters": "ssm:Parameter references",
+        "ssm:GetParameters": "ssm:Parameter references",
+        "imagebuilder:ListImageRecipes": "imagebuilder:ImageRecipe references",
+        "imagebuilder:ListContainerRecipes": "imagebuilder:ContainerRecipe references",
+        "imagebuilder:GetContainerRecipe": "imagebuilder:ContainerRecipe references",
+    },
+}
+
+# Template parameters a function's role must use as KMS resources: the keys CopyImage encrypts
+# the copies with, and the keys of the sources it decrypts (CopyImage needs Decrypt,
+# DescribeKey and CreateGrant on them, through EC2).
+KEY_PARAMETERS = {
+    "CopyFunction": {
+        "CopyKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
+        "CopySourceKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"},
+    },
 }
 
 FN = re.compile(r"^\s*(?:pub\s+)?(?:async\s+)?fn\s+(\w+)", re.M)
@@ -106,7 +136,19 @@ def template_actions() -> dict[str, set[str]]:
     for block in resources:
         name = block.split(":", 1)[0].strip()
         if name in FUNCTIONS:
-            out[name] = set(re.findall(r"-\s+((?:ec2|events|kms):\w+)", block))
+            out[name] = set(re.findall(r"-\s+((?:ec2|events|kms|ssm|imagebuilder):\w+)", block))
+    return out
+
+
+def key_statements() -> dict[str, dict[str, set[str]]]:
+    """Function -> key parameter -> the KMS actions of the statement whose resource it is."""
+    text = (ROOT / "template.yaml").read_text()
+    out: dict[str, dict[str, set[str]]] = {}
+    for block in re.split(r"\n  (?=\w+:\n    Type:)", text):
+        name = block.split(":", 1)[0].strip()
+        for statement in re.split(r"\n\s+- (?:!If|Sid:)", block):
+            for parameter in re.findall(r"!Ref (\w+KmsKeyArns)", statement):
+                out.setdefault(name, {}).setdefault(parameter, set()).update(re.findall(r"-\s+(kms:\w+)", statement))
     return out
 
 
@@ -121,10 +163,20 @@ def main() -> int:
             print(f"{function}: not in template.yaml")
             failed = True
             continue
-        missing = sorted(used - granted)
-        extra = sorted(a for a in granted - used if a not in IMPLIED)
-        status = "ok" if not missing and not extra else "MISMATCH"
+        required = set(used)
+        for trigger, needs in REQUIRED_WITH.items():
+            if trigger in used:
+                required |= set(needs)
+        missing = sorted(required - granted)
+        extra = sorted(a for a in granted - required if a not in IMPLIED)
+        keys = key_statements().get(function, {})
+        lacking = {p: sorted(a - keys.get(p, set())) for p, a in KEY_PARAMETERS.get(function, {}).items()}
+        lacking = {p: a for p, a in lacking.items() if a}
+        status = "ok" if not missing and not extra and not lacking else "MISMATCH"
         print(f"{function}: {status}: code calls {len(used)} actions, role allows {len(granted)}")
+        for parameter, actions in lacking.items():
+            print(f"  the statement on {parameter} lacks: {', '.join(actions)}")
+        failed |= bool(lacking)
         for a in missing:
             print(f"  called but not allowed: {a}")
         for a in extra:

@@ -81,6 +81,12 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     """Two families in us-east-1 (tag Family=web-*), a batch family in eu-west-1 (by name), an
     instance and a launch template using old AMIs, a protected AMI, a decoy tag."""
     names: dict[str, str] = {}
+    # The copies to eu-west-1 are encrypted with the customer managed key the example policy
+    # names (a policy that shares may not copy onto the AWS managed key: it cannot be shared).
+    kms = boto3.client("kms", region_name="eu-west-1", endpoint_url=emu.endpoint,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    key = kms.create_key(Description="AMI copies")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/ami-copies", TargetKeyId=key)
     ec2 = emu.ec2("us-east-1")
     builder = ec2.run_instances(
         ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",

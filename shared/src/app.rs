@@ -88,6 +88,10 @@ impl Settings {
             }
         };
         Ok(Settings {
+            deployment: Deployment {
+                allow_public_sharing,
+                partition: Some(home_region.partition()),
+            },
             home_region,
             event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
             concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
@@ -96,9 +100,6 @@ impl Settings {
             ),
             run_budget: env_number("AMI_RUN_BUDGET_MS", None, 0, 86_400_000)?
                 .map(Duration::from_millis),
-            deployment: Deployment {
-                allow_public_sharing,
-            },
             build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
                 .unwrap_or(60) as u32,
             max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::{App, Deadline};
 use crate::ec2::{Ec2, InstanceInfo, RegisterSpec};
 use crate::error::{Error, Result};
+use crate::ids::Region;
 use crate::policy::{Architecture, FamilyBy, Policy, POLICY_TAG};
 use crate::publish::{event, Event};
 use crate::trigger::{AmiStateChange, RunRequest, SnapshotNotification, Trigger};
@@ -109,9 +110,14 @@ pub struct RegisterRequest {
     /// The root device (default `/dev/xvda`).
     #[serde(default = "xvda")]
     pub root_device_name: String,
-    /// `gp3` (default), `gp2`, `io1`, `io2`, `st1`, `sc1`, `standard`.
+    /// `gp3` (default), `gp2`, `io1`, `io2` or `standard`: the types EC2 boots from (st1 and
+    /// sc1 cannot be boot volumes, and are refused).
     #[serde(default)]
     pub volume_type: Option<VolumeType>,
+    /// Provisioned IOPS of the root volume: required for io1 and io2, optional for gp3, not
+    /// supported by gp2 and standard (EbsBlockDevice).
+    #[serde(default)]
+    pub iops: Option<u32>,
     /// Delete the root volume when the instance terminates (always set explicitly; default true).
     #[serde(default = "yes")]
     pub delete_on_termination: bool,
@@ -285,7 +291,11 @@ pub async fn handle(
             };
             (false, scheduled(app, &request, at, false, deadline).await)
         }
-        Trigger::InstanceState { region, detail } => {
+        Trigger::InstanceState {
+            region,
+            time,
+            detail,
+        } => {
             let ec2 = app.ec2(region.as_ref().unwrap_or(&home));
             if detail.state != "stopped" {
                 ignored = Some(format!(
@@ -294,7 +304,12 @@ pub async fn handle(
                 ));
                 (false, Vec::new())
             } else {
-                let at = window_start(Utc::now(), app.settings.build_window_minutes);
+                // The window of the event's own time: a re-delivery of the same stop, even one
+                // that arrives in the next window, makes the same name and creates nothing.
+                let at = window_start(
+                    time.unwrap_or_else(Utc::now),
+                    app.settings.build_window_minutes,
+                );
                 window = Some(at);
                 (false, on_stop(&ec2, app, &detail.instance_id, at).await?)
             }
@@ -324,9 +339,13 @@ pub async fn handle(
             .iter()
             .filter(|r| r.outcome == BuildOutcome::Created)
         {
+            let region: Option<Region> = r.region.parse().ok();
             events.push(event(
                 "AMI Build Started",
-                r.image_id.iter().cloned().collect(),
+                r.image_id
+                    .iter()
+                    .filter_map(|id| region.as_ref().map(|reg| reg.image_arn(id)))
+                    .collect(),
                 serde_json::to_value(r).unwrap_or_default(),
             ));
         }
@@ -364,6 +383,7 @@ fn parse_register(request: RegisterRequest, app: &App) -> Result<RegisterRequest
             format!("`{}` is not a snapshot id (snap-...)", request.snapshot_id),
         ));
     }
+    check_root_volume(request.volume_type.unwrap_or(VolumeType::Gp3), request.iops)?;
     let device_ok =
         request.root_device_name.starts_with("/dev/") && request.root_device_name.len() > 5;
     if !device_ok {
@@ -376,6 +396,41 @@ fn parse_register(request: RegisterRequest, app: &App) -> Result<RegisterRequest
         ));
     }
     Ok(request)
+}
+
+/// Whether EC2 can boot from a root volume of this type with these IOPS (EbsBlockDevice:
+/// "Iops ... is required for io1 and io2 volumes ... not supported for gp2, st1, sc1, or
+/// standard volumes"; st1 and sc1 "can't be used as boot volumes").
+pub fn check_root_volume(volume_type: VolumeType, iops: Option<u32>) -> Result<()> {
+    use VolumeType::*;
+    match (volume_type, iops) {
+        (St1 | Sc1, _) => Err(Error::event(
+            "$.register.volume_type",
+            format!(
+                "`{}` cannot be a boot volume: use gp3 (default), gp2, io1, io2 or standard",
+                volume_type.as_str()
+            ),
+        )),
+        (Io1 | Io2, None) => Err(Error::event(
+            "$.register.iops",
+            format!(
+                "required with volume_type `{}`: set the provisioned IOPS (100 or more)",
+                volume_type.as_str()
+            ),
+        )),
+        (Gp2 | Standard, Some(_)) => Err(Error::event(
+            "$.register.iops",
+            format!(
+                "not supported with volume_type `{}`: remove it, or use gp3, io1 or io2",
+                volume_type.as_str()
+            ),
+        )),
+        (_, Some(n)) if !(100..=256_000).contains(&n) => Err(Error::event(
+            "$.register.iops",
+            format!("{n}: provisioned IOPS are from 100 to 256000"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The tags a built AMI and its snapshots carry.
@@ -679,6 +734,7 @@ async fn register_one(ec2: &Ec2, app: &App, spec: &RegisterRequest, dry_run: boo
         ena_support: spec.ena_support,
         root_device_name: &spec.root_device_name,
         volume_type: spec.volume_type.unwrap_or(VolumeType::Gp3).as_str(),
+        iops: spec.iops,
         delete_on_termination: spec.delete_on_termination,
         tags: &tags,
     };
@@ -731,6 +787,7 @@ async fn snapshot_register_spec(
             .cloned()
             .unwrap_or_else(xvda),
         volume_type: None,
+        iops: None,
         delete_on_termination: true,
         virtualization_type: None,
         policy: policy.clone(),
@@ -752,12 +809,16 @@ async fn state_event(
     let body = serde_json::json!({"ImageId": detail.image_id, "State": detail.state,
         "ErrorMessage": detail.error_message, "Policy": tags.get(POLICY_TAG), "Region": ec2.region()});
     match detail.state.as_str() {
-        "failed" if tags.get(CREATED_BY_TAG).map(String::as_str) == Some(FUNCTION) => Ok(Ok(
-            event("AMI Build Failed", vec![detail.image_id.clone()], body),
-        )),
+        "failed" if tags.get(CREATED_BY_TAG).map(String::as_str) == Some(FUNCTION) => {
+            Ok(Ok(event(
+                "AMI Build Failed",
+                vec![ec2.region().image_arn(&detail.image_id)],
+                body,
+            )))
+        }
         "available" if tags.contains_key(POLICY_TAG) => Ok(Ok(event(
             "AMI Available",
-            vec![detail.image_id.clone()],
+            vec![ec2.region().image_arn(&detail.image_id)],
             body,
         ))),
         state => Ok(Err(format!(
@@ -774,5 +835,35 @@ impl crate::respond::Line for BuildResult {
     }
     fn failed(&self) -> bool {
         matches!(self.outcome, BuildOutcome::Refused | BuildOutcome::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_volumes_ec2_boots_from_are_registered() {
+        use VolumeType::*;
+        let table: [(VolumeType, Option<u32>, Option<&str>); 10] = [
+            (Gp3, None, None),
+            (Gp3, Some(4000), None),
+            (Gp2, None, None),
+            (Standard, None, None),
+            (Io1, Some(1000), None),
+            (Io2, None, Some("$.register.iops")),
+            (St1, None, Some("$.register.volume_type")),
+            (Sc1, None, Some("$.register.volume_type")),
+            (Gp2, Some(100), Some("$.register.iops")),
+            (Io2, Some(5), Some("$.register.iops")),
+        ];
+        for (volume, iops, refused_at) in table {
+            let got = check_root_volume(volume, iops);
+            match (refused_at, got) {
+                (None, Ok(())) => {}
+                (Some(path), Err(Error::Event { path: p, .. })) => assert_eq!(p, path),
+                (want, got) => panic!("{volume:?} {iops:?}: wanted {want:?}, got {got:?}"),
+            }
+        }
     }
 }

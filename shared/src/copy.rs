@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::app::{App, Deadline};
 use crate::build::CREATED_BY_TAG;
-use crate::ec2::{Ec2, ImageInventory};
+use crate::ec2::{Ec2, ImageInventory, RetireImages};
 use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::model::{Image, ImageState};
@@ -30,9 +30,52 @@ pub const SOURCE_REGION_TAG: &str = "ami-automation:source-region";
 /// CopyImage copies in flight at once per destination region (an EC2 quota).
 pub const MAX_IN_FLIGHT: usize = 100;
 
-/// The idempotency token of the copy of `source` into `destination` (at most 64 ASCII characters).
-pub fn client_token(source: &str, destination: &Region) -> String {
-    format!("ami-copy-{source}-{destination}")
+/// Tag on a copy: which attempt made it (a copy that failed is copied again as attempt + 1).
+pub const ATTEMPT_TAG: &str = "ami-automation:copy-attempt";
+
+/// What a copy is made of: the client token derives from all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyKey<'a> {
+    /// The source AMI.
+    pub source: &'a str,
+    /// The source region.
+    pub source_region: &'a Region,
+    /// The destination region.
+    pub destination: &'a Region,
+    /// The copy's name.
+    pub name: &'a str,
+    /// Encryption of the copy.
+    pub how: &'a CopyDestination,
+    /// 1 for the first copy, one more for each copy that failed.
+    pub attempt: u32,
+}
+
+/// The idempotency token of a copy (at most 64 ASCII characters, as CopyImage requires). It
+/// derives from the source, the destination, the copy's parameters and the attempt: a retry of
+/// the same copy gets the same copy, while a copy again after a failure or after a policy change
+/// gets a new token (reusing a token with other parameters is `IdempotentParameterMismatch`, and
+/// after a failure it would answer the failed copy's id).
+pub fn client_token(key: &CopyKey<'_>) -> String {
+    // FNV-1a: stable across releases and platforms (std's hasher is not).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let fields = [
+        key.source_region.as_str(),
+        key.name,
+        if key.how.encrypted {
+            "encrypted"
+        } else {
+            "plain"
+        },
+        key.how.kms_key_id.as_deref().unwrap_or(""),
+        &key.attempt.to_string(),
+    ];
+    for field in fields {
+        for byte in field.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("ami-copy-{}-{}-{hash:016x}", key.source, key.destination)
 }
 
 /// Whether an AMI is itself a copy made by this tool (or any CopyImage): it is never copied.
@@ -79,6 +122,19 @@ pub struct CopyResult {
     /// Why (refusals, deferrals, failures).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Copies found failed (and deregistered) before this copy was made again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_copies: Vec<FailedCopy>,
+}
+
+/// A copy that EC2 failed after accepting it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedCopy {
+    /// The failed copy (deregistered).
+    pub image_id: String,
+    /// EC2's StateReason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
 }
 
 /// The Lambda handler of `ami-copy`.
@@ -127,7 +183,23 @@ pub async fn handle(
     let events = if dry_run {
         Vec::new()
     } else {
-        results
+        let failed = results.iter().flat_map(|r| {
+            r.failed_copies.iter().map(move |f| {
+                let region = r.destination.as_ref().unwrap_or(&r.source_region);
+                event(
+                    "AMI Copy Failed",
+                    vec![
+                        region.image_arn(&f.image_id),
+                        r.source_region.image_arn(&r.source_image_id),
+                    ],
+                    serde_json::json!({"source_image_id": r.source_image_id,
+                        "source_region": r.source_region, "destination": r.destination,
+                        "copy_image_id": f.image_id, "state_reason": f.state_reason,
+                        "policy": r.policy, "copied_again": r.outcome == CopyOutcome::Started}),
+                )
+            })
+        });
+        let started = results
             .iter()
             .filter(|r| r.outcome == CopyOutcome::Started)
             .map(|r| {
@@ -135,13 +207,16 @@ pub async fn handle(
                     "AMI Copy Started",
                     r.copy_image_id
                         .iter()
-                        .chain(std::iter::once(&r.source_image_id))
-                        .cloned()
+                        .zip(r.destination.iter())
+                        .map(|(id, region)| region.image_arn(id))
+                        .chain(std::iter::once(
+                            r.source_region.image_arn(&r.source_image_id),
+                        ))
                         .collect(),
                     serde_json::to_value(r).unwrap_or_default(),
                 )
-            })
-            .collect()
+            });
+        failed.chain(started).collect()
     };
     let run = crate::respond::Run {
         function: FUNCTION,
@@ -168,6 +243,7 @@ fn line(image_id: &str, region: &Region, policy: &str) -> CopyResult {
         copy_image_id: None,
         outcome: CopyOutcome::Refused,
         reason: None,
+        failed_copies: Vec::new(),
     }
 }
 
@@ -249,7 +325,7 @@ async fn copy_from(
                 r.reason = Some(format!(
                     "{} is {}: only available AMIs can be copied{}",
                     image.id,
-                    format!("{:?}", image.state).to_lowercase(),
+                    image.state,
                     if image.state == ImageState::Disabled {
                         " (enable it first)"
                     } else {
@@ -357,13 +433,20 @@ async fn copy_one(
     dry_run: bool,
     mut r: CopyResult,
 ) -> CopyResult {
-    match dest.copy_of(&image.id).await {
-        Ok(Some(existing)) => {
-            r.outcome = CopyOutcome::Exists;
-            r.copy_image_id = Some(existing);
-            return r;
+    let (attempt, failed_copies) = match dest.copies_of(&image.id).await {
+        Ok(found) => {
+            if let Some(existing) = found.iter().find(|c| c.state != ImageState::Failed) {
+                r.outcome = CopyOutcome::Exists;
+                r.copy_image_id = Some(existing.image_id.clone());
+                return r;
+            }
+            // Only failed copies (CopyImage fails asynchronously, for example when the KMS key
+            // cannot be used): they are not copies; copy again as the next attempt.
+            (
+                found.iter().map(|c| c.attempt + 1).max().unwrap_or(1),
+                found,
+            )
         }
-        Ok(None) => {}
         Err(e) => {
             r.outcome = if e.is_transient() {
                 CopyOutcome::Deferred
@@ -373,13 +456,51 @@ async fn copy_one(
             r.reason = Some(explain_destination_error(&e, dest.region()));
             return r;
         }
-    }
+    };
     if dry_run {
         r.outcome = CopyOutcome::Planned;
+        if let Some(failed) = failed_copies.first() {
+            r.reason = Some(format!(
+                "the copy {} failed ({}): it would be deregistered and copied again",
+                failed.image_id,
+                failed.state_reason.as_deref().unwrap_or("no reason given")
+            ));
+        }
         return r;
     }
-    let tags = copy_tags(policy, image, source_region);
-    let token = client_token(&image.id, dest.region());
+    for failed in &failed_copies {
+        r.failed_copies.push(FailedCopy {
+            image_id: failed.image_id.clone(),
+            state_reason: failed.state_reason.clone(),
+        });
+        // The failed copy holds the name: deregister it (and its snapshots) before copying again.
+        if let Err(e) = dest.deregister(&failed.image_id).await {
+            if !e.is_not_found() {
+                r.outcome = if e.is_transient() {
+                    CopyOutcome::Deferred
+                } else {
+                    CopyOutcome::Failed
+                };
+                r.reason = Some(format!(
+                    "the failed copy {} could not be deregistered: {e}",
+                    failed.image_id
+                ));
+                return r;
+            }
+        }
+    }
+    let mut tags = copy_tags(policy, image, source_region);
+    if attempt > 1 {
+        tags.insert(ATTEMPT_TAG.into(), attempt.to_string());
+    }
+    let token = client_token(&CopyKey {
+        source: &image.id,
+        source_region,
+        destination: dest.region(),
+        name: &image.name,
+        how: &how,
+        attempt,
+    });
     match dest
         .copy_image(&image.id, source_region, &image.name, &how, &token, &tags)
         .await
@@ -431,11 +552,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_client_token_is_stable_and_fits_ec2s_limit() {
-        let region: Region = "eu-west-1".parse().expect("region");
-        let a = client_token("ami-0123456789abcdef0", &region);
-        assert_eq!(a, client_token("ami-0123456789abcdef0", &region));
-        assert_ne!(a, client_token("ami-0123456789abcdef1", &region));
-        assert!(a.len() <= 64 && a.is_ascii());
+    fn the_client_token_is_stable_fits_ec2s_limit_and_changes_with_every_copy_parameter() {
+        let (source, dest): (Region, Region) = (
+            "us-east-1".parse().expect("region"),
+            "ap-southeast-7".parse().expect("region"),
+        );
+        let plain = CopyDestination::default();
+        let keyed = CopyDestination {
+            encrypted: true,
+            kms_key_id: Some("alias/ami".into()),
+        };
+        let key = CopyKey {
+            source: "ami-0123456789abcdef0",
+            source_region: &source,
+            destination: &dest,
+            name: "web-20261125T030000Z",
+            how: &plain,
+            attempt: 1,
+        };
+        let a = client_token(&key);
+        assert_eq!(a, client_token(&key), "the same copy gets the same token");
+        assert!(a.len() <= 64 && a.is_ascii(), "{a}");
+        let variants = [
+            CopyKey {
+                source: "ami-0123456789abcdef1",
+                ..key
+            },
+            CopyKey {
+                destination: &source,
+                ..key
+            },
+            CopyKey {
+                name: "web-other",
+                ..key
+            },
+            CopyKey { how: &keyed, ..key },
+            CopyKey { attempt: 2, ..key },
+        ];
+        for v in variants {
+            assert_ne!(client_token(&v), a, "{v:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::ids::Region;
-use crate::model::{Image, ImageState, Snapshot, TemplateUse, Usage};
+use crate::model::{Image, ImageState, Snapshot, TemplateUse};
 use crate::policy::{TagPattern, TemplateDepth};
 use crate::share::Grant;
 
@@ -58,6 +58,19 @@ pub struct InstanceInfo {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A copy of a source AMI found in a destination region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyFound {
+    /// The copy.
+    pub image_id: String,
+    /// Its state (`failed` when CopyImage failed after it was accepted).
+    pub state: ImageState,
+    /// EC2's StateReason message, for a failed copy.
+    pub state_reason: Option<String>,
+    /// Which attempt made it (its attempt tag; 1 when absent).
+    pub attempt: u32,
+}
+
 /// What RegisterImage is called with.
 #[derive(Debug, Clone)]
 pub struct RegisterSpec<'a> {
@@ -75,6 +88,8 @@ pub struct RegisterSpec<'a> {
     pub root_device_name: &'a str,
     /// The root volume type.
     pub volume_type: &'a str,
+    /// Provisioned IOPS of the root volume (io1, io2, gp3).
+    pub iops: Option<u32>,
     /// Delete the root volume with the instance.
     pub delete_on_termination: bool,
     /// Tags on the image.
@@ -107,6 +122,26 @@ fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
 /// Page size of the scans: DescribeImages and DescribeSnapshots take at most 1000.
 pub const PAGE_SIZE: i32 = 1000;
 
+/// DescribeImageReferences takes 1 to 10 `ImageIds` per call (EC2 API reference, "Array
+/// Members: Minimum number of 1 item. Maximum number of 10 items").
+pub const IMAGE_REFERENCES_MAX_IDS: usize = 10;
+
+/// The instance states that make an AMI "in use": every state but terminated. The same list
+/// goes to DescribeInstances and to DescribeImageReferences' `state-name` option, so both
+/// checks agree (DescribeImageReferences' default is every state, terminated included).
+pub const IN_USE_INSTANCE_STATES: [&str; 5] =
+    ["pending", "running", "shutting-down", "stopping", "stopped"];
+
+/// DescribeImageReferences' `version-depth` for a launch template depth (1 to 10000; EC2's
+/// default is 10). `$Default` is always read by the function's own launch template scan.
+pub fn reference_version_depth(depth: TemplateDepth) -> u32 {
+    match depth {
+        TemplateDepth::All => 10_000,
+        TemplateDepth::DefaultAndLatest => 1,
+        TemplateDepth::Newest(n) => n.clamp(1, 10_000),
+    }
+}
+
 /// EC2 in one region.
 #[derive(Debug, Clone)]
 pub struct Ec2 {
@@ -121,12 +156,21 @@ pub trait ImageInventory {
     fn images(&self, ids: Option<&[String]>) -> impl Future<Output = Result<Vec<Image>>> + Send;
     /// The account's snapshots.
     fn snapshots(&self) -> impl Future<Output = Result<Vec<Snapshot>>> + Send;
-    /// What uses the AMIs: non-terminated instances, and launch template versions down to `depth`.
-    fn usage(&self, depth: TemplateDepth) -> impl Future<Output = Result<Usage>> + Send;
-    /// References to `ids` from DescribeImageReferences.
+    /// Image id → the instances that use it, in every state but terminated.
+    fn instance_usage(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
+    /// Image id → the launch template versions that name it, down to `depth`.
+    fn template_usage(
+        &self,
+        depth: TemplateDepth,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<TemplateUse>>>> + Send;
+    /// References to at most [`IMAGE_REFERENCES_MAX_IDS`] images from DescribeImageReferences,
+    /// with options that agree with [`ImageInventory::instance_usage`] and `depth`.
     fn image_references(
         &self,
         ids: &[String],
+        depth: TemplateDepth,
     ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
     /// Whether an AMI is shared with any account, organization or OU (or public).
     fn is_shared(&self, image_id: &str) -> impl Future<Output = Result<bool>> + Send;
@@ -320,6 +364,7 @@ impl Ec2 {
                     .snapshot_id(spec.snapshot_id)
                     .delete_on_termination(spec.delete_on_termination)
                     .volume_type(VolumeType::from(spec.volume_type))
+                    .set_iops(spec.iops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
                     .build(),
             )
             .build();
@@ -343,6 +388,18 @@ impl Ec2 {
                 spec.snapshot_id
             ))
         })
+    }
+
+    /// Whether block public access for AMIs is on in this region
+    /// (GetImageBlockPublicAccessState: `block-new-sharing`; `unblocked` otherwise).
+    pub async fn image_block_public_access(&self) -> Result<bool> {
+        let out = self
+            .client
+            .get_image_block_public_access_state()
+            .send()
+            .await
+            .map_err(self.err("GetImageBlockPublicAccessState"))?;
+        Ok(out.image_block_public_access_state() != Some("unblocked"))
     }
 
     /// The AMI's launch permissions (DescribeImageAttribute `launchPermission`).
@@ -475,8 +532,9 @@ impl Ec2 {
         Ok(out.images().len())
     }
 
-    /// The account's copy of `source_image_id` in this region, found by its lineage tag.
-    pub async fn copy_of(&self, source_image_id: &str) -> Result<Option<String>> {
+    /// The account's copies of `source_image_id` in this region (found by their lineage tag),
+    /// in every state: a copy can fail after CopyImage accepted it.
+    pub async fn copies_of(&self, source_image_id: &str) -> Result<Vec<CopyFound>> {
         let out = self
             .client
             .describe_images()
@@ -491,7 +549,23 @@ impl Ec2 {
             .send()
             .await
             .map_err(self.err("DescribeImages"))?;
-        Ok(out.images().iter().find_map(|i| i.image_id.clone()))
+        Ok(out
+            .images()
+            .iter()
+            .filter_map(|i| {
+                Some(CopyFound {
+                    image_id: i.image_id.clone()?,
+                    state: ImageState::from_ec2(i.state().map(|s| s.as_str()).unwrap_or("unknown")),
+                    state_reason: i
+                        .state_reason()
+                        .and_then(|r| r.message().map(str::to_string)),
+                    attempt: tags_of(i.tags())
+                        .get(crate::copy::ATTEMPT_TAG)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(1),
+                })
+            })
+            .collect())
     }
 
     /// CopyImage into this (the destination) region; returns the copy's id.
@@ -599,6 +673,7 @@ pub fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
         root_device_type: i.root_device_type().map(|r| r.as_str().to_string()),
         virtualization_type: i.virtualization_type().map(|v| v.as_str().to_string()),
         public: i.public.unwrap_or(false),
+        has_product_codes: !i.product_codes().is_empty(),
         encrypted: i
             .block_device_mappings()
             .iter()
@@ -659,17 +734,13 @@ impl ImageInventory for Ec2 {
         Ok(snapshots)
     }
 
-    async fn usage(&self, depth: TemplateDepth) -> Result<Usage> {
-        let mut usage = Usage::default();
-        // Every state but terminated: a stopped instance starts again from its AMI's snapshots
-        // no more, but its owner expects to relaunch it from the same AMI.
+    async fn instance_usage(&self) -> Result<HashMap<String, BTreeSet<String>>> {
+        let mut used: HashMap<String, BTreeSet<String>> = HashMap::new();
+        // Every state but terminated: a stopped instance is started again from its volumes,
+        // but its owner expects to relaunch it from the same AMI.
         let states = Filter::builder()
             .name("instance-state-name")
-            .set_values(Some(
-                ["pending", "running", "shutting-down", "stopping", "stopped"]
-                    .map(String::from)
-                    .to_vec(),
-            ))
+            .set_values(Some(IN_USE_INSTANCE_STATES.map(String::from).to_vec()))
             .build();
         let mut pages = self
             .client
@@ -682,15 +753,17 @@ impl ImageInventory for Ec2 {
             let page = page.map_err(self.err("DescribeInstances"))?;
             for instance in page.reservations().iter().flat_map(|r| r.instances()) {
                 if let (Some(image), Some(id)) = (&instance.image_id, &instance.instance_id) {
-                    usage
-                        .instances
-                        .entry(image.clone())
-                        .or_default()
-                        .insert(id.clone());
+                    used.entry(image.clone()).or_default().insert(id.clone());
                 }
             }
         }
+        Ok(used)
+    }
 
+    async fn template_usage(
+        &self,
+        depth: TemplateDepth,
+    ) -> Result<HashMap<String, Vec<TemplateUse>>> {
         let mut templates = Vec::new();
         let mut pages = self
             .client
@@ -716,32 +789,80 @@ impl ImageInventory for Ec2 {
             .buffer_unordered(4)
             .try_collect()
             .await?;
+        let mut used: HashMap<String, Vec<TemplateUse>> = HashMap::new();
         for (image, version) in versions.into_iter().flatten() {
-            usage
-                .launch_templates
-                .entry(image)
-                .or_default()
-                .push(version);
+            let uses = used.entry(image).or_default();
+            if !uses.contains(&version) {
+                uses.push(version);
+            }
         }
-        Ok(usage)
+        Ok(used)
     }
 
-    async fn image_references(&self, ids: &[String]) -> Result<HashMap<String, BTreeSet<String>>> {
+    async fn image_references(
+        &self,
+        ids: &[String],
+        depth: TemplateDepth,
+    ) -> Result<HashMap<String, BTreeSet<String>>> {
+        use aws_sdk_ec2::types::{
+            ImageReferenceOptionName, ImageReferenceResourceType as Type, ResourceTypeOption,
+            ResourceTypeRequest,
+        };
         let mut refs: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for chunk in ids.chunks(100) {
-            let mut pages = self
-                .client
-                .describe_image_references()
-                .set_image_ids(Some(chunk.to_vec()))
-                .include_all_resource_types(true)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(self.err("DescribeImageReferences"))?;
-                for r in page.image_references() {
-                    if let (Some(image), Some(arn)) = (&r.image_id, &r.arn) {
-                        refs.entry(image.clone()).or_default().insert(arn.clone());
-                    }
+        if ids.is_empty() {
+            return Ok(refs);
+        }
+        if ids.len() > IMAGE_REFERENCES_MAX_IDS {
+            return Err(Error::Refused(format!(
+                "DescribeImageReferences takes at most {IMAGE_REFERENCES_MAX_IDS} image ids, not {}",
+                ids.len()
+            )));
+        }
+        let option = |name: ImageReferenceOptionName, values: Vec<String>| {
+            ResourceTypeOption::builder()
+                .option_name(name)
+                .set_option_values(Some(values))
+                .build()
+        };
+        // Every resource type EC2 checks, each with options that agree with the function's
+        // own rules: instances in every state but terminated, launch templates to `depth`.
+        let types = [
+            ResourceTypeRequest::builder()
+                .resource_type(Type::Ec2Instance)
+                .resource_type_options(option(
+                    ImageReferenceOptionName::StateName,
+                    IN_USE_INSTANCE_STATES.map(String::from).to_vec(),
+                ))
+                .build(),
+            ResourceTypeRequest::builder()
+                .resource_type(Type::Ec2LaunchTemplate)
+                .resource_type_options(option(
+                    ImageReferenceOptionName::VersionDepth,
+                    vec![reference_version_depth(depth).to_string()],
+                ))
+                .build(),
+            ResourceTypeRequest::builder()
+                .resource_type(Type::SsmParameter)
+                .build(),
+            ResourceTypeRequest::builder()
+                .resource_type(Type::ImageBuilderImageRecipe)
+                .build(),
+            ResourceTypeRequest::builder()
+                .resource_type(Type::ImageBuilderContainerRecipe)
+                .build(),
+        ];
+        let mut pages = self
+            .client
+            .describe_image_references()
+            .set_image_ids(Some(ids.to_vec()))
+            .set_resource_types(Some(types.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeImageReferences"))?;
+            for r in page.image_references() {
+                if let (Some(image), Some(arn)) = (&r.image_id, &r.arn) {
+                    refs.entry(image.clone()).or_default().insert(arn.clone());
                 }
             }
         }
@@ -755,6 +876,12 @@ impl ImageInventory for Ec2 {
 
 impl Ec2 {
     /// The images named by the versions of one launch template that count at `depth`.
+    ///
+    /// `ResolveAlias=true`: a version whose ImageId is `resolve:ssm:<parameter>` names the AMI
+    /// behind the parameter (the default, false, would answer the alias and protect nothing).
+    /// The newest N are read as a `MinVersion`/`MaxVersion` range, never as a list of version
+    /// numbers: a deleted version inside the range is simply absent, where a listed one would
+    /// fail the call (and the region's evidence).
     async fn template_images(
         &self,
         id: String,
@@ -762,30 +889,41 @@ impl Ec2 {
         default: i64,
         depth: TemplateDepth,
     ) -> Result<Vec<(String, TemplateUse)>> {
-        let mut request = self
+        let base = self
             .client
             .describe_launch_template_versions()
-            .launch_template_id(&id);
-        request = match depth {
-            TemplateDepth::All => request,
-            TemplateDepth::DefaultAndLatest => request.versions("$Default").versions("$Latest"),
+            .launch_template_id(&id)
+            .resolve_alias(true);
+        let requests = match depth {
+            TemplateDepth::All => vec![base.max_results(200)],
+            TemplateDepth::DefaultAndLatest => vec![base.versions("$Default").versions("$Latest")],
             TemplateDepth::Newest(n) => {
-                let first = (latest - i64::from(n) + 1).max(1);
-                (first..=latest).fold(request.versions("$Default"), |r, v| {
-                    r.versions(v.to_string())
-                })
+                // MinVersion is "the version number after which to describe": one before the
+                // newest N (reading one version too many is harmless, the planner counts).
+                let first = latest - i64::from(n);
+                let mut range = base
+                    .clone()
+                    .max_version(latest.to_string())
+                    .max_results(200);
+                if first >= 1 {
+                    range = range.min_version(first.to_string());
+                }
+                vec![base.versions("$Default"), range]
             }
         };
         let mut found = Vec::new();
-        let mut pages = request.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(self.err("DescribeLaunchTemplateVersions"))?;
-            for v in page.launch_template_versions() {
-                if let Some(image) = v
-                    .launch_template_data
-                    .as_ref()
-                    .and_then(|d| d.image_id.clone())
-                {
+        for request in requests {
+            let mut pages = request.into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(self.err("DescribeLaunchTemplateVersions"))?;
+                for v in page.launch_template_versions() {
+                    let Some(image) = v
+                        .launch_template_data
+                        .as_ref()
+                        .and_then(|d| d.image_id.clone())
+                    else {
+                        continue;
+                    };
                     let version = v.version_number.unwrap_or(0);
                     let used = TemplateUse {
                         template_id: id.clone(),

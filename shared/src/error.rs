@@ -84,6 +84,14 @@ impl Error {
         }
     }
 
+    /// The AWS operation that failed, when the error came from an AWS API.
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            Error::Aws { operation, .. } => Some(operation),
+            _ => None,
+        }
+    }
+
     /// Stable error type strings for the Lambda response (`errorType`).
     pub fn error_type(&self) -> &'static str {
         match self {

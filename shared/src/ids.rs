@@ -136,6 +136,34 @@ impl FromStr for Region {
     }
 }
 
+impl Region {
+    /// The partition the region belongs to: `aws-cn` for `cn-*`, `aws-us-gov` for
+    /// `us-gov-*`, `aws` for the others (AMI_EXTRA_REGIONS are assumed commercial).
+    pub fn partition(&self) -> &'static str {
+        if self.0.starts_with("cn-") {
+            "aws-cn"
+        } else if self.0.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        }
+    }
+
+    /// The ARN of an AMI of this region: `arn:<partition>:ec2:<region>::image/<id>`.
+    pub fn image_arn(&self, image_id: &str) -> String {
+        format!("arn:{}:ec2:{}::image/{image_id}", self.partition(), self.0)
+    }
+
+    /// The ARN of an EBS snapshot of this region: `arn:<partition>:ec2:<region>::snapshot/<id>`.
+    pub fn snapshot_arn(&self, snapshot_id: &str) -> String {
+        format!(
+            "arn:{}:ec2:{}::snapshot/{snapshot_id}",
+            self.partition(),
+            self.0
+        )
+    }
+}
+
 fn extra_regions() -> Vec<String> {
     std::env::var("AMI_EXTRA_REGIONS")
         .map(|v| {

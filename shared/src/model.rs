@@ -23,6 +23,18 @@ pub enum ImageState {
     Other(String),
 }
 
+impl std::fmt::Display for ImageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageState::Available => "available",
+            ImageState::Pending => "pending",
+            ImageState::Disabled => "disabled",
+            ImageState::Failed => "failed",
+            ImageState::Other(s) => s,
+        })
+    }
+}
+
 impl ImageState {
     /// Reads EC2's state name.
     pub fn from_ec2(s: &str) -> Self {
@@ -63,6 +75,8 @@ pub struct Image {
     pub virtualization_type: Option<String>,
     /// Launchable by everyone.
     pub public: bool,
+    /// It carries product codes (Marketplace): EC2 never makes it public.
+    pub has_product_codes: bool,
     /// Any of its EBS snapshots is encrypted.
     pub encrypted: bool,
     /// When it is (or was) deprecated.
@@ -91,6 +105,7 @@ impl Image {
             root_device_type: Some("ebs".into()),
             virtualization_type: Some("hvm".into()),
             public: false,
+            has_product_codes: false,
             encrypted: false,
             deprecation_time: None,
             deregistration_protection: false,
@@ -188,8 +203,35 @@ pub struct Usage {
     pub launch_templates: HashMap<String, Vec<TemplateUse>>,
     /// Image id → references found by DescribeImageReferences (resource ARNs).
     pub references: HashMap<String, BTreeSet<String>>,
-    /// Why DescribeImageReferences was not consulted, when it was not.
-    pub references_unchecked: Option<String>,
+    /// Evidence that could not be gathered. An image it covers is never disabled or
+    /// deregistered (safety checks fail closed): it is kept as `usage_unknown`.
+    pub gaps: Vec<EvidenceGap>,
+}
+
+/// A call that should have told whether AMIs are in use, and did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceGap {
+    /// The EC2 call (`DescribeInstances`, `DescribeImageReferences`, ...).
+    pub call: String,
+    /// Its error code, when EC2 sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong.
+    pub error: String,
+    /// Whether a later run may get the answer (throttling, server error, no answer).
+    pub transient: bool,
+    /// The images it leaves without evidence; `None`: every image of the region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<BTreeSet<String>>,
+}
+
+impl Usage {
+    /// The first evidence gap that covers `image_id`, if any.
+    pub fn gap_for(&self, image_id: &str) -> Option<&EvidenceGap> {
+        self.gaps
+            .iter()
+            .find(|g| g.images.as_ref().is_none_or(|ids| ids.contains(image_id)))
+    }
 }
 
 /// A launch template version that names an AMI.

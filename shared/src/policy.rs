@@ -384,6 +384,10 @@ pub struct Retain {
     /// Delete snapshots left behind by earlier deregistrations (else only reported).
     #[serde(default)]
     pub delete_orphan_snapshots: bool,
+    /// Disable AMIs that are shared although the policy shares: DisableImage removes every
+    /// launch permission, so by default such AMIs are kept until they are deregistered.
+    #[serde(default)]
+    pub disable_shared_images: bool,
 }
 
 fn one() -> u32 {
@@ -443,6 +447,9 @@ impl<'de> Deserialize<'de> for TemplateDepth {
 pub struct Deployment {
     /// `ALLOW_PUBLIC_SHARING=true`: policies may make AMIs public.
     pub allow_public_sharing: bool,
+    /// The partition of the deployment's region (`aws`, `aws-cn`, `aws-us-gov`); `None` is
+    /// read as `aws`. CopyImage does not cross partitions.
+    pub partition: Option<&'static str>,
 }
 
 impl PolicyDocument {
@@ -566,6 +573,9 @@ impl PolicyDocument {
                     ));
                 }
             }
+            if let Some(copy) = &p.copy {
+                validate_copy(copy, p.share.is_some(), deployment, &at)?;
+            }
             if let Some(r) = &p.retain {
                 validate_retain(r, &at)?;
             }
@@ -579,6 +589,40 @@ fn prefix_source(err: Error, source: &str) -> Error {
         Error::Config { path, message } => Error::config(format!("{source}: {path}"), message),
         other => other,
     }
+}
+
+fn validate_copy(
+    copy: &Copy,
+    shares: bool,
+    deployment: Deployment,
+    at: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let home = deployment.partition.unwrap_or("aws");
+    for (region, how) in &copy.regions {
+        let here = |field: &str| at(&format!("copy.regions.{region}{field}"));
+        if region.partition() != home {
+            return Err(Error::config(
+                here(""),
+                format!(
+                    "`{region}` is in the {} partition and this deployment in {home}: CopyImage does not cross partitions (use CreateStoreImageTask, or deploy the stack in that partition)",
+                    region.partition()
+                ),
+            ));
+        }
+        if how.kms_key_id.is_some() && !how.encrypted {
+            return Err(Error::config(
+                here(".kms_key_id"),
+                "a KMS key with encrypted false: set encrypted to true, or remove kms_key_id",
+            ));
+        }
+        if how.encrypted && how.kms_key_id.is_none() && shares {
+            return Err(Error::config(
+                here(".kms_key_id"),
+                "missing: the policy shares its AMIs, and a copy encrypted with the AWS managed key (the default) cannot be shared; set a customer managed key of that region",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_retain(r: &Retain, at: &dyn Fn(&str) -> String) -> Result<()> {
@@ -641,6 +685,43 @@ mod tests {
             Err(Error::Config { path, message }) => (path, message),
             other => panic!("expected a configuration error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn copies_that_could_not_be_shared_or_made_at_all_are_refused_at_load() {
+        let policy = |share: &str, copy: &str| {
+            format!(
+                r#"{{"policies":[{{"name":"a","select":{{"tags":{{"F":"*"}}}}{share},"copy":{{"regions":{copy}}}}}]}}"#
+            )
+        };
+        let share = r#","share":{"accounts":["111122223333"]}"#;
+        // Encrypted with the AWS managed key (no kms_key_id) while the policy shares.
+        let (path, message) = config_error(&policy(share, r#"{"eu-west-1":{"encrypted":true}}"#));
+        assert_eq!(path, "$.policies[0].copy.regions.eu-west-1.kms_key_id");
+        assert!(message.contains("AWS managed key"), "{message}");
+        // The same copy without sharing is fine; with a customer managed key it is fine too.
+        parse(&policy("", r#"{"eu-west-1":{"encrypted":true}}"#)).expect("no sharing");
+        parse(&policy(
+            share,
+            r#"{"eu-west-1":{"encrypted":true,"kms_key_id":"alias/k"}}"#,
+        ))
+        .expect("customer managed key");
+        // A key without encryption.
+        let (path, message) =
+            config_error(&policy("", r#"{"eu-west-1":{"kms_key_id":"alias/k"}}"#));
+        assert_eq!(path, "$.policies[0].copy.regions.eu-west-1.kms_key_id");
+        assert!(message.contains("encrypted"), "{message}");
+        // Another partition.
+        for region in ["cn-north-1", "us-gov-west-1"] {
+            let (path, message) = config_error(&policy("", &format!(r#"{{"{region}":{{}}}}"#)));
+            assert_eq!(path, format!("$.policies[0].copy.regions.{region}"));
+            assert!(message.contains("partition"), "{message}");
+        }
+        let gov = Deployment {
+            partition: Some("aws-us-gov"),
+            ..Deployment::default()
+        };
+        PolicyDocument::parse(&policy("", r#"{"us-gov-east-1":{}}"#), gov).expect("same partition");
     }
 
     #[test]
@@ -731,7 +812,8 @@ mod tests {
         assert!(PolicyDocument::parse(
             &public,
             Deployment {
-                allow_public_sharing: true
+                allow_public_sharing: true,
+                ..Deployment::default()
             }
         )
         .is_ok());

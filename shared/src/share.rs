@@ -133,6 +133,9 @@ pub struct ShareResult {
     /// Findings: permissions found wider than the policy allows (for example a public AMI).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
+    /// Why the policy's `public` was not applied (the other grants were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_refused: Option<String>,
 }
 
 /// The Lambda handler of `ami-share`.
@@ -179,12 +182,16 @@ pub async fn handle(
             if !r.add.is_empty() || !r.snapshot_add.is_empty() {
                 events.push(event(
                     "AMI Shared",
-                    vec![r.image_id.clone()],
+                    vec![r.region.image_arn(&r.image_id)],
                     detail.clone(),
                 ));
             }
             if !r.remove.is_empty() || !r.snapshot_remove.is_empty() {
-                events.push(event("AMI Unshared", vec![r.image_id.clone()], detail));
+                events.push(event(
+                    "AMI Unshared",
+                    vec![r.region.image_arn(&r.image_id)],
+                    detail,
+                ));
             }
         }
     }
@@ -216,6 +223,7 @@ fn blank(image_id: &str, region: &Region, policy: &str) -> ShareResult {
         outcome: ShareOutcome::Unchanged,
         reason: None,
         findings: Vec::new(),
+        public_refused: None,
     }
 }
 
@@ -339,7 +347,7 @@ async fn reconcile_inner(
         }
         ref other => {
             r.outcome = ShareOutcome::Skipped;
-            r.reason = Some(format!("{other:?}: only available AMIs are shared").to_lowercase());
+            r.reason = Some(format!("{other}: only available AMIs are shared"));
             return Ok(());
         }
     }
@@ -400,8 +408,45 @@ async fn reconcile_inner(
             }
         }
     }
-    if add.is_empty() && remove.is_empty() && snapshot_changes.is_empty() {
-        r.outcome = ShareOutcome::Unchanged;
+    // Public goes in a call of its own (ModifyImageAttribute is all or nothing): EC2 refuses
+    // it for encrypted AMIs, AMIs with product codes, and while block public access for AMIs is
+    // on in the region; such a refusal must not cost the account, organization and OU grants.
+    let mut add = add;
+    let public = add.contains(&Grant::Public);
+    add.retain(|g| *g != Grant::Public);
+    let mut make_public = false;
+    if public {
+        let why_not = if image.encrypted {
+            Some(
+                "it is encrypted (EC2 never makes an AMI with encrypted snapshots public)"
+                    .to_string(),
+            )
+        } else if image.has_product_codes {
+            Some("it has product codes (EC2 never makes such an AMI public)".to_string())
+        } else if ec2.image_block_public_access().await? {
+            Some(format!(
+                "block public access for AMIs is on in {} (GetImageBlockPublicAccessState): turn it off there to share publicly",
+                ec2.region()
+            ))
+        } else {
+            None
+        };
+        match why_not {
+            Some(why) => r.public_refused = Some(format!("not made public: {why}")),
+            None => make_public = true,
+        }
+    }
+    r.add = add.clone();
+    if make_public {
+        r.add.push(Grant::Public);
+    }
+    if add.is_empty() && remove.is_empty() && snapshot_changes.is_empty() && !make_public {
+        r.outcome = if r.public_refused.is_some() {
+            ShareOutcome::Refused
+        } else {
+            ShareOutcome::Unchanged
+        };
+        r.reason = r.public_refused.clone();
         return Ok(());
     }
     if dry_run {
@@ -416,6 +461,19 @@ async fn reconcile_inner(
         ec2.modify_volume_permissions(snap, add, remove).await?;
     }
     r.outcome = ShareOutcome::Changed;
+    if make_public {
+        if let Err(e) = ec2
+            .modify_launch_permissions(&image.id, &[Grant::Public], &[])
+            .await
+        {
+            if e.is_transient() {
+                return Err(e);
+            }
+            r.add.retain(|g| *g != Grant::Public);
+            r.public_refused = Some(format!("not made public: EC2 refused it: {e}"));
+        }
+    }
+    r.reason = r.public_refused.clone();
     Ok(())
 }
 
@@ -426,6 +484,7 @@ impl crate::respond::Line for ShareResult {
     }
     fn failed(&self) -> bool {
         matches!(self.outcome, ShareOutcome::Refused | ShareOutcome::Failed)
+            || self.public_refused.is_some()
     }
 }
 
@@ -440,6 +499,7 @@ mod tests {
             &doc,
             Deployment {
                 allow_public_sharing: allow_public,
+                ..Deployment::default()
             },
         )
         .expect("policy");

@@ -106,6 +106,8 @@ pub enum Trigger {
     /// `EC2 Instance State-change Notification`.
     InstanceState {
         region: Option<Region>,
+        /// When the state changed (the envelope's `time`): a re-delivery carries the same.
+        time: Option<DateTime<Utc>>,
         detail: InstanceStateChange,
     },
     /// `EBS Snapshot Notification`.
@@ -183,6 +185,7 @@ impl Trigger {
             }),
             ("aws.ec2", "EC2 Instance State-change Notification") => Ok(Trigger::InstanceState {
                 region,
+                time: envelope.time,
                 detail: from_value(detail, "$.detail")?,
             }),
             ("aws.ec2", "EBS Snapshot Notification") => Ok(Trigger::Snapshot {

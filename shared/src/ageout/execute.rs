@@ -89,6 +89,16 @@ fn from_error(action: &Action, region: &Region, err: &Error) -> ActionReport {
     report(action, region, outcome, Some(err))
 }
 
+/// When to deprecate, for a call made at `now`: EnableImageDeprecation refuses a time in the
+/// past and rounds seconds to the minute, so the next whole minute (or the planner's clock
+/// when that is later). Computed per call: a paced run crosses minute boundaries.
+pub fn deprecate_at(now: DateTime<Utc>, as_of: DateTime<Utc>) -> DateTime<Utc> {
+    (now + Duration::minutes(1))
+        .duration_trunc(Duration::minutes(1))
+        .unwrap_or(now + Duration::minutes(1))
+        .max(as_of)
+}
+
 /// Runs a plan. Image stages first (concurrently, at most `concurrency` in flight), then the
 /// snapshots, skipping those DeregisterImage already deleted. Stops starting new calls once the
 /// deadline has passed and reports the rest as deferred.
@@ -110,14 +120,6 @@ pub async fn execute<W: RetireImages + Sync>(
             .map(|a| report(a, region, Outcome::Planned, None))
             .collect();
     }
-    // EnableImageDeprecation takes no time in the past: the next whole minute, or the
-    // planner's clock when that is later.
-    let now = Utc::now();
-    let deprecate_at = (now + Duration::minutes(1))
-        .duration_trunc(Duration::minutes(1))
-        .unwrap_or(now)
-        .max(as_of);
-
     let (stages, snapshots): (Vec<&Action>, Vec<&Action>) = plan
         .actions
         .iter()
@@ -134,9 +136,10 @@ pub async fn execute<W: RetireImages + Sync>(
                 }
                 let id = action.image_id.as_deref().unwrap_or_default();
                 let result = match action.action {
-                    ActionKind::Deprecate => {
-                        ec2.deprecate(id, deprecate_at).await.map(|_| Vec::new())
-                    }
+                    ActionKind::Deprecate => ec2
+                        .deprecate(id, deprecate_at(Utc::now(), as_of))
+                        .await
+                        .map(|_| Vec::new()),
                     ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
                     ActionKind::Deregister => ec2.deregister(id).await,
                     ActionKind::DeleteSnapshot => Ok(Vec::new()),

@@ -5,7 +5,9 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +21,7 @@ use crate::app::{App, Deadline};
 use crate::ec2::{ImageInventory, RetireImages};
 use crate::error::{Error, Result};
 use crate::ids::Region;
-use crate::model::{Image, Usage};
+use crate::model::{EvidenceGap, Image, Usage};
 use crate::policy::{PolicyDocument, TemplateDepth};
 use crate::publish::{event, EventSink, Published};
 use crate::respond::label;
@@ -43,6 +45,9 @@ pub struct RegionReport {
     pub orphans: Vec<plan::Orphan>,
     /// Things the run could not check.
     pub warnings: Vec<String>,
+    /// Evidence calls that failed: the images they cover were kept (`usage_unknown`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence_gaps: Vec<EvidenceGap>,
     /// An error that stopped the region's run before it planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -121,7 +126,13 @@ pub async fn handle(
         counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
         "age-out run finished"
     );
-    let failed = !report.failed.is_empty() || report.regions.iter().any(|r| r.error.is_some());
+    // A failed evidence call is a partial failure (the AMIs it covers were kept); a throttled
+    // one only leaves the run incomplete, like any throttled action.
+    let failed = !report.failed.is_empty()
+        || report
+            .regions
+            .iter()
+            .any(|r| r.error.is_some() || r.evidence_gaps.iter().any(|g| !g.transient));
     crate::respond::answer(&report, failed)
 }
 
@@ -193,7 +204,19 @@ pub async fn run<S: EventSink + Sync>(
             .map(action_event)
             .collect()
     };
-    let complete = remaining == 0 && regions.iter().all(|r| r.error.is_none());
+    let complete = remaining == 0
+        && regions
+            .iter()
+            .all(|r| r.error.is_none() && r.evidence_gaps.is_empty());
+    let evidence_gaps: Vec<serde_json::Value> = regions
+        .iter()
+        .flat_map(|r| {
+            r.evidence_gaps.iter().map(|g| {
+                serde_json::json!({"region": r.region, "call": g.call, "code": g.code,
+                    "transient": g.transient, "images": g.images})
+            })
+        })
+        .collect();
     events.push(event(
         "Policy Run Completed",
         Vec::new(),
@@ -201,6 +224,7 @@ pub async fn run<S: EventSink + Sync>(
             "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
             "regions": regions.iter().map(|r| r.region.to_string()).collect::<Vec<_>>(),
             "policies": request.policies, "counts": counts, "failed": failed.len(), "remaining": remaining,
+            "evidence_gaps": evidence_gaps,
         }),
     ));
     let published = sink.publish(events).await;
@@ -228,15 +252,16 @@ fn action_event(a: &ActionReport) -> crate::publish::Event {
         ActionKind::Deregister => "AMI Deregistered",
         ActionKind::DeleteSnapshot => "AMI Snapshot Deleted",
     };
-    let resource = a
-        .action
-        .snapshot_id
-        .clone()
-        .or_else(|| a.action.image_id.clone())
-        .unwrap_or_default();
+    // PutEvents' Resources are ARNs, so rules that match on ARNs work.
+    let resources = match (&a.action.snapshot_id, &a.action.image_id) {
+        (Some(snap), Some(image)) => vec![a.region.snapshot_arn(snap), a.region.image_arn(image)],
+        (Some(snap), None) => vec![a.region.snapshot_arn(snap)],
+        (None, Some(image)) => vec![a.region.image_arn(image)],
+        (None, None) => Vec::new(),
+    };
     event(
         detail_type,
-        vec![resource],
+        resources,
         serde_json::to_value(a).unwrap_or_default(),
     )
 }
@@ -277,11 +302,15 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
         snapshots_kept: Vec::new(),
         orphans: Vec::new(),
         warnings: Vec::new(),
+        evidence_gaps: Vec::new(),
         error: None,
     };
     let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
-    let (plan, _) = match planned {
-        Ok(p) => p,
+    let plan = match planned {
+        Ok((plan, _, gaps)) => {
+            report.evidence_gaps = gaps;
+            plan
+        }
         Err(e) => {
             tracing::error!(region = %region, error = %e, "age-out could not plan the region");
             report.error = Some(e.to_string());
@@ -308,22 +337,40 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
     report
 }
 
-/// Scans the region and plans: images, snapshots and usage once each, then the references
-/// and share state of only the images the plan would change.
+/// Scans the region and plans: images, snapshots and usage once each, then the share state
+/// and the references of only the images the plan would change.
+///
+/// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
+/// plans nothing); a failed evidence call (instances, launch templates, references, share
+/// state) is recorded as a gap, and the planner keeps every image it covers from being
+/// disabled or deregistered (`usage_unknown`).
 pub async fn plan_region<E: ImageInventory + Sync>(
     ec2: &E,
     document: &PolicyDocument,
     request: &RunRequest,
     as_of: DateTime<Utc>,
     warnings: &mut Vec<String>,
-) -> Result<(Plan, Vec<Image>)> {
-    let (images, snapshots, usage) = futures::try_join!(
-        ec2.images(None),
-        ec2.snapshots(),
-        ec2.usage(deepest(document))
-    )?;
-    let mut images = images;
-    let mut usage: Usage = usage;
+) -> Result<(Plan, Vec<Image>, Vec<EvidenceGap>)> {
+    let depth = deepest(document);
+    let (scanned, instances, templates) = futures::join!(
+        futures::future::try_join(ec2.images(None), ec2.snapshots()),
+        ec2.instance_usage(),
+        ec2.template_usage(depth)
+    );
+    let (mut images, snapshots) = scanned?;
+    let mut usage = Usage::default();
+    match instances {
+        Ok(found) => usage.instances = found,
+        Err(e) => usage.gaps.push(gap("DescribeInstances", &e, None)),
+    }
+    match templates {
+        Ok(found) => usage.launch_templates = found,
+        Err(e) => usage.gaps.push(gap(
+            e.operation().unwrap_or("DescribeLaunchTemplates"),
+            &e,
+            None,
+        )),
+    }
     let account_id = account_of(&images, &snapshots)?;
     if let Some(ids) = &request.image_ids {
         for id in ids {
@@ -348,43 +395,65 @@ pub async fn plan_region<E: ImageInventory + Sync>(
     };
     let mut planned = input(&images, &usage);
 
-    // Share state: only for images the plan acts on under a policy that excludes shared AMIs.
-    let check_shared: Vec<String> = planned
-        .actions
-        .iter()
-        .filter(|a| a.action != ActionKind::DeleteSnapshot)
-        .filter(|a| {
-            document
-                .policy(&a.policy)
-                .and_then(|p| p.retain.as_ref())
-                .is_some_and(|r| r.exclude_shared)
-        })
-        .filter_map(|a| a.image_id.clone())
-        .collect();
-    for id in &check_shared {
-        let shared = ec2.is_shared(id).await?;
-        if let Some(image) = images.iter_mut().find(|i| &i.id == id) {
-            image.shared = Some(shared);
-        }
-    }
-
-    // References (SSM parameters, Image Builder recipes, ...): where the API answers.
-    let acted = planned.acted_images();
-    if !acted.is_empty() {
-        match ec2.image_references(&acted).await {
-            Ok(refs) => usage.references = refs,
-            Err(e) if e.is_throttling() => return Err(e),
-            Err(e) => {
-                let why = format!("DescribeImageReferences did not answer ({e}); references from SSM parameters and Image Builder were not checked");
-                warnings.push(why.clone());
-                usage.references_unchecked = Some(why);
+    // Share state: only for the images whose decision waits on it.
+    if !planned.share_state_needed.is_empty() {
+        for id in &planned.share_state_needed {
+            match ec2.is_shared(id).await {
+                Ok(shared) => {
+                    if let Some(image) = images.iter_mut().find(|i| &i.id == id) {
+                        image.shared = Some(shared);
+                    }
+                }
+                Err(e) => usage.gaps.push(gap(
+                    "DescribeImageAttribute",
+                    &e,
+                    Some(BTreeSet::from([id.clone()])),
+                )),
             }
         }
-    }
-    if !check_shared.is_empty() || !usage.references.is_empty() {
         planned = input(&images, &usage);
     }
-    Ok((planned, images))
+
+    // References (SSM parameters, Image Builder recipes, ...) of the images the plan changes,
+    // at most 10 per DescribeImageReferences call; a failed call leaves its images unchecked.
+    let acted = planned.acted_images();
+    if !acted.is_empty() {
+        let chunks: Vec<Vec<String>> = acted
+            .chunks(crate::ec2::IMAGE_REFERENCES_MAX_IDS)
+            .map(<[String]>::to_vec)
+            .collect();
+        let answers: Vec<(Vec<String>, Result<_>)> = futures::stream::iter(chunks)
+            .map(|ids| async move {
+                let found = ec2.image_references(&ids, depth).await;
+                (ids, found)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (ids, found) in answers {
+            match found {
+                Ok(refs) => usage.references.extend(refs),
+                Err(e) => usage.gaps.push(gap(
+                    "DescribeImageReferences",
+                    &e,
+                    Some(ids.into_iter().collect()),
+                )),
+            }
+        }
+        planned = input(&images, &usage);
+    }
+    Ok((planned, images, usage.gaps))
+}
+
+fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {
+    tracing::error!(call, error = %error, images = ?images, "evidence call failed: the AMIs it covers are kept");
+    EvidenceGap {
+        call: call.to_string(),
+        code: error.code().map(str::to_string),
+        error: error.to_string(),
+        transient: error.is_transient(),
+        images,
+    }
 }
 
 /// The account that owns what `Owners=self` returned; refuses to go on if that is ambiguous.

@@ -44,6 +44,18 @@ pub enum ActionKind {
     DeleteSnapshot,
 }
 
+impl ActionKind {
+    /// The action as a past participle: `deprecated`, `disabled`, ...
+    pub fn past(&self) -> &'static str {
+        match self {
+            ActionKind::Deprecate => "deprecated",
+            ActionKind::Disable => "disabled",
+            ActionKind::Deregister => "deregistered",
+            ActionKind::DeleteSnapshot => "deleted",
+        }
+    }
+}
+
 /// One planned change, with the reason for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Action {
@@ -90,6 +102,9 @@ pub enum KeepReason {
     WithinRetention,
     /// Pending or failed: not settled yet.
     NotSettled,
+    /// The evidence that it is unused is incomplete (an evidence call failed): it may be
+    /// deprecated, never disabled or deregistered.
+    UsageUnknown,
 }
 
 /// An image the plan keeps, and why.
@@ -130,6 +145,9 @@ pub struct Plan {
     pub snapshots_kept: Vec<SnapshotKept>,
     /// Orphaned snapshots found.
     pub orphans: Vec<Orphan>,
+    /// Images kept only because their share state is not known yet: look it up, plan again.
+    #[serde(skip)]
+    pub share_state_needed: Vec<String>,
 }
 
 /// A snapshot of a deregistered image that is not deleted.
@@ -195,11 +213,22 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         };
         // Newest first; ties broken by id so the plan is deterministic.
         members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
-        for (rank, image) in members.into_iter().enumerate() {
+        // `keep_latest` ranks only AMIs that can be launched: a pending, failed or disabled
+        // newer AMI never pushes the last good one out of the newest N.
+        let mut launchable = 0usize;
+        for image in members {
+            let rank = (image.state == ImageState::Available).then(|| {
+                launchable += 1;
+                launchable - 1
+            });
             if !wanted_image(&image.id) {
                 continue;
             }
-            match decide(image, rank, retain, input) {
+            let (decision, needs_share_state) = decide(image, rank, retain, policy, input);
+            if needs_share_state {
+                out.share_state_needed.push(image.id.clone());
+            }
+            match decision {
                 Decision::Keep(reason, detail) => {
                     out.kept
                         .push(kept(image, policy, family.clone(), reason, detail))
@@ -353,7 +382,56 @@ enum Decision {
     Act(ActionKind, String),
 }
 
-fn decide(image: &Image, rank: usize, retain: &Retain, input: PlanInput<'_>) -> Decision {
+/// Decides one image. The boolean says that the decision waits on the image's share state
+/// (DescribeImageAttribute), which the caller looks up for exactly these images and plans again.
+fn decide(
+    image: &Image,
+    rank: Option<usize>,
+    retain: &Retain,
+    policy: &Policy,
+    input: PlanInput<'_>,
+) -> (Decision, bool) {
+    use KeepReason::*;
+    let decision = stage(image, rank, retain, input);
+    let Decision::Act(kind, _) = &decision else {
+        return (decision, false);
+    };
+    let kind = *kind;
+    // DisableImage removes every launch permission (EC2 API reference, DisableImage):
+    // consumers of a policy that shares would lose the AMI without notice.
+    let disable_unshares =
+        kind == ActionKind::Disable && policy.share.is_some() && !retain.disable_shared_images;
+    if retain.exclude_shared || disable_unshares {
+        let why = if retain.exclude_shared {
+            "shared, and the policy excludes shared AMIs"
+        } else {
+            "shared: DisableImage would remove its launch permissions (retain.disable_shared_images allows it)"
+        };
+        match (image.public, image.shared) {
+            (true, _) => return (Decision::Keep(Shared, format!("public; {why}")), false),
+            (false, Some(true)) => return (Decision::Keep(Shared, why.into()), false),
+            (false, None) => {
+                // Unknown share state keeps the image (fail closed) until it is looked up.
+                let detail = format!("share state not known; {why}");
+                return (Decision::Keep(Shared, detail), true);
+            }
+            (false, Some(false)) => {}
+        }
+    }
+    // Fail closed: without complete evidence that the AMI is unused, nothing that stops a
+    // launch happens to it. Deprecation stops no launch, so it still goes ahead.
+    if matches!(kind, ActionKind::Disable | ActionKind::Deregister) {
+        if let Some(gap) = input.usage.gap_for(&image.id) {
+            let code = gap.code.as_deref().unwrap_or(&gap.error);
+            let detail = format!("not {}: {} failed ({code})", kind.past(), gap.call);
+            return (Decision::Keep(UsageUnknown, detail), false);
+        }
+    }
+    (decision, false)
+}
+
+/// The stage an image's age calls for, or why it is kept, before share state and evidence.
+fn stage(image: &Image, rank: Option<usize>, retain: &Retain, input: PlanInput<'_>) -> Decision {
     use KeepReason::*;
     let usage = input.usage;
     let list = |set: Option<&BTreeSet<String>>| {
@@ -387,16 +465,6 @@ fn decide(image: &Image, rank: usize, retain: &Retain, input: PlanInput<'_>) -> 
     if image.deregistration_protection {
         return Decision::Keep(DeregistrationProtection, String::new());
     }
-    if retain.exclude_shared && (image.public || image.shared == Some(true)) {
-        return Decision::Keep(
-            Shared,
-            if image.public {
-                "public".into()
-            } else {
-                String::new()
-            },
-        );
-    }
     if retain.exclude_launched_within_days > 0 {
         if let Some(at) = image.last_launched {
             if !older_than(Some(at), input.as_of, retain.exclude_launched_within_days) {
@@ -407,7 +475,7 @@ fn decide(image: &Image, rank: usize, retain: &Retain, input: PlanInput<'_>) -> 
             }
         }
     }
-    if rank < retain.keep_latest as usize {
+    if let Some(rank) = rank.filter(|r| *r < retain.keep_latest as usize) {
         return Decision::Keep(
             KeepLatest,
             format!("newest {} of {}", rank + 1, retain.keep_latest),
@@ -417,7 +485,7 @@ fn decide(image: &Image, rank: usize, retain: &Retain, input: PlanInput<'_>) -> 
         image.state,
         ImageState::Pending | ImageState::Failed | ImageState::Other(_)
     ) {
-        return Decision::Keep(NotSettled, format!("{:?}", image.state).to_lowercase());
+        return Decision::Keep(NotSettled, image.state.to_string());
     }
     let age_days = image
         .created
@@ -449,7 +517,9 @@ fn decide(image: &Image, rank: usize, retain: &Retain, input: PlanInput<'_>) -> 
         .deprecate_after_days
         .filter(|d| older_than(image.created, input.as_of, *d))
     {
-        let deprecated = image.deprecation_time.is_some_and(|t| t <= input.as_of);
+        // A deprecation already set (even one scheduled a minute ahead by an earlier run) is
+        // a deprecation: a re-delivered schedule plans it again never.
+        let deprecated = image.deprecation_time.is_some();
         if !deprecated && !disabled {
             return Decision::Act(
                 ActionKind::Deprecate,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::plan::{plan, ActionKind, KeepReason, Plan, PlanInput};
-use crate::model::{Image, ImageState, Snapshot, TemplateUse, Usage};
+use crate::model::{EvidenceGap, Image, ImageState, Snapshot, TemplateUse, Usage};
 use crate::policy::{Deployment, PolicyDocument};
 
 const ME: &str = "111111111111";
@@ -281,6 +281,123 @@ fn stages_already_reached_are_not_planned_again() {
 }
 
 #[test]
+fn a_failed_evidence_call_keeps_the_images_it_covers_from_disable_and_deregister_but_not_deprecation(
+) {
+    let d = doc(STAGES);
+    let images = [
+        image("n", "a", 1),
+        image("dep", "a", 31),
+        image("dis", "a", 61),
+        image("old", "a", 91),
+        image("other", "b", 91),
+        image("newest-b", "b", 1),
+    ];
+    let gap = |images: Option<&[&str]>| EvidenceGap {
+        call: "DescribeInstances".into(),
+        code: Some("UnauthorizedOperation".into()),
+        error: "denied".into(),
+        transient: false,
+        images: images.map(|ids| ids.iter().map(|s| s.to_string()).collect()),
+    };
+    // A scan that covers every image (DescribeInstances, launch templates) failed.
+    let usage = Usage {
+        gaps: vec![gap(None)],
+        ..Usage::default()
+    };
+    let p = run(&d, &images, &usage);
+    assert_eq!(action_of(&p, "dep"), Some(ActionKind::Deprecate));
+    for id in ["dis", "old", "other"] {
+        assert_eq!(action_of(&p, id), None, "{id}");
+        assert_eq!(kept_for(&p, id), Some(KeepReason::UsageUnknown), "{id}");
+    }
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.action != ActionKind::DeleteSnapshot));
+    // A DescribeImageReferences batch failed: only its images are kept.
+    let usage = Usage {
+        gaps: vec![gap(Some(&["old"]))],
+        ..Usage::default()
+    };
+    let p = run(&d, &images, &usage);
+    assert_eq!(kept_for(&p, "old"), Some(KeepReason::UsageUnknown));
+    assert_eq!(action_of(&p, "other"), Some(ActionKind::Deregister));
+    assert_eq!(action_of(&p, "dis"), Some(ActionKind::Disable));
+}
+
+#[test]
+fn keep_latest_ranks_only_launchable_amis() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 30}"#);
+    let mut pending = image("pending", "a", 1);
+    pending.state = ImageState::Pending;
+    let mut failed = image("failed", "a", 2);
+    failed.state = ImageState::Failed;
+    let mut disabled = image("disabled", "a", 3);
+    disabled.state = ImageState::Disabled;
+    let images = [
+        pending,
+        failed,
+        disabled,
+        image("good", "a", 40),
+        image("older", "a", 50),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    assert_eq!(kept_for(&p, "good"), Some(KeepReason::KeepLatest));
+    assert_eq!(action_of(&p, "good"), None);
+    assert_eq!(action_of(&p, "older"), Some(ActionKind::Deregister));
+    assert_eq!(kept_for(&p, "pending"), Some(KeepReason::NotSettled));
+    assert_eq!(kept_for(&p, "failed"), Some(KeepReason::NotSettled));
+}
+
+#[test]
+fn a_deprecation_already_scheduled_is_not_planned_again() {
+    let d = doc(STAGES);
+    // An earlier run (or a re-delivered schedule) set the deprecation a minute ahead.
+    let mut scheduled = image("scheduled", "a", 40);
+    scheduled.deprecation_time = Some(now() + Duration::minutes(1));
+    let p = run(&d, &[image("n", "a", 1), scheduled], &Usage::default());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(kept_for(&p, "scheduled"), Some(KeepReason::WithinRetention));
+}
+
+fn sharing_doc(extra: &str) -> PolicyDocument {
+    let json = format!(
+        r#"{{"policies": [{{"name": "web", "select": {{"tags": {{"Family": "*"}}}}, "family_by": "tag:Family",
+            "share": {{"accounts": ["210987654321"]}},
+            "retain": {{"keep_latest": 1, "disable_after_days": 60, "max_age_days": 90{extra}}}}}]}}"#
+    );
+    PolicyDocument::parse(&json, Deployment::default()).expect("policy")
+}
+
+#[test]
+fn a_policy_that_shares_does_not_disable_its_shared_amis_unless_it_opts_out() {
+    let mut shared = image("shared", "a", 70);
+    shared.shared = Some(true);
+    let mut private = image("private", "a", 70);
+    private.shared = Some(false);
+    let unknown = image("unknown", "a", 70);
+    let mut old_shared = image("old-shared", "a", 100);
+    old_shared.shared = Some(true);
+    let images = [image("n", "a", 1), shared, private, unknown, old_shared];
+    let p = run(&sharing_doc(""), &images, &Usage::default());
+    assert_eq!(kept_for(&p, "shared"), Some(KeepReason::Shared));
+    assert_eq!(action_of(&p, "private"), Some(ActionKind::Disable));
+    // Unknown share state keeps it, and asks for exactly that image's share state.
+    assert_eq!(kept_for(&p, "unknown"), Some(KeepReason::Shared));
+    assert_eq!(p.share_state_needed, vec!["unknown".to_string()]);
+    // Deregistration is not DisableImage: a shared AMI past max_age_days still goes.
+    assert_eq!(action_of(&p, "old-shared"), Some(ActionKind::Deregister));
+
+    let p = run(
+        &sharing_doc(r#", "disable_shared_images": true"#),
+        &images,
+        &Usage::default(),
+    );
+    assert_eq!(action_of(&p, "shared"), Some(ActionKind::Disable));
+    assert!(p.share_state_needed.is_empty());
+}
+
+#[test]
 fn an_image_belongs_to_the_first_policy_that_selects_it_and_unselected_images_are_ignored() {
     let json = r#"{"policies": [
         {"name": "first", "select": {"name_pattern": "web-*"}, "retain": {"keep_latest": 5}},
@@ -356,6 +473,13 @@ fn fleet() -> impl Strategy<Value = Fleet> {
                         }
                         4 => i.deregistration_protection = true,
                         5 => i.last_launched = Some(now() - Duration::days(1)),
+                        6 => usage.gaps.push(EvidenceGap {
+                            call: "DescribeImageReferences".into(),
+                            code: Some("InternalError".into()),
+                            error: "injected".into(),
+                            transient: true,
+                            images: Some(BTreeSet::from([id.clone()])),
+                        }),
                         _ => {}
                     }
                     if disabled {
@@ -400,6 +524,10 @@ proptest! {
             prop_assert!(i.tags.get("Retain").map(String::as_str) != Some("true"));
             prop_assert!(!i.deregistration_protection);
             prop_assert!(i.last_launched.is_none());
+            // Fail closed: an image whose evidence is missing is at most deprecated.
+            if f.usage.gap_for(id).is_some() {
+                prop_assert_eq!(a.action, ActionKind::Deprecate, "{} has no evidence", id);
+            }
         }
 
         // Never a snapshot that a remaining image uses, or one the account does not own.
@@ -413,10 +541,11 @@ proptest! {
             prop_assert!(snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
         }
 
-        // The newest keep_latest of each family (owned images) are never acted on.
+        // The newest keep_latest launchable (available) AMIs of each family (owned images) are
+        // never acted on: a disabled, pending or failed newer AMI does not push them out.
         let keep = f.keep_latest.max(1) as usize;
         let mut families: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
-        for i in f.images.iter().filter(|i| i.owner_id == ME) {
+        for i in f.images.iter().filter(|i| i.owner_id == ME && i.state == ImageState::Available) {
             families.entry(i.tags["Family"].as_str()).or_default().push(i);
         }
         for members in families.values_mut() {
