@@ -112,6 +112,7 @@ pub async fn execute<W: RetireImages + Sync>(
     deadline: Deadline,
     concurrency: usize,
     pacer: &Pacer,
+    clock: &(dyn Fn() -> DateTime<Utc> + Sync),
 ) -> Vec<ActionReport> {
     if dry_run {
         return plan
@@ -137,7 +138,7 @@ pub async fn execute<W: RetireImages + Sync>(
                 let id = action.image_id.as_deref().unwrap_or_default();
                 let result = match action.action {
                     ActionKind::Deprecate => ec2
-                        .deprecate(id, deprecate_at(Utc::now(), as_of))
+                        .deprecate(id, deprecate_at(clock(), as_of))
                         .await
                         .map(|_| Vec::new()),
                     ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
@@ -246,4 +247,124 @@ pub async fn execute<W: RetireImages + Sync>(
     });
     out.extend(snapshot_reports);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::error::Result;
+
+    /// EC2's retire calls in memory. EnableImageDeprecation refuses a time before the current
+    /// minute of the fake's clock, as EC2 refuses a `DeprecateAt` in the past.
+    struct FakeEc2 {
+        clock: Mutex<DateTime<Utc>>,
+        deprecated: Mutex<Vec<(String, DateTime<Utc>)>>,
+    }
+
+    impl FakeEc2 {
+        fn now(&self) -> DateTime<Utc> {
+            *self.clock.lock().expect("clock")
+        }
+    }
+
+    impl RetireImages for FakeEc2 {
+        async fn deprecate(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
+            // Each call takes 40 s of the fake's clock: a paced run crossing minute boundaries.
+            let now = {
+                let mut clock = self.clock.lock().expect("clock");
+                *clock += Duration::seconds(40);
+                *clock
+            };
+            let minute = now.duration_trunc(Duration::minutes(1)).expect("minute");
+            if at < minute {
+                return Err(Error::Refused(format!(
+                    "DeprecateAt {at} is in the past at {now}"
+                )));
+            }
+            self.deprecated
+                .lock()
+                .expect("log")
+                .push((image_id.to_string(), at));
+            Ok(())
+        }
+        async fn disable(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn deregister(&self, _: &str) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        async fn delete_snapshot(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_deprecation_gets_a_time_in_the_future_of_its_own_call() {
+        let start = Utc
+            .with_ymd_and_hms(2026, 11, 26, 10, 0, 50)
+            .single()
+            .expect("time");
+        let ec2 = FakeEc2 {
+            clock: Mutex::new(start),
+            deprecated: Mutex::new(Vec::new()),
+        };
+        let plan = Plan {
+            actions: (0..6)
+                .map(|n| Action {
+                    action: ActionKind::Deprecate,
+                    image_id: Some(format!("ami-{n}")),
+                    snapshot_id: None,
+                    policy: "web".into(),
+                    family: Some("web".into()),
+                    reason: "old".into(),
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let region: Region = "us-east-1".parse().expect("region");
+        let pacer = Pacer::new(1_000.0, 1_000.0);
+        let clock = || ec2.now();
+        // An as_of in the past (a run without as_of: the clock at its start).
+        let reports = execute(
+            &plan,
+            &ec2,
+            &region,
+            false,
+            start,
+            Deadline::none(),
+            1,
+            &pacer,
+            &clock,
+        )
+        .await;
+        assert!(
+            reports.iter().all(|r| r.outcome == Outcome::Done),
+            "{reports:?}"
+        );
+        let deprecated = ec2.deprecated.lock().expect("log");
+        assert_eq!(deprecated.len(), 6);
+        assert!(
+            deprecated.last().map(|(_, at)| *at) > Some(start + Duration::minutes(3)),
+            "later calls get later times: {deprecated:?}"
+        );
+    }
+
+    #[test]
+    fn the_deprecation_time_is_the_next_minute_or_the_planners_clock() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 26, 10, 0, 59)
+            .single()
+            .expect("time");
+        let next = Utc
+            .with_ymd_and_hms(2026, 11, 26, 10, 1, 0)
+            .single()
+            .expect("time");
+        assert_eq!(deprecate_at(now, now - Duration::days(1)), next);
+        let later = now + Duration::days(3);
+        assert_eq!(deprecate_at(now, later), later);
+    }
 }

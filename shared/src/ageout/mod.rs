@@ -329,6 +329,7 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
         deadline,
         settings.concurrency,
         &pacer,
+        &Utc::now,
     )
     .await;
     report.kept = plan.kept;
