@@ -67,17 +67,22 @@ pub struct TestBed {
 }
 
 impl TestBed {
-    /// The test bed with the documented EC2 behaviours added.
+    /// The test bed with the documented EC2 behaviours added and EC2's API contract enforced.
     pub fn start() -> TestBed {
-        Self::launch(false)
+        Self::launch(&[])
     }
 
     /// moto as it is, without the additions (to show what each addition changes).
     pub fn start_plain() -> TestBed {
-        Self::launch(true)
+        Self::launch(&["--plain"])
     }
 
-    fn launch(plain: bool) -> TestBed {
+    /// The test bed without the contract check (to show a request the contract refuses).
+    pub fn start_without_contract() -> TestBed {
+        Self::launch(&["--no-contract"])
+    }
+
+    fn launch(flags: &[&str]) -> TestBed {
         let python = venv_python();
         let script = root().join("tests/support/moto_launcher.py");
         let mut cmd = Command::new(python);
@@ -85,9 +90,7 @@ impl TestBed {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if plain {
-            cmd.arg("--plain");
-        }
+        cmd.args(flags);
         let mut child = cmd.spawn().expect("start the moto launcher");
         let stdout = child.stdout.take().expect("launcher stdout");
         let mut line = String::new();

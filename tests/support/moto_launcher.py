@@ -15,10 +15,18 @@ answers the next N calls of an action with an EC2 error code (throttling, in-use
 a slow answer (`SLOW:<ms>`) or a dropped connection (`DROP`);
 `POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do.
 
-Usage: python moto_launcher.py [--port N] [--plain]
+Every AWS request is first checked against the services' published API contract (`contract.py`:
+botocore's service model, the data the AWS SDKs are generated from): a request that EC2 would
+refuse for a missing, unknown or invalid parameter is answered with EC2's error
+(MissingParameter, UnknownParameter, InvalidParameterValue) as an HTTP 400, and one that
+EventBridge, KMS or SSM would refuse with their ValidationException; moto never sees it.
+
+Usage: python moto_launcher.py [--port N] [--plain] [--no-contract]
 Prints `READY <port>` on stdout once it accepts connections; stops when stdin closes (the test
-process that started it ended) or on SIGTERM. `--plain` serves moto without the patches, so the
-tests can show what each patch changes.
+process that started it ended) or on SIGTERM. `--plain` serves moto as it is (no patches, no
+contract check), so the tests can show what each patch changes; `--no-contract` keeps the patches
+and drops only the contract check, so a test can show a request the contract refuses is accepted
+without it.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any
+from xml.sax.saxutils import escape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(HERE, "amis.json"))
@@ -41,6 +50,8 @@ from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import amis as moto_amis  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models import instances as moto_instances  # noqa: E402
+from moto.ec2.models import launch_templates as moto_launch_templates  # noqa: E402
+from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
@@ -53,6 +64,8 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
+
+import contract  # noqa: E402  (tests/support/contract.py, next to this file)
 
 REF = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference"
 
@@ -369,6 +382,8 @@ def modify_image_attribute(self: Any) -> Any:
     ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
     if ami is not None and ami.state == "disabled":
         raise ClientError("InvalidParameterValue", f"The image {ami.id} is disabled.")
+    if ami is not None:
+        _check_public(self, ami)
     return _moto_modify_image_attribute(self)
 
 
@@ -394,42 +409,6 @@ def put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return entries
-
-
-# DescribeImageReferences ({REF}/API_DescribeImageReferences.html): the account's resources that
-# reference the images: instances (not terminated), the newest 20 versions of each launch
-# template, and SSM parameters whose value is the image id. moto does not implement it.
-def describe_image_references(self: Any) -> ActionResult:
-    backend = self.ec2_backend
-    ids = self._get_param("ImageIds", [])
-    self.error_on_dryrun()
-    for image_id in ids:
-        if image_id not in backend.amis:
-            raise ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
-    every = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
-    types = {t.get("ResourceType") for t in self._get_param("ResourceTypes", [])}
-    account, region = backend.account_id, backend.region_name
-    refs: list[dict[str, str]] = []
-    if every or "ec2:Instance" in types:
-        for inst in backend.all_instances():
-            if inst.image_id in ids and inst.state != "terminated":
-                arn = f"arn:aws:ec2:{region}:{account}:instance/{inst.id}"
-                refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance", "Arn": arn})
-    if every or "ec2:LaunchTemplate" in types:
-        for template in backend.launch_templates.values():
-            for version in template.versions[-20:]:
-                image = version.data.get("ImageId")
-                if image in ids:
-                    arn = f"arn:aws:ec2:{region}:{account}:launch-template/{template.id}"
-                    refs.append({"ImageId": image, "ResourceType": "ec2:LaunchTemplate", "Arn": arn})
-    if every or "ssm:Parameter" in types:
-        from moto.ssm.models import ssm_backends
-
-        for name, versions in list(ssm_backends[account][region]._parameters.items()):
-            if versions and versions[-1].value in ids:
-                arn = f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
-                refs.append({"ImageId": versions[-1].value, "ResourceType": "ssm:Parameter", "Arn": arn})
-    return ActionResult({"ImageReferences": refs})
 
 
 # RunInstances ({REF}/API_RunInstances.html, and "Root device volumes" in the EC2 user guide):
@@ -564,6 +543,227 @@ def copy_image(self: Any) -> ActionResult:
     return ActionResult({"ImageId": ami_id})
 
 
+# DescribeImageReferences ({REF}/API_DescribeImageReferences.html, ResourceTypeOption; EC2 User
+# Guide "Identify your resources referencing specified AMIs"): ResourceTypes (or
+# IncludeAllResourceTypes, whose defaults ResourceTypes' options override) name what is checked.
+# ec2:Instance covers instances in every state, terminated included, unless the `state-name`
+# option narrows them; ec2:LaunchTemplate covers the 10 most recent versions unless
+# `version-depth` (1-10000) says otherwise; ssm:Parameter and the Image Builder recipes are
+# reported. moto does not implement the call.
+INSTANCE_STATES = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"]
+
+
+def describe_image_references(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    ids = self._get_param("ImageIds", [])
+    self.error_on_dryrun()
+    for image_id in ids:
+        if image_id not in backend.amis:
+            raise ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    every = str(self._get_param("IncludeAllResourceTypes", "false")).lower() == "true"
+    requested = {t.get("ResourceType"): t.get("ResourceTypeOptions", []) for t in self._get_param("ResourceTypes", [])}
+    if not every and not requested:
+        raise ClientError("MissingParameter", "Either IncludeAllResourceTypes or ResourceTypes must be specified.")
+    kinds = ["ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter", "imagebuilder:ImageRecipe",
+             "imagebuilder:ContainerRecipe"] if every else list(requested)
+
+    def option(kind: str, name: str) -> list[str] | None:
+        for o in requested.get(kind, []):
+            if o.get("OptionName") == name:
+                return list(o.get("OptionValues", []))
+        return None
+
+    account, region = backend.account_id, backend.region_name
+    refs: list[dict[str, str]] = []
+    if "ec2:Instance" in kinds:
+        states = option("ec2:Instance", "state-name") or INSTANCE_STATES
+        for inst in backend.all_instances():
+            if inst.image_id in ids and inst.state in states:
+                arn = f"arn:aws:ec2:{region}:{account}:instance/{inst.id}"
+                refs.append({"ImageId": inst.image_id, "ResourceType": "ec2:Instance", "Arn": arn})
+    if "ec2:LaunchTemplate" in kinds:
+        depth_option = option("ec2:LaunchTemplate", "version-depth")
+        depth = int(depth_option[0]) if depth_option else 10
+        if not 1 <= depth <= 10000:
+            raise ClientError("InvalidParameterValue", f"version-depth {depth} is not between 1 and 10000")
+        for template in backend.launch_templates.values():
+            named = {_resolved(backend, v.data.get("ImageId")) for v in template.versions[-depth:]}
+            for image in sorted(i for i in named if i in ids):
+                arn = f"arn:aws:ec2:{region}:{account}:launch-template/{template.id}"
+                refs.append({"ImageId": image, "ResourceType": "ec2:LaunchTemplate", "Arn": arn})
+    if "ssm:Parameter" in kinds:
+        from moto.ssm.models import ssm_backends
+
+        for name, versions in list(ssm_backends[account][region]._parameters.items()):
+            if versions and versions[-1].value in ids:
+                arn = f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+                refs.append({"ImageId": versions[-1].value, "ResourceType": "ssm:Parameter", "Arn": arn})
+    return ActionResult({"ImageReferences": refs})
+
+
+def _resolved(backend: Any, image_id: str | None) -> str | None:
+    """The AMI behind a launch template's `resolve:ssm:<parameter>` ImageId (else the id)."""
+    if not image_id or not image_id.startswith("resolve:ssm:"):
+        return image_id
+    from moto.ssm.models import ssm_backends
+
+    name = image_id[len("resolve:ssm:"):].split(":")[0]
+    versions = ssm_backends[backend.account_id][backend.region_name]._parameters.get(name)
+    return versions[-1].value if versions else image_id
+
+
+# DescribeLaunchTemplateVersions ({REF}/API_DescribeLaunchTemplateVersions.html): versions are
+# found by number (a deleted one named in Versions is InvalidLaunchTemplateId.VersionNotFound);
+# MinVersion is "the version number after which", MaxVersion "the version number up to which",
+# so a range simply skips deleted versions; ResolveAlias=true answers the AMI behind a
+# `resolve:ssm:` ImageId (default false: the alias); MaxResults (1-200) pages with NextToken.
+# DeleteLaunchTemplateVersions ({REF}/API_DeleteLaunchTemplateVersions.html) deletes versions,
+# never the default one. moto indexes versions by position and implements neither.
+def describe_launch_template_versions(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    name = self._get_param("LaunchTemplateName")
+    template_id = self._get_param("LaunchTemplateId")
+    versions = self._get_param("Versions", [])
+    low, high = self._get_param("MinVersion"), self._get_param("MaxVersion")
+    resolve = str(self._get_param("ResolveAlias", "false")).lower() == "true"
+    self.error_on_dryrun()
+    if name:
+        template = backend.get_launch_template_by_name(name)
+    elif template_id:
+        template = backend.get_launch_template(template_id)
+    else:
+        template = None
+    found: list[tuple[Any, Any]] = []
+    if template is None:
+        for t in backend.launch_templates.values():
+            for v in versions:
+                found.append((t, _version(t, v)))
+    elif versions:
+        found = [(template, _version(template, v)) for v in versions]
+    else:
+        found = [(template, v) for v in template.versions
+                 if (low is None or v.number > int(low)) and (high is None or v.number <= int(high))]
+    page, token = _page_of(self, found, 200)
+    out = []
+    for t, v in page:
+        data = dict(v.data)
+        if resolve and data.get("ImageId"):
+            data["ImageId"] = _resolved(backend, data["ImageId"])
+        out.append({"CreateTime": v.create_time, "DefaultVersion": t.default_version_number == v.number,
+                    "LaunchTemplateData": data, "LaunchTemplateId": t.id, "LaunchTemplateName": t.name,
+                    "VersionDescription": v.description, "VersionNumber": v.number})
+    result: dict[str, Any] = {"LaunchTemplateVersions": out}
+    if token:
+        result["NextToken"] = token
+    return ActionResult(result)
+
+
+def _version(template: Any, wanted: str) -> Any:
+    if str(wanted).lower() == "$latest":
+        return template.versions[-1]
+    number = template.default_version_number if str(wanted).lower() == "$default" else int(wanted)
+    for v in template.versions:
+        if v.number == number:
+            return v
+    raise ClientError("InvalidLaunchTemplateId.VersionNotFound",
+                      f"Could not find launch template version {wanted} for {template.id}")
+
+
+def _page_of(self: Any, items: list[Any], most: int) -> tuple[list[Any], str | None]:
+    start = int(self._get_param("NextToken") or 0)
+    size = int(self._get_param("MaxResults") or most)
+    end = start + size
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def delete_launch_template_versions(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    name = self._get_param("LaunchTemplateName")
+    template = backend.get_launch_template_by_name(name) if name else backend.get_launch_template(
+        self._get_param("LaunchTemplateId"))
+    self.error_on_dryrun()
+    deleted, failed = [], []
+    for wanted in self._get_param("Versions", []):
+        number = int(wanted)
+        match = [v for v in template.versions if v.number == number]
+        if not match or number == template.default_version_number:
+            code = "launchTemplateVersionDoesNotExist" if not match else "launchTemplateVersionIsDefaultVersion"
+            failed.append({"LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
+                           "VersionNumber": number, "ResponseError": {"Code": code, "Message": code}})
+            continue
+        template.versions.remove(match[0])
+        deleted.append({"LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
+                        "VersionNumber": number})
+    return ActionResult({"SuccessfullyDeletedLaunchTemplateVersions": deleted,
+                         "UnsuccessfullyDeletedLaunchTemplateVersions": failed})
+
+
+def _create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+    # Version numbers keep counting after a deletion (moto reuses len + 1).
+    number = max((v.number for v in self.versions), default=0) + 1
+    version = moto_launch_templates.LaunchTemplateVersion(self, number, data, description)
+    self.versions.append(version)
+    return version
+
+
+# DisableImage ({REF}/API_DisableImage.html): "Sets the AMI state to disabled and removes all
+# launch permissions from the AMI ... If an AMI was public or previously shared, it is made
+# private." moto keeps them.
+_moto_disable_image = moto_amis.AmiBackend.disable_image
+
+
+def disable_image(self: Any, ami_id: str) -> None:
+    _moto_disable_image(self, ami_id)
+    self.amis[ami_id].launch_permissions = []
+
+
+# Block public access for AMIs ({REF}/API_GetImageBlockPublicAccessState.html,
+# EnableImageBlockPublicAccess, DisableImageBlockPublicAccess; EC2 User Guide, "Understand
+# shared AMI usage": "To publicly share an AMI, block public access for AMIs must be disabled",
+# and "If your AMI includes ... encrypted volumes ... or product codes, you can't make it
+# public"). State per account and region: `unblocked` (the default for accounts that never
+# shared publicly, as here) or `block-new-sharing`. moto implements none of it.
+BLOCK_PUBLIC: dict[tuple[str, str], str] = {}
+
+
+def get_image_block_public_access_state(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    state = BLOCK_PUBLIC.get((backend.account_id, backend.region_name), "unblocked")
+    return ActionResult({"ImageBlockPublicAccessState": state, "ManagedBy": "account"})
+
+
+def enable_image_block_public_access(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    state = self._get_param("ImageBlockPublicAccessState")
+    if state != "block-new-sharing":
+        raise ClientError("InvalidParameterValue", f"{state} is not block-new-sharing")
+    BLOCK_PUBLIC[(backend.account_id, backend.region_name)] = state
+    return ActionResult({"ImageBlockPublicAccessState": state})
+
+
+def disable_image_block_public_access(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    BLOCK_PUBLIC[(backend.account_id, backend.region_name)] = "unblocked"
+    return ActionResult({"ImageBlockPublicAccessState": "unblocked"})
+
+
+def _check_public(self: Any, ami: Any) -> None:
+    """Refuses to make `ami` public as EC2 does (see above)."""
+    adds = self._get_param("LaunchPermission", {}).get("Add", []) or []
+    if self._get_param("OperationType") == "add":
+        adds = adds + [{"Group": g} for g in self._get_param("UserGroups", [])]
+    if not any(a.get("Group") == "all" for a in adds):
+        return
+    backend = self.ec2_backend
+    if BLOCK_PUBLIC.get((backend.account_id, backend.region_name)) == "block-new-sharing":
+        raise ClientError("OperationNotPermitted",
+                          "You can't publicly share this image because block public access for AMIs is enabled for this account.")
+    if any((m.get("Ebs") or {}).get("Encrypted") for m in ami.block_device_mappings):
+        raise ClientError("InvalidParameterValue", f"Encrypted image {ami.id} cannot be made public.")
+    if ami.product_codes:
+        raise ClientError("InvalidParameterValue", f"Image {ami.id} has product codes and cannot be made public.")
+
+
 def apply_patches() -> None:
     AmisResponse.copy_image = atomic(copy_image)
     EBSBackend.create_snapshot = create_snapshot
@@ -571,6 +771,13 @@ def apply_patches() -> None:
     KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
+    LaunchTemplatesResponse.describe_launch_template_versions = describe_launch_template_versions
+    LaunchTemplatesResponse.delete_launch_template_versions = delete_launch_template_versions
+    moto_launch_templates.LaunchTemplate.create_version = _create_version
+    moto_amis.AmiBackend.disable_image = disable_image
+    AmisResponse.get_image_block_public_access_state = get_image_block_public_access_state
+    AmisResponse.enable_image_block_public_access = enable_image_block_public_access
+    AmisResponse.disable_image_block_public_access = disable_image_block_public_access
     AmisResponse.create_image = atomic(create_image)
     AmisResponse.register_image = atomic(register_image)
     AmisResponse.describe_images = describe_images
@@ -601,6 +808,10 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
         ami.last_launched_time = body["last_launched_time"]
     if "deregistration_protection" in body:
         ami.deregistration_protection = body["deregistration_protection"]
+    if "state" in body:
+        # A copy or creation that EC2 failed after accepting it (state `failed`, StateReason).
+        ami.state = body["state"]
+        ami.state_reason = {"Code": "Client.UserError", "Message": body.get("state_reason", "")}
     if "snapshot_owner_id" in body:
         for snap_id in snapshot_ids_of(ami):
             ec2_backends[account][region].snapshots[snap_id].owner_id = body["snapshot_owner_id"]
@@ -640,11 +851,16 @@ def take_token(action: str) -> bool:
     return True
 
 
+def ec2_error(code: str, message: str, status: int, request_id: str) -> Response:
+    """An error in EC2's XML error format (as EC2 and the SDKs' ec2 protocol parsers have it)."""
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
+    return Response(body, status=status, mimetype="text/xml")
+
+
 def fault_response(action: str) -> Response | None:
     if not take_token(action):
-        body = ('<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
-                "<Message>Request limit exceeded.</Message></Error></Errors><RequestID>throttle</RequestID></Response>")
-        return Response(body, status=503, mimetype="text/xml")
+        return ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503, "throttle")
     with CALLS_LOCK:
         fault = FAULTS.get(action)
         if not fault or fault[1] <= 0:
@@ -665,16 +881,32 @@ def fault_response(action: str) -> Response | None:
 
         return Response(broken(), status=200, headers={"Content-Length": "4096"}, mimetype="text/xml")
     status = {"RequestLimitExceeded": 503, "InternalError": 500, "Unavailable": 503}.get(code, 400)
-    body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
-            f"<Message>injected by the test bed</Message></Error></Errors><RequestID>fault</RequestID></Response>")
-    return Response(body, status=status, mimetype="text/xml")
+    return ec2_error(code, "injected by the test bed", status, "fault")
 
 
-def count_call(environ: dict[str, Any]) -> str | None:
-    """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
+# The contract check (contract.py). botocore's service model is the data the AWS SDKs are
+# generated from; a request that breaks it is refused as the service refuses it: EC2 with
+# MissingParameter, UnknownParameter or InvalidParameterValue
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html), in its XML error
+# format; EventBridge, KMS and SSM with ValidationException in their JSON error format.
+def contract_response(violation: contract.Violation) -> Response:
+    if violation.protocol == "ec2":
+        return ec2_error(violation.code, violation.message, 400, "contract")
+    body = json.dumps({"__type": violation.code, "message": violation.message})
+    return Response(body, status=400, content_type="application/x-amz-json-1.1",
+                    headers={"x-amzn-ErrorType": violation.code, "x-amzn-RequestId": "contract"})
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    """The request's body, read once; wsgi.input is replaced so that moto reads it again."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def count_call(environ: dict[str, Any], body: bytes) -> str | None:
+    """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
     action = None
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
@@ -691,8 +923,9 @@ def count_call(environ: dict[str, Any]) -> str | None:
 
 
 class Testbed:
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, check_contract: bool = True):
         self.app = app
+        self.check_contract = check_contract
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO", "") == "/_testbed/faults":
@@ -730,7 +963,12 @@ class Testbed:
             except (KeyError, ValueError) as err:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
             return response(environ, start_response)
-        action = count_call(environ)
+        body = read_body(environ)
+        action = count_call(environ, body)  # a refused call counts too: the SDK made it
+        if self.check_contract:
+            violation = contract.check_request(environ, body)
+            if violation is not None:
+                return contract_response(violation)(environ, start_response)
         injected = fault_response(action) if action else None
         if injected is not None:
             return injected(environ, start_response)
@@ -740,13 +978,17 @@ class Testbed:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--plain", action="store_true", help="moto without the EC2 patches")
+    parser.add_argument("--plain", action="store_true",
+                        help="moto as it is: no EC2 patches, no contract check")
+    parser.add_argument("--no-contract", action="store_true",
+                        help="the EC2 patches without the contract check (contract.py)")
     args = parser.parse_args()
     EventsBackend.put_events = put_events  # observation only: changes no behaviour
     if not args.plain:
         apply_patches()
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server("127.0.0.1", args.port, Testbed(app), True, request_handler=MotoRequestHandler)
+    testbed = Testbed(app, check_contract=not (args.plain or args.no_contract))
+    server = make_server("127.0.0.1", args.port, testbed, True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(f"READY {server.server_address[1]}", flush=True)

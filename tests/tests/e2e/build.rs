@@ -222,8 +222,20 @@ async fn a_stopped_instance_is_imaged_when_its_policy_says_on_stop() {
             .contains("only `stopped`"),
         "{running}"
     );
-    let report = function.invoke(&event(&instance, "stopped")).ok();
+    // The name comes from the event's own time (its window), not from the clock: a re-delivery,
+    // even one that arrives in a later window, makes the same name and creates nothing.
+    let mut stopped = event(&instance, "stopped");
+    stopped["time"] = "2026-03-01T12:34:56Z".into();
+    let report = function.invoke(&stopped).ok();
     assert_eq!(report["results"][0]["outcome"], "created", "{report}");
+    assert_eq!(
+        report["results"][0]["name"],
+        format!("web-{instance}-20260301T120000Z"),
+        "{report}"
+    );
+    assert_eq!(images(&ec2).await.len(), 1);
+    let again = function.invoke(&stopped).ok();
+    assert_eq!(again["results"][0]["outcome"], "exists", "{again}");
     assert_eq!(images(&ec2).await.len(), 1);
 
     let (kind, message) = function

@@ -790,3 +790,296 @@ async fn copy_image_is_idempotent_by_client_token_and_carries_lineage_encryption
                 && s.tags().iter().any(|t| t.key() == Some("Lineage"))));
     }
 }
+
+#[tokio::test]
+async fn the_contract_check_refuses_what_ec2_refuses_and_moto_alone_accepts() {
+    // DescribeImageReferences takes 1 to 10 ImageIds (EC2 API reference; botocore's model).
+    for contract in [true, false] {
+        let bed = if contract {
+            TestBed::start()
+        } else {
+            TestBed::start_without_contract()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let builder = seed::instance(&ec2, 0, &[]).await;
+        let mut ids = Vec::new();
+        for n in 0..11 {
+            ids.push(seed::image(&ec2, &builder, &format!("img-{n}"), &[]).await);
+        }
+        let result = ec2
+            .describe_image_references()
+            .set_image_ids(Some(ids.clone()))
+            .include_all_resource_types(true)
+            .send()
+            .await;
+        if contract {
+            let err = result.expect_err("11 ids are refused");
+            assert_eq!(err.code(), Some("InvalidParameterValue"), "{err:?}");
+            assert!(
+                err.message().unwrap_or_default().contains("10"),
+                "the message names the limit: {:?}",
+                err.message()
+            );
+            // Ten are fine.
+            ec2.describe_image_references()
+                .set_image_ids(Some(ids[..10].to_vec()))
+                .include_all_resource_types(true)
+                .send()
+                .await
+                .expect("10 ids are accepted");
+            // A required member missing, and a value outside its enum.
+            let err = ec2.deregister_image().send().await.expect_err("no ImageId");
+            assert_eq!(err.code(), Some("MissingParameter"));
+            let err = ec2
+                .describe_image_attribute()
+                .image_id(&ids[0])
+                .attribute(aws_sdk_ec2::types::ImageAttributeName::from("bogus"))
+                .send()
+                .await
+                .expect_err("not an attribute");
+            assert_eq!(err.code(), Some("InvalidParameterValue"));
+        } else {
+            result.expect("without the contract check, 11 ids are accepted");
+        }
+    }
+}
+
+#[tokio::test]
+async fn describe_image_references_covers_every_instance_state_and_ten_template_versions_by_default(
+) {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let by_terminated = seed::image(&ec2, &builder, "by-terminated", &[]).await;
+    let in_v1 = seed::image(&ec2, &builder, "in-v1", &[]).await;
+    let latest = seed::image(&ec2, &builder, "latest", &[]).await;
+    let gone = ec2
+        .run_instances()
+        .image_id(&by_terminated)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("RunInstances");
+    ec2.terminate_instances()
+        .instance_ids(gone.instances()[0].instance_id().expect("id"))
+        .send()
+        .await
+        .expect("TerminateInstances");
+    // A template whose version 1 names `in_v1`, then 11 newer versions name `latest`.
+    let data = |image: &str| {
+        aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id(image)
+            .build()
+    };
+    let template = ec2
+        .create_launch_template()
+        .launch_template_name("deep")
+        .launch_template_data(data(&in_v1))
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    let template_id = template
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .expect("id")
+        .to_string();
+    for _ in 0..11 {
+        ec2.create_launch_template_version()
+            .launch_template_id(&template_id)
+            .launch_template_data(data(&latest))
+            .send()
+            .await
+            .expect("CreateLaunchTemplateVersion");
+    }
+    let ids = vec![by_terminated.clone(), in_v1.clone(), latest.clone()];
+    let refs = |types: Vec<aws_sdk_ec2::types::ResourceTypeRequest>| {
+        let ec2 = ec2.clone();
+        let ids = ids.clone();
+        async move {
+            let out = ec2
+                .describe_image_references()
+                .set_image_ids(Some(ids))
+                .set_resource_types(Some(types))
+                .send()
+                .await
+                .expect("DescribeImageReferences");
+            let mut found: Vec<(String, String)> = out
+                .image_references()
+                .iter()
+                .map(|r| {
+                    (
+                        r.image_id().unwrap_or_default().to_string(),
+                        r.resource_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    use aws_sdk_ec2::types::{
+        ImageReferenceOptionName as Opt, ImageReferenceResourceType as Type, ResourceTypeOption,
+        ResourceTypeRequest,
+    };
+    let request = |t: Type, option: Option<(Opt, &str)>| {
+        let mut r = ResourceTypeRequest::builder().resource_type(t);
+        if let Some((name, value)) = option {
+            r = r.resource_type_options(
+                ResourceTypeOption::builder()
+                    .option_name(name)
+                    .option_values(value)
+                    .build(),
+            );
+        }
+        r.build()
+    };
+    // Defaults: instances in every state (terminated too); the 10 newest versions.
+    let found = refs(vec![
+        request(Type::Ec2Instance, None),
+        request(Type::Ec2LaunchTemplate, None),
+    ])
+    .await;
+    let instance = "ec2:Instance".to_string();
+    let template = "ec2:LaunchTemplate".to_string();
+    assert!(
+        found.contains(&(by_terminated.clone(), instance.clone())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(latest.clone(), template.clone())),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|(i, _)| i == &in_v1),
+        "version 1 is 11 versions deep: {found:?}"
+    );
+    // Options narrow or deepen them.
+    let found = refs(vec![
+        request(Type::Ec2Instance, Some((Opt::StateName, "running"))),
+        request(Type::Ec2LaunchTemplate, Some((Opt::VersionDepth, "12"))),
+    ])
+    .await;
+    assert!(!found.iter().any(|(i, _)| i == &by_terminated), "{found:?}");
+    assert!(
+        found.contains(&(in_v1.clone(), template.clone())),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn launch_template_versions_resolve_ssm_aliases_only_when_asked_and_ranges_skip_deleted_versions(
+) {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let builder = seed::instance(&ec2, 0, &[]).await;
+        let image = seed::image(&ec2, &builder, "behind-alias", &[]).await;
+        bed.ssm("us-east-1")
+            .await
+            .put_parameter()
+            .name("/golden/alias")
+            .value(&image)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .send()
+            .await
+            .expect("PutParameter");
+        let data = |image: &str| {
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .build()
+        };
+        let template = ec2
+            .create_launch_template()
+            .launch_template_name("alias")
+            .launch_template_data(data("resolve:ssm:/golden/alias"))
+            .send()
+            .await
+            .expect("CreateLaunchTemplate");
+        let id = template
+            .launch_template()
+            .and_then(|t| t.launch_template_id())
+            .expect("id")
+            .to_string();
+        let image_of = |resolve: bool| {
+            let ec2 = ec2.clone();
+            let id = id.clone();
+            async move {
+                ec2.describe_launch_template_versions()
+                    .launch_template_id(id)
+                    .versions("$Latest")
+                    .resolve_alias(resolve)
+                    .send()
+                    .await
+                    .expect("DescribeLaunchTemplateVersions")
+                    .launch_template_versions()[0]
+                    .launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .map(str::to_string)
+            }
+        };
+        assert_eq!(
+            image_of(false).await.as_deref(),
+            Some("resolve:ssm:/golden/alias")
+        );
+        let resolved = image_of(true).await;
+        if plain {
+            assert_ne!(
+                resolved.as_deref(),
+                Some(image.as_str()),
+                "plain moto does not resolve"
+            );
+            continue;
+        }
+        assert_eq!(resolved.as_deref(), Some(image.as_str()));
+
+        // Versions 2..4, then version 3 deleted: a range skips it, naming it fails.
+        for _ in 0..3 {
+            ec2.create_launch_template_version()
+                .launch_template_id(&id)
+                .launch_template_data(data(&image))
+                .send()
+                .await
+                .expect("CreateLaunchTemplateVersion");
+        }
+        ec2.delete_launch_template_versions()
+            .launch_template_id(&id)
+            .versions("3")
+            .send()
+            .await
+            .expect("DeleteLaunchTemplateVersions");
+        let named = ec2
+            .describe_launch_template_versions()
+            .launch_template_id(&id)
+            .versions("3")
+            .send()
+            .await;
+        assert!(named.is_err(), "a deleted version named is an error");
+        let range = ec2
+            .describe_launch_template_versions()
+            .launch_template_id(&id)
+            .min_version("1")
+            .max_version("4")
+            .send()
+            .await
+            .expect("a range over a deleted version");
+        let mut numbers: Vec<i64> = range
+            .launch_template_versions()
+            .iter()
+            .filter_map(|v| v.version_number())
+            .collect();
+        numbers.sort();
+        assert_eq!(
+            numbers,
+            vec![2, 4],
+            "MinVersion is exclusive, MaxVersion inclusive"
+        );
+    }
+}

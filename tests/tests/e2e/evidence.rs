@@ -1,0 +1,261 @@
+//! Age-out against EC2 as it really is: the evidence that an AMI is unused must be complete
+//! before anything destructive happens to it (fail closed), and the evidence calls are made as
+//! EC2's API reference documents them (at most 10 ids per DescribeImageReferences, SSM aliases
+//! in launch templates resolved, version ranges that survive deleted versions).
+
+use std::collections::BTreeSet;
+
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use aws_sdk_ec2::Client;
+use chrono::{Duration, Utc};
+use e2e_tests::{Function, TestBed};
+use serde_json::{json, Value};
+
+use crate::age_out::{actions, age_out, build_fleet, request, state};
+use crate::seed;
+
+/// The report a partial failure carries in its message.
+fn partial_failure(function: &Function, payload: &Value) -> Value {
+    let (kind, message) = function.invoke(payload).err();
+    assert_eq!(kind, "PartialFailure", "{message}");
+    serde_json::from_str(&message).expect("the partial failure carries the report")
+}
+
+fn kept_with(report: &Value, reason: &str) -> BTreeSet<String> {
+    report["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .flat_map(|r| r["kept"].as_array().cloned().unwrap_or_default())
+        .filter(|k| k["reason"] == reason)
+        .filter_map(|k| k["image_id"].as_str().map(String::from))
+        .collect()
+}
+
+fn images_of(state: &Value) -> Vec<Value> {
+    ["us-east-1", "eu-west-1"]
+        .iter()
+        .flat_map(|r| state[*r]["images"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_failing_evidence_call_keeps_every_ami_it_covers_and_names_itself() {
+    for call in [
+        "DescribeInstances",
+        "DescribeLaunchTemplates",
+        "DescribeLaunchTemplateVersions",
+        "DescribeImageReferences",
+    ] {
+        let bed = TestBed::start();
+        let fleet = build_fleet(&bed).await;
+        let before = state(&bed).await;
+        let function = age_out(&bed, &[]);
+        let planned = function.invoke(&request(true)).ok();
+        assert!(!actions(&planned, "deregister").is_empty(), "{call}: a plan to keep from");
+        bed.inject_fault(call, "UnauthorizedOperation", 1000);
+
+        let report = partial_failure(&function, &request(false));
+
+        assert_eq!(report["complete"], false, "{call}");
+        for kind in ["disable", "deregister", "delete_snapshot"] {
+            assert!(actions(&report, kind).is_empty(), "{call}: no {kind} without evidence: {report}");
+        }
+        let unknown = kept_with(&report, "usage_unknown");
+        for role in ["a4_disable", "a5_deregister", "b3_old"] {
+            assert!(unknown.contains(fleet.id(role)), "{call}: {role} kept as usage_unknown");
+        }
+        // Deprecation stops no launch: it still goes ahead. Nothing else changed.
+        assert_eq!(actions(&report, "deprecate"), BTreeSet::from([fleet.id("a3_deprecate").to_string()]));
+        let after = state(&bed).await;
+        let (mut was, mut now) = (images_of(&before), images_of(&after));
+        for list in [&mut was, &mut now] {
+            for image in list.iter_mut() {
+                if image["id"] == fleet.id("a3_deprecate") {
+                    image["deprecation"] = Value::Null;
+                }
+            }
+        }
+        assert_eq!(was, now, "{call}: the account is unchanged but for the deprecation");
+        assert_eq!(before["us-east-1"]["snapshots"], after["us-east-1"]["snapshots"]);
+
+        let gaps = report["regions"][0]["evidence_gaps"].as_array().cloned().unwrap_or_default();
+        assert!(
+            gaps.iter().any(|g| g["call"] == call && g["code"] == "UnauthorizedOperation"),
+            "{call}: {gaps:?}"
+        );
+        let summary = bed
+            .published()
+            .into_iter()
+            .rev()
+            .find(|e| e["detail_type"] == "Policy Run Completed")
+            .expect("summary event");
+        assert!(
+            summary["detail"]["evidence_gaps"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["call"] == call)),
+            "{call}: the event names the failing call: {summary}"
+        );
+    }
+}
+
+/// A family of `n` old AMIs (and one new) in us-east-1, with creation dates relative to now.
+async fn family(bed: &TestBed, ec2: &Client, n: usize, days: i64) -> Vec<String> {
+    let builder = seed::instance(ec2, 0, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..=n {
+        let id = seed::image(ec2, &builder, &format!("web-{i:03}"), &[("Family", "web-a")]).await;
+        let age = if i == 0 { 1 } else { days + i as i64 };
+        bed.seed_image(
+            "us-east-1",
+            &id,
+            json!({"creation_date": (Utc::now() - Duration::days(age)).to_rfc3339()}),
+        );
+        ids.push(id);
+    }
+    ids
+}
+
+fn retire(bed: &TestBed, retain: &str) -> Function {
+    let policies = format!(
+        r#"{{"dry_run": false, "policies": [{{"name": "web", "select": {{"tags": {{"Family": "web*"}}}},
+            "family_by": "tag:Family", "retain": {retain}}}]}}"#
+    );
+    Function::start(bed, "ami-age-out", &[("AMI_POLICIES", policies.as_str())])
+}
+
+#[tokio::test]
+async fn more_than_ten_amis_are_checked_for_references_ten_at_a_time() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 24, 40).await;
+    // Only an SSM parameter names the 23rd: found in the third batch.
+    bed.ssm("us-east-1")
+        .await
+        .put_parameter()
+        .name("/golden/web")
+        .value(&ids[23])
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .data_type("aws:ec2:image")
+        .send()
+        .await
+        .expect("PutParameter");
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+
+    let report = function.invoke(&json!({})).ok();
+
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(actions(&report, "deregister").len(), 23);
+    assert_eq!(kept_with(&report, "referenced"), BTreeSet::from([ids[23].clone()]));
+    assert_eq!(bed.calls().get("DescribeImageReferences"), Some(&3), "24 ids: 3 calls");
+    assert!(seed::image_ids(&ec2).await.contains(&ids[23]));
+}
+
+#[tokio::test]
+async fn a_second_run_without_as_of_plans_and_announces_nothing_and_events_name_arns() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await; // 41 and 42 days old: deprecated
+    let function = retire(&bed, r#"{"keep_latest": 1, "deprecate_after_days": 30}"#);
+
+    let first = function.invoke(&json!({})).ok();
+    assert_eq!(
+        actions(&first, "deprecate"),
+        ids[1..].iter().cloned().collect::<BTreeSet<_>>()
+    );
+    let second = function.invoke(&json!({})).ok();
+    assert_eq!(second["plan"].as_array().map(Vec::len), Some(0), "{second}");
+
+    let events = bed.published();
+    let deprecated: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["detail_type"] == "AMI Deprecated")
+        .collect();
+    assert_eq!(deprecated.len(), 2, "each deprecation announced once: {events:?}");
+    for e in deprecated {
+        let resource = e["resources"][0].as_str().unwrap_or_default();
+        assert!(
+            resource.starts_with("arn:aws:ec2:us-east-1::image/ami-"),
+            "PutEvents resources are ARNs: {resource}"
+        );
+    }
+}
+
+async fn template(ec2: &Client, images: &[&str]) -> String {
+    let data = |image: &str| RequestLaunchTemplateData::builder().image_id(image).build();
+    let id = ec2
+        .create_launch_template()
+        .launch_template_name(format!("t-{}", images.len()))
+        .launch_template_data(data(images[0]))
+        .send()
+        .await
+        .expect("CreateLaunchTemplate")
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .expect("id")
+        .to_string();
+    for image in &images[1..] {
+        ec2.create_launch_template_version()
+            .launch_template_id(&id)
+            .launch_template_data(data(image))
+            .send()
+            .await
+            .expect("CreateLaunchTemplateVersion");
+    }
+    id
+}
+
+#[tokio::test]
+async fn a_launch_template_naming_an_ami_through_an_ssm_alias_keeps_it() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await;
+    bed.ssm("us-east-1")
+        .await
+        .put_parameter()
+        .name("/golden/alias")
+        .value(&ids[1])
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .data_type("aws:ec2:image")
+        .send()
+        .await
+        .expect("PutParameter");
+    template(&ec2, &["resolve:ssm:/golden/alias"]).await;
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+
+    let report = function.invoke(&json!({})).ok();
+
+    assert_eq!(
+        kept_with(&report, "in_use_by_launch_template"),
+        BTreeSet::from([ids[1].clone()]),
+        "the template's own scan resolves the alias: {report}"
+    );
+    assert_eq!(actions(&report, "deregister"), BTreeSet::from([ids[2].clone()]));
+}
+
+#[tokio::test]
+async fn a_deleted_launch_template_version_does_not_fail_a_depth_n_scan() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 3, 40).await;
+    // v1 names ids[3], v2..v4 name ids[2], v5 (latest) names ids[1]; v4 is then deleted.
+    let id = template(&ec2, &[&ids[3], &ids[2], &ids[2], &ids[2], &ids[1]]).await;
+    ec2.delete_launch_template_versions()
+        .launch_template_id(&id)
+        .versions("4")
+        .send()
+        .await
+        .expect("DeleteLaunchTemplateVersions");
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "max_age_days": 30, "in_use": {"launch_template_versions": 3}}"#,
+    );
+
+    let report = function.invoke(&json!({})).ok();
+
+    assert_eq!(report["complete"], true, "{report}");
+    let kept = kept_with(&report, "in_use_by_launch_template");
+    assert!(kept.contains(&ids[1]) && kept.contains(&ids[2]), "{report}");
+    // v1 is $Default: it counts at every depth.
+    assert!(kept.contains(&ids[3]), "{report}");
+}
