@@ -41,6 +41,7 @@ import base64
 import binascii
 import json
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, TypeAlias, Union
@@ -178,6 +179,7 @@ _COMPILERS: dict[str, _Compiler] = {}
 # (service, operation) -> the input's Spec; None for an operation without input or not in the model.
 _OPERATIONS: dict[tuple[str, str], Spec | None] = {}
 _ABSENT = object()
+_BUILDING = threading.Lock()
 
 
 def input_spec(model: ServiceModel, operation: str) -> Spec | None:
@@ -186,6 +188,18 @@ def input_spec(model: ServiceModel, operation: str) -> Spec | None:
     found = _OPERATIONS.get(key, _ABSENT)
     if found is not _ABSENT:
         return found  # type: ignore[return-value]
+    # The server is threaded: a shape is registered before its members are built, so a spec
+    # must never be seen half built. Build under one lock; publish only whole specs.
+    with _BUILDING:
+        found = _OPERATIONS.get(key, _ABSENT)
+        if found is not _ABSENT:
+            return found  # type: ignore[return-value]
+        spec = _build(model, operation)
+        _OPERATIONS[key] = spec
+        return spec
+
+
+def _build(model: ServiceModel, operation: str) -> Spec | None:
     spec = None
     try:
         shape = model.operation_model(operation).input_shape
@@ -197,7 +211,6 @@ def input_spec(model: ServiceModel, operation: str) -> Spec | None:
             wire = _ec2_wire_name if model.protocol == "ec2" else _json_wire_name
             compiler = _COMPILERS[model.service_name] = _Compiler(wire)
         spec = compiler.spec(shape)
-    _OPERATIONS[key] = spec
     return spec
 
 

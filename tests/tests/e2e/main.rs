@@ -4,6 +4,7 @@ mod age_out;
 mod build;
 mod copy;
 mod demo;
+mod evidence;
 mod faults;
 mod foundation;
 mod invalid;
