@@ -272,3 +272,77 @@ async fn a_destination_region_not_enabled_is_named_in_the_error_and_nothing_is_c
         );
     }
 }
+
+#[tokio::test]
+async fn a_copy_that_fails_after_it_was_accepted_is_announced_replaced_and_copied_again() {
+    let bed = TestBed::start();
+    let image = source(&bed, "web-20261126").await;
+    let function = copier(&bed);
+    let first = function.invoke(&available(&image, "us-east-1")).ok();
+    let copy_of = |report: &Value, region: &str| -> Value {
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["destination"] == region)
+            .cloned()
+            .expect("a line for the region")
+    };
+    let failed = copy_of(&first, "eu-west-1")["copy_image_id"]
+        .as_str()
+        .expect("copy id")
+        .to_string();
+    // EC2 fails the copy after accepting it (for example: the KMS key cannot be used).
+    bed.seed_image(
+        "eu-west-1",
+        &failed,
+        json!({"state": "failed", "state_reason": "Client.InvalidKMSKey.InvalidState"}),
+    );
+
+    let second = function.invoke(&available(&image, "us-east-1")).ok();
+
+    let line = copy_of(&second, "eu-west-1");
+    assert_eq!(
+        line["outcome"], "started",
+        "a failed copy is not `exists`: {second}"
+    );
+    let again = line["copy_image_id"]
+        .as_str()
+        .expect("new copy")
+        .to_string();
+    assert_ne!(
+        again, failed,
+        "a new client token: not the failed copy's id"
+    );
+    assert_eq!(line["failed_copies"][0]["image_id"], failed.as_str());
+    assert_eq!(copy_of(&second, "us-west-2")["outcome"], "exists");
+    let eu = bed.ec2("eu-west-1").await;
+    let now = images(&eu).await;
+    assert!(
+        !now.contains_key(&failed),
+        "the failed copy is deregistered"
+    );
+    assert_eq!(
+        now.get(&again)
+            .map(|(tags, _, _)| tags.get("ami-automation:copy-attempt").cloned()),
+        Some(Some("2".to_string()))
+    );
+    let events = bed.published();
+    let announced: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["detail_type"] == "AMI Copy Failed")
+        .collect();
+    assert_eq!(announced.len(), 1, "{events:?}");
+    assert_eq!(
+        announced[0]["detail"]["state_reason"],
+        "Client.InvalidKMSKey.InvalidState"
+    );
+
+    // Delivered once more: the new copy exists, nothing else happens.
+    let third = function.invoke(&available(&image, "us-east-1")).ok();
+    assert_eq!(copy_of(&third, "eu-west-1")["outcome"], "exists", "{third}");
+    assert_eq!(
+        copy_of(&third, "eu-west-1")["copy_image_id"],
+        again.as_str()
+    );
+}

@@ -335,3 +335,61 @@ async fn a_sweep_out_of_time_defers_the_rest_and_changes_nothing_it_did_not_fini
     assert_eq!(report["results"][0]["outcome"], "deferred", "{report}");
     assert!(launch_permissions(&ec2, &image).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_refused_public_share_is_reported_and_keeps_the_account_grants_of_the_same_change() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "both-1", &[("Family", "web-a")]).await;
+    let document = json!({"dry_run": false, "policies": [
+        {"name": "both", "select": {"tags": {"Family": "web*"}},
+         "share": {"accounts": ["111122223333"], "organizations": [ORG], "public": true}}]})
+    .to_string();
+    let function = share(&bed, &document, &[("ALLOW_PUBLIC_SHARING", "true")]);
+    // Block public access for AMIs is on in the region (GetImageBlockPublicAccessState).
+    ec2.enable_image_block_public_access()
+        .image_block_public_access_state(
+            aws_sdk_ec2::types::ImageBlockPublicAccessEnabledState::BlockNewSharing,
+        )
+        .send()
+        .await
+        .expect("EnableImageBlockPublicAccess");
+
+    let (kind, message) = function.invoke(&available(&image)).err();
+
+    assert_eq!(kind, "PartialFailure", "{message}");
+    let report: Value = serde_json::from_str(&message).expect("report");
+    let line = &report["results"][0];
+    assert!(
+        line["public_refused"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("block public access"),
+        "{report}"
+    );
+    assert_eq!(
+        launch_permissions(&ec2, &image).await,
+        set(&["111122223333", ORG]),
+        "the account and organization grants are made, public is not"
+    );
+    let shared: Vec<Value> = bed
+        .published()
+        .into_iter()
+        .filter(|e| e["detail_type"] == "AMI Shared")
+        .collect();
+    assert_eq!(shared.len(), 1, "the grants made are announced");
+    assert!(!shared[0]["detail"]["add"].to_string().contains("public"));
+
+    // With block public access off, the next run makes it public, in a call of its own.
+    ec2.disable_image_block_public_access()
+        .send()
+        .await
+        .expect("DisableImageBlockPublicAccess");
+    let report = function.invoke(&available(&image)).ok();
+    assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
+    assert_eq!(
+        launch_permissions(&ec2, &image).await,
+        set(&["111122223333", ORG, "all"])
+    );
+}
