@@ -36,7 +36,7 @@ NOW = datetime.now(timezone.utc)
 C7N = Path(os.environ.get("AMI_C7N_VENV", ROOT / ".venv-c7n")) / "bin" / "custodian"
 
 POLICY = {"dry_run": False, "policies": [{"name": "fleet", "select": {"tags": {"Bench": "*"}},
-                                           "retain": {"keep_latest": 0, "max_age_days": MAX_AGE}}]}
+                                           "retain": {"keep_latest": 0, "allow_empty_family": True, "max_age_days": MAX_AGE}}]}
 CUSTODIAN = f"""policies:
   - name: ami-age-out
     resource: aws.ami

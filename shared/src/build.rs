@@ -243,7 +243,7 @@ pub struct BuildResult {
 /// The Lambda handler of `ami-build`.
 pub async fn handle(
     app: &App,
-    invocation: LambdaEvent<serde_json::Value>,
+    invocation: LambdaEvent<crate::payload::Payload>,
 ) -> Result<serde_json::Value, Diagnostic> {
     let started = Instant::now();
     let deadline = Deadline::from_lambda(invocation.context.deadline, &app.settings);

@@ -4,8 +4,52 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
+use crate::payload::Payload;
 use crate::policy::{Deployment, PolicyDocument};
 use crate::trigger::Trigger;
+
+/// `value` as JSON text, with the first key of its `target`-th non-empty object (in document
+/// order) written twice; returns the text and the path of the duplicated key, if one was.
+fn with_duplicate(value: &Value, target: usize) -> (String, Option<String>) {
+    fn render(
+        v: &Value,
+        path: &str,
+        left: &mut Option<usize>,
+        found: &mut Option<String>,
+    ) -> String {
+        match v {
+            Value::Object(map) if !map.is_empty() => {
+                let mut parts = Vec::new();
+                if *left == Some(0) {
+                    *left = None;
+                    if let Some((k, first)) = map.iter().next() {
+                        *found = Some(format!("{path}.{k}"));
+                        parts.push(format!("{}:{}", Value::from(k.as_str()), first));
+                    }
+                } else if let Some(n) = left.as_mut() {
+                    *n -= 1;
+                }
+                for (k, item) in map {
+                    let inner = render(item, &format!("{path}.{k}"), left, found);
+                    parts.push(format!("{}:{inner}", Value::from(k.as_str())));
+                }
+                format!("{{{}}}", parts.join(","))
+            }
+            Value::Array(items) => {
+                let inner: Vec<String> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| render(item, &format!("{path}[{i}]"), left, found))
+                    .collect();
+                format!("[{}]", inner.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+    let mut found = None;
+    let text = render(value, "$", &mut Some(target), &mut found);
+    (text, found)
+}
 
 /// Arbitrary JSON, biased towards the field names the parsers know.
 fn json() -> impl Strategy<Value = Value> {
@@ -83,6 +127,38 @@ proptest! {
         if let Err(e) = PolicyDocument::parse(&value.to_string(), Deployment::default()) {
             prop_assert!(e.to_string().contains("at `$"), "{}", e);
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_wherever_it_is_naming_its_path(value in json(), target in 0usize..8) {
+        let (text, found) = with_duplicate(&value, target);
+        let payload = Payload::from_json(&text).expect("the text is JSON");
+        prop_assert_eq!(&payload.duplicate, &found);
+        if let Some(path) = found {
+            let want = format!("at `{path}`: this key is given twice");
+            let err = Trigger::parse(payload).expect_err("a duplicate key is refused");
+            prop_assert!(err.to_string().contains(&want), "{} / {}", err, want);
+            let err = PolicyDocument::parse(&text, Deployment::default()).expect_err("refused");
+            prop_assert!(err.to_string().contains(&want), "{} / {}", err, want);
+        }
+    }
+
+    #[test]
+    fn a_null_on_a_run_request_field_is_refused_naming_it(
+        value in json(),
+        field in prop::sample::select(vec!["policies", "regions", "dry_run", "as_of", "image_ids", "register"]),
+    ) {
+        let mut object = match value {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        for key in ["detail-type", "source", "policies", "regions", "dry_run", "as_of", "image_ids", "register"] {
+            object.remove(key);
+        }
+        object.insert(field.to_string(), Value::Null);
+        let err = Trigger::parse(Value::Object(object)).expect_err("null is refused");
+        let want = format!("at `$.{field}`: null is not a value");
+        prop_assert!(err.to_string().contains(&want), "{}", err);
     }
 
     #[test]

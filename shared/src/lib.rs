@@ -24,6 +24,7 @@ mod fuzz;
 pub mod ids;
 pub mod model;
 pub mod pace;
+pub mod payload;
 pub mod policy;
 pub mod publish;
 pub mod respond;

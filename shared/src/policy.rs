@@ -388,6 +388,9 @@ pub struct Retain {
     /// launch permission, so by default such AMIs are kept until they are deregistered.
     #[serde(default)]
     pub disable_shared_images: bool,
+    /// Allow `keep_latest: 0`, with which a family can lose its last AMI.
+    #[serde(default)]
+    pub allow_empty_family: bool,
 }
 
 fn one() -> u32 {
@@ -455,6 +458,18 @@ pub struct Deployment {
 impl PolicyDocument {
     /// Parses and validates a document; the error names the JSON path of the bad field.
     pub fn parse(json: &str, deployment: Deployment) -> Result<Self> {
+        // A key given twice is refused before anything else reads the document: which of the
+        // two a reader keeps is undefined, and a safety switch must not depend on it.
+        if let Ok(crate::payload::Payload {
+            duplicate: Some(path),
+            ..
+        }) = crate::payload::Payload::from_json(json)
+        {
+            return Err(Error::config(
+                path,
+                "this key is given twice in its object: give each key once",
+            ));
+        }
         let mut de = serde_json::Deserializer::from_str(json);
         let doc: PolicyDocument = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -564,6 +579,20 @@ impl PolicyDocument {
                         "empty: name at least one tag, so that only the instances meant to be imaged are",
                     ));
                 }
+                for (key, pattern) in &build.instance_tags {
+                    if key.is_empty() || key.contains('*') {
+                        return Err(Error::config(
+                            at("build.instance_tags"),
+                            format!("`{key}`: a tag key is literal (no `*`, not empty): a wildcard key would image every instance of the account"),
+                        ));
+                    }
+                    if *pattern == TagPattern::Exact(String::new()) {
+                        return Err(Error::config(
+                            at(&format!("build.instance_tags.{key}")),
+                            "an empty value: give the value (or `*` for any value of this tag)",
+                        ));
+                    }
+                }
             }
             if let Some(share) = &p.share {
                 if share.public && !deployment.allow_public_sharing {
@@ -626,6 +655,12 @@ fn validate_copy(
 }
 
 fn validate_retain(r: &Retain, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if r.keep_latest == 0 && !r.allow_empty_family {
+        return Err(Error::config(
+            at("retain.keep_latest"),
+            "0 lets a family lose its last AMI: set keep_latest to 1 or more, or set \"allow_empty_family\": true if that is what you want",
+        ));
+    }
     if r.keep_latest == 0
         && r.max_age_days.is_none()
         && r.deprecate_after_days.is_none()
@@ -635,6 +670,18 @@ fn validate_retain(r: &Retain, at: &dyn Fn(&str) -> String) -> Result<()> {
             at("retain"),
             "keep_latest is 0 and no age is set: set keep_latest to 1 or more, or one of max_age_days, deprecate_after_days, disable_after_days",
         ));
+    }
+    for (field, days) in [
+        ("deprecate_after_days", r.deprecate_after_days),
+        ("disable_after_days", r.disable_after_days),
+        ("max_age_days", r.max_age_days),
+    ] {
+        if days == Some(0) {
+            return Err(Error::config(
+                at(&format!("retain.{field}")),
+                "0 days would retire every AMI on the first run: set 1 or more, or leave the field out",
+            ));
+        }
     }
     let stages = [
         ("deprecate_after_days", r.deprecate_after_days),
@@ -799,8 +846,54 @@ mod tests {
             message.contains("greater than disable_after_days"),
             "{message}"
         );
-        let (path, _) = config_error(r#"{"policies":[{"name":"a","retain":{"keep_latest":0}}]}"#);
+        let (path, _) = config_error(
+            r#"{"policies":[{"name":"a","retain":{"keep_latest":0,"allow_empty_family":true}}]}"#,
+        );
         assert_eq!(path, "$.policies[0].retain");
+    }
+
+    #[test]
+    fn a_policy_that_would_delete_everything_or_image_everything_is_refused() {
+        let retain = |r: &str| format!(r#"{{"policies":[{{"name":"a","retain":{r}}}]}}"#);
+        // keep_latest 0 only with an explicit allow_empty_family.
+        let (path, message) = config_error(&retain(r#"{"keep_latest":0,"max_age_days":30}"#));
+        assert_eq!(path, "$.policies[0].retain.keep_latest");
+        assert!(message.contains("allow_empty_family"), "{message}");
+        parse(&retain(
+            r#"{"keep_latest":0,"allow_empty_family":true,"max_age_days":30}"#,
+        ))
+        .expect("explicitly allowed");
+        // Ages of 0 days.
+        for field in ["max_age_days", "disable_after_days", "deprecate_after_days"] {
+            let (path, message) = config_error(&retain(&format!(r#"{{"{field}":0}}"#)));
+            assert_eq!(path, format!("$.policies[0].retain.{field}"));
+            assert!(message.contains("1 or more"), "{message}");
+        }
+        // A wildcard or empty key, or an empty value, in build.instance_tags.
+        let build = |tags: &str| {
+            format!(r#"{{"policies":[{{"name":"a","build":{{"instance_tags":{tags}}}}}]}}"#)
+        };
+        for tags in [r#"{"*":"*"}"#, r#"{"Team*":"web"}"#, r#"{"":"x"}"#] {
+            let (path, message) = config_error(&build(tags));
+            assert_eq!(path, "$.policies[0].build.instance_tags", "{tags}");
+            assert!(message.contains("every instance"), "{message}");
+        }
+        let (path, _) = config_error(&build(r#"{"Team":""}"#));
+        assert_eq!(path, "$.policies[0].build.instance_tags.Team");
+        parse(&build(r#"{"ami-automation:build":"*"}"#)).expect("any value of a named tag");
+    }
+
+    #[test]
+    fn a_key_given_twice_in_the_document_is_refused_naming_it() {
+        let (path, message) = config_error(
+            r#"{"dry_run": false, "policies": [{"name": "a", "retain": {"keep_latest": 2}}], "dry_run": true}"#,
+        );
+        assert_eq!(path, "$.dry_run");
+        assert!(message.contains("given twice"), "{message}");
+        let (path, _) = config_error(
+            r#"{"policies": [{"name": "a", "retain": {"max_age_days": 90, "max_age_days": 1}}]}"#,
+        );
+        assert_eq!(path, "$.policies[0].retain.max_age_days");
     }
 
     #[test]

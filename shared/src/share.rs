@@ -141,7 +141,7 @@ pub struct ShareResult {
 /// The Lambda handler of `ami-share`.
 pub async fn handle(
     app: &App,
-    invocation: LambdaEvent<serde_json::Value>,
+    invocation: LambdaEvent<crate::payload::Payload>,
 ) -> Result<serde_json::Value, Diagnostic> {
     let started = Instant::now();
     let deadline = crate::app::Deadline::from_lambda(invocation.context.deadline, &app.settings);

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::Region;
+pub use crate::payload::Payload;
 
 /// What the accepted payloads are, for error messages.
 pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2)";
@@ -119,7 +120,14 @@ pub enum Trigger {
 
 impl Trigger {
     /// Parses any payload a function may receive; the error names the field and lists what is accepted.
-    pub fn parse(value: serde_json::Value) -> Result<Trigger> {
+    pub fn parse(payload: impl Into<Payload>) -> Result<Trigger> {
+        let Payload { value, duplicate } = payload.into();
+        if let Some(path) = duplicate {
+            return Err(Error::event(
+                path,
+                "this key is given twice in its object: give each key once (JSON readers disagree on which one wins, and a safety switch must not depend on it)",
+            ));
+        }
         let is_envelope = value.get("detail-type").is_some() || value.get("source").is_some();
         if !is_envelope {
             if !value.is_object() {
@@ -127,6 +135,21 @@ impl Trigger {
                     "$",
                     format!("expected a JSON object: {ACCEPTED}"),
                 ));
+            }
+            for field in [
+                "policies",
+                "regions",
+                "dry_run",
+                "as_of",
+                "image_ids",
+                "register",
+            ] {
+                if value.get(field).is_some_and(serde_json::Value::is_null) {
+                    return Err(Error::event(
+                        format!("$.{field}"),
+                        "null is not a value: leave the field out for its default, or give a value",
+                    ));
+                }
             }
             let request = from_value::<RunRequest>(value, "$")?;
             let limits = [
@@ -154,12 +177,13 @@ impl Trigger {
                     ));
                 }
             }
+            let mut seen = std::collections::BTreeSet::new();
             for (i, id) in request.image_ids.iter().flatten().enumerate() {
-                let hex = id.strip_prefix("ami-").unwrap_or_default();
-                if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                check_id("ami", id, &format!("$.image_ids[{i}]"))?;
+                if !seen.insert(id) {
                     return Err(Error::event(
                         format!("$.image_ids[{i}]"),
-                        format!("`{id}` is not an AMI id (ami- and 8 to 17 hexadecimal digits)"),
+                        format!("`{id}` is listed twice: list each AMI once"),
                     ));
                 }
             }
@@ -179,19 +203,27 @@ impl Trigger {
                 region,
                 time: envelope.time,
             }),
-            ("aws.ec2", "EC2 AMI State Change") => Ok(Trigger::AmiState {
-                region,
-                detail: from_value(detail, "$.detail")?,
-            }),
-            ("aws.ec2", "EC2 Instance State-change Notification") => Ok(Trigger::InstanceState {
-                region,
-                time: envelope.time,
-                detail: from_value(detail, "$.detail")?,
-            }),
-            ("aws.ec2", "EBS Snapshot Notification") => Ok(Trigger::Snapshot {
-                region,
-                detail: from_value(detail, "$.detail")?,
-            }),
+            ("aws.ec2", "EC2 AMI State Change") => {
+                let detail: AmiStateChange = from_value(detail, "$.detail")?;
+                check_id("ami", &detail.image_id, "$.detail.ImageId")?;
+                check_state(&detail.state, AMI_STATES, "$.detail.State")?;
+                Ok(Trigger::AmiState { region, detail })
+            }
+            ("aws.ec2", "EC2 Instance State-change Notification") => {
+                let detail: InstanceStateChange = from_value(detail, "$.detail")?;
+                check_id("i", &detail.instance_id, "$.detail.instance-id")?;
+                check_state(&detail.state, INSTANCE_STATES, "$.detail.state")?;
+                Ok(Trigger::InstanceState {
+                    region,
+                    time: envelope.time,
+                    detail,
+                })
+            }
+            ("aws.ec2", "EBS Snapshot Notification") => {
+                let detail: SnapshotNotification = from_value(detail, "$.detail")?;
+                check_id("snap", detail.snapshot(), "$.detail.snapshot_id")?;
+                Ok(Trigger::Snapshot { region, detail })
+            }
             (source, detail_type) => Err(Error::event(
                 "$.detail-type",
                 format!(
@@ -211,6 +243,61 @@ impl Trigger {
             Trigger::Snapshot { .. } => "EBS Snapshot Notification",
         }
     }
+}
+
+/// The AMI states EC2 defines (DescribeImages `State`).
+pub const AMI_STATES: &[&str] = &[
+    "pending",
+    "available",
+    "invalid",
+    "deregistered",
+    "transient",
+    "failed",
+    "error",
+    "disabled",
+];
+
+/// The instance states EC2 defines (InstanceState `Name`).
+pub const INSTANCE_STATES: &[&str] = &[
+    "pending",
+    "running",
+    "shutting-down",
+    "terminated",
+    "stopping",
+    "stopped",
+];
+
+/// `ami-`, `i-` or `snap-` and 8 to 17 hexadecimal digits, as EC2 makes them.
+fn check_id(prefix: &str, id: &str, path: &str) -> Result<()> {
+    let hex = id
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or_default();
+    if (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let what = match prefix {
+        "ami" => "an AMI id",
+        "i" => "an instance id",
+        _ => "a snapshot id",
+    };
+    Err(Error::event(
+        path,
+        format!("`{id}` is not {what} ({prefix}- and 8 to 17 hexadecimal digits)"),
+    ))
+}
+
+fn check_state(state: &str, allowed: &[&str], path: &str) -> Result<()> {
+    if allowed.contains(&state) {
+        return Ok(());
+    }
+    Err(Error::event(
+        path,
+        format!(
+            "`{state}` is not a state EC2 defines: one of {}",
+            allowed.join(", ")
+        ),
+    ))
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, root: &str) -> Result<T> {
@@ -391,18 +478,18 @@ mod tests {
         };
         assert_eq!(detail.image_id, "ami-0123456789abcdef0");
         let stop = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
-            "detail": {"instance-id": "i-0123", "state": "stopped"}});
+            "detail": {"instance-id": "i-0123456789abcdef0", "state": "stopped"}});
         let Trigger::InstanceState { detail, .. } = Trigger::parse(stop).expect("stop") else {
             panic!("instance")
         };
         assert_eq!(detail.state, "stopped");
         let snap = json!({"source": "aws.ec2", "detail-type": "EBS Snapshot Notification",
             "detail": {"event": "createSnapshot", "result": "succeeded",
-                       "snapshot_id": "arn:aws:ec2::us-east-1:snapshot/snap-0123", "source": "arn:aws:ec2::us-east-1:volume/vol-1"}});
+                       "snapshot_id": "arn:aws:ec2::us-east-1:snapshot/snap-0123456789abcdef0", "source": "arn:aws:ec2::us-east-1:volume/vol-1"}});
         let Trigger::Snapshot { detail, .. } = Trigger::parse(snap).expect("snapshot") else {
             panic!("snapshot")
         };
-        assert_eq!(detail.snapshot(), "snap-0123");
+        assert_eq!(detail.snapshot(), "snap-0123456789abcdef0");
         let missing = json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "detail": {"State": "available"}});
         let err = Trigger::parse(missing).unwrap_err().to_string();
         assert!(err.contains("$.detail") && err.contains("ImageId"), "{err}");

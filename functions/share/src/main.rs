@@ -11,7 +11,7 @@ async fn main() -> Result<(), Error> {
     let app = App::from_env().await?;
     let app = &app;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<serde_json::Value>| async move {
+        move |event: LambdaEvent<ami_lifecycle::payload::Payload>| async move {
             ami_lifecycle::share::handle(app, event).await
         },
     ))

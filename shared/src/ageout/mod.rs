@@ -85,7 +85,7 @@ pub struct Report {
 /// The Lambda handler: parses the payload, runs, returns the report (or an error naming the problem).
 pub async fn handle(
     app: &App,
-    event: LambdaEvent<serde_json::Value>,
+    event: LambdaEvent<crate::payload::Payload>,
 ) -> Result<serde_json::Value, Diagnostic> {
     let deadline = Deadline::from_lambda(event.context.deadline, &app.settings);
     let request = match Trigger::parse(event.payload)? {

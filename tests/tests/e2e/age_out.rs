@@ -635,7 +635,7 @@ async fn malformed_requests_get_clear_errors_and_change_nothing() {
         (json!({"dryrun": false}), "unknown field `dryrun`"),
         (json!({"as_of": "soon", "dry_run": false}), "$.as_of"),
         (
-            json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "detail": {"ImageId": "ami-1", "State": "available"}}),
+            json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "detail": {"ImageId": "ami-0123456789abcdef0", "State": "available"}}),
             "runs on a schedule",
         ),
         (

@@ -11,7 +11,7 @@ const POLICIES: &str = r#"{"dry_run": false, "policies": [
    "build": {"instance_tags": {"ami-automation:build": "web"}},
    "share": {"accounts": ["111122223333"], "snapshots": true},
    "copy": {"regions": {"eu-west-1": {}}},
-   "retain": {"keep_latest": 0, "max_age_days": 1}}
+   "retain": {"keep_latest": 0, "allow_empty_family": true, "max_age_days": 1}}
 ]}"#;
 
 /// Every image with its state and launch permissions, and every snapshot, in both regions.
@@ -52,7 +52,7 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
         .map(|e| e.expect("entry").path())
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "the corpus is there");
+    assert!(files.len() >= 26, "the corpus is there");
 
     for binary in ["ami-age-out", "ami-build", "ami-share", "ami-copy"] {
         let function = Function::start(&bed, binary, &[("AMI_POLICIES", POLICIES)]);
@@ -81,6 +81,34 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
                 "unknown-field.json" => "unknown field `dryrun`",
                 "bad-image-id.json" => "$.image_ids[0]",
                 "unknown-policy.json" => "no policy named `no-such-policy`",
+                // A key given twice: refused wherever it is, naming its path.
+                "duplicate-dry-run.json" => "`$.dry_run`: this key is given twice",
+                "duplicate-policies.json" => "`$.policies`: this key is given twice",
+                "duplicate-key-in-detail.json" => "`$.detail.ImageId`: this key is given twice",
+                "duplicate-key-in-envelope.json" => "`$.region`: this key is given twice",
+                "duplicate-key-in-register.json" => {
+                    "`$.register.snapshot_id`: this key is given twice"
+                }
+                // A null on a field is not its default.
+                "null-dry-run.json" => "`$.dry_run`: null is not a value",
+                "null-policies.json" => "`$.policies`: null is not a value",
+                "null-regions.json" => "`$.regions`: null is not a value",
+                "null-as-of.json" => "`$.as_of`: null is not a value",
+                "null-image-ids.json" => "`$.image_ids`: null is not a value",
+                "duplicate-image-ids.json" => "`$.image_ids[1]`: `ami-0123456789abcdef0` is listed twice",
+                // Ids and states inside events are checked before any call.
+                "ami-event-bad-image-id.json" => "`$.detail.ImageId`: `not-an-ami` is not an AMI id",
+                "ami-event-snapshot-id.json" => {
+                    "`$.detail.ImageId`: `snap-0123456789abcdef0` is not an AMI id"
+                }
+                "ami-state-does-not-exist.json" => {
+                    "`$.detail.State`: `exploding` is not a state EC2 defines: one of pending, available"
+                }
+                "instance-state-does-not-exist.json" => {
+                    "`$.detail.state`: `exploding` is not a state EC2 defines: one of pending, running"
+                }
+                "instance-event-bad-id.json" => "`$.detail.instance-id`",
+                "snapshot-event-bad-id.json" => "`$.detail.snapshot_id`",
                 other => panic!("events/invalid/{other} has no expectation here"),
             };
             assert!(
