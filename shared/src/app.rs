@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::ec2::Ec2;
@@ -41,6 +42,10 @@ pub struct Settings {
     /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
     /// 60): every delivery of the same schedule within it makes the same names.
     pub build_window_minutes: u32,
+    /// The most one AWS call may take, all its attempts included (`AMI_CALL_TIMEOUT_MS`); each
+    /// attempt gets half of it. A call that hangs ends within it, so a run that stops starting
+    /// work at the deadline margin still answers before Lambda's deadline.
+    pub call_timeout: Duration,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -87,7 +92,7 @@ impl Settings {
                 ))
             }
         };
-        Ok(Settings {
+        let settings = Settings {
             deployment: Deployment {
                 allow_public_sharing,
                 partition: Some(home_region.partition()),
@@ -103,11 +108,25 @@ impl Settings {
             build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
                 .unwrap_or(60) as u32,
             max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
+            call_timeout: Duration::from_millis(
+                env_number("AMI_CALL_TIMEOUT_MS", Some(8_000), 200, 900_000)?.unwrap_or(8_000),
+            ),
             mutation_rate: env_number("AMI_MUTATION_RATE", Some(5), 1, 100_000)?.unwrap_or(5)
                 as f64,
             mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
                 as f64,
-        })
+        };
+        if !settings.deadline_margin.is_zero() && settings.call_timeout > settings.deadline_margin {
+            return Err(Error::config(
+                "AMI_CALL_TIMEOUT_MS",
+                format!(
+                    "{} ms is longer than AMI_DEADLINE_MARGIN_MS ({} ms): a call started just before the run stops could outlive the Lambda deadline; make the timeout shorter or the margin longer",
+                    settings.call_timeout.as_millis(),
+                    settings.deadline_margin.as_millis()
+                ),
+            ));
+        }
+        Ok(settings)
     }
 }
 
@@ -133,6 +152,12 @@ impl App {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(settings.home_region.to_string()))
             .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(settings.call_timeout)
+                    .operation_attempt_timeout(settings.call_timeout / 2)
+                    .build(),
+            )
             .load()
             .await;
         let events = EventBridge::new(
@@ -279,6 +304,7 @@ mod tests {
             max_attempts: 5,
             mutation_rate: 5.0,
             mutation_burst: 100.0,
+            call_timeout: Duration::from_millis(1000),
         }
     }
 

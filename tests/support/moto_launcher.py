@@ -12,7 +12,8 @@ owner, deregistration protection, last launch), so tests can build a fleet of an
 ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
 `GET /_testbed/calls` counts the API calls received, by action; `POST /_testbed/faults`
 answers the next N calls of an action with an EC2 error code (throttling, in-use, 500s, ...),
-a slow answer (`SLOW:<ms>`) or a dropped connection (`DROP`);
+a slow answer (`SLOW:<ms>`), a dropped connection (`DROP`), a call that never answers (`HANG`),
+or a call executed whose answer is lost (`LOSE`);
 `POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do.
 
 Every AWS request is first checked against the services' published API contract (`contract.py`:
@@ -858,6 +859,20 @@ def ec2_error(code: str, message: str, status: int, request_id: str) -> Response
     return Response(body, status=status, mimetype="text/xml")
 
 
+def dropped() -> Response:
+    """A dropped connection: headers promise a body that never comes."""
+    def broken() -> Any:
+        yield b"<?xml"
+        raise ConnectionAbortedError("dropped by the test bed")
+
+    return Response(broken(), status=200, headers={"Content-Length": "4096"}, mimetype="text/xml")
+
+
+# `LOSE`: the call is executed, then its response is lost (the connection drops): EC2 did it,
+# and the client never heard. The real idempotency hazard of every mutating call.
+LOSE = Response("lose", status=599)
+
+
 def fault_response(action: str) -> Response | None:
     if not take_token(action):
         return ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503, "throttle")
@@ -874,12 +889,16 @@ def fault_response(action: str) -> Response | None:
         _time.sleep(int(code.split(":", 1)[1]) / 1000)
         return None
     if code == "DROP":
-        # A dropped connection: headers promise a body that never comes.
-        def broken() -> Any:
-            yield b"<?xml"
-            raise ConnectionAbortedError("dropped by the test bed")
+        return dropped()
+    if code == "HANG":
+        # A call that never answers (the client's timeouts must end it): hold the connection,
+        # then drop it without serving the call.
+        import time as _time
 
-        return Response(broken(), status=200, headers={"Content-Length": "4096"}, mimetype="text/xml")
+        _time.sleep(120)
+        return dropped()
+    if code == "LOSE":
+        return LOSE
     status = {"RequestLimitExceeded": 503, "InternalError": 500, "Unavailable": 503}.get(code, 400)
     return ec2_error(code, "injected by the test bed", status, "fault")
 
@@ -970,6 +989,13 @@ class Testbed:
             if violation is not None:
                 return contract_response(violation)(environ, start_response)
         injected = fault_response(action) if action else None
+        if injected is LOSE:
+            served = self.app(environ, lambda status, headers, exc_info=None: None)
+            for _ in served:  # run the call to the end, and throw its answer away
+                pass
+            if hasattr(served, "close"):
+                served.close()
+            return dropped()(environ, start_response)
         if injected is not None:
             return injected(environ, start_response)
         return self.app(environ, start_response)

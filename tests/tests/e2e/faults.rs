@@ -167,3 +167,53 @@ async fn build_share_and_copy_defer_what_faults_stop_and_finish_on_the_next_run(
         "one copy each, nothing lost or doubled"
     );
 }
+
+#[tokio::test]
+async fn a_call_that_hangs_is_timed_out_and_the_run_ends_cleanly_reporting_what_is_left() {
+    let bed = TestBed::start();
+    let fleet = build_fleet(&bed).await;
+    let function = age_out(
+        &bed,
+        &[("AMI_CALL_TIMEOUT_MS", "1500"), ("AMI_MAX_ATTEMPTS", "2")],
+    );
+    bed.inject_fault("DeregisterImage", "HANG", 1000);
+
+    let started = std::time::Instant::now();
+    let first = function.invoke(&request(false)).ok();
+
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the run ended on its own: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first["complete"], false, "{first}");
+    let deregister: Vec<&Value> = first["plan"]
+        .as_array()
+        .expect("plan")
+        .iter()
+        .filter(|a| a["action"] == "deregister")
+        .collect();
+    assert!(!deregister.is_empty());
+    assert!(
+        deregister.iter().all(|a| a["outcome"] == "deferred"),
+        "a hung call is deferred, not failed: {first}"
+    );
+    assert!(
+        first["remaining"].as_u64() >= Some(deregister.len() as u64),
+        "the deferred deregistrations (and their snapshots) are reported as left: {first}"
+    );
+
+    // The next run, without the hang, finishes the work.
+    bed.inject_fault("DeregisterImage", "HANG", 0);
+    let second = function.invoke(&request(false)).ok();
+    assert_eq!(second["complete"], true, "{second}");
+    let after = state(&bed).await;
+    let images: BTreeSet<String> = ["us-east-1", "eu-west-1"]
+        .iter()
+        .flat_map(|r| after[*r]["images"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i["id"].as_str().map(String::from))
+        .collect();
+    for role in DEREGISTERED {
+        assert!(!images.contains(fleet.id(role)), "{role}");
+    }
+}
