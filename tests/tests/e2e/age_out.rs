@@ -38,6 +38,11 @@ impl Fleet {
     pub(crate) fn id(&self, name: &str) -> &str {
         &self.ids[name]
     }
+
+    /// Every role with its image id.
+    pub(crate) fn roles(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.ids.iter().map(|(role, id)| (*role, id.as_str()))
+    }
 }
 
 /// Where and from what an aged image is made.
