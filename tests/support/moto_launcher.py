@@ -873,7 +873,7 @@ def dropped() -> Response:
 LOSE = Response("lose", status=599)
 
 
-def fault_response(action: str) -> Response | None:
+def fault_response(action: str, json_protocol: bool = False) -> Response | None:
     if not take_token(action):
         return ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503, "throttle")
     with CALLS_LOCK:
@@ -900,6 +900,11 @@ def fault_response(action: str) -> Response | None:
     if code == "LOSE":
         return LOSE
     status = {"RequestLimitExceeded": 503, "InternalError": 500, "Unavailable": 503}.get(code, 400)
+    if json_protocol:
+        # KMS, SSM, EventBridge: their JSON error format.
+        body = json.dumps({"__type": code, "message": "injected by the test bed"})
+        return Response(body, status=status, content_type="application/x-amz-json-1.1",
+                        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": "fault"})
     return ec2_error(code, "injected by the test bed", status, "fault")
 
 
@@ -988,7 +993,7 @@ class Testbed:
             violation = contract.check_request(environ, body)
             if violation is not None:
                 return contract_response(violation)(environ, start_response)
-        injected = fault_response(action) if action else None
+        injected = fault_response(action, "HTTP_X_AMZ_TARGET" in environ) if action else None
         if injected is LOSE:
             served = self.app(environ, lambda status, headers, exc_info=None: None)
             for _ in served:  # run the call to the end, and throw its answer away

@@ -306,3 +306,194 @@ async fn a_deleted_launch_template_version_does_not_fail_a_depth_n_scan() {
     // v1 is $Default: it counts at every depth.
     assert!(kept.contains(&ids[3]), "{report}");
 }
+
+#[tokio::test]
+async fn exclude_shared_keeps_shared_amis_and_a_failed_share_lookup_keeps_every_candidate() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 3, 40).await;
+    let grant = aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+        .add(
+            aws_sdk_ec2::types::LaunchPermission::builder()
+                .user_id("111122223333")
+                .build(),
+        )
+        .build();
+    ec2.modify_image_attribute()
+        .image_id(&ids[2])
+        .launch_permission(grant)
+        .send()
+        .await
+        .expect("share");
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "max_age_days": 30, "exclude_shared": true}"#,
+    );
+
+    // The share lookup fails: every image whose decision waits on it is kept.
+    bed.inject_fault("DescribeImageAttribute", "UnauthorizedOperation", 100);
+    let report = partial_failure(&function, &json!({}));
+    assert!(actions(&report, "deregister").is_empty(), "{report}");
+    assert_eq!(
+        kept_with(&report, "shared"),
+        ids[1..].iter().cloned().collect::<BTreeSet<_>>()
+    );
+    assert!(report["regions"][0]["evidence_gaps"]
+        .as_array()
+        .is_some_and(|g| g.iter().any(|g| g["call"] == "DescribeImageAttribute")));
+    assert_eq!(seed::image_ids(&ec2).await.len(), 4, "nothing deregistered");
+
+    // It answers: the shared one is kept, the others go.
+    bed.inject_fault("DescribeImageAttribute", "UnauthorizedOperation", 0);
+    let report = function.invoke(&json!({})).ok();
+    assert_eq!(
+        kept_with(&report, "shared"),
+        BTreeSet::from([ids[2].clone()])
+    );
+    assert_eq!(
+        actions(&report, "deregister"),
+        BTreeSet::from([ids[1].clone(), ids[3].clone()])
+    );
+    assert!(seed::image_ids(&ec2).await.contains(&ids[2]));
+}
+
+#[tokio::test]
+async fn a_recent_launch_keeps_an_old_ami_only_within_the_window() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await;
+    let at = |days: i64| (Utc::now() - Duration::days(days)).to_rfc3339();
+    bed.seed_image("us-east-1", &ids[1], json!({"last_launched_time": at(2)}));
+    bed.seed_image("us-east-1", &ids[2], json!({"last_launched_time": at(20)}));
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "max_age_days": 30, "exclude_launched_within_days": 7}"#,
+    );
+
+    let report = function.invoke(&json!({})).ok();
+
+    assert_eq!(
+        kept_with(&report, "recently_launched"),
+        BTreeSet::from([ids[1].clone()])
+    );
+    assert_eq!(
+        actions(&report, "deregister"),
+        BTreeSet::from([ids[2].clone()])
+    );
+}
+
+#[tokio::test]
+async fn orphan_snapshots_are_deleted_only_when_the_policy_says_so() {
+    for delete in [false, true] {
+        let bed = TestBed::start();
+        let ec2 = bed.ec2("us-east-1").await;
+        let ids = family(&bed, &ec2, 1, 40).await;
+        // An earlier deregistration left the snapshots of ids[1] behind.
+        let orphans = seed::snapshots_of(&ec2, &ids[1]).await;
+        for snap in &orphans {
+            ec2.create_tags()
+                .resources(snap)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("ami-automation:policy")
+                        .value("web")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("CreateTags");
+        }
+        ec2.deregister_image()
+            .image_id(&ids[1])
+            .send()
+            .await
+            .expect("DeregisterImage");
+        let retain = format!(
+            r#"{{"keep_latest": 1, "max_age_days": 30, "delete_orphan_snapshots": {delete}}}"#
+        );
+        let function = retire(&bed, &retain);
+
+        let report = function
+            .invoke(&json!({"as_of": (Utc::now() + Duration::days(60)).to_rfc3339()}))
+            .ok();
+
+        let found: BTreeSet<String> = report["regions"][0]["orphans"]
+            .as_array()
+            .expect("orphans")
+            .iter()
+            .filter_map(|o| o["snapshot_id"].as_str().map(String::from))
+            .collect();
+        assert_eq!(found, orphans.iter().cloned().collect::<BTreeSet<_>>());
+        let left = seed::snapshot_ids(&ec2).await;
+        for snap in &orphans {
+            assert_eq!(
+                left.contains(snap),
+                !delete,
+                "delete_orphan_snapshots {delete}: {snap}"
+            );
+        }
+        assert_eq!(
+            actions(&report, "delete_snapshot").len(),
+            if delete { orphans.len() } else { 0 }
+        );
+    }
+}
+
+#[tokio::test]
+async fn launch_template_depth_decides_which_versions_keep_an_ami() {
+    for (depth, kept_v2) in [
+        ("\"default-and-latest\"", false),
+        ("3", true),
+        ("\"all\"", true),
+    ] {
+        let bed = TestBed::start();
+        let ec2 = bed.ec2("us-east-1").await;
+        let ids = family(&bed, &ec2, 4, 40).await;
+        // v1 ($Default) ids[4], v2 ids[3], v3 ids[2], v4 ($Latest) ids[1].
+        template(&ec2, &[&ids[4], &ids[3], &ids[2], &ids[1]]).await;
+        let retain = format!(
+            r#"{{"keep_latest": 1, "max_age_days": 30, "in_use": {{"launch_template_versions": {depth}}}}}"#
+        );
+        let report = retire(&bed, &retain).invoke(&json!({})).ok();
+        let kept = kept_with(&report, "in_use_by_launch_template");
+        assert!(
+            kept.contains(&ids[4]) && kept.contains(&ids[1]),
+            "{depth}: $Default and $Latest"
+        );
+        assert_eq!(
+            kept.contains(&ids[3]),
+            kept_v2,
+            "{depth}: version 2 (two behind $Latest)"
+        );
+        assert_eq!(
+            actions(&report, "deregister").contains(&ids[3]),
+            !kept_v2,
+            "{depth}: {report}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn image_ids_and_policies_limit_what_a_run_touches() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 3, 40).await;
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+
+    let one = function.invoke(&json!({"image_ids": [ids[2]]})).ok();
+    assert_eq!(
+        actions(&one, "deregister"),
+        BTreeSet::from([ids[2].clone()])
+    );
+    assert_eq!(seed::image_ids(&ec2).await.len(), 3, "only that AMI went");
+
+    let (kind, message) = function.invoke(&json!({"policies": ["nope"]})).err();
+    assert_eq!(kind, "InvalidEvent", "{message}");
+    let other = function
+        .invoke(&json!({"policies": ["web"], "dry_run": true}))
+        .ok();
+    assert_eq!(
+        actions(&other, "deregister"),
+        BTreeSet::from([ids[1].clone(), ids[3].clone()])
+    );
+}

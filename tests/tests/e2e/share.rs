@@ -393,3 +393,47 @@ async fn a_refused_public_share_is_reported_and_keeps_the_account_grants_of_the_
         set(&["111122223333", ORG, "all"])
     );
 }
+
+#[tokio::test]
+async fn when_kms_does_not_answer_an_encrypted_ami_is_not_shared() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .send()
+        .await
+        .expect("volume");
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().expect("id"))
+        .send()
+        .await
+        .expect("snapshot")
+        .snapshot_id()
+        .expect("id")
+        .to_string();
+    let encrypted = seed::register(
+        &ec2,
+        "web-encrypted",
+        std::slice::from_ref(&snap),
+        &[("Family", "web-a")],
+    )
+    .await;
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+    // Whether the key is AWS managed (which cannot be shared) is evidence: without it, no grant.
+    bed.inject_fault("DescribeKey", "AccessDeniedException", 100);
+
+    let (kind, message) = function.invoke(&json!({"image_ids": [encrypted]})).err();
+
+    assert_eq!(kind, "PartialFailure", "{message}");
+    assert!(message.contains("DescribeKey"), "{message}");
+    assert!(launch_permissions(&ec2, &encrypted).await.is_empty());
+    assert!(volume_permissions(&ec2, &snap).await.is_empty());
+    assert!(bed
+        .published()
+        .iter()
+        .all(|e| e["detail_type"] != "AMI Shared"));
+}
