@@ -97,6 +97,9 @@ pub enum CopyOutcome {
     Deferred,
     /// Not copied, with the reason.
     Refused,
+    /// Not copied, and nothing is wrong: a sweep passes over a disabled or failed source
+    /// (age-out disables AMIs as a retirement stage; a sweep must not fail every run for it).
+    Skipped,
     /// EC2 failed the call.
     Failed,
 }
@@ -321,6 +324,12 @@ async fn copy_from(
             if image.state == ImageState::Pending {
                 r.outcome = CopyOutcome::Deferred;
                 r.reason = Some("pending: copied once it is available".into());
+            } else if request.image_ids.is_none() {
+                r.outcome = CopyOutcome::Skipped;
+                r.reason = Some(format!(
+                    "{}: a sweep copies only available AMIs",
+                    image.state
+                ));
             } else {
                 r.reason = Some(format!(
                     "{} is {}: only available AMIs can be copied{}",

@@ -124,3 +124,66 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
     );
     assert!(bed.published().is_empty(), "nothing announced");
 }
+
+/// The README tells operators to run the dry-run samples against production first: each one,
+/// sent to its function with a document that says `dry_run: false`, changes nothing.
+#[tokio::test]
+async fn every_dry_run_sample_changes_nothing_in_an_account_with_work_to_do() {
+    let bed = TestBed::start();
+    crate::age_out::build_fleet(&bed).await;
+    let ec2 = bed.ec2("us-east-1").await;
+    seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
+    let before = account(&bed).await;
+    let mut samples: Vec<_> = std::fs::read_dir(root().join("events"))
+        .expect("events")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains("dry-run") && n.ends_with(".json"))
+        })
+        .collect();
+    samples.sort();
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    for sample in &samples {
+        let name = sample
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let binary = match name.split('-').next() {
+            Some("age") => "ami-age-out",
+            Some(function) => match function {
+                "build" => "ami-build",
+                "share" => "ami-share",
+                "copy" => "ami-copy",
+                other => panic!("{name}: no function `{other}`"),
+            },
+            None => panic!("{name}"),
+        };
+        let function = Function::start(&bed, binary, &[("AMI_POLICIES", POLICIES)]);
+        let report = function.invoke_file(sample).ok();
+        assert_eq!(report["dry_run"], true, "{name}: {report}");
+        let planned = report
+            .get("plan")
+            .or(report.get("results"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        assert!(
+            planned > 0,
+            "{name}: the account has work for it to plan: {report}"
+        );
+        assert_eq!(account(&bed).await, before, "{name} changed the account");
+    }
+    let actions: Vec<Value> = bed
+        .published()
+        .into_iter()
+        .filter(|e| {
+            !["Policy Run Completed", "Run Completed"]
+                .contains(&e["detail_type"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        actions.is_empty(),
+        "a dry run announces no action: {actions:?}"
+    );
+}
