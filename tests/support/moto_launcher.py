@@ -306,6 +306,8 @@ def deregister_image(self: Any) -> ActionResult:
     delete_snaps = str(self._get_param("DeleteAssociatedSnapshots", "false")).lower() == "true"
     self.error_on_dryrun()
     ami = backend.amis.get(ami_id)
+    if ami is not None:
+        _check_owner(backend, ami)
     if ami is not None and getattr(ami, "deregistration_protection", "disabled") != "disabled":
         raise ClientError(
             "InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}."
@@ -371,7 +373,16 @@ def _owned_image(self: Any, ami_id: str) -> Any:
     ami = self.ec2_backend.amis.get(ami_id)
     if ami is None:
         raise ClientError("InvalidAMIID.NotFound", f"The image id '[{ami_id}]' does not exist")
+    _check_owner(self.ec2_backend, ami)
     return ami
+
+
+# Only the owner changes an AMI (DeregisterImage, DisableImage, EnableImageDeprecation,
+# ModifyImageAttribute: "Only the AMI owner can ..."; EC2 answers AuthFailure for another
+# account's image). moto lets any account change any image.
+def _check_owner(backend: Any, ami: Any) -> None:
+    if ami.owner_id != backend.account_id:
+        raise ClientError("AuthFailure", f"Not authorized for image:{ami.id}")
 
 
 # ModifyImageAttribute ({REF}/API_ModifyImageAttribute.html): "You can't modify the attributes
@@ -381,6 +392,8 @@ _moto_modify_image_attribute = AmisResponse.modify_image_attribute
 
 def modify_image_attribute(self: Any) -> Any:
     ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    if ami is not None:
+        _check_owner(self.ec2_backend, ami)
     if ami is not None and ami.state == "disabled":
         raise ClientError("InvalidParameterValue", f"The image {ami.id} is disabled.")
     if ami is not None:
@@ -482,7 +495,7 @@ def create_snapshot(self: Any, volume_id: str, *args: Any, **kwargs: Any) -> Any
 # source's (encrypted with KmsKeyId, or the region's default EBS key, when Encrypted is true);
 # TagSpecifications tag the copy and its snapshots; CopyImageTags copies the source's tags; the
 # copy reports SourceImageId and SourceImageRegion; a name in use is InvalidAMIName.Duplicate.
-CLIENT_TOKENS: dict[tuple[str, str, str], str] = {}
+CLIENT_TOKENS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
 def copy_image(self: Any) -> ActionResult:
@@ -498,8 +511,16 @@ def copy_image(self: Any) -> ActionResult:
     self.error_on_dryrun()
     _check_tag_types(tag_specs)
     key = (backend.account_id, backend.region_name, token or "")
+    # "IdempotentParameterMismatch: ... Do not reuse a client token with different requests,
+    # unless the requests are identical" ({REF}/errors-overview.html).
+    request = json.dumps([source_id, source_region, name, encrypted, kms_key_id, tag_specs, copy_tags],
+                         sort_keys=True, default=str)
     if token and key in CLIENT_TOKENS:
-        return ActionResult({"ImageId": CLIENT_TOKENS[key]})
+        image_id, seen = CLIENT_TOKENS[key]
+        if seen != request:
+            raise ClientError("IdempotentParameterMismatch",
+                              f"The client token {token} was used for a different CopyImage request.")
+        return ActionResult({"ImageId": image_id})
     source_backend = ec2_backends[backend.account_id][source_region]
     source = source_backend.amis.get(source_id)
     if source is None:
@@ -540,7 +561,7 @@ def copy_image(self: Any) -> ActionResult:
     ami.add_tags(_tags_for(tag_specs, "image"))
     backend.amis[ami_id] = ami
     if token:
-        CLIENT_TOKENS[key] = ami_id
+        CLIENT_TOKENS[key] = (ami_id, request)
     return ActionResult({"ImageId": ami_id})
 
 
@@ -714,6 +735,8 @@ _moto_disable_image = moto_amis.AmiBackend.disable_image
 
 
 def disable_image(self: Any, ami_id: str) -> None:
+    if ami_id in self.amis:
+        _check_owner(self, self.amis[ami_id])
     _moto_disable_image(self, ami_id)
     self.amis[ami_id].launch_permissions = []
 

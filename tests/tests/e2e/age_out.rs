@@ -396,6 +396,10 @@ async fn a_dry_run_reports_the_exact_plan_and_changes_nothing() {
     );
     let mut doomed = snapshots_of_all(&bed, &fleet, DEREGISTERED).await;
     doomed.remove(&fleet.shared_snapshot);
+    // This plan-level assertion (with `snapshots_kept` below) is what guards the planner's
+    // shared-snapshot rule: in a real run the test bed itself refuses to delete a snapshot a
+    // registered AMI uses (DeleteAssociatedSnapshots keeps it, DeleteSnapshot answers
+    // InvalidSnapshot.InUse, as EC2 does), so the account would look right either way.
     assert_eq!(
         actions(&report, "delete_snapshot"),
         doomed,

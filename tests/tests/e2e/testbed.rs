@@ -1167,3 +1167,67 @@ async fn disable_image_removes_every_launch_permission_and_public_sharing_obeys_
         );
     }
 }
+
+#[tokio::test]
+async fn only_the_owner_changes_an_ami_and_a_reused_copy_token_needs_the_same_request() {
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let ec2 = bed.ec2("us-east-1").await;
+        let builder = seed::instance(&ec2, 0, &[]).await;
+        let foreign = seed::image(&ec2, &builder, "foreign", &[]).await;
+        bed.seed_image(
+            "us-east-1",
+            &foreign,
+            serde_json::json!({"owner_id": "210987654321"}),
+        );
+        let modify = ec2
+            .modify_image_attribute()
+            .image_id(&foreign)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .add(LaunchPermission::builder().user_id("111122223333").build())
+                    .build(),
+            )
+            .send()
+            .await;
+        let deregister = ec2.deregister_image().image_id(&foreign).send().await;
+
+        let source = seed::image(&ec2, &builder, "source", &[]).await;
+        let eu = bed.ec2("eu-west-1").await;
+        let copy = |name: &'static str| {
+            let eu = eu.clone();
+            let source = source.clone();
+            async move {
+                eu.copy_image()
+                    .source_image_id(source)
+                    .source_region("us-east-1")
+                    .name(name)
+                    .client_token("same-token")
+                    .send()
+                    .await
+            }
+        };
+        let first = copy("copy-a").await.expect("CopyImage");
+        let other = copy("copy-b").await;
+        if plain {
+            assert!(
+                modify.is_ok() && deregister.is_ok(),
+                "plain moto lets any account change any AMI"
+            );
+            assert!(other.is_ok(), "plain moto ignores the token");
+            continue;
+        }
+        assert_eq!(modify.expect_err("foreign").code(), Some("AuthFailure"));
+        assert_eq!(deregister.expect_err("foreign").code(), Some("AuthFailure"));
+        assert_eq!(
+            other.expect_err("a different request").code(),
+            Some("IdempotentParameterMismatch")
+        );
+        let again = copy("copy-a").await.expect("the same request");
+        assert_eq!(again.image_id(), first.image_id(), "the same copy");
+    }
+}
