@@ -101,7 +101,7 @@ impl Settings {
             event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
             concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
             deadline_margin: Duration::from_millis(
-                env_number("AMI_DEADLINE_MARGIN_MS", Some(10_000), 0, 900_000)?.unwrap_or(10_000),
+                env_number("AMI_DEADLINE_MARGIN_MS", Some(30_000), 0, 900_000)?.unwrap_or(30_000),
             ),
             run_budget: env_number("AMI_RUN_BUDGET_MS", None, 0, 86_400_000)?
                 .map(Duration::from_millis),
@@ -109,7 +109,7 @@ impl Settings {
                 .unwrap_or(60) as u32,
             max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
             call_timeout: Duration::from_millis(
-                env_number("AMI_CALL_TIMEOUT_MS", Some(8_000), 200, 900_000)?.unwrap_or(8_000),
+                env_number("AMI_CALL_TIMEOUT_MS", Some(25_000), 200, 900_000)?.unwrap_or(25_000),
             ),
             mutation_rate: env_number("AMI_MUTATION_RATE", Some(5), 1, 100_000)?.unwrap_or(5)
                 as f64,

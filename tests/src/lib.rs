@@ -268,10 +268,30 @@ pub fn function_binary(name: &str) -> PathBuf {
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .expect("binary time");
-    let dir = name.strip_prefix("ami-").unwrap_or(name);
-    let sources = newest_source(&root().join("shared/src")).max(newest_source(
-        &root().join("functions").join(dir).join("src"),
-    ));
+    // The sources the binary is built from, as cargo's dep-info lists them (a file that only
+    // tests compile, such as a `#[cfg(test)]` module, is not one of them).
+    let dep_info = std::fs::read_to_string(path.with_extension("d")).unwrap_or_default();
+    let listed: Vec<PathBuf> = dep_info
+        .split_once(':')
+        .map(|(_, deps)| {
+            deps.split_whitespace()
+                .map(PathBuf::from)
+                .filter(|p| p.starts_with(root()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sources = if listed.is_empty() {
+        let dir = name.strip_prefix("ami-").unwrap_or(name);
+        newest_source(&root().join("shared/src")).max(newest_source(
+            &root().join("functions").join(dir).join("src"),
+        ))
+    } else {
+        listed
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
     assert!(
         built >= sources,
         "{} is older than its sources: run `cargo build --workspace` again (scripts/test does it)",

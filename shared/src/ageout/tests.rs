@@ -420,140 +420,309 @@ fn an_image_belongs_to_the_first_policy_that_selects_it_and_unselected_images_ar
 }
 
 // ------------------------------------------------------------------------------------------
-// Properties: for random fleets the safety rules always hold.
+// Properties: for random fleets, documents and filters, the safety rules always hold (nothing
+// that must stay is touched), and liveness holds too (what must go is planned): a planner that
+// plans nothing would pass the safety rules alone.
 // ------------------------------------------------------------------------------------------
 
+/// One random image: (policy 0-2, family, age in days, state, usage flags, snapshots).
 #[derive(Debug, Clone)]
-struct Fleet {
-    images: Vec<Image>,
-    usage: Usage,
-    keep_latest: u32,
+struct Spec {
+    policy: usize,
+    family: usize,
+    days: i64,
+    state: u8,
+    flags: [bool; 9],
+    shared: Option<bool>,
+    template: (i64, bool, i64),
+    snaps: (usize, usize),
 }
 
-fn fleet() -> impl Strategy<Value = Fleet> {
-    let one = (
-        0usize..3,
-        0i64..400,
-        0u8..10,
-        0usize..6,
-        0usize..6,
+#[derive(Debug, Clone)]
+struct World {
+    images: Vec<Image>,
+    snapshots: Vec<Snapshot>,
+    usage: Usage,
+    document: PolicyDocument,
+    policies: Option<Vec<String>>,
+    image_ids: Option<Vec<String>>,
+}
+
+fn retain_json() -> impl Strategy<Value = String> {
+    (
+        0u32..4,
+        prop::option::of(1u32..60),
+        prop::option::of(1u32..60),
+        prop::option::of(1u32..200),
         any::<bool>(),
-    );
-    (proptest::collection::vec(one, 1..40), 0u32..4).prop_map(|(specs, keep_latest)| {
-        let mut usage = Usage::default();
-        let images =
-            specs
-                .into_iter()
-                .enumerate()
-                .map(|(n, (family, days, flag, snap_a, snap_b, disabled))| {
-                    let id = format!("ami-{n}");
-                    let mut i = image(&id, ["a", "b", "c"][family], days);
-                    i.snapshot_ids = vec![
-                        format!("snap-{snap_a}"),
-                        format!("snap-x{n}"),
-                        format!("snap-{}", snap_b + 10),
-                    ];
-                    match flag {
-                        0 => i.owner_id = OTHER.into(),
-                        1 => {
-                            usage
-                                .instances
-                                .insert(id.clone(), BTreeSet::from(["i-1".to_string()]));
-                        }
-                        2 => usage.launch_templates.entry(id.clone()).or_default().push(
-                            TemplateUse {
-                                template_id: "lt-1".into(),
-                                version: 1,
-                                is_default: true,
-                                newer_versions: 2,
-                            },
-                        ),
-                        3 => {
-                            i.tags.insert("Retain".into(), "true".into());
-                        }
-                        4 => i.deregistration_protection = true,
-                        5 => i.last_launched = Some(now() - Duration::days(1)),
-                        6 => usage.gaps.push(EvidenceGap {
-                            call: "DescribeImageReferences".into(),
-                            code: Some("InternalError".into()),
-                            error: "injected".into(),
-                            transient: true,
-                            images: Some(BTreeSet::from([id.clone()])),
-                        }),
-                        _ => {}
-                    }
-                    if disabled {
-                        i.state = ImageState::Disabled;
-                    }
-                    i
-                })
-                .collect();
-        Fleet {
-            images,
-            usage,
-            keep_latest,
-        }
+        prop::sample::select(vec![0u32, 7]),
+        prop::sample::select(vec!["\"all\"", "\"default-and-latest\"", "1", "3"]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(keep, dep, dis, max, shared, launched, depth, orphans, disable_shared)| {
+            // Stages in order: deprecate <= disable <= max age.
+            let mut ages = [dep, dis, max];
+            let mut sorted: Vec<u32> = ages.iter().flatten().copied().collect();
+            sorted.sort();
+            let mut it = sorted.into_iter();
+            for a in ages.iter_mut() {
+                if a.is_some() {
+                    *a = it.next();
+                }
+            }
+            let age = |name: &str, v: Option<u32>| v.map(|d| format!(r#", "{name}": {d}"#)).unwrap_or_default();
+            let (keep, allow) = if keep == 0 && ages.iter().all(Option::is_none) { (1, false) } else { (keep, keep == 0) };
+            format!(
+                r#"{{"keep_latest": {keep}, "allow_empty_family": {allow}{}{}{}, "protect_tags": {{"Retain": "true"}},
+                   "exclude_shared": {shared}, "exclude_launched_within_days": {launched},
+                   "in_use": {{"launch_template_versions": {depth}}}, "delete_orphan_snapshots": {orphans},
+                   "disable_shared_images": {disable_shared}}}"#,
+                age("deprecate_after_days", ages[0]),
+                age("disable_after_days", ages[1]),
+                age("max_age_days", ages[2])
+            )
+        })
+}
+
+fn world() -> impl Strategy<Value = World> {
+    let spec = (
+        (0usize..3, 0usize..3, 0i64..400, 0u8..10),
+        proptest::array::uniform9(proptest::bool::weighted(0.08)),
+        prop::option::of(any::<bool>()),
+        (0i64..12, any::<bool>(), 0i64..12),
+        (0usize..8, 0usize..8),
+    )
+        .prop_map(
+            |((policy, family, days, state), flags, shared, template, snaps)| Spec {
+                policy,
+                family,
+                days,
+                state,
+                flags,
+                shared,
+                template,
+                snaps,
+            },
+        );
+    (
+        proptest::collection::vec(spec, 1..40),
+        retain_json(),
+        retain_json(),
+        any::<bool>(),
+        0usize..4,
+        0usize..5,
+        0usize..4,
+    )
+        .prop_map(|(specs, web, batch, shares, policy_filter, image_filter, orphans)| {
+            let share = if shares { r#", "share": {"accounts": ["210987654321"]}"# } else { "" };
+            let json = format!(
+                r#"{{"policies": [
+                    {{"name": "web", "select": {{"tags": {{"Family": "*"}}}}, "family_by": "tag:Family"{share}, "retain": {web}}},
+                    {{"name": "batch", "select": {{"name_pattern": "batch-*"}}, "retain": {batch}}}]}}"#
+            );
+            let document = PolicyDocument::parse(&json, Deployment::default()).expect("a valid random policy");
+            let mut usage = Usage::default();
+            let mut images = Vec::new();
+            let mut snapshots = Vec::new();
+            for (n, s) in specs.iter().enumerate() {
+                let id = format!("ami-{n}");
+                let mut i = match s.policy {
+                    0 => image(&id, ["a", "b", "c"][s.family], s.days),
+                    1 => Image::new(&id, &format!("batch-{}-{n}", s.family), ME, now() - Duration::days(s.days)),
+                    _ => Image::new(&id, &format!("stray-{n}"), ME, now() - Duration::days(s.days)),
+                };
+                i.snapshot_ids = vec![format!("snap-{}", s.snaps.0), format!("snap-x{n}"), format!("snap-{}", s.snaps.1 + 10)];
+                i.state = match s.state {
+                    0 => ImageState::Pending,
+                    1 => ImageState::Failed,
+                    2 => ImageState::Disabled,
+                    _ => ImageState::Available,
+                };
+                i.shared = s.shared;
+                let [foreign, instance, template, referenced, protected, dereg, launched, public, gap] = s.flags;
+                if foreign {
+                    i.owner_id = OTHER.into();
+                }
+                if instance {
+                    usage.instances.insert(id.clone(), BTreeSet::from(["i-1".to_string()]));
+                }
+                if template {
+                    let (version, is_default, newer) = s.template;
+                    usage.launch_templates.entry(id.clone()).or_default().push(TemplateUse {
+                        template_id: "lt-1".into(),
+                        version,
+                        is_default,
+                        newer_versions: newer,
+                    });
+                }
+                if referenced {
+                    usage.references.insert(id.clone(), BTreeSet::from(["arn:aws:ssm:::parameter/x".to_string()]));
+                }
+                if protected {
+                    i.tags.insert("Retain".into(), "true".into());
+                }
+                i.deregistration_protection = dereg;
+                if launched {
+                    i.last_launched = Some(now() - Duration::days(1));
+                }
+                i.public = public;
+                if gap {
+                    usage.gaps.push(EvidenceGap {
+                        call: "DescribeImageReferences".into(),
+                        code: Some("InternalError".into()),
+                        error: "injected".into(),
+                        transient: true,
+                        images: Some(BTreeSet::from([id.clone()])),
+                    });
+                }
+                for snap in &i.snapshot_ids {
+                    snapshots.push(Snapshot {
+                        id: snap.clone(),
+                        owner_id: if foreign && snap.starts_with("snap-x") { OTHER.into() } else { ME.into() },
+                        description: format!("Created by CreateImage(i-1) for {id}"),
+                        started: i.created,
+                        tags: BTreeMap::new(),
+                    });
+                }
+                images.push(i);
+            }
+            // Orphans: snapshots made for an AMI that no AMI uses, tagged for `web`.
+            for n in 0..orphans {
+                snapshots.push(Snapshot {
+                    id: format!("snap-orphan{n}"),
+                    owner_id: ME.into(),
+                    description: format!("Created by CreateImage(i-1) for ami-gone{n}"),
+                    started: Some(now() - Duration::days(300)),
+                    tags: BTreeMap::from([(crate::policy::POLICY_TAG.to_string(), "web".to_string())]),
+                });
+            }
+            snapshots.sort_by(|a, b| a.id.cmp(&b.id));
+            snapshots.dedup_by(|a, b| a.id == b.id);
+            let policies = match policy_filter {
+                1 => Some(vec!["web".to_string()]),
+                2 => Some(vec!["batch".to_string()]),
+                _ => None,
+            };
+            let image_ids = (image_filter > 0).then(|| {
+                images.iter().step_by(image_filter).map(|i| i.id.clone()).collect()
+            });
+            World { images, snapshots, usage, document, policies, image_ids }
+        })
+}
+
+/// What the policy that manages `image` says, if a wanted policy with `retain` manages it.
+fn manager<'a>(w: &'a World, image: &Image) -> Option<&'a crate::policy::Policy> {
+    let p = image.policy_in(&w.document)?;
+    p.retain.as_ref()?;
+    w.policies
+        .as_ref()
+        .is_none_or(|ps| ps.contains(&p.name))
+        .then_some(p)
+}
+
+fn older(image: &Image, days: Option<u32>) -> bool {
+    days.is_some_and(|d| {
+        image
+            .created
+            .is_some_and(|c| now() - c > Duration::days(i64::from(d)))
     })
 }
 
 proptest! {
-    #[test]
-    fn the_safety_rules_hold_for_any_fleet(f in fleet()) {
-        let d = doc(&format!(
-            r#"{{"keep_latest": {}, "deprecate_after_days": 30, "disable_after_days": 60, "max_age_days": 90,
-                "protect_tags": {{"Retain": "true"}}, "exclude_launched_within_days": 7}}"#,
-            f.keep_latest.max(1)
-        ));
-        let snapshots = {
-            let mut s = snapshots_of(&f.images);
-            s.sort_by(|a, b| a.id.cmp(&b.id));
-            s.dedup_by(|a, b| a.id == b.id);
-            s
-        };
-        let p = plan(PlanInput { account_id: ME, images: &f.images, snapshots: &snapshots, usage: &f.usage,
-            document: &d, policies: None, image_ids: None, as_of: now() });
-        let by_id: HashMap<&str, &Image> = f.images.iter().map(|i| (i.id.as_str(), i)).collect();
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
-        // Never an action on an in-use, protected, foreign or recently launched image.
-        for a in p.actions.iter().filter(|a| a.action != ActionKind::DeleteSnapshot) {
-            let id = a.image_id.as_deref().unwrap_or_default();
+    #[test]
+    fn the_safety_rules_and_liveness_hold_for_any_fleet(w in world()) {
+        let p = plan(PlanInput { account_id: ME, images: &w.images, snapshots: &w.snapshots, usage: &w.usage,
+            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now() });
+        let by_id: HashMap<&str, &Image> = w.images.iter().map(|i| (i.id.as_str(), i)).collect();
+        let acted: HashMap<&str, ActionKind> = p.actions.iter()
+            .filter(|a| a.action != ActionKind::DeleteSnapshot)
+            .filter_map(|a| Some((a.image_id.as_deref()?, a.action))).collect();
+
+        // The newest keep_latest launchable AMIs of each family.
+        let mut families: BTreeMap<(String, String), Vec<&Image>> = BTreeMap::new();
+        for i in w.images.iter().filter(|i| i.owner_id == ME && i.state == ImageState::Available) {
+            if let Some(policy) = i.policy_in(&w.document).filter(|p| p.retain.is_some()) {
+                families.entry((policy.name.clone(), i.family(&policy.family_by))).or_default().push(i);
+            }
+        }
+        let mut newest: HashSet<&str> = HashSet::new();
+        for ((name, _), members) in families.iter_mut() {
+            let keep = w.document.policy(name).and_then(|p| p.retain.as_ref()).map_or(0, |r| r.keep_latest) as usize;
+            members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+            newest.extend(members.iter().take(keep).map(|i| i.id.as_str()));
+        }
+
+        for (id, kind) in &acted {
             let i = by_id[id];
+            let policy = manager(&w, i).expect("acted on an image a wanted policy manages");
+            let r = policy.retain.as_ref().expect("retain");
+            prop_assert!(w.image_ids.as_ref().is_none_or(|ids| ids.iter().any(|x| x == id)), "{} outside image_ids", id);
             prop_assert_eq!(&i.owner_id, ME);
-            prop_assert!(!f.usage.instances.contains_key(id));
-            prop_assert!(!f.usage.launch_templates.contains_key(id));
+            prop_assert!(!w.usage.instances.contains_key(*id), "{} in use by an instance", id);
+            prop_assert!(w.usage.launch_templates.get(*id).into_iter().flatten()
+                .all(|t| !t.counts_at(r.in_use.launch_template_versions)), "{} in a template", id);
+            prop_assert!(!w.usage.references.contains_key(*id), "{} referenced", id);
             prop_assert!(i.tags.get("Retain").map(String::as_str) != Some("true"));
             prop_assert!(!i.deregistration_protection);
-            prop_assert!(i.last_launched.is_none());
-            // Fail closed: an image whose evidence is missing is at most deprecated.
-            if f.usage.gap_for(id).is_some() {
-                prop_assert_eq!(a.action, ActionKind::Deprecate, "{} has no evidence", id);
+            prop_assert!(r.exclude_launched_within_days == 0 || i.last_launched.is_none());
+            prop_assert!(!newest.contains(id), "{} is among the newest", id);
+            prop_assert!(matches!(i.state, ImageState::Available | ImageState::Disabled), "{} not settled", id);
+            if r.exclude_shared {
+                prop_assert!(!i.public && i.shared == Some(false), "{} may be shared", id);
+            }
+            if *kind == ActionKind::Disable && policy.share.is_some() && !r.disable_shared_images {
+                prop_assert!(!i.public && i.shared == Some(false), "{} shared, disabled", id);
+            }
+            if w.usage.gap_for(id).is_some() {
+                prop_assert_eq!(*kind, ActionKind::Deprecate, "{} has no evidence", id);
             }
         }
 
         // Never a snapshot that a remaining image uses, or one the account does not own.
-        let deregistered: HashSet<&str> = p.actions.iter().filter(|a| a.action == ActionKind::Deregister)
-            .filter_map(|a| a.image_id.as_deref()).collect();
-        let still_used: HashSet<&str> = f.images.iter().filter(|i| !deregistered.contains(i.id.as_str()))
+        let deregistered: HashSet<&str> = acted.iter().filter(|(_, k)| **k == ActionKind::Deregister).map(|(i, _)| *i).collect();
+        let still_used: HashSet<&str> = w.images.iter().filter(|i| !deregistered.contains(i.id.as_str()))
             .flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
         for a in p.actions.iter().filter(|a| a.action == ActionKind::DeleteSnapshot) {
             let snap = a.snapshot_id.as_deref().unwrap_or_default();
             prop_assert!(!still_used.contains(snap), "{} is still used", snap);
-            prop_assert!(snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
+            prop_assert!(w.snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
         }
 
-        // The newest keep_latest launchable (available) AMIs of each family (owned images) are
-        // never acted on: a disabled, pending or failed newer AMI does not push them out.
-        let keep = f.keep_latest.max(1) as usize;
-        let mut families: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
-        for i in f.images.iter().filter(|i| i.owner_id == ME && i.state == ImageState::Available) {
-            families.entry(i.tags["Family"].as_str()).or_default().push(i);
-        }
-        for members in families.values_mut() {
-            members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
-            for i in members.iter().take(keep) {
-                prop_assert!(p.actions.iter().all(|a| a.image_id.as_deref() != Some(i.id.as_str())
-                    || a.action == ActionKind::DeleteSnapshot), "{} is among the newest", i.id);
+        // Liveness: an AMI with nothing to keep it, past its policy's max age, is deregistered;
+        // past the disable age (and not yet disabled), disabled; past the deprecation age, deprecated.
+        for i in &w.images {
+            let Some(policy) = manager(&w, i) else { continue };
+            let r = policy.retain.as_ref().expect("retain");
+            let free = i.owner_id == ME
+                && w.image_ids.as_ref().is_none_or(|ids| ids.contains(&i.id))
+                && matches!(i.state, ImageState::Available | ImageState::Disabled)
+                && !newest.contains(i.id.as_str())
+                && !w.usage.instances.contains_key(&i.id)
+                && !w.usage.launch_templates.contains_key(&i.id)
+                && !w.usage.references.contains_key(&i.id)
+                && !i.tags.contains_key("Retain")
+                && !i.deregistration_protection
+                && (r.exclude_launched_within_days == 0 || i.last_launched.is_none())
+                && !(r.exclude_shared && (i.public || i.shared != Some(false)))
+                && w.usage.gap_for(&i.id).is_none();
+            if !free {
+                continue;
             }
+            let shared_disable_blocked = policy.share.is_some() && !r.disable_shared_images
+                && (i.public || i.shared != Some(false));
+            let want = if older(i, r.max_age_days) {
+                Some(ActionKind::Deregister)
+            } else if older(i, r.disable_after_days) {
+                (i.state != ImageState::Disabled && !shared_disable_blocked).then_some(ActionKind::Disable)
+            } else if older(i, r.deprecate_after_days) {
+                (i.deprecation_time.is_none() && i.state != ImageState::Disabled).then_some(ActionKind::Deprecate)
+            } else {
+                None
+            };
+            prop_assert_eq!(acted.get(i.id.as_str()).copied(), want, "{}: {:?}", &i.id, i);
         }
     }
 }
