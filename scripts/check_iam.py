@@ -2,6 +2,13 @@
 makes: every call the code makes is allowed, and nothing else is, except the actions IAM
 requires alongside a call (listed in IMPLIED, each with its reason).
 
+The template is read with a YAML loader that understands CloudFormation's tags (`!Sub`, `!If`,
+...), never with regular expressions. Beyond the actions, it checks what SECURITY.md promises:
+destructive actions only with `ec2:Owner` and never on "*", tagging only with
+`ec2:CreateAction`, no wildcard action, KMS and EventBridge on named resources, the copy role's
+deregistration only on the copies it tagged, the reference check's reads only through EC2.
+`scripts/test_check_iam.py` proves that it fails on each kind of mistake.
+
 The calls are derived from the code, not listed by hand: the SDK operations each adapter method
 of shared/src/ec2.rs (and app.rs, publish.rs) sends, followed through the adapter methods each
 function's module calls. Run by .ci/run; exits non-zero with the difference.
@@ -12,6 +19,9 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml  # PyYAML: in the test bed's virtualenv (cfn-lint depends on it)
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "shared" / "src"
@@ -129,60 +139,168 @@ def code_actions(modules: list[str], adapters: dict[str, set[str]]) -> set[str]:
     return out
 
 
-def template_actions() -> dict[str, set[str]]:
-    text = (ROOT / "template.yaml").read_text()
-    resources = re.split(r"\n  (?=\w+:\n    Type:)", text)
-    out = {}
-    for block in resources:
-        name = block.split(":", 1)[0].strip()
-        if name in FUNCTIONS:
-            out[name] = set(re.findall(r"-\s+((?:ec2|events|kms|ssm|imagebuilder):\w+)", block))
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (`!Sub`, `!If`, `!Ref`, ...), each read as
+    its long form (`{"Fn::Sub": ...}`, `{"Ref": ...}`)."""
+
+
+def _cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(text: str) -> dict[str, Any]:
+    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(policies: list[Any]) -> list[dict[str, Any]]:
+    """Every statement of a function's inline policies; both branches of an `Fn::If`."""
+    out: list[dict[str, Any]] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, dict) and "Fn::If" in item:
+            for branch in item["Fn::If"][1:]:
+                walk(branch)
+        elif isinstance(item, dict) and "Effect" in item:
+            out.append(item)
+
+    for policy in policies:
+        if isinstance(policy, dict) and "Statement" in policy:
+            for statement in _listed(policy["Statement"]):
+                walk(statement)
     return out
 
 
-def key_statements() -> dict[str, dict[str, set[str]]]:
-    """Function -> key parameter -> the KMS actions of the statement whose resource it is."""
-    text = (ROOT / "template.yaml").read_text()
+def template_roles(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    resources = template.get("Resources", {})
+    return {
+        name: statements(resources[name].get("Properties", {}).get("Policies", []))
+        for name in FUNCTIONS
+        if name in resources
+    }
+
+
+def template_actions(template: dict[str, Any]) -> dict[str, set[str]]:
+    return {
+        name: {a for st in sts if st.get("Effect") == "Allow" for a in _listed(st.get("Action", []))}
+        for name, sts in template_roles(template).items()
+    }
+
+
+def key_statements(template: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
+    """Function -> key parameter -> the KMS actions of the statements whose resource it is."""
     out: dict[str, dict[str, set[str]]] = {}
-    for block in re.split(r"\n  (?=\w+:\n    Type:)", text):
-        name = block.split(":", 1)[0].strip()
-        for statement in re.split(r"\n\s+- (?:!If|Sid:)", block):
-            for parameter in re.findall(r"!Ref (\w+KmsKeyArns)", statement):
-                out.setdefault(name, {}).setdefault(parameter, set()).update(re.findall(r"-\s+(kms:\w+)", statement))
+    for function, sts in template_roles(template).items():
+        for st in sts:
+            for parameter in re.findall(r"'Ref': '(\w+KmsKeyArns)'", repr(st.get("Resource"))):
+                out.setdefault(function, {}).setdefault(parameter, set()).update(
+                    a for a in _listed(st.get("Action", [])) if a.startswith("kms:"))
     return out
 
 
-def main() -> int:
+def _condition_keys(statement: dict[str, Any]) -> set[str]:
+    return {key for block in (statement.get("Condition") or {}).values() for key in block}
+
+
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    return _listed(statement.get("Resource", []))
+
+
+# What SECURITY.md promises of the roles, beyond which actions they allow.
+OWNED = {"ec2:DeregisterImage", "ec2:DisableImage", "ec2:EnableImageDeprecation", "ec2:DeleteSnapshot",
+         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"}
+REQUIRED_CONDITIONS = {
+    **{a: {"ec2:Owner"} for a in OWNED},
+    "ec2:CreateTags": {"ec2:CreateAction"},
+    "ssm:DescribeParameters": {"aws:CalledVia"},
+    "ssm:GetParameters": {"aws:CalledVia"},
+    "imagebuilder:ListImageRecipes": {"aws:CalledVia"},
+    "imagebuilder:ListContainerRecipes": {"aws:CalledVia"},
+    "imagebuilder:GetContainerRecipe": {"aws:CalledVia"},
+}
+# A function's own conditions: the copy function deregisters only the copies it made.
+FUNCTION_CONDITIONS = {
+    "CopyFunction": {a: {"aws:ResourceTag/ami-automation:created-by"}
+                     for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")},
+}
+# Actions that must name their resources (never "*").
+NARROW_PREFIXES = ("kms:", "events:")
+
+
+def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for st in sts:
+        sid = st.get("Sid", "?")
+        keys = _condition_keys(st)
+        for action in _listed(st.get("Action", [])):
+            if "*" in action:
+                problems.append(f"{sid}: wildcard action {action}")
+            wanted = REQUIRED_CONDITIONS.get(action, set()) | FUNCTION_CONDITIONS.get(function, {}).get(action, set())
+            missing = wanted - keys
+            if missing:
+                problems.append(f"{sid}: {action} without the condition {', '.join(sorted(missing))}")
+            narrow = action in OWNED or action == "ec2:CreateTags" or action.startswith(NARROW_PREFIXES)
+            if narrow and "*" in _resources(st):
+                problems.append(f'{sid}: {action} on every resource ("*")')
+    return problems
+
+
+def check(template_text: str) -> list[str]:
+    """Every difference between the template's roles and what the code needs and SECURITY.md
+    promises, each prefixed with its function; empty when the roles are right."""
+    template = load_template(template_text)
     adapters = adapter_actions()
-    allowed = template_actions()
-    failed = False
+    allowed = template_actions(template)
+    roles = template_roles(template)
+    keys = key_statements(template)
+    problems = []
     for function, modules in FUNCTIONS.items():
         used = code_actions(modules, adapters)
         granted = allowed.get(function)
         if granted is None:
-            print(f"{function}: not in template.yaml")
-            failed = True
+            problems.append(f"{function}: not in template.yaml")
             continue
         required = set(used)
         for trigger, needs in REQUIRED_WITH.items():
             if trigger in used:
                 required |= set(needs)
-        missing = sorted(required - granted)
-        extra = sorted(a for a in granted - required if a not in IMPLIED)
-        keys = key_statements().get(function, {})
-        lacking = {p: sorted(a - keys.get(p, set())) for p, a in KEY_PARAMETERS.get(function, {}).items()}
-        lacking = {p: a for p, a in lacking.items() if a}
-        status = "ok" if not missing and not extra and not lacking else "MISMATCH"
-        print(f"{function}: {status}: code calls {len(used)} actions, role allows {len(granted)}")
-        for parameter, actions in lacking.items():
-            print(f"  the statement on {parameter} lacks: {', '.join(actions)}")
-        failed |= bool(lacking)
-        for a in missing:
-            print(f"  called but not allowed: {a}")
-        for a in extra:
-            print(f"  allowed but never called: {a}")
-        failed |= bool(missing or extra)
-    return 1 if failed else 0
+        problems += [f"{function}: called but not allowed: {a}" for a in sorted(required - granted)]
+        problems += [f"{function}: allowed but never called: {a}"
+                     for a in sorted(granted - required) if a not in IMPLIED]
+        for parameter, actions in KEY_PARAMETERS.get(function, {}).items():
+            lacking = sorted(actions - keys.get(function, {}).get(parameter, set()))
+            if lacking:
+                problems.append(f"{function}: the statement on {parameter} lacks: {', '.join(lacking)}")
+        problems += [f"{function}: {p}" for p in statement_problems(function, roles.get(function, []))]
+    return problems
+
+
+def main() -> int:
+    problems = check((ROOT / "template.yaml").read_text())
+    adapters = adapter_actions()
+    for function, modules in FUNCTIONS.items():
+        mine = [p for p in problems if p.startswith(f"{function}:")]
+        status = "ok" if not mine else "MISMATCH"
+        print(f"{function}: {status}: code calls {len(code_actions(modules, adapters))} actions")
+        for p in mine:
+            print(f"  {p[len(function) + 2:]}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

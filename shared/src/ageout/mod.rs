@@ -423,15 +423,27 @@ pub async fn plan_region<E: ImageInventory + Sync>(
             .chunks(crate::ec2::IMAGE_REFERENCES_MAX_IDS)
             .map(<[String]>::to_vec)
             .collect();
-        let answers: Vec<(Vec<String>, Result<_>)> = futures::stream::iter(chunks)
+        let answers: Vec<Vec<(Vec<String>, Result<_>)>> = futures::stream::iter(chunks)
             .map(|ids| async move {
-                let found = ec2.image_references(&ids, depth).await;
-                (ids, found)
+                match ec2.image_references(&ids, depth).await {
+                    // One id of the batch is gone (another run deregistered it since the scan):
+                    // ask for each image alone, so that the others still get their answer.
+                    Err(e) if e.is_not_found() && ids.len() > 1 => {
+                        let mut each = Vec::new();
+                        for id in ids {
+                            let found =
+                                ec2.image_references(std::slice::from_ref(&id), depth).await;
+                            each.push((vec![id], found));
+                        }
+                        each
+                    }
+                    found => vec![(ids, found)],
+                }
             })
             .buffer_unordered(4)
             .collect()
             .await;
-        for (ids, found) in answers {
+        for (ids, found) in answers.into_iter().flatten() {
             match found {
                 Ok(refs) => usage.references.extend(refs),
                 Err(e) => usage.gaps.push(gap(
@@ -452,7 +464,9 @@ fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceG
         call: call.to_string(),
         code: error.code().map(str::to_string),
         error: error.to_string(),
-        transient: error.is_transient(),
+        // An image no longer found may be gone (another run) or not visible yet: the next run
+        // sees it either way, so this leaves the run incomplete without failing it.
+        transient: error.is_transient() || error.is_not_found(),
         images,
     }
 }

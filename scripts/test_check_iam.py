@@ -1,0 +1,87 @@
+"""The IAM checker checks itself: on the real template it finds nothing, and each kind of
+mistake a person could make to a role (an action removed, an action added, a wildcard action, a
+resource widened to "*", a condition dropped) makes it fail, naming the function and the action.
+
+Run by scripts/test: `python -m unittest scripts/test_check_iam.py` (the test bed's virtualenv,
+which has PyYAML).
+"""
+
+from __future__ import annotations
+
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import check_iam  # noqa: E402
+
+TEMPLATE = (check_iam.ROOT / "template.yaml").read_text()
+
+
+def mutated(old: str, new: str) -> str:
+    assert TEMPLATE.count(old) >= 1, f"the template no longer has {old!r}"
+    return TEMPLATE.replace(old, new, 1)
+
+
+class CheckIam(unittest.TestCase):
+    def assertFinds(self, template: str, *expected: str) -> None:
+        problems = check_iam.check(template)
+        for want in expected:
+            self.assertTrue(any(want in p for p in problems), f"{want!r} not in {problems}")
+
+    def test_the_template_as_it_is_passes(self) -> None:
+        self.assertEqual(check_iam.check(TEMPLATE), [])
+
+    def test_a_removed_action_fails(self) -> None:
+        self.assertFinds(
+            mutated("                - ec2:DeregisterImage\n              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::image/*\"\n              Condition:\n                StringEquals:\n                  ec2:Owner: !Ref AWS::AccountId\n            - Sid: DeleteOwnSnapshots",
+                    "              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::image/*\"\n              Condition:\n                StringEquals:\n                  ec2:Owner: !Ref AWS::AccountId\n            - Sid: DeleteOwnSnapshots"),
+            "AgeOutFunction: called but not allowed: ec2:DeregisterImage",
+        )
+
+    def test_a_reference_check_permission_missing_fails(self) -> None:
+        self.assertFinds(mutated("                - ssm:GetParameters\n", ""),
+                         "AgeOutFunction: called but not allowed: ssm:GetParameters")
+
+    def test_an_extra_action_fails(self) -> None:
+        self.assertFinds(mutated("                - ec2:GetImageBlockPublicAccessState\n",
+                                 "                - ec2:GetImageBlockPublicAccessState\n                - ec2:DescribeVolumes\n"),
+                         "ShareFunction: allowed but never called: ec2:DescribeVolumes")
+
+    def test_a_wildcard_action_fails(self) -> None:
+        self.assertFinds(mutated("                - ec2:ModifyImageAttribute\n", "                - ec2:Modify*\n"),
+                         "ShareFunction: ChangeOwnImagePermissions: wildcard action ec2:Modify*")
+
+    def test_a_widened_resource_fails(self) -> None:
+        self.assertFinds(
+            mutated("                - ec2:DisableImage\n                - ec2:DeregisterImage\n              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::image/*\"",
+                    "                - ec2:DisableImage\n                - ec2:DeregisterImage\n              Resource: \"*\""),
+            'AgeOutFunction: RetireOwnImages: ec2:DeregisterImage on every resource ("*")',
+        )
+
+    def test_a_dropped_owner_condition_fails(self) -> None:
+        self.assertFinds(
+            mutated("            - Sid: ChangeOwnSnapshotPermissions\n              Effect: Allow\n              Action:\n                - ec2:ModifySnapshotAttribute\n              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::snapshot/*\"\n              Condition:\n                StringEquals:\n                  ec2:Owner: !Ref AWS::AccountId\n",
+                    "            - Sid: ChangeOwnSnapshotPermissions\n              Effect: Allow\n              Action:\n                - ec2:ModifySnapshotAttribute\n              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::snapshot/*\"\n"),
+            "ShareFunction: ChangeOwnSnapshotPermissions: ec2:ModifySnapshotAttribute without the condition ec2:Owner",
+        )
+
+    def test_tagging_beyond_creation_and_the_copy_roles_tag_condition_fail(self) -> None:
+        self.assertFinds(mutated("                  ec2:CreateAction: [CreateImage, RegisterImage]\n",
+                                 "                  ec2:Region: [us-east-1]\n"),
+                         "BuildFunction: TagOnCreateOnly: ec2:CreateTags without the condition ec2:CreateAction")
+        self.assertFinds(mutated("                  aws:ResourceTag/ami-automation:created-by: ami-copy\n", ""),
+                         "CopyFunction: DeregisterFailedCopies: ec2:DeregisterImage without the condition "
+                         "aws:ResourceTag/ami-automation:created-by")
+
+    def test_a_key_statement_lacking_an_action_fails(self) -> None:
+        text = TEMPLATE
+        start = text.index("DecryptSourcesWithTheConfiguredKeysOnly")
+        cut = text.index("                  - kms:Decrypt\n", start)
+        self.assertFinds(text[:cut] + text[cut + len("                  - kms:Decrypt\n"):],
+                         "CopyFunction: the statement on CopySourceKmsKeyArns lacks: kms:Decrypt")
+
+
+if __name__ == "__main__":
+    unittest.main()
