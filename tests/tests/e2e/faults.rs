@@ -12,8 +12,10 @@ use crate::seed;
 
 #[tokio::test]
 async fn age_out_survives_500s_slow_answers_and_dropped_connections() {
+    let reference = fault_free_reference().await;
     let bed = TestBed::start();
     let fleet = build_fleet(&bed).await;
+    let snapshots_before = snapshots_by_role(&bed, &fleet).await;
     let function = age_out(&bed, &[("AMI_MAX_ATTEMPTS", "2")]);
     let planned = function.invoke(&request(true)).ok();
     bed.inject_fault("DescribeImages", "SLOW:1500", 1);
@@ -89,6 +91,16 @@ async fn age_out_survives_500s_slow_answers_and_dropped_connections() {
         Some(0),
         "nothing left"
     );
+    assert_eq!(
+        account_by_role(&bed, &fleet, &snapshots_before).await,
+        reference,
+        "the whole account (images, states, deprecations, permissions, snapshots) ends as a fault-free run leaves it"
+    );
+    let twice: Vec<(String, usize)> = announcements(&bed)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "announced twice: {twice:?}");
 }
 
 #[tokio::test]
@@ -228,7 +240,10 @@ fn region_of(role: &str) -> &'static str {
 }
 
 /// The snapshots of every role's image, before a run.
-async fn snapshots_by_role(bed: &TestBed, fleet: &Fleet) -> BTreeMap<&'static str, Vec<String>> {
+pub(crate) async fn snapshots_by_role(
+    bed: &TestBed,
+    fleet: &Fleet,
+) -> BTreeMap<&'static str, Vec<String>> {
     let mut out = BTreeMap::new();
     for (role, id) in fleet.roles() {
         let ec2 = bed.ec2(region_of(role)).await;
@@ -239,7 +254,7 @@ async fn snapshots_by_role(bed: &TestBed, fleet: &Fleet) -> BTreeMap<&'static st
 
 /// The whole account, by role, so that two beds with the same fleet compare: each image's
 /// presence, state, deprecation and launch permissions, and how many of its snapshots are left.
-async fn account_by_role(
+pub(crate) async fn account_by_role(
     bed: &TestBed,
     fleet: &Fleet,
     snapshots: &BTreeMap<&'static str, Vec<String>>,
@@ -278,8 +293,18 @@ async fn account_by_role(
     out
 }
 
+/// The account, by role, after one fault-free real run over a fresh fleet: what every fault and
+/// race test must end with.
+pub(crate) async fn fault_free_reference() -> Value {
+    let bed = TestBed::start();
+    let fleet = build_fleet(&bed).await;
+    let snapshots = snapshots_by_role(&bed, &fleet).await;
+    age_out(&bed, &[]).invoke(&request(false)).ok();
+    account_by_role(&bed, &fleet, &snapshots).await
+}
+
 /// Each (detail-type, resources) announced, with how often.
-fn announcements(bed: &TestBed) -> BTreeMap<String, usize> {
+pub(crate) fn announcements(bed: &TestBed) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for e in bed.published() {
         if e["detail_type"] == "Policy Run Completed" {
@@ -294,13 +319,7 @@ fn announcements(bed: &TestBed) -> BTreeMap<String, usize> {
 #[tokio::test]
 async fn a_mutating_call_whose_answer_is_lost_leaves_the_account_as_a_fault_free_run_and_announces_nothing_twice(
 ) {
-    // The reference: the same fleet, no fault.
-    let bed = TestBed::start();
-    let fleet = build_fleet(&bed).await;
-    let snapshots = snapshots_by_role(&bed, &fleet).await;
-    age_out(&bed, &[]).invoke(&request(false)).ok();
-    let reference = account_by_role(&bed, &fleet, &snapshots).await;
-    drop(bed);
+    let reference = fault_free_reference().await;
 
     for call in ["DeregisterImage", "DisableImage", "EnableImageDeprecation"] {
         let bed = TestBed::start();

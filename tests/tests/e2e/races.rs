@@ -20,8 +20,10 @@ fn twice_at_once(a: &Function, b: &Function, payload: &Value) -> (Invocation, In
 
 #[tokio::test]
 async fn two_age_out_runs_at_once_leave_the_account_as_one_run_does() {
+    let reference = crate::faults::fault_free_reference().await;
     let bed = TestBed::start();
     let fleet = build_fleet(&bed).await;
+    let snapshots_before = crate::faults::snapshots_by_role(&bed, &fleet).await;
     let (a, b) = (age_out(&bed, &[]), age_out(&bed, &[]));
     let planned = a.invoke(&request(true)).ok();
 
@@ -78,6 +80,11 @@ async fn two_age_out_runs_at_once_leave_the_account_as_one_run_does() {
             .as_array()
             .map(Vec::len),
         Some(0)
+    );
+    assert_eq!(
+        crate::faults::account_by_role(&bed, &fleet, &snapshots_before).await,
+        reference,
+        "the whole account ends as one fault-free run leaves it"
     );
 }
 
