@@ -43,6 +43,9 @@ def main() -> int:
         policy.write_text(json.dumps(agebench.POLICY))
         demo.POLICIES = policy
         # The deployment is told the account's limits (EC2's defaults are 5/s and 100).
+        # The emulator is slower than EC2 at large pages: widen the call timeout (see agebench).
+        agebench.os.environ["AMI_CALL_TIMEOUT_MS"] = "600000"
+        agebench.os.environ["AMI_DEADLINE_MARGIN_MS"] = "600000"
         agebench.os.environ["AMI_MUTATION_RATE"] = f"{args.rate:g}"
         agebench.os.environ["AMI_MUTATION_BURST"] = f"{args.size:g}"
         function = demo.Function(emu, demo.BINARIES["ami-age-out"])
