@@ -231,6 +231,186 @@ fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
 }
 
 #[test]
+fn only_owned_unused_snapshots_made_for_an_ami_of_a_deleting_policy_are_orphans_deleted() {
+    let json = r#"{"policies": [
+        {"name": "web", "select": {"tags": {"Family": "*"}}, "family_by": "tag:Family",
+         "retain": {"keep_latest": 1, "max_age_days": 90, "delete_orphan_snapshots": true}},
+        {"name": "keep", "select": {"tags": {"Team": "*"}},
+         "retain": {"keep_latest": 1, "max_age_days": 90}}]}"#;
+    let d = PolicyDocument::parse(json, Deployment::default()).expect("policy");
+    let images = vec![image("newest", "a", 1)];
+    let snap = |id: &str, owner: &str, description: &str, tags: &[(&str, &str)]| Snapshot {
+        id: id.into(),
+        owner_id: owner.into(),
+        description: description.into(),
+        started: Some(now() - Duration::days(200)),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let made = "Created by CreateImage(i-9) for ami-gone";
+    let mut snapshots = snapshots_of(&images);
+    snapshots.extend([
+        snap("snap-orphan", ME, made, &[("Family", "a")]),
+        snap(
+            "snap-tagged",
+            ME,
+            made,
+            &[(crate::policy::POLICY_TAG, "web")],
+        ),
+        snap("snap-foreign", OTHER, made, &[("Family", "a")]),
+        snap("snap-by-hand", ME, "my backup", &[("Family", "a")]),
+        snap("snap-used", ME, made, &[("Family", "a")]),
+        snap(
+            "snap-other-policy",
+            ME,
+            made,
+            &[(crate::policy::POLICY_TAG, "keep")],
+        ),
+        snap("snap-other-tags", ME, made, &[("Team", "x")]),
+    ]);
+    let mut images = images;
+    let mut user = image("user", "b", 1);
+    user.snapshot_ids = vec!["snap-used".into()];
+    images.push(user);
+    let p = plan(PlanInput {
+        account_id: ME,
+        images: &images,
+        snapshots: &snapshots,
+        usage: &Usage::default(),
+        document: &d,
+        policies: None,
+        image_ids: None,
+        as_of: now(),
+    });
+    let deleted: BTreeSet<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref())
+        .collect();
+    assert_eq!(deleted, BTreeSet::from(["snap-orphan", "snap-tagged"]));
+    let orphans: BTreeMap<&str, (&str, bool)> = p
+        .orphans
+        .iter()
+        .map(|o| (o.snapshot_id.as_str(), (o.policy.as_str(), o.deleted)))
+        .collect();
+    assert_eq!(
+        orphans,
+        BTreeMap::from([
+            ("snap-orphan", ("web", true)),
+            ("snap-tagged", ("web", true)),
+            ("snap-other-policy", ("keep", false)),
+            ("snap-other-tags", ("keep", false)),
+        ]),
+        "foreign, hand-made and used snapshots are no orphans; another policy's are only reported"
+    );
+}
+
+#[test]
+fn a_snapshot_two_deregistered_amis_share_is_deleted_once() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90}"#);
+    let mut x = image("x", "a", 200);
+    let mut y = image("y", "a", 300);
+    x.snapshot_ids = vec!["snap-both".into()];
+    y.snapshot_ids = vec!["snap-both".into()];
+    let images = vec![image("n", "a", 1), x, y];
+    let p = run(&d, &images, &Usage::default());
+    let deletes: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref())
+        .collect();
+    assert_eq!(deletes, vec!["snap-both"]);
+}
+
+#[test]
+fn the_images_a_plan_acts_on_are_the_ones_checked_for_references() {
+    let d = doc(STAGES);
+    let images = [
+        image("n", "a", 1),
+        image("dep", "a", 31),
+        image("dis", "a", 61),
+        image("old", "a", 91),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    let mut acted = p.acted_images();
+    acted.sort();
+    assert_eq!(
+        acted,
+        vec!["dep", "dis", "old"],
+        "snapshot deletions are not images"
+    );
+}
+
+#[test]
+fn an_image_tagged_for_a_policy_belongs_to_that_policy_only() {
+    let json = r#"{"policies": [
+        {"name": "web", "select": {"tags": {"Family": "*"}}, "family_by": "tag:Family", "retain": {"keep_latest": 1, "max_age_days": 90}},
+        {"name": "other", "retain": {"keep_latest": 5}}]}"#;
+    let d = PolicyDocument::parse(json, Deployment::default()).expect("policy");
+    let mut theirs = image("theirs", "a", 300);
+    theirs
+        .tags
+        .insert(crate::policy::POLICY_TAG.into(), "other".into());
+    // Selected by nothing but the policy tag (no Family tag: its family is its name prefix).
+    let tagged = |id: &str, name: &str, days: i64| {
+        let mut i = Image::new(id, name, ME, now() - Duration::days(days));
+        i.tags
+            .insert(crate::policy::POLICY_TAG.into(), "web".into());
+        i
+    };
+    let images = [
+        image("n", "a", 1),
+        theirs,
+        tagged("mine-new", "mine-20261201", 30),
+        tagged("mine", "mine-20260101", 300),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    assert_eq!(
+        action_of(&p, "theirs"),
+        None,
+        "tagged for `other`: not web's"
+    );
+    assert_eq!(kept_for(&p, "theirs"), Some(KeepReason::KeepLatest));
+    assert_eq!(
+        action_of(&p, "mine"),
+        Some(ActionKind::Deregister),
+        "tagged for web"
+    );
+}
+
+#[test]
+fn which_launch_template_versions_count_at_each_depth() {
+    use crate::policy::TemplateDepth::*;
+    let at = |is_default: bool, newer: i64| TemplateUse {
+        template_id: "lt-1".into(),
+        version: 1,
+        is_default,
+        newer_versions: newer,
+    };
+    // (is $Default, newer versions) → counts at default-and-latest, newest 2, all.
+    let table = [
+        ((true, 5), [true, true, true]),
+        ((false, 0), [true, true, true]),
+        ((false, 1), [false, true, true]),
+        ((false, 2), [false, false, true]),
+        ((true, 0), [true, true, true]),
+    ];
+    for ((is_default, newer), want) in table {
+        let t = at(is_default, newer);
+        let got = [
+            t.counts_at(DefaultAndLatest),
+            t.counts_at(Newest(2)),
+            t.counts_at(All),
+        ];
+        assert_eq!(got, want, "$Default {is_default}, {newer} newer");
+    }
+}
+
+#[test]
 fn foreign_images_are_never_acted_on() {
     let d = doc(STAGES);
     let mut foreign = image("foreign", "a", 500);
@@ -685,10 +865,12 @@ proptest! {
         let deregistered: HashSet<&str> = acted.iter().filter(|(_, k)| **k == ActionKind::Deregister).map(|(i, _)| *i).collect();
         let still_used: HashSet<&str> = w.images.iter().filter(|i| !deregistered.contains(i.id.as_str()))
             .flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
+        let mut deleted = HashSet::new();
         for a in p.actions.iter().filter(|a| a.action == ActionKind::DeleteSnapshot) {
             let snap = a.snapshot_id.as_deref().unwrap_or_default();
             prop_assert!(!still_used.contains(snap), "{} is still used", snap);
             prop_assert!(w.snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
+            prop_assert!(deleted.insert(snap), "{} deleted twice", snap);
         }
 
         // Liveness: an AMI with nothing to keep it, past its policy's max age, is deregistered;
