@@ -402,22 +402,7 @@ async fn build_share_and_copy_calls_whose_answer_is_lost_make_nothing_twice() {
         for _ in 0..2 {
             seed::instance(&ec2, 1, &[("ami-automation:build", "web")]).await;
         }
-        let volume = ec2
-            .create_volume()
-            .availability_zone("us-east-1a")
-            .size(8)
-            .send()
-            .await
-            .expect("CreateVolume");
-        let snapshot = ec2
-            .create_snapshot()
-            .volume_id(volume.volume_id().expect("volume"))
-            .send()
-            .await
-            .expect("CreateSnapshot")
-            .snapshot_id()
-            .expect("snapshot")
-            .to_string();
+        let snapshot = seed::snapshot(&ec2, false).await;
         bed.inject_fault(lose, "LOSE", 1);
         let build = e2e_tests::Function::start(&bed, "ami-build", &env);
         let share = e2e_tests::Function::start(&bed, "ami-share", &env);

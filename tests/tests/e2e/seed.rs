@@ -129,6 +129,26 @@ pub async fn register(
         .to_string()
 }
 
+/// A snapshot of a new 8 GiB volume in us-east-1a (encrypted with the default EBS key if asked).
+pub async fn snapshot(ec2: &Client, encrypted: bool) -> String {
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(encrypted)
+        .send()
+        .await
+        .expect("CreateVolume");
+    ec2.create_snapshot()
+        .volume_id(volume.volume_id().expect("volume id"))
+        .send()
+        .await
+        .expect("CreateSnapshot")
+        .snapshot_id()
+        .expect("snapshot id")
+        .to_string()
+}
+
 /// Every image id of the account (disabled included), sorted.
 pub async fn image_ids(ec2: &Client) -> Vec<String> {
     let out = ec2

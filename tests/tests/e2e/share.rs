@@ -398,23 +398,7 @@ async fn a_refused_public_share_is_reported_and_keeps_the_account_grants_of_the_
 async fn when_kms_does_not_answer_an_encrypted_ami_is_not_shared() {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .encrypted(true)
-        .send()
-        .await
-        .expect("volume");
-    let snap = ec2
-        .create_snapshot()
-        .volume_id(volume.volume_id().expect("id"))
-        .send()
-        .await
-        .expect("snapshot")
-        .snapshot_id()
-        .expect("id")
-        .to_string();
+    let snap = seed::snapshot(&ec2, true).await;
     let encrypted = seed::register(
         &ec2,
         "web-encrypted",
