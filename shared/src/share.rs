@@ -379,7 +379,6 @@ async fn reconcile_inner(
             }
         }
     }
-    r.add = add.clone();
     r.remove = remove.clone();
 
     let mut snapshot_changes = Vec::new();

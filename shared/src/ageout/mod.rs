@@ -6,11 +6,10 @@ pub mod plan;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use futures::StreamExt;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 
@@ -307,7 +306,7 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync>(
     };
     let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
     let plan = match planned {
-        Ok((plan, _, gaps)) => {
+        Ok((plan, gaps)) => {
             report.evidence_gaps = gaps;
             plan
         }
@@ -351,7 +350,7 @@ pub async fn plan_region<E: ImageInventory + Sync>(
     request: &RunRequest,
     as_of: DateTime<Utc>,
     warnings: &mut Vec<String>,
-) -> Result<(Plan, Vec<Image>, Vec<EvidenceGap>)> {
+) -> Result<(Plan, Vec<EvidenceGap>)> {
     let depth = deepest(document);
     let (scanned, instances, templates) = futures::join!(
         futures::future::try_join(ec2.images(None), ec2.snapshots()),
@@ -398,17 +397,26 @@ pub async fn plan_region<E: ImageInventory + Sync>(
 
     // Share state: only for the images whose decision waits on it.
     if !planned.share_state_needed.is_empty() {
-        for id in &planned.share_state_needed {
-            match ec2.is_shared(id).await {
+        let answers: Vec<(String, Result<bool>)> =
+            futures::stream::iter(planned.share_state_needed.clone())
+                .map(|id| async move {
+                    let shared = ec2.is_shared(&id).await;
+                    (id, shared)
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+        for (id, answer) in answers {
+            match answer {
                 Ok(shared) => {
-                    if let Some(image) = images.iter_mut().find(|i| &i.id == id) {
+                    if let Some(image) = images.iter_mut().find(|i| i.id == id) {
                         image.shared = Some(shared);
                     }
                 }
                 Err(e) => usage.gaps.push(gap(
                     "DescribeImageAttribute",
                     &e,
-                    Some(BTreeSet::from([id.clone()])),
+                    Some(BTreeSet::from([id])),
                 )),
             }
         }
@@ -455,7 +463,7 @@ pub async fn plan_region<E: ImageInventory + Sync>(
         }
         planned = input(&images, &usage);
     }
-    Ok((planned, images, usage.gaps))
+    Ok((planned, usage.gaps))
 }
 
 fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {

@@ -52,11 +52,19 @@ fn snapshots_of(images: &[Image]) -> Vec<Snapshot> {
 }
 
 fn run(document: &PolicyDocument, images: &[Image], usage: &Usage) -> Plan {
-    let snapshots = snapshots_of(images);
+    run_with(document, images, &snapshots_of(images), usage)
+}
+
+fn run_with(
+    document: &PolicyDocument,
+    images: &[Image],
+    snapshots: &[Snapshot],
+    usage: &Usage,
+) -> Plan {
     plan(PlanInput {
         account_id: ME,
         images,
-        snapshots: &snapshots,
+        snapshots,
         usage,
         document,
         policies: None,
@@ -70,6 +78,14 @@ fn action_of(p: &Plan, id: &str) -> Option<ActionKind> {
         .iter()
         .find(|a| a.image_id.as_deref() == Some(id) && a.action != ActionKind::DeleteSnapshot)
         .map(|a| a.action)
+}
+
+fn deleted_snapshots(p: &Plan) -> BTreeSet<&str> {
+    p.actions
+        .iter()
+        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref())
+        .collect()
 }
 
 fn kept_for(p: &Plan, id: &str) -> Option<KeepReason> {
@@ -206,22 +222,8 @@ fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
         started: Some(now() - Duration::days(100)),
         tags: BTreeMap::from([("Family".to_string(), "a".to_string())]),
     });
-    let p = plan(PlanInput {
-        account_id: ME,
-        images: &images,
-        snapshots: &snapshots,
-        usage: &Usage::default(),
-        document: &d,
-        policies: None,
-        image_ids: None,
-        as_of: now(),
-    });
-    let deleted: BTreeSet<&str> = p
-        .actions
-        .iter()
-        .filter(|a| a.action == ActionKind::DeleteSnapshot)
-        .filter_map(|a| a.snapshot_id.as_deref())
-        .collect();
+    let p = run_with(&d, &images, &snapshots, &Usage::default());
+    let deleted = deleted_snapshots(&p);
     assert_eq!(deleted, BTreeSet::from(["snap-own", "snap-orphan"]));
     assert!(p
         .snapshots_kept
@@ -274,22 +276,8 @@ fn only_owned_unused_snapshots_made_for_an_ami_of_a_deleting_policy_are_orphans_
     let mut user = image("user", "b", 1);
     user.snapshot_ids = vec!["snap-used".into()];
     images.push(user);
-    let p = plan(PlanInput {
-        account_id: ME,
-        images: &images,
-        snapshots: &snapshots,
-        usage: &Usage::default(),
-        document: &d,
-        policies: None,
-        image_ids: None,
-        as_of: now(),
-    });
-    let deleted: BTreeSet<&str> = p
-        .actions
-        .iter()
-        .filter(|a| a.action == ActionKind::DeleteSnapshot)
-        .filter_map(|a| a.snapshot_id.as_deref())
-        .collect();
+    let p = run_with(&d, &images, &snapshots, &Usage::default());
+    let deleted = deleted_snapshots(&p);
     assert_eq!(deleted, BTreeSet::from(["snap-orphan", "snap-tagged"]));
     let orphans: BTreeMap<&str, (&str, bool)> = p
         .orphans

@@ -7,14 +7,19 @@ use e2e_tests::TestBed;
 
 use crate::seed;
 
+/// The test bed with its additions, or moto as it is.
+fn bed(plain: bool) -> TestBed {
+    if plain {
+        TestBed::start_plain()
+    } else {
+        TestBed::start()
+    }
+}
+
 #[tokio::test]
 async fn create_image_tags_the_snapshots_it_makes_one_per_volume() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 1, &[]).await;
         let result = ec2
@@ -67,11 +72,7 @@ async fn create_image_tags_the_snapshots_it_makes_one_per_volume() {
 #[tokio::test]
 async fn an_ami_name_already_used_is_refused_as_duplicate() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         seed::image(&ec2, &instance, "same-name", &[]).await;
@@ -97,11 +98,7 @@ async fn an_ami_name_already_used_is_refused_as_duplicate() {
 #[tokio::test]
 async fn describe_images_and_snapshots_page_with_max_results() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         for i in 0..7 {
@@ -148,11 +145,7 @@ async fn describe_images_and_snapshots_page_with_max_results() {
 #[tokio::test]
 async fn describe_snapshots_with_owner_self_lists_only_the_accounts_snapshots() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let out = ec2
             .describe_snapshots()
@@ -179,11 +172,7 @@ async fn describe_snapshots_with_owner_self_lists_only_the_accounts_snapshots() 
 #[tokio::test]
 async fn disabled_amis_are_listed_only_with_include_disabled() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &instance, "to-disable", &[]).await;
@@ -217,11 +206,7 @@ async fn disabled_amis_are_listed_only_with_include_disabled() {
 #[tokio::test]
 async fn deregister_with_delete_associated_snapshots_keeps_a_snapshot_another_ami_uses() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 1, &[]).await;
         let image = seed::image(&ec2, &instance, "two-volumes", &[]).await;
@@ -264,11 +249,7 @@ async fn deregister_with_delete_associated_snapshots_keeps_a_snapshot_another_am
 #[tokio::test]
 async fn delete_snapshot_refuses_a_snapshot_a_registered_ami_uses() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let volume = ec2
             .create_volume()
@@ -303,11 +284,7 @@ async fn delete_snapshot_refuses_a_snapshot_a_registered_ami_uses() {
 #[tokio::test]
 async fn enable_and_disable_image_deprecation_set_the_deprecation_time() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &instance, "deprecating", &[]).await;
@@ -365,11 +342,7 @@ async fn enable_and_disable_image_deprecation_set_the_deprecation_time() {
 #[tokio::test]
 async fn register_image_uses_the_requested_mappings_and_attributes() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let source = seed::image(&ec2, &instance, "source", &[]).await;
@@ -431,11 +404,7 @@ async fn register_image_uses_the_requested_mappings_and_attributes() {
 #[tokio::test]
 async fn a_disabled_ami_refuses_attribute_changes() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &instance, "disabled", &[]).await;
@@ -464,11 +433,7 @@ async fn a_disabled_ami_refuses_attribute_changes() {
 #[tokio::test]
 async fn deregistration_protection_refuses_deregistration() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &instance, "protected", &[]).await;
@@ -489,11 +454,7 @@ async fn deregistration_protection_refuses_deregistration() {
 #[tokio::test]
 async fn describe_image_references_finds_instances_templates_and_ssm_parameters() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let builder = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &builder, "referenced", &[]).await;
@@ -555,11 +516,7 @@ async fn describe_image_references_finds_instances_templates_and_ssm_parameters(
 #[tokio::test]
 async fn an_instance_launched_from_an_instance_store_ami_is_instance_store_backed() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let out = ec2
             .run_instances()
@@ -587,11 +544,7 @@ async fn an_instance_launched_from_an_instance_store_ami_is_instance_store_backe
 #[tokio::test]
 async fn a_snapshot_of_an_encrypted_volume_carries_the_volumes_kms_key() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let volume = ec2
             .create_volume()
@@ -629,11 +582,7 @@ async fn a_snapshot_of_an_encrypted_volume_carries_the_volumes_kms_key() {
 #[tokio::test]
 async fn structured_create_volume_permission_changes_apply() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let volume = ec2
             .create_volume()
@@ -680,11 +629,7 @@ async fn structured_create_volume_permission_changes_apply() {
 #[tokio::test]
 async fn the_default_ebs_key_is_an_aws_managed_key() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let volume = ec2
             .create_volume()
@@ -725,11 +670,7 @@ async fn the_default_ebs_key_is_an_aws_managed_key() {
 #[tokio::test]
 async fn copy_image_is_idempotent_by_client_token_and_carries_lineage_encryption_and_tags() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let instance = seed::instance(&ec2, 0, &[]).await;
         let source = seed::image(&ec2, &instance, "to-copy", &[]).await;
@@ -973,11 +914,7 @@ async fn describe_image_references_covers_every_instance_state_and_ten_template_
 async fn launch_template_versions_resolve_ssm_aliases_only_when_asked_and_ranges_skip_deleted_versions(
 ) {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let builder = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &builder, "behind-alias", &[]).await;
@@ -1087,11 +1024,7 @@ async fn launch_template_versions_resolve_ssm_aliases_only_when_asked_and_ranges
 #[tokio::test]
 async fn disable_image_removes_every_launch_permission_and_public_sharing_obeys_ec2s_refusals() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let builder = seed::instance(&ec2, 0, &[]).await;
         let image = seed::image(&ec2, &builder, "shared", &[]).await;
@@ -1171,11 +1104,7 @@ async fn disable_image_removes_every_launch_permission_and_public_sharing_obeys_
 #[tokio::test]
 async fn only_the_owner_changes_an_ami_and_a_reused_copy_token_needs_the_same_request() {
     for plain in [false, true] {
-        let bed = if plain {
-            TestBed::start_plain()
-        } else {
-            TestBed::start()
-        };
+        let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         let builder = seed::instance(&ec2, 0, &[]).await;
         let foreign = seed::image(&ec2, &builder, "foreign", &[]).await;
