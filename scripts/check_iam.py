@@ -10,7 +10,7 @@ deregistration only on the copies it tagged, the reference check's reads only th
 `scripts/test_check_iam.py` proves that it fails on each kind of mistake.
 
 The calls are derived from the code, not listed by hand: the SDK operations each adapter method
-of shared/src/ec2.rs (and app.rs, publish.rs) sends, followed through the adapter methods each
+of shared/src/adapters/ (EC2, KMS, EventBridge) sends, followed through the adapter methods each
 function's module calls. Run by .ci/run; exits non-zero with the difference.
 """
 
@@ -28,14 +28,19 @@ SRC = ROOT / "shared" / "src"
 
 # Function resource in template.yaml -> the modules whose code it runs.
 FUNCTIONS = {
-    "AgeOutFunction": ["ageout/mod.rs", "ageout/execute.rs"],
-    "BuildFunction": ["build.rs", "respond.rs"],
-    "ShareFunction": ["share.rs", "respond.rs"],
-    "CopyFunction": ["copy.rs", "respond.rs"],
+    "AgeOutFunction": ["jobs/ageout/mod.rs", "jobs/ageout/execute.rs"],
+    "BuildFunction": ["jobs/build/execute.rs", "lambda/report.rs"],
+    "ShareFunction": ["jobs/share/execute.rs", "lambda/report.rs"],
+    "CopyFunction": ["jobs/copy/execute.rs", "lambda/report.rs"],
 }
 
 # Adapters: file -> service prefix of the client they call.
-ADAPTERS = {"ec2.rs": "ec2", "app.rs": "kms", "publish.rs": "events"}
+ADAPTERS = {
+    **{f"adapters/ec2/{name}.rs": "ec2"
+       for name in ("mod", "scan", "create", "permissions", "copy", "retire")},
+    "adapters/kms.rs": "kms",
+    "adapters/eventbridge.rs": "events",
+}
 
 # Actions IAM requires together with a call the code makes.
 IMPLIED = {

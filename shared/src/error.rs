@@ -132,6 +132,16 @@ impl Error {
             )
     }
 
+    /// What a job does with work whose call failed: defer it to the next run when the call may
+    /// succeed later ([`Error::is_transient`]), fail it otherwise. Every job decides the same way.
+    pub fn disposition(&self) -> Disposition {
+        if self.is_transient() {
+            Disposition::Deferred
+        } else {
+            Disposition::Failed
+        }
+    }
+
     /// The resource is already gone: an idempotent delete treats this as done.
     pub fn is_not_found(&self) -> bool {
         matches!(
@@ -144,6 +154,15 @@ impl Error {
             )
         )
     }
+}
+
+/// What becomes of work whose call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Left for the next run: throttling, a server error, no answer.
+    Deferred,
+    /// EC2 refused or failed it: reported, and the invocation is a partial failure.
+    Failed,
 }
 
 impl From<Error> for Diagnostic {

@@ -1,35 +1,33 @@
 //! The common library of the AMI lifecycle functions.
 //!
-//! Every decision about AMIs lives here; the binaries in `functions/` only wire a handler to
-//! the Lambda runtime. The layout follows "plan, then act":
+//! Layers with one-way doors, each importing only the layers below it (a unit test,
+//! `layers::every_import_points_down`, checks every `crate::` path):
 //!
-//! - [`policy`]: the policy document (parsed once, every error names its JSON path);
-//! - [`trigger`]: every payload a function accepts (EventBridge envelopes and run requests);
-//! - [`model`]: plain data about the account, free of SDK types;
-//! - [`ageout::plan`]: the pure retention planner; [`ageout::execute`]: the executor;
-//! - [`build`]: CreateImage and RegisterImage, with deterministic names;
-//! - [`share`]: launch and snapshot permissions reconciled to the policy;
-//! - [`copy`]: cross-region copies with lineage, idempotent by client token;
-//! - [`ec2`] and [`publish`]: the adapters that own the EC2 and EventBridge clients;
-//! - [`app`]: configuration, clients and the invocation deadline, loaded once per cold start.
+//! 1. [`domain`] and [`error`]: the vocabulary: ids, tag keys, the model of the account, the
+//!    policy document, AMI names, grants, the payloads a function accepts, events, deadlines.
+//! 2. [`ports`]: one narrow trait per capability the jobs act through (inventory, retire,
+//!    build, permissions, copy, key info, events, pacing).
+//! 3. [`jobs`]: `ageout`, `build`, `share`, `copy`, each a pure `plan` (inputs → decisions with
+//!    reasons) and an `execute` that runs the decisions through the ports. A job never
+//!    imports an adapter, another job or the wiring.
+//! 4. [`adapters`]: the ports implemented against AWS (EC2 split by concern, KMS,
+//!    EventBridge) and the pacer. An adapter never imports a job.
+//! 5. [`lambda`]: the wiring on top: configuration, the handler every function shares, the
+//!    reports. Each binary in `functions/` is one call to [`lambda::serve`].
 
-pub mod ageout;
-pub mod app;
-pub mod build;
-pub mod copy;
-pub mod ec2;
+pub mod adapters;
+pub mod domain;
 pub mod error;
+pub mod jobs;
+pub mod lambda;
+pub mod ports;
+
 #[cfg(test)]
-mod fuzz;
-pub mod ids;
-pub mod model;
-pub mod pace;
-pub mod payload;
-pub mod policy;
-pub mod publish;
-pub mod respond;
-pub mod share;
-pub mod trigger;
+mod layers;
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};
 

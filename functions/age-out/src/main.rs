@@ -1,19 +1,10 @@
-//! `ami-age-out`: deprecates, disables and deregisters AMIs past their policy's retention and
-//! deletes their snapshots, never one that something still uses. The logic is in
-//! `ami_lifecycle::ageout`; this binary only wires it to the Lambda runtime.
+//! `ami-age-out: deprecates, disables and deregisters AMIs and deletes their snapshots, by policy, never one in use.`
+//!
+//! The logic is in the `ami_lifecycle` library (`jobs`); this binary only serves it.
 
-use ami_lifecycle::app::App;
-use ami_lifecycle::lambda_runtime::{self, service_fn, Error, LambdaEvent};
+use ami_lifecycle::lambda::{serve, Function};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let app = App::from_env().await?;
-    let app = &app;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ami_lifecycle::payload::Payload>| async move {
-            ami_lifecycle::ageout::handle(app, event).await
-        },
-    ))
-    .await
+async fn main() -> Result<(), ami_lifecycle::lambda_runtime::Error> {
+    serve(Function::AgeOut).await
 }

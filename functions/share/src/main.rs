@@ -1,19 +1,10 @@
-//! `ami-share`: makes every managed AMI's launch permissions (and its snapshots'
-//! createVolumePermission) equal to its policy, and no wider. The logic is in
-//! `ami_lifecycle::share`; this binary only wires it to the Lambda runtime.
+//! `ami-share: reconciles the launch permissions of managed AMIs (and their snapshots' createVolumePermission) to their policy.`
+//!
+//! The logic is in the `ami_lifecycle` library (`jobs`); this binary only serves it.
 
-use ami_lifecycle::app::App;
-use ami_lifecycle::lambda_runtime::{self, service_fn, Error, LambdaEvent};
+use ami_lifecycle::lambda::{serve, Function};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let app = App::from_env().await?;
-    let app = &app;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ami_lifecycle::payload::Payload>| async move {
-            ami_lifecycle::share::handle(app, event).await
-        },
-    ))
-    .await
+async fn main() -> Result<(), ami_lifecycle::lambda_runtime::Error> {
+    serve(Function::Share).await
 }

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use ami_lifecycle::ec2::{Ec2, ImageInventory};
-use ami_lifecycle::publish::{event, EventBridge, EventSink};
+use ami_lifecycle::adapters::ec2::Ec2;
+use ami_lifecycle::adapters::eventbridge::EventBridge;
+use ami_lifecycle::domain::event::event;
+use ami_lifecycle::ports::{BuildImages, EventSink, ImageInventory};
 use e2e_tests::TestBed;
 use serde_json::json;
 

@@ -1,0 +1,311 @@
+//! Plain data about the account, free of SDK types, that the planners decide over.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::policy::{name_prefix, FamilyBy, Policy, RootDeviceType, Select};
+use crate::domain::tags;
+
+/// The state of an AMI as EC2 reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    /// Usable.
+    Available,
+    /// Being created or copied.
+    Pending,
+    /// Disabled: hidden, cannot be launched, still holds its snapshots.
+    Disabled,
+    /// Creation failed.
+    Failed,
+    /// Any other state (`deregistered`, `transient`, `invalid`, `error`).
+    Other(String),
+}
+
+impl std::fmt::Display for ImageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageState::Available => "available",
+            ImageState::Pending => "pending",
+            ImageState::Disabled => "disabled",
+            ImageState::Failed => "failed",
+            ImageState::Other(s) => s,
+        })
+    }
+}
+
+impl ImageState {
+    /// Reads EC2's state name.
+    pub fn from_ec2(s: &str) -> Self {
+        match s {
+            "available" => ImageState::Available,
+            "pending" => ImageState::Pending,
+            "disabled" => ImageState::Disabled,
+            "failed" => ImageState::Failed,
+            other => ImageState::Other(other.to_string()),
+        }
+    }
+}
+
+/// An AMI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Image {
+    /// `ami-...`.
+    pub id: String,
+    /// The AMI name.
+    pub name: String,
+    /// The owning account.
+    pub owner_id: String,
+    /// CreationDate.
+    pub created: Option<DateTime<Utc>>,
+    /// The state.
+    pub state: ImageState,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The EBS snapshots of its block device mappings.
+    pub snapshot_ids: Vec<String>,
+    /// `i386`, `x86_64`, `arm64`, ...
+    pub architecture: Option<String>,
+    /// `windows`, or none for Linux/UNIX.
+    pub platform: Option<String>,
+    /// `ebs` or `instance-store`.
+    pub root_device_type: Option<String>,
+    /// `hvm` or `paravirtual`.
+    pub virtualization_type: Option<String>,
+    /// Launchable by everyone.
+    pub public: bool,
+    /// It carries product codes (Marketplace): EC2 never makes it public.
+    pub has_product_codes: bool,
+    /// Any of its EBS snapshots is encrypted.
+    pub encrypted: bool,
+    /// When it is (or was) deprecated.
+    pub deprecation_time: Option<DateTime<Utc>>,
+    /// Deregistration protection enabled.
+    pub deregistration_protection: bool,
+    /// The last time an instance was launched from it (EC2 records this about daily).
+    pub last_launched: Option<DateTime<Utc>>,
+    /// Shared with other accounts, organizations or OUs; `None` when not looked up.
+    pub shared: Option<bool>,
+}
+
+impl Image {
+    /// An image with only the fields a test needs; the rest are empty.
+    pub fn new(id: &str, name: &str, owner_id: &str, created: DateTime<Utc>) -> Self {
+        Image {
+            id: id.into(),
+            name: name.into(),
+            owner_id: owner_id.into(),
+            created: Some(created),
+            state: ImageState::Available,
+            tags: BTreeMap::new(),
+            snapshot_ids: Vec::new(),
+            architecture: Some("x86_64".into()),
+            platform: None,
+            root_device_type: Some("ebs".into()),
+            virtualization_type: Some("hvm".into()),
+            public: false,
+            has_product_codes: false,
+            encrypted: false,
+            deprecation_time: None,
+            deregistration_protection: false,
+            last_launched: None,
+            shared: None,
+        }
+    }
+
+    /// Whether `select` matches the image (every field given must match).
+    pub fn matches(&self, select: &Select) -> bool {
+        let tags = select
+            .tags
+            .iter()
+            .all(|(k, p)| self.tags.get(k).is_some_and(|v| p.matches(v)));
+        let name = select
+            .name_pattern
+            .as_ref()
+            .is_none_or(|p| p.matches(&self.name));
+        let arch = select.architectures.is_empty()
+            || self
+                .architecture
+                .as_deref()
+                .is_some_and(|a| select.architectures.iter().any(|s| s.as_str() == a));
+        let platform = select.platform.is_none_or(|p| {
+            let windows = self.platform.as_deref() == Some("windows");
+            (p.as_str() == "windows") == windows
+        });
+        let root = select.root_device_type.is_none_or(|r| {
+            self.root_device_type
+                .as_deref()
+                .unwrap_or(RootDeviceType::Ebs.as_str())
+                == r.as_str()
+        });
+        let virt = select
+            .virtualization_type
+            .is_none_or(|v| self.virtualization_type.as_deref().unwrap_or("hvm") == v.as_str());
+        tags && name && arch && platform && root && virt
+    }
+
+    /// Whether `policy` manages the image: tagged with the policy's name, or selected by a
+    /// `select` that narrows (tags or a name pattern).
+    pub fn managed_by(&self, policy: &Policy) -> bool {
+        if let Some(tagged) = self.tags.get(tags::POLICY) {
+            return tagged == &policy.name;
+        }
+        policy.select.narrows() && self.matches(&policy.select)
+    }
+
+    /// The policy that manages the image: the first of the document, in order, that does.
+    pub fn policy_in<'a>(
+        &self,
+        document: &'a crate::domain::policy::PolicyDocument,
+    ) -> Option<&'a Policy> {
+        document.policies.iter().find(|p| self.managed_by(p))
+    }
+
+    /// The family of the image under `family_by`.
+    pub fn family(&self, family_by: &FamilyBy) -> String {
+        match family_by {
+            FamilyBy::Tag(key) => match self.tags.get(key) {
+                Some(v) => v.clone(),
+                None => name_prefix(&self.name).to_string(),
+            },
+            FamilyBy::NamePrefix => name_prefix(&self.name).to_string(),
+        }
+    }
+}
+
+/// An EBS snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// `snap-...`.
+    pub id: String,
+    /// The owning account.
+    pub owner_id: String,
+    /// Its description (`Created by CreateImage(i-...) for ami-...` when CreateImage made it).
+    pub description: String,
+    /// StartTime.
+    pub started: Option<DateTime<Utc>>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    /// Whether CreateImage or CopyImage made the snapshot for an AMI.
+    pub fn made_for_an_image(&self) -> bool {
+        self.description.starts_with("Created by CreateImage(")
+            || self.description.starts_with("Copied for DestinationAmi")
+    }
+}
+
+/// What uses the region's AMIs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// Image id → the non-terminated instances running it.
+    pub instances: HashMap<String, BTreeSet<String>>,
+    /// Image id → the launch template versions naming it.
+    pub launch_templates: HashMap<String, Vec<TemplateUse>>,
+    /// Image id → references found by DescribeImageReferences (resource ARNs).
+    pub references: HashMap<String, BTreeSet<String>>,
+    /// Evidence that could not be gathered. An image it covers is never disabled or
+    /// deregistered (safety checks fail closed): it is kept as `usage_unknown`.
+    pub gaps: Vec<EvidenceGap>,
+}
+
+/// A call that should have told whether AMIs are in use, and did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceGap {
+    /// The EC2 call (`DescribeInstances`, `DescribeImageReferences`, ...).
+    pub call: String,
+    /// Its error code, when EC2 sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What went wrong.
+    pub error: String,
+    /// Whether a later run may get the answer (throttling, server error, no answer).
+    pub transient: bool,
+    /// The images it leaves without evidence; `None`: every image of the region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<BTreeSet<String>>,
+}
+
+impl Usage {
+    /// The first evidence gap that covers `image_id`, if any.
+    pub fn gap_for(&self, image_id: &str) -> Option<&EvidenceGap> {
+        self.gaps
+            .iter()
+            .find(|g| g.images.as_ref().is_none_or(|ids| ids.contains(image_id)))
+    }
+}
+
+/// A launch template version that names an AMI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TemplateUse {
+    /// `lt-...`.
+    pub template_id: String,
+    /// The version number.
+    pub version: i64,
+    /// It is the template's `$Default` version.
+    pub is_default: bool,
+    /// How many versions are newer (0: it is `$Latest`).
+    pub newer_versions: i64,
+}
+
+impl TemplateUse {
+    /// Whether this version counts at `depth`.
+    pub fn counts_at(&self, depth: crate::domain::policy::TemplateDepth) -> bool {
+        use crate::domain::policy::TemplateDepth::*;
+        self.is_default
+            || self.newer_versions == 0
+            || match depth {
+                All => true,
+                DefaultAndLatest => false,
+                Newest(n) => self.newer_versions < i64::from(n),
+            }
+    }
+}
+
+impl std::fmt::Display for TemplateUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.template_id, self.version)?;
+        if self.is_default {
+            f.write_str(" ($Default)")?;
+        }
+        if self.newer_versions == 0 {
+            f.write_str(" ($Latest)")?;
+        }
+        Ok(())
+    }
+}
+
+/// An instance, as the build function sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    /// `i-...`.
+    pub id: String,
+    /// `running`, `stopped`, ...
+    pub state: String,
+    /// `ebs` or `instance-store`.
+    pub root_device_type: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A copy of a source AMI found in a destination region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyFound {
+    /// The copy.
+    pub image_id: String,
+    /// Its state (`failed` when CopyImage failed after it was accepted).
+    pub state: ImageState,
+    /// EC2's StateReason message, for a failed copy.
+    pub state_reason: Option<String>,
+    /// Which attempt made it (its attempt tag; 1 when absent).
+    pub attempt: u32,
+}
+
+/// The instance states that make an AMI "in use": every state but terminated. The same list
+/// goes to DescribeInstances and to DescribeImageReferences' `state-name` option, so both
+/// checks agree (DescribeImageReferences' default is every state, terminated included).
+pub const IN_USE_INSTANCE_STATES: [&str; 5] =
+    ["pending", "running", "shutting-down", "stopping", "stopped"];

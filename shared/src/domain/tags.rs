@@ -1,0 +1,24 @@
+//! Every tag key the tool reads or writes. A tag is the tool's only state in the account: the
+//! policy that manages an AMI, where it came from, and which attempt made a copy.
+
+/// The policy that manages an AMI (set by build and copy; read by every job).
+pub const POLICY: &str = "ami-automation:policy";
+/// The tool function that made the AMI (`ami-build`, `ami-copy`). The copy role may deregister
+/// only AMIs carrying it (its IAM condition), so it must stay on every copy.
+pub const CREATED_BY: &str = "ami-automation:created-by";
+/// The instance an AMI was made from (CreateImage).
+pub const SOURCE_INSTANCE: &str = "ami-automation:source-instance";
+/// The snapshot an AMI was registered from (RegisterImage).
+pub const SOURCE_SNAPSHOT: &str = "ami-automation:source-snapshot";
+/// On a snapshot: register it as an AMI of this policy when it is created.
+pub const REGISTER: &str = "ami-automation:register";
+/// On a snapshot to register: the AMI's architecture (`x86_64` when absent).
+pub const ARCHITECTURE: &str = "ami-automation:architecture";
+/// On a snapshot to register: the root device name (`/dev/xvda` when absent).
+pub const ROOT_DEVICE_NAME: &str = "ami-automation:root-device-name";
+/// On a copy: its source AMI. An AMI with it is a copy, and a copy is never copied.
+pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
+/// On a copy: its source region.
+pub const SOURCE_REGION: &str = "ami-automation:source-region";
+/// On a copy: which attempt made it (a copy that failed is copied again as attempt + 1).
+pub const COPY_ATTEMPT: &str = "ami-automation:copy-attempt";

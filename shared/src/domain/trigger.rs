@@ -1,0 +1,544 @@
+//! Every payload a function can receive, parsed by one parser.
+//!
+//! Two shapes arrive: EventBridge envelopes (`Scheduled Event`, `EC2 AMI State Change`,
+//! `EC2 Instance State-change Notification`, `EBS Snapshot Notification`) and run requests, the
+//! JSON a schedule's `Input` or a person sends. A schedule with `Input` delivers exactly that JSON,
+//! not an envelope, so both must be accepted.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::Region;
+pub use crate::domain::payload::Payload;
+use crate::domain::register::RegisterRequest;
+use crate::error::{Error, Result};
+
+/// What the accepted payloads are, for error messages.
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2)";
+
+/// At most this many AMI ids in one run request.
+pub const MAX_IMAGE_IDS: usize = 1000;
+/// At most this many policy names in one run request.
+pub const MAX_POLICIES: usize = 100;
+
+/// A request to run a function, sent by a schedule's `Input` or by a person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Policies to run (default: all).
+    #[serde(default)]
+    pub policies: Option<Vec<String>>,
+    /// Regions to run in (default: the function's own region); processed concurrently.
+    #[serde(default)]
+    pub regions: Option<Vec<Region>>,
+    /// Report what would be done and change nothing (default: the policy document's `dry_run`).
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// The clock the planner uses (default: now), so ages can be tested without waiting.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Limit the run to these AMIs.
+    #[serde(default)]
+    pub image_ids: Option<Vec<String>>,
+    /// Register an AMI from an EBS snapshot (the build function only).
+    #[serde(default)]
+    pub register: Option<RegisterRequest>,
+}
+
+/// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AmiStateChange {
+    /// The image.
+    pub image_id: String,
+    /// `pending`, `available`, `failed`, `deregistered`, `disabled`.
+    pub state: String,
+    /// Why it failed, when it failed.
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// `EC2 Instance State-change Notification` detail (kebab-case, as EC2 sends it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InstanceStateChange {
+    /// The instance.
+    pub instance_id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub state: String,
+}
+
+/// `EBS Snapshot Notification` detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotNotification {
+    /// `createSnapshot`, `copySnapshot`, `createSnapshots`, ...
+    pub event: String,
+    /// `succeeded` or `failed`.
+    pub result: String,
+    /// The snapshot ARN (`arn:aws:ec2::<region>:snapshot/snap-...`).
+    pub snapshot_id: String,
+}
+
+impl SnapshotNotification {
+    /// The snapshot id from the ARN.
+    pub fn snapshot(&self) -> &str {
+        self.snapshot_id
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.snapshot_id)
+    }
+}
+
+/// One parsed invocation payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// A run request (a schedule's `Input`, or by hand).
+    Run(RunRequest),
+    /// An EventBridge schedule without `Input`: run everything in the event's region.
+    Scheduled {
+        region: Option<Region>,
+        time: Option<DateTime<Utc>>,
+    },
+    /// `EC2 AMI State Change`.
+    AmiState {
+        region: Option<Region>,
+        detail: AmiStateChange,
+    },
+    /// `EC2 Instance State-change Notification`.
+    InstanceState {
+        region: Option<Region>,
+        /// When the state changed (the envelope's `time`): a re-delivery carries the same.
+        time: Option<DateTime<Utc>>,
+        detail: InstanceStateChange,
+    },
+    /// `EBS Snapshot Notification`.
+    Snapshot {
+        region: Option<Region>,
+        detail: SnapshotNotification,
+    },
+}
+
+impl Trigger {
+    /// Parses any payload a function may receive; the error names the field and lists what is accepted.
+    pub fn parse(payload: impl Into<Payload>) -> Result<Trigger> {
+        let Payload { value, duplicate } = payload.into();
+        if let Some(path) = duplicate {
+            return Err(Error::event(
+                path,
+                "this key is given twice in its object: give each key once (JSON readers disagree on which one wins, and a safety switch must not depend on it)",
+            ));
+        }
+        let is_envelope = value.get("detail-type").is_some() || value.get("source").is_some();
+        if !is_envelope {
+            if !value.is_object() {
+                return Err(Error::event(
+                    "$",
+                    format!("expected a JSON object: {ACCEPTED}"),
+                ));
+            }
+            for field in [
+                "policies",
+                "regions",
+                "dry_run",
+                "as_of",
+                "image_ids",
+                "register",
+            ] {
+                if value.get(field).is_some_and(serde_json::Value::is_null) {
+                    return Err(Error::event(
+                        format!("$.{field}"),
+                        "null is not a value: leave the field out for its default, or give a value",
+                    ));
+                }
+            }
+            let request = from_value::<RunRequest>(value, "$")?;
+            let limits = [
+                (
+                    "image_ids",
+                    request.image_ids.as_ref().map_or(0, Vec::len),
+                    MAX_IMAGE_IDS,
+                ),
+                (
+                    "regions",
+                    request.regions.as_ref().map_or(0, Vec::len),
+                    crate::domain::ids::KNOWN_REGIONS.len(),
+                ),
+                (
+                    "policies",
+                    request.policies.as_ref().map_or(0, Vec::len),
+                    MAX_POLICIES,
+                ),
+            ];
+            for (field, len, max) in limits {
+                if len > max {
+                    return Err(Error::event(
+                        format!("$.{field}"),
+                        format!("{len} entries: at most {max} in one request (split it, or run a sweep)"),
+                    ));
+                }
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, id) in request.image_ids.iter().flatten().enumerate() {
+                check_id("ami", id, &format!("$.image_ids[{i}]"))?;
+                if !seen.insert(id) {
+                    return Err(Error::event(
+                        format!("$.image_ids[{i}]"),
+                        format!("`{id}` is listed twice: list each AMI once"),
+                    ));
+                }
+            }
+            return Ok(Trigger::Run(request));
+        }
+        let envelope: EventBridgeEvent<serde_json::Value> = from_value(value, "$")?;
+        let region = match envelope.region.as_deref() {
+            Some(r) => Some(
+                r.parse::<Region>()
+                    .map_err(|m| Error::event("$.region", m))?,
+            ),
+            None => None,
+        };
+        let detail = envelope.detail;
+        match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+            ("aws.events", "Scheduled Event") => Ok(Trigger::Scheduled {
+                region,
+                time: envelope.time,
+            }),
+            ("aws.ec2", "EC2 AMI State Change") => {
+                let detail: AmiStateChange = from_value(detail, "$.detail")?;
+                check_id("ami", &detail.image_id, "$.detail.ImageId")?;
+                check_state(&detail.state, AMI_STATES, "$.detail.State")?;
+                Ok(Trigger::AmiState { region, detail })
+            }
+            ("aws.ec2", "EC2 Instance State-change Notification") => {
+                let detail: InstanceStateChange = from_value(detail, "$.detail")?;
+                check_id("i", &detail.instance_id, "$.detail.instance-id")?;
+                check_state(&detail.state, INSTANCE_STATES, "$.detail.state")?;
+                Ok(Trigger::InstanceState {
+                    region,
+                    time: envelope.time,
+                    detail,
+                })
+            }
+            ("aws.ec2", "EBS Snapshot Notification") => {
+                let detail: SnapshotNotification = from_value(detail, "$.detail")?;
+                check_id("snap", detail.snapshot(), "$.detail.snapshot_id")?;
+                Ok(Trigger::Snapshot { region, detail })
+            }
+            (source, detail_type) => Err(Error::event(
+                "$.detail-type",
+                format!(
+                    "unsupported event `{detail_type}` from `{source}`: accepted are {ACCEPTED}"
+                ),
+            )),
+        }
+    }
+
+    /// What kind of trigger it is.
+    pub fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::Run(_) => TriggerKind::RunRequest,
+            Trigger::Scheduled { .. } => TriggerKind::Scheduled,
+            Trigger::AmiState { .. } => TriggerKind::AmiStateChange,
+            Trigger::InstanceState { .. } => TriggerKind::InstanceStateChange,
+            Trigger::Snapshot { .. } => TriggerKind::SnapshotNotification,
+        }
+    }
+}
+
+/// The kinds of trigger, named in reports and logs as EventBridge names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerKind {
+    /// A run request (`run request`).
+    RunRequest,
+    /// `Scheduled Event`.
+    Scheduled,
+    /// `EC2 AMI State Change`.
+    AmiStateChange,
+    /// `EC2 Instance State-change Notification`.
+    InstanceStateChange,
+    /// `EBS Snapshot Notification`.
+    SnapshotNotification,
+}
+
+impl TriggerKind {
+    /// As reports and logs name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TriggerKind::RunRequest => "run request",
+            TriggerKind::Scheduled => "Scheduled Event",
+            TriggerKind::AmiStateChange => "EC2 AMI State Change",
+            TriggerKind::InstanceStateChange => "EC2 Instance State-change Notification",
+            TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
+        }
+    }
+}
+
+impl std::fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TriggerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The AMI states EC2 defines (DescribeImages `State`).
+pub const AMI_STATES: &[&str] = &[
+    "pending",
+    "available",
+    "invalid",
+    "deregistered",
+    "transient",
+    "failed",
+    "error",
+    "disabled",
+];
+
+/// The instance states EC2 defines (InstanceState `Name`).
+pub const INSTANCE_STATES: &[&str] = &[
+    "pending",
+    "running",
+    "shutting-down",
+    "terminated",
+    "stopping",
+    "stopped",
+];
+
+/// `ami-`, `i-` or `snap-` and 8 to 17 hexadecimal digits, as EC2 makes them.
+fn check_id(prefix: &str, id: &str, path: &str) -> Result<()> {
+    let hex = id
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or_default();
+    if (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let what = match prefix {
+        "ami" => "an AMI id",
+        "i" => "an instance id",
+        _ => "a snapshot id",
+    };
+    Err(Error::event(
+        path,
+        format!("`{id}` is not {what} ({prefix}- and 8 to 17 hexadecimal digits)"),
+    ))
+}
+
+fn check_state(state: &str, allowed: &[&str], path: &str) -> Result<()> {
+    if allowed.contains(&state) {
+        return Ok(());
+    }
+    Err(Error::event(
+        path,
+        format!(
+            "`{state}` is not a state EC2 defines: one of {}",
+            allowed.join(", ")
+        ),
+    ))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, root: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            root.to_string()
+        } else {
+            format!("{root}.{path}")
+        };
+        Error::event(at, e.into_inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_request_is_parsed_with_all_fields() {
+        let t = Trigger::parse(
+            json!({"policies": ["web"], "regions": ["us-east-1", "eu-west-1"],
+            "dry_run": true, "as_of": "2027-01-01T00:00:00Z"}),
+        )
+        .expect("parses");
+        let Trigger::Run(r) = t else {
+            panic!("not a run request")
+        };
+        assert_eq!(r.regions.map(|v| v.len()), Some(2));
+        assert_eq!(
+            r.as_of.map(|t| t.to_rfc3339()),
+            Some("2027-01-01T00:00:00+00:00".into())
+        );
+    }
+
+    #[test]
+    fn an_empty_object_is_a_run_of_everything() {
+        assert_eq!(
+            Trigger::parse(json!({})).expect("parses"),
+            Trigger::Run(RunRequest::default())
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = Trigger::parse(json!({"regions": ["us-east-1", "mars-1"]})).unwrap_err();
+        assert!(err.to_string().contains("$.regions[1]"), "{err}");
+        let err = Trigger::parse(json!({"dryrun": true})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `dryrun`"), "{err}");
+        let err = Trigger::parse(json!({"as_of": "yesterday"})).unwrap_err();
+        assert!(err.to_string().contains("$.as_of"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_detail_type_lists_what_is_accepted() {
+        let err = Trigger::parse(
+            json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("unsupported event `Object Created`") && text.contains("Scheduled Event"),
+            "{text}"
+        );
+    }
+
+    /// Every file in `events/`, which are at once the samples users send and these fixtures.
+    const SAMPLES: &[(&str, &str)] = &[
+        (
+            "age-out-dry-run.json",
+            include_str!("../../../events/age-out-dry-run.json"),
+        ),
+        (
+            "age-out-real-run.json",
+            include_str!("../../../events/age-out-real-run.json"),
+        ),
+        (
+            "age-out-two-regions-as-of.json",
+            include_str!("../../../events/age-out-two-regions-as-of.json"),
+        ),
+        (
+            "age-out-scheduled.json",
+            include_str!("../../../events/age-out-scheduled.json"),
+        ),
+        (
+            "build-scheduled.json",
+            include_str!("../../../events/build-scheduled.json"),
+        ),
+        (
+            "build-dry-run.json",
+            include_str!("../../../events/build-dry-run.json"),
+        ),
+        (
+            "build-instance-stopped.json",
+            include_str!("../../../events/build-instance-stopped.json"),
+        ),
+        (
+            "build-register-snapshot.json",
+            include_str!("../../../events/build-register-snapshot.json"),
+        ),
+        (
+            "build-snapshot-created.json",
+            include_str!("../../../events/build-snapshot-created.json"),
+        ),
+        (
+            "build-ami-failed.json",
+            include_str!("../../../events/build-ami-failed.json"),
+        ),
+        (
+            "share-ami-available.json",
+            include_str!("../../../events/share-ami-available.json"),
+        ),
+        (
+            "share-sweep-dry-run.json",
+            include_str!("../../../events/share-sweep-dry-run.json"),
+        ),
+        (
+            "share-images.json",
+            include_str!("../../../events/share-images.json"),
+        ),
+        (
+            "copy-ami-available.json",
+            include_str!("../../../events/copy-ami-available.json"),
+        ),
+        (
+            "copy-sweep.json",
+            include_str!("../../../events/copy-sweep.json"),
+        ),
+        (
+            "copy-sweep-dry-run.json",
+            include_str!("../../../events/copy-sweep-dry-run.json"),
+        ),
+    ];
+
+    #[test]
+    fn every_sample_event_parses() {
+        for (name, text) in SAMPLES {
+            let value: serde_json::Value =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let trigger = Trigger::parse(value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let expected = match *name {
+                n if n.contains("scheduled") => "Scheduled Event",
+                n if n.contains("stopped") => "EC2 Instance State-change Notification",
+                n if n.contains("snapshot-created") => "EBS Snapshot Notification",
+                n if n.contains("ami-failed") || n.contains("ami-available") => {
+                    "EC2 AMI State Change"
+                }
+                _ => "run request",
+            };
+            assert_eq!(trigger.kind().as_str(), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_file_in_events_is_a_tested_sample() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        for entry in std::fs::read_dir(dir).expect("events/") {
+            let name = entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            let is_event = name.ends_with(".json");
+            assert!(
+                !is_event || SAMPLES.iter().any(|(n, _)| *n == name),
+                "events/{name} has no parse test"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ec2_envelopes_parse_with_typed_details() {
+        let ami = json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": "us-east-1",
+            "detail": {"RequestId": "r", "ImageId": "ami-0123456789abcdef0", "State": "available", "ErrorMessage": ""}});
+        let Trigger::AmiState { detail, .. } = Trigger::parse(ami).expect("ami") else {
+            panic!("ami state")
+        };
+        assert_eq!(detail.image_id, "ami-0123456789abcdef0");
+        let stop = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+            "detail": {"instance-id": "i-0123456789abcdef0", "state": "stopped"}});
+        let Trigger::InstanceState { detail, .. } = Trigger::parse(stop).expect("stop") else {
+            panic!("instance")
+        };
+        assert_eq!(detail.state, "stopped");
+        let snap = json!({"source": "aws.ec2", "detail-type": "EBS Snapshot Notification",
+            "detail": {"event": "createSnapshot", "result": "succeeded",
+                       "snapshot_id": "arn:aws:ec2::us-east-1:snapshot/snap-0123456789abcdef0", "source": "arn:aws:ec2::us-east-1:volume/vol-1"}});
+        let Trigger::Snapshot { detail, .. } = Trigger::parse(snap).expect("snapshot") else {
+            panic!("snapshot")
+        };
+        assert_eq!(detail.snapshot(), "snap-0123456789abcdef0");
+        let missing = json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "detail": {"State": "available"}});
+        let err = Trigger::parse(missing).unwrap_err().to_string();
+        assert!(err.contains("$.detail") && err.contains("ImageId"), "{err}");
+    }
+
+    #[test]
+    fn a_json_array_is_refused() {
+        let err = Trigger::parse(json!([1, 2])).unwrap_err();
+        assert!(err.to_string().contains("expected a JSON object"), "{err}");
+    }
+}

@@ -1,0 +1,472 @@
+//! Age-out: plan retention per region, then execute the plan (or only report it, in a dry run).
+
+mod execute;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+
+pub use execute::{execute, ActionReport, Outcome};
+pub use plan::{plan, Action, ActionKind, KeepReason, Kept, Plan, PlanInput};
+
+use crate::domain::deadline::Deadline;
+use crate::domain::event::{event, Event, Published};
+use crate::domain::ids::Region;
+use crate::domain::model::{EvidenceGap, Image, Usage};
+use crate::domain::policy::{PolicyDocument, TemplateDepth};
+use crate::domain::trigger::RunRequest;
+use crate::error::{Error, Result};
+use crate::jobs::{label, Context};
+use crate::ports::{
+    Cloud, EventSink, ImageInventory, Pace, RetireImages, IMAGE_REFERENCES_MAX_IDS,
+};
+
+/// The function's name in reports and events.
+pub const FUNCTION: &str = "ami-age-out";
+
+/// What one region's run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionReport {
+    /// The region.
+    pub region: Region,
+    /// Every planned action with its outcome.
+    pub plan: Vec<ActionReport>,
+    /// Images kept, with the reason.
+    pub kept: Vec<Kept>,
+    /// Snapshots of deregistered images that stay, with the reason.
+    pub snapshots_kept: Vec<plan::SnapshotKept>,
+    /// Orphaned snapshots found.
+    pub orphans: Vec<plan::Orphan>,
+    /// Things the run could not check.
+    pub warnings: Vec<String>,
+    /// Evidence calls that failed: the images they cover were kept (`usage_unknown`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence_gaps: Vec<EvidenceGap>,
+    /// An error that stopped the region's run before it planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The response of an age-out invocation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `ami-age-out`.
+    pub function: &'static str,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Every planned action ran (false: stopped at the deadline; the next run continues).
+    pub complete: bool,
+    /// The planner's clock.
+    pub as_of: DateTime<Utc>,
+    /// Counts: planned actions by kind, outcomes, kept.
+    pub counts: BTreeMap<String, usize>,
+    /// Kept images by reason.
+    pub kept_by_reason: BTreeMap<KeepReason, usize>,
+    /// Every action, all regions.
+    pub plan: Vec<ActionReport>,
+    /// Actions that failed.
+    pub failed: Vec<ActionReport>,
+    /// Actions left for the next run.
+    pub remaining: usize,
+    /// Per region: kept images, kept snapshots, orphans, warnings.
+    pub regions: Vec<RegionReport>,
+    /// Events published.
+    pub events: Published,
+    /// Wall time of the run.
+    pub elapsed_ms: u128,
+}
+
+/// Whether the run is a partial failure: an action failed, a region could not plan, or an
+/// evidence call failed other than by throttling (the AMIs it covers were kept; a throttled
+/// one only leaves the run incomplete, like any throttled action).
+pub fn partial_failure(report: &Report) -> bool {
+    !report.failed.is_empty()
+        || report
+            .regions
+            .iter()
+            .any(|r| r.error.is_some() || r.evidence_gaps.iter().any(|g| !g.transient))
+}
+
+/// Runs age-out for a request: every region concurrently.
+pub async fn run<C: Cloud, S: EventSink + Sync>(
+    ctx: &Context<'_, C>,
+    request: &RunRequest,
+    regions: &[Region],
+    dry_run: bool,
+    sink: &S,
+) -> Report {
+    let started = Instant::now();
+    let as_of = request.as_of.unwrap_or_else(Utc::now);
+    let runs = regions.iter().map(|region| {
+        let ec2 = ctx.cloud.ec2(region);
+        // EC2's request buckets are per region: one pacer per region's run.
+        let pacer = ctx.cloud.pacer();
+        async move {
+            let run = RegionRun {
+                region,
+                document: ctx.document,
+                request,
+                as_of,
+                dry_run,
+                deadline: ctx.deadline,
+                concurrency: ctx.limits.concurrency,
+            };
+            run_region(&ec2, &pacer, &run).await
+        }
+    });
+    let regions: Vec<RegionReport> = futures::future::join_all(runs).await;
+
+    let plan: Vec<ActionReport> = regions.iter().flat_map(|r| r.plan.clone()).collect();
+    let failed: Vec<ActionReport> = plan
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Failed))
+        .cloned()
+        .collect();
+    let remaining = plan
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Deferred))
+        .count();
+    let mut counts = BTreeMap::new();
+    for a in &plan {
+        *counts.entry(label(&a.action.action)).or_insert(0) += 1;
+        *counts
+            .entry(format!("outcome_{}", label(&a.outcome)))
+            .or_insert(0) += 1;
+    }
+    let mut kept_by_reason = BTreeMap::new();
+    for k in regions.iter().flat_map(|r| &r.kept) {
+        *kept_by_reason.entry(k.reason).or_insert(0) += 1;
+    }
+    counts.insert("planned".into(), plan.len());
+    counts.insert("kept".into(), kept_by_reason.values().sum());
+    counts.insert(
+        "orphans".into(),
+        regions.iter().map(|r| r.orphans.len()).sum(),
+    );
+
+    let mut events: Vec<_> = if dry_run {
+        Vec::new()
+    } else {
+        plan.iter()
+            .filter(|a| a.outcome.changed_account())
+            .map(action_event)
+            .collect()
+    };
+    let complete = remaining == 0
+        && regions
+            .iter()
+            .all(|r| r.error.is_none() && r.evidence_gaps.is_empty());
+    let evidence_gaps: Vec<serde_json::Value> = regions
+        .iter()
+        .flat_map(|r| {
+            r.evidence_gaps.iter().map(|g| {
+                serde_json::json!({"region": r.region, "call": g.call, "code": g.code,
+                    "transient": g.transient, "images": g.images})
+            })
+        })
+        .collect();
+    events.push(event(
+        "Policy Run Completed",
+        Vec::new(),
+        serde_json::json!({
+            "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
+            "regions": regions.iter().map(|r| r.region.to_string()).collect::<Vec<_>>(),
+            "policies": request.policies, "counts": counts, "failed": failed.len(), "remaining": remaining,
+            "evidence_gaps": evidence_gaps,
+        }),
+    ));
+    let published = sink.publish(events).await;
+
+    Report {
+        function: FUNCTION,
+        dry_run,
+        complete,
+        as_of,
+        counts,
+        kept_by_reason,
+        plan,
+        failed,
+        remaining,
+        regions,
+        events: published,
+        elapsed_ms: started.elapsed().as_millis(),
+    }
+}
+
+fn action_event(a: &ActionReport) -> Event {
+    let detail_type = match a.action.action {
+        ActionKind::Deprecate => "AMI Deprecated",
+        ActionKind::Disable => "AMI Disabled",
+        ActionKind::Deregister => "AMI Deregistered",
+        ActionKind::DeleteSnapshot => "AMI Snapshot Deleted",
+    };
+    // PutEvents' Resources are ARNs, so rules that match on ARNs work.
+    let resources = match (&a.action.snapshot_id, &a.action.image_id) {
+        (Some(snap), Some(image)) => vec![a.region.snapshot_arn(snap), a.region.image_arn(image)],
+        (Some(snap), None) => vec![a.region.snapshot_arn(snap)],
+        (None, Some(image)) => vec![a.region.image_arn(image)],
+        (None, None) => Vec::new(),
+    };
+    event(
+        detail_type,
+        resources,
+        serde_json::to_value(a).unwrap_or_default(),
+    )
+}
+
+/// The deepest launch template depth any of the policies asks for.
+fn deepest(document: &PolicyDocument) -> TemplateDepth {
+    document
+        .policies
+        .iter()
+        .filter_map(|p| p.retain.as_ref())
+        .map(|r| r.in_use.launch_template_versions)
+        .fold(TemplateDepth::DefaultAndLatest, |acc, d| match (acc, d) {
+            (TemplateDepth::All, _) | (_, TemplateDepth::All) => TemplateDepth::All,
+            (TemplateDepth::Newest(a), TemplateDepth::Newest(b)) => TemplateDepth::Newest(a.max(b)),
+            (TemplateDepth::Newest(a), _) | (_, TemplateDepth::Newest(a)) => {
+                TemplateDepth::Newest(a)
+            }
+            _ => TemplateDepth::DefaultAndLatest,
+        })
+}
+
+/// One region's run: what it plans for and how it executes.
+#[derive(Debug, Clone, Copy)]
+pub struct RegionRun<'a> {
+    /// The region.
+    pub region: &'a Region,
+    /// The policy document.
+    pub document: &'a PolicyDocument,
+    /// The request (policies, image ids).
+    pub request: &'a RunRequest,
+    /// The planner's clock.
+    pub as_of: DateTime<Utc>,
+    /// Report only.
+    pub dry_run: bool,
+    /// When to stop starting calls.
+    pub deadline: Deadline,
+    /// Mutating calls in flight at once.
+    pub concurrency: usize,
+}
+
+/// Scans one region, plans, and executes.
+pub async fn run_region<E: ImageInventory + RetireImages + Sync, P: Pace + Sync>(
+    ec2: &E,
+    pacer: &P,
+    run: &RegionRun<'_>,
+) -> RegionReport {
+    let RegionRun {
+        region,
+        document,
+        request,
+        as_of,
+        dry_run,
+        deadline,
+        concurrency,
+    } = *run;
+    let mut report = RegionReport {
+        region: region.clone(),
+        plan: Vec::new(),
+        kept: Vec::new(),
+        snapshots_kept: Vec::new(),
+        orphans: Vec::new(),
+        warnings: Vec::new(),
+        evidence_gaps: Vec::new(),
+        error: None,
+    };
+    let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
+    let plan = match planned {
+        Ok((plan, gaps)) => {
+            report.evidence_gaps = gaps;
+            plan
+        }
+        Err(e) => {
+            tracing::error!(region = %region, error = %e, "age-out could not plan the region");
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
+    report.plan = execute(
+        &plan,
+        ec2,
+        region,
+        dry_run,
+        as_of,
+        deadline,
+        concurrency,
+        pacer,
+        &Utc::now,
+    )
+    .await;
+    report.kept = plan.kept;
+    report.snapshots_kept = plan.snapshots_kept;
+    report.orphans = plan.orphans;
+    report
+}
+
+/// Scans the region and plans: images, snapshots and usage once each, then the share state
+/// and the references of only the images the plan would change.
+///
+/// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
+/// plans nothing); a failed evidence call (instances, launch templates, references, share
+/// state) is recorded as a gap, and the planner keeps every image it covers from being
+/// disabled or deregistered (`usage_unknown`).
+pub async fn plan_region<E: ImageInventory + Sync>(
+    ec2: &E,
+    document: &PolicyDocument,
+    request: &RunRequest,
+    as_of: DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Result<(Plan, Vec<EvidenceGap>)> {
+    let depth = deepest(document);
+    let (scanned, instances, templates) = futures::join!(
+        futures::future::try_join(ec2.images(None), ec2.snapshots()),
+        ec2.instance_usage(),
+        ec2.template_usage(depth)
+    );
+    let (mut images, snapshots) = scanned?;
+    let mut usage = Usage::default();
+    match instances {
+        Ok(found) => usage.instances = found,
+        Err(e) => usage.gaps.push(gap("DescribeInstances", &e, None)),
+    }
+    match templates {
+        Ok(found) => usage.launch_templates = found,
+        Err(e) => usage.gaps.push(gap(
+            e.operation().unwrap_or("DescribeLaunchTemplates"),
+            &e,
+            None,
+        )),
+    }
+    let account_id = account_of(&images, &snapshots)?;
+    if let Some(ids) = &request.image_ids {
+        for id in ids {
+            if !images.iter().any(|i| &i.id == id) {
+                warnings.push(format!(
+                    "{id}: no AMI of the account has this id in the region"
+                ));
+            }
+        }
+    }
+    let input = |images: &'_ [Image], usage: &'_ Usage| -> Plan {
+        plan(PlanInput {
+            account_id: &account_id,
+            images,
+            snapshots: &snapshots,
+            usage,
+            document,
+            policies: request.policies.as_deref(),
+            image_ids: request.image_ids.as_deref(),
+            as_of,
+        })
+    };
+    let mut planned = input(&images, &usage);
+
+    // Share state: only for the images whose decision waits on it.
+    if !planned.share_state_needed.is_empty() {
+        let answers: Vec<(String, Result<bool>)> =
+            futures::stream::iter(planned.share_state_needed.clone())
+                .map(|id| async move {
+                    let shared = ec2.is_shared(&id).await;
+                    (id, shared)
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+        for (id, answer) in answers {
+            match answer {
+                Ok(shared) => {
+                    if let Some(image) = images.iter_mut().find(|i| i.id == id) {
+                        image.shared = Some(shared);
+                    }
+                }
+                Err(e) => usage.gaps.push(gap(
+                    "DescribeImageAttribute",
+                    &e,
+                    Some(BTreeSet::from([id])),
+                )),
+            }
+        }
+        planned = input(&images, &usage);
+    }
+
+    // References (SSM parameters, Image Builder recipes, ...) of the images the plan changes,
+    // at most 10 per DescribeImageReferences call; a failed call leaves its images unchecked.
+    let acted = planned.acted_images();
+    if !acted.is_empty() {
+        let chunks: Vec<Vec<String>> = acted
+            .chunks(IMAGE_REFERENCES_MAX_IDS)
+            .map(<[String]>::to_vec)
+            .collect();
+        let answers: Vec<Vec<(Vec<String>, Result<_>)>> = futures::stream::iter(chunks)
+            .map(|ids| async move {
+                match ec2.image_references(&ids, depth).await {
+                    // One id of the batch is gone (another run deregistered it since the scan):
+                    // ask for each image alone, so that the others still get their answer.
+                    Err(e) if e.is_not_found() && ids.len() > 1 => {
+                        let mut each = Vec::new();
+                        for id in ids {
+                            let found =
+                                ec2.image_references(std::slice::from_ref(&id), depth).await;
+                            each.push((vec![id], found));
+                        }
+                        each
+                    }
+                    found => vec![(ids, found)],
+                }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (ids, found) in answers.into_iter().flatten() {
+            match found {
+                Ok(refs) => usage.references.extend(refs),
+                Err(e) => usage.gaps.push(gap(
+                    "DescribeImageReferences",
+                    &e,
+                    Some(ids.into_iter().collect()),
+                )),
+            }
+        }
+        planned = input(&images, &usage);
+    }
+    Ok((planned, usage.gaps))
+}
+
+fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {
+    tracing::error!(call, error = %error, images = ?images, "evidence call failed: the AMIs it covers are kept");
+    EvidenceGap {
+        call: call.to_string(),
+        code: error.code().map(str::to_string),
+        error: error.to_string(),
+        // An image no longer found may be gone (another run) or not visible yet: the next run
+        // sees it either way, so this leaves the run incomplete without failing it.
+        transient: error.is_transient() || error.is_not_found(),
+        images,
+    }
+}
+
+/// The account that owns what `Owners=self` returned; refuses to go on if that is ambiguous.
+fn account_of(images: &[Image], snapshots: &[crate::domain::model::Snapshot]) -> Result<String> {
+    let mut owners = images
+        .iter()
+        .map(|i| &i.owner_id)
+        .chain(snapshots.iter().map(|s| &s.owner_id));
+    let Some(first) = owners.next() else {
+        return Ok(String::new());
+    };
+    if let Some(other) = owners.find(|o| *o != first) {
+        return Err(Error::Refused(format!(
+            "the scan for the account's own AMIs and snapshots returned two owners ({first}, {other}): refusing to act"
+        )));
+    }
+    Ok(first.clone())
+}

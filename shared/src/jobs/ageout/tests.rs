@@ -1,0 +1,954 @@
+//! The planner: table-driven cases and property tests of the safety rules.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::plan::{plan, ActionKind, KeepReason, Plan, PlanInput};
+use crate::domain::model::{EvidenceGap, Image, ImageState, Snapshot, TemplateUse, Usage};
+use crate::domain::policy::{Deployment, PolicyDocument};
+
+const ME: &str = "111111111111";
+const OTHER: &str = "222222222222";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
+        .single()
+        .expect("date")
+}
+
+fn doc(retain: &str) -> PolicyDocument {
+    let json = format!(
+        r#"{{"policies": [{{"name": "web", "select": {{"tags": {{"Family": "*"}}}}, "family_by": "tag:Family", "retain": {retain}}}]}}"#
+    );
+    PolicyDocument::parse(&json, Deployment::default()).expect("policy")
+}
+
+fn image(id: &str, family: &str, days: i64) -> Image {
+    let mut i = Image::new(
+        id,
+        &format!("{family}-{id}"),
+        ME,
+        now() - Duration::days(days),
+    );
+    i.tags.insert("Family".into(), family.into());
+    i.snapshot_ids = vec![format!("snap-{id}")];
+    i
+}
+
+fn snapshots_of(images: &[Image]) -> Vec<Snapshot> {
+    images
+        .iter()
+        .flat_map(|i| i.snapshot_ids.iter().map(move |s| (s, i)))
+        .map(|(s, i)| Snapshot {
+            id: s.clone(),
+            owner_id: i.owner_id.clone(),
+            description: format!("Created by CreateImage(i-1) for {}", i.id),
+            started: i.created,
+            tags: BTreeMap::new(),
+        })
+        .collect()
+}
+
+fn run(document: &PolicyDocument, images: &[Image], usage: &Usage) -> Plan {
+    run_with(document, images, &snapshots_of(images), usage)
+}
+
+fn run_with(
+    document: &PolicyDocument,
+    images: &[Image],
+    snapshots: &[Snapshot],
+    usage: &Usage,
+) -> Plan {
+    plan(PlanInput {
+        account_id: ME,
+        images,
+        snapshots,
+        usage,
+        document,
+        policies: None,
+        image_ids: None,
+        as_of: now(),
+    })
+}
+
+fn action_of(p: &Plan, id: &str) -> Option<ActionKind> {
+    p.actions
+        .iter()
+        .find(|a| a.image_id.as_deref() == Some(id) && a.action != ActionKind::DeleteSnapshot)
+        .map(|a| a.action)
+}
+
+fn deleted_snapshots(p: &Plan) -> BTreeSet<&str> {
+    p.actions
+        .iter()
+        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref())
+        .collect()
+}
+
+fn kept_for(p: &Plan, id: &str) -> Option<KeepReason> {
+    p.kept.iter().find(|k| k.image_id == id).map(|k| k.reason)
+}
+
+const STAGES: &str = r#"{"keep_latest": 1, "deprecate_after_days": 30, "disable_after_days": 60, "max_age_days": 90, "protect_tags": {"Retain": "true"}}"#;
+
+#[test]
+fn each_age_maps_to_its_stage() {
+    let d = doc(STAGES);
+    let images = [
+        image("new", "a", 100),
+        image("y", "a", 10),
+        image("dep", "a", 31),
+        image("dis", "a", 61),
+        image("old", "a", 91),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    let table = [
+        ("y", None, Some(KeepReason::KeepLatest)),
+        ("dep", Some(ActionKind::Deprecate), None),
+        ("dis", Some(ActionKind::Disable), None),
+        ("old", Some(ActionKind::Deregister), None),
+        ("new", Some(ActionKind::Deregister), None),
+    ];
+    for (id, action, kept) in table {
+        assert_eq!(action_of(&p, id), action, "{id}");
+        assert_eq!(kept_for(&p, id), kept, "{id}");
+    }
+}
+
+#[test]
+fn what_keeps_an_old_image_is_reported_with_its_reason() {
+    let d = doc(STAGES);
+    let mut images = vec![image("newest", "a", 1)];
+    let mut usage = Usage::default();
+    let mut add = |id: &str, f: &dyn Fn(&mut Image)| {
+        let mut i = image(id, "a", 200);
+        f(&mut i);
+        images.push(i);
+    };
+    add("instance", &|_| {});
+    add("template", &|_| {});
+    add("referenced", &|_| {});
+    add("protected", &|i| {
+        i.tags.insert("Retain".into(), "true".into());
+    });
+    add("decoy", &|i| {
+        i.tags.insert("Retain".into(), "false".into());
+    });
+    add("dereg-protected", &|i| i.deregistration_protection = true);
+    add("pending", &|i| i.state = ImageState::Pending);
+    usage
+        .instances
+        .insert("instance".into(), BTreeSet::from(["i-1".to_string()]));
+    usage.launch_templates.insert(
+        "template".into(),
+        vec![TemplateUse {
+            template_id: "lt-1".into(),
+            version: 1,
+            is_default: false,
+            newer_versions: 5,
+        }],
+    );
+    usage.references.insert(
+        "referenced".into(),
+        BTreeSet::from(["arn:aws:ssm:p".to_string()]),
+    );
+    let p = run(&d, &images, &usage);
+    let table = [
+        ("newest", KeepReason::KeepLatest),
+        ("instance", KeepReason::InUseByInstance),
+        ("template", KeepReason::InUseByLaunchTemplate),
+        ("referenced", KeepReason::Referenced),
+        ("protected", KeepReason::ProtectTag),
+        ("dereg-protected", KeepReason::DeregistrationProtection),
+        ("pending", KeepReason::NotSettled),
+    ];
+    for (id, reason) in table {
+        assert_eq!(kept_for(&p, id), Some(reason), "{id}");
+        assert_eq!(action_of(&p, id), None, "{id}");
+    }
+    assert_eq!(
+        action_of(&p, "decoy"),
+        Some(ActionKind::Deregister),
+        "Retain=false does not protect"
+    );
+}
+
+#[test]
+fn launch_template_depth_decides_which_versions_count() {
+    let old = TemplateUse {
+        template_id: "lt-1".into(),
+        version: 1,
+        is_default: false,
+        newer_versions: 3,
+    };
+    let mut usage = Usage::default();
+    usage.launch_templates.insert("a".into(), vec![old]);
+    let images = [image("n", "f", 1), image("a", "f", 200)];
+    for (depth, kept) in [
+        (r#""all""#, true),
+        (r#""default-and-latest""#, false),
+        ("3", false),
+        ("4", true),
+    ] {
+        let d = doc(&format!(
+            r#"{{"keep_latest": 1, "max_age_days": 90, "in_use": {{"launch_template_versions": {depth}}}}}"#
+        ));
+        let p = run(&d, &images, &usage);
+        assert_eq!(
+            kept_for(&p, "a") == Some(KeepReason::InUseByLaunchTemplate),
+            kept,
+            "depth {depth}"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90, "delete_orphan_snapshots": true}"#);
+    let mut old = image("old", "a", 200);
+    let mut keeper = image("keeper", "b", 1);
+    old.snapshot_ids = vec!["snap-shared".into(), "snap-own".into()];
+    keeper.snapshot_ids = vec!["snap-shared".into()];
+    let images = vec![image("newest-a", "a", 1), old, keeper];
+    let mut snapshots = snapshots_of(&images);
+    snapshots.dedup_by(|a, b| a.id == b.id);
+    snapshots.push(Snapshot {
+        id: "snap-orphan".into(),
+        owner_id: ME.into(),
+        description: "Created by CreateImage(i-9) for ami-gone".into(),
+        started: Some(now() - Duration::days(100)),
+        tags: BTreeMap::from([("Family".to_string(), "a".to_string())]),
+    });
+    let p = run_with(&d, &images, &snapshots, &Usage::default());
+    let deleted = deleted_snapshots(&p);
+    assert_eq!(deleted, BTreeSet::from(["snap-own", "snap-orphan"]));
+    assert!(p
+        .snapshots_kept
+        .iter()
+        .any(|s| s.snapshot_id == "snap-shared" && s.reason.contains("keeper")));
+    assert_eq!(p.orphans.len(), 1);
+}
+
+#[test]
+fn only_owned_unused_snapshots_made_for_an_ami_of_a_deleting_policy_are_orphans_deleted() {
+    let json = r#"{"policies": [
+        {"name": "web", "select": {"tags": {"Family": "*"}}, "family_by": "tag:Family",
+         "retain": {"keep_latest": 1, "max_age_days": 90, "delete_orphan_snapshots": true}},
+        {"name": "keep", "select": {"tags": {"Team": "*"}},
+         "retain": {"keep_latest": 1, "max_age_days": 90}}]}"#;
+    let d = PolicyDocument::parse(json, Deployment::default()).expect("policy");
+    let images = vec![image("newest", "a", 1)];
+    let snap = |id: &str, owner: &str, description: &str, tags: &[(&str, &str)]| Snapshot {
+        id: id.into(),
+        owner_id: owner.into(),
+        description: description.into(),
+        started: Some(now() - Duration::days(200)),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let made = "Created by CreateImage(i-9) for ami-gone";
+    let mut snapshots = snapshots_of(&images);
+    snapshots.extend([
+        snap("snap-orphan", ME, made, &[("Family", "a")]),
+        snap(
+            "snap-tagged",
+            ME,
+            made,
+            &[(crate::domain::tags::POLICY, "web")],
+        ),
+        snap("snap-foreign", OTHER, made, &[("Family", "a")]),
+        snap("snap-by-hand", ME, "my backup", &[("Family", "a")]),
+        snap("snap-used", ME, made, &[("Family", "a")]),
+        snap(
+            "snap-other-policy",
+            ME,
+            made,
+            &[(crate::domain::tags::POLICY, "keep")],
+        ),
+        snap("snap-other-tags", ME, made, &[("Team", "x")]),
+    ]);
+    let mut images = images;
+    let mut user = image("user", "b", 1);
+    user.snapshot_ids = vec!["snap-used".into()];
+    images.push(user);
+    let p = run_with(&d, &images, &snapshots, &Usage::default());
+    let deleted = deleted_snapshots(&p);
+    assert_eq!(deleted, BTreeSet::from(["snap-orphan", "snap-tagged"]));
+    let orphans: BTreeMap<&str, (&str, bool)> = p
+        .orphans
+        .iter()
+        .map(|o| (o.snapshot_id.as_str(), (o.policy.as_str(), o.deleted)))
+        .collect();
+    assert_eq!(
+        orphans,
+        BTreeMap::from([
+            ("snap-orphan", ("web", true)),
+            ("snap-tagged", ("web", true)),
+            ("snap-other-policy", ("keep", false)),
+            ("snap-other-tags", ("keep", false)),
+        ]),
+        "foreign, hand-made and used snapshots are no orphans; another policy's are only reported"
+    );
+}
+
+#[test]
+fn a_snapshot_two_deregistered_amis_share_is_deleted_once() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90}"#);
+    let mut x = image("x", "a", 200);
+    let mut y = image("y", "a", 300);
+    x.snapshot_ids = vec!["snap-both".into()];
+    y.snapshot_ids = vec!["snap-both".into()];
+    let images = vec![image("n", "a", 1), x, y];
+    let p = run(&d, &images, &Usage::default());
+    let deletes: Vec<&str> = p
+        .actions
+        .iter()
+        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter_map(|a| a.snapshot_id.as_deref())
+        .collect();
+    assert_eq!(deletes, vec!["snap-both"]);
+}
+
+#[test]
+fn the_images_a_plan_acts_on_are_the_ones_checked_for_references() {
+    let d = doc(STAGES);
+    let images = [
+        image("n", "a", 1),
+        image("dep", "a", 31),
+        image("dis", "a", 61),
+        image("old", "a", 91),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    let mut acted = p.acted_images();
+    acted.sort();
+    assert_eq!(
+        acted,
+        vec!["dep", "dis", "old"],
+        "snapshot deletions are not images"
+    );
+}
+
+#[test]
+fn an_image_tagged_for_a_policy_belongs_to_that_policy_only() {
+    let json = r#"{"policies": [
+        {"name": "web", "select": {"tags": {"Family": "*"}}, "family_by": "tag:Family", "retain": {"keep_latest": 1, "max_age_days": 90}},
+        {"name": "other", "retain": {"keep_latest": 5}}]}"#;
+    let d = PolicyDocument::parse(json, Deployment::default()).expect("policy");
+    let mut theirs = image("theirs", "a", 300);
+    theirs
+        .tags
+        .insert(crate::domain::tags::POLICY.into(), "other".into());
+    // Selected by nothing but the policy tag (no Family tag: its family is its name prefix).
+    let tagged = |id: &str, name: &str, days: i64| {
+        let mut i = Image::new(id, name, ME, now() - Duration::days(days));
+        i.tags
+            .insert(crate::domain::tags::POLICY.into(), "web".into());
+        i
+    };
+    let images = [
+        image("n", "a", 1),
+        theirs,
+        tagged("mine-new", "mine-20261201", 30),
+        tagged("mine", "mine-20260101", 300),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    assert_eq!(
+        action_of(&p, "theirs"),
+        None,
+        "tagged for `other`: not web's"
+    );
+    assert_eq!(kept_for(&p, "theirs"), Some(KeepReason::KeepLatest));
+    assert_eq!(
+        action_of(&p, "mine"),
+        Some(ActionKind::Deregister),
+        "tagged for web"
+    );
+}
+
+#[test]
+fn which_launch_template_versions_count_at_each_depth() {
+    use crate::domain::policy::TemplateDepth::*;
+    let at = |is_default: bool, newer: i64| TemplateUse {
+        template_id: "lt-1".into(),
+        version: 1,
+        is_default,
+        newer_versions: newer,
+    };
+    // (is $Default, newer versions) → counts at default-and-latest, newest 2, all.
+    let table = [
+        ((true, 5), [true, true, true]),
+        ((false, 0), [true, true, true]),
+        ((false, 1), [false, true, true]),
+        ((false, 2), [false, false, true]),
+        ((true, 0), [true, true, true]),
+    ];
+    for ((is_default, newer), want) in table {
+        let t = at(is_default, newer);
+        let got = [
+            t.counts_at(DefaultAndLatest),
+            t.counts_at(Newest(2)),
+            t.counts_at(All),
+        ];
+        assert_eq!(got, want, "$Default {is_default}, {newer} newer");
+    }
+}
+
+#[test]
+fn foreign_images_are_never_acted_on() {
+    let d = doc(STAGES);
+    let mut foreign = image("foreign", "a", 500);
+    foreign.owner_id = OTHER.into();
+    let images = [image("n", "a", 1), foreign];
+    let p = run(&d, &images, &Usage::default());
+    assert_eq!(kept_for(&p, "foreign"), Some(KeepReason::NotOwned));
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.image_id.as_deref() != Some("foreign")));
+}
+
+#[test]
+fn shared_and_recently_launched_images_are_kept_when_the_policy_says_so() {
+    let d = doc(
+        r#"{"keep_latest": 1, "max_age_days": 90, "exclude_shared": true, "exclude_launched_within_days": 7}"#,
+    );
+    let mut shared = image("shared", "a", 200);
+    shared.shared = Some(true);
+    let mut launched = image("launched", "a", 200);
+    launched.last_launched = Some(now() - Duration::days(2));
+    let mut public = image("public", "a", 200);
+    public.public = true;
+    let p = run(
+        &d,
+        &[image("n", "a", 1), shared, launched, public],
+        &Usage::default(),
+    );
+    assert_eq!(kept_for(&p, "shared"), Some(KeepReason::Shared));
+    assert_eq!(kept_for(&p, "public"), Some(KeepReason::Shared));
+    assert_eq!(kept_for(&p, "launched"), Some(KeepReason::RecentlyLaunched));
+}
+
+#[test]
+fn stages_already_reached_are_not_planned_again() {
+    let d = doc(STAGES);
+    let mut deprecated = image("deprecated", "a", 40);
+    deprecated.deprecation_time = Some(now() - Duration::days(1));
+    let mut disabled = image("disabled", "a", 70);
+    disabled.state = ImageState::Disabled;
+    let p = run(
+        &d,
+        &[image("n", "a", 1), deprecated, disabled],
+        &Usage::default(),
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn a_failed_evidence_call_keeps_the_images_it_covers_from_disable_and_deregister_but_not_deprecation(
+) {
+    let d = doc(STAGES);
+    let images = [
+        image("n", "a", 1),
+        image("dep", "a", 31),
+        image("dis", "a", 61),
+        image("old", "a", 91),
+        image("other", "b", 91),
+        image("newest-b", "b", 1),
+    ];
+    let gap = |images: Option<&[&str]>| EvidenceGap {
+        call: "DescribeInstances".into(),
+        code: Some("UnauthorizedOperation".into()),
+        error: "denied".into(),
+        transient: false,
+        images: images.map(|ids| ids.iter().map(|s| s.to_string()).collect()),
+    };
+    // A scan that covers every image (DescribeInstances, launch templates) failed.
+    let usage = Usage {
+        gaps: vec![gap(None)],
+        ..Usage::default()
+    };
+    let p = run(&d, &images, &usage);
+    assert_eq!(action_of(&p, "dep"), Some(ActionKind::Deprecate));
+    for id in ["dis", "old", "other"] {
+        assert_eq!(action_of(&p, id), None, "{id}");
+        assert_eq!(kept_for(&p, id), Some(KeepReason::UsageUnknown), "{id}");
+    }
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.action != ActionKind::DeleteSnapshot));
+    // A DescribeImageReferences batch failed: only its images are kept.
+    let usage = Usage {
+        gaps: vec![gap(Some(&["old"]))],
+        ..Usage::default()
+    };
+    let p = run(&d, &images, &usage);
+    assert_eq!(kept_for(&p, "old"), Some(KeepReason::UsageUnknown));
+    assert_eq!(action_of(&p, "other"), Some(ActionKind::Deregister));
+    assert_eq!(action_of(&p, "dis"), Some(ActionKind::Disable));
+}
+
+#[test]
+fn keep_latest_ranks_only_launchable_amis() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 30}"#);
+    let mut pending = image("pending", "a", 1);
+    pending.state = ImageState::Pending;
+    let mut failed = image("failed", "a", 2);
+    failed.state = ImageState::Failed;
+    let mut disabled = image("disabled", "a", 3);
+    disabled.state = ImageState::Disabled;
+    let images = [
+        pending,
+        failed,
+        disabled,
+        image("good", "a", 40),
+        image("older", "a", 50),
+    ];
+    let p = run(&d, &images, &Usage::default());
+    assert_eq!(kept_for(&p, "good"), Some(KeepReason::KeepLatest));
+    assert_eq!(action_of(&p, "good"), None);
+    assert_eq!(action_of(&p, "older"), Some(ActionKind::Deregister));
+    assert_eq!(kept_for(&p, "pending"), Some(KeepReason::NotSettled));
+    assert_eq!(kept_for(&p, "failed"), Some(KeepReason::NotSettled));
+}
+
+#[test]
+fn a_deprecation_already_scheduled_is_not_planned_again() {
+    let d = doc(STAGES);
+    // An earlier run (or a re-delivered schedule) set the deprecation a minute ahead.
+    let mut scheduled = image("scheduled", "a", 40);
+    scheduled.deprecation_time = Some(now() + Duration::minutes(1));
+    let p = run(&d, &[image("n", "a", 1), scheduled], &Usage::default());
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(kept_for(&p, "scheduled"), Some(KeepReason::WithinRetention));
+}
+
+fn sharing_doc(extra: &str) -> PolicyDocument {
+    let json = format!(
+        r#"{{"policies": [{{"name": "web", "select": {{"tags": {{"Family": "*"}}}}, "family_by": "tag:Family",
+            "share": {{"accounts": ["210987654321"]}},
+            "retain": {{"keep_latest": 1, "disable_after_days": 60, "max_age_days": 90{extra}}}}}]}}"#
+    );
+    PolicyDocument::parse(&json, Deployment::default()).expect("policy")
+}
+
+#[test]
+fn a_policy_that_shares_does_not_disable_its_shared_amis_unless_it_opts_out() {
+    let mut shared = image("shared", "a", 70);
+    shared.shared = Some(true);
+    let mut private = image("private", "a", 70);
+    private.shared = Some(false);
+    let unknown = image("unknown", "a", 70);
+    let mut old_shared = image("old-shared", "a", 100);
+    old_shared.shared = Some(true);
+    let images = [image("n", "a", 1), shared, private, unknown, old_shared];
+    let p = run(&sharing_doc(""), &images, &Usage::default());
+    assert_eq!(kept_for(&p, "shared"), Some(KeepReason::Shared));
+    assert_eq!(action_of(&p, "private"), Some(ActionKind::Disable));
+    // Unknown share state keeps it, and asks for exactly that image's share state.
+    assert_eq!(kept_for(&p, "unknown"), Some(KeepReason::Shared));
+    assert_eq!(p.share_state_needed, vec!["unknown".to_string()]);
+    // Deregistration is not DisableImage: a shared AMI past max_age_days still goes.
+    assert_eq!(action_of(&p, "old-shared"), Some(ActionKind::Deregister));
+
+    let p = run(
+        &sharing_doc(r#", "disable_shared_images": true"#),
+        &images,
+        &Usage::default(),
+    );
+    assert_eq!(action_of(&p, "shared"), Some(ActionKind::Disable));
+    assert!(p.share_state_needed.is_empty());
+}
+
+#[test]
+fn an_image_belongs_to_the_first_policy_that_selects_it_and_unselected_images_are_ignored() {
+    let json = r#"{"policies": [
+        {"name": "first", "select": {"name_pattern": "web-*"}, "retain": {"keep_latest": 5}},
+        {"name": "second", "select": {"tags": {"Family": "*"}}, "retain": {"keep_latest": 1, "max_age_days": 1}}]}"#;
+    let d = PolicyDocument::parse(json, Deployment::default()).expect("policy");
+    let mut stray = Image::new("stray", "stray", ME, now() - Duration::days(900));
+    stray.snapshot_ids = vec!["snap-stray".into()];
+    let images = [image("x", "web", 100), image("y", "web", 200), stray];
+    let p = run(&d, &images, &Usage::default());
+    assert!(
+        p.actions.is_empty(),
+        "policy `first` keeps 5: {:?}",
+        p.actions
+    );
+    assert!(p.kept.iter().all(|k| k.policy == "first"));
+    assert!(
+        p.kept.iter().all(|k| k.image_id != "stray"),
+        "an image no policy selects is not even reported"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Properties: for random fleets, documents and filters, the safety rules always hold (nothing
+// that must stay is touched), and liveness holds too (what must go is planned): a planner that
+// plans nothing would pass the safety rules alone.
+// ------------------------------------------------------------------------------------------
+
+/// One random image: (policy 0-2, family, age in days, state, usage flags, snapshots).
+#[derive(Debug, Clone)]
+struct Spec {
+    policy: usize,
+    family: usize,
+    days: i64,
+    state: u8,
+    flags: [bool; 9],
+    shared: Option<bool>,
+    template: (i64, bool, i64),
+    snaps: (usize, usize),
+}
+
+#[derive(Debug, Clone)]
+struct World {
+    images: Vec<Image>,
+    snapshots: Vec<Snapshot>,
+    usage: Usage,
+    document: PolicyDocument,
+    policies: Option<Vec<String>>,
+    image_ids: Option<Vec<String>>,
+}
+
+fn retain_json() -> impl Strategy<Value = String> {
+    (
+        0u32..4,
+        prop::option::of(1u32..60),
+        prop::option::of(1u32..60),
+        prop::option::of(1u32..200),
+        any::<bool>(),
+        prop::sample::select(vec![0u32, 7]),
+        prop::sample::select(vec!["\"all\"", "\"default-and-latest\"", "1", "3"]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(keep, dep, dis, max, shared, launched, depth, orphans, disable_shared)| {
+            // Stages in order: deprecate <= disable <= max age.
+            let mut ages = [dep, dis, max];
+            let mut sorted: Vec<u32> = ages.iter().flatten().copied().collect();
+            sorted.sort();
+            let mut it = sorted.into_iter();
+            for a in ages.iter_mut() {
+                if a.is_some() {
+                    *a = it.next();
+                }
+            }
+            let age = |name: &str, v: Option<u32>| v.map(|d| format!(r#", "{name}": {d}"#)).unwrap_or_default();
+            let (keep, allow) = if keep == 0 && ages.iter().all(Option::is_none) { (1, false) } else { (keep, keep == 0) };
+            format!(
+                r#"{{"keep_latest": {keep}, "allow_empty_family": {allow}{}{}{}, "protect_tags": {{"Retain": "true"}},
+                   "exclude_shared": {shared}, "exclude_launched_within_days": {launched},
+                   "in_use": {{"launch_template_versions": {depth}}}, "delete_orphan_snapshots": {orphans},
+                   "disable_shared_images": {disable_shared}}}"#,
+                age("deprecate_after_days", ages[0]),
+                age("disable_after_days", ages[1]),
+                age("max_age_days", ages[2])
+            )
+        })
+}
+
+fn world() -> impl Strategy<Value = World> {
+    let spec = (
+        (0usize..3, 0usize..3, 0i64..400, 0u8..10),
+        proptest::array::uniform9(proptest::bool::weighted(0.08)),
+        prop::option::of(any::<bool>()),
+        (0i64..12, any::<bool>(), 0i64..12),
+        (0usize..8, 0usize..8),
+    )
+        .prop_map(
+            |((policy, family, days, state), flags, shared, template, snaps)| Spec {
+                policy,
+                family,
+                days,
+                state,
+                flags,
+                shared,
+                template,
+                snaps,
+            },
+        );
+    (
+        proptest::collection::vec(spec, 1..40),
+        retain_json(),
+        retain_json(),
+        any::<bool>(),
+        0usize..4,
+        0usize..5,
+        0usize..4,
+    )
+        .prop_map(|(specs, web, batch, shares, policy_filter, image_filter, orphans)| {
+            let share = if shares { r#", "share": {"accounts": ["210987654321"]}"# } else { "" };
+            let json = format!(
+                r#"{{"policies": [
+                    {{"name": "web", "select": {{"tags": {{"Family": "*"}}}}, "family_by": "tag:Family"{share}, "retain": {web}}},
+                    {{"name": "batch", "select": {{"name_pattern": "batch-*"}}, "retain": {batch}}}]}}"#
+            );
+            let document = PolicyDocument::parse(&json, Deployment::default()).expect("a valid random policy");
+            let mut usage = Usage::default();
+            let mut images = Vec::new();
+            let mut snapshots = Vec::new();
+            for (n, s) in specs.iter().enumerate() {
+                let id = format!("ami-{n}");
+                let mut i = match s.policy {
+                    0 => image(&id, ["a", "b", "c"][s.family], s.days),
+                    1 => Image::new(&id, &format!("batch-{}-{n}", s.family), ME, now() - Duration::days(s.days)),
+                    _ => Image::new(&id, &format!("stray-{n}"), ME, now() - Duration::days(s.days)),
+                };
+                i.snapshot_ids = vec![format!("snap-{}", s.snaps.0), format!("snap-x{n}"), format!("snap-{}", s.snaps.1 + 10)];
+                i.state = match s.state {
+                    0 => ImageState::Pending,
+                    1 => ImageState::Failed,
+                    2 => ImageState::Disabled,
+                    _ => ImageState::Available,
+                };
+                i.shared = s.shared;
+                let [foreign, instance, template, referenced, protected, dereg, launched, public, gap] = s.flags;
+                if foreign {
+                    i.owner_id = OTHER.into();
+                }
+                if instance {
+                    usage.instances.insert(id.clone(), BTreeSet::from(["i-1".to_string()]));
+                }
+                if template {
+                    let (version, is_default, newer) = s.template;
+                    usage.launch_templates.entry(id.clone()).or_default().push(TemplateUse {
+                        template_id: "lt-1".into(),
+                        version,
+                        is_default,
+                        newer_versions: newer,
+                    });
+                }
+                if referenced {
+                    usage.references.insert(id.clone(), BTreeSet::from(["arn:aws:ssm:::parameter/x".to_string()]));
+                }
+                if protected {
+                    i.tags.insert("Retain".into(), "true".into());
+                }
+                i.deregistration_protection = dereg;
+                if launched {
+                    i.last_launched = Some(now() - Duration::days(1));
+                }
+                i.public = public;
+                if gap {
+                    usage.gaps.push(EvidenceGap {
+                        call: "DescribeImageReferences".into(),
+                        code: Some("InternalError".into()),
+                        error: "injected".into(),
+                        transient: true,
+                        images: Some(BTreeSet::from([id.clone()])),
+                    });
+                }
+                for snap in &i.snapshot_ids {
+                    snapshots.push(Snapshot {
+                        id: snap.clone(),
+                        owner_id: if foreign && snap.starts_with("snap-x") { OTHER.into() } else { ME.into() },
+                        description: format!("Created by CreateImage(i-1) for {id}"),
+                        started: i.created,
+                        tags: BTreeMap::new(),
+                    });
+                }
+                images.push(i);
+            }
+            // Orphans: snapshots made for an AMI that no AMI uses, tagged for `web`.
+            for n in 0..orphans {
+                snapshots.push(Snapshot {
+                    id: format!("snap-orphan{n}"),
+                    owner_id: ME.into(),
+                    description: format!("Created by CreateImage(i-1) for ami-gone{n}"),
+                    started: Some(now() - Duration::days(300)),
+                    tags: BTreeMap::from([(crate::domain::tags::POLICY.to_string(), "web".to_string())]),
+                });
+            }
+            snapshots.sort_by(|a, b| a.id.cmp(&b.id));
+            snapshots.dedup_by(|a, b| a.id == b.id);
+            let policies = match policy_filter {
+                1 => Some(vec!["web".to_string()]),
+                2 => Some(vec!["batch".to_string()]),
+                _ => None,
+            };
+            let image_ids = (image_filter > 0).then(|| {
+                images.iter().step_by(image_filter).map(|i| i.id.clone()).collect()
+            });
+            World { images, snapshots, usage, document, policies, image_ids }
+        })
+}
+
+/// What the policy that manages `image` says, if a wanted policy with `retain` manages it.
+fn manager<'a>(w: &'a World, image: &Image) -> Option<&'a crate::domain::policy::Policy> {
+    let p = image.policy_in(&w.document)?;
+    p.retain.as_ref()?;
+    w.policies
+        .as_ref()
+        .is_none_or(|ps| ps.contains(&p.name))
+        .then_some(p)
+}
+
+fn older(image: &Image, days: Option<u32>) -> bool {
+    days.is_some_and(|d| {
+        image
+            .created
+            .is_some_and(|c| now() - c > Duration::days(i64::from(d)))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_safety_rules_and_liveness_hold_for_any_fleet(w in world()) {
+        let p = plan(PlanInput { account_id: ME, images: &w.images, snapshots: &w.snapshots, usage: &w.usage,
+            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now() });
+        let by_id: HashMap<&str, &Image> = w.images.iter().map(|i| (i.id.as_str(), i)).collect();
+        let acted: HashMap<&str, ActionKind> = p.actions.iter()
+            .filter(|a| a.action != ActionKind::DeleteSnapshot)
+            .filter_map(|a| Some((a.image_id.as_deref()?, a.action))).collect();
+
+        // The newest keep_latest launchable AMIs of each family.
+        let mut families: BTreeMap<(String, String), Vec<&Image>> = BTreeMap::new();
+        for i in w.images.iter().filter(|i| i.owner_id == ME && i.state == ImageState::Available) {
+            if let Some(policy) = i.policy_in(&w.document).filter(|p| p.retain.is_some()) {
+                families.entry((policy.name.clone(), i.family(&policy.family_by))).or_default().push(i);
+            }
+        }
+        let mut newest: HashSet<&str> = HashSet::new();
+        for ((name, _), members) in families.iter_mut() {
+            let keep = w.document.policy(name).and_then(|p| p.retain.as_ref()).map_or(0, |r| r.keep_latest) as usize;
+            members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
+            newest.extend(members.iter().take(keep).map(|i| i.id.as_str()));
+        }
+
+        for (id, kind) in &acted {
+            let i = by_id[id];
+            let policy = manager(&w, i).expect("acted on an image a wanted policy manages");
+            let r = policy.retain.as_ref().expect("retain");
+            prop_assert!(w.image_ids.as_ref().is_none_or(|ids| ids.iter().any(|x| x == id)), "{} outside image_ids", id);
+            prop_assert_eq!(&i.owner_id, ME);
+            prop_assert!(!w.usage.instances.contains_key(*id), "{} in use by an instance", id);
+            prop_assert!(w.usage.launch_templates.get(*id).into_iter().flatten()
+                .all(|t| !t.counts_at(r.in_use.launch_template_versions)), "{} in a template", id);
+            prop_assert!(!w.usage.references.contains_key(*id), "{} referenced", id);
+            prop_assert!(i.tags.get("Retain").map(String::as_str) != Some("true"));
+            prop_assert!(!i.deregistration_protection);
+            prop_assert!(r.exclude_launched_within_days == 0 || i.last_launched.is_none());
+            prop_assert!(!newest.contains(id), "{} is among the newest", id);
+            prop_assert!(matches!(i.state, ImageState::Available | ImageState::Disabled), "{} not settled", id);
+            if r.exclude_shared {
+                prop_assert!(!i.public && i.shared == Some(false), "{} may be shared", id);
+            }
+            if *kind == ActionKind::Disable && policy.share.is_some() && !r.disable_shared_images {
+                prop_assert!(!i.public && i.shared == Some(false), "{} shared, disabled", id);
+            }
+            if w.usage.gap_for(id).is_some() {
+                prop_assert_eq!(*kind, ActionKind::Deprecate, "{} has no evidence", id);
+            }
+        }
+
+        // Never a snapshot that a remaining image uses, or one the account does not own.
+        let deregistered: HashSet<&str> = acted.iter().filter(|(_, k)| **k == ActionKind::Deregister).map(|(i, _)| *i).collect();
+        let still_used: HashSet<&str> = w.images.iter().filter(|i| !deregistered.contains(i.id.as_str()))
+            .flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
+        let mut deleted = HashSet::new();
+        for a in p.actions.iter().filter(|a| a.action == ActionKind::DeleteSnapshot) {
+            let snap = a.snapshot_id.as_deref().unwrap_or_default();
+            prop_assert!(!still_used.contains(snap), "{} is still used", snap);
+            prop_assert!(w.snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
+            prop_assert!(deleted.insert(snap), "{} deleted twice", snap);
+        }
+
+        // Liveness: an AMI with nothing to keep it, past its policy's max age, is deregistered;
+        // past the disable age (and not yet disabled), disabled; past the deprecation age, deprecated.
+        for i in &w.images {
+            let Some(policy) = manager(&w, i) else { continue };
+            let r = policy.retain.as_ref().expect("retain");
+            let free = i.owner_id == ME
+                && w.image_ids.as_ref().is_none_or(|ids| ids.contains(&i.id))
+                && matches!(i.state, ImageState::Available | ImageState::Disabled)
+                && !newest.contains(i.id.as_str())
+                && !w.usage.instances.contains_key(&i.id)
+                && !w.usage.launch_templates.contains_key(&i.id)
+                && !w.usage.references.contains_key(&i.id)
+                && !i.tags.contains_key("Retain")
+                && !i.deregistration_protection
+                && (r.exclude_launched_within_days == 0 || i.last_launched.is_none())
+                && !(r.exclude_shared && (i.public || i.shared != Some(false)))
+                && w.usage.gap_for(&i.id).is_none();
+            if !free {
+                continue;
+            }
+            let shared_disable_blocked = policy.share.is_some() && !r.disable_shared_images
+                && (i.public || i.shared != Some(false));
+            let want = if older(i, r.max_age_days) {
+                Some(ActionKind::Deregister)
+            } else if older(i, r.disable_after_days) {
+                (i.state != ImageState::Disabled && !shared_disable_blocked).then_some(ActionKind::Disable)
+            } else if older(i, r.deprecate_after_days) {
+                (i.deprecation_time.is_none() && i.state != ImageState::Disabled).then_some(ActionKind::Deprecate)
+            } else {
+                None
+            };
+            prop_assert_eq!(acted.get(i.id.as_str()).copied(), want, "{}: {:?}", &i.id, i);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
+    use crate::testing::{context, FakeCloud, Recorder};
+    let cloud = FakeCloud::default();
+    let document = crate::testing::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
+    );
+    let old = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    {
+        let ec2 = cloud.region("us-east-1");
+        let mut state = ec2.state();
+        for n in 0..3 {
+            let mut image =
+                crate::testing::managed_image(&format!("ami-{n:017x}"), &format!("web-{n}"), "web");
+            image.created = Some(old + chrono::Duration::days(n));
+            state.images.push(image);
+        }
+    }
+    let recorder = Recorder::default();
+    let request = crate::domain::trigger::RunRequest::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let report = super::run(
+        &context(&cloud, &document),
+        &request,
+        &[region],
+        false,
+        &recorder,
+    )
+    .await;
+    assert!(report.complete, "{report:?}");
+    let images = cloud.region("us-east-1").state().images.len();
+    assert_eq!(images, 1, "keep_latest 1: two deregistered");
+    let published = recorder
+        .0
+        .lock()
+        .expect("events")
+        .iter()
+        .map(|e| e.detail_type.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        published
+            .iter()
+            .filter(|d| *d == "AMI Deregistered")
+            .count(),
+        2,
+        "{published:?}"
+    );
+    assert_eq!(
+        published.last().map(String::as_str),
+        Some("Policy Run Completed")
+    );
+}

@@ -1,0 +1,210 @@
+//! Reconciles each selected AMI through the ports: reads its permissions, decides (see
+//! [`super::plan`]) and changes them in at most three calls (grants, snapshots, public).
+
+use futures::StreamExt;
+
+use super::plan;
+use super::{ShareOutcome, ShareResult};
+use crate::domain::grant::Grant;
+use crate::domain::ids::Region;
+use crate::domain::model::Image;
+use crate::domain::policy::Policy;
+use crate::domain::trigger::RunRequest;
+use crate::error::Result;
+use crate::jobs::Context;
+use crate::ports::{Cloud, ImageInventory, KeyInfo, Permissions};
+
+/// Reconciles the request's AMIs in every region, concurrently; one line per AMI.
+pub async fn run<C: Cloud>(
+    ctx: &Context<'_, C>,
+    request: &RunRequest,
+    regions: &[Region],
+    dry_run: bool,
+) -> Vec<ShareResult> {
+    let runs = regions
+        .iter()
+        .map(|region| reconcile_region(ctx, region, request, dry_run));
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+async fn reconcile_region<C: Cloud>(
+    ctx: &Context<'_, C>,
+    region: &Region,
+    request: &RunRequest,
+    dry_run: bool,
+) -> Vec<ShareResult> {
+    let ec2 = ctx.cloud.ec2(region);
+    let keys = ctx.cloud.keys(region);
+    let images = match ec2.images(None).await {
+        Ok(images) => images,
+        Err(e) => {
+            return vec![ShareResult::new("", region, "").with(ShareOutcome::Failed, e.to_string())]
+        }
+    };
+    let (work, mut results) = plan::select(
+        &images,
+        request.image_ids.as_deref(),
+        request.policies.as_deref(),
+        ctx.document,
+        region,
+    );
+    let allow_public = ctx.limits.allow_public_sharing;
+    let deadline = ctx.deadline;
+    let done: Vec<ShareResult> = futures::stream::iter(work)
+        .map(|(image, policy)| {
+            let (ec2, keys) = (&ec2, &keys);
+            async move {
+                if deadline.passed() {
+                    return ShareResult::new(&image.id, region, &policy.name).with(
+                        ShareOutcome::Deferred,
+                        "the run reached its deadline; the next sweep continues".to_string(),
+                    );
+                }
+                reconcile(ec2, keys, image, policy, allow_public, dry_run).await
+            }
+        })
+        .buffer_unordered(ctx.limits.concurrency)
+        .collect()
+        .await;
+    results.extend(done);
+    results.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+    results
+}
+
+/// Reconciles one AMI: a failed call defers it (transient) or fails it.
+pub async fn reconcile<E: Permissions, K: KeyInfo>(
+    ec2: &E,
+    keys: &K,
+    image: &Image,
+    policy: &Policy,
+    allow_public: bool,
+    dry_run: bool,
+) -> ShareResult {
+    let mut r = ShareResult::new(&image.id, ec2.region(), &policy.name);
+    match reconcile_inner(ec2, keys, image, policy, allow_public, dry_run, &mut r).await {
+        Ok(()) => r,
+        Err(e) => r.with(e.disposition().into(), e.to_string()),
+    }
+}
+
+async fn reconcile_inner<E: Permissions, K: KeyInfo>(
+    ec2: &E,
+    keys: &K,
+    image: &Image,
+    policy: &Policy,
+    allow_public: bool,
+    dry_run: bool,
+    r: &mut ShareResult,
+) -> Result<()> {
+    let Some(share) = &policy.share else {
+        return Ok(());
+    };
+    if let Some(why) = plan::state_skip(&image.state) {
+        r.outcome = ShareOutcome::Skipped;
+        r.reason = Some(why);
+        return Ok(());
+    }
+    let wanted = plan::desired(share, allow_public);
+    let current = ec2.launch_permissions(&image.id).await?;
+    let (add, remove) = plan::diff(&current, &wanted);
+    if remove.contains(&Grant::Public) {
+        r.findings
+            .push(plan::public_finding(&image.id, &policy.name, share.public));
+    }
+    if image.encrypted && !add.is_empty() {
+        for key in ec2.snapshot_kms_keys(&image.snapshot_ids).await? {
+            if keys.is_aws_managed(&key).await? {
+                r.outcome = ShareOutcome::Refused;
+                r.reason = Some(plan::aws_managed_key_refusal(&image.id, &key));
+                return Ok(());
+            }
+        }
+    }
+    r.remove = remove.clone();
+
+    let mut snapshot_changes = Vec::new();
+    if share.snapshots {
+        let accounts = plan::snapshot_grants(&wanted);
+        for snap in &image.snapshot_ids {
+            let current = ec2.volume_permissions(snap).await?;
+            let (add, remove) = plan::diff(&current, &accounts);
+            if remove.contains(&Grant::Public) {
+                r.findings
+                    .push(format!("snapshot {snap} was public: made private"));
+            }
+            if !add.is_empty() {
+                r.snapshot_add.insert(snap.clone(), add.clone());
+            }
+            if !remove.is_empty() {
+                r.snapshot_remove.insert(snap.clone(), remove.clone());
+            }
+            if !add.is_empty() || !remove.is_empty() {
+                snapshot_changes.push((snap.clone(), add, remove));
+            }
+        }
+    }
+    // Public goes in a call of its own (ModifyImageAttribute is all or nothing): EC2 refuses
+    // it for encrypted AMIs, AMIs with product codes, and while block public access for AMIs is
+    // on in the region; such a refusal must not cost the account, organization and OU grants.
+    let mut add = add;
+    let public = add.contains(&Grant::Public);
+    add.retain(|g| *g != Grant::Public);
+    let mut make_public = false;
+    if public {
+        let why_not = match plan::never_public(image) {
+            Some(why) => Some(why),
+            None if ec2.image_block_public_access().await? => Some(format!(
+                "block public access for AMIs is on in {} (GetImageBlockPublicAccessState): turn it off there to share publicly",
+                ec2.region()
+            )),
+            None => None,
+        };
+        match why_not {
+            Some(why) => r.public_refused = Some(format!("not made public: {why}")),
+            None => make_public = true,
+        }
+    }
+    r.add = add.clone();
+    if make_public {
+        r.add.push(Grant::Public);
+    }
+    if add.is_empty() && remove.is_empty() && snapshot_changes.is_empty() && !make_public {
+        r.outcome = if r.public_refused.is_some() {
+            ShareOutcome::Refused
+        } else {
+            ShareOutcome::Unchanged
+        };
+        r.reason = r.public_refused.clone();
+        return Ok(());
+    }
+    if dry_run {
+        r.outcome = ShareOutcome::Planned;
+        return Ok(());
+    }
+    if !add.is_empty() || !remove.is_empty() {
+        ec2.modify_launch_permissions(&image.id, &add, &remove)
+            .await?;
+    }
+    for (snap, add, remove) in &snapshot_changes {
+        ec2.modify_volume_permissions(snap, add, remove).await?;
+    }
+    r.outcome = ShareOutcome::Changed;
+    if make_public {
+        if let Err(e) = ec2
+            .modify_launch_permissions(&image.id, &[Grant::Public], &[])
+            .await
+        {
+            if e.is_transient() {
+                return Err(e);
+            }
+            r.add.retain(|g| *g != Grant::Public);
+            r.public_refused = Some(format!("not made public: EC2 refused it: {e}"));
+        }
+    }
+    r.reason = r.public_refused.clone();
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! What a function loads once at cold start: the policy document, the deployment settings and
+//! the AWS clients. Invalid configuration fails the cold start with a message naming the field.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::adapters::ec2::Ec2;
+use crate::adapters::eventbridge::EventBridge;
+use crate::adapters::kms::Kms;
+use crate::adapters::pace::Pacer;
+use crate::domain::deadline::Deadline;
+use crate::domain::ids::Region;
+use crate::domain::policy::{Deployment, PolicyDocument};
+use crate::error::{Error, Result};
+use crate::jobs::Limits;
+use crate::ports::Cloud;
+
+/// Deployment settings read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The function's own region (`AWS_REGION`): the default of a run request's `regions`.
+    pub home_region: Region,
+    /// The bus the tool's events go to (`EVENT_BUS_NAME`, default `default`).
+    pub event_bus: String,
+    /// Mutating calls in flight at once per region (`AMI_CONCURRENCY`, default 8).
+    pub concurrency: usize,
+    /// Stop this long before the Lambda deadline (`AMI_DEADLINE_MARGIN_MS`, default 10000).
+    pub deadline_margin: Duration,
+    /// An upper bound on one run (`AMI_RUN_BUDGET_MS`); the only bound where no deadline is
+    /// known (`cargo lambda watch` sends a constant deadline in 1970).
+    pub run_budget: Option<Duration>,
+    /// `ALLOW_PUBLIC_SHARING`.
+    pub deployment: Deployment,
+    /// Attempts per AWS call, retries included, with adaptive backoff on throttling
+    /// (`AMI_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Mutating calls per second per region (`AMI_MUTATION_RATE`, default 5: EC2's refill rate).
+    pub mutation_rate: f64,
+    /// Mutating calls sent at once before pacing starts (`AMI_MUTATION_BURST`, default 100:
+    /// EC2's bucket size).
+    pub mutation_burst: f64,
+    /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
+    /// 60): every delivery of the same schedule within it makes the same names.
+    pub build_window_minutes: u32,
+    /// The most one AWS call may take, all its attempts included (`AMI_CALL_TIMEOUT_MS`); each
+    /// attempt gets half of it. A call that hangs ends within it, so a run that stops starting
+    /// work at the deadline margin still answers before Lambda's deadline.
+    pub call_timeout: Duration,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn env_number(name: &str, default: Option<u64>, min: u64, max: u64) -> Result<Option<u64>> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::config(
+                name,
+                format!("`{v}` is not a whole number from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self> {
+        let region = env("AWS_REGION")
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| {
+                Error::config(
+                    "AWS_REGION",
+                    "not set: Lambda sets it; locally export AWS_REGION=us-east-1",
+                )
+            })?;
+        let home_region = region
+            .parse::<Region>()
+            .map_err(|m| Error::config("AWS_REGION", m))?;
+        let allow_public_sharing = match env("ALLOW_PUBLIC_SHARING").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    "ALLOW_PUBLIC_SHARING",
+                    format!("`{other}`: expected true or false"),
+                ))
+            }
+        };
+        let settings = Settings {
+            deployment: Deployment {
+                allow_public_sharing,
+                partition: Some(home_region.partition()),
+            },
+            home_region,
+            event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
+            concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
+            deadline_margin: Duration::from_millis(
+                env_number("AMI_DEADLINE_MARGIN_MS", Some(30_000), 0, 900_000)?.unwrap_or(30_000),
+            ),
+            run_budget: env_number("AMI_RUN_BUDGET_MS", None, 0, 86_400_000)?
+                .map(Duration::from_millis),
+            build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
+                .unwrap_or(60) as u32,
+            max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
+            call_timeout: Duration::from_millis(
+                env_number("AMI_CALL_TIMEOUT_MS", Some(25_000), 200, 900_000)?.unwrap_or(25_000),
+            ),
+            mutation_rate: env_number("AMI_MUTATION_RATE", Some(5), 1, 100_000)?.unwrap_or(5)
+                as f64,
+            mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
+                as f64,
+        };
+        if !settings.deadline_margin.is_zero() && settings.call_timeout > settings.deadline_margin {
+            return Err(Error::config(
+                "AMI_CALL_TIMEOUT_MS",
+                format!(
+                    "{} ms is longer than AMI_DEADLINE_MARGIN_MS ({} ms): a call started just before the run stops could outlive the Lambda deadline; make the timeout shorter or the margin longer",
+                    settings.call_timeout.as_millis(),
+                    settings.deadline_margin.as_millis()
+                ),
+            ));
+        }
+        Ok(settings)
+    }
+}
+
+/// Everything a function needs, built once per cold start.
+#[derive(Debug)]
+pub struct App {
+    /// The policy document.
+    pub document: PolicyDocument,
+    /// Deployment settings.
+    pub settings: Settings,
+    sdk: SdkConfig,
+    ec2: Mutex<HashMap<Region, Ec2>>,
+    kms: Mutex<HashMap<Region, Kms>>,
+    events: EventBridge,
+}
+
+impl App {
+    /// Loads the settings, the policy document and the AWS configuration from the environment.
+    /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_EC2`) points the clients at an emulator.
+    pub async fn from_env() -> Result<Self> {
+        let settings = Settings::from_env()?;
+        let document = PolicyDocument::from_env(settings.deployment)?;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(settings.home_region.to_string()))
+            .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(settings.call_timeout)
+                    .operation_attempt_timeout(settings.call_timeout / 2)
+                    .build(),
+            )
+            .load()
+            .await;
+        let events = EventBridge::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            settings.event_bus.clone(),
+        );
+        Ok(App {
+            document,
+            settings,
+            sdk,
+            ec2: Mutex::new(HashMap::new()),
+            kms: Mutex::new(HashMap::new()),
+            events,
+        })
+    }
+
+    /// The EC2 adapter of a region; each region's client is built once and reused.
+    pub fn ec2(&self, region: &Region) -> Ec2 {
+        let mut clients = self
+            .ec2
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let config = aws_sdk_ec2::config::Builder::from(&self.sdk)
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                Ec2::new(aws_sdk_ec2::Client::from_conf(config), region.clone())
+            })
+            .clone()
+    }
+
+    /// The KMS adapter of a region.
+    pub fn kms(&self, region: &Region) -> Kms {
+        let mut clients = self
+            .kms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(region.clone())
+            .or_insert_with(|| {
+                let config = aws_sdk_kms::config::Builder::from(&self.sdk)
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                Kms::new(aws_sdk_kms::Client::from_conf(config), region.clone())
+            })
+            .clone()
+    }
+
+    /// The deadline of an invocation, from Lambda's (milliseconds since the epoch), the margin
+    /// and the run budget.
+    pub fn deadline(&self, lambda_deadline_ms: u64) -> Deadline {
+        Deadline::from_lambda(
+            lambda_deadline_ms,
+            self.settings.deadline_margin,
+            self.settings.run_budget,
+        )
+    }
+
+    /// The limits jobs run within.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            concurrency: self.settings.concurrency,
+            allow_public_sharing: self.settings.deployment.allow_public_sharing,
+        }
+    }
+
+    /// The EventBridge adapter.
+    pub fn events(&self) -> &EventBridge {
+        &self.events
+    }
+
+    /// Checks that the requested policies exist; the error lists the policies there are.
+    pub fn check_policies(&self, names: Option<&[String]>) -> Result<()> {
+        for (i, name) in names.unwrap_or_default().iter().enumerate() {
+            if self.document.policy(name).is_none() {
+                let known: Vec<&str> = self
+                    .document
+                    .policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
+                return Err(Error::event(
+                    format!("$.policies[{i}]"),
+                    format!(
+                        "no policy named `{name}`: the document has {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cloud for App {
+    type Ec2 = Ec2;
+    type Keys = Kms;
+    type Pacer = Pacer;
+
+    fn ec2(&self, region: &Region) -> Ec2 {
+        App::ec2(self, region)
+    }
+
+    fn keys(&self, region: &Region) -> Kms {
+        self.kms(region)
+    }
+
+    fn pacer(&self) -> Pacer {
+        Pacer::new(self.settings.mutation_rate, self.settings.mutation_burst)
+    }
+}

@@ -1,0 +1,8 @@
+//! The Lambda wiring, the top layer: configuration and clients loaded once per cold start
+//! ([`app`]), the handler every function shares ([`handler`]) and the reports ([`report`]).
+
+pub mod app;
+pub mod handler;
+pub mod report;
+
+pub use handler::{serve, Function};

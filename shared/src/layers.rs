@@ -1,0 +1,154 @@
+//! The layers' one-way doors, checked over every `crate::` path in the library's source.
+
+use std::path::{Path, PathBuf};
+
+/// The layer of a source file (its path under `src/`), or none for the crate root and the
+/// test-only files, which may import anything.
+fn layer(file: &str) -> Option<&'static str> {
+    let top = file.split('/').next().unwrap_or_default();
+    if file.ends_with("/tests.rs") {
+        return None;
+    }
+    match top {
+        "error.rs" | "domain" => Some("domain"),
+        "ports.rs" => Some("ports"),
+        "jobs" => Some("jobs"),
+        "adapters" => Some("adapters"),
+        "lambda" => Some("lambda"),
+        _ => None,
+    }
+}
+
+/// The layers (first segment after `crate::`) each layer may import.
+fn allowed(layer: &str) -> &'static [&'static str] {
+    match layer {
+        "domain" => &["domain", "error"],
+        "ports" => &["domain", "error", "ports"],
+        "jobs" => &["domain", "error", "ports", "jobs"],
+        "adapters" => &["domain", "error", "ports", "adapters"],
+        _ => &[
+            "domain",
+            "error",
+            "ports",
+            "jobs",
+            "adapters",
+            "lambda",
+            "lambda_runtime",
+        ],
+    }
+}
+
+/// Every import of `file`'s text that breaks the rules: a lower layer reaching up, or a job
+/// reaching into another job (`crate::jobs::<other>`).
+fn violations(file: &str, text: &str) -> Vec<String> {
+    let Some(layer) = layer(file) else {
+        return Vec::new();
+    };
+    let own_job = file
+        .strip_prefix("jobs/")
+        .and_then(|rest| rest.split(['/', '.']).next().filter(|j| *j != "mod"));
+    // Unit tests at the end of a file may use the test support.
+    let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        if line.trim_start().starts_with("//") {
+            continue;
+        }
+        for (at, _) in line.match_indices("crate::") {
+            let path: Vec<&str> = line[at + "crate::".len()..]
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .next()
+                .unwrap_or_default()
+                .split("::")
+                .collect();
+            let target = path[0];
+            let bad_layer = !allowed(layer).contains(&target);
+            let other_job = layer == "jobs"
+                && target == "jobs"
+                && path.len() > 2
+                && ["ageout", "build", "share", "copy"].contains(&path[1])
+                && Some(path[1]) != own_job;
+            if bad_layer || other_job {
+                found.push(format!(
+                    "{file}:{}: {layer} imports crate::{}",
+                    n + 1,
+                    path.join("::")
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src/") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_import_points_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.len() > 20, "found only {files:?}");
+    let mut all = Vec::new();
+    for path in files {
+        let name = path
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .replace('\\', "/");
+        all.extend(violations(
+            &name,
+            &std::fs::read_to_string(&path).expect("read"),
+        ));
+    }
+    assert!(
+        all.is_empty(),
+        "imports against the layers:\n{}",
+        all.join("\n")
+    );
+}
+
+#[test]
+fn the_check_finds_each_kind_of_wrong_import() {
+    let cases = [
+        ("domain/model.rs", "use crate::jobs::share::Grant;", true),
+        (
+            "domain/policy.rs",
+            "x = crate::jobs::build::render_name(a);",
+            true,
+        ),
+        ("adapters/ec2/scan.rs", "use crate::jobs::copy::plan;", true),
+        ("ports.rs", "use crate::adapters::ec2::Ec2;", true),
+        (
+            "jobs/copy/plan.rs",
+            "use crate::jobs::build::FUNCTION;",
+            true,
+        ),
+        ("jobs/ageout/mod.rs", "use crate::lambda::app::App;", true),
+        (
+            "jobs/copy/plan.rs",
+            "use crate::jobs::copy::FUNCTION;",
+            false,
+        ),
+        (
+            "jobs/copy/plan.rs",
+            "use crate::jobs::{Context, Line};",
+            false,
+        ),
+        ("jobs/share/execute.rs", "use crate::jobs::Context;", false),
+        ("adapters/kms.rs", "use crate::ports::KeyInfo;", false),
+        ("lambda/handler.rs", "use crate::jobs::ageout;", false),
+        ("domain/model.rs", "// see crate::jobs::ageout", false),
+    ];
+    for (file, line, wrong) in cases {
+        assert_eq!(!violations(file, line).is_empty(), wrong, "{file}: {line}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Ports: one narrow trait per capability the jobs act through. The adapters implement them
+//! against AWS ([`crate::adapters`]); the unit tests implement them in memory
+//! (`crate::testing`). A port speaks the domain's vocabulary only, never an SDK type, and
+//! every implementation for one region answers in that region.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::event::{Event, Published};
+use crate::domain::grant::Grant;
+use crate::domain::ids::Region;
+use crate::domain::model::{CopyFound, Image, InstanceInfo, Snapshot, TemplateUse};
+use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
+use crate::error::Result;
+
+/// DescribeImageReferences takes 1 to 10 `ImageIds` per call (EC2 API reference, "Array
+/// Members: Minimum number of 1 item. Maximum number of 10 items").
+pub const IMAGE_REFERENCES_MAX_IDS: usize = 10;
+
+/// A port bound to one region.
+pub trait Regional {
+    /// The region it answers in.
+    fn region(&self) -> &Region;
+}
+
+/// Reads what the age-out planner needs from a region.
+pub trait ImageInventory {
+    /// The account's AMIs, disabled and deprecated included (all of them, or only `ids`).
+    fn images(&self, ids: Option<&[String]>) -> impl Future<Output = Result<Vec<Image>>> + Send;
+    /// The account's snapshots.
+    fn snapshots(&self) -> impl Future<Output = Result<Vec<Snapshot>>> + Send;
+    /// Image id → the instances that use it, in every state but terminated.
+    fn instance_usage(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
+    /// Image id → the launch template versions that name it, down to `depth`.
+    fn template_usage(
+        &self,
+        depth: TemplateDepth,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<TemplateUse>>>> + Send;
+    /// References to at most [`IMAGE_REFERENCES_MAX_IDS`] images from DescribeImageReferences,
+    /// with options that agree with [`ImageInventory::instance_usage`] and `depth`.
+    fn image_references(
+        &self,
+        ids: &[String],
+        depth: TemplateDepth,
+    ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
+    /// Whether an AMI is shared with any account, organization or OU (or public).
+    fn is_shared(&self, image_id: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// The changes age-out makes (and copy, to clear a failed copy).
+pub trait RetireImages {
+    /// EnableImageDeprecation at `at`.
+    fn deprecate(
+        &self,
+        image_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// DisableImage.
+    fn disable(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// DeregisterImage with DeleteAssociatedSnapshots; returns the snapshots EC2 deleted.
+    fn deregister(&self, image_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// DeleteSnapshot.
+    fn delete_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What RegisterImage is called with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterSpec {
+    /// The AMI name.
+    pub name: String,
+    /// The root volume's snapshot.
+    pub snapshot_id: String,
+    /// `x86_64`, `arm64`, `i386`.
+    pub architecture: &'static str,
+    /// `legacy-bios`, `uefi`, `uefi-preferred`, or EC2's default.
+    pub boot_mode: Option<&'static str>,
+    /// ENA support.
+    pub ena_support: bool,
+    /// The root device name.
+    pub root_device_name: String,
+    /// The root volume type.
+    pub volume_type: &'static str,
+    /// Provisioned IOPS of the root volume (io1, io2, gp3).
+    pub iops: Option<u32>,
+    /// Delete the root volume with the instance.
+    pub delete_on_termination: bool,
+    /// Tags on the image.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What the build reads and creates: instances and snapshots in, AMIs out.
+pub trait BuildImages: Regional {
+    /// Running and stopped instances carrying `tags`.
+    fn instances_tagged(
+        &self,
+        tags: &BTreeMap<String, TagPattern>,
+    ) -> impl Future<Output = Result<Vec<InstanceInfo>>> + Send;
+    /// One instance, or none if it does not exist.
+    fn instance(&self, id: &str) -> impl Future<Output = Result<Option<InstanceInfo>>> + Send;
+    /// The account's AMI with this name, if any.
+    fn image_id_by_name(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The tags of one of the account's AMIs, or none if the account has no such AMI.
+    fn image_tags(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<BTreeMap<String, String>>>> + Send;
+    /// The state of one of the account's snapshots, or none when it does not exist or another
+    /// account owns it.
+    fn own_snapshot(&self, id: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The tags of a snapshot.
+    fn snapshot_tags(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+    /// CreateImage, tagging the image and its snapshots; returns the image id.
+    fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        no_reboot: bool,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// RegisterImage: an EBS-backed HVM AMI whose root volume is the snapshot.
+    fn register_image(&self, spec: &RegisterSpec) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// Launch permissions and snapshots' createVolumePermission.
+pub trait Permissions: Regional {
+    /// The AMI's launch permissions.
+    fn launch_permissions(
+        &self,
+        image_id: &str,
+    ) -> impl Future<Output = Result<BTreeSet<Grant>>> + Send;
+    /// One change of launch permissions with exactly these additions and removals.
+    fn modify_launch_permissions(
+        &self,
+        image_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// A snapshot's createVolumePermission (accounts, and `public`).
+    fn volume_permissions(
+        &self,
+        snapshot_id: &str,
+    ) -> impl Future<Output = Result<BTreeSet<Grant>>> + Send;
+    /// One change of createVolumePermission with exactly these additions and removals.
+    fn modify_volume_permissions(
+        &self,
+        snapshot_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// The KMS keys that encrypt these snapshots.
+    fn snapshot_kms_keys(
+        &self,
+        snapshot_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Whether block public access for AMIs is on in the region.
+    fn image_block_public_access(&self) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Cross-region copies, seen from the destination region.
+pub trait CopyImages: Regional {
+    /// How many of the account's AMIs are pending in the region (copies in flight among them).
+    fn pending_images(&self) -> impl Future<Output = Result<usize>> + Send;
+    /// The account's copies of a source AMI in the region, in every state.
+    fn copies_of(
+        &self,
+        source_image_id: &str,
+    ) -> impl Future<Output = Result<Vec<CopyFound>>> + Send;
+    /// CopyImage into the region; returns the copy's id.
+    fn copy_image(
+        &self,
+        source_image_id: &str,
+        source_region: &Region,
+        name: &str,
+        how: &CopyDestination,
+        client_token: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// What the share needs to know of a KMS key.
+pub trait KeyInfo {
+    /// Whether the key is an AWS managed key (AMIs encrypted with one cannot be shared).
+    fn is_aws_managed(&self, key_id: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Somewhere events go.
+pub trait EventSink {
+    /// Publishes the events; entries that fail are retried, then reported, never dropped silently.
+    fn publish(&self, events: Vec<Event>) -> impl Future<Output = Published> + Send;
+}
+
+/// Pacing of mutating calls, so that a run stays within EC2's request buckets.
+pub trait Pace {
+    /// Waits until the next mutating call may start.
+    fn take(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Every port, for any region: what a job is given to run.
+pub trait Cloud: Sync {
+    /// EC2 in one region.
+    type Ec2: ImageInventory
+        + RetireImages
+        + BuildImages
+        + Permissions
+        + CopyImages
+        + Clone
+        + Send
+        + Sync;
+    /// KMS in one region.
+    type Keys: KeyInfo + Send + Sync;
+    /// A pacer of mutating calls.
+    type Pacer: Pace + Send + Sync;
+    /// EC2 in `region`.
+    fn ec2(&self, region: &Region) -> Self::Ec2;
+    /// KMS in `region`.
+    fn keys(&self, region: &Region) -> Self::Keys;
+    /// A new pacer (EC2's buckets are per region: one per region's run).
+    fn pacer(&self) -> Self::Pacer;
+}

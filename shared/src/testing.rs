@@ -1,0 +1,542 @@
+//! In-memory fakes of the ports, for the jobs' unit tests: EC2 and KMS of any region, an
+//! event recorder and a pacer that never waits. Each fake answers as EC2 documents (a duplicate
+//! AMI name is `InvalidAMIName.Duplicate`, a reused client token returns the same copy), and
+//! any call can be made to fail with an EC2 error code.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::event::{Event, Published};
+use crate::domain::grant::Grant;
+use crate::domain::ids::Region;
+use crate::domain::model::{CopyFound, Image, ImageState, InstanceInfo, Snapshot, TemplateUse};
+use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
+use crate::domain::tags;
+use crate::error::{Error, Result};
+use crate::ports::*;
+
+/// An EC2 error with its code, as the adapter makes them.
+pub fn ec2_error(operation: &'static str, region: &Region, code: &str) -> Error {
+    Error::Aws {
+        operation,
+        region: region.to_string(),
+        code: code.to_string(),
+        message: format!("{code} (injected)"),
+        source: Box::new(std::io::Error::other(code.to_string())),
+    }
+}
+
+/// One region of the fake account.
+#[derive(Debug, Default)]
+pub struct RegionState {
+    /// The account's AMIs.
+    pub images: Vec<Image>,
+    /// The account's snapshots, with their state (`completed`, `pending`, `error`).
+    pub snapshots: Vec<(Snapshot, String)>,
+    /// Instances.
+    pub instances: Vec<InstanceInfo>,
+    /// Launch permissions by image.
+    pub launch: HashMap<String, BTreeSet<Grant>>,
+    /// createVolumePermission by snapshot.
+    pub volume: HashMap<String, BTreeSet<Grant>>,
+    /// The KMS key of each encrypted snapshot.
+    pub snapshot_keys: HashMap<String, String>,
+    /// Block public access for AMIs is on.
+    pub block_public_access: bool,
+    /// StateReason of failed images.
+    pub state_reasons: HashMap<String, String>,
+    /// Client token → the copy it made.
+    pub tokens: HashMap<String, String>,
+    /// Operation → the error code it fails with (every call, until removed).
+    pub failing: HashMap<&'static str, String>,
+    /// Every call that changed something, as `Operation id`.
+    pub changes: Vec<String>,
+    next_id: u64,
+}
+
+/// EC2 in one region of the fake account.
+#[derive(Debug, Clone)]
+pub struct FakeEc2 {
+    region: Region,
+    state: Arc<Mutex<RegionState>>,
+}
+
+impl FakeEc2 {
+    /// The region's state, to seed it or to look at it.
+    pub fn state(&self) -> MutexGuard<'_, RegionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every call of `operation` fail with `code`.
+    pub fn fail(&self, operation: &'static str, code: &str) {
+        self.state().failing.insert(operation, code.to_string());
+    }
+
+    fn check(&self, operation: &'static str) -> Result<MutexGuard<'_, RegionState>> {
+        let state = self.state();
+        match state.failing.get(operation) {
+            Some(code) => Err(ec2_error(operation, &self.region, code)),
+            None => Ok(state),
+        }
+    }
+
+    fn new_id(state: &mut RegionState, prefix: &str) -> String {
+        state.next_id += 1;
+        format!("{prefix}-{:017x}", state.next_id)
+    }
+}
+
+impl Regional for FakeEc2 {
+    fn region(&self) -> &Region {
+        &self.region
+    }
+}
+
+impl ImageInventory for FakeEc2 {
+    async fn images(&self, ids: Option<&[String]>) -> Result<Vec<Image>> {
+        let state = self.check("DescribeImages")?;
+        Ok(state
+            .images
+            .iter()
+            .filter(|i| ids.is_none_or(|ids| ids.contains(&i.id)))
+            .cloned()
+            .collect())
+    }
+    async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let state = self.check("DescribeSnapshots")?;
+        Ok(state.snapshots.iter().map(|(s, _)| s.clone()).collect())
+    }
+    async fn instance_usage(&self) -> Result<HashMap<String, BTreeSet<String>>> {
+        let state = self.check("DescribeInstances")?;
+        let mut used: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for i in state.instances.iter().filter(|i| i.state != "terminated") {
+            if let Some(image) = i.tags.get("image") {
+                used.entry(image.clone()).or_default().insert(i.id.clone());
+            }
+        }
+        Ok(used)
+    }
+    async fn template_usage(&self, _: TemplateDepth) -> Result<HashMap<String, Vec<TemplateUse>>> {
+        drop(self.check("DescribeLaunchTemplates")?);
+        Ok(HashMap::new())
+    }
+    async fn image_references(
+        &self,
+        _: &[String],
+        _: TemplateDepth,
+    ) -> Result<HashMap<String, BTreeSet<String>>> {
+        drop(self.check("DescribeImageReferences")?);
+        Ok(HashMap::new())
+    }
+    async fn is_shared(&self, image_id: &str) -> Result<bool> {
+        Ok(!self.launch_permissions(image_id).await?.is_empty())
+    }
+}
+
+impl RetireImages for FakeEc2 {
+    async fn deprecate(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut state = self.check("EnableImageDeprecation")?;
+        state
+            .changes
+            .push(format!("EnableImageDeprecation {image_id} {at}"));
+        Ok(())
+    }
+    async fn disable(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("DisableImage")?;
+        state.changes.push(format!("DisableImage {image_id}"));
+        Ok(())
+    }
+    async fn deregister(&self, image_id: &str) -> Result<Vec<String>> {
+        let mut state = self.check("DeregisterImage")?;
+        let Some(at) = state.images.iter().position(|i| i.id == image_id) else {
+            return Err(ec2_error(
+                "DeregisterImage",
+                &self.region,
+                "InvalidAMIID.NotFound",
+            ));
+        };
+        let image = state.images.remove(at);
+        state.changes.push(format!("DeregisterImage {image_id}"));
+        state
+            .snapshots
+            .retain(|(s, _)| !image.snapshot_ids.contains(&s.id));
+        Ok(image.snapshot_ids)
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let mut state = self.check("DeleteSnapshot")?;
+        state.snapshots.retain(|(s, _)| s.id != snapshot_id);
+        state.changes.push(format!("DeleteSnapshot {snapshot_id}"));
+        Ok(())
+    }
+}
+
+impl BuildImages for FakeEc2 {
+    async fn instances_tagged(
+        &self,
+        wanted: &BTreeMap<String, TagPattern>,
+    ) -> Result<Vec<InstanceInfo>> {
+        let state = self.check("DescribeInstances")?;
+        Ok(state
+            .instances
+            .iter()
+            .filter(|i| matches!(i.state.as_str(), "running" | "stopped"))
+            .filter(|i| {
+                wanted
+                    .iter()
+                    .all(|(k, p)| i.tags.get(k).is_some_and(|v| p.matches(v)))
+            })
+            .cloned()
+            .collect())
+    }
+    async fn instance(&self, id: &str) -> Result<Option<InstanceInfo>> {
+        let state = self.check("DescribeInstances")?;
+        Ok(state.instances.iter().find(|i| i.id == id).cloned())
+    }
+    async fn image_id_by_name(&self, name: &str) -> Result<Option<String>> {
+        let state = self.check("DescribeImages")?;
+        Ok(state
+            .images
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.id.clone()))
+    }
+    async fn image_tags(&self, id: &str) -> Result<Option<BTreeMap<String, String>>> {
+        let state = self.check("DescribeImages")?;
+        Ok(state
+            .images
+            .iter()
+            .find(|i| i.id == id)
+            .map(|i| i.tags.clone()))
+    }
+    async fn own_snapshot(&self, id: &str) -> Result<Option<String>> {
+        let state = self.check("DescribeSnapshots")?;
+        Ok(state
+            .snapshots
+            .iter()
+            .find(|(s, _)| s.id == id)
+            .map(|(_, st)| st.clone()))
+    }
+    async fn snapshot_tags(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let state = self.check("DescribeSnapshots")?;
+        Ok(state
+            .snapshots
+            .iter()
+            .find(|(s, _)| s.id == id)
+            .map(|(s, _)| s.tags.clone())
+            .unwrap_or_default())
+    }
+    async fn create_image(
+        &self,
+        instance_id: &str,
+        name: &str,
+        _: bool,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String> {
+        let mut state = self.check("CreateImage")?;
+        if state.images.iter().any(|i| i.name == name) {
+            return Err(ec2_error(
+                "CreateImage",
+                &self.region,
+                "InvalidAMIName.Duplicate",
+            ));
+        }
+        let id = FakeEc2::new_id(&mut state, "ami");
+        let mut image = Image::new(&id, name, "111122223333", Utc::now());
+        image.state = ImageState::Pending;
+        image.tags = tags.clone();
+        state.images.push(image);
+        state.changes.push(format!("CreateImage {instance_id}"));
+        Ok(id)
+    }
+    async fn register_image(&self, spec: &RegisterSpec) -> Result<String> {
+        let mut state = self.check("RegisterImage")?;
+        if state.images.iter().any(|i| i.name == spec.name) {
+            return Err(ec2_error(
+                "RegisterImage",
+                &self.region,
+                "InvalidAMIName.Duplicate",
+            ));
+        }
+        let id = FakeEc2::new_id(&mut state, "ami");
+        let mut image = Image::new(&id, &spec.name, "111122223333", Utc::now());
+        image.tags = spec.tags.clone();
+        image.snapshot_ids = vec![spec.snapshot_id.clone()];
+        state.images.push(image);
+        state
+            .changes
+            .push(format!("RegisterImage {}", spec.snapshot_id));
+        Ok(id)
+    }
+}
+
+impl Permissions for FakeEc2 {
+    async fn launch_permissions(&self, image_id: &str) -> Result<BTreeSet<Grant>> {
+        let state = self.check("DescribeImageAttribute")?;
+        Ok(state.launch.get(image_id).cloned().unwrap_or_default())
+    }
+    async fn modify_launch_permissions(
+        &self,
+        image_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> Result<()> {
+        let mut state = self.check("ModifyImageAttribute")?;
+        let public_refused = add.contains(&Grant::Public)
+            && (state.block_public_access
+                || state
+                    .images
+                    .iter()
+                    .any(|i| i.id == image_id && (i.encrypted || i.has_product_codes)));
+        if public_refused {
+            return Err(ec2_error(
+                "ModifyImageAttribute",
+                &self.region,
+                "OperationNotPermitted",
+            ));
+        }
+        let grants = state.launch.entry(image_id.to_string()).or_default();
+        grants.extend(add.iter().cloned());
+        grants.retain(|g| !remove.contains(g));
+        state.changes.push(format!(
+            "ModifyImageAttribute {image_id} +{} -{}",
+            add.len(),
+            remove.len()
+        ));
+        Ok(())
+    }
+    async fn volume_permissions(&self, snapshot_id: &str) -> Result<BTreeSet<Grant>> {
+        let state = self.check("DescribeSnapshotAttribute")?;
+        Ok(state.volume.get(snapshot_id).cloned().unwrap_or_default())
+    }
+    async fn modify_volume_permissions(
+        &self,
+        snapshot_id: &str,
+        add: &[Grant],
+        remove: &[Grant],
+    ) -> Result<()> {
+        let mut state = self.check("ModifySnapshotAttribute")?;
+        let grants = state.volume.entry(snapshot_id.to_string()).or_default();
+        grants.extend(add.iter().cloned());
+        grants.retain(|g| !remove.contains(g));
+        state
+            .changes
+            .push(format!("ModifySnapshotAttribute {snapshot_id}"));
+        Ok(())
+    }
+    async fn snapshot_kms_keys(&self, snapshot_ids: &[String]) -> Result<Vec<String>> {
+        let state = self.check("DescribeSnapshots")?;
+        let keys: BTreeSet<String> = snapshot_ids
+            .iter()
+            .filter_map(|s| state.snapshot_keys.get(s).cloned())
+            .collect();
+        Ok(keys.into_iter().collect())
+    }
+    async fn image_block_public_access(&self) -> Result<bool> {
+        let state = self.check("GetImageBlockPublicAccessState")?;
+        Ok(state.block_public_access)
+    }
+}
+
+impl CopyImages for FakeEc2 {
+    async fn pending_images(&self) -> Result<usize> {
+        let state = self.check("DescribeImages")?;
+        Ok(state
+            .images
+            .iter()
+            .filter(|i| i.state == ImageState::Pending)
+            .count())
+    }
+    async fn copies_of(&self, source_image_id: &str) -> Result<Vec<CopyFound>> {
+        let state = self.check("DescribeImages")?;
+        Ok(state
+            .images
+            .iter()
+            .filter(|i| i.tags.get(tags::SOURCE_IMAGE).map(String::as_str) == Some(source_image_id))
+            .map(|i| CopyFound {
+                image_id: i.id.clone(),
+                state: i.state.clone(),
+                state_reason: state.state_reasons.get(&i.id).cloned(),
+                attempt: i
+                    .tags
+                    .get(tags::COPY_ATTEMPT)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(1),
+            })
+            .collect())
+    }
+    async fn copy_image(
+        &self,
+        source_image_id: &str,
+        _: &Region,
+        name: &str,
+        _: &CopyDestination,
+        client_token: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String> {
+        let mut state = self.check("CopyImage")?;
+        if let Some(id) = state.tokens.get(client_token) {
+            return Ok(id.clone());
+        }
+        if state.images.iter().any(|i| i.name == name) {
+            return Err(ec2_error(
+                "CopyImage",
+                &self.region,
+                "InvalidAMIName.Duplicate",
+            ));
+        }
+        let id = FakeEc2::new_id(&mut state, "ami");
+        let mut image = Image::new(&id, name, "111122223333", Utc::now());
+        image.state = ImageState::Pending;
+        image.tags = tags.clone();
+        state.images.push(image);
+        state.tokens.insert(client_token.to_string(), id.clone());
+        state.changes.push(format!("CopyImage {source_image_id}"));
+        Ok(id)
+    }
+}
+
+/// KMS of the fake account: the keys listed are AWS managed.
+#[derive(Debug, Clone, Default)]
+pub struct FakeKeys {
+    aws_managed: Arc<Mutex<HashSet<String>>>,
+}
+
+impl FakeKeys {
+    /// Marks a key AWS managed.
+    pub fn aws_managed(&self, key: &str) {
+        self.aws_managed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string());
+    }
+}
+
+impl KeyInfo for FakeKeys {
+    async fn is_aws_managed(&self, key_id: &str) -> Result<bool> {
+        Ok(self
+            .aws_managed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key_id))
+    }
+}
+
+/// A pacer that never waits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPace;
+
+impl Pace for NoPace {
+    async fn take(&self) {}
+}
+
+/// Events collected in memory.
+#[derive(Debug, Default)]
+pub struct Recorder(pub Mutex<Vec<Event>>);
+
+impl EventSink for Recorder {
+    async fn publish(&self, events: Vec<Event>) -> Published {
+        let n = events.len();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(events);
+        Published {
+            published: n,
+            failed: Vec::new(),
+        }
+    }
+}
+
+/// The fake account: EC2 and KMS of every region, created on first use.
+#[derive(Debug, Default)]
+pub struct FakeCloud {
+    regions: Mutex<HashMap<Region, Arc<Mutex<RegionState>>>>,
+    /// KMS (one for all regions).
+    pub keys: FakeKeys,
+}
+
+impl FakeCloud {
+    /// EC2 in `region` (the same state every time).
+    pub fn region(&self, region: &str) -> FakeEc2 {
+        let region: Region = region.parse().expect("a region");
+        Cloud::ec2(self, &region)
+    }
+}
+
+impl Cloud for FakeCloud {
+    type Ec2 = FakeEc2;
+    type Keys = FakeKeys;
+    type Pacer = NoPace;
+
+    fn ec2(&self, region: &Region) -> FakeEc2 {
+        let state = self
+            .regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(region.clone())
+            .or_default()
+            .clone();
+        FakeEc2 {
+            region: region.clone(),
+            state,
+        }
+    }
+
+    fn keys(&self, _: &Region) -> FakeKeys {
+        self.keys.clone()
+    }
+
+    fn pacer(&self) -> NoPace {
+        NoPace
+    }
+}
+
+/// A policy document from JSON, with public sharing allowed by the deployment.
+pub fn document(json: &str) -> crate::domain::policy::PolicyDocument {
+    crate::domain::policy::PolicyDocument::parse(
+        json,
+        crate::domain::policy::Deployment {
+            allow_public_sharing: true,
+            ..Default::default()
+        },
+    )
+    .expect("a valid policy document")
+}
+
+/// A job's context over the fake account, without a deadline.
+pub fn context<'a>(
+    cloud: &'a FakeCloud,
+    document: &'a crate::domain::policy::PolicyDocument,
+) -> crate::jobs::Context<'a, FakeCloud> {
+    crate::jobs::Context {
+        cloud,
+        document,
+        limits: crate::jobs::Limits {
+            concurrency: 4,
+            allow_public_sharing: true,
+        },
+        deadline: crate::domain::deadline::Deadline::none(),
+    }
+}
+
+/// An available AMI of the account managed by `policy` (by its tag).
+pub fn managed_image(id: &str, name: &str, policy: &str) -> Image {
+    let mut image = Image::new(id, name, "111122223333", Utc::now());
+    image.tags.insert(tags::POLICY.into(), policy.into());
+    image
+}
+
+/// An instance with tags.
+pub fn instance(id: &str, state: &str, root: &str, with: &[(&str, &str)]) -> InstanceInfo {
+    InstanceInfo {
+        id: id.into(),
+        state: state.into(),
+        root_device_type: Some(root.into()),
+        tags: with
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
