@@ -22,3 +22,26 @@ pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
 pub const SOURCE_REGION: &str = "ami-automation:source-region";
 /// On a copy: which attempt made it (a copy that failed is copied again as attempt + 1).
 pub const COPY_ATTEMPT: &str = "ami-automation:copy-attempt";
+
+/// The tags every AMI the tool makes carries (and its snapshots): the policy's build tags, the
+/// family under a `family_by` tag (`family` answers it for the tag key, none: not tagged), the
+/// policy, and the function that made it. Build and copy add their lineage on top.
+pub fn managed(
+    policy: &crate::domain::policy::Policy,
+    family: impl FnOnce(&str) -> Option<String>,
+    created_by: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = policy
+        .build
+        .as_ref()
+        .map(|b| b.tags.clone())
+        .unwrap_or_default();
+    if let crate::domain::policy::FamilyBy::Tag(key) = &policy.family_by {
+        if let Some(family) = family(key) {
+            out.insert(key.clone(), family);
+        }
+    }
+    out.insert(POLICY.into(), policy.name.clone());
+    out.insert(CREATED_BY.into(), created_by.into());
+    out
+}

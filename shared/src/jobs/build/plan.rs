@@ -10,7 +10,7 @@ use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 use crate::domain::model::InstanceInfo;
 use crate::domain::naming::{check_image_name, render_name, window_start};
-use crate::domain::policy::{Architecture, FamilyBy, Policy, PolicyDocument};
+use crate::domain::policy::{Architecture, Policy, PolicyDocument};
 use crate::domain::register::{RegisterRequest, VolumeType, DEFAULT_ROOT_DEVICE};
 use crate::domain::tags;
 use crate::domain::trigger::{AmiStateChange, SnapshotNotification, Trigger};
@@ -139,21 +139,19 @@ pub fn build_tags(
     instance_tags: &BTreeMap<String, String>,
     source: (&str, &str),
 ) -> BTreeMap<String, String> {
-    let mut out = policy
-        .build
-        .as_ref()
-        .map(|b| b.tags.clone())
-        .unwrap_or_default();
-    if let FamilyBy::Tag(key) = &policy.family_by {
-        let family = instance_tags
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| policy.name.clone());
-        out.insert(key.clone(), family);
-    }
-    out.insert(tags::POLICY.into(), policy.name.clone());
+    let mut out = tags::managed(
+        policy,
+        |key| {
+            Some(
+                instance_tags
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| policy.name.clone()),
+            )
+        },
+        FUNCTION,
+    );
     out.insert(source.0.into(), source.1.into());
-    out.insert(tags::CREATED_BY.into(), FUNCTION.into());
     out
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{is_copy, CopyOutcome, CopyResult, FUNCTION, MAX_IN_FLIGHT};
 use crate::domain::ids::Region;
 use crate::domain::model::{CopyFound, Image, ImageState};
-use crate::domain::policy::{CopyDestination, FamilyBy, Policy, PolicyDocument};
+use crate::domain::policy::{CopyDestination, Policy, PolicyDocument};
 use crate::domain::tags;
 use crate::error::Error;
 
@@ -190,20 +190,9 @@ pub fn copy_tags(
     source_region: &Region,
     attempt: u32,
 ) -> BTreeMap<String, String> {
-    let mut out = policy
-        .build
-        .as_ref()
-        .map(|b| b.tags.clone())
-        .unwrap_or_default();
-    if let FamilyBy::Tag(key) = &policy.family_by {
-        if let Some(family) = image.tags.get(key) {
-            out.insert(key.clone(), family.clone());
-        }
-    }
-    out.insert(tags::POLICY.into(), policy.name.clone());
+    let mut out = tags::managed(policy, |key| image.tags.get(key).cloned(), FUNCTION);
     out.insert(tags::SOURCE_IMAGE.into(), image.id.clone());
     out.insert(tags::SOURCE_REGION.into(), source_region.to_string());
-    out.insert(tags::CREATED_BY.into(), FUNCTION.into());
     if attempt > 1 {
         out.insert(tags::COPY_ATTEMPT.into(), attempt.to_string());
     }
