@@ -5,6 +5,9 @@
 //! Nothing is installed at test time. A missing emulator or cargo-lambda fails the test loudly,
 //! naming the setup command; it never skips.
 
+pub mod fleet;
+pub mod seed;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@ use aws_sdk_ec2::Client;
 use e2e_tests::{root, Function, TestBed};
 use serde_json::{json, Value};
 
-use crate::seed;
+use e2e_tests::seed;
 
 const POLICIES: &str = r#"{"policies": [
   {"name": "web", "family_by": "tag:Family",

@@ -6,7 +6,7 @@ use aws_sdk_ec2::Client;
 use e2e_tests::{root, Function, TestBed};
 use serde_json::{json, Value};
 
-use crate::seed;
+use e2e_tests::seed;
 
 const POLICIES: &str = r#"{"dry_run": false, "policies": [
   {"name": "web", "select": {"tags": {"Family": "web*"}}, "family_by": "tag:Family",

@@ -11,8 +11,8 @@ use chrono::{Duration, Utc};
 use e2e_tests::{Function, TestBed};
 use serde_json::{json, Value};
 
-use crate::age_out::{actions, age_out, build_fleet, request, state};
-use crate::seed;
+use e2e_tests::fleet::{actions, age_out, build_fleet, request, state};
+use e2e_tests::seed;
 
 /// The report a partial failure carries in its message.
 fn partial_failure(function: &Function, payload: &Value) -> Value {

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use e2e_tests::TestBed;
 use serde_json::{json, Value};
 
-use crate::age_out::{actions, age_out, build_fleet, request, state, Fleet, DEREGISTERED};
-use crate::seed;
+use e2e_tests::fleet::{actions, age_out, build_fleet, request, state, Fleet, DEREGISTERED};
+use e2e_tests::seed;
 
 #[tokio::test]
 async fn age_out_survives_500s_slow_answers_and_dropped_connections() {
@@ -108,7 +108,7 @@ async fn build_share_and_copy_defer_what_faults_stop_and_finish_on_the_next_run(
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     for _ in 0..2 {
-        crate::seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
+        e2e_tests::seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
     }
     let document = r#"{"dry_run": false, "policies": [{"name": "web", "family_by": "tag:Family",
         "build": {"instance_tags": {"ami-automation:build": "web"}},
@@ -137,7 +137,7 @@ async fn build_share_and_copy_defer_what_faults_stop_and_finish_on_the_next_run(
         .filter(|r| r["outcome"] == "created")
         .count();
     assert_eq!(created, 2, "each instance imaged once over the two runs");
-    assert_eq!(crate::seed::image_ids(&ec2).await.len(), 2);
+    assert_eq!(e2e_tests::seed::image_ids(&ec2).await.len(), 2);
 
     let share = e2e_tests::Function::start(&bed, "ami-share", &env);
     bed.inject_fault("ModifyImageAttribute", "Unavailable", 3);
@@ -173,7 +173,7 @@ async fn build_share_and_copy_defer_what_faults_stop_and_finish_on_the_next_run(
     );
     copy.invoke(&serde_json::json!({})).ok();
     assert_eq!(
-        crate::seed::image_ids(&bed.ec2("eu-west-1").await)
+        e2e_tests::seed::image_ids(&bed.ec2("eu-west-1").await)
             .await
             .len(),
         2,

@@ -4,7 +4,7 @@
 use e2e_tests::{root, Function, TestBed};
 use serde_json::{json, Value};
 
-use crate::seed;
+use e2e_tests::seed;
 
 const POLICIES: &str = r#"{"dry_run": false, "policies": [
   {"name": "web", "select": {"tags": {"Family": "web*"}}, "family_by": "tag:Family",
@@ -130,7 +130,7 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
 #[tokio::test]
 async fn every_dry_run_sample_changes_nothing_in_an_account_with_work_to_do() {
     let bed = TestBed::start();
-    crate::age_out::build_fleet(&bed).await;
+    e2e_tests::fleet::build_fleet(&bed).await;
     let ec2 = bed.ec2("us-east-1").await;
     seed::instance(&ec2, 0, &[("ami-automation:build", "web")]).await;
     let before = account(&bed).await;

@@ -1,4 +1,5 @@
-//! End-to-end tests: one test binary, with the test bed's proofs, the adapters and each function.
+//! End-to-end tests of the functions: each real binary, driven through the Lambda runtime API,
+//! against the test bed. The test bed's own proofs are the `testbed` test binary.
 
 mod age_out;
 mod build;
@@ -6,9 +7,6 @@ mod copy;
 mod demo;
 mod evidence;
 mod faults;
-mod foundation;
 mod invalid;
 mod races;
-mod seed;
 mod share;
-mod testbed;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use e2e_tests::{Function, Invocation, TestBed};
 use serde_json::{json, Value};
 
-use crate::age_out::{actions, age_out, build_fleet, request, state, DEREGISTERED};
-use crate::seed;
+use e2e_tests::fleet::{actions, age_out, build_fleet, request, state, DEREGISTERED};
+use e2e_tests::seed;
 
 /// Invokes both functions with the same payload at the same time.
 fn twice_at_once(a: &Function, b: &Function, payload: &Value) -> (Invocation, Invocation) {

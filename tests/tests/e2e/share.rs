@@ -10,7 +10,7 @@ use aws_sdk_ec2::Client;
 use e2e_tests::{Function, TestBed};
 use serde_json::{json, Value};
 
-use crate::seed;
+use e2e_tests::seed;
 
 const ORG: &str = "arn:aws:organizations::111122223333:organization/o-abcde12345";
 const OU: &str = "arn:aws:organizations::111122223333:ou/o-abcde12345/ou-ab12-cdefgh12";

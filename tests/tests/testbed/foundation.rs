@@ -9,7 +9,7 @@ use ami_lifecycle::ports::{BuildImages, EventSink, ImageInventory};
 use e2e_tests::TestBed;
 use serde_json::json;
 
-use crate::seed;
+use e2e_tests::seed;
 
 #[tokio::test]
 async fn an_image_created_through_the_adapter_is_listed_back_with_its_tags_and_announced() {

@@ -9,7 +9,7 @@ use aws_sdk_ec2::Client;
 pub async fn instance(ec2: &Client, extra: usize, tags: &[(&str, &str)]) -> String {
     let mut request = ec2
         .run_instances()
-        .image_id(e2e_tests::BASE_X86)
+        .image_id(crate::BASE_X86)
         .instance_type(InstanceType::T3Micro)
         .min_count(1)
         .max_count(1)
@@ -28,7 +28,7 @@ pub async fn instance(ec2: &Client, extra: usize, tags: &[(&str, &str)]) -> Stri
         .to_string()
 }
 
-fn volume(device: &str, size: i32) -> BlockDeviceMapping {
+pub fn volume(device: &str, size: i32) -> BlockDeviceMapping {
     BlockDeviceMapping::builder()
         .device_name(device)
         .ebs(

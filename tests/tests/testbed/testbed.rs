@@ -5,7 +5,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications, ResourceType};
 use e2e_tests::TestBed;
 
-use crate::seed;
+use e2e_tests::seed;
 
 /// The test bed with its additions, or moto as it is.
 fn bed(plain: bool) -> TestBed {
