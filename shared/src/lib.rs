@@ -27,7 +27,7 @@ mod layers;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
-mod testing;
+mod tests;
 
 pub use error::{Error, Result};
 

@@ -1,6 +1,6 @@
 //! Ports: one narrow trait per capability the jobs act through. The adapters implement them
 //! against AWS ([`crate::adapters`]); the unit tests implement them in memory
-//! (`crate::testing`). A port speaks the domain's vocabulary only, never an SDK type, and
+//! (`crate::tests::fakes`). A port speaks the domain's vocabulary only, never an SDK type, and
 //! every implementation for one region answers in that region.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -323,7 +323,7 @@ mod tests {
             ..Plan::default()
         };
         let region: Region = "us-east-1".parse().expect("region");
-        let pacer = crate::testing::NoPace;
+        let pacer = crate::tests::fakes::NoPace;
         let clock = || ec2.now();
         // An as_of in the past (a run without as_of: the clock at its start).
         let reports = execute(

@@ -899,9 +899,9 @@ proptest! {
 
 #[tokio::test]
 async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
-    use crate::testing::{context, FakeCloud, Recorder};
+    use crate::tests::fakes::{context, FakeCloud, Recorder};
     let cloud = FakeCloud::default();
-    let document = crate::testing::document(
+    let document = crate::tests::fakes::document(
         r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
     );
     let old = Utc
@@ -912,8 +912,11 @@ async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
         let ec2 = cloud.region("us-east-1");
         let mut state = ec2.state();
         for n in 0..3 {
-            let mut image =
-                crate::testing::managed_image(&format!("ami-{n:017x}"), &format!("web-{n}"), "web");
+            let mut image = crate::tests::fakes::managed_image(
+                &format!("ami-{n:017x}"),
+                &format!("web-{n}"),
+                "web",
+            );
             image.created = Some(old + chrono::Duration::days(n));
             state.images.push(image);
         }

@@ -11,7 +11,7 @@ use crate::domain::tags;
 use crate::domain::trigger::{InstanceStateChange, RunRequest, Trigger};
 use crate::domain::Decision;
 use crate::error::Error;
-use crate::testing::{context, document, instance, FakeCloud};
+use crate::tests::fakes::{context, document, instance, FakeCloud};
 
 const DOC: &str = r#"{"policies": [{"name": "web",
     "build": {"instance_tags": {"ami-automation:build": "web"}, "on_stop": true}}]}"#;

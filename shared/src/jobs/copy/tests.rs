@@ -52,7 +52,7 @@ use crate::domain::deadline::Deadline;
 use crate::domain::model::{CopyFound, Image, ImageState};
 use crate::domain::tags;
 use crate::domain::trigger::RunRequest;
-use crate::testing::{context, document, managed_image, FakeCloud};
+use crate::tests::fakes::{context, document, managed_image, FakeCloud};
 
 const DOC: &str = r#"{"policies": [{"name": "web",
     "copy": {"regions": {"eu-west-1": {"encrypted": true}, "us-east-1": {}}}}]}"#;

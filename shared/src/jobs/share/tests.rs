@@ -59,7 +59,7 @@ use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
 use crate::domain::model::ImageState;
 use crate::domain::trigger::RunRequest;
-use crate::testing::{context, document, managed_image, FakeCloud};
+use crate::tests::fakes::{context, document, managed_image, FakeCloud};
 
 const DOC: &str = r#"{"policies": [{"name": "web",
     "share": {"accounts": ["111111111111", "222222222222"], "public": true, "snapshots": true}}]}"#;
