@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import demo  # noqa: E402  (the emulator and Lambda harness of the demo)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+from harness import ROOT, Emulator, Function  # noqa: E402
 
-ROOT = demo.ROOT
+BASE_AMI = "ami-0a1b2c3d4e5f60001"
 REGIONS = ["us-east-1", "eu-west-1"]
 MAX_AGE = 90
 NOW = datetime.now(timezone.utc)
@@ -57,7 +57,7 @@ CUSTODIAN = f"""policies:
 NOT_EC2 = {"PutEvents", "GetCallerIdentity"}
 
 
-def seed(emu: demo.Emulator, size: int) -> dict:
+def seed(emu: Emulator, size: int) -> dict:
     """The fleet; returns the ground truth."""
     rng = random.Random(42)
     truth = {"old_unused": set(), "in_use": set(), "shared_snapshots": {}, "images": {}}
@@ -65,7 +65,7 @@ def seed(emu: demo.Emulator, size: int) -> dict:
     for region in REGIONS:
         ec2 = emu.ec2(region)
         builder = ec2.run_instances(
-            ImageId=demo.BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+            ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
             BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
                                  {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 8}}],
         )["Instances"][0]["InstanceId"]
@@ -108,13 +108,7 @@ def seed(emu: demo.Emulator, size: int) -> dict:
     return truth
 
 
-def calls(emu: demo.Emulator) -> dict[str, int]:
-    import urllib.request
-
-    return json.loads(urllib.request.urlopen(f"{emu.endpoint}/_testbed/calls").read())
-
-
-def verdict(emu: demo.Emulator, truth: dict) -> dict:
+def verdict(emu: Emulator, truth: dict) -> dict:
     left_images, left_snaps = set(), set()
     for region in REGIONS:
         ec2 = emu.ec2(region)
@@ -136,45 +130,33 @@ EC2_BUCKETS = {"mutating": {"actions": ["DeregisterImage", "DeleteSnapshot", "Mo
 THROTTLED = False
 
 
-def throttle_like_ec2(emu: demo.Emulator) -> None:
-    import urllib.request
-
-    body = json.dumps(EC2_BUCKETS).encode()
-    urllib.request.urlopen(urllib.request.Request(f"{emu.endpoint}/_testbed/throttle", data=body, method="POST")).read()
+def throttle_like_ec2(emu: Emulator) -> None:
+    emu.throttle(EC2_BUCKETS)
 
 
-def run_ours(emu: demo.Emulator) -> tuple[float, int]:
+def run_ours(emu: Emulator) -> tuple[float, int]:
     policy = Path(tempfile.mkdtemp()) / "policy.json"
     policy.write_text(json.dumps(POLICY))
-    demo.POLICIES = policy
     # The emulator answers a 1,000-image page in seconds where EC2 takes about one, and more
     # slowly still while both regions' scans run at once: the call timeout (25 s by default,
     # sized for EC2) is widened for it, with the margin it must not exceed.
-    os.environ["AMI_CALL_TIMEOUT_MS"] = "600000"
-    os.environ["AMI_DEADLINE_MARGIN_MS"] = "600000"
+    env: dict[str, str | None] = {"AMI_CALL_TIMEOUT_MS": "600000", "AMI_DEADLINE_MARGIN_MS": "600000"}
     if THROTTLED:
         # The test bed throttles like EC2: the pacer runs at its defaults (EC2's 5/s, 100).
-        os.environ.pop("AMI_MUTATION_RATE", None)
-        os.environ.pop("AMI_MUTATION_BURST", None)
+        env.update({"AMI_MUTATION_RATE": None, "AMI_MUTATION_BURST": None})
     else:
         # The emulator does not throttle: pacing is set out of the way (see the pacing column).
-        os.environ["AMI_MUTATION_RATE"] = "100000"
-        os.environ["AMI_MUTATION_BURST"] = "100000"
-    function = demo.Function(emu, demo.BINARIES["ami-age-out"])
-    try:
+        env.update({"AMI_MUTATION_RATE": "100000", "AMI_MUTATION_BURST": "100000"})
+    with Function(emu, "ami-age-out", policy, env) as function:
         t = time.perf_counter()
         ok, report = function.invoke({"regions": REGIONS, "dry_run": False})
         wall = time.perf_counter() - t
         if not ok:
             raise SystemExit(f"ami-age-out failed: {str(report)[:2000]}")
-        status = Path(f"/proc/{function.proc.pid}/status").read_text()
-        rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-        return wall, rss_kb
-    finally:
-        function.stop()
+        return wall, function.peak_rss_kb()
 
 
-def run_custodian(emu: demo.Emulator) -> tuple[float, int]:
+def run_custodian(emu: Emulator) -> tuple[float, int]:
     work = Path(tempfile.mkdtemp())
     (work / "policy.yml").write_text(CUSTODIAN)
     env = dict(os.environ, AWS_ENDPOINT_URL=emu.endpoint, AWS_ACCESS_KEY_ID="testing",
@@ -210,16 +192,16 @@ def main() -> int:
     for size in [int(s) for s in args.sizes.split(",")]:
         result = {}
         for tool, run in (("ami-age-out", run_ours), ("cloud-custodian", run_custodian)):
-            emu = demo.Emulator()
+            emu = Emulator()
             try:
                 t = time.perf_counter()
                 truth = seed(emu, size)
                 seeded = time.perf_counter() - t
                 if THROTTLED:
                     throttle_like_ec2(emu)
-                before = calls(emu)
+                before = emu.calls()
                 wall, rss = run(emu)
-                after = calls(emu)
+                after = emu.calls()
                 used = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
                 v = verdict(emu, truth)
                 ec2_requests = sum(n for k, n in used.items() if k not in NOT_EC2)

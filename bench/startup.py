@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import demo  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+from harness import FUNCTIONS, Watch, binary  # noqa: E402
 
 
 def main() -> int:
@@ -29,23 +29,16 @@ def main() -> int:
     parser.add_argument("--profile", default="debug")
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    binaries = {n: demo.TARGET / args.profile / n for n in ("ami-age-out", "ami-build", "ami-share", "ami-copy")}
-    port = demo.free_port()
-    watch = subprocess.Popen(
-        [str(demo.VENV / "bin" / "cargo-lambda"), "lambda", "watch", "--only-lambda-apis", "--invoke-address",
-         "127.0.0.1", "--invoke-port", str(port)],
-        cwd=demo.ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    binaries = {n: binary(n, args.profile) for n in FUNCTIONS}
+    policies = Path(tempfile.mkdtemp()) / "policies.json"
+    policies.write_text((Path(__file__).resolve().parent.parent / "examples" / "policies.json").read_text())
+    watch = Watch()
+    port = watch.port
     try:
-        fn = demo.Function.__new__(demo.Function)
-        fn.port = port
-        fn._wait_listening()
-        env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{port}/.rt", AWS_LAMBDA_FUNCTION_NAME="_",
-                   AWS_LAMBDA_FUNCTION_VERSION="1", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256", AWS_REGION="us-east-1",
-                   AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AMI_POLICIES_FILE=str(demo.POLICIES),
-                   RUST_LOG="error")
+        # No endpoint: the refused request makes no AWS call.
+        env = dict(watch.runtime_env(policies), RUST_LOG="error")
         rows = []
-        for name, binary in binaries.items():
+        for name, path in binaries.items():
             times = []
             for _ in range(args.runs):
                 answer: dict = {}
@@ -64,7 +57,7 @@ def main() -> int:
                 waiter.start()
                 time.sleep(0.2)  # the invocation is queued before the process exists
                 t0 = time.perf_counter()
-                proc = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                proc = subprocess.Popen([str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 waiter.join(timeout=30)
                 proc.kill()
                 proc.wait()
@@ -75,8 +68,7 @@ def main() -> int:
             print(f"{name} ({args.profile}): start-up to first answer median {statistics.median(times):.1f} ms, "
                   f"max {max(times):.1f} ms over {args.runs} runs", flush=True)
     finally:
-        watch.kill()
-        watch.wait()
+        watch.stop()
     return 0
 
 

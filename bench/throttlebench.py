@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 import agebench  # noqa: E402
-import demo  # noqa: E402
+from harness import Emulator, Function  # noqa: E402
 
 MUTATING = ["DeregisterImage", "DeleteSnapshot", "ModifyImageAttribute", "DisableImage", "EnableImageDeprecation"]
 
@@ -33,22 +33,18 @@ def main() -> int:
     parser.add_argument("--size", type=float, default=20)
     parser.add_argument("--rate", type=float, default=20)
     args = parser.parse_args()
-    emu = demo.Emulator()
+    emu = Emulator()
     try:
         truth = agebench.seed(emu, args.amis)
-        body = json.dumps({"mutating": {"actions": MUTATING, "size": args.size, "refill": args.rate}}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"{emu.endpoint}/_testbed/throttle", data=body, method="POST")).read()
-        before = agebench.calls(emu)
-        policy = Path(agebench.tempfile.mkdtemp()) / "policy.json"
+        emu.throttle({"mutating": {"actions": MUTATING, "size": args.size, "refill": args.rate}})
+        before = emu.calls()
+        policy = Path(tempfile.mkdtemp()) / "policy.json"
         policy.write_text(json.dumps(agebench.POLICY))
-        demo.POLICIES = policy
         # The deployment is told the account's limits (EC2's defaults are 5/s and 100).
         # The emulator is slower than EC2 at large pages: widen the call timeout (see agebench).
-        agebench.os.environ["AMI_CALL_TIMEOUT_MS"] = "600000"
-        agebench.os.environ["AMI_DEADLINE_MARGIN_MS"] = "600000"
-        agebench.os.environ["AMI_MUTATION_RATE"] = f"{args.rate:g}"
-        agebench.os.environ["AMI_MUTATION_BURST"] = f"{args.size:g}"
-        function = demo.Function(emu, demo.BINARIES["ami-age-out"])
+        function = Function(emu, "ami-age-out", policy, {
+            "AMI_CALL_TIMEOUT_MS": "600000", "AMI_DEADLINE_MARGIN_MS": "600000",
+            "AMI_MUTATION_RATE": f"{args.rate:g}", "AMI_MUTATION_BURST": f"{args.size:g}"})
         try:
             runs, done, deferred, start = 0, 0, 0, time.perf_counter()
             while True:
@@ -64,8 +60,8 @@ def main() -> int:
             wall = time.perf_counter() - start
         finally:
             function.stop()
-        after = agebench.calls(emu)
-        throttled = json.loads(urllib.request.urlopen(f"{emu.endpoint}/_testbed/throttle").read())["mutating"]["throttled"]
+        after = emu.calls()
+        throttled = emu.throttle_state()["mutating"]["throttled"]
         v = agebench.verdict(emu, truth)
         sent = after.get("DeregisterImage", 0) - before.get("DeregisterImage", 0)
         ideal = max(done - args.size, 0) / args.rate

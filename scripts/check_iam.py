@@ -1,6 +1,14 @@
-"""Checks that each function's IAM role in template.yaml allows exactly the AWS calls its code
-makes: every call the code makes is allowed, and nothing else is, except the actions IAM
+"""Checks that each function's IAM role in template.yaml allows exactly the AWS calls the
+function makes: every call it makes is allowed, and nothing else is, except the actions IAM
 requires alongside a call (listed in IMPLIED, each with its reason).
+
+The calls are what each function actually called in the end-to-end runs, not a list kept by
+hand nor a reading of the code: the test bed records every request with its caller (the SDK's
+`app/<function>` user-agent token, which the functions set) and its IAM action (the request's
+signing service and action), one JSON line per new pair in the file `AMI_TESTBED_CALL_LOG`
+names. `scripts/test` runs the end-to-end tests with that set, then this check over the file.
+A call that no end-to-end test makes is therefore "allowed but never called": test it, or drop
+the grant.
 
 The template is read with a YAML loader that understands CloudFormation's tags (`!Sub`, `!If`,
 ...), never with regular expressions. Beyond the actions, it checks what SECURITY.md promises:
@@ -9,13 +17,15 @@ destructive actions only with `ec2:Owner` and never on "*", tagging only with
 deregistration only on the copies it tagged, the reference check's reads only through EC2.
 `scripts/test_check_iam.py` proves that it fails on each kind of mistake.
 
-The calls are derived from the code, not listed by hand: the SDK operations each adapter method
-of shared/src/adapters/ (EC2, KMS, EventBridge) sends, followed through the adapter methods each
-function's module calls. Run by .ci/run; exits non-zero with the difference.
+Usage: check_iam.py [--calls FILE]   (default: $AMI_TESTBED_CALL_LOG); exits non-zero with the
+difference.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,22 +34,13 @@ from typing import Any
 import yaml  # PyYAML: in the test bed's virtualenv (cfn-lint depends on it)
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "shared" / "src"
 
-# Function resource in template.yaml -> the modules whose code it runs.
+# Function resource in template.yaml -> the name it calls AWS as (its `app/` user-agent token).
 FUNCTIONS = {
-    "AgeOutFunction": ["jobs/ageout/mod.rs", "jobs/ageout/execute.rs"],
-    "BuildFunction": ["jobs/build/execute.rs", "lambda/report.rs"],
-    "ShareFunction": ["jobs/share/execute.rs", "lambda/report.rs"],
-    "CopyFunction": ["jobs/copy/execute.rs", "lambda/report.rs"],
-}
-
-# Adapters: file -> service prefix of the client they call.
-ADAPTERS = {
-    **{f"adapters/ec2/{name}.rs": "ec2"
-       for name in ("mod", "scan", "create", "permissions", "copy", "retire")},
-    "adapters/kms.rs": "kms",
-    "adapters/eventbridge.rs": "events",
+    "AgeOutFunction": "ami-age-out",
+    "BuildFunction": "ami-build",
+    "ShareFunction": "ami-share",
+    "CopyFunction": "ami-copy",
 }
 
 # Actions IAM requires together with a call the code makes.
@@ -84,64 +85,14 @@ KEY_PARAMETERS = {
     },
 }
 
-FN = re.compile(r"^\s*(?:pub\s+)?(?:async\s+)?fn\s+(\w+)", re.M)
-# An SDK operation: the client, then `.operation()` (possibly on the next line).
-SDK_OP = re.compile(r"\bclient\s*\.\s*(\w+)\(\)")
-CALL = re.compile(r"\.(\w+)\(")
-
-
-def without_tests(text: str) -> str:
-    return re.split(r"#\[cfg\(test\)\]\s*mod tests \{", text)[0]
-
-
-def pascal(op: str) -> str:
-    return "".join(part.capitalize() for part in op.split("_"))
-
-
-def functions_of(path: Path) -> dict[str, str]:
-    text = path.read_text()
-    starts = [(m.start(), m.group(1)) for m in FN.finditer(text)]
-    bodies = {}
-    for i, (start, name) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-        bodies.setdefault(name, "")
-        bodies[name] += text[start:end]
-    return bodies
-
-
-def adapter_actions() -> dict[str, set[str]]:
-    """Adapter method -> IAM actions it (transitively) sends."""
-    direct: dict[str, set[str]] = {}
-    calls: dict[str, set[str]] = {}
-    for file, service in ADAPTERS.items():
-        for name, body in functions_of(SRC / file).items():
-            body = without_tests(body)
-            direct.setdefault(name, set()).update(f"{service}:{pascal(op)}" for op in SDK_OP.findall(body))
-            calls.setdefault(name, set()).update(CALL.findall(body))
-    resolved: dict[str, set[str]] = {}
-
-    def resolve(name: str, seen: frozenset[str]) -> set[str]:
-        if name in resolved:
-            return resolved[name]
-        out = set(direct.get(name, set()))
-        for callee in calls.get(name, set()):
-            if callee in direct and callee not in seen and callee != name:
-                out |= resolve(callee, seen | {name})
-        resolved[name] = out
-        return out
-
-    for name in direct:
-        resolve(name, frozenset())
-    return {k: v for k, v in resolved.items() if v}
-
-
-def code_actions(modules: list[str], adapters: dict[str, set[str]]) -> set[str]:
-    out: set[str] = set()
-    for module in modules:
-        text = without_tests((SRC / module).read_text())
-        for callee in set(CALL.findall(text)):
-            out |= adapters.get(callee, set())
-    return out
+def recorded_calls(lines: list[str]) -> dict[str, set[str]]:
+    """Function resource -> the IAM actions it called, from the test bed's call log."""
+    by_caller: dict[str, set[str]] = {}
+    for line in lines:
+        if line.strip():
+            entry = json.loads(line)
+            by_caller.setdefault(entry["caller"], set()).add(entry["action"])
+    return {function: by_caller.get(caller, set()) for function, caller in FUNCTIONS.items()}
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -229,7 +180,8 @@ def _resources(statement: dict[str, Any]) -> list[Any]:
 
 # What SECURITY.md promises of the roles, beyond which actions they allow.
 OWNED = {"ec2:DeregisterImage", "ec2:DisableImage", "ec2:EnableImageDeprecation", "ec2:DeleteSnapshot",
-         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"}
+         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
+         "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"}
 REQUIRED_CONDITIONS = {
     **{a: {"ec2:Owner"} for a in OWNED},
     "ec2:CreateTags": {"ec2:CreateAction"},
@@ -239,10 +191,12 @@ REQUIRED_CONDITIONS = {
     "imagebuilder:ListContainerRecipes": {"aws:CalledVia"},
     "imagebuilder:GetContainerRecipe": {"aws:CalledVia"},
 }
-# A function's own conditions: the copy function deregisters only the copies it made.
+# A function's own conditions, in place of the ones above: the copy function deregisters only
+# the copies it made; age-out tags only its own images, and only with its protection tag.
 FUNCTION_CONDITIONS = {
-    "CopyFunction": {a: {"aws:ResourceTag/ami-automation:created-by"}
+    "CopyFunction": {a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
                      for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")},
+    "AgeOutFunction": {a: {"ec2:Owner", "aws:TagKeys"} for a in ("ec2:CreateTags", "ec2:DeleteTags")},
 }
 # Actions that must name their resources (never "*").
 NARROW_PREFIXES = ("kms:", "events:")
@@ -256,27 +210,30 @@ def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
         for action in _listed(st.get("Action", [])):
             if "*" in action:
                 problems.append(f"{sid}: wildcard action {action}")
-            wanted = REQUIRED_CONDITIONS.get(action, set()) | FUNCTION_CONDITIONS.get(function, {}).get(action, set())
+            wanted = FUNCTION_CONDITIONS.get(function, {}).get(action, REQUIRED_CONDITIONS.get(action, set()))
             missing = wanted - keys
             if missing:
                 problems.append(f"{sid}: {action} without the condition {', '.join(sorted(missing))}")
-            narrow = action in OWNED or action == "ec2:CreateTags" or action.startswith(NARROW_PREFIXES)
+            narrow = action in OWNED or action in ("ec2:CreateTags", "ec2:DeleteTags") or action.startswith(NARROW_PREFIXES)
             if narrow and "*" in _resources(st):
                 problems.append(f'{sid}: {action} on every resource ("*")')
     return problems
 
 
-def check(template_text: str) -> list[str]:
-    """Every difference between the template's roles and what the code needs and SECURITY.md
-    promises, each prefixed with its function; empty when the roles are right."""
+def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
+    """Every difference between the template's roles and what the functions called (`called`:
+    function resource -> IAM actions) and SECURITY.md promises, each prefixed with its function;
+    empty when the roles are right."""
     template = load_template(template_text)
-    adapters = adapter_actions()
     allowed = template_actions(template)
     roles = template_roles(template)
     keys = key_statements(template)
     problems = []
-    for function, modules in FUNCTIONS.items():
-        used = code_actions(modules, adapters)
+    for function in FUNCTIONS:
+        used = called.get(function, set())
+        if not used:
+            problems.append(f"{function}: no call recorded: run the end-to-end tests with AMI_TESTBED_CALL_LOG set")
+            continue
         granted = allowed.get(function)
         if granted is None:
             problems.append(f"{function}: not in template.yaml")
@@ -297,12 +254,21 @@ def check(template_text: str) -> list[str]:
 
 
 def main() -> int:
-    problems = check((ROOT / "template.yaml").read_text())
-    adapters = adapter_actions()
-    for function, modules in FUNCTIONS.items():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", default=os.environ.get("AMI_TESTBED_CALL_LOG"),
+                        help="the test bed's call log (default: $AMI_TESTBED_CALL_LOG)")
+    args = parser.parse_args()
+    if not args.calls or not Path(args.calls).is_file():
+        print("check_iam: no call log: run `scripts/test` (it records the calls and runs this check), "
+              "or pass --calls with the file AMI_TESTBED_CALL_LOG named during the end-to-end tests",
+              file=sys.stderr)
+        return 2
+    called = recorded_calls(Path(args.calls).read_text().splitlines())
+    problems = check((ROOT / "template.yaml").read_text(), called)
+    for function in FUNCTIONS:
         mine = [p for p in problems if p.startswith(f"{function}:")]
         status = "ok" if not mine else "MISMATCH"
-        print(f"{function}: {status}: code calls {len(code_actions(modules, adapters))} actions")
+        print(f"{function}: {status}: called {len(called[function])} actions in the end-to-end tests")
         for p in mine:
             print(f"  {p[len(function) + 2:]}")
     return 1 if problems else 0

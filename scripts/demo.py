@@ -10,21 +10,15 @@ Run it with `scripts/demo` (which builds the function and sets up the test bed f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import boto3
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+from harness import FUNCTIONS, ROOT, Emulator, Function, binary  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-BINARIES = {name: TARGET / os.environ.get("AMI_PROFILE", "debug") / name for name in ("ami-build", "ami-share", "ami-copy", "ami-age-out")}
 EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
 # The example document says dry_run: true (the safe default). The demo acts on the events it
 # delivers, so it runs a copy with dry_run: false; age-out still gets an explicit dry run first.
@@ -35,56 +29,13 @@ BASE_AMI = "ami-0a1b2c3d4e5f60001"
 NOW = datetime.now(timezone.utc)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Emulator:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "python"), str(ROOT / "tests" / "support" / "moto_launcher.py")],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("READY "):
-            raise SystemExit(f"the EC2 emulator did not start: {line!r}")
-        self.port = int(line.split()[1])
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-
-    def ec2(self, region: str):
-        return boto3.client(
-            "ec2", region_name=region, endpoint_url=self.endpoint,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
-
-    def seed(self, region: str, image_id: str, **fields) -> None:
-        body = json.dumps({"region": region, "image_id": image_id, **fields}).encode()
-        request = urllib.request.Request(f"{self.endpoint}/_testbed/image", data=body, method="POST")
-        urllib.request.urlopen(request).read()
-
-    def published(self) -> list[dict]:
-        return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/events").read())
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 def seed_account(emu: Emulator) -> dict[str, str]:
     """Two families in us-east-1 (tag Family=web-*), a batch family in eu-west-1 (by name), an
     instance and a launch template using old AMIs, a protected AMI, a decoy tag."""
     names: dict[str, str] = {}
     # The copies to eu-west-1 are encrypted with the customer managed key the example policy
     # names (a policy that shares may not copy onto the AWS managed key: it cannot be shared).
-    kms = boto3.client("kms", region_name="eu-west-1", endpoint_url=emu.endpoint,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    kms = emu.client("kms", "eu-west-1")
     key = kms.create_key(Description="AMI copies")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName="alias/ami-copies", TargetKeyId=key)
     ec2 = emu.ec2("us-east-1")
@@ -137,62 +88,6 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     return names
 
 
-class Function:
-    def __init__(self, emu: Emulator, binary: Path) -> None:
-        self.port = free_port()
-        cargo_lambda = str(VENV / "bin" / "cargo-lambda")
-        self.watch = subprocess.Popen(
-            [cargo_lambda, "lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1",
-             "--invoke-port", str(self.port)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self._wait_listening()
-        env = dict(os.environ)
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
-            "AWS_LAMBDA_FUNCTION_NAME": "_",
-            "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-            "AWS_ENDPOINT_URL": emu.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AMI_POLICIES_FILE": str(POLICIES),
-            "RUST_LOG": "warn",
-        })
-        env.pop("AMI_POLICIES", None)
-        self.log = tempfile.NamedTemporaryFile(prefix=f"{binary.name}-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([str(binary)], env=env, stdout=self.log, stderr=self.log)
-
-    def _wait_listening(self) -> None:
-        import socket
-
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise SystemExit("cargo lambda watch did not start")
-
-    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(payload, f)
-        out = subprocess.run(
-            [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
-             "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
-            cwd=ROOT, capture_output=True, text=True,
-        )
-        if out.returncode == 0:
-            return True, json.loads(out.stdout)
-        return False, out.stdout + out.stderr
-
-    def stop(self) -> None:
-        for p in (self.proc, self.watch):
-            p.kill()
-            p.wait()
-
-
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print(f"\n{title}")
     if not rows:
@@ -222,9 +117,9 @@ def show(stage: str, report: dict, names: dict[str, str], elapsed: float) -> Non
 
 
 def main() -> int:
-    for binary in BINARIES.values():
-        if not binary.exists():
-            print(f"{binary} is not built: run scripts/demo", file=sys.stderr)
+    for name in FUNCTIONS:
+        if not binary(name).exists():
+            print(f"{binary(name)} is not built: run scripts/demo", file=sys.stderr)
             return 2
     emu = Emulator()
     functions: list[Function] = []
@@ -233,7 +128,7 @@ def main() -> int:
         names = seed_account(emu)
         print(f"Seeded {len(names)} AMIs in {', '.join(REGIONS)} in {time.time() - t:.1f} s "
               f"(policies: {EXAMPLE_POLICIES.relative_to(ROOT)} with dry_run false)")
-        build = Function(emu, BINARIES["ami-build"])
+        build = Function(emu, "ami-build", POLICIES)
         functions.append(build)
         t = time.time()
         ok, built = build.invoke({"regions": REGIONS})
@@ -255,7 +150,7 @@ def main() -> int:
             return 1
 
         # The new AMIs become available: EventBridge delivers `EC2 AMI State Change` to share.
-        share = Function(emu, BINARIES["ami-share"])
+        share = Function(emu, "ami-share", POLICIES)
         functions.append(share)
         t = time.time()
         rows = []
@@ -286,7 +181,7 @@ def main() -> int:
             return 1
 
         # The same `available` events go to the copy function: each new AMI to eu-west-1.
-        copier = Function(emu, BINARIES["ami-copy"])
+        copier = Function(emu, "ami-copy", POLICIES)
         functions.append(copier)
         t = time.time()
         rows = []
@@ -310,7 +205,7 @@ def main() -> int:
             print("a re-delivered copy event did not find its copy")
             return 1
 
-        function = Function(emu, BINARIES["ami-age-out"])
+        function = Function(emu, "ami-age-out", POLICIES)
         functions.append(function)
         request = {"regions": REGIONS}
         t = time.time()

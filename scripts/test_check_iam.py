@@ -1,6 +1,11 @@
-"""The IAM checker checks itself: on the real template it finds nothing, and each kind of
-mistake a person could make to a role (an action removed, an action added, a wildcard action, a
-resource widened to "*", a condition dropped) makes it fail, naming the function and the action.
+"""The IAM checker checks itself: each kind of mistake a person could make to a role (an action
+removed, an action added, a wildcard action, a resource widened to "*", a condition dropped) and
+a call no role allows make it fail, naming the function and the action. (That the real template
+matches the real calls is the check `scripts/test` runs over the end-to-end tests' call log.)
+
+The calls the mutated templates are checked against are the ones the unmodified template allows
+(less what IAM only implies): a template that matches them exactly, so each mutation alone makes
+the difference.
 
 Run by scripts/test: `python -m unittest scripts/test_check_iam.py` (the test bed's virtualenv,
 which has PyYAML).
@@ -8,6 +13,7 @@ which has PyYAML).
 
 from __future__ import annotations
 
+import json
 import sys
 import unittest
 from pathlib import Path
@@ -19,6 +25,16 @@ import check_iam  # noqa: E402
 TEMPLATE = (check_iam.ROOT / "template.yaml").read_text()
 
 
+def calls_the_template_allows() -> dict[str, set[str]]:
+    out = {}
+    for function, granted in check_iam.template_actions(check_iam.load_template(TEMPLATE)).items():
+        out[function] = {a for a in granted if a not in check_iam.IMPLIED}
+    return out
+
+
+CALLED = calls_the_template_allows()
+
+
 def mutated(old: str, new: str) -> str:
     assert TEMPLATE.count(old) >= 1, f"the template no longer has {old!r}"
     return TEMPLATE.replace(old, new, 1)
@@ -26,12 +42,23 @@ def mutated(old: str, new: str) -> str:
 
 class CheckIam(unittest.TestCase):
     def assertFinds(self, template: str, *expected: str) -> None:
-        problems = check_iam.check(template)
+        problems = check_iam.check(template, CALLED)
         for want in expected:
             self.assertTrue(any(want in p for p in problems), f"{want!r} not in {problems}")
 
-    def test_the_template_as_it_is_passes(self) -> None:
-        self.assertEqual(check_iam.check(TEMPLATE), [])
+    def test_the_calls_it_is_checked_against_match_the_template(self) -> None:
+        self.assertEqual(check_iam.check(TEMPLATE, CALLED), [])
+
+    def test_a_recorded_call_no_role_allows_fails(self) -> None:
+        log = [json.dumps({"caller": "ami-share", "action": a}) for a in sorted(CALLED["ShareFunction"])]
+        log.append(json.dumps({"caller": "ami-share", "action": "ec2:DeleteSnapshot"}))
+        called = {**CALLED, **{k: v for k, v in check_iam.recorded_calls(log).items() if k == "ShareFunction"}}
+        self.assertEqual(check_iam.check(TEMPLATE, called),
+                         ["ShareFunction: called but not allowed: ec2:DeleteSnapshot"])
+
+    def test_a_function_that_called_nothing_fails(self) -> None:
+        problems = check_iam.check(TEMPLATE, {**CALLED, "CopyFunction": set()})
+        self.assertTrue(any(p.startswith("CopyFunction: no call recorded") for p in problems), problems)
 
     def test_a_removed_action_fails(self) -> None:
         self.assertFinds(

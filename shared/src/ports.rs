@@ -11,13 +11,17 @@ use chrono::{DateTime, Utc};
 use crate::domain::event::{Event, Published};
 use crate::domain::grant::Grant;
 use crate::domain::ids::Region;
-use crate::domain::model::{CopyFound, Image, InstanceInfo, Snapshot, TemplateUse};
+use crate::domain::model::{CopyFound, Image, InstanceInfo, Snapshot, TemplateUse, UsageReport};
 use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
 use crate::error::Result;
 
 /// DescribeImageReferences takes 1 to 10 `ImageIds` per call (EC2 API reference, "Array
 /// Members: Minimum number of 1 item. Maximum number of 10 items").
 pub const IMAGE_REFERENCES_MAX_IDS: usize = 10;
+
+/// DescribeImageUsageReports and DescribeImageUsageReportEntries take at most 200 `ImageIds` or
+/// `ReportIds` per call (EC2 API reference).
+pub const USAGE_REPORT_MAX_IDS: usize = 200;
 
 /// A port bound to one region.
 pub trait Regional {
@@ -51,6 +55,25 @@ pub trait ImageInventory {
     fn is_shared(&self, image_id: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
+/// EC2's AMI usage reports: which other accounts use the account's shared AMIs.
+pub trait ConsumerUsage {
+    /// Image id → the usage reports EC2 holds for it (every id of `image_ids`, at most
+    /// [`USAGE_REPORT_MAX_IDS`], has an entry), newest first; an available report with the
+    /// accounts that use the AMI.
+    fn usage_reports(
+        &self,
+        image_ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<UsageReport>>>> + Send;
+    /// CreateImageUsageReport over instances and launch templates (down to `depth`) in every
+    /// account; the same `token` returns the same report. Returns the report id.
+    fn request_usage_report(
+        &self,
+        image_id: &str,
+        token: &str,
+        depth: TemplateDepth,
+    ) -> impl Future<Output = Result<String>> + Send;
+}
+
 /// The changes age-out makes (and copy, to clear a failed copy).
 pub trait RetireImages {
     /// EnableImageDeprecation at `at`.
@@ -65,6 +88,11 @@ pub trait RetireImages {
     fn deregister(&self, image_id: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// DeleteSnapshot.
     fn delete_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Tags the AMI as protected by age-out, then EnableImageDeregistrationProtection with
+    /// cooldown.
+    fn protect(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// DisableImageDeregistrationProtection, then removes age-out's protection tag.
+    fn unprotect(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// What RegisterImage is called with.
@@ -206,6 +234,7 @@ pub trait Pace {
 pub trait Cloud: Sync {
     /// EC2 in one region.
     type Ec2: ImageInventory
+        + ConsumerUsage
         + RetireImages
         + BuildImages
         + Permissions

@@ -8,7 +8,7 @@
 pub mod fleet;
 pub mod seed;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -173,6 +173,26 @@ impl TestBed {
         assert_eq!(status, 200, "injecting a fault failed: {text}");
     }
 
+    /// EC2 finishes the image's pending usage report (or one made `creation_time` ago is there
+    /// already) with `entries`: `[{"account_id", "resource_type", "usage_count"}]`.
+    pub fn complete_usage_report(&self, region: &str, image_id: &str, extra: Value) -> String {
+        let mut body = extra;
+        body["region"] = region.into();
+        body["image_id"] = image_id.into();
+        let (status, text) = http(
+            self.port,
+            "POST",
+            "/_testbed/usage-report",
+            &body.to_string(),
+        );
+        assert_eq!(
+            status, 200,
+            "completing the usage report of {image_id} failed: {text}"
+        );
+        let answer: Value = serde_json::from_str(&text).expect("usage report JSON");
+        answer["report_id"].as_str().unwrap_or_default().to_string()
+    }
+
     /// The events PutEvents accepted, oldest first.
     pub fn published(&self) -> Vec<Value> {
         let (status, text) = http(self.port, "GET", "/_testbed/events", "");
@@ -188,47 +208,30 @@ impl Drop for TestBed {
     }
 }
 
-/// A minimal HTTP/1.1 request to the test bed's own routes.
+/// A request to the test bed's own routes or the runtime API emulator: (status, body). A status
+/// that is not 2xx is returned, not raised, so a caller can show what the server said.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the test bed");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("receive");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let text = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let response = match method {
+        "GET" => agent.get(&url).call(),
+        _ => agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body),
     };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("reading the answer of {method} {url} failed: {e}"));
     (status, text)
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The directory the workspace's binaries are built into (next to this test executable).

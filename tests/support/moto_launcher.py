@@ -10,11 +10,16 @@ It also serves two routes that are not AWS, for tests only (the functions never 
 `POST /_testbed/image` sets the fields of an image that no API can set (its CreationDate, its
 owner, deregistration protection, last launch), so tests can build a fleet of any age and
 ownership without waiting; `GET /_testbed/events` lists the events PutEvents accepted;
-`GET /_testbed/calls` counts the API calls received, by action; `POST /_testbed/faults`
+`GET /_testbed/calls` counts the API calls received, by action; `GET /_testbed/callers` lists
+the IAM actions each function called (the caller is the SDK's `app/<name>` user-agent token, the
+action the request's signing service and its action), and with `AMI_TESTBED_CALL_LOG` set each
+new pair is also appended to that file as a JSON line (`scripts/check_iam.py` compares them
+with each function's role); `POST /_testbed/faults`
 answers the next N calls of an action with an EC2 error code (throttling, in-use, 500s, ...),
 a slow answer (`SLOW:<ms>`), a dropped connection (`DROP`), a call that never answers (`HANG`),
 or a call executed whose answer is lost (`LOSE`);
-`POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do.
+`POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do;
+`POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it.
 
 Every AWS request is first checked against the services' published API contract (`contract.py`:
 botocore's service model, the data the AWS SDKs are generated from): a request that EC2 would
@@ -36,6 +41,7 @@ import argparse
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -308,7 +314,7 @@ def deregister_image(self: Any) -> ActionResult:
     ami = backend.amis.get(ami_id)
     if ami is not None:
         _check_owner(backend, ami)
-    if ami is not None and getattr(ami, "deregistration_protection", "disabled") != "disabled":
+    if ami is not None and _protected(ami):
         raise ClientError(
             "InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}."
         )
@@ -788,6 +794,185 @@ def _check_public(self: Any, ami: Any) -> None:
         raise ClientError("InvalidParameterValue", f"Image {ami.id} has product codes and cannot be made public.")
 
 
+# Deregistration protection ({REF}/API_EnableImageDeregistrationProtection.html,
+# API_DisableImageDeregistrationProtection.html; EC2 User Guide "Protect an Amazon EC2 AMI from
+# deregistration"): while it is on, nobody can deregister the AMI. Enabled WithCooldown, it keeps
+# refusing deregistration for 24 hours after it is disabled. DescribeImages shows
+# `enabled-with-cooldown`, `enabled-without-cooldown`, `disabled`, and during the cooldown
+# `disabled-until <time>` (the form the AWS CLI shows; the API reference gives no list). Only
+# the owner changes it. moto implements neither call.
+def _protected(ami: Any) -> bool:
+    state = getattr(ami, "deregistration_protection", "disabled") or "disabled"
+    if state.startswith("disabled-until "):
+        until = moto_amis.parse_timestamp(state[len("disabled-until "):]).replace(tzinfo=timezone.utc)
+        if datetime.now(timezone.utc) >= until:
+            ami.deregistration_protection = "disabled"
+            return False
+        return True
+    return state != "disabled"
+
+
+def enable_image_deregistration_protection(self: Any) -> ActionResult:
+    ami = _owned_image(self, self._get_param("ImageId"))
+    self.error_on_dryrun()
+    cooldown = str(self._get_param("WithCooldown", "false")).lower() == "true"
+    ami.deregistration_protection = "enabled-with-cooldown" if cooldown else "enabled-without-cooldown"
+    return ActionResult({"Return": ami.deregistration_protection})
+
+
+def disable_image_deregistration_protection(self: Any) -> ActionResult:
+    from datetime import timedelta
+
+    ami = _owned_image(self, self._get_param("ImageId"))
+    self.error_on_dryrun()
+    if getattr(ami, "deregistration_protection", "disabled") == "enabled-with-cooldown":
+        until = datetime.now(timezone.utc) + timedelta(hours=24)
+        ami.deregistration_protection = f"disabled-until {iso(until)}"
+    elif not str(ami.deregistration_protection).startswith("disabled-until"):
+        ami.deregistration_protection = "disabled"
+    return ActionResult({"Return": "disabled"})
+
+
+# AMI usage reports ({REF}/API_CreateImageUsageReport.html, API_DescribeImageUsageReports.html,
+# API_DescribeImageUsageReportEntries.html; EC2 User Guide "View your AMI usage"): the owner of an
+# AMI asks EC2 which accounts use it. A report is `pending` while EC2 builds it (asynchronously),
+# then `available` with one entry per account and resource type (UsageCount: how many of that
+# account's resources of that type use the AMI; a launch template counts once) or `error`.
+# ResourceTypes are ec2:Instance, ec2:LaunchTemplate and the two Image Builder recipes;
+# `version-depth` (1-10000, default 20) is an option of ec2:LaunchTemplate only. One report per
+# AMI may be in progress at a time (Service Quotas, "in-progress reports per AMI: 1"; the error
+# code is not documented, this answers ResourceLimitExceeded). EC2 deletes a report 30 days after
+# it was created (ExpirationTime). Only the owner may ask about an AMI. moto implements none of
+# it. EC2 builds a report from other accounts' resources, which one emulated account cannot hold,
+# so a test completes a pending report with the entries it wants (`POST /_testbed/usage-report`).
+USAGE_RESOURCE_TYPES = {"ec2:Instance", "ec2:LaunchTemplate", "imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe"}
+USAGE_REPORTS: dict[str, dict[str, Any]] = {}
+USAGE_TOKENS: dict[tuple[str, str, str], str] = {}
+USAGE_LOCK = threading.RLock()
+
+
+def _usage_report_view(r: dict[str, Any]) -> dict[str, Any]:
+    out = {k: r[k] for k in ("ImageId", "ReportId", "ResourceTypes", "State", "CreationTime", "ExpirationTime")}
+    if r["AccountIds"]:
+        out["AccountIds"] = r["AccountIds"]
+    if r.get("StateReason"):
+        out["StateReason"] = r["StateReason"]
+    return out
+
+
+def create_image_usage_report(self: Any) -> ActionResult:
+    import secrets
+    from datetime import timedelta
+
+    backend = self.ec2_backend
+    self.error_on_dryrun()
+    ami = _owned_image(self, self._get_param("ImageId"))
+    types = self._get_param("ResourceTypes", [])
+    for t in types:
+        kind = t.get("ResourceType")
+        if kind not in USAGE_RESOURCE_TYPES:
+            raise ClientError("InvalidParameterValue", f"Invalid resource type: {kind}")
+        for option in t.get("ResourceTypeOptions", []):
+            if kind != "ec2:LaunchTemplate" or option.get("OptionName") != "version-depth":
+                raise ClientError("InvalidParameterValue", f"Invalid option {option.get('OptionName')} for {kind}")
+            values = option.get("OptionValues", [])
+            if len(values) != 1 or not str(values[0]).isdigit() or not 1 <= int(values[0]) <= 10000:
+                raise ClientError("InvalidParameterValue", "version-depth must be one value from 1 to 10000")
+    token = self._get_param("ClientToken")
+    key = (backend.account_id, backend.region_name, token or "")
+    with USAGE_LOCK:
+        if token and key in USAGE_TOKENS:
+            return ActionResult({"ReportId": USAGE_TOKENS[key]})
+        for r in USAGE_REPORTS.values():
+            if r["ImageId"] == ami.id and r["State"] == "pending" and r["Region"] == backend.region_name:
+                raise ClientError("ResourceLimitExceeded",
+                                  f"A usage report for {ami.id} is already in progress ({r['ReportId']}).")
+        now = datetime.now(timezone.utc)
+        report_id = f"amiur-{secrets.token_hex(9)[:17]}"
+        USAGE_REPORTS[report_id] = {
+            "Region": backend.region_name, "Account": backend.account_id,
+            "ImageId": ami.id, "ReportId": report_id,
+            "ResourceTypes": [{"ResourceType": t["ResourceType"],
+                               **({"ResourceTypeOptions": t["ResourceTypeOptions"]} if t.get("ResourceTypeOptions") else {})}
+                              for t in types],
+            "AccountIds": list(self._get_param("AccountIds", [])),
+            "State": "pending", "CreationTime": now, "ExpirationTime": now + timedelta(days=30), "Entries": [],
+        }
+        if token:
+            USAGE_TOKENS[key] = report_id
+    return ActionResult({"ReportId": report_id})
+
+
+def _usage_reports_in(self: Any) -> list[dict[str, Any]]:
+    backend = self.ec2_backend
+    image_ids = self._get_param("ImageIds", [])
+    report_ids = self._get_param("ReportIds", [])
+    filters = {f["Name"]: f.get("Values", []) for f in self._get_param("Filters", [])}
+    now = datetime.now(timezone.utc)
+    with USAGE_LOCK:
+        for rid in [r for r, v in USAGE_REPORTS.items() if v["ExpirationTime"] <= now]:
+            del USAGE_REPORTS[rid]
+        found = [r for r in USAGE_REPORTS.values()
+                 if r["Region"] == backend.region_name and r["Account"] == backend.account_id
+                 and (not image_ids or r["ImageId"] in image_ids)
+                 and (not report_ids or r["ReportId"] in report_ids)
+                 and ("state" not in filters or r["State"] in filters["state"])]
+    return sorted(found, key=lambda r: (r["CreationTime"], r["ReportId"]))
+
+
+def describe_image_usage_reports(self: Any) -> ActionResult:
+    self.error_on_dryrun()
+    page, token = _page_of(self, _usage_reports_in(self), 1000)
+    out: dict[str, Any] = {"ImageUsageReports": [_usage_report_view(r) for r in page]}
+    if token:
+        out["NextToken"] = token
+    return ActionResult(out)
+
+
+def describe_image_usage_report_entries(self: Any) -> ActionResult:
+    self.error_on_dryrun()
+    filters = {f["Name"]: f.get("Values", []) for f in self._get_param("Filters", [])}
+    entries = [
+        {"ResourceType": e["resource_type"], "ReportId": r["ReportId"], "UsageCount": int(e["usage_count"]),
+         "AccountId": e["account_id"], "ImageId": r["ImageId"], "ReportCreationTime": r["CreationTime"]}
+        for r in _usage_reports_in(self) if r["State"] == "available" for e in r["Entries"]
+        if ("account-id" not in filters or e["account_id"] in filters["account-id"])
+        and ("resource-type" not in filters or e["resource_type"] in filters["resource-type"])
+    ]
+    page, token = _page_of(self, entries, 1000)
+    out: dict[str, Any] = {"ImageUsageReportEntries": page}
+    if token:
+        out["NextToken"] = token
+    return ActionResult(out)
+
+
+def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: EC2 finishes the image's pending report with these entries (or, with none
+    pending, a report made earlier, `creation_time` ago, is there already)."""
+    import secrets
+    from datetime import timedelta
+
+    account = body.get("account_id", "123456789012")
+    created = (moto_amis.parse_timestamp(body["creation_time"]).replace(tzinfo=timezone.utc)
+               if "creation_time" in body else datetime.now(timezone.utc))
+    with USAGE_LOCK:
+        pending = [r for r in USAGE_REPORTS.values() if r["ImageId"] == body["image_id"]
+                   and r["Region"] == body["region"] and r["State"] == "pending"]
+        if pending:
+            report = pending[0]
+        else:
+            report_id = f"amiur-{secrets.token_hex(9)[:17]}"
+            report = USAGE_REPORTS[report_id] = {
+                "Region": body["region"], "Account": account, "ImageId": body["image_id"], "ReportId": report_id,
+                "ResourceTypes": [{"ResourceType": "ec2:Instance"}, {"ResourceType": "ec2:LaunchTemplate"}],
+                "AccountIds": [], "CreationTime": created, "ExpirationTime": created + timedelta(days=30)}
+        report["State"] = body.get("state", "available")
+        if report["State"] == "error":
+            report["StateReason"] = body.get("state_reason", "The report could not be created.")
+        report["Entries"] = list(body.get("entries", []))
+        return {"report_id": report["ReportId"]}
+
+
 def apply_patches() -> None:
     AmisResponse.copy_image = atomic(copy_image)
     EBSBackend.create_snapshot = create_snapshot
@@ -795,6 +980,11 @@ def apply_patches() -> None:
     KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
+    AmisResponse.enable_image_deregistration_protection = enable_image_deregistration_protection
+    AmisResponse.disable_image_deregistration_protection = disable_image_deregistration_protection
+    AmisResponse.create_image_usage_report = create_image_usage_report
+    AmisResponse.describe_image_usage_reports = describe_image_usage_reports
+    AmisResponse.describe_image_usage_report_entries = describe_image_usage_report_entries
     LaunchTemplatesResponse.describe_launch_template_versions = describe_launch_template_versions
     LaunchTemplatesResponse.delete_launch_template_versions = delete_launch_template_versions
     moto_launch_templates.LaunchTemplate.create_version = _create_version
@@ -952,6 +1142,31 @@ def read_body(environ: dict[str, Any]) -> bytes:
     return body
 
 
+# (caller, IAM action) pairs seen; the caller is the `app/<name>` token the functions put in
+# their user agent (the SDK's AppName), the IAM action `<signing service>:<action>`.
+CALLERS: set[tuple[str, str]] = set()
+CALL_LOG = os.environ.get("AMI_TESTBED_CALL_LOG")
+APP = re.compile(r"(?:^|\s)app/([A-Za-z0-9!#$%&'*+\-.^_`|~]+)")
+SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+def record_caller(environ: dict[str, Any], action: str) -> None:
+    """Records which function called which IAM action (requests without an app name, the tests'
+    own set-up calls, are not recorded)."""
+    agent = f"{environ.get('HTTP_X_AMZ_USER_AGENT', '')} {environ.get('HTTP_USER_AGENT', '')}"
+    app, scope = APP.search(agent), SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if not app or not scope:
+        return
+    pair = (app.group(1), f"{scope.group(1)}:{action}")
+    with CALLS_LOCK:
+        if pair in CALLERS:
+            return
+        CALLERS.add(pair)
+        if CALL_LOG:
+            with open(CALL_LOG, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"caller": pair[0], "action": pair[1]}) + "\n")
+
+
 def count_call(environ: dict[str, Any], body: bytes) -> str | None:
     """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
     action = None
@@ -966,6 +1181,7 @@ def count_call(environ: dict[str, Any], body: bytes) -> str | None:
     if action:
         with CALLS_LOCK:
             CALLS[action] = CALLS.get(action, 0) + 1
+        record_caller(environ, action)
     return action
 
 
@@ -999,9 +1215,18 @@ class Testbed:
             with CALLS_LOCK:
                 response = Response(json.dumps(CALLS), status=200, mimetype="application/json")
             return response(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/callers":
+            with CALLS_LOCK:
+                out: dict[str, list[str]] = {}
+                for caller, act in sorted(CALLERS):
+                    out.setdefault(caller, []).append(act)
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/events":
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/usage-report":
+            out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/_testbed/image"):
             request = Request(environ)
             try:

@@ -2,9 +2,13 @@
 //!
 //! The logic is in the `ami_lifecycle` library (`jobs`); this binary only serves it.
 
-use ami_lifecycle::lambda::{serve, Function};
+// The job's future, instantiated here (`serve` is generic over the job so that the binary
+// links only its own job), nests deeper than the compiler's default layout depth.
+#![recursion_limit = "256"]
+
+use ami_lifecycle::lambda::{serve, CopyJob};
 
 #[tokio::main]
 async fn main() -> Result<(), ami_lifecycle::lambda_runtime::Error> {
-    serve(Function::Copy).await
+    serve(CopyJob).await
 }

@@ -207,9 +207,60 @@ pub struct Usage {
     pub launch_templates: HashMap<String, Vec<TemplateUse>>,
     /// Image id → references found by DescribeImageReferences (resource ARNs).
     pub references: HashMap<String, BTreeSet<String>>,
+    /// Image id → the usage reports EC2 holds for it (CreateImageUsageReport), newest first,
+    /// for the shared AMIs the plan would disable or deregister. No entry: not read yet; an
+    /// empty list: read, and there is none.
+    pub consumer_reports: HashMap<String, Vec<UsageReport>>,
     /// Evidence that could not be gathered. An image it covers is never disabled or
     /// deregistered (safety checks fail closed): it is kept as `usage_unknown`.
     pub gaps: Vec<EvidenceGap>,
+}
+
+/// An AMI usage report: which accounts use a shared AMI, as EC2 found when it built the report
+/// (EC2 User Guide, "View your AMI usage": instances and launch templates in every account the
+/// AMI is shared with; reports are built asynchronously and kept 30 days).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// `amiur-...`.
+    pub report_id: String,
+    /// `pending` while EC2 builds it, then `available` (or `error`).
+    pub state: ReportState,
+    /// When it was requested: what it says is as old as this.
+    pub created: DateTime<Utc>,
+    /// For an available report: account → resource type (`ec2:Instance`,
+    /// `ec2:LaunchTemplate`, ...) → how many of that account's resources use the AMI.
+    pub accounts: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The state of an AMI usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportState {
+    /// EC2 is building it.
+    Pending,
+    /// Its entries can be read.
+    Available,
+    /// EC2 could not build it (with EC2's reason).
+    Error(String),
+}
+
+impl UsageReport {
+    /// The accounts other than `owner` that use the AMI, each with what uses it
+    /// (`210987654321: 3 ec2:Instance`).
+    pub fn consumers(&self, owner: &str) -> Vec<String> {
+        self.accounts
+            .iter()
+            .filter(|(account, _)| account.as_str() != owner)
+            .filter_map(|(account, kinds)| {
+                let used: Vec<String> = kinds
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(kind, n)| format!("{n} {kind}"))
+                    .collect();
+                (!used.is_empty()).then(|| format!("{account}: {}", used.join(", ")))
+            })
+            .collect()
+    }
 }
 
 /// A call that should have told whether AMIs are in use, and did not answer.

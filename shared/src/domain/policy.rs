@@ -387,10 +387,25 @@ pub struct Retain {
     /// Allow `keep_latest: 0`, with which a family can lose its last AMI.
     #[serde(default)]
     pub allow_empty_family: bool,
+    /// How old an AMI usage report may be and still prove that no other account uses a shared
+    /// AMI (hours, 1 to 720; EC2 keeps reports 30 days). A shared AMI without such a report is
+    /// kept from being disabled or deregistered (`consumer_usage_unknown`), and a report is
+    /// requested for the next run.
+    #[serde(default = "one_day")]
+    pub consumer_report_max_age_hours: u32,
+    /// Turn deregistration protection on (with EC2's 24-hour cooldown) for the newest N
+    /// launchable AMIs of each family, and off again for those it protected once they fall out
+    /// of the newest N (0: off). While protected, nobody can deregister them.
+    #[serde(default)]
+    pub protect_latest: u32,
 }
 
 fn one() -> u32 {
     1
+}
+
+fn one_day() -> u32 {
+    24
 }
 
 /// What counts as "in use" beyond running and stopped instances.
@@ -678,6 +693,24 @@ fn validate_retain(r: &Retain, at: &dyn Fn(&str) -> String) -> Result<()> {
                 "0 days would retire every AMI on the first run: set 1 or more, or leave the field out",
             ));
         }
+    }
+    if r.protect_latest > 100 {
+        return Err(Error::config(
+            at("retain.protect_latest"),
+            format!(
+                "{} is more than 100: protect the newest few AMIs of a family (0 turns it off)",
+                r.protect_latest
+            ),
+        ));
+    }
+    if !(1..=720).contains(&r.consumer_report_max_age_hours) {
+        return Err(Error::config(
+            at("retain.consumer_report_max_age_hours"),
+            format!(
+                "{} is out of range: set 1 to 720 hours (EC2 deletes usage reports after 30 days)",
+                r.consumer_report_max_age_hours
+            ),
+        ));
     }
     let stages = [
         ("deprecate_after_days", r.deprecate_after_days),

@@ -22,6 +22,11 @@ pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
 pub const SOURCE_REGION: &str = "ami-automation:source-region";
 /// On a copy: which attempt made it (a copy that failed is copied again as attempt + 1).
 pub const COPY_ATTEMPT: &str = "ami-automation:copy-attempt";
+/// On an AMI: age-out turned its deregistration protection on (`retain.protect_latest`), so
+/// age-out may turn it off again; a protection without it was set by someone else and stays.
+pub const PROTECTED_BY: &str = "ami-automation:protected-by";
+/// The value of [`PROTECTED_BY`]: the function that turns the protection on and off.
+pub const PROTECTED_BY_AGE_OUT: &str = "ami-age-out";
 
 /// The tags every AMI the tool makes carries (and its snapshots): the policy's build tags, the
 /// family under a `family_by` tag (`family` answers it for the tag key, none: not tagged), the

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{AppName, BehaviorVersion, SdkConfig};
 
 use crate::adapters::ec2::Ec2;
 use crate::adapters::eventbridge::EventBridge;
@@ -151,10 +151,17 @@ pub struct App {
 impl App {
     /// Loads the settings, the policy document and the AWS configuration from the environment.
     /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_EC2`) points the clients at an emulator.
-    pub async fn from_env() -> Result<Self> {
+    ///
+    /// `function` goes into every request's user agent as `app/<function>`, so CloudTrail's
+    /// `userAgent` (and the test bed's record of who called what) names the function that made
+    /// each call.
+    pub async fn from_env(function: &str) -> Result<Self> {
         let settings = Settings::from_env()?;
         let document = PolicyDocument::from_env(settings.deployment)?;
+        let app_name = AppName::new(function.to_string())
+            .map_err(|e| Error::config("function name", format!("{function:?}: {e}")))?;
         let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .app_name(app_name)
             .region(aws_config::Region::new(settings.home_region.to_string()))
             .retry_config(RetryConfig::adaptive().with_max_attempts(settings.max_attempts))
             .timeout_config(

@@ -1,18 +1,23 @@
 //! The one handler of every function: the prologue (deadline, parse, trigger kind, run-request
 //! checks, `dry_run` default, default regions) is written once here; then the function's job
 //! runs, its events are published and the report answers the invocation.
+//!
+//! Each function is a [`Job`] type, and `serve` is generic over it, so each binary links only
+//! its own job's code.
 
+use std::future::Future;
 use std::time::Instant;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 use super::app::App;
 use super::report::{answer, Run};
+use crate::domain::ids::Region;
 use crate::domain::payload::Payload;
 use crate::domain::trigger::{RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
-use crate::jobs::{ageout, build, copy, share, Context};
+use crate::jobs::{ageout, build, copy, share, Context, Line};
 
 /// The four functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,24 +44,50 @@ impl Function {
     }
 }
 
+/// One function's job behind the common prologue.
+pub trait Job: Copy + Send + Sync + 'static {
+    /// Which function it is.
+    const FUNCTION: Function;
+
+    /// Runs the job for an invocation the prologue has checked, and answers it.
+    fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> impl Future<Output = std::result::Result<serde_json::Value, Diagnostic>> + 'a;
+}
+
+/// An invocation after the prologue: what triggered it, the run's context and its report head.
+pub struct Checked<'a> {
+    /// The parsed trigger.
+    pub trigger: Trigger,
+    /// The ports, the policy document, the limits and the deadline.
+    pub ctx: Context<'a, App>,
+    /// The report's head (function, trigger kind, dry run, start).
+    pub run: Run,
+    /// Whether nothing is changed.
+    pub dry_run: bool,
+}
+
 /// Runs a function under the Lambda runtime: loads the configuration once (an invalid one
 /// fails the cold start, naming the field), then answers invocations until the runtime stops.
-pub async fn serve(function: Function) -> std::result::Result<(), lambda_runtime::Error> {
+pub async fn serve<J: Job>(job: J) -> std::result::Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let app = App::from_env().await?;
+    let app = App::from_env(J::FUNCTION.name()).await?;
     let app = &app;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Payload>| async move {
-        handle(app, function, event).await
+        handle(app, job, event).await
     }))
     .await
 }
 
-/// Answers one invocation of `function`.
-pub async fn handle(
+/// Answers one invocation of `job`.
+pub async fn handle<J: Job>(
     app: &App,
-    function: Function,
+    job: J,
     invocation: LambdaEvent<Payload>,
 ) -> std::result::Result<serde_json::Value, Diagnostic> {
+    let function = J::FUNCTION;
     let started = Instant::now();
     let deadline = app.deadline(invocation.context.deadline);
     let trigger = Trigger::parse(invocation.payload)?;
@@ -81,119 +112,201 @@ pub async fn handle(
         _ => None,
     }
     .unwrap_or(function != Function::Build && app.document.dry_run);
-    let home = &app.settings.home_region;
-    let ctx = Context {
-        cloud: app,
-        document: &app.document,
-        limits: app.limits(),
-        deadline,
-    };
-    let mut run = Run {
-        function: function.name(),
-        trigger: kind,
+    let checked = Checked {
+        trigger,
+        ctx: Context {
+            cloud: app,
+            document: &app.document,
+            limits: app.limits(),
+            deadline,
+        },
+        run: Run {
+            function: function.name(),
+            trigger: kind,
+            dry_run,
+            window: None,
+            ignored: None,
+            started,
+        },
         dry_run,
-        window: None,
-        ignored: None,
-        started,
     };
-    match function {
-        Function::AgeOut => {
-            let request = match trigger {
-                Trigger::Run(request) => request,
-                Trigger::Scheduled { region, .. } => RunRequest {
-                    regions: region.map(|r| vec![r]),
-                    ..RunRequest::default()
-                },
-                _ => {
-                    return Err(Error::event(
-                        "$.detail-type",
-                        format!(
-                            "{} runs on a schedule or a run request, not on `{kind}`",
-                            function.name()
-                        ),
-                    )
-                    .into())
-                }
-            };
-            let regions = request
-                .regions
-                .clone()
-                .unwrap_or_else(|| vec![home.clone()]);
-            let report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
-            tracing::info!(
-                function = report.function,
-                dry_run = report.dry_run,
-                complete = report.complete,
-                planned = report.plan.len(),
-                failed = report.failed.len(),
-                remaining = report.remaining,
-                events = report.events.published,
-                elapsed_ms = report.elapsed_ms as u64,
-                counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
-                "age-out run finished"
-            );
-            answer(&report, ageout::partial_failure(&report))
-        }
-        Function::Build => {
-            let work = build::work(
-                trigger,
-                home,
-                app.settings.build_window_minutes,
-                &app.document,
-            )?;
-            let ran = match work {
-                Decision::Act(work) => build::run(&ctx, work, dry_run).await?,
-                Decision::Ignore(why) => build::Ran {
-                    ignored: Some(why),
-                    ..build::Ran::default()
-                },
-            };
-            run.window = ran.window;
-            run.ignored = ran.ignored;
-            run.finish(app, ran.results, ran.events).await
-        }
-        Function::Share | Function::Copy => {
-            let request = match ami_request(trigger, function)? {
-                Decision::Act(request) => request,
-                Decision::Ignore(why) => {
-                    run.ignored = Some(why);
-                    return match function {
-                        Function::Share => {
-                            run.finish::<share::ShareResult>(app, Vec::new(), Vec::new())
-                                .await
-                        }
-                        _ => {
-                            run.finish::<copy::CopyResult>(app, Vec::new(), Vec::new())
-                                .await
-                        }
-                    };
-                }
-            };
-            let regions = request
-                .regions
-                .clone()
-                .unwrap_or_else(|| vec![home.clone()]);
-            if function == Function::Share {
-                let results = share::run(&ctx, &request, &regions, dry_run).await;
-                let events = if dry_run {
-                    Vec::new()
-                } else {
-                    share::events(&results)
-                };
-                run.finish(app, results, events).await
-            } else {
-                let event_driven = kind == TriggerKind::AmiStateChange;
-                let (results, ignored) =
-                    copy::run(&ctx, &request, &regions, dry_run, event_driven).await;
-                run.ignored = ignored;
-                let events = if dry_run {
-                    Vec::new()
-                } else {
-                    copy::events(&results)
-                };
-                run.finish(app, results, events).await
+    job.run(app, checked).await
+}
+
+/// The regions a request names, or the function's home region.
+fn regions_of(app: &App, request: &RunRequest) -> Vec<Region> {
+    request
+        .regions
+        .clone()
+        .unwrap_or_else(|| vec![app.settings.home_region.clone()])
+}
+
+/// The answer to an event that needs no work: an empty report that says why.
+async fn ignored<R: Line>(
+    app: &App,
+    mut run: Run,
+    why: String,
+) -> std::result::Result<serde_json::Value, Diagnostic> {
+    run.ignored = Some(why);
+    run.finish::<R>(app, Vec::new(), Vec::new()).await
+}
+
+/// `ami-age-out`.
+#[derive(Debug, Clone, Copy)]
+pub struct AgeOutJob;
+
+impl Job for AgeOutJob {
+    const FUNCTION: Function = Function::AgeOut;
+
+    async fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> std::result::Result<serde_json::Value, Diagnostic> {
+        let Checked {
+            trigger,
+            ctx,
+            dry_run,
+            ..
+        } = invocation;
+        let request = match trigger {
+            Trigger::Run(request) => request,
+            Trigger::Scheduled { region, .. } => RunRequest {
+                regions: region.map(|r| vec![r]),
+                ..RunRequest::default()
+            },
+            other => {
+                return Err(Error::event(
+                    "$.detail-type",
+                    format!(
+                        "{} runs on a schedule or a run request, not on `{}`",
+                        ageout::FUNCTION,
+                        other.kind()
+                    ),
+                )
+                .into())
             }
-        }
+        };
+        let regions = regions_of(app, &request);
+        let report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
+        tracing::info!(
+            function = report.function,
+            dry_run = report.dry_run,
+            complete = report.complete,
+            planned = report.plan.len(),
+            failed = report.failed.len(),
+            remaining = report.remaining,
+            events = report.events.published,
+            elapsed_ms = report.elapsed_ms as u64,
+            counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
+            "age-out run finished"
+        );
+        answer(&report, ageout::partial_failure(&report))
+    }
+}
+
+/// `ami-build`.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildJob;
+
+impl Job for BuildJob {
+    const FUNCTION: Function = Function::Build;
+
+    async fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> std::result::Result<serde_json::Value, Diagnostic> {
+        let Checked {
+            trigger,
+            ctx,
+            mut run,
+            dry_run,
+        } = invocation;
+        let work = build::work(
+            trigger,
+            &app.settings.home_region,
+            app.settings.build_window_minutes,
+            &app.document,
+        )?;
+        let ran = match work {
+            Decision::Act(work) => build::run(&ctx, work, dry_run).await?,
+            Decision::Ignore(why) => build::Ran {
+                ignored: Some(why),
+                ..build::Ran::default()
+            },
+        };
+        run.window = ran.window;
+        run.ignored = ran.ignored;
+        run.finish(app, ran.results, ran.events).await
+    }
+}
+
+/// `ami-share`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareJob;
+
+impl Job for ShareJob {
+    const FUNCTION: Function = Function::Share;
+
+    async fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> std::result::Result<serde_json::Value, Diagnostic> {
+        let Checked {
+            trigger,
+            ctx,
+            run,
+            dry_run,
+        } = invocation;
+        let request = match ami_request(trigger, Function::Share)? {
+            Decision::Act(request) => request,
+            Decision::Ignore(why) => return ignored::<share::ShareResult>(app, run, why).await,
+        };
+        let regions = regions_of(app, &request);
+        let results = share::run(&ctx, &request, &regions, dry_run).await;
+        let events = if dry_run {
+            Vec::new()
+        } else {
+            share::events(&results)
+        };
+        run.finish(app, results, events).await
+    }
+}
+
+/// `ami-copy`.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyJob;
+
+impl Job for CopyJob {
+    const FUNCTION: Function = Function::Copy;
+
+    async fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> std::result::Result<serde_json::Value, Diagnostic> {
+        let Checked {
+            trigger,
+            ctx,
+            mut run,
+            dry_run,
+        } = invocation;
+        let event_driven = trigger.kind() == TriggerKind::AmiStateChange;
+        let request = match ami_request(trigger, Function::Copy)? {
+            Decision::Act(request) => request,
+            Decision::Ignore(why) => return ignored::<copy::CopyResult>(app, run, why).await,
+        };
+        let regions = regions_of(app, &request);
+        let (results, ignored) = copy::run(&ctx, &request, &regions, dry_run, event_driven).await;
+        run.ignored = ignored;
+        let events = if dry_run {
+            Vec::new()
+        } else {
+            copy::events(&results)
+        };
+        run.finish(app, results, events).await
     }
 }
 

@@ -5,4 +5,4 @@ pub mod app;
 pub mod handler;
 pub mod report;
 
-pub use handler::{serve, Function};
+pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Function, Job, ShareJob};

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use crate::domain::event::{Event, Published};
 use crate::domain::grant::Grant;
 use crate::domain::ids::Region;
-use crate::domain::model::{CopyFound, Image, ImageState, InstanceInfo, Snapshot, TemplateUse};
+use crate::domain::model::{
+    CopyFound, Image, ImageState, InstanceInfo, ReportState, Snapshot, TemplateUse, UsageReport,
+};
 use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
 use crate::domain::tags;
 use crate::error::{Error, Result};
@@ -51,6 +53,8 @@ pub struct RegionState {
     pub tokens: HashMap<String, String>,
     /// Operation → the error code it fails with (every call, until removed).
     pub failing: HashMap<&'static str, String>,
+    /// AMI usage reports by image, newest first.
+    pub usage_reports: HashMap<String, Vec<UsageReport>>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
     next_id: u64,
@@ -135,6 +139,53 @@ impl ImageInventory for FakeEc2 {
     }
 }
 
+impl ConsumerUsage for FakeEc2 {
+    async fn usage_reports(
+        &self,
+        image_ids: &[String],
+    ) -> Result<HashMap<String, Vec<UsageReport>>> {
+        let state = self.check("DescribeImageUsageReports")?;
+        Ok(image_ids
+            .iter()
+            .map(|id| {
+                let reports = state.usage_reports.get(id).cloned().unwrap_or_default();
+                (id.clone(), reports)
+            })
+            .collect())
+    }
+    async fn request_usage_report(
+        &self,
+        image_id: &str,
+        token: &str,
+        _: TemplateDepth,
+    ) -> Result<String> {
+        let mut state = self.check("CreateImageUsageReport")?;
+        if let Some(id) = state.tokens.get(token) {
+            return Ok(id.clone());
+        }
+        state.next_id += 1;
+        let id = format!("amiur-{:017x}", state.next_id);
+        state.tokens.insert(token.to_string(), id.clone());
+        state
+            .usage_reports
+            .entry(image_id.to_string())
+            .or_default()
+            .insert(
+                0,
+                UsageReport {
+                    report_id: id.clone(),
+                    state: ReportState::Pending,
+                    created: Utc::now(),
+                    accounts: BTreeMap::new(),
+                },
+            );
+        state
+            .changes
+            .push(format!("CreateImageUsageReport {image_id}"));
+        Ok(id)
+    }
+}
+
 impl RetireImages for FakeEc2 {
     async fn deprecate(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
         let mut state = self.check("EnableImageDeprecation")?;
@@ -168,6 +219,29 @@ impl RetireImages for FakeEc2 {
         let mut state = self.check("DeleteSnapshot")?;
         state.snapshots.retain(|(s, _)| s.id != snapshot_id);
         state.changes.push(format!("DeleteSnapshot {snapshot_id}"));
+        Ok(())
+    }
+    async fn protect(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("EnableImageDeregistrationProtection")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.deregistration_protection = true;
+            i.tags
+                .insert(tags::PROTECTED_BY.into(), tags::PROTECTED_BY_AGE_OUT.into());
+        }
+        state
+            .changes
+            .push(format!("EnableImageDeregistrationProtection {image_id}"));
+        Ok(())
+    }
+    async fn unprotect(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("DisableImageDeregistrationProtection")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.deregistration_protection = false;
+            i.tags.remove(tags::PROTECTED_BY);
+        }
+        state
+            .changes
+            .push(format!("DisableImageDeregistrationProtection {image_id}"));
         Ok(())
     }
 }

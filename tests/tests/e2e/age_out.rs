@@ -223,6 +223,34 @@ async fn a_real_run_leaves_the_account_exactly_as_planned_and_a_second_run_does_
     assert_eq!(by_type("AMI Disabled"), 1);
     assert_eq!(by_type("AMI Snapshot Deleted"), doomed_snapshots.len());
     assert_eq!(by_type("Policy Run Completed"), 2);
+    // The deprecation gives notice: a3 (40 days old) is disabled at 60 days and deregistered
+    // at 90 under the `web` policy.
+    let notice = events
+        .iter()
+        .find(|e| e["detail_type"] == "AMI Retirement Scheduled")
+        .expect("AMI Retirement Scheduled");
+    let detail = &notice["detail"];
+    let created = as_of() - chrono::Duration::days(40);
+    let day = |d: Option<&str>| d.map(|t| t[..10].to_string());
+    assert_eq!(detail["image_id"], fleet.id("a3_deprecate"), "{notice}");
+    assert_eq!(
+        day(detail["disable_on"].as_str()),
+        Some(
+            (created + chrono::Duration::days(60))
+                .format("%Y-%m-%d")
+                .to_string()
+        ),
+        "{notice}"
+    );
+    assert_eq!(
+        day(detail["deregister_on"].as_str()),
+        Some(
+            (created + chrono::Duration::days(90))
+                .format("%Y-%m-%d")
+                .to_string()
+        ),
+        "{notice}"
+    );
 
     // A re-delivered schedule: nothing left to do, nothing changes.
     let again = function.invoke(&request(false)).ok();

@@ -497,3 +497,253 @@ async fn image_ids_and_policies_limit_what_a_run_touches() {
         BTreeSet::from([ids[1].clone(), ids[3].clone()])
     );
 }
+
+/// Shares an image with an account (a launch permission, as `ami-share` or a person would).
+async fn share_with(ec2: &Client, image: &str, account: &str) {
+    let grant = aws_sdk_ec2::types::LaunchPermissionModifications::builder()
+        .add(
+            aws_sdk_ec2::types::LaunchPermission::builder()
+                .user_id(account)
+                .build(),
+        )
+        .build();
+    ec2.modify_image_attribute()
+        .image_id(image)
+        .launch_permission(grant)
+        .send()
+        .await
+        .expect("share");
+}
+
+fn usage_reports(report: &Value) -> Vec<Value> {
+    report["regions"][0]["usage_reports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_shared_ami_another_account_uses_is_kept_and_one_nobody_uses_is_retired_after_its_report()
+{
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    // ids[0] newest (kept), ids[1..=3] past max age: [1] private, [2] shared and used by
+    // another account, [3] shared and used by nobody.
+    let ids = family(&bed, &ec2, 3, 40).await;
+    share_with(&ec2, &ids[2], "210987654321").await;
+    share_with(&ec2, &ids[3], "310987654321").await;
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+    let shared: BTreeSet<String> = BTreeSet::from([ids[2].clone(), ids[3].clone()]);
+
+    // A dry run: no report means `consumer_usage_unknown`; it only says it would ask.
+    let dry = function.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(kept_with(&dry, "consumer_usage_unknown"), shared, "{dry}");
+    assert_eq!(
+        actions(&dry, "deregister"),
+        BTreeSet::from([ids[1].clone()])
+    );
+    let asked: Vec<String> = usage_reports(&dry)
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(asked, vec!["would_request", "would_request"], "{dry}");
+    assert_eq!(
+        bed.calls().get("CreateImageUsageReport"),
+        None,
+        "a dry run asks for nothing"
+    );
+
+    // The real run retires the private one and asks EC2 for a report of each shared one.
+    let first = function.invoke(&json!({})).ok();
+    assert_eq!(
+        actions(&first, "deregister"),
+        BTreeSet::from([ids[1].clone()])
+    );
+    assert_eq!(kept_with(&first, "consumer_usage_unknown"), shared);
+    assert!(
+        usage_reports(&first)
+            .iter()
+            .all(|r| r["outcome"] == "requested" && r["report_id"].is_string()),
+        "{first}"
+    );
+    assert_eq!(bed.calls().get("CreateImageUsageReport"), Some(&2));
+
+    // While EC2 builds them, a run keeps both and asks for no second report.
+    let pending = function.invoke(&json!({})).ok();
+    assert_eq!(kept_with(&pending, "consumer_usage_unknown"), shared);
+    assert!(usage_reports(&pending).is_empty(), "{pending}");
+    assert_eq!(bed.calls().get("CreateImageUsageReport"), Some(&2));
+
+    // The reports are in: another account runs ids[2]; nobody uses ids[3].
+    bed.complete_usage_report(
+        "us-east-1",
+        &ids[2],
+        json!({"entries": [{"account_id": "210987654321", "resource_type": "ec2:Instance", "usage_count": 2}]}),
+    );
+    bed.complete_usage_report("us-east-1", &ids[3], json!({"entries": []}));
+    let last = function.invoke(&json!({})).ok();
+    assert_eq!(
+        kept_with(&last, "in_use_by_account"),
+        BTreeSet::from([ids[2].clone()])
+    );
+    let detail = last["regions"][0]["kept"]
+        .as_array()
+        .expect("kept")
+        .iter()
+        .find(|k| k["image_id"] == ids[2].as_str())
+        .map(|k| k["detail"].to_string())
+        .unwrap_or_default();
+    assert!(detail.contains("210987654321: 2 ec2:Instance"), "{detail}");
+    assert_eq!(
+        actions(&last, "deregister"),
+        BTreeSet::from([ids[3].clone()])
+    );
+    let left = seed::image_ids(&ec2).await;
+    assert!(left.contains(&ids[2]) && !left.contains(&ids[3]) && !left.contains(&ids[1]));
+}
+
+#[tokio::test]
+async fn a_stale_or_unreadable_usage_report_keeps_a_shared_ami_and_deprecation_still_goes() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await;
+    share_with(&ec2, &ids[1], "210987654321").await;
+    share_with(&ec2, &ids[2], "210987654321").await;
+    // A report two days old says nobody uses ids[1]: older than the policy's 24 hours.
+    let stale = (Utc::now() - Duration::hours(48)).to_rfc3339();
+    bed.complete_usage_report(
+        "us-east-1",
+        &ids[1],
+        json!({"entries": [], "creation_time": stale}),
+    );
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "deprecate_after_days": 20, "max_age_days": 30}"#,
+    );
+    let report = function.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(
+        kept_with(&report, "consumer_usage_unknown"),
+        BTreeSet::from([ids[1].clone(), ids[2].clone()]),
+        "{report}"
+    );
+
+    // 72 hours allowed: the stale report is fresh enough.
+    let lenient = retire(
+        &bed,
+        r#"{"keep_latest": 1, "max_age_days": 30, "consumer_report_max_age_hours": 72}"#,
+    );
+    let report = lenient.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(
+        actions(&report, "deregister"),
+        BTreeSet::from([ids[1].clone()])
+    );
+
+    // The reports cannot be read: every shared candidate is kept, and the run says why.
+    bed.inject_fault("DescribeImageUsageReports", "UnauthorizedOperation", 100);
+    let report = partial_failure(&lenient, &json!({"dry_run": true}));
+    assert_eq!(
+        kept_with(&report, "usage_unknown"),
+        BTreeSet::from([ids[1].clone(), ids[2].clone()]),
+        "{report}"
+    );
+    bed.inject_fault("DescribeImageUsageReports", "UnauthorizedOperation", 0);
+
+    // Deprecation stops no launch: shared AMIs past deprecate_after_days are deprecated
+    // whatever the reports say.
+    let deprecating = retire(
+        &bed,
+        r#"{"keep_latest": 1, "deprecate_after_days": 20, "max_age_days": 300}"#,
+    );
+    let report = deprecating.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(
+        actions(&report, "deprecate"),
+        BTreeSet::from([ids[1].clone(), ids[2].clone()]),
+        "{report}"
+    );
+}
+
+/// The image's deregistration protection as DescribeImages shows it, and its tags.
+async fn protection(ec2: &Client, image: &str) -> (String, Vec<String>) {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .expect("DescribeImages");
+    let i = &out.images()[0];
+    (
+        i.deregistration_protection()
+            .unwrap_or_default()
+            .to_string(),
+        i.tags()
+            .iter()
+            .filter_map(|t| t.key().map(String::from))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn protect_latest_turns_protection_on_and_off_as_the_newest_change() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    // ids[0] is 1 day old, ids[1] 41, ids[2] 42 (someone protected it by hand).
+    let ids = family(&bed, &ec2, 2, 40).await;
+    bed.seed_image(
+        "us-east-1",
+        &ids[2],
+        json!({"deregistration_protection": "enabled-without-cooldown"}),
+    );
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "protect_latest": 2, "max_age_days": 300}"#,
+    );
+
+    let first = function.invoke(&json!({})).ok();
+    assert_eq!(
+        actions(&first, "protect"),
+        BTreeSet::from([ids[0].clone(), ids[1].clone()]),
+        "{first}"
+    );
+    for id in &ids[..2] {
+        let (state, tags) = protection(&ec2, id).await;
+        assert_eq!(state, "enabled-with-cooldown", "{id}");
+        assert!(
+            tags.contains(&"ami-automation:protected-by".to_string()),
+            "{id}"
+        );
+    }
+    let events = bed.published();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["detail_type"] == "AMI Deregistration Protection Enabled")
+            .count(),
+        2
+    );
+
+    // Delivered again: nothing to change.
+    let again = function.invoke(&json!({})).ok();
+    assert!(actions(&again, "protect").is_empty(), "{again}");
+
+    // A newer AMI arrives: it is protected, and ids[1] falls out of the newest two.
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let newer = seed::image(&ec2, &builder, "web-new", &[("Family", "web-a")]).await;
+    let next = function.invoke(&json!({})).ok();
+    assert_eq!(actions(&next, "protect"), BTreeSet::from([newer.clone()]));
+    assert_eq!(
+        actions(&next, "unprotect"),
+        BTreeSet::from([ids[1].clone()])
+    );
+    let (state, tags) = protection(&ec2, &ids[1]).await;
+    assert!(
+        state.starts_with("disabled-until"),
+        "EC2's cooldown runs: {state}"
+    );
+    assert!(!tags.contains(&"ami-automation:protected-by".to_string()));
+    // During the cooldown EC2 still refuses to deregister it.
+    let refused = ec2.deregister_image().image_id(&ids[1]).send().await;
+    assert!(refused.is_err(), "deregistered during the cooldown");
+    // The protection a person set is never turned off.
+    let (state, _) = protection(&ec2, &ids[2]).await;
+    assert_eq!(state, "enabled-without-cooldown");
+}

@@ -99,10 +99,12 @@ pub fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
             .iter()
             .any(|m| m.ebs.as_ref().and_then(|e| e.encrypted) == Some(true)),
         deprecation_time: time(i.deprecation_time()),
-        // "enabled", "enabled-with-cooldown", or "disabled-until <time>" while a cooldown runs.
+        // "enabled-with-cooldown", "enabled-without-cooldown", or "disabled-until <time>" while
+        // a cooldown runs: anything but "disabled" (or no value) refuses deregistration, and a
+        // value EC2 may add later is read as protected (fail closed).
         deregistration_protection: i
             .deregistration_protection()
-            .is_some_and(|p| p.starts_with("enabled") || p.starts_with("disabled-until")),
+            .is_some_and(|p| p != "disabled"),
         last_launched: time(i.last_launched_time()),
         shared: None,
     })

@@ -140,6 +140,8 @@ pub async fn execute<W: RetireImages + Sync>(
                         .map(|_| Vec::new()),
                     ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
                     ActionKind::Deregister => ec2.deregister(id).await,
+                    ActionKind::Protect => ec2.protect(id).await.map(|_| Vec::new()),
+                    ActionKind::Unprotect => ec2.unprotect(id).await.map(|_| Vec::new()),
                     ActionKind::DeleteSnapshot => Ok(Vec::new()),
                 };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -294,6 +296,12 @@ mod tests {
         async fn deregister(&self, _: &str) -> Result<Vec<String>> {
             Ok(Vec::new())
         }
+        async fn protect(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn unprotect(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
         async fn delete_snapshot(&self, _: &str) -> Result<()> {
             Ok(())
         }
@@ -318,6 +326,7 @@ mod tests {
                     policy: "web".into(),
                     family: Some("web".into()),
                     reason: "old".into(),
+                    retirement: None,
                 })
                 .collect(),
             ..Plan::default()

@@ -24,7 +24,8 @@ use crate::domain::trigger::RunRequest;
 use crate::error::{Error, Result};
 use crate::jobs::{label, Context};
 use crate::ports::{
-    Cloud, EventSink, ImageInventory, Pace, RetireImages, IMAGE_REFERENCES_MAX_IDS,
+    Cloud, ConsumerUsage, EventSink, ImageInventory, Pace, RetireImages, IMAGE_REFERENCES_MAX_IDS,
+    USAGE_REPORT_MAX_IDS,
 };
 
 /// The function's name in reports and events.
@@ -48,7 +49,27 @@ pub struct RegionReport {
     /// Evidence calls that failed: the images they cover were kept (`usage_unknown`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence_gaps: Vec<EvidenceGap>,
+    /// Usage reports asked of EC2 for shared AMIs that no fresh report covers (a dry run
+    /// only lists them): a later run reads who uses those AMIs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub usage_reports: Vec<ReportRequest>,
     /// An error that stopped the region's run before it planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A usage report asked for one shared AMI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportRequest {
+    /// The shared AMI.
+    pub image_id: String,
+    /// `requested`, `would_request` (dry run), `deferred` (deadline or throttling: the next
+    /// run asks again) or `failed`.
+    pub outcome: &'static str,
+    /// The report EC2 is building.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_id: Option<String>,
+    /// Why it was not requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -155,7 +176,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
     } else {
         plan.iter()
             .filter(|a| a.outcome.changed_account())
-            .map(action_event)
+            .flat_map(action_events)
             .collect()
     };
     let complete = remaining == 0
@@ -199,12 +220,33 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
     }
 }
 
+/// The events of one action that changed the account: what was done, and for a deprecation
+/// the notice of what comes next (`AMI Retirement Scheduled`, for the AMI's consumers).
+fn action_events(a: &ActionReport) -> Vec<Event> {
+    let mut out = vec![action_event(a)];
+    if let (Some(retirement), Some(image)) = (&a.action.retirement, &a.action.image_id) {
+        out.push(event(
+            "AMI Retirement Scheduled",
+            vec![a.region.image_arn(image)],
+            serde_json::json!({
+                "image_id": image, "region": a.region, "policy": a.action.policy,
+                "family": a.action.family, "deprecated": true,
+                "disable_on": retirement.disable_on, "deregister_on": retirement.deregister_on,
+                "consumer_accounts": retirement.consumers,
+            }),
+        ));
+    }
+    out
+}
+
 fn action_event(a: &ActionReport) -> Event {
     let detail_type = match a.action.action {
         ActionKind::Deprecate => "AMI Deprecated",
         ActionKind::Disable => "AMI Disabled",
         ActionKind::Deregister => "AMI Deregistered",
         ActionKind::DeleteSnapshot => "AMI Snapshot Deleted",
+        ActionKind::Protect => "AMI Deregistration Protection Enabled",
+        ActionKind::Unprotect => "AMI Deregistration Protection Disabled",
     };
     // PutEvents' Resources are ARNs, so rules that match on ARNs work.
     let resources = match (&a.action.snapshot_id, &a.action.image_id) {
@@ -257,7 +299,7 @@ pub struct RegionRun<'a> {
 }
 
 /// Scans one region, plans, and executes.
-pub async fn run_region<E: ImageInventory + RetireImages + Sync, P: Pace + Sync>(
+pub async fn run_region<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync>(
     ec2: &E,
     pacer: &P,
     run: &RegionRun<'_>,
@@ -279,6 +321,7 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync, P: Pace + Sync>
         orphans: Vec::new(),
         warnings: Vec::new(),
         evidence_gaps: Vec::new(),
+        usage_reports: Vec::new(),
         error: None,
     };
     let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
@@ -294,6 +337,7 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync, P: Pace + Sync>
         }
     };
     tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
+    report.usage_reports = request_reports(ec2, pacer, run, &plan.usage_reports_to_request).await;
     report.plan = execute(
         &plan,
         ec2,
@@ -312,14 +356,54 @@ pub async fn run_region<E: ImageInventory + RetireImages + Sync, P: Pace + Sync>
     report
 }
 
-/// Scans the region and plans: images, snapshots and usage once each, then the share state
-/// and the references of only the images the plan would change.
+/// Asks EC2 for a usage report of each shared AMI that no fresh report covers (CreateImageUsageReport,
+/// paced like the other calls that change the account). The client token is the image and the
+/// hour, so a re-delivered run in the same hour gets the same report, never a second one.
+async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
+    ec2: &E,
+    pacer: &P,
+    run: &RegionRun<'_>,
+    images: &[String],
+) -> Vec<ReportRequest> {
+    let depth = deepest(run.document);
+    let mut out = Vec::new();
+    for image_id in images {
+        let line = |outcome, report_id, error| ReportRequest {
+            image_id: image_id.clone(),
+            outcome,
+            report_id,
+            error,
+        };
+        if run.dry_run {
+            out.push(line("would_request", None, None));
+            continue;
+        }
+        if run.deadline.passed() {
+            out.push(line("deferred", None, Some("the run's deadline".into())));
+            continue;
+        }
+        pacer.take().await;
+        let token = format!("{image_id}-{}", run.as_of.format("%Y%m%d%H"));
+        match ec2.request_usage_report(image_id, &token, depth).await {
+            Ok(id) => out.push(line("requested", Some(id), None)),
+            Err(e) if e.is_transient() => out.push(line("deferred", None, Some(e.to_string()))),
+            Err(e) => {
+                tracing::warn!(image_id, error = %e, "usage report not requested: the AMI stays kept");
+                out.push(line("failed", None, Some(e.to_string())));
+            }
+        }
+    }
+    out
+}
+
+/// Scans the region and plans: images, snapshots and usage once each, then the share state,
+/// the references and the other accounts' usage of only the images the plan would change.
 ///
 /// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
 /// plans nothing); a failed evidence call (instances, launch templates, references, share
 /// state) is recorded as a gap, and the planner keeps every image it covers from being
 /// disabled or deregistered (`usage_unknown`).
-pub async fn plan_region<E: ImageInventory + Sync>(
+pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync>(
     ec2: &E,
     document: &PolicyDocument,
     request: &RunRequest,
@@ -431,6 +515,27 @@ pub async fn plan_region<E: ImageInventory + Sync>(
                 Ok(refs) => usage.references.extend(refs),
                 Err(e) => usage.gaps.push(gap(
                     "DescribeImageReferences",
+                    &e,
+                    Some(ids.into_iter().collect()),
+                )),
+            }
+        }
+        planned = input(&images, &usage);
+    }
+
+    // Other accounts: the usage reports of the shared images the plan would disable or
+    // deregister, at most 200 images per call; a failed call leaves its images unchecked.
+    if !planned.consumer_reports_needed.is_empty() {
+        let chunks: Vec<Vec<String>> = planned
+            .consumer_reports_needed
+            .chunks(USAGE_REPORT_MAX_IDS)
+            .map(<[String]>::to_vec)
+            .collect();
+        for ids in chunks {
+            match ec2.usage_reports(&ids).await {
+                Ok(found) => usage.consumer_reports.extend(found),
+                Err(e) => usage.gaps.push(gap(
+                    e.operation().unwrap_or("DescribeImageUsageReports"),
                     &e,
                     Some(ids.into_iter().collect()),
                 )),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::domain::model::{Image, ImageState, Snapshot, Usage};
+use crate::domain::model::{Image, ImageState, ReportState, Snapshot, Usage};
 use crate::domain::policy::{Policy, PolicyDocument, Retain};
 
 /// What the planner decides over, for one region.
@@ -42,6 +42,11 @@ pub enum ActionKind {
     Deregister,
     /// DeleteSnapshot (or done by DeregisterImage's DeleteAssociatedSnapshots).
     DeleteSnapshot,
+    /// EnableImageDeregistrationProtection with cooldown (`retain.protect_latest`).
+    Protect,
+    /// DisableImageDeregistrationProtection of a protection age-out turned on: the AMI fell out
+    /// of the newest N (EC2 keeps refusing its deregistration for the 24-hour cooldown).
+    Unprotect,
 }
 
 impl ActionKind {
@@ -52,6 +57,8 @@ impl ActionKind {
             ActionKind::Disable => "disabled",
             ActionKind::Deregister => "deregistered",
             ActionKind::DeleteSnapshot => "deleted",
+            ActionKind::Protect => "protected",
+            ActionKind::Unprotect => "unprotected",
         }
     }
 }
@@ -74,6 +81,24 @@ pub struct Action {
     pub family: Option<String>,
     /// Why.
     pub reason: String,
+    /// For a deprecation: when the policy will disable and deregister the AMI, and the
+    /// accounts known to use it (announced as `AMI Retirement Scheduled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retirement: Option<Retirement>,
+}
+
+/// What a deprecation announces: the dates on which the policy retires the AMI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retirement {
+    /// When it is disabled (`disable_after_days`), if the policy disables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_on: Option<DateTime<Utc>>,
+    /// When it is deregistered (`max_age_days`), if the policy deregisters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deregister_on: Option<DateTime<Utc>>,
+    /// Other accounts that use it, from an available usage report, when one was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
 }
 
 /// Why an image is kept.
@@ -105,6 +130,12 @@ pub enum KeepReason {
     /// The evidence that it is unused is incomplete (an evidence call failed): it may be
     /// deprecated, never disabled or deregistered.
     UsageUnknown,
+    /// Shared, and EC2's usage report says another account uses it (an instance or a launch
+    /// template there).
+    InUseByAccount,
+    /// Shared, and no usage report fresh enough says whether another account uses it: it may
+    /// be deprecated, never disabled or deregistered, until a report answers.
+    ConsumerUsageUnknown,
 }
 
 /// An image the plan keeps, and why.
@@ -148,6 +179,13 @@ pub struct Plan {
     /// Images kept only because their share state is not known yet: look it up, plan again.
     #[serde(skip)]
     pub share_state_needed: Vec<String>,
+    /// Shared images kept only because their usage reports are not read yet: read them, plan
+    /// again.
+    #[serde(skip)]
+    pub consumer_reports_needed: Vec<String>,
+    /// Shared images that have no usage report fresh enough and none in progress: ask EC2 for
+    /// one (CreateImageUsageReport), so that a later run knows who uses them.
+    pub usage_reports_to_request: Vec<String>,
 }
 
 /// A snapshot of a deregistered image that is not deleted.
@@ -224,9 +262,27 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             if !wanted_image(&image.id) {
                 continue;
             }
-            let (decision, needs_share_state) = decide(image, rank, retain, policy, input);
-            if needs_share_state {
+            let image_action = |action, reason, retirement| Action {
+                action,
+                image_id: Some(image.id.clone()),
+                snapshot_id: None,
+                policy: policy.name.clone(),
+                family: Some(family.clone()),
+                reason,
+                retirement,
+            };
+            if let Some((kind, reason)) = protection(image, rank, retain) {
+                stage_actions.push(image_action(kind, reason, None));
+            }
+            let (decision, needs) = decide(image, rank, retain, policy, input);
+            if needs.share_state {
                 out.share_state_needed.push(image.id.clone());
+            }
+            if needs.consumer_reports {
+                out.consumer_reports_needed.push(image.id.clone());
+            }
+            if needs.new_report {
+                out.usage_reports_to_request.push(image.id.clone());
             }
             match decision {
                 Decision::Keep(reason, detail) => {
@@ -237,14 +293,9 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     if kind == ActionKind::Deregister {
                         deregistered.insert(image.id.as_str());
                     }
-                    stage_actions.push(Action {
-                        action: kind,
-                        image_id: Some(image.id.clone()),
-                        snapshot_id: None,
-                        policy: policy.name.clone(),
-                        family: Some(family.clone()),
-                        reason,
-                    });
+                    let retirement =
+                        (kind == ActionKind::Deprecate).then(|| retirement(image, retain, input));
+                    stage_actions.push(image_action(kind, reason, retirement));
                 }
             }
         }
@@ -303,6 +354,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     policy: action.policy.clone(),
                     family: action.family.clone(),
                     reason: format!("snapshot of {} and no remaining AMI uses it", image.id),
+                    retirement: None,
                 }),
                 None => {}
             }
@@ -354,6 +406,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     reason: format!(
                         "orphan: made for an AMI, no AMI uses it, older than {max_age} days"
                     ),
+                    retirement: None,
                 });
             }
         }
@@ -382,19 +435,54 @@ enum Decision {
     Act(ActionKind, String),
 }
 
-/// Decides one image. The boolean says that the decision waits on the image's share state
-/// (DescribeImageAttribute), which the caller looks up for exactly these images and plans again.
+/// Deregistration protection for `retain.protect_latest`: on for the newest N launchable AMIs,
+/// off for one age-out protected (its tag) that is no longer among them. A protection someone
+/// else set is never turned off.
+fn protection(image: &Image, rank: Option<usize>, retain: &Retain) -> Option<(ActionKind, String)> {
+    let n = retain.protect_latest as usize;
+    let newest = rank.filter(|r| *r < n);
+    let ours = image
+        .tags
+        .get(crate::domain::tags::PROTECTED_BY)
+        .is_some_and(|v| v == crate::domain::tags::PROTECTED_BY_AGE_OUT);
+    match newest {
+        Some(r) if !image.deregistration_protection => Some((
+            ActionKind::Protect,
+            format!("newest {} of {n} (protect_latest)", r + 1),
+        )),
+        None if ours && image.deregistration_protection => Some((
+            ActionKind::Unprotect,
+            format!(
+                "no longer among the newest {n} (protect_latest); EC2's 24-hour cooldown follows"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// What a decision waits on: the caller looks it up for exactly these images and plans again.
+#[derive(Debug, Default)]
+struct Needs {
+    /// The image's share state (DescribeImageAttribute).
+    share_state: bool,
+    /// The image's usage reports (DescribeImageUsageReports and their entries).
+    consumer_reports: bool,
+    /// A new usage report (CreateImageUsageReport).
+    new_report: bool,
+}
+
+/// Decides one image, and says what the decision waits on.
 fn decide(
     image: &Image,
     rank: Option<usize>,
     retain: &Retain,
     policy: &Policy,
     input: PlanInput<'_>,
-) -> (Decision, bool) {
+) -> (Decision, Needs) {
     use KeepReason::*;
     let decision = stage(image, rank, retain, input);
     let Decision::Act(kind, _) = &decision else {
-        return (decision, false);
+        return (decision, Needs::default());
     };
     let kind = *kind;
     // DisableImage removes every launch permission (EC2 API reference, DisableImage):
@@ -408,26 +496,107 @@ fn decide(
             "shared: DisableImage would remove its launch permissions (retain.disable_shared_images allows it)"
         };
         match (image.public, image.shared) {
-            (true, _) => return (Decision::Keep(Shared, format!("public; {why}")), false),
-            (false, Some(true)) => return (Decision::Keep(Shared, why.into()), false),
+            (true, _) => {
+                return (
+                    Decision::Keep(Shared, format!("public; {why}")),
+                    Needs::default(),
+                )
+            }
+            (false, Some(true)) => return (Decision::Keep(Shared, why.into()), Needs::default()),
             (false, None) => {
                 // Unknown share state keeps the image (fail closed) until it is looked up.
                 let detail = format!("share state not known; {why}");
-                return (Decision::Keep(Shared, detail), true);
+                let needs = Needs {
+                    share_state: true,
+                    ..Needs::default()
+                };
+                return (Decision::Keep(Shared, detail), needs);
             }
             (false, Some(false)) => {}
         }
     }
-    // Fail closed: without complete evidence that the AMI is unused, nothing that stops a
-    // launch happens to it. Deprecation stops no launch, so it still goes ahead.
-    if matches!(kind, ActionKind::Disable | ActionKind::Deregister) {
-        if let Some(gap) = input.usage.gap_for(&image.id) {
-            let code = gap.code.as_deref().unwrap_or(&gap.error);
-            let detail = format!("not {}: {} failed ({code})", kind.past(), gap.call);
-            return (Decision::Keep(UsageUnknown, detail), false);
-        }
+    // Deprecation stops no launch: it goes ahead whatever uses the AMI elsewhere.
+    if kind == ActionKind::Deprecate {
+        return (decision, Needs::default());
     }
-    (decision, false)
+    // Fail closed: without complete evidence that the AMI is unused, nothing that stops a
+    // launch happens to it.
+    if let Some(gap) = input.usage.gap_for(&image.id) {
+        let code = gap.code.as_deref().unwrap_or(&gap.error);
+        let detail = format!("not {}: {} failed ({code})", kind.past(), gap.call);
+        return (Decision::Keep(UsageUnknown, detail), Needs::default());
+    }
+    consumers(image, kind, retain, input).map_or((decision, Needs::default()), |kept| kept)
+}
+
+/// For an AMI shared with other accounts (or public), what EC2's usage reports say about
+/// them: `None` when nothing there keeps the AMI (not shared, or a fresh report shows no other
+/// account uses it), else the keep decision and what it waits on.
+fn consumers(
+    image: &Image,
+    kind: ActionKind,
+    retain: &Retain,
+    input: PlanInput<'_>,
+) -> Option<(Decision, Needs)> {
+    use KeepReason::*;
+    match (image.public, image.shared) {
+        (false, Some(false)) => return None,
+        (false, None) => {
+            let detail = format!("not {}: share state not known yet", kind.past());
+            let needs = Needs {
+                share_state: true,
+                ..Needs::default()
+            };
+            return Some((Decision::Keep(ConsumerUsageUnknown, detail), needs));
+        }
+        _ => {}
+    }
+    let Some(reports) = input.usage.consumer_reports.get(&image.id) else {
+        let detail = format!("not {}: usage reports not read yet", kind.past());
+        let needs = Needs {
+            consumer_reports: true,
+            ..Needs::default()
+        };
+        return Some((Decision::Keep(ConsumerUsageUnknown, detail), needs));
+    };
+    let max_age = Duration::hours(i64::from(retain.consumer_report_max_age_hours));
+    let fresh = reports
+        .iter()
+        .filter(|r| r.state == ReportState::Available && input.as_of - r.created <= max_age)
+        .max_by_key(|r| r.created);
+    if let Some(report) = fresh {
+        let users = report.consumers(input.account_id);
+        if users.is_empty() {
+            return None;
+        }
+        let detail = format!("{} (usage report {})", users.join("; "), report.report_id);
+        return Some((Decision::Keep(InUseByAccount, detail), Needs::default()));
+    }
+    let pending = reports.iter().find(|r| r.state == ReportState::Pending);
+    let (detail, new_report) = match pending {
+        Some(p) => (
+            format!(
+                "not {}: usage report {} in progress since {}",
+                kind.past(),
+                p.report_id,
+                p.created.to_rfc3339()
+            ),
+            false,
+        ),
+        None => (
+            format!(
+                "not {}: shared, and no usage report newer than {} hours says who uses it: one is requested",
+                kind.past(),
+                retain.consumer_report_max_age_hours
+            ),
+            true,
+        ),
+    };
+    let needs = Needs {
+        new_report,
+        ..Needs::default()
+    };
+    Some((Decision::Keep(ConsumerUsageUnknown, detail), needs))
 }
 
 /// The stage an image's age calls for, or why it is kept, before share state and evidence.
@@ -531,6 +700,27 @@ fn stage(image: &Image, rank: Option<usize>, retain: &Retain, input: PlanInput<'
     Decision::Keep(WithinRetention, format!("{age_days} days old"))
 }
 
+/// The dates on which the policy disables and deregisters an AMI it deprecates, and the other
+/// accounts known to use it.
+fn retirement(image: &Image, retain: &Retain, input: PlanInput<'_>) -> Retirement {
+    let on = |days: Option<u32>| {
+        let created = image.created?;
+        Some(created + Duration::days(i64::from(days?)))
+    };
+    let consumers = input
+        .usage
+        .consumer_reports
+        .get(&image.id)
+        .and_then(|rs| rs.iter().find(|r| r.state == ReportState::Available))
+        .map(|r| r.consumers(input.account_id))
+        .unwrap_or_default();
+    Retirement {
+        disable_on: on(retain.disable_after_days),
+        deregister_on: on(retain.max_age_days),
+        consumers,
+    }
+}
+
 /// Whether `at` is more than `days` days before `as_of`. Unknown times are never old.
 fn older_than(at: Option<DateTime<Utc>>, as_of: DateTime<Utc>, days: u32) -> bool {
     at.is_some_and(|t| as_of - t > Duration::days(i64::from(days)))
@@ -557,7 +747,12 @@ impl Plan {
     pub fn acted_images(&self) -> Vec<String> {
         self.actions
             .iter()
-            .filter(|a| a.action != ActionKind::DeleteSnapshot)
+            .filter(|a| {
+                matches!(
+                    a.action,
+                    ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister
+                )
+            })
             .filter_map(|a| a.image_id.clone())
             .collect()
     }

@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::plan::{plan, ActionKind, KeepReason, Plan, PlanInput};
-use crate::domain::model::{EvidenceGap, Image, ImageState, Snapshot, TemplateUse, Usage};
+use crate::domain::model::{
+    EvidenceGap, Image, ImageState, ReportState, Snapshot, TemplateUse, Usage, UsageReport,
+};
 use crate::domain::policy::{Deployment, PolicyDocument};
 
 const ME: &str = "111111111111";
@@ -34,6 +36,8 @@ fn image(id: &str, family: &str, days: i64) -> Image {
     );
     i.tags.insert("Family".into(), family.into());
     i.snapshot_ids = vec![format!("snap-{id}")];
+    // Private unless a test says otherwise (the scan leaves it unknown until looked up).
+    i.shared = Some(false);
     i
 }
 
@@ -348,6 +352,7 @@ fn an_image_tagged_for_a_policy_belongs_to_that_policy_only() {
         let mut i = Image::new(id, name, ME, now() - Duration::days(days));
         i.tags
             .insert(crate::domain::tags::POLICY.into(), "web".into());
+        i.shared = Some(false);
         i
     };
     let images = [
@@ -543,11 +548,18 @@ fn a_policy_that_shares_does_not_disable_its_shared_amis_unless_it_opts_out() {
     shared.shared = Some(true);
     let mut private = image("private", "a", 70);
     private.shared = Some(false);
-    let unknown = image("unknown", "a", 70);
+    let mut unknown = image("unknown", "a", 70);
+    unknown.shared = None;
     let mut old_shared = image("old-shared", "a", 100);
     old_shared.shared = Some(true);
     let images = [image("n", "a", 1), shared, private, unknown, old_shared];
-    let p = run(&sharing_doc(""), &images, &Usage::default());
+    // A fresh usage report says no other account uses the old shared AMI.
+    let mut usage = Usage::default();
+    usage.consumer_reports.insert(
+        "old-shared".into(),
+        vec![report("r1", 2, ReportState::Available, &[])],
+    );
+    let p = run(&sharing_doc(""), &images, &usage);
     assert_eq!(kept_for(&p, "shared"), Some(KeepReason::Shared));
     assert_eq!(action_of(&p, "private"), Some(ActionKind::Disable));
     // Unknown share state keeps it, and asks for exactly that image's share state.
@@ -556,13 +568,164 @@ fn a_policy_that_shares_does_not_disable_its_shared_amis_unless_it_opts_out() {
     // Deregistration is not DisableImage: a shared AMI past max_age_days still goes.
     assert_eq!(action_of(&p, "old-shared"), Some(ActionKind::Deregister));
 
+    let mut usage = Usage::default();
+    usage.consumer_reports.insert(
+        "shared".into(),
+        vec![report("r2", 2, ReportState::Available, &[])],
+    );
     let p = run(
         &sharing_doc(r#", "disable_shared_images": true"#),
         &images,
-        &Usage::default(),
+        &usage,
     );
     assert_eq!(action_of(&p, "shared"), Some(ActionKind::Disable));
-    assert!(p.share_state_needed.is_empty());
+    assert!(!p.share_state_needed.contains(&"shared".to_string()));
+}
+
+/// A usage report made `hours` ago; `users`: (account, resource type, count).
+fn report(id: &str, hours: i64, state: ReportState, users: &[(&str, &str, u64)]) -> UsageReport {
+    let mut accounts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (account, kind, n) in users {
+        accounts
+            .entry(account.to_string())
+            .or_default()
+            .insert(kind.to_string(), *n);
+    }
+    UsageReport {
+        report_id: id.into(),
+        state,
+        created: now() - Duration::hours(hours),
+        accounts,
+    }
+}
+
+#[test]
+fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account_uses_it() {
+    let document = doc(r#"{"keep_latest": 1, "max_age_days": 90, "deprecate_after_days": 30}"#);
+    let shared = |id: &str, days| {
+        let mut i = image(id, "a", days);
+        i.shared = Some(true);
+        i
+    };
+    let mut unknown = image("unknown", "a", 200);
+    unknown.shared = None;
+    let mut public = image("public", "a", 200);
+    public.public = true;
+    let images = [
+        image("n", "a", 1),
+        shared("used", 200),
+        shared("clear", 200),
+        shared("own-use-only", 200),
+        shared("stale", 200),
+        shared("pending", 200),
+        shared("failed", 200),
+        shared("none", 200),
+        shared("unread", 200),
+        shared("deprecate-only", 40),
+        unknown,
+        public,
+    ];
+    let mut usage = Usage::default();
+    let mut put = |id: &str, reports: Vec<UsageReport>| {
+        usage.consumer_reports.insert(id.into(), reports);
+    };
+    put(
+        "used",
+        vec![report(
+            "r-used",
+            3,
+            ReportState::Available,
+            &[
+                ("210987654321", "ec2:Instance", 2),
+                ("310987654321", "ec2:LaunchTemplate", 0),
+            ],
+        )],
+    );
+    put(
+        "clear",
+        vec![report(
+            "r-clear",
+            3,
+            ReportState::Available,
+            &[("210987654321", "ec2:Instance", 0)],
+        )],
+    );
+    put(
+        "own-use-only",
+        vec![report(
+            "r-own",
+            3,
+            ReportState::Available,
+            &[(ME, "ec2:Instance", 4)],
+        )],
+    );
+    put(
+        "stale",
+        vec![report("r-stale", 30, ReportState::Available, &[])],
+    );
+    put(
+        "pending",
+        vec![
+            report("r-new", 1, ReportState::Pending, &[]),
+            report("r-old", 30, ReportState::Available, &[]),
+        ],
+    );
+    put(
+        "failed",
+        vec![report("r-err", 1, ReportState::Error("no".into()), &[])],
+    );
+    put("none", Vec::new());
+    put(
+        "public",
+        vec![report("r-pub", 1, ReportState::Available, &[])],
+    );
+    let p = run(&document, &images, &usage);
+
+    assert_eq!(kept_for(&p, "used"), Some(KeepReason::InUseByAccount));
+    let used = p.kept.iter().find(|k| k.image_id == "used").expect("kept");
+    assert!(
+        used.detail.contains("210987654321: 2 ec2:Instance")
+            && !used.detail.contains("310987654321"),
+        "{}",
+        used.detail
+    );
+    assert_eq!(action_of(&p, "clear"), Some(ActionKind::Deregister));
+    assert_eq!(
+        action_of(&p, "own-use-only"),
+        Some(ActionKind::Deregister),
+        "the account's own use is the instance scan's to judge"
+    );
+    assert_eq!(action_of(&p, "public"), Some(ActionKind::Deregister));
+    for id in ["stale", "pending", "failed", "none", "unread", "unknown"] {
+        assert_eq!(
+            kept_for(&p, id),
+            Some(KeepReason::ConsumerUsageUnknown),
+            "{id}"
+        );
+    }
+    // A report is asked for exactly the shared AMIs with no fresh report and none in progress.
+    assert_eq!(
+        p.usage_reports_to_request,
+        vec![
+            "failed".to_string(),
+            "none".to_string(),
+            "stale".to_string()
+        ]
+    );
+    assert_eq!(p.consumer_reports_needed, vec!["unread".to_string()]);
+    assert_eq!(p.share_state_needed, vec!["unknown".to_string()]);
+    // Deprecation stops no launch: it needs no report.
+    assert_eq!(action_of(&p, "deprecate-only"), Some(ActionKind::Deprecate));
+    // A longer allowed age accepts the 30-hour-old report.
+    let longer =
+        doc(r#"{"keep_latest": 1, "max_age_days": 90, "consumer_report_max_age_hours": 48}"#);
+    let p = run(&longer, &images, &usage);
+    assert_eq!(action_of(&p, "stale"), Some(ActionKind::Deregister));
+    assert_eq!(
+        action_of(&p, "pending"),
+        Some(ActionKind::Deregister),
+        "the older available report is fresh enough"
+    );
 }
 
 #[test]
@@ -604,6 +767,9 @@ struct Spec {
     shared: Option<bool>,
     template: (i64, bool, i64),
     snaps: (usize, usize),
+    /// 0: not read, 1: fresh and clear, 2: fresh and used elsewhere, 3: stale, 4: pending,
+    /// 5: read, none.
+    report: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -659,18 +825,21 @@ fn world() -> impl Strategy<Value = World> {
         proptest::array::uniform9(proptest::bool::weighted(0.08)),
         prop::option::of(any::<bool>()),
         (0i64..12, any::<bool>(), 0i64..12),
-        (0usize..8, 0usize..8),
+        (0usize..8, 0usize..8, 0u8..6),
     )
         .prop_map(
-            |((policy, family, days, state), flags, shared, template, snaps)| Spec {
-                policy,
-                family,
-                days,
-                state,
-                flags,
-                shared,
-                template,
-                snaps,
+            |((policy, family, days, state), flags, shared, template, (snap_a, snap_b, report))| {
+                Spec {
+                    policy,
+                    family,
+                    days,
+                    state,
+                    flags,
+                    shared,
+                    template,
+                    snaps: (snap_a, snap_b),
+                    report,
+                }
             },
         );
     (
@@ -708,6 +877,17 @@ fn world() -> impl Strategy<Value = World> {
                     _ => ImageState::Available,
                 };
                 i.shared = s.shared;
+                let reports = match s.report {
+                    1 => Some(vec![report("r", 1, ReportState::Available, &[])]),
+                    2 => Some(vec![report("r", 1, ReportState::Available, &[("210987654321", "ec2:Instance", 1)])]),
+                    3 => Some(vec![report("r", 25, ReportState::Available, &[])]),
+                    4 => Some(vec![report("r", 1, ReportState::Pending, &[])]),
+                    5 => Some(Vec::new()),
+                    _ => None,
+                };
+                if let Some(reports) = reports {
+                    usage.consumer_reports.insert(id.clone(), reports);
+                }
                 let [foreign, instance, template, referenced, protected, dereg, launched, public, gap] = s.flags;
                 if foreign {
                     i.owner_id = OTHER.into();
@@ -789,6 +969,22 @@ fn manager<'a>(w: &'a World, image: &Image) -> Option<&'a crate::domain::policy:
         .then_some(p)
 }
 
+/// Whether no other account can be using the image: it is private, or it is known to be shared
+/// and a usage report no older than the default 24 hours shows no other account using it.
+fn consumers_clear(w: &World, i: &Image) -> bool {
+    let private = !i.public && i.shared == Some(false);
+    let shared = i.public || i.shared == Some(true);
+    private
+        || shared
+            && w.usage.consumer_reports.get(&i.id).is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r.state == ReportState::Available
+                        && now() - r.created <= Duration::hours(24)
+                        && r.consumers(ME).is_empty()
+                })
+            })
+}
+
 fn older(image: &Image, days: Option<u32>) -> bool {
     days.is_some_and(|d| {
         image
@@ -847,6 +1043,9 @@ proptest! {
             if w.usage.gap_for(id).is_some() {
                 prop_assert_eq!(*kind, ActionKind::Deprecate, "{} has no evidence", id);
             }
+            if *kind != ActionKind::Deprecate {
+                prop_assert!(consumers_clear(&w, i), "{} may be used by another account", id);
+            }
         }
 
         // Never a snapshot that a remaining image uses, or one the account does not own.
@@ -883,10 +1082,11 @@ proptest! {
             }
             let shared_disable_blocked = policy.share.is_some() && !r.disable_shared_images
                 && (i.public || i.shared != Some(false));
+            let clear = consumers_clear(&w, i);
             let want = if older(i, r.max_age_days) {
-                Some(ActionKind::Deregister)
+                clear.then_some(ActionKind::Deregister)
             } else if older(i, r.disable_after_days) {
-                (i.state != ImageState::Disabled && !shared_disable_blocked).then_some(ActionKind::Disable)
+                (i.state != ImageState::Disabled && !shared_disable_blocked && clear).then_some(ActionKind::Disable)
             } else if older(i, r.deprecate_after_days) {
                 (i.deprecation_time.is_none() && i.state != ImageState::Disabled).then_some(ActionKind::Deprecate)
             } else {
@@ -954,4 +1154,62 @@ async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
         published.last().map(String::as_str),
         Some("Policy Run Completed")
     );
+}
+
+#[test]
+fn protect_latest_turns_protection_on_for_the_newest_and_off_only_where_age_out_set_it() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90, "protect_latest": 2}"#);
+    let ours = |id: &str, days| {
+        let mut i = image(id, "a", days);
+        i.deregistration_protection = true;
+        i.tags.insert(
+            crate::domain::tags::PROTECTED_BY.into(),
+            crate::domain::tags::PROTECTED_BY_AGE_OUT.into(),
+        );
+        i
+    };
+    let mut second = image("second", "a", 5);
+    second.deregistration_protection = true;
+    let mut by_a_person = image("person", "a", 11);
+    by_a_person.deregistration_protection = true;
+    let mut failed = image("failed", "a", 0);
+    failed.state = ImageState::Failed;
+    let images = [
+        failed,
+        image("newest", "a", 1),
+        second,
+        ours("ours-old", 10),
+        ours("ours-gone", 100),
+        by_a_person,
+    ];
+    let p = run(&d, &images, &Usage::default());
+    let kinds = |id: &str| -> Vec<ActionKind> {
+        p.actions
+            .iter()
+            .filter(|a| a.image_id.as_deref() == Some(id))
+            .map(|a| a.action)
+            .collect()
+    };
+    // A failed AMI is not among the newest: the newest two launchable ones are.
+    assert_eq!(kinds("failed"), Vec::<ActionKind>::new());
+    assert_eq!(kinds("newest"), vec![ActionKind::Protect]);
+    assert_eq!(
+        kinds("second"),
+        Vec::<ActionKind>::new(),
+        "already protected"
+    );
+    assert_eq!(kinds("ours-old"), vec![ActionKind::Unprotect]);
+    // Still protected this run (and for EC2's cooldown): kept, unprotected, not deregistered.
+    assert_eq!(kinds("ours-gone"), vec![ActionKind::Unprotect]);
+    assert_eq!(
+        kept_for(&p, "ours-gone"),
+        Some(KeepReason::DeregistrationProtection)
+    );
+    assert_eq!(
+        kinds("person"),
+        Vec::<ActionKind>::new(),
+        "a person's protection stays"
+    );
+    // Protection changes are not retirements: no reference check for them.
+    assert!(!p.acted_images().contains(&"newest".to_string()));
 }

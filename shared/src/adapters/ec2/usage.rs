@@ -1,0 +1,144 @@
+//! AMI usage reports (EC2 User Guide, "View your AMI usage"): which other accounts' instances
+//! and launch templates use the account's shared AMIs. CreateImageUsageReport starts a report
+//! that EC2 builds asynchronously; DescribeImageUsageReports and
+//! DescribeImageUsageReportEntries read it once it is `available`.
+
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::{ImageUsageResourceTypeOptionRequest, ImageUsageResourceTypeRequest};
+
+use super::convert::smithy_time;
+use super::Ec2;
+use crate::domain::model::{ReportState, UsageReport};
+use crate::domain::policy::TemplateDepth;
+use crate::error::Result;
+use crate::ports::ConsumerUsage;
+
+/// A report's `version-depth` for launch templates (1 to 10000, EC2's default 20): how many of
+/// each consumer's template versions count. Never fewer than EC2's default, since a consumer's
+/// `$Default` version may be older than its newest.
+pub fn usage_report_version_depth(depth: TemplateDepth) -> u32 {
+    match depth {
+        TemplateDepth::All => 10_000,
+        TemplateDepth::DefaultAndLatest => 20,
+        TemplateDepth::Newest(n) => n.clamp(20, 10_000),
+    }
+}
+
+impl ConsumerUsage for Ec2 {
+    async fn usage_reports(
+        &self,
+        image_ids: &[String],
+    ) -> Result<HashMap<String, Vec<UsageReport>>> {
+        let mut found: HashMap<String, Vec<UsageReport>> = image_ids
+            .iter()
+            .map(|id| (id.clone(), Vec::new()))
+            .collect();
+        let mut pages = self
+            .client
+            .describe_image_usage_reports()
+            .set_image_ids(Some(image_ids.to_vec()))
+            .into_paginator()
+            .send();
+        let mut available: HashMap<String, String> = HashMap::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeImageUsageReports"))?;
+            for r in page.image_usage_reports() {
+                let (Some(image), Some(id), Some(created)) =
+                    (r.image_id(), r.report_id(), smithy_time(r.creation_time()))
+                else {
+                    continue;
+                };
+                let state = match r.state() {
+                    Some("available") => ReportState::Available,
+                    Some("pending") => ReportState::Pending,
+                    other => ReportState::Error(
+                        r.state_reason().or(other).unwrap_or("no state").to_string(),
+                    ),
+                };
+                if state == ReportState::Available {
+                    available.insert(id.to_string(), image.to_string());
+                }
+                found
+                    .entry(image.to_string())
+                    .or_default()
+                    .push(UsageReport {
+                        report_id: id.to_string(),
+                        state,
+                        created,
+                        accounts: Default::default(),
+                    });
+            }
+        }
+        let ids: Vec<String> = available.keys().cloned().collect();
+        for chunk in ids.chunks(crate::ports::USAGE_REPORT_MAX_IDS) {
+            let mut pages = self
+                .client
+                .describe_image_usage_report_entries()
+                .set_report_ids(Some(chunk.to_vec()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(self.err("DescribeImageUsageReportEntries"))?;
+                for e in page.image_usage_report_entries() {
+                    let (Some(report), Some(account), Some(kind)) =
+                        (e.report_id(), e.account_id(), e.resource_type())
+                    else {
+                        continue;
+                    };
+                    let Some(image) = available.get(report) else {
+                        continue;
+                    };
+                    let Some(r) = found
+                        .get_mut(image)
+                        .and_then(|rs| rs.iter_mut().find(|r| r.report_id == report))
+                    else {
+                        continue;
+                    };
+                    let count = u64::try_from(e.usage_count().unwrap_or(0)).unwrap_or(0);
+                    *r.accounts
+                        .entry(account.to_string())
+                        .or_default()
+                        .entry(kind.to_string())
+                        .or_insert(0) += count;
+                }
+            }
+        }
+        for reports in found.values_mut() {
+            reports.sort_by_key(|r| std::cmp::Reverse(r.created));
+        }
+        Ok(found)
+    }
+
+    async fn request_usage_report(
+        &self,
+        image_id: &str,
+        token: &str,
+        depth: TemplateDepth,
+    ) -> Result<String> {
+        let templates = ImageUsageResourceTypeRequest::builder()
+            .resource_type("ec2:LaunchTemplate")
+            .resource_type_options(
+                ImageUsageResourceTypeOptionRequest::builder()
+                    .option_name("version-depth")
+                    .option_values(usage_report_version_depth(depth).to_string())
+                    .build(),
+            )
+            .build();
+        let out = self
+            .client
+            .create_image_usage_report()
+            .image_id(image_id)
+            .resource_types(
+                ImageUsageResourceTypeRequest::builder()
+                    .resource_type("ec2:Instance")
+                    .build(),
+            )
+            .resource_types(templates)
+            .client_token(token)
+            .send()
+            .await
+            .map_err(self.err("CreateImageUsageReport"))?;
+        Ok(out.report_id().unwrap_or_default().to_string())
+    }
+}

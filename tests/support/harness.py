@@ -1,0 +1,192 @@
+"""The one harness the demo and the benchmarks share: the local EC2 emulator (the test bed,
+`moto_launcher.py`) and a function's real binary driven through the Lambda runtime API
+(`cargo lambda watch` + `cargo lambda invoke`).
+
+    with Emulator() as emu, Function(emu, "ami-age-out", policies=path) as fn:
+        ok, report = fn.invoke({"dry_run": True})
+
+Paths come from the environment the `scripts/*` wrappers set: `AMI_VENV` (the virtualenv with
+moto and cargo-lambda), `CARGO_TARGET_DIR` and `AMI_PROFILE` (debug or release).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+FUNCTIONS = ("ami-build", "ami-share", "ami-copy", "ami-age-out")
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def binary(name: str, profile: str | None = None) -> Path:
+    """The built binary of a function, in the profile `AMI_PROFILE` names (debug by default)."""
+    return TARGET / (profile or os.environ.get("AMI_PROFILE", "debug")) / name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, what: str, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not start listening on port {port}")
+
+
+class Emulator:
+    """The test bed on a free port; its test-only routes (`/_testbed/...`) as methods."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "python"), str(ROOT / "tests" / "support" / "moto_launcher.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("READY "):
+            raise SystemExit(f"the EC2 emulator did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Emulator":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def client(self, service: str, region: str):
+        return boto3.client(service, region_name=region, endpoint_url=self.endpoint, **CREDENTIALS)
+
+    def ec2(self, region: str):
+        return self.client("ec2", region)
+
+    def _get(self, route: str):
+        return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/{route}").read())
+
+    def _post(self, route: str, body: dict) -> None:
+        request = urllib.request.Request(f"{self.endpoint}/_testbed/{route}", data=json.dumps(body).encode(), method="POST")
+        urllib.request.urlopen(request).read()
+
+    def seed(self, region: str, image_id: str, **fields) -> None:
+        """Sets fields EC2 sets itself (creation_date, last_launched_time, ...) on an image."""
+        self._post("image", {"region": region, "image_id": image_id, **fields})
+
+    def published(self) -> list[dict]:
+        """The events the functions put on EventBridge, in order."""
+        return self._get("events")
+
+    def calls(self) -> dict[str, int]:
+        """Requests served so far, by action."""
+        return self._get("calls")
+
+    def throttle(self, buckets: dict) -> None:
+        """Throttles like EC2: named token buckets over lists of actions."""
+        self._post("throttle", buckets)
+
+    def throttle_state(self) -> dict:
+        return self._get("throttle")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Watch:
+    """`cargo lambda watch` serving only the runtime API on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "cargo-lambda"), "lambda", "watch", "--only-lambda-apis", "--invoke-address",
+             "127.0.0.1", "--invoke-port", str(self.port)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_listening(self.port, "cargo lambda watch")
+
+    def runtime_env(self, policies: Path, endpoint: str | None = None) -> dict[str, str]:
+        """The environment Lambda gives a function, pointed at this runtime API and the emulator."""
+        env = {k: v for k, v in os.environ.items() if k != "AMI_POLICIES"}
+        env.update({
+            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
+            "AWS_LAMBDA_FUNCTION_NAME": "_",
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AMI_POLICIES_FILE": str(policies),
+            "RUST_LOG": "warn",
+        })
+        if endpoint:
+            env["AWS_ENDPOINT_URL"] = endpoint
+        return env
+
+    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
+        """Invokes the function through the runtime API: (True, answer) or (False, the error)."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(payload, f)
+        out = subprocess.run(
+            [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
+             "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+        os.unlink(f.name)
+        if out.returncode == 0:
+            return True, json.loads(out.stdout)
+        return False, out.stdout + out.stderr
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Function:
+    """A function's binary running against the emulator, invoked through its own runtime API.
+
+    `env` adds to (or, with None values, removes from) the function's environment."""
+
+    def __init__(self, emu: Emulator, name: str, policies: Path, env: dict[str, str | None] | None = None) -> None:
+        self.watch = Watch()
+        environment = self.watch.runtime_env(policies, emu.endpoint)
+        for key, value in (env or {}).items():
+            if value is None:
+                environment.pop(key, None)
+            else:
+                environment[key] = value
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([str(binary(name))], env=environment, stdout=self.log, stderr=self.log)
+
+    def __enter__(self) -> "Function":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
+        return self.watch.invoke(payload)
+
+    def peak_rss_kb(self) -> int:
+        """The process's peak resident set (`VmHWM`), while it runs."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.watch.stop()
