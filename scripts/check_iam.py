@@ -181,7 +181,9 @@ def _resources(statement: dict[str, Any]) -> list[Any]:
 # What SECURITY.md promises of the roles, beyond which actions they allow.
 OWNED = {"ec2:DeregisterImage", "ec2:DisableImage", "ec2:EnableImageDeprecation", "ec2:DeleteSnapshot",
          "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
-         "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection"}
+         "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection",
+         "ec2:RestoreImageFromRecycleBin", "ec2:RestoreSnapshotFromRecycleBin", "ec2:EnableImage",
+         "ec2:DisableImageDeprecation"}
 REQUIRED_CONDITIONS = {
     **{a: {"ec2:Owner"} for a in OWNED},
     "ec2:CreateTags": {"ec2:CreateAction"},

@@ -13,6 +13,7 @@ use crate::domain::grant::Grant;
 use crate::domain::ids::Region;
 use crate::domain::model::{CopyFound, Image, InstanceInfo, Snapshot, TemplateUse, UsageReport};
 use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
+use crate::domain::recycle_bin::{BinImage, BinSnapshot, RecycleBin};
 use crate::error::Result;
 
 /// DescribeImageReferences takes 1 to 10 `ImageIds` per call (EC2 API reference, "Array
@@ -53,6 +54,30 @@ pub trait ImageInventory {
     ) -> impl Future<Output = Result<HashMap<String, BTreeSet<String>>>> + Send;
     /// Whether an AMI is shared with any account, organization or OU (or public).
     fn is_shared(&self, image_id: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Undoing age-out: the Recycle Bin's contents, restores, re-enabling, cancelling deprecation.
+pub trait RestoreImages {
+    /// The account's AMI with this id, if it is registered (any state).
+    fn registered(&self, image_id: &str) -> impl Future<Output = Result<Option<Image>>> + Send;
+    /// Which of these AMIs are in the Recycle Bin.
+    fn images_in_bin(&self, ids: &[String]) -> impl Future<Output = Result<Vec<BinImage>>> + Send;
+    /// Every snapshot in the Recycle Bin.
+    fn snapshots_in_bin(&self) -> impl Future<Output = Result<Vec<BinSnapshot>>> + Send;
+    /// RestoreSnapshotFromRecycleBin.
+    fn restore_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// RestoreImageFromRecycleBin.
+    fn restore_image(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// EnableImage.
+    fn enable(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// DisableImageDeprecation.
+    fn cancel_deprecation(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The Recycle Bin's retention rules of a region.
+pub trait RecoveryRules {
+    /// Every rule for AMIs and snapshots.
+    fn recycle_bin(&self) -> impl Future<Output = Result<RecycleBin>> + Send;
 }
 
 /// EC2's AMI usage reports: which other accounts use the account's shared AMIs.
@@ -235,6 +260,7 @@ pub trait Cloud: Sync {
     /// EC2 in one region.
     type Ec2: ImageInventory
         + ConsumerUsage
+        + RestoreImages
         + RetireImages
         + BuildImages
         + Permissions
@@ -244,12 +270,16 @@ pub trait Cloud: Sync {
         + Sync;
     /// KMS in one region.
     type Keys: KeyInfo + Send + Sync;
+    /// The Recycle Bin in one region.
+    type Bin: RecoveryRules + Send + Sync;
     /// A pacer of mutating calls.
     type Pacer: Pace + Send + Sync;
     /// EC2 in `region`.
     fn ec2(&self, region: &Region) -> Self::Ec2;
     /// KMS in `region`.
     fn keys(&self, region: &Region) -> Self::Keys;
+    /// The Recycle Bin in `region`.
+    fn recycle_bin(&self, region: &Region) -> Self::Bin;
     /// A new pacer (EC2's buckets are per region: one per region's run).
     fn pacer(&self) -> Self::Pacer;
 }

@@ -145,6 +145,11 @@ impl TestBed {
         aws_sdk_ssm::Client::new(&self.sdk(region).await)
     }
 
+    /// A Recycle Bin client for `region`.
+    pub async fn rbin(&self, region: &str) -> aws_sdk_rbin::Client {
+        aws_sdk_rbin::Client::new(&self.sdk(region).await)
+    }
+
     /// An EventBridge client.
     pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&self.sdk("us-east-1").await)
@@ -171,6 +176,28 @@ impl TestBed {
         let body = serde_json::json!({"action": action, "code": code, "count": count}).to_string();
         let (status, text) = http(self.port, "POST", "/_testbed/faults", &body);
         assert_eq!(status, 200, "injecting a fault failed: {text}");
+    }
+
+    /// A region-level Recycle Bin rule keeping deregistered AMIs (`EC2_IMAGE`) or deleted
+    /// snapshots (`EBS_SNAPSHOT`) for `days`, made with the real SDK; returns its identifier.
+    pub async fn retention_rule(&self, region: &str, kind: &str, days: i32) -> String {
+        use aws_sdk_rbin::types::{ResourceType, RetentionPeriod, RetentionPeriodUnit};
+        let period = RetentionPeriod::builder()
+            .retention_period_value(days)
+            .retention_period_unit(RetentionPeriodUnit::Days)
+            .build()
+            .expect("a retention period");
+        self.rbin(region)
+            .await
+            .create_rule()
+            .resource_type(ResourceType::from(kind))
+            .retention_period(period)
+            .send()
+            .await
+            .expect("CreateRule")
+            .identifier()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// EC2 finishes the image's pending usage report (or one made `creation_time` ago is there

@@ -319,6 +319,8 @@ def deregister_image(self: Any) -> ActionResult:
             "InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}."
         )
     snaps = snapshot_ids_of(ami) if ami is not None else []
+    if ami is not None:
+        bin_image(backend, ami)
     backend.deregister_image(ami_id)
     results = []
     if delete_snaps:
@@ -328,6 +330,7 @@ def deregister_image(self: Any) -> ActionResult:
             snap = backend.snapshots.get(snap_id)
             if snap is None or snap_id in still_used or snap.owner_id != backend.account_id:
                 continue
+            bin_snapshot(backend, snap)
             backend.snapshots.pop(snap_id)
             results.append({"SnapshotId": snap_id, "ReturnCode": "success"})
     result: dict[str, Any] = {"Return": True}
@@ -348,6 +351,9 @@ def delete_snapshot(self: Any, snapshot_id: str) -> Any:
             raise ClientError(
                 "InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {ami.id}"
             )
+    snap = self.snapshots.get(snapshot_id)
+    if snap is not None:
+        bin_snapshot(self, snap)
     return _moto_delete_snapshot(self, snapshot_id)
 
 
@@ -833,6 +839,208 @@ def disable_image_deregistration_protection(self: Any) -> ActionResult:
     return ActionResult({"Return": "disabled"})
 
 
+# The Recycle Bin (Recycle Bin API reference, ListRules, GetRule, CreateRule; EBS User Guide
+# "Recycle Bin", "Considerations": retention rules per region and resource type; a rule with
+# ResourceTags retains the resources carrying any of them; a rule without (region-level)
+# retains every resource of its type except those carrying one of its ExcludeResourceTags; when
+# several match, the longest retention wins). A deregistered AMI or a deleted snapshot that a
+# rule retains goes to the bin until its retention ends: ListImagesInRecycleBin and
+# ListSnapshotsInRecycleBin list them, RestoreSnapshotFromRecycleBin and
+# RestoreImageFromRecycleBin bring them back; an AMI is restored only once every snapshot it
+# needs is back (EC2 User Guide, "Recover AMIs from the Recycle Bin": "you must first restore
+# the snapshots"; the error code is not documented, this answers InvalidSnapshot.NotFound).
+# Launch permissions are removed on the way in and come back with the AMI. moto implements
+# neither the `rbin` service nor these EC2 calls.
+RBIN_RULES: dict[tuple[str, str], dict[str, Any]] = {}  # (region, identifier) -> rule
+BIN_IMAGES: dict[tuple[str, str], dict[str, Any]] = {}  # (region, image id) -> entry
+BIN_SNAPSHOTS: dict[tuple[str, str], dict[str, Any]] = {}
+BIN_LOCK = threading.RLock()
+
+
+def _rule_retains(rule: dict[str, Any], tags: dict[str, str]) -> bool:
+    if rule.get("Status", "available") != "available":
+        return False
+    wanted = rule.get("ResourceTags") or []
+    if wanted:
+        return any(tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags.get(t["ResourceTagKey"]))
+                   and t["ResourceTagKey"] in tags for t in wanted)
+    excluded = rule.get("ExcludeResourceTags") or []
+    return not any(t["ResourceTagKey"] in tags and tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags[t["ResourceTagKey"]])
+                   for t in excluded)
+
+
+def _retention_days(region: str, kind: str, tags: dict[str, str]) -> int | None:
+    with BIN_LOCK:
+        days = [r["RetentionPeriod"]["RetentionPeriodValue"] for (reg, _), r in RBIN_RULES.items()
+                if reg == region and r["ResourceType"] == kind and _rule_retains(r, tags)]
+    return max(days) if days else None
+
+
+def _tags_of(backend: Any, resource_id: str) -> dict[str, str]:
+    return dict(backend.tags.get(resource_id, {}))
+
+
+def bin_image(backend: Any, ami: Any) -> None:
+    """Called as DeregisterImage removes an AMI: a rule that retains it keeps it in the bin."""
+    from datetime import timedelta
+
+    days = _retention_days(backend.region_name, "EC2_IMAGE", _tags_of(backend, ami.id))
+    if days is None:
+        return
+    now = datetime.now(timezone.utc)
+    with BIN_LOCK:
+        BIN_IMAGES[(backend.region_name, ami.id)] = {
+            "ami": ami, "tags": _tags_of(backend, ami.id), "enter": now, "exit": now + timedelta(days=days),
+            "launch_permissions": list(getattr(ami, "launch_permissions", []) or []),
+        }
+
+
+def bin_snapshot(backend: Any, snapshot: Any) -> None:
+    """Called as a snapshot is deleted: a rule that retains it keeps it in the bin."""
+    from datetime import timedelta
+
+    days = _retention_days(backend.region_name, "EBS_SNAPSHOT", _tags_of(backend, snapshot.id))
+    if days is None:
+        return
+    now = datetime.now(timezone.utc)
+    with BIN_LOCK:
+        BIN_SNAPSHOTS[(backend.region_name, snapshot.id)] = {
+            "snapshot": snapshot, "tags": _tags_of(backend, snapshot.id),
+            "enter": now, "exit": now + timedelta(days=days)}
+
+
+def _in_bin(store: dict[tuple[str, str], dict[str, Any]], region: str) -> dict[str, dict[str, Any]]:
+    now = datetime.now(timezone.utc)
+    with BIN_LOCK:
+        for key in [k for k, v in store.items() if v["exit"] <= now]:
+            del store[key]
+        return {rid: v for (reg, rid), v in store.items() if reg == region}
+
+
+def list_images_in_recycle_bin(self: Any) -> ActionResult:
+    self.error_on_dryrun()
+    wanted = self._get_param("ImageIds", [])
+    found = _in_bin(BIN_IMAGES, self.ec2_backend.region_name)
+    rows = [{"ImageId": i, "Name": v["ami"].name, "Description": v["ami"].description or "",
+             "RecycleBinEnterTime": v["enter"], "RecycleBinExitTime": v["exit"]}
+            for i, v in sorted(found.items()) if not wanted or i in wanted]
+    page, token = _page_of(self, rows, 1000)
+    return ActionResult({"Images": page, **({"NextToken": token} if token else {})})
+
+
+def list_snapshots_in_recycle_bin(self: Any) -> ActionResult:
+    self.error_on_dryrun()
+    wanted = self._get_param("SnapshotIds", [])
+    found = _in_bin(BIN_SNAPSHOTS, self.ec2_backend.region_name)
+    rows = [{"SnapshotId": i, "Description": v["snapshot"].description or "", "VolumeId": v["snapshot"].volume.id,
+             "RecycleBinEnterTime": v["enter"], "RecycleBinExitTime": v["exit"]}
+            for i, v in sorted(found.items()) if not wanted or i in wanted]
+    page, token = _page_of(self, rows, 1000)
+    return ActionResult({"Snapshots": page, **({"NextToken": token} if token else {})})
+
+
+def restore_snapshot_from_recycle_bin(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    snapshot_id = self._get_param("SnapshotId")
+    self.error_on_dryrun()
+    with BIN_LOCK:
+        entry = _in_bin(BIN_SNAPSHOTS, backend.region_name).get(snapshot_id)
+        if entry is None:
+            raise ClientError("InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' is not in the Recycle Bin.")
+        del BIN_SNAPSHOTS[(backend.region_name, snapshot_id)]
+    snap = entry["snapshot"]
+    backend.snapshots[snapshot_id] = snap
+    for key, value in entry["tags"].items():
+        backend.tags.setdefault(snapshot_id, {})[key] = value
+    return ActionResult({"SnapshotId": snapshot_id, "Description": snap.description or "", "Encrypted": bool(snap.encrypted),
+                         "OwnerId": snap.owner_id, "State": "completed", "VolumeId": snap.volume.id,
+                         "VolumeSize": int(snap.volume.size), "StartTime": snap.start_time})
+
+
+def restore_image_from_recycle_bin(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    with BIN_LOCK:
+        entry = _in_bin(BIN_IMAGES, backend.region_name).get(image_id)
+        if entry is None:
+            raise ClientError("InvalidAMIID.NotFound", f"The image '{image_id}' is not in the Recycle Bin.")
+        ami = entry["ami"]
+        missing = [s for s in snapshot_ids_of(ami) if s not in backend.snapshots]
+        if missing:
+            raise ClientError("InvalidSnapshot.NotFound",
+                              f"Restore the snapshots of {image_id} from the Recycle Bin first: {', '.join(missing)}")
+        del BIN_IMAGES[(backend.region_name, image_id)]
+    backend.amis[image_id] = ami
+    for key, value in entry["tags"].items():
+        backend.tags.setdefault(image_id, {})[key] = value
+    return ActionResult({"Return": True})
+
+
+def _rbin_rule_view(rule: dict[str, Any], full: bool) -> dict[str, Any]:
+    keys = ("Identifier", "Description", "RetentionPeriod", "LockState", "RuleArn")
+    if full:
+        keys += ("ResourceType", "ResourceTags", "ExcludeResourceTags", "Status")
+    return {k: rule[k] for k in keys if k in rule}
+
+
+def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
+    """The `rbin` service (rest-json): CreateRule, ListRules, GetRule."""
+    import secrets
+
+    region = (re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", environ.get("HTTP_AUTHORIZATION", "")) or [None, "us-east-1"])[1]
+    method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
+    model = contract._SESSION.get_service_model("rbin")
+
+    def answer(payload: dict[str, Any], status: int = 200) -> Response:
+        return Response(json.dumps(payload, default=lambda t: t.timestamp()), status=status,
+                        content_type="application/json")
+
+    def invalid(message: str, status: int = 400, code: str = "ValidationException") -> Response:
+        return Response(json.dumps({"Message": message}), status=status, content_type="application/json",
+                        headers={"x-amzn-ErrorType": code})
+
+    document = json.loads(body) if body.strip() else {}
+    operation = {("POST", "/rules"): "CreateRule", ("POST", "/list-rules"): "ListRules"}.get((method, path))
+    if operation is None and method == "GET" and path.startswith("/rules/"):
+        operation = "GetRule"
+    if operation is None:
+        return invalid(f"{method} {path} is not an operation of the Recycle Bin this test bed serves", 404,
+                       "ResourceNotFoundException")
+    if operation != "GetRule":
+        found = contract.check_json(model, operation, document)
+        if found:
+            return invalid(found[1])
+    with BIN_LOCK:
+        if operation == "CreateRule":
+            identifier = secrets.token_hex(6)[:11]
+            rule = {"Identifier": identifier, "Description": document.get("Description", ""),
+                    "ResourceType": document["ResourceType"], "RetentionPeriod": document["RetentionPeriod"],
+                    "ResourceTags": document.get("ResourceTags", []),
+                    "ExcludeResourceTags": document.get("ExcludeResourceTags", []),
+                    "Status": "available", "LockState": "unlocked",
+                    "RuleArn": f"arn:aws:rbin:{region}:123456789012:rule/{identifier}"}
+            if rule["ResourceTags"] and rule["ExcludeResourceTags"]:
+                return invalid("ExcludeResourceTags is only for region-level rules (no ResourceTags).")
+            RBIN_RULES[(region, identifier)] = rule
+            return answer(_rbin_rule_view(rule, True), 201)
+        if operation == "GetRule":
+            rule = RBIN_RULES.get((region, path[len("/rules/"):]))
+            if rule is None:
+                return invalid("No such rule.", 404, "ResourceNotFoundException")
+            return answer(_rbin_rule_view(rule, True))
+        rules = [r for (reg, _), r in sorted(RBIN_RULES.items()) if reg == region
+                 and r["ResourceType"] == document["ResourceType"]
+                 and ("LockState" not in document or r["LockState"] == document["LockState"])]
+        start = int(document.get("NextToken") or 0)
+        size = int(document.get("MaxResults") or 1000)
+        page = rules[start:start + size]
+        out: dict[str, Any] = {"Rules": [_rbin_rule_view(r, False) for r in page]}
+        if start + size < len(rules):
+            out["NextToken"] = str(start + size)
+        return answer(out)
+
+
 # AMI usage reports ({REF}/API_CreateImageUsageReport.html, API_DescribeImageUsageReports.html,
 # API_DescribeImageUsageReportEntries.html; EC2 User Guide "View your AMI usage"): the owner of an
 # AMI asks EC2 which accounts use it. A report is `pending` while EC2 builds it (asynchronously),
@@ -980,6 +1188,10 @@ def apply_patches() -> None:
     KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
     AmisResponse.describe_image_references = describe_image_references
+    AmisResponse.list_images_in_recycle_bin = list_images_in_recycle_bin
+    ElasticBlockStore.list_snapshots_in_recycle_bin = list_snapshots_in_recycle_bin
+    ElasticBlockStore.restore_snapshot_from_recycle_bin = restore_snapshot_from_recycle_bin
+    AmisResponse.restore_image_from_recycle_bin = restore_image_from_recycle_bin
     AmisResponse.enable_image_deregistration_protection = enable_image_deregistration_protection
     AmisResponse.disable_image_deregistration_protection = disable_image_deregistration_protection
     AmisResponse.create_image_usage_report = create_image_usage_report
@@ -1236,6 +1448,16 @@ class Testbed:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
             return response(environ, start_response)
         body = read_body(environ)
+        if SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")) and \
+                SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")).group(1) == "rbin" and self.check_contract:
+            operation = {"/rules": "CreateRule", "/list-rules": "ListRules"}.get(environ.get("PATH_INFO", ""), "GetRule")
+            with CALLS_LOCK:
+                CALLS[operation] = CALLS.get(operation, 0) + 1
+            record_caller(environ, operation)
+            injected = fault_response(operation, True)
+            if injected is not None and injected is not LOSE:
+                return injected(environ, start_response)
+            return rbin_response(environ, body)(environ, start_response)
         action = count_call(environ, body)  # a refused call counts too: the SDK made it
         if self.check_contract:
             violation = contract.check_request(environ, body)

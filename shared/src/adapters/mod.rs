@@ -6,3 +6,4 @@ pub mod ec2;
 pub mod eventbridge;
 pub mod kms;
 pub mod pace;
+pub mod rbin;

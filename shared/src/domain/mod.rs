@@ -10,6 +10,7 @@ pub mod model;
 pub mod naming;
 pub mod payload;
 pub mod policy;
+pub mod recycle_bin;
 pub mod register;
 pub mod tags;
 pub mod trigger;

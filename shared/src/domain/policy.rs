@@ -398,6 +398,10 @@ pub struct Retain {
     /// of the newest N (0: off). While protected, nobody can deregister them.
     #[serde(default)]
     pub protect_latest: u32,
+    /// Deregister an AMI only when the Recycle Bin will keep it and every snapshot deleted with
+    /// it, so that the deregistration can be undone (else kept as `not_recoverable`).
+    #[serde(default)]
+    pub require_recoverable: bool,
 }
 
 fn one() -> u32 {

@@ -44,6 +44,18 @@ pub struct RunRequest {
     /// Register an AMI from an EBS snapshot (the build function only).
     #[serde(default)]
     pub register: Option<RegisterRequest>,
+    /// Undo age-out for these AMIs (the age-out function only): restore them and their
+    /// snapshots from the Recycle Bin, re-enable a disabled one, cancel a deprecation.
+    #[serde(default)]
+    pub restore: Option<RestoreRequest>,
+}
+
+/// `{"restore": {"image_ids": [...]}}`: the AMIs age-out should give back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The AMIs (1 to 100), each as it was before age-out acted.
+    pub image_ids: Vec<String>,
 }
 
 /// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
@@ -144,6 +156,7 @@ impl Trigger {
                 "as_of",
                 "image_ids",
                 "register",
+                "restore",
             ] {
                 if value.get(field).is_some_and(serde_json::Value::is_null) {
                     return Err(Error::event(
@@ -186,6 +199,34 @@ impl Trigger {
                         format!("$.image_ids[{i}]"),
                         format!("`{id}` is listed twice: list each AMI once"),
                     ));
+                }
+            }
+            if let Some(restore) = &request.restore {
+                if restore.image_ids.is_empty() || restore.image_ids.len() > MAX_IMAGE_IDS {
+                    return Err(Error::event(
+                        "$.restore.image_ids",
+                        format!(
+                            "{} entries: list 1 to {MAX_IMAGE_IDS} AMIs to restore",
+                            restore.image_ids.len()
+                        ),
+                    ));
+                }
+                if request.image_ids.is_some() {
+                    return Err(Error::event(
+                        "$.image_ids",
+                        "a restore names its AMIs in `restore.image_ids`: leave `image_ids` out",
+                    ));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, id) in restore.image_ids.iter().enumerate() {
+                    let at = format!("$.restore.image_ids[{i}]");
+                    check_id("ami", id, &at)?;
+                    if !seen.insert(id) {
+                        return Err(Error::event(
+                            at,
+                            format!("`{id}` is listed twice: list each AMI once"),
+                        ));
+                    }
                 }
             }
             return Ok(Trigger::Run(request));
@@ -423,6 +464,10 @@ mod tests {
         (
             "age-out-scheduled.json",
             include_str!("../../../events/age-out-scheduled.json"),
+        ),
+        (
+            "age-out-restore.json",
+            include_str!("../../../events/age-out-restore.json"),
         ),
         (
             "build-scheduled.json",

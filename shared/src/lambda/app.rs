@@ -13,6 +13,7 @@ use crate::adapters::ec2::Ec2;
 use crate::adapters::eventbridge::EventBridge;
 use crate::adapters::kms::Kms;
 use crate::adapters::pace::Pacer;
+use crate::adapters::rbin::Rbin;
 use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
 use crate::domain::policy::{Deployment, PolicyDocument};
@@ -269,7 +270,15 @@ impl App {
 impl Cloud for App {
     type Ec2 = Ec2;
     type Keys = Kms;
+    type Bin = Rbin;
     type Pacer = Pacer;
+
+    fn recycle_bin(&self, region: &Region) -> Rbin {
+        let config = aws_sdk_rbin::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        Rbin::new(aws_sdk_rbin::Client::from_conf(config), region.clone())
+    }
 
     fn ec2(&self, region: &Region) -> Ec2 {
         App::ec2(self, region)

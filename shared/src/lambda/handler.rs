@@ -103,6 +103,16 @@ pub async fn handle<J: Job>(
             )
             .into());
         }
+        if request.restore.is_some() && function != Function::AgeOut {
+            return Err(Error::event(
+                "$.restore",
+                format!(
+                    "{} does not restore AMIs: send it to ami-age-out",
+                    function.name()
+                ),
+            )
+            .into());
+        }
         app.check_policies(request.policies.as_deref())?;
     }
     // Build creates only, never destroys: it runs for real unless a request says otherwise.
@@ -166,8 +176,8 @@ impl Job for AgeOutJob {
         let Checked {
             trigger,
             ctx,
+            run,
             dry_run,
-            ..
         } = invocation;
         let request = match trigger {
             Trigger::Run(request) => request,
@@ -188,6 +198,15 @@ impl Job for AgeOutJob {
             }
         };
         let regions = regions_of(app, &request);
+        if let Some(restore) = &request.restore {
+            let results = ageout::restore::run(&ctx, &restore.image_ids, &regions, dry_run).await;
+            let events = if dry_run {
+                Vec::new()
+            } else {
+                ageout::restore::events(&results)
+            };
+            return run.finish(app, results, events).await;
+        }
         let report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
         tracing::info!(
             function = report.function,

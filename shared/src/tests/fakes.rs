@@ -15,6 +15,7 @@ use crate::domain::model::{
     CopyFound, Image, ImageState, InstanceInfo, ReportState, Snapshot, TemplateUse, UsageReport,
 };
 use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
+use crate::domain::recycle_bin::{BinImage, BinSnapshot, RecycleBin};
 use crate::domain::tags;
 use crate::error::{Error, Result};
 use crate::ports::*;
@@ -55,6 +56,12 @@ pub struct RegionState {
     pub failing: HashMap<&'static str, String>,
     /// AMI usage reports by image, newest first.
     pub usage_reports: HashMap<String, Vec<UsageReport>>,
+    /// The Recycle Bin's rules.
+    pub recycle_bin: RecycleBin,
+    /// AMIs in the Recycle Bin.
+    pub bin_images: Vec<Image>,
+    /// Snapshots in the Recycle Bin.
+    pub bin_snapshots: Vec<BinSnapshot>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
     next_id: u64,
@@ -136,6 +143,74 @@ impl ImageInventory for FakeEc2 {
     }
     async fn is_shared(&self, image_id: &str) -> Result<bool> {
         Ok(!self.launch_permissions(image_id).await?.is_empty())
+    }
+}
+
+impl RestoreImages for FakeEc2 {
+    async fn registered(&self, image_id: &str) -> Result<Option<Image>> {
+        let state = self.check("DescribeImages")?;
+        Ok(state.images.iter().find(|i| i.id == image_id).cloned())
+    }
+    async fn images_in_bin(&self, ids: &[String]) -> Result<Vec<BinImage>> {
+        let state = self.check("ListImagesInRecycleBin")?;
+        Ok(state
+            .bin_images
+            .iter()
+            .filter(|i| ids.contains(&i.id))
+            .map(|i| BinImage {
+                image_id: i.id.clone(),
+                exit: None,
+            })
+            .collect())
+    }
+    async fn snapshots_in_bin(&self) -> Result<Vec<BinSnapshot>> {
+        Ok(self
+            .check("ListSnapshotsInRecycleBin")?
+            .bin_snapshots
+            .clone())
+    }
+    async fn restore_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let mut state = self.check("RestoreSnapshotFromRecycleBin")?;
+        state.bin_snapshots.retain(|s| s.snapshot_id != snapshot_id);
+        state
+            .changes
+            .push(format!("RestoreSnapshotFromRecycleBin {snapshot_id}"));
+        Ok(())
+    }
+    async fn restore_image(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("RestoreImageFromRecycleBin")?;
+        if let Some(at) = state.bin_images.iter().position(|i| i.id == image_id) {
+            let image = state.bin_images.remove(at);
+            state.images.push(image);
+        }
+        state
+            .changes
+            .push(format!("RestoreImageFromRecycleBin {image_id}"));
+        Ok(())
+    }
+    async fn enable(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("EnableImage")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.state = ImageState::Available;
+        }
+        state.changes.push(format!("EnableImage {image_id}"));
+        Ok(())
+    }
+    async fn cancel_deprecation(&self, image_id: &str) -> Result<()> {
+        let mut state = self.check("DisableImageDeprecation")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.deprecation_time = None;
+        }
+        state
+            .changes
+            .push(format!("DisableImageDeprecation {image_id}"));
+        Ok(())
+    }
+}
+
+impl RecoveryRules for FakeEc2 {
+    async fn recycle_bin(&self) -> Result<RecycleBin> {
+        Ok(self.check("ListRules")?.recycle_bin.clone())
     }
 }
 
@@ -542,7 +617,12 @@ impl FakeCloud {
 impl Cloud for FakeCloud {
     type Ec2 = FakeEc2;
     type Keys = FakeKeys;
+    type Bin = FakeEc2;
     type Pacer = NoPace;
+
+    fn recycle_bin(&self, region: &Region) -> FakeEc2 {
+        Cloud::ec2(self, region)
+    }
 
     fn ec2(&self, region: &Region) -> FakeEc2 {
         let state = self

@@ -747,3 +747,148 @@ async fn protect_latest_turns_protection_on_and_off_as_the_newest_change() {
     let (state, _) = protection(&ec2, &ids[2]).await;
     assert_eq!(state, "enabled-without-cooldown");
 }
+
+fn recoveries(report: &Value) -> Vec<Value> {
+    report["plan"]
+        .as_array()
+        .expect("plan")
+        .iter()
+        .filter(|a| a["action"] == "deregister")
+        .map(|a| a["recovery"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn require_recoverable_refuses_without_recycle_bin_rules_and_proceeds_with_them() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await;
+    let function = retire(
+        &bed,
+        r#"{"keep_latest": 1, "max_age_days": 30, "require_recoverable": true}"#,
+    );
+    let old: BTreeSet<String> = ids[1..].iter().cloned().collect();
+
+    // No rule: nothing could be undone, so nothing is deregistered.
+    let refused = function.invoke(&json!({})).ok();
+    assert_eq!(kept_with(&refused, "not_recoverable"), old, "{refused}");
+    assert!(actions(&refused, "deregister").is_empty());
+
+    // An AMI rule alone: the snapshots deleted with the AMI would be gone, and it with them.
+    bed.retention_rule("us-east-1", "EC2_IMAGE", 14).await;
+    let refused = function.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(kept_with(&refused, "not_recoverable"), old, "{refused}");
+
+    // Both rules: deregistered, each saying until when it can be restored.
+    bed.retention_rule("us-east-1", "EBS_SNAPSHOT", 21).await;
+    let done = function.invoke(&json!({})).ok();
+    assert_eq!(actions(&done, "deregister"), old, "{done}");
+    for recovery in recoveries(&done) {
+        assert_eq!(recovery["recoverable"], true, "{recovery}");
+        assert_eq!(recovery["image_days"], 14);
+        assert_eq!(recovery["snapshot_days"], 21);
+        assert!(recovery["until"].is_string());
+    }
+    let binned = ec2
+        .list_images_in_recycle_bin()
+        .send()
+        .await
+        .expect("ListImagesInRecycleBin");
+    let in_bin: BTreeSet<String> = binned
+        .images()
+        .iter()
+        .filter_map(|i| i.image_id().map(String::from))
+        .collect();
+    assert_eq!(in_bin, old, "both AMIs wait in the Recycle Bin");
+    // The event says so too.
+    let events = bed.published();
+    assert!(events
+        .iter()
+        .filter(|e| e["detail_type"] == "AMI Deregistered")
+        .all(|e| e["detail"]["recovery"]["recoverable"] == true));
+}
+
+#[tokio::test]
+async fn a_restore_request_gives_back_retired_amis_with_their_snapshots_and_undoes_a_disable() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    bed.retention_rule("us-east-1", "EC2_IMAGE", 14).await;
+    bed.retention_rule("us-east-1", "EBS_SNAPSHOT", 14).await;
+    let ids = family(&bed, &ec2, 3, 40).await;
+    let images_before = seed::image_ids(&ec2).await;
+    let snapshots_before = seed::snapshot_ids(&ec2).await;
+    let retired: Vec<String> = ids[1..3].to_vec();
+
+    // ids[1] and ids[2] are deregistered with their snapshots; ids[3] only disabled.
+    let deregister = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+    deregister.invoke(&json!({"image_ids": retired})).ok();
+    // ids[3] is deprecated, then disabled.
+    let deprecate = retire(&bed, r#"{"keep_latest": 1, "deprecate_after_days": 30}"#);
+    deprecate.invoke(&json!({"image_ids": [ids[3]]})).ok();
+    let disable = retire(&bed, r#"{"keep_latest": 1, "disable_after_days": 30}"#);
+    disable.invoke(&json!({"image_ids": [ids[3]]})).ok();
+    assert!(!seed::image_ids(&ec2).await.contains(&ids[1]));
+
+    let undo: Vec<String> = ids[1..].to_vec();
+    let dry = deregister
+        .invoke(&json!({"restore": {"image_ids": undo}, "dry_run": true}))
+        .ok();
+    let outcomes: Vec<&str> = dry["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(outcomes, vec!["would_restore"; 3], "{dry}");
+    assert!(
+        !seed::image_ids(&ec2).await.contains(&ids[1]),
+        "a dry run restores nothing"
+    );
+
+    let done = deregister
+        .invoke(&json!({"restore": {"image_ids": undo}}))
+        .ok();
+    assert!(
+        done["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|r| r["outcome"] == "restored"),
+        "{done}"
+    );
+    // The account ends as before: the same AMIs, the same snapshots, none disabled.
+    assert_eq!(seed::image_ids(&ec2).await, images_before);
+    assert_eq!(seed::snapshot_ids(&ec2).await, snapshots_before);
+    let states: Vec<String> = ec2
+        .describe_images()
+        .owners("self")
+        .include_disabled(true)
+        .send()
+        .await
+        .expect("DescribeImages")
+        .images()
+        .iter()
+        .filter_map(|i| i.state().map(|s| s.as_str().to_string()))
+        .collect();
+    assert!(states.iter().all(|s| s == "available"), "{states:?}");
+    let steps = done["results"][2]["steps"].to_string();
+    assert!(
+        steps.contains("enable") && steps.contains("cancel_deprecation"),
+        "{steps}"
+    );
+    let restored = bed
+        .published()
+        .iter()
+        .filter(|e| e["detail_type"] == "AMI Restored")
+        .count();
+    assert_eq!(restored, 3);
+    // Asked again: nothing left to undo.
+    let again = deregister
+        .invoke(&json!({"restore": {"image_ids": undo}}))
+        .ok();
+    assert!(again["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .all(|r| r["outcome"] == "nothing_to_undo"));
+}

@@ -8,6 +8,7 @@ mod convert;
 mod copy;
 mod create;
 mod permissions;
+mod restore;
 mod retire;
 mod scan;
 mod usage;

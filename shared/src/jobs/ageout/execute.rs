@@ -327,6 +327,7 @@ mod tests {
                     family: Some("web".into()),
                     reason: "old".into(),
                     retirement: None,
+                    recovery: None,
                 })
                 .collect(),
             ..Plan::default()

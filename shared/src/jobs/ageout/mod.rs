@@ -2,6 +2,7 @@
 
 mod execute;
 pub mod plan;
+pub mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -24,8 +25,8 @@ use crate::domain::trigger::RunRequest;
 use crate::error::{Error, Result};
 use crate::jobs::{label, Context};
 use crate::ports::{
-    Cloud, ConsumerUsage, EventSink, ImageInventory, Pace, RetireImages, IMAGE_REFERENCES_MAX_IDS,
-    USAGE_REPORT_MAX_IDS,
+    Cloud, ConsumerUsage, EventSink, ImageInventory, Pace, RecoveryRules, RetireImages,
+    IMAGE_REFERENCES_MAX_IDS, USAGE_REPORT_MAX_IDS,
 };
 
 /// The function's name in reports and events.
@@ -126,6 +127,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
     let as_of = request.as_of.unwrap_or_else(Utc::now);
     let runs = regions.iter().map(|region| {
         let ec2 = ctx.cloud.ec2(region);
+        let bin = ctx.cloud.recycle_bin(region);
         // EC2's request buckets are per region: one pacer per region's run.
         let pacer = ctx.cloud.pacer();
         async move {
@@ -138,7 +140,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
                 deadline: ctx.deadline,
                 concurrency: ctx.limits.concurrency,
             };
-            run_region(&ec2, &pacer, &run).await
+            run_region(&ec2, &bin, &pacer, &run).await
         }
     });
     let regions: Vec<RegionReport> = futures::future::join_all(runs).await;
@@ -299,8 +301,13 @@ pub struct RegionRun<'a> {
 }
 
 /// Scans one region, plans, and executes.
-pub async fn run_region<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync>(
+pub async fn run_region<
+    E: ImageInventory + ConsumerUsage + RetireImages + Sync,
+    B: RecoveryRules + Sync,
+    P: Pace + Sync,
+>(
     ec2: &E,
+    bin: &B,
     pacer: &P,
     run: &RegionRun<'_>,
 ) -> RegionReport {
@@ -324,7 +331,7 @@ pub async fn run_region<E: ImageInventory + ConsumerUsage + RetireImages + Sync,
         usage_reports: Vec::new(),
         error: None,
     };
-    let planned = plan_region(ec2, document, request, as_of, &mut report.warnings).await;
+    let planned = plan_region(ec2, bin, document, request, as_of, &mut report.warnings).await;
     let plan = match planned {
         Ok((plan, gaps)) => {
             report.evidence_gaps = gaps;
@@ -403,19 +410,31 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
 /// plans nothing); a failed evidence call (instances, launch templates, references, share
 /// state) is recorded as a gap, and the planner keeps every image it covers from being
 /// disabled or deregistered (`usage_unknown`).
-pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync>(
+pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRules + Sync>(
     ec2: &E,
+    bin: &B,
     document: &PolicyDocument,
     request: &RunRequest,
     as_of: DateTime<Utc>,
     warnings: &mut Vec<String>,
 ) -> Result<(Plan, Vec<EvidenceGap>)> {
     let depth = deepest(document);
-    let (scanned, instances, templates) = futures::join!(
+    let (scanned, instances, templates, rules) = futures::join!(
         futures::future::try_join(ec2.images(None), ec2.snapshots()),
         ec2.instance_usage(),
-        ec2.template_usage(depth)
+        ec2.template_usage(depth),
+        bin.recycle_bin()
     );
+    // Without the rules, no deregistration can say whether it can be undone: those of a policy
+    // with `require_recoverable` are kept, the others say nothing about recovery.
+    let recycle_bin = match rules {
+        Ok(rules) => Some(rules),
+        Err(e) => {
+            tracing::warn!(error = %e, "the Recycle Bin rules could not be read");
+            warnings.push(format!("the Recycle Bin rules could not be read: {e}"));
+            None
+        }
+    };
     let (mut images, snapshots) = scanned?;
     let mut usage = Usage::default();
     match instances {
@@ -450,6 +469,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync>(
             policies: request.policies.as_deref(),
             image_ids: request.image_ids.as_deref(),
             as_of,
+            recycle_bin: recycle_bin.as_ref(),
         })
     };
     let mut planned = input(&images, &usage);

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::domain::model::{Image, ImageState, ReportState, Snapshot, Usage};
 use crate::domain::policy::{Policy, PolicyDocument, Retain};
+use crate::domain::recycle_bin::{Recovery, RecycleBin};
 
 /// What the planner decides over, for one region.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,8 @@ pub struct PlanInput<'a> {
     pub image_ids: Option<&'a [String]>,
     /// The planner's clock.
     pub as_of: DateTime<Utc>,
+    /// The region's Recycle Bin rules; `None` when they could not be read.
+    pub recycle_bin: Option<&'a RecycleBin>,
 }
 
 /// A change to the account.
@@ -85,6 +88,10 @@ pub struct Action {
     /// accounts known to use it (announced as `AMI Retirement Scheduled`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retirement: Option<Retirement>,
+    /// For a deregistration: whether the Recycle Bin keeps the AMI and its snapshots, and until
+    /// when (absent when the rules could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
 }
 
 /// What a deprecation announces: the dates on which the policy retires the AMI.
@@ -136,6 +143,9 @@ pub enum KeepReason {
     /// Shared, and no usage report fresh enough says whether another account uses it: it may
     /// be deprecated, never disabled or deregistered, until a report answers.
     ConsumerUsageUnknown,
+    /// Past its age, but `require_recoverable` is set and the Recycle Bin would not keep it (or
+    /// a snapshot deleted with it) long enough to undo the deregistration.
+    NotRecoverable,
 }
 
 /// An image the plan keeps, and why.
@@ -270,6 +280,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                 family: Some(family.clone()),
                 reason,
                 retirement,
+                recovery: None,
             };
             if let Some((kind, reason)) = protection(image, rank, retain) {
                 stage_actions.push(image_action(kind, reason, None));
@@ -300,6 +311,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
             }
         }
     }
+
+    recoverability(input, &mut stage_actions, &mut deregistered, &mut out.kept);
 
     // Snapshots: delete one only when the account owns it and no remaining AMI uses it.
     let owned: HashMap<&str, &Snapshot> = input
@@ -355,6 +368,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     family: action.family.clone(),
                     reason: format!("snapshot of {} and no remaining AMI uses it", image.id),
                     retirement: None,
+                    recovery: None,
                 }),
                 None => {}
             }
@@ -407,6 +421,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                         "orphan: made for an AMI, no AMI uses it, older than {max_age} days"
                     ),
                     retirement: None,
+                    recovery: None,
                 });
             }
         }
@@ -433,6 +448,78 @@ fn snapshot_managed_by(snap: &Snapshot, policy: &Policy) -> bool {
 enum Decision {
     Keep(KeepReason, String),
     Act(ActionKind, String),
+}
+
+/// Whether each deregistration can be undone from the Recycle Bin: its `recovery` in the plan.
+/// Under `require_recoverable`, a deregistration that cannot (or whose rules could not be read)
+/// becomes a kept AMI (`not_recoverable`).
+fn recoverability<'a>(
+    input: PlanInput<'a>,
+    stage_actions: &mut Vec<Action>,
+    deregistered: &mut HashSet<&'a str>,
+    kept_out: &mut Vec<Kept>,
+) {
+    let by_id: HashMap<&str, &Image> = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
+    let snapshots: HashMap<&str, &Snapshot> = input
+        .snapshots
+        .iter()
+        .filter(|s| s.owner_id == input.account_id)
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let mut used_by_remaining: HashSet<&str> = HashSet::new();
+    for image in input
+        .images
+        .iter()
+        .filter(|i| !deregistered.contains(i.id.as_str()))
+    {
+        used_by_remaining.extend(image.snapshot_ids.iter().map(String::as_str));
+    }
+    let mut refused: HashSet<String> = HashSet::new();
+    for action in stage_actions
+        .iter_mut()
+        .filter(|a| a.action == ActionKind::Deregister)
+    {
+        let Some(image) = action.image_id.as_deref().and_then(|id| by_id.get(id)) else {
+            continue;
+        };
+        let deleted = image
+            .snapshot_ids
+            .iter()
+            .filter(|s| !used_by_remaining.contains(s.as_str()))
+            .filter_map(|s| snapshots.get(s.as_str()))
+            .map(|s| &s.tags);
+        action.recovery = input
+            .recycle_bin
+            .map(|bin| bin.recovery(&image.tags, deleted, input.as_of));
+        let required = input
+            .document
+            .policy(&action.policy)
+            .and_then(|p| p.retain.as_ref())
+            .is_some_and(|r| r.require_recoverable);
+        if !required {
+            continue;
+        }
+        let why = match &action.recovery {
+            Some(r) if r.recoverable => continue,
+            Some(r) => r.why_not.clone().unwrap_or_default(),
+            None => "the Recycle Bin rules could not be read".to_string(),
+        };
+        refused.insert(image.id.clone());
+        kept_out.push(Kept {
+            image_id: image.id.clone(),
+            policy: action.policy.clone(),
+            family: action.family.clone().unwrap_or_default(),
+            reason: KeepReason::NotRecoverable,
+            detail: format!("not deregistered: {why} (require_recoverable)"),
+        });
+    }
+    if !refused.is_empty() {
+        stage_actions.retain(|a| {
+            !(a.action == ActionKind::Deregister
+                && a.image_id.as_ref().is_some_and(|id| refused.contains(id)))
+        });
+        deregistered.retain(|id| !refused.contains(*id));
+    }
 }
 
 /// Deregistration protection for `retain.protect_latest`: on for the newest N launchable AMIs,

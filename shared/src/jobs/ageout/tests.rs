@@ -74,6 +74,7 @@ fn run_with(
         policies: None,
         image_ids: None,
         as_of: now(),
+        recycle_bin: None,
     })
 }
 
@@ -999,7 +1000,8 @@ proptest! {
     #[test]
     fn the_safety_rules_and_liveness_hold_for_any_fleet(w in world()) {
         let p = plan(PlanInput { account_id: ME, images: &w.images, snapshots: &w.snapshots, usage: &w.usage,
-            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now() });
+            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now(),
+            recycle_bin: None });
         let by_id: HashMap<&str, &Image> = w.images.iter().map(|i| (i.id.as_str(), i)).collect();
         let acted: HashMap<&str, ActionKind> = p.actions.iter()
             .filter(|a| a.action != ActionKind::DeleteSnapshot)
@@ -1212,4 +1214,192 @@ fn protect_latest_turns_protection_on_for_the_newest_and_off_only_where_age_out_
     );
     // Protection changes are not retirements: no reference check for them.
     assert!(!p.acted_images().contains(&"newest".to_string()));
+}
+
+#[test]
+fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snapshots() {
+    use crate::domain::recycle_bin::{BinResource, RecycleBin, RetentionRule, RuleTag};
+    let rule = |resource, days, tags: &[(&str, &str)], exclude: &[&str]| RetentionRule {
+        id: format!("{resource:?}-{days}"),
+        resource,
+        days,
+        tags: tags
+            .iter()
+            .map(|(k, v)| RuleTag {
+                key: k.to_string(),
+                value: Some(v.to_string()),
+            })
+            .collect(),
+        exclude_tags: exclude
+            .iter()
+            .map(|k| RuleTag {
+                key: k.to_string(),
+                value: None,
+            })
+            .collect(),
+        available: true,
+    };
+    let old = |id: &str, tag: Option<(&str, &str)>| {
+        let mut i = image(id, "a", 200);
+        if let Some((k, v)) = tag {
+            i.tags.insert(k.into(), v.into());
+        }
+        i
+    };
+    let images = [
+        image("n", "a", 1),
+        old("covered", None),
+        old("excluded", Some(("NoBin", "x"))),
+        old("short-snapshots", Some(("Short", "yes"))),
+    ];
+    let mut snapshots = snapshots_of(&images);
+    for s in snapshots.iter_mut() {
+        if s.id == "snap-short-snapshots" {
+            s.tags.insert("Short".into(), "yes".into());
+        }
+    }
+    let bin = RecycleBin {
+        rules: vec![
+            rule(BinResource::Image, 14, &[], &["NoBin"]),
+            rule(BinResource::Snapshot, 30, &[], &["Short"]),
+            rule(BinResource::Snapshot, 7, &[("Short", "yes")], &[]),
+        ],
+    };
+    let plan_with = |retain: &str, bin: Option<&RecycleBin>| {
+        plan(PlanInput {
+            account_id: ME,
+            images: &images,
+            snapshots: &snapshots,
+            usage: &Usage::default(),
+            document: &doc(retain),
+            policies: None,
+            image_ids: None,
+            as_of: now(),
+            recycle_bin: bin,
+        })
+    };
+    let strict = r#"{"keep_latest": 1, "max_age_days": 90, "require_recoverable": true}"#;
+    let p = plan_with(strict, Some(&bin));
+    assert_eq!(action_of(&p, "covered"), Some(ActionKind::Deregister));
+    let covered = p
+        .actions
+        .iter()
+        .find(|a| a.image_id.as_deref() == Some("covered") && a.action == ActionKind::Deregister)
+        .and_then(|a| a.recovery.clone())
+        .expect("recovery");
+    assert!(covered.recoverable);
+    assert_eq!(covered.until, Some(now() + Duration::days(14)));
+    assert_eq!(
+        (covered.image_days, covered.snapshot_days),
+        (Some(14), Some(30))
+    );
+    assert_eq!(kept_for(&p, "excluded"), Some(KeepReason::NotRecoverable));
+    // Its snapshot leaves the bin after 7 days, the AMI after 14: restorable for 7 days only.
+    assert_eq!(
+        kept_for(&p, "short-snapshots"),
+        Some(KeepReason::NotRecoverable)
+    );
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.snapshot_id.as_deref() != Some("snap-excluded")),
+        "a kept AMI keeps its snapshots"
+    );
+    // Rules that could not be read keep every deregistration of a strict policy.
+    let p = plan_with(strict, None);
+    assert_eq!(kept_for(&p, "covered"), Some(KeepReason::NotRecoverable));
+    // Without require_recoverable the same AMIs go, each saying whether it can come back.
+    let lax = r#"{"keep_latest": 1, "max_age_days": 90}"#;
+    let p = plan_with(lax, Some(&bin));
+    let recovery = |id: &str| {
+        p.actions
+            .iter()
+            .find(|a| a.image_id.as_deref() == Some(id) && a.action == ActionKind::Deregister)
+            .and_then(|a| a.recovery.clone())
+            .expect("a deregistration with its recovery")
+    };
+    assert!(recovery("covered").recoverable);
+    assert!(!recovery("excluded").recoverable);
+    assert_eq!(recovery("short-snapshots").snapshot_days, Some(7));
+}
+
+#[tokio::test]
+async fn a_restore_brings_back_binned_amis_snapshots_first_and_undoes_disable_and_deprecation() {
+    use super::restore::{self, RestoreOutcome, Step};
+    use crate::domain::recycle_bin::BinSnapshot;
+    use crate::tests::fakes::{context, FakeCloud};
+    let cloud = FakeCloud::default();
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut state = ec2.state();
+        state.bin_images.push(image("ami-binned", "a", 200));
+        state.bin_snapshots = vec![
+            BinSnapshot {
+                snapshot_id: "snap-1".into(),
+                description: "Created by CreateImage(i-1) for ami-binned".into(),
+            },
+            BinSnapshot {
+                snapshot_id: "snap-other".into(),
+                description: "Created by CreateImage(i-1) for ami-binned2".into(),
+            },
+        ];
+        let mut disabled = image("ami-disabled", "a", 70);
+        disabled.state = ImageState::Disabled;
+        disabled.deprecation_time = Some(now());
+        state.images.push(disabled);
+        state.images.push(image("ami-fine", "a", 1));
+    }
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#,
+    );
+    let ctx = context(&cloud, &document);
+    let ids: Vec<String> = ["ami-binned", "ami-disabled", "ami-fine", "ami-gone"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+
+    let dry = restore::run(&ctx, &ids, std::slice::from_ref(&region), true).await;
+    assert!(ec2.state().changes.is_empty(), "a dry run changes nothing");
+    assert_eq!(dry[0].outcome, RestoreOutcome::WouldRestore);
+    assert_eq!(
+        dry[0].steps,
+        vec![
+            Step::RestoreSnapshot("snap-1".into()),
+            Step::RestoreImage("ami-binned".into())
+        ],
+        "its own snapshots, before the AMI"
+    );
+
+    let done = restore::run(&ctx, &ids, std::slice::from_ref(&region), false).await;
+    let outcomes: Vec<RestoreOutcome> = done.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            RestoreOutcome::Restored,
+            RestoreOutcome::Restored,
+            RestoreOutcome::NothingToUndo,
+            RestoreOutcome::NotFound
+        ]
+    );
+    assert_eq!(
+        ec2.state().changes,
+        vec![
+            "RestoreSnapshotFromRecycleBin snap-1",
+            "RestoreImageFromRecycleBin ami-binned",
+            "EnableImage ami-disabled",
+            "DisableImageDeprecation ami-disabled"
+        ]
+    );
+    assert_eq!(
+        restore::events(&done).len(),
+        2,
+        "AMI Restored for each AMI given back"
+    );
+
+    // Delivered again: nothing left to undo.
+    let again = restore::run(&ctx, &ids[..3], std::slice::from_ref(&region), false).await;
+    assert!(again
+        .iter()
+        .all(|r| r.outcome == RestoreOutcome::NothingToUndo));
 }

@@ -1,0 +1,248 @@
+//! Undo: give back the AMIs age-out retired. A run request `{"restore": {"image_ids": [...]}}`
+//! restores an AMI in the Recycle Bin (its snapshots first, then the AMI, as EC2 requires),
+//! re-enables a disabled one (EnableImage) and cancels a deprecation (DisableImageDeprecation).
+//! The plan is pure; the executor acts through [`RestoreImages`] and honours `dry_run`.
+
+use serde::Serialize;
+
+use crate::domain::deadline::Deadline;
+use crate::domain::event::{event, Event};
+use crate::domain::ids::Region;
+use crate::domain::model::{Image, ImageState};
+use crate::domain::recycle_bin::{BinImage, BinSnapshot};
+use crate::error::Disposition;
+use crate::jobs::Line;
+use crate::ports::{Pace, RestoreImages};
+
+/// One step of giving an AMI back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", content = "id", rename_all = "snake_case")]
+pub enum Step {
+    /// RestoreSnapshotFromRecycleBin of one of its snapshots.
+    RestoreSnapshot(String),
+    /// RestoreImageFromRecycleBin.
+    RestoreImage(String),
+    /// EnableImage.
+    Enable(String),
+    /// DisableImageDeprecation.
+    CancelDeprecation(String),
+}
+
+/// What became of one AMI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreOutcome {
+    /// Every step was done.
+    Restored,
+    /// Dry run: the steps it would take.
+    WouldRestore,
+    /// Registered, enabled and not deprecated: nothing to undo.
+    NothingToUndo,
+    /// Neither registered nor in the Recycle Bin (deleted for good, or another region).
+    NotFound,
+    /// Throttled or out of time: the same request finishes it.
+    Deferred,
+    /// EC2 refused a step; see `error`.
+    Failed,
+}
+
+/// The restore of one AMI, with its steps.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Restored {
+    /// The AMI.
+    pub image_id: String,
+    /// Where it was found (absent when nowhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// What happened.
+    pub outcome: RestoreOutcome,
+    /// EC2's error, when a step failed or was deferred.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Line for Restored {
+    type Outcome = RestoreOutcome;
+    fn outcome(&self) -> &RestoreOutcome {
+        &self.outcome
+    }
+    fn failed(&self) -> bool {
+        self.outcome == RestoreOutcome::Failed
+    }
+}
+
+/// The steps that give `image_id` back: from the Recycle Bin (its snapshots there first), or
+/// re-enabled and undeprecated where it is registered. `None`: it is in neither place.
+pub fn steps(
+    image_id: &str,
+    registered: Option<&Image>,
+    in_bin: Option<&BinImage>,
+    bin_snapshots: &[BinSnapshot],
+) -> Option<Vec<Step>> {
+    let mut out = Vec::new();
+    match (registered, in_bin) {
+        (Some(image), _) => {
+            if image.state == ImageState::Disabled {
+                out.push(Step::Enable(image_id.to_string()));
+            }
+            if image.deprecation_time.is_some() {
+                out.push(Step::CancelDeprecation(image_id.to_string()));
+            }
+        }
+        (None, Some(_)) => {
+            out.extend(
+                bin_snapshots
+                    .iter()
+                    .filter(|s| s.made_for(image_id))
+                    .map(|s| Step::RestoreSnapshot(s.snapshot_id.clone())),
+            );
+            out.push(Step::RestoreImage(image_id.to_string()));
+        }
+        (None, None) => return None,
+    }
+    Some(out)
+}
+
+/// Restores the AMIs of one region that are there (registered or in the Recycle Bin); the
+/// others are left out (another region may hold them).
+pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
+    ec2: &E,
+    pacer: &P,
+    region: &Region,
+    ids: &[String],
+    dry_run: bool,
+    deadline: Deadline,
+) -> Vec<Restored> {
+    let line = |image_id: &str, steps, outcome, error| Restored {
+        image_id: image_id.to_string(),
+        region: Some(region.clone()),
+        steps,
+        outcome,
+        error,
+    };
+    // What the region holds; a look-up that fails leaves every AMI of the request unanswered.
+    let found = async {
+        let mut registered = Vec::new();
+        for id in ids {
+            registered.push(ec2.registered(id).await?);
+        }
+        let in_bin = ec2.images_in_bin(ids).await?;
+        let bin_snapshots = if in_bin.is_empty() {
+            Vec::new()
+        } else {
+            ec2.snapshots_in_bin().await?
+        };
+        Ok::<_, crate::error::Error>((registered, in_bin, bin_snapshots))
+    };
+    let (registered, in_bin, bin_snapshots) = match found.await {
+        Ok(found) => found,
+        Err(e) => {
+            return ids
+                .iter()
+                .map(|id| line(id, Vec::new(), outcome_of(&e), Some(e.to_string())))
+                .collect()
+        }
+    };
+    let mut out = Vec::new();
+    for (id, registered) in ids.iter().zip(&registered) {
+        let binned = in_bin.iter().find(|b| &b.image_id == id);
+        let Some(steps) = steps(id, registered.as_ref(), binned, &bin_snapshots) else {
+            continue;
+        };
+        if steps.is_empty() {
+            out.push(line(id, steps, RestoreOutcome::NothingToUndo, None));
+            continue;
+        }
+        if dry_run {
+            out.push(line(id, steps, RestoreOutcome::WouldRestore, None));
+            continue;
+        }
+        let mut failure = None;
+        for step in &steps {
+            if deadline.passed() {
+                failure = Some((RestoreOutcome::Deferred, "the run's deadline".to_string()));
+                break;
+            }
+            pacer.take().await;
+            let done = match step {
+                Step::RestoreSnapshot(s) => ec2.restore_snapshot(s).await,
+                Step::RestoreImage(i) => ec2.restore_image(i).await,
+                Step::Enable(i) => ec2.enable(i).await,
+                Step::CancelDeprecation(i) => ec2.cancel_deprecation(i).await,
+            };
+            if let Err(e) = done {
+                tracing::warn!(image_id = %id, ?step, error = %e, "restore step failed");
+                failure = Some((outcome_of(&e), e.to_string()));
+                break;
+            }
+        }
+        match failure {
+            None => out.push(line(id, steps, RestoreOutcome::Restored, None)),
+            Some((outcome, error)) => out.push(line(id, steps, outcome, Some(error))),
+        }
+    }
+    out
+}
+
+fn outcome_of(e: &crate::error::Error) -> RestoreOutcome {
+    match e.disposition() {
+        Disposition::Deferred => RestoreOutcome::Deferred,
+        Disposition::Failed => RestoreOutcome::Failed,
+    }
+}
+
+/// Merges the regions' answers: each AMI once, `not_found` for an AMI no region holds.
+pub fn merge(ids: &[String], by_region: Vec<Vec<Restored>>) -> Vec<Restored> {
+    let all: Vec<Restored> = by_region.into_iter().flatten().collect();
+    ids.iter()
+        .map(|id| {
+            all.iter()
+                .find(|r| &r.image_id == id)
+                .cloned()
+                .unwrap_or(Restored {
+                    image_id: id.clone(),
+                    region: None,
+                    steps: Vec::new(),
+                    outcome: RestoreOutcome::NotFound,
+                    error: None,
+                })
+        })
+        .collect()
+}
+
+/// `AMI Restored`, for each AMI given back.
+pub fn events(results: &[Restored]) -> Vec<Event> {
+    results
+        .iter()
+        .filter(|r| r.outcome == RestoreOutcome::Restored)
+        .map(|r| {
+            let resources = r
+                .region
+                .as_ref()
+                .map(|region| vec![region.image_arn(&r.image_id)])
+                .unwrap_or_default();
+            event(
+                "AMI Restored",
+                resources,
+                serde_json::to_value(r).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Restores `ids` in every region of the request, concurrently.
+pub async fn run<C: crate::ports::Cloud>(
+    ctx: &crate::jobs::Context<'_, C>,
+    ids: &[String],
+    regions: &[Region],
+    dry_run: bool,
+) -> Vec<Restored> {
+    let runs = regions.iter().map(|region| {
+        let ec2 = ctx.cloud.ec2(region);
+        let pacer = ctx.cloud.pacer();
+        async move { restore_region(&ec2, &pacer, region, ids, dry_run, ctx.deadline).await }
+    });
+    merge(ids, futures::future::join_all(runs).await)
+}
