@@ -1,8 +1,10 @@
 """The main job, locally: a realistic account on the local EC2 emulator; the real `ami-build`
-binary images the tagged instances (twice: the re-delivery creates nothing), then the real
-`ami-age-out` binary retires what is past retention, first as a dry run, then for real; both
-driven through the Lambda runtime API (cargo lambda). Prints what happened and exits non-zero if anything failed or the account does
-not end as the report says. Leaves nothing running.
+binary images the tagged instances (twice: the re-delivery creates nothing), `ami-share` and
+`ami-copy` act on the new AMIs' `available` events, then `ami-age-out` retires what is past
+retention, first as a dry run, then for real (with what it saved), and finally gives one AMI
+back from the Recycle Bin with a restore request; all driven through the Lambda runtime API
+(cargo lambda). Prints what happened and exits non-zero if anything failed or the account does
+not end as the reports say. Leaves nothing running.
 
 Run it with `scripts/demo` (which builds the function and sets up the test bed first).
 """
@@ -114,6 +116,11 @@ def show(stage: str, report: dict, names: dict[str, str], elapsed: float) -> Non
     c = report["counts"]
     print(f"\n  totals: planned {c.get('planned', 0)}, kept {c.get('kept', 0)}, failed {len(report['failed'])}, "
           f"remaining {report['remaining']}, complete {report['complete']}, {elapsed * 1000:.0f} ms")
+    saved = report["saved"]
+    verb = "would free" if report["dry_run"] else "freed"
+    label = " (volume sizes: an upper bound)" if saved["estimated"] else ""
+    print(f"  saving: {verb} {saved['gib']:.0f} GiB of snapshots{label}, about ${saved['monthly_usd']:.2f} a month "
+          f"at ${saved['price_per_gb_month']}/GB-month")
 
 
 def main() -> int:
@@ -205,6 +212,13 @@ def main() -> int:
             print("a re-delivered copy event did not find its copy")
             return 1
 
+        # The Recycle Bin keeps deregistered AMIs and deleted snapshots for 7 days in both
+        # regions, so age-out can be undone.
+        for region in REGIONS:
+            rbin = emu.client("rbin", region)
+            for kind in ("EC2_IMAGE", "EBS_SNAPSHOT"):
+                rbin.create_rule(ResourceType=kind,
+                                 RetentionPeriod={"RetentionPeriodValue": 7, "RetentionPeriodUnit": "DAYS"})
         function = Function(emu, "ami-age-out", POLICIES)
         functions.append(function)
         request = {"regions": REGIONS}
@@ -243,6 +257,47 @@ def main() -> int:
             print("\nFAILED: " + "; ".join(problems or ["see the failed actions above"]))
             return 1
         print("\nThe account ends exactly as the report says.")
+
+        # Other accounts: age-out asked EC2 who uses the shared AMIs it would retire. Once EC2
+        # has built the reports, the next run reads them: the first AMI is still launched in
+        # another account, the others are used by nobody.
+        requested = [(r["region"], u["image_id"]) for r in real["regions"] for u in r.get("usage_reports", [])
+                     if u["outcome"] == "requested"]
+        for n, (region, image_id) in enumerate(requested):
+            entries = [{"account_id": "210987654321", "resource_type": "ec2:Instance", "usage_count": 3}] if n == 0 else []
+            emu.complete_usage_report(region, image_id, entries)
+        print(f"\nEC2 built the {len(requested)} usage reports age-out asked for; the next scheduled run:")
+        t = time.time()
+        ok, later = function.invoke({**request, "dry_run": False})
+        if not ok:
+            print(f"the next run failed:\n{later}")
+            return 1
+        show("age-out, reports read", later, names, time.time() - t)
+        consumers = [k for r in later["regions"] for k in r["kept"] if k["reason"] == "in_use_by_account"]
+        retired = {a["image_id"] for a in later["plan"] if a["action"] == "deregister"}
+        if requested and (len(consumers) != 1 or not {i for _, i in requested[1:]} <= retired):
+            print("FAILED: the usage reports were not applied")
+            return 1
+
+        # Undo: one deregistered AMI comes back from the Recycle Bin with its snapshots.
+        gone = next(a for a in real["plan"] if a["action"] == "deregister")
+        recovery = gone.get("recovery") or {}
+        print(f"\n{names.get(gone['image_id'], gone['image_id'])} was recoverable: {recovery.get('recoverable')} "
+              f"(until {recovery.get('until')})")
+        t = time.time()
+        ok, undone = function.invoke({"restore": {"image_ids": [gone["image_id"]]}, "regions": [gone["region"]],
+                                      "dry_run": False})
+        if not ok:
+            print(f"restore failed:\n{undone}")
+            return 1
+        table(f"== restore: {gone['image_id']} ==", ["image", "region", "steps", "outcome"],
+              [[r["image_id"], r.get("region", ""), ", ".join(f"{st['step']} {st['id']}" for st in r["steps"]),
+                r["outcome"]] for r in undone["results"]])
+        back = emu.ec2(gone["region"]).describe_images(ImageIds=[gone["image_id"]])["Images"]
+        print(f"\n  {len(back)} AMI registered again, {(time.time() - t) * 1000:.0f} ms")
+        if undone["results"][0]["outcome"] != "restored" or not back:
+            print("FAILED: the AMI did not come back")
+            return 1
         return 0
     finally:
         for f in functions:

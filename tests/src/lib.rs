@@ -436,6 +436,11 @@ impl Function {
         }
     }
 
+    /// What the function wrote to stdout and stderr so far (its CloudWatch log in Lambda).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Whether the function process has exited (a failed cold start), with its log.
     pub fn exited(&mut self) -> Option<String> {
         match self.function.try_wait() {

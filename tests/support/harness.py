@@ -87,6 +87,11 @@ class Emulator:
         """Sets fields EC2 sets itself (creation_date, last_launched_time, ...) on an image."""
         self._post("image", {"region": region, "image_id": image_id, **fields})
 
+    def complete_usage_report(self, region: str, image_id: str, entries: list[dict]) -> None:
+        """EC2 finishes the image's pending usage report with these entries
+        (`{"account_id", "resource_type", "usage_count"}`)."""
+        self._post("usage-report", {"region": region, "image_id": image_id, "entries": entries})
+
     def published(self) -> list[dict]:
         """The events the functions put on EventBridge, in order."""
         return self._get("events")

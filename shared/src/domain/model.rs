@@ -188,6 +188,30 @@ pub struct Snapshot {
     pub started: Option<DateTime<Utc>>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Its size, as DescribeSnapshots gives it.
+    pub size: SnapshotSize,
+}
+
+/// How big a snapshot is: `FullSnapshotSizeInBytes` where EC2 returns it, else the size of the
+/// volume it was taken from (`VolumeSize`, GiB), which bounds it from above.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotSize {
+    /// FullSnapshotSizeInBytes.
+    pub full_bytes: Option<u64>,
+    /// VolumeSize, in GiB.
+    pub volume_gib: Option<u32>,
+}
+
+impl SnapshotSize {
+    /// Bytes, and whether they are measured (`FullSnapshotSizeInBytes`) rather than estimated
+    /// from the volume size; none when EC2 gave neither.
+    pub fn bytes(&self) -> Option<(u64, bool)> {
+        match (self.full_bytes, self.volume_gib) {
+            (Some(b), _) => Some((b, true)),
+            (None, Some(g)) => Some((u64::from(g) << 30, false)),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Snapshot {

@@ -22,6 +22,8 @@ pub struct Limits {
     pub concurrency: usize,
     /// Whether the deployment allows public sharing (`ALLOW_PUBLIC_SHARING`).
     pub allow_public_sharing: bool,
+    /// USD per GB-month of snapshot storage, for the estimated saving of a run.
+    pub snapshot_price: f64,
 }
 
 /// What every job run is given: the ports, the policy document, the limits and the deadline.

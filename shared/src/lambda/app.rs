@@ -45,6 +45,10 @@ pub struct Settings {
     /// Mutating calls sent at once before pacing starts (`AMI_MUTATION_BURST`, default 100:
     /// EC2's bucket size).
     pub mutation_burst: f64,
+    /// The price of a GB-month of snapshot storage in USD, for the estimated saving of a run
+    /// (`AMI_SNAPSHOT_PRICE_PER_GB_MONTH`, default 0.05: EBS snapshots, standard tier,
+    /// us-east-1).
+    pub snapshot_price: f64,
     /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
     /// 60): every delivery of the same schedule within it makes the same names.
     pub build_window_minutes: u32,
@@ -121,6 +125,19 @@ impl Settings {
                 as f64,
             mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
                 as f64,
+            snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
+                None => 0.05,
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=10.0).contains(p))
+                    .ok_or_else(|| {
+                        Error::config(
+                            "AMI_SNAPSHOT_PRICE_PER_GB_MONTH",
+                            format!("`{v}` is not a price in USD from 0 to 10 (default 0.05)"),
+                        )
+                    })?,
+            },
         };
         if !settings.deadline_margin.is_zero() && settings.call_timeout > settings.deadline_margin {
             return Err(Error::config(
@@ -236,6 +253,7 @@ impl App {
         Limits {
             concurrency: self.settings.concurrency,
             allow_public_sharing: self.settings.deployment.allow_public_sharing,
+            snapshot_price: self.settings.snapshot_price,
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
 use super::app::App;
+use super::metrics;
 use super::report::{answer, Run};
 use crate::domain::ids::Region;
 use crate::domain::payload::Payload;
@@ -220,6 +221,10 @@ impl Job for AgeOutJob {
             counts = %serde_json::to_string(&report.counts).unwrap_or_default(),
             "age-out run finished"
         );
+        metrics::emit(&metrics::age_out(
+            &report,
+            chrono::Utc::now().timestamp_millis(),
+        ));
         answer(&report, ageout::partial_failure(&report))
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod handler;
+pub mod metrics;
 pub mod report;
 
 pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Function, Job, ShareJob};

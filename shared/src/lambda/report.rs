@@ -95,6 +95,12 @@ impl Run {
         };
         tracing::info!(function = report.function, trigger = %report.trigger, dry_run = report.dry_run,
             counts = %serde_json::to_string(&report.counts).unwrap_or_default(), "run finished");
+        super::metrics::emit(&super::metrics::results(
+            report.function,
+            &report.counts,
+            report.dry_run,
+            chrono::Utc::now().timestamp_millis(),
+        ));
         answer(&report, failed)
     }
 }

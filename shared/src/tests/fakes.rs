@@ -670,6 +670,7 @@ pub fn context<'a>(
         limits: crate::jobs::Limits {
             concurrency: 4,
             allow_public_sharing: true,
+            snapshot_price: 0.05,
         },
         deadline: crate::domain::deadline::Deadline::none(),
     }

@@ -118,8 +118,56 @@ async fn a_real_run_leaves_the_account_exactly_as_planned_and_a_second_run_does_
         s.extend(seed::snapshot_ids(&bed.ec2("eu-west-1").await).await);
         s
     };
+    // The size of every snapshot, as DescribeSnapshots gives it (GiB of its volume here).
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+    for region in ["us-east-1", "eu-west-1"] {
+        let out = bed
+            .ec2(region)
+            .await
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .expect("DescribeSnapshots");
+        for s in out.snapshots() {
+            let gib = u64::try_from(s.volume_size().unwrap_or(0)).unwrap_or(0);
+            sizes.insert(s.snapshot_id().unwrap_or_default().to_string(), gib << 30);
+        }
+    }
+    let freed: u64 = doomed_snapshots.iter().map(|s| sizes[s]).sum();
+    assert!(freed > 0);
+    assert_eq!(
+        planned["saved"]["bytes"], freed,
+        "the dry run shows what it would free"
+    );
 
     let report = function.invoke(&request(false)).ok();
+
+    // The bytes freed are the sizes of the snapshots deleted, labelled as volume sizes.
+    assert_eq!(report["saved"]["bytes"], freed, "{}", report["saved"]);
+    assert_eq!(report["saved"]["estimated"], true);
+    let by_family: u64 = report["saved"]["by_family"]
+        .as_object()
+        .expect("by_family")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(by_family, freed);
+    let gib = freed as f64 / 1073741824.0;
+    let monthly = report["saved"]["monthly_usd"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (monthly - (gib * 0.05 * 100.0).round() / 100.0).abs() < 1e-9,
+        "{monthly}"
+    );
+    // The same figures go out as CloudWatch metrics (EMF lines in the function's log).
+    let log = function.log_text();
+    let emf_bytes: f64 = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["_aws"].is_object())
+        .filter_map(|l| l["BytesFreed"].as_f64())
+        .sum();
+    assert_eq!(emf_bytes, freed as f64, "EMF BytesFreed in the log");
 
     assert_eq!(report["dry_run"], false);
     assert_eq!(report["complete"], true);

@@ -36,6 +36,12 @@ fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
         "AMI Deregistered",
         "Policy Run Completed",
         "The account ends exactly as the report says.",
+        "saving: freed",
+        "usage reports age-out asked for",
+        "in_use_by_account",
+        "was recoverable: True",
+        "restored",
+        "1 AMI registered again",
     ] {
         assert!(
             stdout.contains(section),

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::convert::{image_from_sdk, smithy_time, tags_of};
 use super::{reference_version_depth, Ec2};
-use crate::domain::model::{Image, Snapshot, TemplateUse, IN_USE_INSTANCE_STATES};
+use crate::domain::model::{Image, Snapshot, SnapshotSize, TemplateUse, IN_USE_INSTANCE_STATES};
 use crate::domain::policy::TemplateDepth;
 use crate::error::{Error, Result};
 use crate::ports::{ImageInventory, Permissions, IMAGE_REFERENCES_MAX_IDS};
@@ -52,6 +52,12 @@ impl ImageInventory for Ec2 {
                     description: s.description.clone().unwrap_or_default(),
                     started: smithy_time(s.start_time()),
                     tags: tags_of(s.tags()),
+                    size: SnapshotSize {
+                        full_bytes: s
+                            .full_snapshot_size_in_bytes()
+                            .and_then(|b| u64::try_from(b).ok()),
+                        volume_gib: s.volume_size().and_then(|g| u32::try_from(g).ok()),
+                    },
                 })
             }));
         }

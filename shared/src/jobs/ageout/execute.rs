@@ -328,6 +328,8 @@ mod tests {
                     reason: "old".into(),
                     retirement: None,
                     recovery: None,
+                    bytes: None,
+                    bytes_estimated: false,
                 })
                 .collect(),
             ..Plan::default()

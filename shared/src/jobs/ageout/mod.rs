@@ -3,6 +3,7 @@
 mod execute;
 pub mod plan;
 pub mod restore;
+pub mod savings;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +97,8 @@ pub struct Report {
     pub failed: Vec<ActionReport>,
     /// Actions left for the next run.
     pub remaining: usize,
+    /// The snapshot storage the run freed (a dry run: would free), with the monthly saving.
+    pub saved: savings::Savings,
     /// Per region: kept images, kept snapshots, orphans, warnings.
     pub regions: Vec<RegionReport>,
     /// Events published.
@@ -173,6 +176,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
         regions.iter().map(|r| r.orphans.len()).sum(),
     );
 
+    let saved = savings::savings(&plan, dry_run, ctx.limits.snapshot_price);
     let mut events: Vec<_> = if dry_run {
         Vec::new()
     } else {
@@ -201,7 +205,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
             "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
             "regions": regions.iter().map(|r| r.region.to_string()).collect::<Vec<_>>(),
             "policies": request.policies, "counts": counts, "failed": failed.len(), "remaining": remaining,
-            "evidence_gaps": evidence_gaps,
+            "evidence_gaps": evidence_gaps, "saved": saved,
         }),
     ));
     let published = sink.publish(events).await;
@@ -216,6 +220,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
         plan,
         failed,
         remaining,
+        saved,
         regions,
         events: published,
         elapsed_ms: started.elapsed().as_millis(),

@@ -92,6 +92,13 @@ pub struct Action {
     /// when (absent when the rules could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<Recovery>,
+    /// For a snapshot: its size in bytes, and whether that is the volume's size (EC2 gave no
+    /// `FullSnapshotSizeInBytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `bytes` is the size of the volume, an upper bound of the snapshot's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bytes_estimated: bool,
 }
 
 /// What a deprecation announces: the dates on which the policy retires the AMI.
@@ -281,6 +288,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                 reason,
                 retirement,
                 recovery: None,
+                bytes: None,
+                bytes_estimated: false,
             };
             if let Some((kind, reason)) = protection(image, rank, retain) {
                 stage_actions.push(image_action(kind, reason, None));
@@ -360,16 +369,21 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     image_id: image.id.clone(),
                     reason,
                 }),
-                None if planned_snapshots.insert(snap.clone()) => snapshot_actions.push(Action {
-                    action: ActionKind::DeleteSnapshot,
-                    image_id: Some(image.id.clone()),
-                    snapshot_id: Some(snap.clone()),
-                    policy: action.policy.clone(),
-                    family: action.family.clone(),
-                    reason: format!("snapshot of {} and no remaining AMI uses it", image.id),
-                    retirement: None,
-                    recovery: None,
-                }),
+                None if planned_snapshots.insert(snap.clone()) => {
+                    let size = owned.get(snap.as_str()).and_then(|s| s.size.bytes());
+                    snapshot_actions.push(Action {
+                        action: ActionKind::DeleteSnapshot,
+                        image_id: Some(image.id.clone()),
+                        snapshot_id: Some(snap.clone()),
+                        policy: action.policy.clone(),
+                        family: action.family.clone(),
+                        reason: format!("snapshot of {} and no remaining AMI uses it", image.id),
+                        retirement: None,
+                        recovery: None,
+                        bytes: size.map(|(b, _)| b),
+                        bytes_estimated: size.is_some_and(|(_, measured)| !measured),
+                    })
+                }
                 None => {}
             }
         }
@@ -422,6 +436,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
                     ),
                     retirement: None,
                     recovery: None,
+                    bytes: snap.size.bytes().map(|(b, _)| b),
+                    bytes_estimated: snap.size.bytes().is_some_and(|(_, measured)| !measured),
                 });
             }
         }

@@ -51,6 +51,7 @@ fn snapshots_of(images: &[Image]) -> Vec<Snapshot> {
             description: format!("Created by CreateImage(i-1) for {}", i.id),
             started: i.created,
             tags: BTreeMap::new(),
+            size: Default::default(),
         })
         .collect()
 }
@@ -226,6 +227,7 @@ fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
         description: "Created by CreateImage(i-9) for ami-gone".into(),
         started: Some(now() - Duration::days(100)),
         tags: BTreeMap::from([("Family".to_string(), "a".to_string())]),
+        size: Default::default(),
     });
     let p = run_with(&d, &images, &snapshots, &Usage::default());
     let deleted = deleted_snapshots(&p);
@@ -255,6 +257,7 @@ fn only_owned_unused_snapshots_made_for_an_ami_of_a_deleting_policy_are_orphans_
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        size: Default::default(),
     };
     let made = "Created by CreateImage(i-9) for ami-gone";
     let mut snapshots = snapshots_of(&images);
@@ -932,6 +935,7 @@ fn world() -> impl Strategy<Value = World> {
                         description: format!("Created by CreateImage(i-1) for {id}"),
                         started: i.created,
                         tags: BTreeMap::new(),
+                        size: Default::default(),
                     });
                 }
                 images.push(i);
@@ -944,6 +948,7 @@ fn world() -> impl Strategy<Value = World> {
                     description: format!("Created by CreateImage(i-1) for ami-gone{n}"),
                     started: Some(now() - Duration::days(300)),
                     tags: BTreeMap::from([(crate::domain::tags::POLICY.to_string(), "web".to_string())]),
+                    size: Default::default(),
                 });
             }
             snapshots.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1402,4 +1407,64 @@ async fn a_restore_brings_back_binned_amis_snapshots_first_and_undoes_disable_an
     assert!(again
         .iter()
         .all(|r| r.outcome == RestoreOutcome::NothingToUndo));
+}
+
+#[test]
+fn savings_count_what_was_deleted_measured_or_estimated_per_family() {
+    use super::execute::{ActionReport, Outcome};
+    use super::savings::savings;
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let line = |family: Option<&str>, bytes: Option<u64>, estimated: bool, outcome: Outcome| {
+        ActionReport {
+            action: super::plan::Action {
+                action: ActionKind::DeleteSnapshot,
+                image_id: None,
+                snapshot_id: Some("snap-1".into()),
+                policy: "web".into(),
+                family: family.map(String::from),
+                reason: String::new(),
+                retirement: None,
+                recovery: None,
+                bytes,
+                bytes_estimated: estimated,
+            },
+            region: region.clone(),
+            outcome,
+            error_code: None,
+            error: None,
+        }
+    };
+    let gib = 1u64 << 30;
+    let done = [
+        line(
+            Some("web-a"),
+            Some(8 * gib),
+            true,
+            Outcome::DeletedWithImage,
+        ),
+        line(Some("web-a"), Some(2 * gib), false, Outcome::Done),
+        line(None, Some(gib), false, Outcome::Done),
+        line(Some("web-b"), None, false, Outcome::Done),
+        line(Some("web-b"), Some(5 * gib), false, Outcome::Failed),
+        line(Some("web-b"), Some(5 * gib), false, Outcome::Deferred),
+    ];
+    let s = savings(&done, false, 0.05);
+    assert_eq!(
+        s.bytes,
+        11 * gib,
+        "failed and deferred deletions free nothing"
+    );
+    assert_eq!(s.by_family.get("web-a"), Some(&(10 * gib)));
+    assert_eq!(s.by_family.get("(orphans)"), Some(&gib));
+    assert!(s.estimated, "one size is the volume's");
+    assert_eq!(s.size_unknown, 1);
+    assert_eq!(s.gib, 11.0);
+    assert_eq!(s.monthly_usd, 0.55);
+    // A dry run counts what it plans.
+    let planned = [line(Some("web-a"), Some(3 * gib), false, Outcome::Planned)];
+    let s = savings(&planned, true, 0.05);
+    assert_eq!(
+        (s.bytes, s.estimated, s.monthly_usd),
+        (3 * gib, false, 0.15)
+    );
 }

@@ -342,6 +342,7 @@ async fn a_snapshot_is_registered_only_once_it_is_completed() {
             description: String::new(),
             started: None,
             tags: BTreeMap::new(),
+            size: Default::default(),
         };
         cloud.region("us-east-1").state().snapshots = vec![(snapshot, state.into())];
         let request = match Trigger::parse(
