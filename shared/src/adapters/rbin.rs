@@ -2,7 +2,7 @@
 //! the identifiers, then GetRule for each rule's tags, exclusion tags and status, which ListRules
 //! does not return).
 
-use aws_sdk_rbin::types::{ResourceTag, ResourceType, RetentionPeriodUnit, RuleStatus};
+use aws_sdk_rbin::types::{LockState, ResourceTag, ResourceType, RetentionPeriodUnit, RuleStatus};
 use aws_sdk_rbin::Client;
 
 use crate::domain::ids::Region;
@@ -64,6 +64,7 @@ impl Rbin {
                 tags: rule.resource_tags().iter().map(rule_tag).collect(),
                 exclude_tags: rule.exclude_resource_tags().iter().map(rule_tag).collect(),
                 available: rule.status() == Some(&RuleStatus::Available),
+                locked: rule.lock_state() == Some(&LockState::Locked),
             });
         }
         Ok(out)

@@ -50,6 +50,9 @@ pub struct RetentionRule {
     pub exclude_tags: Vec<RuleTag>,
     /// Only an `available` rule retains anything (a new one is `pending` for a while).
     pub available: bool,
+    /// A locked rule cannot be changed or deleted until it is unlocked and its unlock delay
+    /// has passed, so what it retains stays retained.
+    pub locked: bool,
 }
 
 impl RetentionRule {
@@ -91,16 +94,25 @@ pub struct Recovery {
     /// Why it is not recoverable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<String>,
+    /// Every rule that keeps it (and its snapshots) is locked: nobody can shorten the
+    /// retention or delete the rule meanwhile.
+    pub locked: bool,
 }
 
 impl RecycleBin {
     /// The longest retention of the rules that retain a resource of `kind` with `tags`.
     pub fn retention(&self, kind: BinResource, tags: &BTreeMap<String, String>) -> Option<u32> {
+        self.retaining(kind, tags).map(|r| r.days).max()
+    }
+
+    fn retaining<'a>(
+        &'a self,
+        kind: BinResource,
+        tags: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a RetentionRule> + 'a {
         self.rules
             .iter()
-            .filter(|r| r.resource == kind && r.retains(tags))
-            .map(|r| r.days)
-            .max()
+            .filter(move |r| r.resource == kind && r.retains(tags))
     }
 
     /// Whether an AMI with `image_tags` whose deleted snapshots carry `snapshot_tags` can be
@@ -115,8 +127,14 @@ impl RecycleBin {
         let image_days = self.retention(BinResource::Image, image_tags);
         let mut any = false;
         let mut snapshot_days: Option<u32> = Some(u32::MAX);
+        let mut locked = self
+            .retaining(BinResource::Image, image_tags)
+            .any(|r| r.locked);
         for tags in snapshot_tags {
             any = true;
+            locked &= self
+                .retaining(BinResource::Snapshot, tags)
+                .any(|r| r.locked);
             snapshot_days = match (snapshot_days, self.retention(BinResource::Snapshot, tags)) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 _ => None,
@@ -140,6 +158,7 @@ impl RecycleBin {
                 .map(|d| as_of + Duration::days(i64::from(d))),
             image_days,
             snapshot_days,
+            locked: locked && why_not.is_none(),
             why_not,
         }
     }

@@ -1243,6 +1243,7 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
             })
             .collect(),
         available: true,
+        locked: days == 14,
     };
     let old = |id: &str, tag: Option<(&str, &str)>| {
         let mut i = image(id, "a", 200);
