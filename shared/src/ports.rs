@@ -123,7 +123,6 @@ pub trait RetireImages {
 /// What RegisterImage is called with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisterSpec {
-    /// The AMI name.
     pub name: String,
     /// The root volume's snapshot.
     pub snapshot_id: String,
@@ -131,9 +130,7 @@ pub struct RegisterSpec {
     pub architecture: &'static str,
     /// `legacy-bios`, `uefi`, `uefi-preferred`, or EC2's default.
     pub boot_mode: Option<&'static str>,
-    /// ENA support.
     pub ena_support: bool,
-    /// The root device name.
     pub root_device_name: String,
     /// The root volume type.
     pub volume_type: &'static str,

@@ -54,15 +54,11 @@ impl ImageState {
 pub struct Image {
     /// `ami-...`.
     pub id: String,
-    /// The AMI name.
     pub name: String,
-    /// The owning account.
     pub owner_id: String,
     /// CreationDate.
     pub created: Option<DateTime<Utc>>,
-    /// The state.
     pub state: ImageState,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
     /// The EBS snapshots of its block device mappings.
     pub snapshot_ids: Vec<String>,
@@ -180,13 +176,11 @@ impl Image {
 pub struct Snapshot {
     /// `snap-...`.
     pub id: String,
-    /// The owning account.
     pub owner_id: String,
     /// Its description (`Created by CreateImage(i-...) for ami-...` when CreateImage made it).
     pub description: String,
     /// StartTime.
     pub started: Option<DateTime<Utc>>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Its size, as DescribeSnapshots gives it.
     pub size: SnapshotSize,
@@ -362,7 +356,6 @@ pub struct InstanceInfo {
     pub state: String,
     /// `ebs` or `instance-store`.
     pub root_device_type: Option<String>,
-    /// Tags.
     pub tags: BTreeMap<String, String>,
 }
 

@@ -167,7 +167,6 @@ impl RecycleBin {
 /// An AMI in the Recycle Bin (ListImagesInRecycleBin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BinImage {
-    /// The AMI.
     pub image_id: String,
     /// When it leaves the bin for good.
     pub exit: Option<DateTime<Utc>>,
@@ -176,7 +175,6 @@ pub struct BinImage {
 /// A snapshot in the Recycle Bin (ListSnapshotsInRecycleBin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BinSnapshot {
-    /// The snapshot.
     pub snapshot_id: String,
     /// EC2's description: `Created by CreateImage(i-...) for ami-...` or
     /// `Copied for DestinationAmi ami-... from SourceAmi ...` for the snapshots of an AMI.

@@ -62,7 +62,6 @@ pub struct RestoreRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AmiStateChange {
-    /// The image.
     pub image_id: String,
     /// `pending`, `available`, `failed`, `deregistered`, `disabled`.
     pub state: String,
@@ -75,7 +74,6 @@ pub struct AmiStateChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct InstanceStateChange {
-    /// The instance.
     pub instance_id: String,
     /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
     pub state: String,

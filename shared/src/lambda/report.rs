@@ -33,34 +33,27 @@ pub fn answer<R: Serialize>(
 /// The response of the build, share and copy functions: one line per thing considered.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report<R> {
-    /// The function.
     pub function: &'static str,
-    /// What triggered it.
     pub trigger: TriggerKind,
     /// Nothing was changed.
     pub dry_run: bool,
     /// The schedule window names were made from (build).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<DateTime<Utc>>,
-    /// Counts by outcome.
     pub counts: BTreeMap<String, usize>,
     /// One line per instance, snapshot, AMI or copy.
     pub results: Vec<R>,
     /// Why the event was acknowledged without work, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
-    /// Events published.
     pub events: Published,
-    /// Wall time.
     pub elapsed_ms: u128,
 }
 
 /// An invocation in progress: what the report says besides its lines.
 #[derive(Debug)]
 pub struct Run {
-    /// The function.
     pub function: &'static str,
-    /// What triggered it.
     pub trigger: TriggerKind,
     /// Nothing is changed.
     pub dry_run: bool,

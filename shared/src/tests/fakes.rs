@@ -38,7 +38,6 @@ pub struct RegionState {
     pub images: Vec<Image>,
     /// The account's snapshots, with their state (`completed`, `pending`, `error`).
     pub snapshots: Vec<(Snapshot, String)>,
-    /// Instances.
     pub instances: Vec<InstanceInfo>,
     /// Launch permissions by image.
     pub launch: HashMap<String, BTreeSet<Grant>>,

@@ -46,9 +46,7 @@ pub struct ActionReport {
     /// The planned action.
     #[serde(flatten)]
     pub action: Action,
-    /// The region.
     pub region: Region,
-    /// What happened.
     pub outcome: Outcome,
     /// The EC2 error code, when it failed or was deferred by EC2.
     #[serde(skip_serializing_if = "Option::is_none")]

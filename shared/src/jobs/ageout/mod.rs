@@ -36,7 +36,6 @@ pub const FUNCTION: &str = "ami-age-out";
 /// What one region's run did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionReport {
-    /// The region.
     pub region: Region,
     /// Every planned action with its outcome.
     pub plan: Vec<ActionReport>,
@@ -101,7 +100,6 @@ pub struct Report {
     pub saved: savings::Savings,
     /// Per region: kept images, kept snapshots, orphans, warnings.
     pub regions: Vec<RegionReport>,
-    /// Events published.
     pub events: Published,
     /// Wall time of the run.
     pub elapsed_ms: u128,
@@ -289,7 +287,6 @@ fn deepest(document: &PolicyDocument) -> TemplateDepth {
 /// One region's run: what it plans for and how it executes.
 #[derive(Debug, Clone, Copy)]
 pub struct RegionRun<'a> {
-    /// The region.
     pub region: &'a Region,
     /// The policy document.
     pub document: &'a PolicyDocument,

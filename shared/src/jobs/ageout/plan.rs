@@ -69,7 +69,6 @@ impl ActionKind {
 /// One planned change, with the reason for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Action {
-    /// What to do.
     pub action: ActionKind,
     /// The image acted on (for a snapshot: the image it belonged to, if any).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,7 +81,6 @@ pub struct Action {
     /// The image's family.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    /// Why.
     pub reason: String,
     /// For a deprecation: when the policy will disable and deregister the AMI, and the
     /// accounts known to use it (announced as `AMI Retirement Scheduled`).
@@ -158,11 +156,9 @@ pub enum KeepReason {
 /// An image the plan keeps, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Kept {
-    /// The image.
     pub image_id: String,
     /// The policy that manages it.
     pub policy: String,
-    /// Its family.
     pub family: String,
     /// Why it is kept.
     pub reason: KeepReason,
@@ -174,7 +170,6 @@ pub struct Kept {
 /// A snapshot left behind by an earlier deregistration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Orphan {
-    /// The snapshot.
     pub snapshot_id: String,
     /// The policy it belongs to (by its tags).
     pub policy: String,
@@ -208,7 +203,6 @@ pub struct Plan {
 /// A snapshot of a deregistered image that is not deleted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SnapshotKept {
-    /// The snapshot.
     pub snapshot_id: String,
     /// The image being deregistered.
     pub image_id: String,

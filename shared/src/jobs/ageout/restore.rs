@@ -49,14 +49,12 @@ pub enum RestoreOutcome {
 /// The restore of one AMI, with its steps.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Restored {
-    /// The AMI.
     pub image_id: String,
     /// Where it was found (absent when nowhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<Region>,
     /// The steps, in order.
     pub steps: Vec<Step>,
-    /// What happened.
     pub outcome: RestoreOutcome,
     /// EC2's error, when a step failed or was deferred.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -55,17 +55,13 @@ pub struct BuildResult {
     /// The snapshot registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
-    /// The policy.
     pub policy: String,
-    /// The region.
     pub region: Region,
-    /// The AMI name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The AMI created or found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
-    /// What happened.
     pub outcome: BuildOutcome,
     /// Why (refusals and failures).
     #[serde(skip_serializing_if = "Option::is_none")]

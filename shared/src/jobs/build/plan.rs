@@ -158,9 +158,7 @@ pub fn build_tags(
 /// A CreateImage to make.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateOrder {
-    /// The instance.
     pub instance_id: String,
-    /// The AMI name.
     pub name: String,
     /// Image without rebooting.
     pub no_reboot: bool,

@@ -29,7 +29,6 @@ pub const MAX_IN_FLIGHT: usize = 100;
 pub struct CopyKey<'a> {
     /// The source AMI.
     pub source: &'a str,
-    /// The source region.
     pub source_region: &'a Region,
     /// The destination region.
     pub destination: &'a Region,
@@ -98,20 +97,16 @@ pub enum CopyOutcome {
 /// One line of the copy report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CopyResult {
-    /// The source AMI.
     pub source_image_id: String,
-    /// Its region.
     pub source_region: Region,
     /// The destination region.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Region>,
-    /// The policy.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub policy: String,
     /// The copy's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy_image_id: Option<String>,
-    /// What happened.
     pub outcome: CopyOutcome,
     /// Why (refusals, deferrals, failures).
     #[serde(skip_serializing_if = "Option::is_none")]

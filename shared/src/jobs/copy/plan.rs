@@ -20,7 +20,6 @@ pub fn copying_policy<'a>(document: &'a PolicyDocument, image: &Image) -> Option
 pub struct Job<'a> {
     /// The source AMI.
     pub image: &'a Image,
-    /// Its policy.
     pub policy: &'a Policy,
     /// The destination region.
     pub destination: Region,

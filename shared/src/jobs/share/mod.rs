@@ -53,9 +53,7 @@ impl From<crate::error::Disposition> for ShareOutcome {
 /// One line of the share report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShareResult {
-    /// The AMI.
     pub image_id: String,
-    /// The region.
     pub region: Region,
     /// The policy that manages it.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -70,7 +68,6 @@ pub struct ShareResult {
     /// Snapshot id → createVolumePermission removed.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub snapshot_remove: BTreeMap<String, Vec<Grant>>,
-    /// What happened.
     pub outcome: ShareOutcome,
     /// Why (skips, refusals, failures).
     #[serde(skip_serializing_if = "Option::is_none")]
