@@ -78,6 +78,30 @@ impl EventBridge {
     }
 }
 
+/// The request size PutEvents accepts, less a margin for the request's own framing: the entries
+/// of one call together stay below 256 KB (EventBridge API reference, PutEvents).
+pub const BATCH_BYTES: usize = 240 * 1024;
+
+/// Splits events into PutEvents calls of at most [`BATCH`] entries and [`BATCH_BYTES`].
+fn batches_of(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut batches: Vec<Vec<Event>> = Vec::new();
+    let mut size = 0;
+    for e in events {
+        let bytes = e.entry_size();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < BATCH && size + bytes <= BATCH_BYTES => {
+                size += bytes;
+                batch.push(e);
+            }
+            _ => {
+                size = bytes;
+                batches.push(vec![e]);
+            }
+        }
+    }
+    batches
+}
+
 impl EventSink for EventBridge {
     async fn publish(&self, events: Vec<Event>) -> Published {
         let mut report = Published::default();
@@ -92,11 +116,7 @@ impl EventSink for EventBridge {
             }
             let total = pending.len();
             let mut failed = Vec::new();
-            let mut batches = Vec::new();
-            let mut rest = pending.into_iter().peekable();
-            while rest.peek().is_some() {
-                batches.push(rest.by_ref().take(BATCH).collect::<Vec<_>>());
-            }
+            let batches = batches_of(pending);
             // Batches go out concurrently (PutEvents quotas are in the thousands per second).
             let sent: Vec<(Vec<Event>, Option<String>)> = futures::stream::iter(batches)
                 .map(|batch| self.send_batch(batch))
@@ -123,5 +143,43 @@ impl EventSink for EventBridge {
             })
             .collect();
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::event;
+
+    #[test]
+    fn batches_hold_at_most_ten_entries_and_stay_under_the_request_size() {
+        let big = || {
+            let text = "x".repeat(60 * 1024);
+            event(
+                "AMI Deregistered",
+                Vec::new(),
+                serde_json::json!({ "note": text }),
+            )
+        };
+        let small = || event("AMI Deregistered", Vec::new(), serde_json::json!({"n": 1}));
+        let events: Vec<Event> = (0..6)
+            .map(|_| big())
+            .chain((0..25).map(|_| small()))
+            .collect();
+        let batches = batches_of(events);
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            31,
+            "nothing lost"
+        );
+        for b in &batches {
+            assert!(b.len() <= BATCH);
+            assert!(b.iter().map(Event::entry_size).sum::<usize>() <= BATCH_BYTES);
+        }
+        assert_eq!(
+            batches[0].len(),
+            3,
+            "three 60 KB entries fit in one call, not four"
+        );
     }
 }

@@ -28,8 +28,28 @@ pub struct Published {
     pub failed: Vec<String>,
 }
 
-/// Builds an event.
+/// The largest detail an event carries. PutEvents takes at most 256 KB per request (entries
+/// of a batch together: EventBridge API reference, PutEvents; "Amazon EventBridge quotas"), so
+/// a detail above this has its long lists shortened, with a `truncated` note saying by how much.
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+
+/// Items kept of each long list of a detail or a report that had to be shortened.
+pub const KEPT_ITEMS: usize = 20;
+
+/// Builds an event; a detail over [`MAX_DETAIL_BYTES`] keeps the first [`KEPT_ITEMS`] of each
+/// list and says how many it left out (`truncated`: JSON path → items omitted).
 pub fn event(detail_type: &str, resources: Vec<String>, detail: serde_json::Value) -> Event {
+    let mut detail = detail;
+    if detail.to_string().len() > MAX_DETAIL_BYTES {
+        let omitted = shorten_lists(&mut detail, KEPT_ITEMS);
+        let counts: serde_json::Map<String, serde_json::Value> = omitted
+            .into_iter()
+            .map(|(path, items)| (path, items.len().into()))
+            .collect();
+        if let Some(object) = detail.as_object_mut() {
+            object.insert("truncated".into(), counts.into());
+        }
+    }
     Event {
         detail_type: detail_type.to_string(),
         resources,
@@ -37,8 +57,89 @@ pub fn event(detail_type: &str, resources: Vec<String>, detail: serde_json::Valu
     }
 }
 
+impl Event {
+    /// Its size as PutEvents counts it: the UTF-8 bytes of source, detail type, detail and
+    /// resources.
+    pub fn entry_size(&self) -> usize {
+        SOURCE.len()
+            + self.detail_type.len()
+            + self.detail.to_string().len()
+            + self.resources.iter().map(String::len).sum::<usize>()
+    }
+}
+
+/// Shortens every array of `value` longer than `keep` to its first `keep` items, depth first;
+/// returns the items left out, by the JSON path of their array (`$.plan`, `$.regions[0].kept`).
+pub fn shorten_lists(
+    value: &mut serde_json::Value,
+    keep: usize,
+) -> Vec<(String, Vec<serde_json::Value>)> {
+    fn walk(
+        value: &mut serde_json::Value,
+        path: String,
+        keep: usize,
+        out: &mut Vec<(String, Vec<serde_json::Value>)>,
+    ) {
+        match value {
+            serde_json::Value::Array(items) => {
+                if items.len() > keep {
+                    let rest = items.split_off(keep);
+                    out.push((path.clone(), rest));
+                }
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(item, format!("{path}[{i}]"), keep, out);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    walk(v, format!("{path}.{k}"), keep, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "$".into(), keep, &mut out);
+    out
+}
+
 /// Converts a serialisable value to JSON, which cannot fail for the plain structs of this crate.
 pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value)
         .map_err(|e| Error::Refused(format!("cannot encode the report: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_detail_too_large_for_put_events_keeps_the_first_items_and_says_what_it_left_out() {
+        let ids: Vec<String> = (0..50_000).map(|n| format!("ami-{n:017x}")).collect();
+        let e = event(
+            "Policy Run Completed",
+            Vec::new(),
+            serde_json::json!({"complete": false, "evidence_gaps": [{"call": "DescribeImageReferences", "images": ids}]}),
+        );
+        assert!(e.entry_size() <= MAX_DETAIL_BYTES, "{}", e.entry_size());
+        assert_eq!(e.detail["complete"], false, "scalars stay");
+        assert_eq!(
+            e.detail["evidence_gaps"][0]["images"]
+                .as_array()
+                .map(Vec::len),
+            Some(KEPT_ITEMS)
+        );
+        assert_eq!(
+            e.detail["truncated"]["$.evidence_gaps[0].images"],
+            50_000 - KEPT_ITEMS
+        );
+        // A small detail is untouched.
+        let small = event(
+            "AMI Deregistered",
+            Vec::new(),
+            serde_json::json!({"images": vec!["ami-1"; 30]}),
+        );
+        assert!(small.detail.get("truncated").is_none());
+        assert_eq!(small.detail["images"].as_array().map(Vec::len), Some(30));
+    }
 }

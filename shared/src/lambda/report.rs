@@ -14,13 +14,54 @@ use crate::domain::trigger::TriggerKind;
 use crate::jobs::{count, Line};
 use crate::ports::EventSink;
 
+/// The largest answer: Lambda's invocation response (and an error's payload) is at most 6 MB
+/// (Lambda quotas, "Invocation payload"); a larger report would not reach the caller at all.
+pub const MAX_ANSWER_BYTES: usize = 5 * 1024 * 1024;
+
+/// Items kept of each long list of a report too large to answer whole.
+pub const KEPT_LINES: usize = 1000;
+
+/// A report as it can be answered: whole when it fits in [`MAX_ANSWER_BYTES`]; otherwise every
+/// list keeps its first items (fewer until it fits), `truncated` says how many each left out,
+/// and every item left out goes to the log as one JSON line (`report line`), so nothing is lost
+/// and the answer is still one valid JSON document.
+pub fn fit(mut json: serde_json::Value) -> serde_json::Value {
+    let size = json.to_string().len();
+    if size <= MAX_ANSWER_BYTES {
+        return json;
+    }
+    let mut keep = KEPT_LINES;
+    let mut omitted: BTreeMap<String, usize> = BTreeMap::new();
+    loop {
+        for (path, items) in crate::domain::event::shorten_lists(&mut json, keep) {
+            for item in &items {
+                tracing::info!(path = %path, line = %item, "report line");
+            }
+            *omitted.entry(path).or_insert(0) += items.len();
+        }
+        if json.to_string().len() <= MAX_ANSWER_BYTES || keep == 0 {
+            break;
+        }
+        keep /= 10;
+    }
+    if let Some(object) = json.as_object_mut() {
+        object.insert(
+            "truncated".into(),
+            serde_json::json!({"bytes": size, "kept_per_list": keep, "omitted": omitted,
+                "logged_as": "report line"}),
+        );
+    }
+    json
+}
+
 /// The invocation's answer: the report, or, when part of the work failed, a `PartialFailure`
-/// error carrying the whole report (so retries, the failure queue and the alarms see it).
+/// error carrying the whole report (so retries, the failure queue and the alarms see it); a
+/// report too large for Lambda's answer is shortened by [`fit`].
 pub fn answer<R: Serialize>(
     report: &R,
     partial_failure: bool,
 ) -> Result<serde_json::Value, Diagnostic> {
-    let json = to_json(report)?;
+    let json = fit(to_json(report)?);
     if partial_failure {
         return Err(Diagnostic {
             error_type: "PartialFailure".into(),
@@ -95,5 +136,32 @@ impl Run {
             chrono::Utc::now().timestamp_millis(),
         ));
         answer(&report, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_too_large_for_lambda_is_shortened_to_valid_json_that_says_so() {
+        let line = serde_json::json!({"action": "deregister", "image_id": "ami-0123456789abcdef0",
+            "reason": "x".repeat(200), "outcome": "done"});
+        let report =
+            serde_json::json!({"complete": true, "plan": vec![line; 40_000], "failed": []});
+        assert!(report.to_string().len() > MAX_ANSWER_BYTES);
+        let answer = fit(report);
+        let text = answer.to_string();
+        assert!(text.len() <= MAX_ANSWER_BYTES, "{}", text.len());
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        assert_eq!(answer["complete"], true);
+        assert_eq!(answer["plan"].as_array().map(Vec::len), Some(KEPT_LINES));
+        assert_eq!(
+            answer["truncated"]["omitted"]["$.plan"],
+            40_000 - KEPT_LINES
+        );
+        // A report that fits is answered whole.
+        let small = serde_json::json!({"plan": [1, 2, 3]});
+        assert_eq!(fit(small.clone()), small);
     }
 }
