@@ -64,8 +64,8 @@ pub trait RestoreImages {
     fn images_in_bin(&self, ids: &[String]) -> impl Future<Output = Result<Vec<BinImage>>> + Send;
     /// Every snapshot in the Recycle Bin.
     fn snapshots_in_bin(&self) -> impl Future<Output = Result<Vec<BinSnapshot>>> + Send;
-    /// RestoreSnapshotFromRecycleBin.
-    fn restore_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// RestoreSnapshotFromRecycleBin; returns the snapshot's state (`completed` once usable).
+    fn restore_snapshot(&self, snapshot_id: &str) -> impl Future<Output = Result<String>> + Send;
     /// RestoreImageFromRecycleBin.
     fn restore_image(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
     /// EnableImage.

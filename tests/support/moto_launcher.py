@@ -1450,7 +1450,9 @@ class Testbed:
         body = read_body(environ)
         if SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")) and \
                 SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")).group(1) == "rbin" and self.check_contract:
-            operation = {"/rules": "CreateRule", "/list-rules": "ListRules"}.get(environ.get("PATH_INFO", ""), "GetRule")
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            operation = {("POST", "/rules"): "CreateRule", ("POST", "/list-rules"): "ListRules"}.get(
+                (method, path), "GetRule" if method == "GET" and path.startswith("/rules/") else f"{method} {path}")
             with CALLS_LOCK:
                 CALLS[operation] = CALLS.get(operation, 0) + 1
             record_caller(environ, operation)

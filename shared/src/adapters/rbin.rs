@@ -63,7 +63,8 @@ impl Rbin {
                 days,
                 tags: rule.resource_tags().iter().map(rule_tag).collect(),
                 exclude_tags: rule.exclude_resource_tags().iter().map(rule_tag).collect(),
-                available: rule.status() == Some(&RuleStatus::Available),
+                // A rule without a retention in days retains nothing this tool can count on.
+                available: rule.status() == Some(&RuleStatus::Available) && days > 0,
                 locked: rule.lock_state() == Some(&LockState::Locked),
             });
         }

@@ -248,6 +248,11 @@ pub struct UsageReport {
     /// For an available report: account → resource type (`ec2:Instance`,
     /// `ec2:LaunchTemplate`, ...) → how many of that account's resources use the AMI.
     pub accounts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The report covers every account (it was created without `AccountIds`).
+    pub all_accounts: bool,
+    /// The resource types it covers, with the launch template `version-depth` it used (none:
+    /// EC2's default, 20).
+    pub resource_types: BTreeMap<String, Option<u32>>,
 }
 
 /// The state of an AMI usage report.
@@ -263,6 +268,18 @@ pub enum ReportState {
 }
 
 impl UsageReport {
+    /// Whether the report can prove that no other account uses the AMI: it covered every
+    /// account, their instances, and their launch templates at least `template_depth` versions
+    /// deep. A report someone made for a few accounts or only instances cannot.
+    pub fn covers(&self, template_depth: u32) -> bool {
+        self.all_accounts
+            && self.resource_types.contains_key("ec2:Instance")
+            && self
+                .resource_types
+                .get("ec2:LaunchTemplate")
+                .is_some_and(|d| d.unwrap_or(20) >= template_depth)
+    }
+
     /// The accounts other than `owner` that use the AMI, each with what uses it
     /// (`210987654321: 3 ec2:Instance`).
     pub fn consumers(&self, owner: &str) -> Vec<String> {

@@ -434,6 +434,19 @@ pub enum TemplateDepth {
     Newest(u32),
 }
 
+impl TemplateDepth {
+    /// The `version-depth` (1 to 10000, EC2's default 20) an AMI usage report needs for
+    /// launch templates in other accounts to count as this depth says. Never fewer than EC2's
+    /// default, since a consumer's `$Default` version may be older than its newest.
+    pub fn consumer_report_depth(self) -> u32 {
+        match self {
+            TemplateDepth::All => 10_000,
+            TemplateDepth::DefaultAndLatest => 20,
+            TemplateDepth::Newest(n) => n.clamp(20, 10_000),
+        }
+    }
+}
+
 impl Serialize for TemplateDepth {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
@@ -697,6 +710,15 @@ fn validate_retain(r: &Retain, at: &dyn Fn(&str) -> String) -> Result<()> {
                 "0 days would retire every AMI on the first run: set 1 or more, or leave the field out",
             ));
         }
+    }
+    if r.protect_latest > r.keep_latest {
+        return Err(Error::config(
+            at("retain.protect_latest"),
+            format!(
+                "{} is more than keep_latest ({}): an AMI would be protected and retired at once; set protect_latest to keep_latest or less",
+                r.protect_latest, r.keep_latest
+            ),
+        ));
     }
     if r.protect_latest > 100 {
         return Err(Error::config(

@@ -94,7 +94,7 @@ pub struct Recovery {
     /// Why it is not recoverable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<String>,
-    /// Every rule that keeps it (and its snapshots) is locked: nobody can shorten the
+    /// A locked rule keeps the AMI and each snapshot deleted with it: nobody can shorten that
     /// retention or delete the rule meanwhile.
     pub locked: bool,
 }

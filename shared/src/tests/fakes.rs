@@ -53,6 +53,8 @@ pub struct RegionState {
     pub tokens: HashMap<String, String>,
     /// Operation → the error code it fails with (every call, until removed).
     pub failing: HashMap<&'static str, String>,
+    /// DescribeImageReferences' answers: image → the ARNs that reference it.
+    pub references: HashMap<String, BTreeSet<String>>,
     /// AMI usage reports by image, newest first.
     pub usage_reports: HashMap<String, Vec<UsageReport>>,
     /// The Recycle Bin's rules.
@@ -61,6 +63,8 @@ pub struct RegionState {
     pub bin_images: Vec<Image>,
     /// Snapshots in the Recycle Bin.
     pub bin_snapshots: Vec<BinSnapshot>,
+    /// The state RestoreSnapshotFromRecycleBin answers (default `completed`).
+    pub restored_snapshot_state: Option<String>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
     next_id: u64,
@@ -134,11 +138,14 @@ impl ImageInventory for FakeEc2 {
     }
     async fn image_references(
         &self,
-        _: &[String],
+        ids: &[String],
         _: TemplateDepth,
     ) -> Result<HashMap<String, BTreeSet<String>>> {
-        drop(self.check("DescribeImageReferences")?);
-        Ok(HashMap::new())
+        let state = self.check("DescribeImageReferences")?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), state.references.get(id)?.clone())))
+            .collect())
     }
     async fn is_shared(&self, image_id: &str) -> Result<bool> {
         Ok(!self.launch_permissions(image_id).await?.is_empty())
@@ -168,13 +175,16 @@ impl RestoreImages for FakeEc2 {
             .bin_snapshots
             .clone())
     }
-    async fn restore_snapshot(&self, snapshot_id: &str) -> Result<()> {
+    async fn restore_snapshot(&self, snapshot_id: &str) -> Result<String> {
         let mut state = self.check("RestoreSnapshotFromRecycleBin")?;
         state.bin_snapshots.retain(|s| s.snapshot_id != snapshot_id);
         state
             .changes
             .push(format!("RestoreSnapshotFromRecycleBin {snapshot_id}"));
-        Ok(())
+        Ok(state
+            .restored_snapshot_state
+            .clone()
+            .unwrap_or_else(|| "completed".into()))
     }
     async fn restore_image(&self, image_id: &str) -> Result<()> {
         let mut state = self.check("RestoreImageFromRecycleBin")?;
@@ -231,7 +241,7 @@ impl ConsumerUsage for FakeEc2 {
         &self,
         image_id: &str,
         token: &str,
-        _: TemplateDepth,
+        depth: TemplateDepth,
     ) -> Result<String> {
         let mut state = self.check("CreateImageUsageReport")?;
         if let Some(id) = state.tokens.get(token) {
@@ -251,6 +261,14 @@ impl ConsumerUsage for FakeEc2 {
                     state: ReportState::Pending,
                     created: Utc::now(),
                     accounts: BTreeMap::new(),
+                    all_accounts: true,
+                    resource_types: BTreeMap::from([
+                        ("ec2:Instance".to_string(), None),
+                        (
+                            "ec2:LaunchTemplate".to_string(),
+                            Some(depth.consumer_report_depth()),
+                        ),
+                    ]),
                 },
             );
         state

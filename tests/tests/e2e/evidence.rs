@@ -695,7 +695,7 @@ async fn protect_latest_turns_protection_on_and_off_as_the_newest_change() {
     );
     let function = retire(
         &bed,
-        r#"{"keep_latest": 1, "protect_latest": 2, "max_age_days": 300}"#,
+        r#"{"keep_latest": 2, "protect_latest": 2, "max_age_days": 300}"#,
     );
 
     let first = function.invoke(&json!({})).ok();

@@ -70,14 +70,18 @@ impl RestoreImages for Ec2 {
         Ok(found)
     }
 
-    async fn restore_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        self.client
+    async fn restore_snapshot(&self, snapshot_id: &str) -> Result<String> {
+        let out = self
+            .client
             .restore_snapshot_from_recycle_bin()
             .snapshot_id(snapshot_id)
             .send()
             .await
             .map_err(self.err("RestoreSnapshotFromRecycleBin"))?;
-        Ok(())
+        Ok(out
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default())
     }
 
     async fn restore_image(&self, image_id: &str) -> Result<()> {

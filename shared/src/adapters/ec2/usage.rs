@@ -14,17 +14,6 @@ use crate::domain::policy::TemplateDepth;
 use crate::error::Result;
 use crate::ports::ConsumerUsage;
 
-/// A report's `version-depth` for launch templates (1 to 10000, EC2's default 20): how many of
-/// each consumer's template versions count. Never fewer than EC2's default, since a consumer's
-/// `$Default` version may be older than its newest.
-pub fn usage_report_version_depth(depth: TemplateDepth) -> u32 {
-    match depth {
-        TemplateDepth::All => 10_000,
-        TemplateDepth::DefaultAndLatest => 20,
-        TemplateDepth::Newest(n) => n.clamp(20, 10_000),
-    }
-}
-
 impl ConsumerUsage for Ec2 {
     async fn usage_reports(
         &self,
@@ -59,6 +48,19 @@ impl ConsumerUsage for Ec2 {
                 if state == ReportState::Available {
                     available.insert(id.to_string(), image.to_string());
                 }
+                let resource_types = r
+                    .resource_types()
+                    .iter()
+                    .filter_map(|t| {
+                        let depth = t
+                            .resource_type_options()
+                            .iter()
+                            .find(|o| o.option_name() == Some("version-depth"))
+                            .and_then(|o| o.option_values().first())
+                            .and_then(|v| v.parse().ok());
+                        Some((t.resource_type()?.to_string(), depth))
+                    })
+                    .collect();
                 found
                     .entry(image.to_string())
                     .or_default()
@@ -67,6 +69,8 @@ impl ConsumerUsage for Ec2 {
                         state,
                         created,
                         accounts: Default::default(),
+                        all_accounts: r.account_ids().is_empty(),
+                        resource_types,
                     });
             }
         }
@@ -81,11 +85,12 @@ impl ConsumerUsage for Ec2 {
             while let Some(page) = pages.next().await {
                 let page = page.map_err(self.err("DescribeImageUsageReportEntries"))?;
                 for e in page.image_usage_report_entries() {
-                    let (Some(report), Some(account), Some(kind)) =
-                        (e.report_id(), e.account_id(), e.resource_type())
-                    else {
+                    let Some(report) = e.report_id() else {
                         continue;
                     };
+                    // An entry without its account or type still counts (fail closed).
+                    let account = e.account_id().unwrap_or("(unknown account)");
+                    let kind = e.resource_type().unwrap_or("(unknown type)");
                     let Some(image) = available.get(report) else {
                         continue;
                     };
@@ -95,7 +100,7 @@ impl ConsumerUsage for Ec2 {
                     else {
                         continue;
                     };
-                    let count = u64::try_from(e.usage_count().unwrap_or(0)).unwrap_or(0);
+                    let count = e.usage_count().map_or(1, |n| u64::try_from(n).unwrap_or(1));
                     *r.accounts
                         .entry(account.to_string())
                         .or_default()
@@ -121,7 +126,7 @@ impl ConsumerUsage for Ec2 {
             .resource_type_options(
                 ImageUsageResourceTypeOptionRequest::builder()
                     .option_name("version-depth")
-                    .option_values(usage_report_version_depth(depth).to_string())
+                    .option_values(depth.consumer_report_depth().to_string())
                     .build(),
             )
             .build();

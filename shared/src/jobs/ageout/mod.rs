@@ -367,7 +367,8 @@ pub async fn run_region<
 
 /// Asks EC2 for a usage report of each shared AMI that no fresh report covers (CreateImageUsageReport,
 /// paced like the other calls that change the account). The client token is the image and the
-/// hour, so a re-delivered run in the same hour gets the same report, never a second one.
+/// hour of the wall clock, so a re-delivered run in the same hour gets the same report, never a
+/// second one.
 async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     ec2: &E,
     pacer: &P,
@@ -392,7 +393,9 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
             continue;
         }
         pacer.take().await;
-        let token = format!("{image_id}-{}", run.as_of.format("%Y%m%d%H"));
+        // The wall clock, not the planner's: a request with a fixed `as_of` must not reuse one
+        // token for ever.
+        let token = format!("{image_id}-{}", Utc::now().format("%Y%m%d%H"));
         match ec2.request_usage_report(image_id, &token, depth).await {
             Ok(id) => out.push(line("requested", Some(id), None)),
             Err(e) if e.is_transient() => out.push(line("deferred", None, Some(e.to_string()))),
@@ -504,6 +507,28 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
         planned = input(&images, &usage);
     }
 
+    // Other accounts: the usage reports of the shared images the plan would disable or
+    // deregister, at most 200 images per call; a failed call leaves its images unchecked.
+    // Before the references: an image these reports clear is then checked like any other.
+    if !planned.consumer_reports_needed.is_empty() {
+        let chunks: Vec<Vec<String>> = planned
+            .consumer_reports_needed
+            .chunks(USAGE_REPORT_MAX_IDS)
+            .map(<[String]>::to_vec)
+            .collect();
+        for ids in chunks {
+            match ec2.usage_reports(&ids).await {
+                Ok(found) => usage.consumer_reports.extend(found),
+                Err(e) => usage.gaps.push(gap(
+                    e.operation().unwrap_or("DescribeImageUsageReports"),
+                    &e,
+                    Some(ids.into_iter().collect()),
+                )),
+            }
+        }
+        planned = input(&images, &usage);
+    }
+
     // References (SSM parameters, Image Builder recipes, ...) of the images the plan changes,
     // at most 10 per DescribeImageReferences call; a failed call leaves its images unchecked.
     let acted = planned.acted_images();
@@ -545,26 +570,6 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
         planned = input(&images, &usage);
     }
 
-    // Other accounts: the usage reports of the shared images the plan would disable or
-    // deregister, at most 200 images per call; a failed call leaves its images unchecked.
-    if !planned.consumer_reports_needed.is_empty() {
-        let chunks: Vec<Vec<String>> = planned
-            .consumer_reports_needed
-            .chunks(USAGE_REPORT_MAX_IDS)
-            .map(<[String]>::to_vec)
-            .collect();
-        for ids in chunks {
-            match ec2.usage_reports(&ids).await {
-                Ok(found) => usage.consumer_reports.extend(found),
-                Err(e) => usage.gaps.push(gap(
-                    e.operation().unwrap_or("DescribeImageUsageReports"),
-                    &e,
-                    Some(ids.into_iter().collect()),
-                )),
-            }
-        }
-        planned = input(&images, &usage);
-    }
     Ok((planned, usage.gaps))
 }
 

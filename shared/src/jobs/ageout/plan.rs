@@ -657,9 +657,17 @@ fn consumers(
         return Some((Decision::Keep(ConsumerUsageUnknown, detail), needs));
     };
     let max_age = Duration::hours(i64::from(retain.consumer_report_max_age_hours));
+    let depth = retain
+        .in_use
+        .launch_template_versions
+        .consumer_report_depth();
     let fresh = reports
         .iter()
-        .filter(|r| r.state == ReportState::Available && input.as_of - r.created <= max_age)
+        .filter(|r| {
+            r.state == ReportState::Available
+                && input.as_of - r.created <= max_age
+                && r.covers(depth)
+        })
         .max_by_key(|r| r.created);
     if let Some(report) = fresh {
         let users = report.consumers(input.account_id);
@@ -669,6 +677,7 @@ fn consumers(
         let detail = format!("{} (usage report {})", users.join("; "), report.report_id);
         return Some((Decision::Keep(InUseByAccount, detail), Needs::default()));
     }
+    // One in progress is waited for (EC2 allows one per AMI), whatever it covers.
     let pending = reports.iter().find(|r| r.state == ReportState::Pending);
     let (detail, new_report) = match pending {
         Some(p) => (
@@ -682,7 +691,7 @@ fn consumers(
         ),
         None => (
             format!(
-                "not {}: shared, and no usage report newer than {} hours says who uses it: one is requested",
+                "not {}: shared, and no usage report newer than {} hours over every account's instances and launch templates says who uses it: one is requested",
                 kind.past(),
                 retain.consumer_report_max_age_hours
             ),

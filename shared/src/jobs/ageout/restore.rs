@@ -157,23 +157,54 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
             out.push(line(id, steps, RestoreOutcome::WouldRestore, None));
             continue;
         }
+        let mut steps = steps;
         let mut failure = None;
-        for step in &steps {
+        let mut snapshots_pending = Vec::new();
+        let mut i = 0;
+        while i < steps.len() {
+            let step = steps[i].clone();
+            i += 1;
             if deadline.passed() {
                 failure = Some((RestoreOutcome::Deferred, "the run's deadline".to_string()));
                 break;
             }
+            // EC2 restores an AMI only once its snapshots are available again.
+            if matches!(step, Step::RestoreImage(_)) && !snapshots_pending.is_empty() {
+                let why = format!(
+                    "its snapshots ({}) are back but not yet available: send the same request again to restore the AMI",
+                    snapshots_pending.join(", ")
+                );
+                failure = Some((RestoreOutcome::Deferred, why));
+                break;
+            }
             pacer.take().await;
-            let done = match step {
-                Step::RestoreSnapshot(s) => ec2.restore_snapshot(s).await,
-                Step::RestoreImage(i) => ec2.restore_image(i).await,
-                Step::Enable(i) => ec2.enable(i).await,
-                Step::CancelDeprecation(i) => ec2.cancel_deprecation(i).await,
+            let done = match &step {
+                Step::RestoreSnapshot(s) => ec2.restore_snapshot(s).await.map(|state| {
+                    if state != "completed" {
+                        snapshots_pending.push(s.clone());
+                    }
+                }),
+                Step::RestoreImage(image) => ec2.restore_image(image).await,
+                Step::Enable(image) => ec2.enable(image).await,
+                Step::CancelDeprecation(image) => ec2.cancel_deprecation(image).await,
             };
             if let Err(e) = done {
                 tracing::warn!(image_id = %id, ?step, error = %e, "restore step failed");
                 failure = Some((outcome_of(&e), e.to_string()));
                 break;
+            }
+            // Back from the bin as it went in: a disabled or deprecated AMI is undone too.
+            if let Step::RestoreImage(image) = &step {
+                match ec2.registered(image).await {
+                    Ok(Some(back)) => {
+                        steps.extend(self::steps(image, Some(&back), None, &[]).unwrap_or_default())
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some((outcome_of(&e), e.to_string()));
+                        break;
+                    }
+                }
             }
         }
         match failure {

@@ -600,6 +600,11 @@ fn report(id: &str, hours: i64, state: ReportState, users: &[(&str, &str, u64)])
         state,
         created: now() - Duration::hours(hours),
         accounts,
+        all_accounts: true,
+        resource_types: BTreeMap::from([
+            ("ec2:Instance".to_string(), None),
+            ("ec2:LaunchTemplate".to_string(), Some(10_000)),
+        ]),
     }
 }
 
@@ -625,6 +630,7 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
         shared("failed", 200),
         shared("none", 200),
         shared("unread", 200),
+        shared("partial", 200),
         shared("deprecate-only", 40),
         unknown,
         public,
@@ -683,6 +689,17 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
         "public",
         vec![report("r-pub", 1, ReportState::Available, &[])],
     );
+    // Reports someone made for fewer accounts, fewer types or too few template versions
+    // prove nothing.
+    let mut some_accounts = report("r-some", 1, ReportState::Available, &[]);
+    some_accounts.all_accounts = false;
+    let mut instances_only = report("r-inst", 1, ReportState::Available, &[]);
+    instances_only.resource_types.remove("ec2:LaunchTemplate");
+    let mut shallow = report("r-shallow", 1, ReportState::Available, &[]);
+    shallow
+        .resource_types
+        .insert("ec2:LaunchTemplate".into(), None);
+    put("partial", vec![some_accounts, instances_only, shallow]);
     let p = run(&document, &images, &usage);
 
     assert_eq!(kept_for(&p, "used"), Some(KeepReason::InUseByAccount));
@@ -700,7 +717,9 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
         "the account's own use is the instance scan's to judge"
     );
     assert_eq!(action_of(&p, "public"), Some(ActionKind::Deregister));
-    for id in ["stale", "pending", "failed", "none", "unread", "unknown"] {
+    for id in [
+        "stale", "pending", "failed", "none", "unread", "unknown", "partial",
+    ] {
         assert_eq!(
             kept_for(&p, id),
             Some(KeepReason::ConsumerUsageUnknown),
@@ -710,11 +729,9 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
     // A report is asked for exactly the shared AMIs with no fresh report and none in progress.
     assert_eq!(
         p.usage_reports_to_request,
-        vec![
-            "failed".to_string(),
-            "none".to_string(),
-            "stale".to_string()
-        ]
+        ["failed", "none", "partial", "stale"]
+            .map(String::from)
+            .to_vec()
     );
     assert_eq!(p.consumer_reports_needed, vec!["unread".to_string()]);
     assert_eq!(p.share_state_needed, vec!["unknown".to_string()]);
@@ -1165,7 +1182,7 @@ async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
 
 #[test]
 fn protect_latest_turns_protection_on_for_the_newest_and_off_only_where_age_out_set_it() {
-    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90, "protect_latest": 2}"#);
+    let d = doc(r#"{"keep_latest": 2, "max_age_days": 90, "protect_latest": 2}"#);
     let ours = |id: &str, days| {
         let mut i = image(id, "a", days);
         i.deregistration_protection = true;
@@ -1467,5 +1484,95 @@ fn savings_count_what_was_deleted_measured_or_estimated_per_family() {
     assert_eq!(
         (s.bytes, s.estimated, s.monthly_usd),
         (3 * gib, false, 0.15)
+    );
+}
+
+#[tokio::test]
+async fn a_shared_ami_a_usage_report_clears_is_still_checked_for_references() {
+    use crate::tests::fakes::{context, FakeCloud, Recorder};
+    let cloud = FakeCloud::default();
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
+    );
+    let old = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut state = ec2.state();
+        for n in 0..3 {
+            let id = format!("ami-{n:017x}");
+            let mut image = crate::tests::fakes::managed_image(&id, &format!("web-{n}"), "web");
+            image.created = Some(old + chrono::Duration::days(n));
+            state.images.push(image);
+            // Shared with another account, and a fresh report says nobody there uses it.
+            state.launch.insert(
+                id.clone(),
+                BTreeSet::from([crate::domain::grant::Grant::Account("210987654321".into())]),
+            );
+            let mut fresh = report("r", 0, ReportState::Available, &[]);
+            fresh.created = Utc::now();
+            state.usage_reports.insert(id.clone(), vec![fresh]);
+            // An SSM parameter names every one of them.
+            state.references.insert(
+                id,
+                BTreeSet::from(["arn:aws:ssm:us-east-1:1:parameter/golden".to_string()]),
+            );
+        }
+    }
+    let report = super::run(
+        &context(&cloud, &document),
+        &crate::domain::trigger::RunRequest::default(),
+        &["us-east-1".parse().expect("region")],
+        false,
+        &Recorder::default(),
+    )
+    .await;
+    assert_eq!(ec2.state().images.len(), 3, "{report:?}");
+    assert_eq!(report.kept_by_reason.get(&KeepReason::Referenced), Some(&2));
+}
+
+#[tokio::test]
+async fn a_restore_waits_until_its_snapshots_are_available_before_the_ami() {
+    use super::restore::{self, RestoreOutcome};
+    use crate::domain::recycle_bin::BinSnapshot;
+    use crate::tests::fakes::{context, FakeCloud};
+    let cloud = FakeCloud::default();
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut state = ec2.state();
+        let mut binned = image("ami-binned", "a", 200);
+        binned.state = ImageState::Disabled;
+        state.bin_images.push(binned);
+        state.bin_snapshots = vec![BinSnapshot {
+            snapshot_id: "snap-1".into(),
+            description: "Created by CreateImage(i-1) for ami-binned".into(),
+        }];
+        state.restored_snapshot_state = Some("pending".into());
+    }
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#,
+    );
+    let ctx = context(&cloud, &document);
+    let ids = vec!["ami-binned".to_string()];
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let first = restore::run(&ctx, &ids, std::slice::from_ref(&region), false).await;
+    assert_eq!(first[0].outcome, RestoreOutcome::Deferred, "{first:?}");
+    assert_eq!(
+        ec2.state().changes,
+        vec!["RestoreSnapshotFromRecycleBin snap-1"]
+    );
+    // The same request later: the snapshot is available, the AMI comes back, and as it went
+    // into the bin disabled, it is enabled too.
+    ec2.state().restored_snapshot_state = None;
+    let second = restore::run(&ctx, &ids, std::slice::from_ref(&region), false).await;
+    assert_eq!(second[0].outcome, RestoreOutcome::Restored, "{second:?}");
+    assert_eq!(
+        ec2.state().changes[1..],
+        [
+            "RestoreImageFromRecycleBin ami-binned",
+            "EnableImage ami-binned"
+        ]
     );
 }
