@@ -1156,7 +1156,8 @@ def describe_image_usage_report_entries(self: Any) -> ActionResult:
 
 def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
     """Test set-up: EC2 finishes the image's pending report with these entries (or, with none
-    pending, a report made earlier, `creation_time` ago, is there already)."""
+    pending, a report made earlier at `creation_time`, over `resource_types` and `account_ids`,
+    by default every account's instances and launch templates, is there already)."""
     import secrets
     from datetime import timedelta
 
@@ -1172,8 +1173,12 @@ def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
             report_id = f"amiur-{secrets.token_hex(9)[:17]}"
             report = USAGE_REPORTS[report_id] = {
                 "Region": body["region"], "Account": account, "ImageId": body["image_id"], "ReportId": report_id,
-                "ResourceTypes": [{"ResourceType": "ec2:Instance"}, {"ResourceType": "ec2:LaunchTemplate"}],
-                "AccountIds": [], "CreationTime": created, "ExpirationTime": created + timedelta(days=30)}
+                "ResourceTypes": body.get("resource_types") or [
+                    {"ResourceType": "ec2:Instance"},
+                    {"ResourceType": "ec2:LaunchTemplate",
+                     "ResourceTypeOptions": [{"OptionName": "version-depth", "OptionValues": ["10000"]}]}],
+                "AccountIds": body.get("account_ids", []), "CreationTime": created,
+                "ExpirationTime": created + timedelta(days=30)}
         report["State"] = body.get("state", "available")
         if report["State"] == "error":
             report["StateReason"] = body.get("state_reason", "The report could not be created.")

@@ -892,3 +892,24 @@ async fn a_restore_request_gives_back_retired_amis_with_their_snapshots_and_undo
         .iter()
         .all(|r| r["outcome"] == "nothing_to_undo"));
 }
+
+#[tokio::test]
+async fn a_usage_report_over_some_accounts_only_proves_nothing() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 1, 40).await;
+    share_with(&ec2, &ids[1], "210987654321").await;
+    // Someone asked EC2 about one account only: nobody there uses it, but other accounts may.
+    bed.complete_usage_report(
+        "us-east-1",
+        &ids[1],
+        json!({"entries": [], "account_ids": ["310987654321"]}),
+    );
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+    let report = function.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(
+        kept_with(&report, "consumer_usage_unknown"),
+        BTreeSet::from([ids[1].clone()]),
+        "{report}"
+    );
+}
