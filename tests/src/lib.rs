@@ -220,6 +220,18 @@ impl TestBed {
         answer["report_id"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Throttles like EC2: named token buckets, each over a list of actions (`size` tokens,
+    /// `refill` per second).
+    pub fn throttle(&self, buckets: Value) {
+        let (status, text) = http(
+            self.port,
+            "POST",
+            "/_testbed/throttle",
+            &buckets.to_string(),
+        );
+        assert_eq!(status, 200, "setting the token buckets failed: {text}");
+    }
+
     /// The events PutEvents accepted, oldest first.
     pub fn published(&self) -> Vec<Value> {
         let (status, text) = http(self.port, "GET", "/_testbed/events", "");

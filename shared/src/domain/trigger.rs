@@ -27,27 +27,34 @@ pub const MAX_POLICIES: usize = 100;
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// Policies to run (default: all).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<Vec<String>>,
     /// Regions to run in (default: the function's own region); processed concurrently.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<Region>>,
     /// Report what would be done and change nothing (default: the policy document's `dry_run`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
     /// The clock the planner uses (default: now), so ages can be tested without waiting.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<DateTime<Utc>>,
     /// Limit the run to these AMIs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ids: Option<Vec<String>>,
     /// Register an AMI from an EBS snapshot (the build function only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<RegisterRequest>,
     /// Undo age-out for these AMIs (the age-out function only): restore them and their
     /// snapshots from the Recycle Bin, re-enable a disabled one, cancel a deprecation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreRequest>,
+    /// Set by age-out on the run it starts when it stops at its deadline with work left: how
+    /// many continuations came before this one (1 for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<u32>,
+    /// The invocation that started a chain of continuations, carried by each of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// `{"restore": {"image_ids": [...]}}`: the AMIs age-out should give back.
@@ -155,6 +162,8 @@ impl Trigger {
                 "image_ids",
                 "register",
                 "restore",
+                "continuation",
+                "run_id",
             ] {
                 if value.get(field).is_some_and(serde_json::Value::is_null) {
                     return Err(Error::event(
@@ -198,6 +207,16 @@ impl Trigger {
                         format!("`{id}` is listed twice: list each AMI once"),
                     ));
                 }
+            }
+            if request
+                .run_id
+                .as_ref()
+                .is_some_and(|id| id.is_empty() || id.len() > 128)
+            {
+                return Err(Error::event(
+                    "$.run_id",
+                    "1 to 128 characters: age-out sets it on the runs it continues",
+                ));
             }
             if let Some(restore) = &request.restore {
                 if restore.image_ids.is_empty() || restore.image_ids.len() > MAX_IMAGE_IDS {

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Mutating calls sent at once before pacing starts (`AMI_MUTATION_BURST`, default 100:
     /// EC2's bucket size).
     pub mutation_burst: f64,
+    /// How many times one age-out run may continue itself (`AMI_MAX_CONTINUATIONS`, default
+    /// 24, 0 turns continuation off).
+    pub max_continuations: u32,
     /// The price of a GB-month of snapshot storage in USD, for the estimated saving of a run
     /// (`AMI_SNAPSHOT_PRICE_PER_GB_MONTH`, default 0.05: EBS snapshots, standard tier,
     /// us-east-1).
@@ -125,6 +128,8 @@ impl Settings {
                 as f64,
             mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
                 as f64,
+            max_continuations: env_number("AMI_MAX_CONTINUATIONS", Some(24), 0, 1000)?.unwrap_or(24)
+                as u32,
             snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
                 None => 0.05,
                 Some(v) => v

@@ -19,6 +19,7 @@ use crate::domain::trigger::{RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, share, Context, Line};
+use crate::ports::EventSink;
 
 /// The four functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct Checked<'a> {
     pub run: Run,
     /// Whether nothing is changed.
     pub dry_run: bool,
+    /// The invocation's request id.
+    pub request_id: String,
 }
 
 /// Runs a function under the Lambda runtime: loads the configuration once (an invalid one
@@ -140,6 +143,7 @@ pub async fn handle<J: Job>(
             started,
         },
         dry_run,
+        request_id: invocation.context.request_id.clone(),
     };
     job.run(app, checked).await
 }
@@ -150,6 +154,51 @@ fn regions_of(app: &App, request: &RunRequest) -> Vec<Region> {
         .regions
         .clone()
         .unwrap_or_else(|| vec![app.settings.home_region.clone()])
+}
+
+/// Starts the next run of an age-out run that stopped with work left, when
+/// [`ageout::continuation::next`] allows it: announces `Policy Run Continued` carrying the next
+/// request, which the template's rule delivers back to age-out.
+async fn continue_run(
+    app: &App,
+    report: &ageout::Report,
+    request: &RunRequest,
+    run_id: &str,
+) -> ageout::continuation::Continued {
+    use ageout::continuation::{self, Continued};
+    let count = match continuation::next(report, request, app.settings.max_continuations) {
+        Decision::Act(count) => count,
+        Decision::Ignore(why) => {
+            return Continued {
+                next: None,
+                why_not: Some(why),
+            }
+        }
+    };
+    let next = continuation::request_for(request, count, run_id);
+    let published = app
+        .events()
+        .publish(vec![continuation::event(report, &next)])
+        .await;
+    if published.published == 1 {
+        tracing::info!(
+            continuation = count,
+            remaining = report.remaining,
+            "age-out continues"
+        );
+        Continued {
+            next: Some(count),
+            why_not: None,
+        }
+    } else {
+        Continued {
+            next: None,
+            why_not: Some(format!(
+                "`Policy Run Continued` could not be published ({}): the next scheduled run goes on",
+                published.failed.join("; ")
+            )),
+        }
+    }
 }
 
 /// The answer to an event that needs no work: an empty report that says why.
@@ -179,6 +228,7 @@ impl Job for AgeOutJob {
             ctx,
             run,
             dry_run,
+            request_id: run_id,
         } = invocation;
         let request = match trigger {
             Trigger::Run(request) => request,
@@ -208,7 +258,10 @@ impl Job for AgeOutJob {
             };
             return run.finish(app, results, events).await;
         }
-        let report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
+        let mut report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
+        if !report.complete {
+            report.continued = Some(continue_run(app, &report, &request, &run_id).await);
+        }
         tracing::info!(
             function = report.function,
             dry_run = report.dry_run,
@@ -246,6 +299,7 @@ impl Job for BuildJob {
             ctx,
             mut run,
             dry_run,
+            ..
         } = invocation;
         let work = build::work(
             trigger,
@@ -283,6 +337,7 @@ impl Job for ShareJob {
             ctx,
             run,
             dry_run,
+            ..
         } = invocation;
         let request = match ami_request(trigger, Function::Share)? {
             Decision::Act(request) => request,
@@ -316,6 +371,7 @@ impl Job for CopyJob {
             ctx,
             mut run,
             dry_run,
+            ..
         } = invocation;
         let event_driven = trigger.kind() == TriggerKind::AmiStateChange;
         let request = match ami_request(trigger, Function::Copy)? {

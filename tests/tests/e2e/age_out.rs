@@ -431,3 +431,134 @@ async fn throttled_calls_are_deferred_not_failed_and_the_next_run_finishes() {
     assert_eq!(next["complete"], true, "{next}");
     assert_eq!(actions(&next, "deregister").len(), DEREGISTERED.len());
 }
+
+/// The `Policy Run Continued` events published so far.
+fn continued(bed: &TestBed) -> Vec<Value> {
+    bed.published()
+        .into_iter()
+        .filter(|e| e["detail_type"] == "Policy Run Continued")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_within_bounds() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let mut old = Vec::new();
+    for n in 0..41 {
+        let id = seed::image(
+            &ec2,
+            &builder,
+            &format!("web-{n:03}"),
+            &[("Family", "web-a")],
+        )
+        .await;
+        let days = if n == 0 { 1 } else { 40 + n };
+        let created = (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+        bed.seed_image("us-east-1", &id, json!({ "creation_date": created }));
+        if n > 0 {
+            old.push(id);
+        }
+    }
+    let policies = r#"{"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+        "family_by": "tag:Family", "retain": {"keep_latest": 1, "max_age_days": 30}}]}"#;
+    // EC2's bucket, scaled down: 2 mutating calls at once, then 1 a second; each run may spend
+    // 6 s (planning included), so one run retires a few of the 40.
+    bed.throttle(json!({"mutating": {"actions": ["DeregisterImage", "DeleteSnapshot"], "size": 2, "refill": 1}}));
+    let paced = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("AMI_POLICIES", policies),
+            ("AMI_MUTATION_RATE", "1"),
+            ("AMI_MUTATION_BURST", "2"),
+            ("AMI_RUN_BUDGET_MS", "6000"),
+        ];
+        env.extend_from_slice(extra);
+        Function::start(&bed, "ami-age-out", &env)
+    };
+
+    // Bounded: a dry run never continues; a run with no progress neither; nor one whose
+    // continuations are used up.
+    let function = paced(&[]);
+    let dry = function.invoke(&json!({"dry_run": true})).ok();
+    assert!(dry["continued"].is_null(), "{}", dry["continued"]);
+    let stalled = paced(&[("AMI_RUN_BUDGET_MS", "1")]);
+    let report = stalled.invoke(&json!({})).ok();
+    assert_eq!(report["complete"], false);
+    assert!(
+        report["continued"]["why_not"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no progress"),
+        "{}",
+        report["continued"]
+    );
+    let capped = paced(&[("AMI_MAX_CONTINUATIONS", "0")]);
+    let report = capped.invoke(&json!({})).ok();
+    assert_eq!(report["complete"], false, "{report}");
+    assert!(
+        report["continued"]["why_not"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AMI_MAX_CONTINUATIONS"),
+        "{}",
+        report["continued"]
+    );
+    assert!(continued(&bed).is_empty(), "no continuation started so far");
+
+    // A failure stops the chain too.
+    bed.inject_fault("DeregisterImage", "UnauthorizedOperation", 1);
+    let (_, message) = function.invoke(&json!({})).err();
+    let failed: Value = serde_json::from_str(&message).expect("the report");
+    assert_eq!(failed["complete"], false, "{}", failed["counts"]);
+    assert!(
+        failed["continued"]["why_not"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failures"),
+        "{}",
+        failed["continued"]
+    );
+    assert!(continued(&bed).is_empty());
+
+    // The scheduled run: it stops at its deadline and continues itself until the work is done;
+    // each continuation is delivered as the template's rule would (its `detail.request`).
+    let mut report = function.invoke(&json!({})).ok();
+    let mut hops = 0;
+    while report["complete"] == false {
+        let events = continued(&bed);
+        assert_eq!(
+            events.len(),
+            hops + 1,
+            "one continuation per unfinished run: {}",
+            report["continued"]
+        );
+        let next = &events[hops]["detail"];
+        assert_eq!(next["continuation"], hops + 1);
+        assert_eq!(next["request"]["continuation"], hops + 1);
+        assert!(next["remaining"].as_u64().unwrap_or(0) > 0);
+        hops += 1;
+        assert!(hops <= 24, "the chain ends");
+        report = function.invoke(&next["request"]).ok();
+    }
+    assert!(hops >= 1, "the work needed more than one run");
+    assert!(
+        report["continued"].is_null(),
+        "a finished run starts nothing"
+    );
+    assert_eq!(continued(&bed).len(), hops);
+    let left = seed::image_ids(&ec2).await;
+    assert!(
+        old.iter().all(|id| !left.contains(id)),
+        "every old AMI retired, none twice"
+    );
+    let events = bed.published();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["detail_type"] == "AMI Deregistered")
+            .count(),
+        old.len(),
+        "each retirement announced once"
+    );
+}

@@ -126,6 +126,10 @@ pub async fn execute<W: RetireImages + Sync>(
         .map(|action| {
             let done = &done;
             async move {
+                // Past the deadline an action is deferred at once, not after waiting its turn.
+                if deadline.passed() {
+                    return (report(action, region, Outcome::Deferred, None), Vec::new());
+                }
                 pacer.take().await;
                 if deadline.passed() {
                     return (report(action, region, Outcome::Deferred, None), Vec::new());
@@ -212,6 +216,9 @@ pub async fn execute<W: RetireImages + Sync>(
     }
     let deleted: Vec<ActionReport> = futures::stream::iter(to_delete)
         .map(|action| async move {
+            if deadline.passed() {
+                return report(action, region, Outcome::Deferred, None);
+            }
             pacer.take().await;
             if deadline.passed() {
                 return report(action, region, Outcome::Deferred, None);

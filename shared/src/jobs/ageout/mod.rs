@@ -1,5 +1,6 @@
 //! Age-out: plan retention per region, then execute the plan (or only report it, in a dry run).
 
+pub mod continuation;
 mod execute;
 pub mod plan;
 pub mod restore;
@@ -98,6 +99,9 @@ pub struct Report {
     pub remaining: usize,
     /// The snapshot storage the run freed (a dry run: would free), with the monthly saving.
     pub saved: savings::Savings,
+    /// For a run that did not finish: the run it started to go on, or why it started none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continued: Option<continuation::Continued>,
     /// Per region: kept images, kept snapshots, orphans, warnings.
     pub regions: Vec<RegionReport>,
     pub events: Published,
@@ -219,6 +223,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
         failed,
         remaining,
         saved,
+        continued: None,
         regions,
         events: published,
         elapsed_ms: started.elapsed().as_millis(),

@@ -1,0 +1,91 @@
+//! Continuation: a run that reaches its deadline with work left, held back only by EC2's
+//! request rate, starts its own next run at once instead of waiting a whole schedule period.
+//! The next run plans again from the account, so no state is carried and none can be stale.
+//!
+//! The run announces `Policy Run Continued` with the next run's request in the detail; a rule on
+//! the tool's bus delivers that request to age-out (the template's `Continue` event, an
+//! asynchronous invocation). The announcement and the continuation are one call, so neither can
+//! happen without the other.
+
+use serde::Serialize;
+
+use super::execute::Outcome;
+use super::Report;
+use crate::domain::trigger::RunRequest;
+use crate::domain::Decision;
+
+/// What became of the continuation of a run that did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Continued {
+    /// The next run's continuation count, when one was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<u32>,
+    /// Why none was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+}
+
+/// Whether a finished run continues itself, and with which count: only a real run that stopped
+/// with work left, had no failures, made progress, and has not used up `max` continuations.
+pub fn next(report: &Report, request: &RunRequest, max: u32) -> Decision<u32> {
+    if report.complete {
+        return Decision::Ignore("the work is done".into());
+    }
+    if report.dry_run {
+        return Decision::Ignore("a dry run changes nothing, so it never continues".into());
+    }
+    let failed = !report.failed.is_empty()
+        || report
+            .regions
+            .iter()
+            .any(|r| r.error.is_some() || r.evidence_gaps.iter().any(|g| !g.transient));
+    if failed {
+        return Decision::Ignore(
+            "the run had failures: the next scheduled run plans again, after someone looks".into(),
+        );
+    }
+    let progress = report.plan.iter().any(|a| {
+        matches!(
+            a.outcome,
+            Outcome::Done | Outcome::AlreadyDone | Outcome::DeletedWithImage
+        )
+    });
+    if !progress {
+        return Decision::Ignore(
+            "no progress: continuing would only repeat this run; the next scheduled run goes on"
+                .into(),
+        );
+    }
+    let count = request.continuation.unwrap_or(0);
+    if count >= max {
+        return Decision::Ignore(format!(
+            "{count} continuations already (AMI_MAX_CONTINUATIONS {max}): the next scheduled run goes on"
+        ));
+    }
+    Decision::Act(count + 1)
+}
+
+/// The request of the next run: the same request, its count, and the chain's `run_id`.
+pub fn request_for(request: &RunRequest, count: u32, run_id: &str) -> RunRequest {
+    RunRequest {
+        continuation: Some(count),
+        run_id: Some(request.run_id.clone().unwrap_or_else(|| run_id.to_string())),
+        ..request.clone()
+    }
+}
+
+/// The `Policy Run Continued` event: the next run's request (which the template's rule sends
+/// to age-out), its count, and what is left.
+pub fn event(report: &Report, next: &RunRequest) -> crate::domain::event::Event {
+    crate::domain::event::event(
+        "Policy Run Continued",
+        Vec::new(),
+        serde_json::json!({
+            "function": super::FUNCTION,
+            "continuation": next.continuation,
+            "run_id": next.run_id,
+            "remaining": report.remaining,
+            "request": next,
+        }),
+    )
+}
