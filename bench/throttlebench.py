@@ -7,7 +7,9 @@ refilled at RATE per second. A run over N old AMIs must lose no action (everythi
 deferred and reported) and keep its throughput near the refill rate: ideal time is
 (N - SIZE) / RATE.
 
-Run with `scripts/bench-throttle [--amis 300 --size 20 --rate 20]`.
+Run with `scripts/bench-throttle [--amis 300 --size 20 --rate 20] [--budget-ms 3000]`; with a
+run budget, each run stops at it and continues itself (`Policy Run Continued`, delivered back as
+the template's rule does), and the throughput covers the whole backlog, hand-offs included.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def main() -> int:
     parser.add_argument("--amis", type=int, default=300)
     parser.add_argument("--size", type=float, default=20)
     parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--budget-ms", type=int, default=0,
+                        help="each run's time (AMI_RUN_BUDGET_MS); runs then continue themselves "
+                             "(Policy Run Continued, delivered as the template's rule would)")
     args = parser.parse_args()
     emu = Emulator()
     try:
@@ -42,21 +47,30 @@ def main() -> int:
         policy.write_text(json.dumps(agebench.POLICY))
         # The deployment is told the account's limits (EC2's defaults are 5/s and 100).
         # The emulator is slower than EC2 at large pages: widen the call timeout (see agebench).
-        function = Function(emu, "ami-age-out", policy, {
-            "AMI_CALL_TIMEOUT_MS": "600000", "AMI_DEADLINE_MARGIN_MS": "600000",
-            "AMI_MUTATION_RATE": f"{args.rate:g}", "AMI_MUTATION_BURST": f"{args.size:g}"})
+        env = {"AMI_CALL_TIMEOUT_MS": "600000", "AMI_DEADLINE_MARGIN_MS": "600000",
+               "AMI_MUTATION_RATE": f"{args.rate:g}", "AMI_MUTATION_BURST": f"{args.size:g}"}
+        if args.budget_ms:
+            env.update({"AMI_RUN_BUDGET_MS": str(args.budget_ms), "AMI_DEADLINE_MARGIN_MS": "0"})
+        function = Function(emu, "ami-age-out", policy, env)
         try:
             runs, done, deferred, start = 0, 0, 0, time.perf_counter()
+            request = {"regions": agebench.REGIONS, "dry_run": False}
             while True:
                 runs += 1
-                ok, report = function.invoke({"regions": agebench.REGIONS, "dry_run": False})
+                ok, report = function.invoke(request)
                 if not ok:
                     raise SystemExit(f"failed: {str(report)[:2000]}")
                 plan = [a for a in report["plan"] if a["action"] == "deregister"]
                 done += sum(1 for a in plan if a["outcome"] in ("done", "already_done"))
                 deferred = sum(1 for a in plan if a["outcome"] == "deferred")
-                if report["complete"] or runs >= 10:
+                if report["complete"] or runs >= 200:
                     break
+                if args.budget_ms:
+                    # The run continued itself: deliver its `Policy Run Continued` request.
+                    if not (report.get("continued") or {}).get("next"):
+                        raise SystemExit(f"the run stopped without continuing: {report.get('continued')}")
+                    event = [e for e in emu.published() if e["detail_type"] == "Policy Run Continued"][-1]
+                    request = event["detail"]["request"]
             wall = time.perf_counter() - start
         finally:
             function.stop()
@@ -66,7 +80,9 @@ def main() -> int:
         sent = after.get("DeregisterImage", 0) - before.get("DeregisterImage", 0)
         ideal = max(done - args.size, 0) / args.rate
         throughput = done / wall
-        print(f"{args.amis} AMIs, bucket {args.size:g} refill {args.rate:g}/s: {done} deregistered in {runs} run(s), "
+        announced = sum(1 for e in emu.published() if e["detail_type"] == "AMI Deregistered")
+        print(f"{args.amis} AMIs, bucket {args.size:g} refill {args.rate:g}/s, run budget "
+              f"{args.budget_ms or 'none'} ms: {done} deregistered ({announced} announced) in {runs} run(s), "
               f"{wall:.1f} s (ideal {ideal:.1f} s); throughput {throughput:.1f}/s = {100 * throughput / args.rate:.0f}% "
               f"of the refill rate; DeregisterImage requests sent {sent} ({throttled} throttled by the bucket); "
               f"deferred at the end {deferred}; missed {v['missed']}, wrong {v['wrong_amis']}")
