@@ -1121,30 +1121,34 @@ proptest! {
     }
 }
 
-#[tokio::test]
-async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
-    use crate::tests::fakes::{context, FakeCloud, Recorder};
-    let cloud = FakeCloud::default();
-    let document = crate::tests::fakes::document(
-        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
-    );
+/// Three AMIs of policy `web` (keep 1, max age 2 days) in us-east-1 of the fake account, all
+/// older than that; returns the policy document.
+fn three_old_amis(cloud: &crate::tests::fakes::FakeCloud) -> PolicyDocument {
     let old = Utc
         .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
         .single()
         .expect("time");
-    {
-        let ec2 = cloud.region("us-east-1");
-        let mut state = ec2.state();
-        for n in 0..3 {
-            let mut image = crate::tests::fakes::managed_image(
-                &format!("ami-{n:017x}"),
-                &format!("web-{n}"),
-                "web",
-            );
-            image.created = Some(old + chrono::Duration::days(n));
-            state.images.push(image);
-        }
+    let ec2 = cloud.region("us-east-1");
+    let mut state = ec2.state();
+    for n in 0..3 {
+        let mut image = crate::tests::fakes::managed_image(
+            &format!("ami-{n:017x}"),
+            &format!("web-{n}"),
+            "web",
+        );
+        image.created = Some(old + chrono::Duration::days(n));
+        state.images.push(image);
     }
+    crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
+    )
+}
+
+#[tokio::test]
+async fn a_run_over_the_fake_account_retires_and_announces_what_it_did() {
+    use crate::tests::fakes::{context, FakeCloud, Recorder};
+    let cloud = FakeCloud::default();
+    let document = three_old_amis(&cloud);
     let recorder = Recorder::default();
     let request = crate::domain::trigger::RunRequest::default();
     let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
@@ -1491,21 +1495,12 @@ fn savings_count_what_was_deleted_measured_or_estimated_per_family() {
 async fn a_shared_ami_a_usage_report_clears_is_still_checked_for_references() {
     use crate::tests::fakes::{context, FakeCloud, Recorder};
     let cloud = FakeCloud::default();
-    let document = crate::tests::fakes::document(
-        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
-    );
-    let old = Utc
-        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-        .single()
-        .expect("time");
+    let document = three_old_amis(&cloud);
     let ec2 = cloud.region("us-east-1");
     {
         let mut state = ec2.state();
         for n in 0..3 {
             let id = format!("ami-{n:017x}");
-            let mut image = crate::tests::fakes::managed_image(&id, &format!("web-{n}"), "web");
-            image.created = Some(old + chrono::Duration::days(n));
-            state.images.push(image);
             // Shared with another account, and a fresh report says nobody there uses it.
             state.launch.insert(
                 id.clone(),
@@ -1575,4 +1570,120 @@ async fn a_restore_waits_until_its_snapshots_are_available_before_the_ami() {
             "EnableImage ami-binned"
         ]
     );
+}
+
+#[test]
+fn a_run_continues_only_when_time_alone_stopped_it() {
+    use super::continuation::{next, request_for};
+    use super::execute::{ActionReport, Outcome};
+    use crate::domain::trigger::RunRequest;
+    use crate::domain::Decision;
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let line = |outcome| ActionReport {
+        action: super::plan::Action {
+            action: ActionKind::Deregister,
+            image_id: Some("ami-1".into()),
+            snapshot_id: None,
+            policy: "web".into(),
+            family: None,
+            reason: String::new(),
+            retirement: None,
+            recovery: None,
+            bytes: None,
+            bytes_estimated: false,
+        },
+        region: region.clone(),
+        outcome,
+        error_code: None,
+        error: None,
+    };
+    let report = |complete, dry_run, outcomes: &[Outcome]| super::Report {
+        function: super::FUNCTION,
+        dry_run,
+        complete,
+        as_of: now(),
+        counts: BTreeMap::new(),
+        kept_by_reason: BTreeMap::new(),
+        plan: outcomes.iter().map(|o| line(*o)).collect(),
+        failed: outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Failed)
+            .map(|o| line(*o))
+            .collect(),
+        remaining: outcomes.iter().filter(|o| **o == Outcome::Deferred).count(),
+        saved: Default::default(),
+        continued: None,
+        regions: Vec::new(),
+        events: Default::default(),
+        elapsed_ms: 0,
+    };
+    use Outcome::*;
+    let first = RunRequest::default();
+    let third = RunRequest {
+        continuation: Some(2),
+        run_id: Some("chain".into()),
+        ..RunRequest::default()
+    };
+    let cases: [(&str, super::Report, &RunRequest, u32, Option<u32>); 7] = [
+        (
+            "time alone",
+            report(false, false, &[Done, Deferred]),
+            &first,
+            24,
+            Some(1),
+        ),
+        (
+            "the next link",
+            report(false, false, &[Done, Deferred]),
+            &third,
+            24,
+            Some(3),
+        ),
+        ("done", report(true, false, &[Done]), &first, 24, None),
+        (
+            "dry run",
+            report(false, true, &[Planned, Deferred]),
+            &first,
+            24,
+            None,
+        ),
+        (
+            "a failure",
+            report(false, false, &[Done, Failed, Deferred]),
+            &first,
+            24,
+            None,
+        ),
+        (
+            "no progress",
+            report(false, false, &[Deferred, Deferred]),
+            &first,
+            24,
+            None,
+        ),
+        (
+            "limit reached",
+            report(false, false, &[Done, Deferred]),
+            &third,
+            2,
+            None,
+        ),
+    ];
+    for (name, r, request, max, want) in cases {
+        let got = match next(&r, request, max) {
+            Decision::Act(n) => Some(n),
+            Decision::Ignore(_) => None,
+        };
+        assert_eq!(got, want, "{name}");
+    }
+    // The chain keeps its first run's id; the first continuation takes the invocation's.
+    assert_eq!(
+        request_for(&first, 1, "req-1").run_id.as_deref(),
+        Some("req-1")
+    );
+    assert_eq!(
+        request_for(&third, 3, "req-9").run_id.as_deref(),
+        Some("chain")
+    );
+    assert_eq!(request_for(&third, 3, "req-9").continuation, Some(3));
 }
