@@ -92,6 +92,13 @@ class Emulator:
         (`{"account_id", "resource_type", "usage_count"}`)."""
         self._post("usage-report", {"region": region, "image_id": image_id, "entries": entries})
 
+    def seed_fleet(self, region: str, instance_id: str, count: int, **fields) -> int:
+        """`count` AMIs made from `instance_id` straight in the backend (scale benchmarks)."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/_testbed/fleet", method="POST",
+            data=json.dumps({"region": region, "instance_id": instance_id, "count": count, **fields}).encode())
+        return json.loads(urllib.request.urlopen(request, timeout=3600).read())["count"]
+
     def published(self) -> list[dict]:
         """The events the functions put on EventBridge, in order."""
         return self._get("events")

@@ -1249,6 +1249,46 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
     return {"image_id": ami.id}
 
 
+def seed_fleet(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up for scale: `count` AMIs made from `instance_id` as CreateImage makes them
+    (one snapshot per volume, tags, ages spread over `max_age_days`), straight into the
+    backend, so 50,000 AMIs take seconds instead of an hour of API calls."""
+    import random
+    from datetime import timedelta
+
+    account = body.get("account_id", "123456789012")
+    backend = ec2_backends[account][body["region"]]
+    instance = backend.get_instance(body["instance_id"])
+    rng = random.Random(body.get("seed", 42))
+    now = datetime.now(timezone.utc)
+    tags = body.get("tags", {})
+    families = int(body.get("families", 10))
+    prefix = body.get("prefix", "scale")
+    made = []
+    for n in range(int(body["count"])):
+        ami_id = moto_amis.random_ami_id()
+        ami = Ami(backend, ami_id, instance=instance, name=f"{prefix}-{n:06d}", description="",
+                  root_device_type="ebs", root_device_name=instance.root_device_name,
+                  snapshot_description=f"Created by CreateImage({instance.id}) for {ami_id}")
+        _drop_auto_snapshot(backend, ami)
+        mappings = []
+        for device, block in instance.get_block_device_mapping:
+            volume = backend.get_volume(block.volume_id)
+            snap = backend.create_snapshot(volume.id, f"Created by CreateImage({instance.id}) for {ami_id}",
+                                           from_ami=ami_id)
+            mappings.append({"DeviceName": device, "Ebs": {"SnapshotId": snap.id, "VolumeSize": volume.size,
+                                                           "DeleteOnTermination": True, "VolumeType": "gp3",
+                                                           "Encrypted": False}})
+        ami._mappings = mappings
+        ami.add_tags({**tags, "Family": f"f{n % families}"})
+        ami.ena_support = True
+        days = rng.randrange(0, int(body.get("max_age_days", 365)))
+        ami.creation_date = (now - timedelta(days=days)).replace(tzinfo=None)
+        backend.amis[ami_id] = ami
+        made.append(ami_id)
+    return {"count": len(made)}
+
+
 CALLS: dict[str, int] = {}
 CALLS_LOCK = threading.Lock()
 # Injected faults: action -> [error code, how many more calls get it]. Test set-up only: the
@@ -1441,6 +1481,9 @@ class Testbed:
         if environ.get("PATH_INFO", "") == "/_testbed/events":
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/fleet":
+            out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/usage-report":
             out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
