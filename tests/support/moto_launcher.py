@@ -880,33 +880,29 @@ def _tags_of(backend: Any, resource_id: str) -> dict[str, str]:
     return dict(backend.tags.get(resource_id, {}))
 
 
-def bin_image(backend: Any, ami: Any) -> None:
-    """Called as DeregisterImage removes an AMI: a rule that retains it keeps it in the bin."""
+def _to_bin(store: dict[tuple[str, str], dict[str, Any]], kind: str, backend: Any, resource_id: str,
+            entry: dict[str, Any]) -> None:
+    """Keeps a resource that is being removed in the bin, when a rule of `kind` retains it."""
     from datetime import timedelta
 
-    days = _retention_days(backend.region_name, "EC2_IMAGE", _tags_of(backend, ami.id))
+    tags = _tags_of(backend, resource_id)
+    days = _retention_days(backend.region_name, kind, tags)
     if days is None:
         return
     now = datetime.now(timezone.utc)
     with BIN_LOCK:
-        BIN_IMAGES[(backend.region_name, ami.id)] = {
-            "ami": ami, "tags": _tags_of(backend, ami.id), "enter": now, "exit": now + timedelta(days=days),
-            "launch_permissions": list(getattr(ami, "launch_permissions", []) or []),
-        }
+        store[(backend.region_name, resource_id)] = {**entry, "tags": tags, "enter": now,
+                                                     "exit": now + timedelta(days=days)}
+
+
+def bin_image(backend: Any, ami: Any) -> None:
+    """Called as DeregisterImage removes an AMI."""
+    _to_bin(BIN_IMAGES, "EC2_IMAGE", backend, ami.id, {"ami": ami})
 
 
 def bin_snapshot(backend: Any, snapshot: Any) -> None:
-    """Called as a snapshot is deleted: a rule that retains it keeps it in the bin."""
-    from datetime import timedelta
-
-    days = _retention_days(backend.region_name, "EBS_SNAPSHOT", _tags_of(backend, snapshot.id))
-    if days is None:
-        return
-    now = datetime.now(timezone.utc)
-    with BIN_LOCK:
-        BIN_SNAPSHOTS[(backend.region_name, snapshot.id)] = {
-            "snapshot": snapshot, "tags": _tags_of(backend, snapshot.id),
-            "enter": now, "exit": now + timedelta(days=days)}
+    """Called as a snapshot is deleted."""
+    _to_bin(BIN_SNAPSHOTS, "EBS_SNAPSHOT", backend, snapshot.id, {"snapshot": snapshot})
 
 
 def _in_bin(store: dict[tuple[str, str], dict[str, Any]], region: str) -> dict[str, dict[str, Any]]:
@@ -1404,17 +1400,16 @@ def read_body(environ: dict[str, Any]) -> bytes:
 CALLERS: set[tuple[str, str]] = set()
 CALL_LOG = os.environ.get("AMI_TESTBED_CALL_LOG")
 APP = re.compile(r"(?:^|\s)app/([A-Za-z0-9!#$%&'*+\-.^_`|~]+)")
-SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 
 def record_caller(environ: dict[str, Any], action: str) -> None:
     """Records which function called which IAM action (requests without an app name, the tests'
     own set-up calls, are not recorded)."""
     agent = f"{environ.get('HTTP_X_AMZ_USER_AGENT', '')} {environ.get('HTTP_USER_AGENT', '')}"
-    app, scope = APP.search(agent), SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    if not app or not scope:
+    app, service = APP.search(agent), contract._signing_service(environ)
+    if not app or not service:
         return
-    pair = (app.group(1), f"{scope.group(1)}:{action}")
+    pair = (app.group(1), f"{service}:{action}")
     with CALLS_LOCK:
         if pair in CALLERS:
             return
@@ -1496,8 +1491,7 @@ class Testbed:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
             return response(environ, start_response)
         body = read_body(environ)
-        if SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")) and \
-                SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")).group(1) == "rbin" and self.check_contract:
+        if contract._signing_service(environ) == "rbin" and self.check_contract:
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
             operation = {("POST", "/rules"): "CreateRule", ("POST", "/list-rules"): "ListRules"}.get(
                 (method, path), "GetRule" if method == "GET" and path.startswith("/rules/") else f"{method} {path}")

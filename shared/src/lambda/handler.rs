@@ -251,11 +251,7 @@ impl Job for AgeOutJob {
         let regions = regions_of(app, &request);
         if let Some(restore) = &request.restore {
             let results = ageout::restore::run(&ctx, &restore.image_ids, &regions, dry_run).await;
-            let events = if dry_run {
-                Vec::new()
-            } else {
-                ageout::restore::events(&results)
-            };
+            let events = ageout::restore::events(&results);
             return run.finish(app, results, events).await;
         }
         let mut report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
@@ -345,11 +341,7 @@ impl Job for ShareJob {
         };
         let regions = regions_of(app, &request);
         let results = share::run(&ctx, &request, &regions, dry_run).await;
-        let events = if dry_run {
-            Vec::new()
-        } else {
-            share::events(&results)
-        };
+        let events = share::events(&results);
         run.finish(app, results, events).await
     }
 }
@@ -381,11 +373,7 @@ impl Job for CopyJob {
         let regions = regions_of(app, &request);
         let (results, ignored) = copy::run(&ctx, &request, &regions, dry_run, event_driven).await;
         run.ignored = ignored;
-        let events = if dry_run {
-            Vec::new()
-        } else {
-            copy::events(&results)
-        };
+        let events = copy::events(&results);
         run.finish(app, results, events).await
     }
 }

@@ -107,13 +107,16 @@ pub struct Run {
 }
 
 impl Run {
-    /// Publishes the events, logs the summary line and answers with the report.
+    /// Publishes the events (none in a dry run), logs the summary line and answers with the
+    /// report.
     pub async fn finish<R: Line>(
         self,
         app: &App,
         results: Vec<R>,
         events: Vec<Event>,
     ) -> Result<serde_json::Value, Diagnostic> {
+        // A dry run changes nothing, so it announces nothing.
+        let events = if self.dry_run { Vec::new() } else { events };
         let published = app.events().publish(events).await;
         let failed = results.iter().any(Line::failed);
         let report = Report {

@@ -1,12 +1,12 @@
 //! Undo: the Recycle Bin's AMIs and snapshots, their restores, EnableImage and
 //! DisableImageDeprecation.
 
-use super::convert::{image_from_sdk, smithy_time};
+use super::convert::smithy_time;
 use super::{absent, Ec2};
 use crate::domain::model::Image;
 use crate::domain::recycle_bin::{BinImage, BinSnapshot};
 use crate::error::Result;
-use crate::ports::RestoreImages;
+use crate::ports::{ImageInventory, RestoreImages};
 
 /// ListSnapshotsInRecycleBin's page (5 to 1000) and ListImagesInRecycleBin's ImageIds (at most 20).
 const BIN_PAGE: i32 = 1000;
@@ -14,17 +14,12 @@ const BIN_IMAGE_IDS: usize = 20;
 
 impl RestoreImages for Ec2 {
     async fn registered(&self, image_id: &str) -> Result<Option<Image>> {
+        // The inventory scan of one id; a deregistered AMI is "not found", which means none.
+        let ids = [image_id.to_string()];
         absent(
-            self.client
-                .describe_images()
-                .owners("self")
-                .include_disabled(true)
-                .include_deprecated(true)
-                .image_ids(image_id)
-                .send()
+            self.images(Some(&ids))
                 .await
-                .map_err(self.err("DescribeImages"))
-                .map(|out| out.images().iter().find_map(image_from_sdk)),
+                .map(|found| found.into_iter().next()),
         )
     }
 

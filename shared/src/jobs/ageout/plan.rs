@@ -315,15 +315,23 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
     }
 
-    recoverability(input, &mut stage_actions, &mut deregistered, &mut out.kept);
-
-    // Snapshots: delete one only when the account owns it and no remaining AMI uses it.
+    // The account's images and snapshots by id, once for what follows.
+    let by_id: HashMap<&str, &Image> = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
     let owned: HashMap<&str, &Snapshot> = input
         .snapshots
         .iter()
         .filter(|s| s.owner_id == input.account_id)
         .map(|s| (s.id.as_str(), s))
         .collect();
+    recoverability(
+        input,
+        (&by_id, &owned),
+        &mut stage_actions,
+        &mut deregistered,
+        &mut out.kept,
+    );
+
+    // Snapshots: delete one only when the account owns it and no remaining AMI uses it.
     let mut used_by_remaining: HashMap<&str, &str> = HashMap::new();
     let mut used_at_all: HashSet<&str> = HashSet::new();
     for image in input.images {
@@ -342,11 +350,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         .iter()
         .filter(|a| a.action == ActionKind::Deregister)
     {
-        let Some(image) = input
-            .images
-            .iter()
-            .find(|i| Some(&i.id) == action.image_id.as_ref())
-        else {
+        let Some(image) = action.image_id.as_deref().and_then(|id| by_id.get(id)) else {
             continue;
         };
         for snap in &image.snapshot_ids {
@@ -465,17 +469,11 @@ enum Decision {
 /// becomes a kept AMI (`not_recoverable`).
 fn recoverability<'a>(
     input: PlanInput<'a>,
+    (by_id, snapshots): (&HashMap<&str, &Image>, &HashMap<&str, &Snapshot>),
     stage_actions: &mut Vec<Action>,
     deregistered: &mut HashSet<&'a str>,
     kept_out: &mut Vec<Kept>,
 ) {
-    let by_id: HashMap<&str, &Image> = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
-    let snapshots: HashMap<&str, &Snapshot> = input
-        .snapshots
-        .iter()
-        .filter(|s| s.owner_id == input.account_id)
-        .map(|s| (s.id.as_str(), s))
-        .collect();
     let mut used_by_remaining: HashSet<&str> = HashSet::new();
     for image in input
         .images
