@@ -446,7 +446,7 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
     let ec2 = bed.ec2("us-east-1").await;
     let builder = seed::instance(&ec2, 0, &[]).await;
     let mut old = Vec::new();
-    for n in 0..41 {
+    for n in 0..61 {
         let id = seed::image(
             &ec2,
             &builder,
@@ -464,14 +464,15 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
     let policies = r#"{"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
         "family_by": "tag:Family", "retain": {"keep_latest": 1, "max_age_days": 30}}]}"#;
     // EC2's bucket, scaled down: 2 mutating calls at once, then 1 a second; each run may spend
-    // 6 s (planning included), so one run retires a few of the 40.
+    // 15 s (planning included, with room for a loaded machine), so one run retires about 15 of
+    // the 60.
     bed.throttle(json!({"mutating": {"actions": ["DeregisterImage", "DeleteSnapshot"], "size": 2, "refill": 1}}));
     let paced = |extra: &[(&'static str, &'static str)]| {
         let mut env = vec![
             ("AMI_POLICIES", policies),
             ("AMI_MUTATION_RATE", "1"),
             ("AMI_MUTATION_BURST", "2"),
-            ("AMI_RUN_BUDGET_MS", "6000"),
+            ("AMI_RUN_BUDGET_MS", "15000"),
         ];
         env.extend_from_slice(extra);
         Function::start(&bed, "ami-age-out", &env)
