@@ -234,6 +234,105 @@ pub trait CopyImages: Regional {
     ) -> impl Future<Output = Result<String>> + Send;
 }
 
+/// A test instance of the launch test, as DescribeInstances and DescribeInstanceStatus see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestInstance {
+    pub instance_id: String,
+    /// The AMI it tests (its `ami-automation:validates` tag).
+    pub image_id: String,
+    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
+    pub state: String,
+    /// LaunchTime.
+    pub launched: Option<DateTime<Utc>>,
+    /// The system status check (`ok`, `impaired`, `initializing`, `insufficient-data`,
+    /// `not-applicable`); none until EC2 reports one.
+    pub system_status: Option<String>,
+    /// The instance status check, the same values.
+    pub instance_status: Option<String>,
+}
+
+/// What RunInstances is called with for a launch test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub security_group_ids: Vec<String>,
+    /// The instance profile's name or ARN.
+    pub instance_profile: Option<String>,
+    /// RunInstances' idempotency token: the same token launches at most one instance.
+    pub client_token: String,
+    /// Tags on the instance and its volumes.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The launch test's EC2 calls.
+pub trait ValidateImages: Regional {
+    /// The instances that carry `ami-automation:validates`, in every state but `terminated`,
+    /// with their status checks.
+    fn test_instances(&self) -> impl Future<Output = Result<Vec<TestInstance>>> + Send;
+    /// The instance's boot console output (GetConsoleOutput, decoded); empty until there is one.
+    fn console_output(&self, instance_id: &str) -> impl Future<Output = Result<String>> + Send;
+    /// RunInstances of one instance; returns its id (the same for the same client token).
+    fn launch(&self, spec: &LaunchSpec) -> impl Future<Output = Result<String>> + Send;
+    /// TerminateInstances of one test instance.
+    fn terminate(&self, instance_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// CreateTags on one of the account's AMIs.
+    fn tag_image(
+        &self,
+        image_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A launch template as publishing sees it: its `$Latest` and `$Default` versions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchTemplateState {
+    /// `lt-...`.
+    pub template_id: String,
+    pub name: String,
+    pub latest_version: i64,
+    pub default_version: i64,
+    /// The AMI of `$Latest` (none when it names none, or names it by an SSM parameter).
+    pub latest_image: Option<String>,
+}
+
+/// Launch templates, for publishing.
+pub trait LaunchTemplates: Regional {
+    /// The template with this id or name in the region, or none when there is none.
+    fn launch_template(
+        &self,
+        id_or_name: &str,
+    ) -> impl Future<Output = Result<Option<LaunchTemplateState>>> + Send;
+    /// CreateLaunchTemplateVersion from `$Latest` with only the AMI changed; returns the new
+    /// version number (the same for the same client token).
+    fn new_template_version(
+        &self,
+        template_id: &str,
+        image_id: &str,
+        description: &str,
+        client_token: &str,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// ModifyLaunchTemplate: make `version` the default.
+    fn set_default_version(
+        &self,
+        template_id: &str,
+        version: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// SSM parameters, for publishing.
+pub trait Parameters: Regional {
+    /// The parameter's value, or none when it does not exist.
+    fn parameter(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// PutParameter: a String of data type `aws:ec2:image`, overwriting; returns its version.
+    fn put_image_parameter(
+        &self,
+        name: &str,
+        image_id: &str,
+    ) -> impl Future<Output = Result<i64>> + Send;
+}
+
 /// What the share needs to know of a KMS key.
 pub trait KeyInfo {
     /// Whether the key is an AWS managed key (AMIs encrypted with one cannot be shared).
@@ -262,9 +361,13 @@ pub trait Cloud: Sync {
         + BuildImages
         + Permissions
         + CopyImages
+        + ValidateImages
+        + LaunchTemplates
         + Clone
         + Send
         + Sync;
+    /// SSM parameters in one region.
+    type Params: Parameters + Send + Sync;
     /// KMS in one region.
     type Keys: KeyInfo + Send + Sync;
     /// The Recycle Bin in one region.
@@ -277,6 +380,8 @@ pub trait Cloud: Sync {
     fn keys(&self, region: &Region) -> Self::Keys;
     /// The Recycle Bin in `region`.
     fn recycle_bin(&self, region: &Region) -> Self::Bin;
+    /// SSM parameters in `region`.
+    fn parameters(&self, region: &Region) -> Self::Params;
     /// A new pacer (EC2's buckets are per region: one per region's run).
     fn pacer(&self) -> Self::Pacer;
 }

@@ -7,3 +7,4 @@ pub mod eventbridge;
 pub mod kms;
 pub mod pace;
 pub mod rbin;
+pub mod ssm;

@@ -61,6 +61,30 @@ impl FromStr for AccountId {
     }
 }
 
+/// Checks an EC2 resource id: `prefix-` (`ami`, `i`, `snap`, `subnet`, `sg`, `lt`) and 8 to 17
+/// hexadecimal digits, as EC2 makes them; the error says what was expected.
+pub fn check_resource_id(prefix: &str, id: &str) -> Result<(), String> {
+    let hex = id
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .unwrap_or_default();
+    if (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let what = match prefix {
+        "ami" => "an AMI id",
+        "i" => "an instance id",
+        "snap" => "a snapshot id",
+        "subnet" => "a subnet id",
+        "sg" => "a security group id",
+        "lt" => "a launch template id",
+        _ => "an EC2 id",
+    };
+    Err(format!(
+        "`{id}` is not {what} ({prefix}- and 8 to 17 hexadecimal digits)"
+    ))
+}
+
 /// An AWS region name that this tool knows (`us-east-1`, `eu-west-1`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -159,6 +159,35 @@ impl Image {
         document.policies.iter().find(|p| self.managed_by(p))
     }
 
+    /// The launch test's verdict on the image (`passed`, `failed`), if it has one.
+    pub fn verdict(&self) -> Option<&str> {
+        self.tags.get(tags::VALIDATION).map(String::as_str)
+    }
+
+    /// Whether it is a copy the tool made (copies carry their source's verdict).
+    pub fn is_copy(&self) -> bool {
+        self.tags.contains_key(tags::SOURCE_IMAGE)
+    }
+
+    /// The promotion gate: why share, copy and publish must not act on the image yet, if they
+    /// must not. A policy with `validate` promotes only AMIs whose launch test passed.
+    pub fn held_by_gate(&self, policy: &Policy) -> Option<String> {
+        policy.validate.as_ref()?;
+        match self.verdict() {
+            Some(tags::PASSED) => None,
+            Some(tags::FAILED) => Some(format!(
+                "its launch test failed ({}={}): a policy with `validate` promotes only AMIs that passed",
+                tags::VALIDATION,
+                tags::FAILED
+            )),
+            _ => Some(format!(
+                "not validated yet: a policy with `validate` promotes an AMI once ami-publish tags it {}={}",
+                tags::VALIDATION,
+                tags::PASSED
+            )),
+        }
+    }
+
     /// The family of the image under `family_by`.
     pub fn family(&self, family_by: &FamilyBy) -> String {
         match family_by {

@@ -51,6 +51,13 @@ pub struct Policy {
     /// Deprecation, disabling and deregistration.
     #[serde(default)]
     pub retain: Option<Retain>,
+    /// The launch test a new AMI passes before it is shared, copied or published.
+    #[serde(default)]
+    pub validate: Option<Validate>,
+    /// Where the newest (validated) AMI of each family is published: SSM parameters and
+    /// launch templates.
+    #[serde(default)]
+    pub publish: Option<Publish>,
 }
 
 /// What AMIs a policy selects. Every field given must match.
@@ -408,6 +415,107 @@ fn one() -> u32 {
     1
 }
 
+/// The launch test (the publish function): each new AMI is launched once, and it passes when
+/// the instance runs, both status checks are `ok` and (when set) the console output contains
+/// `console_contains`, all within `timeout_minutes`. The instance is then terminated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validate {
+    /// The test instance's type (`t3.micro`, ...), of the AMI's architecture.
+    pub instance_type: String,
+    /// The subnet (`subnet-...`) the test instance runs in.
+    pub subnet_id: String,
+    /// The security groups (`sg-...`, 1 to 5) of the test instance.
+    pub security_group_ids: Vec<String>,
+    /// The instance profile (name or ARN) the test instance runs with, if any.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+    /// How long the test may take, from the launch (1 to 240 minutes).
+    #[serde(default = "fifteen")]
+    pub timeout_minutes: u32,
+    /// A string the boot console output must contain (GetConsoleOutput).
+    #[serde(default)]
+    pub console_contains: Option<String>,
+}
+
+fn fifteen() -> u32 {
+    15
+}
+
+/// Where the newest AMI of each family is published (the publish function).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// SSM parameter names; `{policy}`, `{family}` and `{region}` are replaced. Each is set
+    /// (String, data type `aws:ec2:image`) in every region where the AMI or its copy is.
+    #[serde(default)]
+    pub ssm_parameters: Vec<String>,
+    /// Launch templates that get a new version with the AMI.
+    #[serde(default)]
+    pub launch_templates: Vec<LaunchTemplateTarget>,
+}
+
+/// A launch template to publish to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchTemplateTarget {
+    /// The template's id (`lt-...`) or name, in the region it is in.
+    pub template: String,
+    /// The family whose AMI it gets (needed when the policy has several families).
+    #[serde(default)]
+    pub family: Option<String>,
+    /// Also make the new version the template's default.
+    #[serde(default)]
+    pub set_default: bool,
+}
+
+impl LaunchTemplateTarget {
+    /// Whether `template` is an id (`lt-` and 17 hex digits) rather than a name.
+    pub fn is_id(&self) -> bool {
+        self.template
+            .strip_prefix("lt-")
+            .is_some_and(|h| h.len() == 17 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+/// The SSM parameter name a `publish.ssm_parameters` template gives.
+pub fn render_parameter(template: &str, policy: &str, family: &str, region: &str) -> String {
+    template
+        .replace("{policy}", policy)
+        .replace("{family}", family)
+        .replace("{region}", region)
+}
+
+/// Why `name` is not a valid SSM parameter name, if it is not (SSM API reference,
+/// PutParameter `Name`: 1 to 1011 characters of `a-zA-Z0-9_.-/`, a path starts with `/` and has
+/// at most 15 levels, and no name begins with `aws` or `ssm`).
+pub fn parameter_name_problem(name: &str) -> Option<String> {
+    let bare = name.trim_start_matches('/').to_ascii_lowercase();
+    if name.is_empty() || name.len() > 1011 {
+        Some(format!(
+            "{} characters: an SSM parameter name has 1 to 1011",
+            name.len()
+        ))
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
+        Some(format!(
+            "`{c}` is not allowed: use letters, digits, `_`, `.`, `-` and `/`"
+        ))
+    } else if name.contains('/') && !name.starts_with('/') {
+        Some("a name with a path starts with `/` (`/ami/web/latest`)".into())
+    } else if name.matches('/').count() > 15 {
+        Some("more than 15 levels: SSM allows at most 15".into())
+    } else if name.contains("//") || name.ends_with('/') {
+        Some("an empty path level: remove the doubled or trailing `/`".into())
+    } else if bare.starts_with("aws") || bare.starts_with("ssm") {
+        Some("a name may not begin with `aws` or `ssm` (reserved by SSM)".into())
+    } else {
+        None
+    }
+}
+
 fn one_day() -> u32 {
     24
 }
@@ -590,11 +698,23 @@ impl PolicyDocument {
                     format!("`{key}`: a tag key is literal: no `*`, not empty"),
                 ));
             }
-            if p.build.is_none() && p.share.is_none() && p.copy.is_none() && p.retain.is_none() {
+            if p.build.is_none()
+                && p.share.is_none()
+                && p.copy.is_none()
+                && p.retain.is_none()
+                && p.validate.is_none()
+                && p.publish.is_none()
+            {
                 return Err(Error::config(
                     format!("$.policies[{i}]"),
-                    "the policy does nothing: add at least one of build, share, copy, retain",
+                    "the policy does nothing: add at least one of build, share, copy, retain, validate, publish",
                 ));
+            }
+            if let Some(v) = &p.validate {
+                validate_validate(v, &at)?;
+            }
+            if let Some(publish) = &p.publish {
+                validate_publish(publish, &p.name, &at)?;
             }
             if let Some(build) = &p.build {
                 let longest = "i-0123456789abcdef0";
@@ -676,6 +796,145 @@ fn validate_copy(
             return Err(Error::config(
                 here(".kms_key_id"),
                 "missing: the policy shares its AMIs, and a copy encrypted with the AWS managed key (the default) cannot be shared; set a customer managed key of that region",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_validate(v: &Validate, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let family_size = v.instance_type.split_once('.');
+    let well_formed = family_size.is_some_and(|(f, s)| {
+        !f.is_empty()
+            && !s.is_empty()
+            && v.instance_type.len() <= 64
+            && v.instance_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    });
+    if !well_formed {
+        return Err(Error::config(
+            at("validate.instance_type"),
+            format!(
+                "`{}` is not an instance type: give family and size, as `t3.micro` or `m7g.large`",
+                v.instance_type
+            ),
+        ));
+    }
+    crate::domain::ids::check_resource_id("subnet", &v.subnet_id)
+        .map_err(|m| Error::config(at("validate.subnet_id"), m))?;
+    if v.security_group_ids.is_empty() || v.security_group_ids.len() > 5 {
+        return Err(Error::config(
+            at("validate.security_group_ids"),
+            format!(
+                "{} entries: give 1 to 5 security groups (`sg-...`) of the subnet's VPC",
+                v.security_group_ids.len()
+            ),
+        ));
+    }
+    for (j, sg) in v.security_group_ids.iter().enumerate() {
+        crate::domain::ids::check_resource_id("sg", sg)
+            .map_err(|m| Error::config(at(&format!("validate.security_group_ids[{j}]")), m))?;
+    }
+    if let Some(profile) = &v.instance_profile {
+        let name = profile.rsplit('/').next().unwrap_or(profile);
+        let arn_ok = !profile.starts_with("arn:")
+            || (profile.contains(":iam::") && profile.contains(":instance-profile/"));
+        let name_ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@-_".contains(&b));
+        if !arn_ok || !name_ok {
+            return Err(Error::config(
+                at("validate.instance_profile"),
+                format!("`{profile}`: give an instance profile name (1 to 128 of letters, digits and +=,.@-_) or its ARN (arn:aws:iam::<account>:instance-profile/<name>)"),
+            ));
+        }
+    }
+    if !(1..=240).contains(&v.timeout_minutes) {
+        return Err(Error::config(
+            at("validate.timeout_minutes"),
+            format!(
+                "{} is out of range: set 1 to 240 minutes (status checks take a few minutes after boot)",
+                v.timeout_minutes
+            ),
+        ));
+    }
+    if let Some(text) = &v.console_contains {
+        if text.is_empty() || text.len() > 1024 {
+            return Err(Error::config(
+                at("validate.console_contains"),
+                "give 1 to 1024 characters that the boot console output must contain, or leave it out",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_publish(p: &Publish, policy: &str, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if p.ssm_parameters.is_empty() && p.launch_templates.is_empty() {
+        return Err(Error::config(
+            at("publish"),
+            "publishes nowhere: list ssm_parameters or launch_templates (or remove publish)",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (j, template) in p.ssm_parameters.iter().enumerate() {
+        let here = at(&format!("publish.ssm_parameters[{j}]"));
+        if let Some(bad) = template
+            .match_indices('{')
+            .map(|(k, _)| &template[k..])
+            .find(|rest| {
+                !["{policy}", "{family}", "{region}"]
+                    .iter()
+                    .any(|v| rest.starts_with(v))
+            })
+        {
+            return Err(Error::config(
+                here,
+                format!(
+                    "`{}`: only {{policy}}, {{family}} and {{region}} are replaced",
+                    bad.split('}').next().unwrap_or(bad)
+                ),
+            ));
+        }
+        // The longest family and region a name can get must still make a valid name.
+        let sample = render_parameter(template, policy, &"f".repeat(128), "ap-southeast-5");
+        if let Some(problem) = parameter_name_problem(&sample) {
+            return Err(Error::config(here, format!("`{template}`: {problem}")));
+        }
+        if !seen.insert(template) {
+            return Err(Error::config(
+                here,
+                format!("`{template}` is listed twice: list each parameter once"),
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (j, target) in p.launch_templates.iter().enumerate() {
+        let here = at(&format!("publish.launch_templates[{j}].template"));
+        let t = &target.template;
+        let name_ok = t.len() >= 3
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"()./_-".contains(&b));
+        if t.starts_with("lt-") && !target.is_id() || !name_ok {
+            return Err(Error::config(
+                here,
+                format!("`{t}`: give a launch template id (`lt-` and 17 hex digits) or name (3 to 128 of letters, digits and ()./_-)"),
+            ));
+        }
+        if !seen.insert((t, target.family.as_deref())) {
+            return Err(Error::config(
+                here,
+                format!("`{t}` is listed twice for the same family: list it once"),
+            ));
+        }
+        if target.family.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(Error::config(
+                at(&format!("publish.launch_templates[{j}].family")),
+                "empty: name the family, or leave it out when the policy has one family",
             ));
         }
     }
@@ -992,5 +1251,96 @@ mod tests {
         assert_eq!(name_prefix("base_2026.01.02"), "base");
         assert_eq!(name_prefix("plain"), "plain");
         assert_eq!(name_prefix("2026-01-01"), "2026");
+    }
+
+    #[test]
+    fn bad_validate_and_publish_sections_name_their_json_path_and_the_fix() {
+        let policy = |section: &str| format!(r#"{{"policies":[{{"name":"web",{section}}}]}}"#);
+        let v = |fields: &str| {
+            policy(&format!(
+                r#""validate":{{"instance_type":"t3.micro","subnet_id":"subnet-0123456789abcdef0","security_group_ids":["sg-0123456789abcdef0"]{fields}}}"#
+            ))
+        };
+        assert!(parse(&v("")).is_ok());
+        let cases: [(String, &str, &str); 12] = [
+            (
+                v(r#","timeout_minutes":0"#),
+                "$.policies[0].validate.timeout_minutes",
+                "1 to 240",
+            ),
+            (
+                v(r#","console_contains":"""#),
+                "$.policies[0].validate.console_contains",
+                "1 to 1024",
+            ),
+            (
+                v(r#","instance_profile":"arn:aws:iam::123456789012:role/x""#),
+                "$.policies[0].validate.instance_profile",
+                "instance-profile",
+            ),
+            (
+                policy(
+                    r#""validate":{"instance_type":"micro","subnet_id":"subnet-0123456789abcdef0","security_group_ids":["sg-0123456789abcdef0"]}"#,
+                ),
+                "$.policies[0].validate.instance_type",
+                "t3.micro",
+            ),
+            (
+                policy(
+                    r#""validate":{"instance_type":"t3.micro","subnet_id":"vpc-0123456789abcdef0","security_group_ids":["sg-0123456789abcdef0"]}"#,
+                ),
+                "$.policies[0].validate.subnet_id",
+                "not a subnet id",
+            ),
+            (
+                policy(
+                    r#""validate":{"instance_type":"t3.micro","subnet_id":"subnet-0123456789abcdef0","security_group_ids":[]}"#,
+                ),
+                "$.policies[0].validate.security_group_ids",
+                "1 to 5",
+            ),
+            (
+                policy(
+                    r#""validate":{"instance_type":"t3.micro","subnet_id":"subnet-0123456789abcdef0","security_group_ids":["sg-1","sg-0123456789abcdef0"]}"#,
+                ),
+                "$.policies[0].validate.security_group_ids[0]",
+                "security group id",
+            ),
+            (
+                policy(r#""publish":{}"#),
+                "$.policies[0].publish",
+                "publishes nowhere",
+            ),
+            (
+                policy(r#""publish":{"ssm_parameters":["/ami/{name}"]}"#),
+                "$.policies[0].publish.ssm_parameters[0]",
+                "only {policy}, {family} and {region}",
+            ),
+            (
+                policy(r#""publish":{"ssm_parameters":["ami/{family}"]}"#),
+                "$.policies[0].publish.ssm_parameters[0]",
+                "starts with `/`",
+            ),
+            (
+                policy(r#""publish":{"ssm_parameters":["/aws/{family}"]}"#),
+                "$.policies[0].publish.ssm_parameters[0]",
+                "may not begin with `aws`",
+            ),
+            (
+                policy(r#""publish":{"launch_templates":[{"template":"lt-12"}]}"#),
+                "$.policies[0].publish.launch_templates[0].template",
+                "17 hex digits",
+            ),
+        ];
+        for (json, path, fix) in cases {
+            let (got_path, message) = config_error(&json);
+            assert_eq!(got_path, path, "{json}");
+            assert!(message.contains(fix), "{json}: {message}");
+        }
+        // An unknown field (a typo, or cross-account publishing this version lacks) is named.
+        let (path, _) = config_error(&policy(
+            r#""publish":{"ssm_parameters":["/ami/{family}"],"accounts":["arn:aws:iam::123456789012:role/p"]}"#,
+        ));
+        assert_eq!(path, "$.policies[0].publish.accounts");
     }
 }

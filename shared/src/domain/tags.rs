@@ -28,6 +28,21 @@ pub const PROTECTED_BY: &str = "ami-automation:protected-by";
 /// The value of [`PROTECTED_BY`]: the function that turns the protection on and off.
 pub const PROTECTED_BY_AGE_OUT: &str = "ami-age-out";
 
+/// On a test instance: the AMI it launch-tests (set by the publish function at RunInstances;
+/// the only instances it ever terminates carry it).
+pub const VALIDATES: &str = "ami-automation:validates";
+/// The function that launch-tests AMIs (the [`CREATED_BY`] of its test instances).
+pub const VALIDATOR: &str = "ami-publish";
+/// On an AMI: the launch test's verdict, [`PASSED`] or [`FAILED`]. A copy carries its source's.
+pub const VALIDATION: &str = "ami-automation:validation";
+/// The value of [`VALIDATION`] when the launch test passed.
+pub const PASSED: &str = "passed";
+/// The value of [`VALIDATION`] when it failed.
+pub const FAILED: &str = "failed";
+/// On an AMI: pinned by a rollback at this time (RFC 3339). While a target names it, only an AMI
+/// created after the pin replaces it.
+pub const PINNED_AT: &str = "ami-automation:pinned-at";
+
 /// The tags every AMI the tool makes carries (and its snapshots): the policy's build tags, the
 /// family under a `family_by` tag (`family` answers it for the tag key, none: not tagged), the
 /// policy, and the function that made it. Build and copy add their lineage on top.

@@ -15,7 +15,7 @@ use crate::domain::register::RegisterRequest;
 use crate::error::{Error, Result};
 
 /// What the accepted payloads are, for error messages.
-pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2)";
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated` (source ami.automation)";
 
 /// At most this many AMI ids in one run request.
 pub const MAX_IMAGE_IDS: usize = 1000;
@@ -48,6 +48,10 @@ pub struct RunRequest {
     /// snapshots from the Recycle Bin, re-enable a disabled one, cancel a deprecation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreRequest>,
+    /// Publish this AMI of a family now, even if older than what is published: the rollback
+    /// (the publish function only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Box<PublishRequest>>,
     /// Set by age-out on the run it starts when it stops at its deadline with work left: how
     /// many continuations came before this one (1 for the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +67,25 @@ pub struct RunRequest {
 pub struct RestoreRequest {
     /// The AMIs (1 to 100), each as it was before age-out acted.
     pub image_ids: Vec<String>,
+}
+
+/// `{"publish": {"policy", "family", "image_id"}}`: pin a family's published AMI (rollback).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The policy whose `publish` targets are set.
+    pub policy: String,
+    /// The family (as the policy's `family_by` names it).
+    pub family: String,
+    /// The AMI to publish, in the request's region (its copies in the other regions).
+    pub image_id: String,
+}
+
+/// The detail of this tool's own `AMI Validated` event, which share and copy act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidatedDetail {
+    /// The AMI that passed its launch test.
+    pub image_id: String,
 }
 
 /// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
@@ -134,6 +157,11 @@ pub enum Trigger {
         region: Option<Region>,
         detail: SnapshotNotification,
     },
+    /// This tool's `AMI Validated`: an AMI passed its launch test.
+    Validated {
+        region: Option<Region>,
+        detail: ValidatedDetail,
+    },
 }
 
 impl Trigger {
@@ -162,6 +190,7 @@ impl Trigger {
                 "image_ids",
                 "register",
                 "restore",
+                "publish",
                 "continuation",
                 "run_id",
             ] {
@@ -246,6 +275,29 @@ impl Trigger {
                     }
                 }
             }
+            if let Some(publish) = &request.publish {
+                check_id("ami", &publish.image_id, "$.publish.image_id")?;
+                for (field, value) in [("policy", &publish.policy), ("family", &publish.family)] {
+                    if value.is_empty() {
+                        return Err(Error::event(
+                            format!("$.publish.{field}"),
+                            format!("empty: name the {field} whose published AMI to pin"),
+                        ));
+                    }
+                }
+                if request.image_ids.is_some() || request.restore.is_some() {
+                    return Err(Error::event(
+                        "$.publish",
+                        "a rollback names its AMI in `publish.image_id`: leave `image_ids` and `restore` out",
+                    ));
+                }
+                if request.regions.as_ref().is_some_and(|r| r.len() != 1) {
+                    return Err(Error::event(
+                        "$.regions",
+                        "a rollback names the one region of `publish.image_id` (its copies elsewhere follow)",
+                    ));
+                }
+            }
             return Ok(Trigger::Run(request));
         }
         let envelope: EventBridgeEvent<serde_json::Value> = from_value(value, "$")?;
@@ -283,6 +335,11 @@ impl Trigger {
                 check_id("snap", detail.snapshot(), "$.detail.snapshot_id")?;
                 Ok(Trigger::Snapshot { region, detail })
             }
+            (crate::domain::event::SOURCE, "AMI Validated") => {
+                let detail: ValidatedDetail = from_value(detail, "$.detail")?;
+                check_id("ami", &detail.image_id, "$.detail.image_id")?;
+                Ok(Trigger::Validated { region, detail })
+            }
             (source, detail_type) => Err(Error::event(
                 "$.detail-type",
                 format!(
@@ -300,6 +357,7 @@ impl Trigger {
             Trigger::AmiState { .. } => TriggerKind::AmiStateChange,
             Trigger::InstanceState { .. } => TriggerKind::InstanceStateChange,
             Trigger::Snapshot { .. } => TriggerKind::SnapshotNotification,
+            Trigger::Validated { .. } => TriggerKind::Validated,
         }
     }
 }
@@ -317,6 +375,8 @@ pub enum TriggerKind {
     InstanceStateChange,
     /// `EBS Snapshot Notification`.
     SnapshotNotification,
+    /// `AMI Validated` (this tool's own event).
+    Validated,
 }
 
 impl TriggerKind {
@@ -328,6 +388,7 @@ impl TriggerKind {
             TriggerKind::AmiStateChange => "EC2 AMI State Change",
             TriggerKind::InstanceStateChange => "EC2 Instance State-change Notification",
             TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
+            TriggerKind::Validated => "AMI Validated",
         }
     }
 }
@@ -368,22 +429,7 @@ pub const INSTANCE_STATES: &[&str] = &[
 
 /// `ami-`, `i-` or `snap-` and 8 to 17 hexadecimal digits, as EC2 makes them.
 fn check_id(prefix: &str, id: &str, path: &str) -> Result<()> {
-    let hex = id
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .unwrap_or_default();
-    if (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(());
-    }
-    let what = match prefix {
-        "ami" => "an AMI id",
-        "i" => "an instance id",
-        _ => "a snapshot id",
-    };
-    Err(Error::event(
-        path,
-        format!("`{id}` is not {what} ({prefix}- and 8 to 17 hexadecimal digits)"),
-    ))
+    crate::domain::ids::check_resource_id(prefix, id).map_err(|m| Error::event(path, m))
 }
 
 fn check_state(state: &str, allowed: &[&str], path: &str) -> Result<()> {

@@ -6,6 +6,7 @@
 pub mod ageout;
 pub mod build;
 pub mod copy;
+pub mod publish;
 pub mod share;
 
 use std::collections::BTreeMap;

@@ -14,6 +14,7 @@ use crate::adapters::eventbridge::EventBridge;
 use crate::adapters::kms::Kms;
 use crate::adapters::pace::Pacer;
 use crate::adapters::rbin::Rbin;
+use crate::adapters::ssm::Ssm;
 use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
 use crate::domain::policy::{Deployment, PolicyDocument};
@@ -294,7 +295,15 @@ impl Cloud for App {
     type Ec2 = Ec2;
     type Keys = Kms;
     type Bin = Rbin;
+    type Params = Ssm;
     type Pacer = Pacer;
+
+    fn parameters(&self, region: &Region) -> Ssm {
+        let config = aws_sdk_ssm::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        Ssm::new(aws_sdk_ssm::Client::from_conf(config), region.clone())
+    }
 
     fn recycle_bin(&self, region: &Region) -> Rbin {
         let config = aws_sdk_rbin::config::Builder::from(&self.sdk)

@@ -18,7 +18,7 @@ use crate::domain::payload::Payload;
 use crate::domain::trigger::{RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
-use crate::jobs::{ageout, build, copy, share, Context, Line};
+use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
 use crate::ports::EventSink;
 
 /// The four functions.
@@ -32,6 +32,8 @@ pub enum Function {
     Share,
     /// `ami-copy`: copies into other regions.
     Copy,
+    /// `ami-publish`: launch tests, SSM parameters, launch templates.
+    Publish,
 }
 
 impl Function {
@@ -42,6 +44,7 @@ impl Function {
             Function::Build => build::FUNCTION,
             Function::Share => share::FUNCTION,
             Function::Copy => copy::FUNCTION,
+            Function::Publish => publish::FUNCTION,
         }
     }
 }
@@ -112,6 +115,16 @@ pub async fn handle<J: Job>(
                 "$.restore",
                 format!(
                     "{} does not restore AMIs: send it to ami-age-out",
+                    function.name()
+                ),
+            )
+            .into());
+        }
+        if request.publish.is_some() && function != Function::Publish {
+            return Err(Error::event(
+                "$.publish",
+                format!(
+                    "{} does not publish AMIs: send the rollback to ami-publish",
                     function.name()
                 ),
             )
@@ -378,6 +391,95 @@ impl Job for CopyJob {
     }
 }
 
+/// `ami-publish`.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishJob;
+
+impl Job for PublishJob {
+    const FUNCTION: Function = Function::Publish;
+
+    async fn run<'a>(
+        self,
+        app: &'a App,
+        invocation: Checked<'a>,
+    ) -> std::result::Result<serde_json::Value, Diagnostic> {
+        let Checked {
+            trigger,
+            ctx,
+            run,
+            dry_run,
+            ..
+        } = invocation;
+        // Every trigger is a sweep of its region: the state of each launch test is in tags, so
+        // an event only says when to look again. The schedule sweeps every region publishing
+        // reaches (the copies' regions too).
+        let request = match trigger {
+            Trigger::Run(request) => request,
+            Trigger::Scheduled { .. } => RunRequest::default(),
+            Trigger::AmiState { region, .. } | Trigger::InstanceState { region, .. } => {
+                RunRequest {
+                    regions: region.map(|r| vec![r]),
+                    ..RunRequest::default()
+                }
+            }
+            other => {
+                return Err(Error::event(
+                    "$.detail-type",
+                    format!(
+                        "{} runs on a schedule, a run request, `EC2 AMI State Change` or `EC2 Instance State-change Notification`, not on `{}`",
+                        publish::FUNCTION,
+                        other.kind()
+                    ),
+                )
+                .into())
+            }
+        };
+        let now = request.as_of.unwrap_or_else(chrono::Utc::now);
+        let results = match &request.publish {
+            Some(pin) => {
+                let regions = publish_regions(app, &request, Some(&pin.policy));
+                publish::rollback(&ctx, pin, &regions, dry_run, now).await
+            }
+            None => {
+                let regions = publish_regions(app, &request, None);
+                publish::run(&ctx, &request, &regions, dry_run, now).await
+            }
+        };
+        let events = publish::events(&results);
+        run.finish(app, results, events).await
+    }
+}
+
+/// The regions publishing looks at: those a request names, or the home region and every region
+/// the publishing policies (or the one named) copy into, where their copies are published.
+fn publish_regions(app: &App, request: &RunRequest, only: Option<&str>) -> Vec<Region> {
+    if let Some(regions) = &request.regions {
+        if only.is_none() {
+            return regions.clone();
+        }
+    }
+    let first = request
+        .regions
+        .as_ref()
+        .and_then(|r| r.first())
+        .unwrap_or(&app.settings.home_region)
+        .clone();
+    let mut out = vec![first];
+    for policy in app
+        .document
+        .policies
+        .iter()
+        .filter(|p| p.publish.is_some() && only.is_none_or(|name| p.name == name))
+    {
+        for region in policy.copy.iter().flat_map(|c| c.regions.keys()) {
+            if !out.contains(region) {
+                out.push(region.clone());
+            }
+        }
+    }
+    out
+}
+
 /// For the functions that act on available AMIs (share, copy): the run request a trigger asks
 /// for, or why the event needs no work. A schedule sweeps its region; an `EC2 AMI State
 /// Change` to `available` names one image.
@@ -396,6 +498,11 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
                 ..RunRequest::default()
             }))
         }
+        Trigger::Validated { region, detail } => Ok(Decision::Act(RunRequest {
+            regions: region.map(|r| vec![r]),
+            image_ids: Some(vec![detail.image_id]),
+            ..RunRequest::default()
+        })),
         Trigger::AmiState { detail, .. } => Ok(Decision::Ignore(format!(
             "image {} is {}: {name} acts only on `available` AMIs",
             detail.image_id, detail.state
@@ -403,7 +510,7 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
         other => Err(Error::event(
             "$.detail-type",
             format!(
-                "{name} runs on a schedule, a run request or `EC2 AMI State Change`, not on `{}`",
+                "{name} runs on a schedule, a run request, `EC2 AMI State Change` or `AMI Validated`, not on `{}`",
                 other.kind()
             ),
         )),

@@ -6,4 +6,4 @@ pub mod handler;
 pub mod metrics;
 pub mod report;
 
-pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Function, Job, ShareJob};
+pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Function, Job, PublishJob, ShareJob};

@@ -65,6 +65,18 @@ pub struct RegionState {
     pub bin_snapshots: Vec<BinSnapshot>,
     /// The state RestoreSnapshotFromRecycleBin answers (default `completed`).
     pub restored_snapshot_state: Option<String>,
+    /// Test instances of the launch test (terminated ones stay, as EC2 shows them for a while).
+    pub test_instances: Vec<TestInstance>,
+    /// Console output by instance.
+    pub consoles: HashMap<String, String>,
+    /// RunInstances client token → the instance it launched.
+    pub launch_tokens: HashMap<String, String>,
+    /// Launch templates: the state and each version's AMI (version n at index n - 1).
+    pub templates: Vec<(LaunchTemplateState, Vec<Option<String>>)>,
+    /// CreateLaunchTemplateVersion client token → the version it made.
+    pub template_tokens: HashMap<String, i64>,
+    /// SSM parameters: name → (value, version).
+    pub parameters: HashMap<String, (String, i64)>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
     next_id: u64,
@@ -563,6 +575,148 @@ impl CopyImages for FakeEc2 {
     }
 }
 
+impl ValidateImages for FakeEc2 {
+    async fn test_instances(&self) -> Result<Vec<TestInstance>> {
+        let state = self.check("DescribeInstances")?;
+        Ok(state
+            .test_instances
+            .iter()
+            .filter(|i| i.state != "terminated")
+            .cloned()
+            .collect())
+    }
+
+    async fn console_output(&self, instance_id: &str) -> Result<String> {
+        let state = self.check("GetConsoleOutput")?;
+        Ok(state.consoles.get(instance_id).cloned().unwrap_or_default())
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        let mut state = self.check("RunInstances")?;
+        if let Some(id) = state.launch_tokens.get(&spec.client_token) {
+            return Ok(id.clone());
+        }
+        let id = Self::new_id(&mut state, "i");
+        state.test_instances.push(TestInstance {
+            instance_id: id.clone(),
+            image_id: spec.tags[tags::VALIDATES].clone(),
+            state: "pending".into(),
+            launched: Some(Utc::now()),
+            system_status: None,
+            instance_status: None,
+        });
+        state
+            .launch_tokens
+            .insert(spec.client_token.clone(), id.clone());
+        state
+            .changes
+            .push(format!("RunInstances {}", spec.image_id));
+        Ok(id)
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
+        let mut state = self.check("TerminateInstances")?;
+        for i in state
+            .test_instances
+            .iter_mut()
+            .filter(|i| i.instance_id == instance_id)
+        {
+            i.state = "terminated".into();
+        }
+        state
+            .changes
+            .push(format!("TerminateInstances {instance_id}"));
+        Ok(())
+    }
+
+    async fn tag_image(&self, image_id: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        let mut state = self.check("CreateTags")?;
+        for image in state.images.iter_mut().filter(|i| i.id == image_id) {
+            image.tags.extend(tags.clone());
+        }
+        state.changes.push(format!("CreateTags {image_id}"));
+        Ok(())
+    }
+}
+
+impl LaunchTemplates for FakeEc2 {
+    async fn launch_template(&self, id_or_name: &str) -> Result<Option<LaunchTemplateState>> {
+        let state = self.check("DescribeLaunchTemplates")?;
+        Ok(state
+            .templates
+            .iter()
+            .find(|(t, _)| t.template_id == id_or_name || t.name == id_or_name)
+            .map(|(t, _)| t.clone()))
+    }
+
+    async fn new_template_version(
+        &self,
+        template_id: &str,
+        image_id: &str,
+        _description: &str,
+        client_token: &str,
+    ) -> Result<i64> {
+        let mut state = self.check("CreateLaunchTemplateVersion")?;
+        if let Some(v) = state.template_tokens.get(client_token) {
+            return Ok(*v);
+        }
+        let (t, versions) = state
+            .templates
+            .iter_mut()
+            .find(|(t, _)| t.template_id == template_id)
+            .ok_or_else(|| {
+                ec2_error(
+                    "CreateLaunchTemplateVersion",
+                    &self.region,
+                    "InvalidLaunchTemplateId.NotFound",
+                )
+            })?;
+        versions.push(Some(image_id.to_string()));
+        t.latest_version = versions.len() as i64;
+        t.latest_image = Some(image_id.to_string());
+        let v = t.latest_version;
+        state.template_tokens.insert(client_token.to_string(), v);
+        state.changes.push(format!(
+            "CreateLaunchTemplateVersion {template_id} {image_id}"
+        ));
+        Ok(v)
+    }
+
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<()> {
+        let mut state = self.check("ModifyLaunchTemplate")?;
+        for (t, _) in state
+            .templates
+            .iter_mut()
+            .filter(|(t, _)| t.template_id == template_id)
+        {
+            t.default_version = version;
+        }
+        state
+            .changes
+            .push(format!("ModifyLaunchTemplate {template_id} {version}"));
+        Ok(())
+    }
+}
+
+impl Parameters for FakeEc2 {
+    async fn parameter(&self, name: &str) -> Result<Option<String>> {
+        let state = self.check("GetParameter")?;
+        Ok(state.parameters.get(name).map(|(v, _)| v.clone()))
+    }
+
+    async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<i64> {
+        let mut state = self.check("PutParameter")?;
+        let version = state.parameters.get(name).map_or(1, |(_, v)| v + 1);
+        state
+            .parameters
+            .insert(name.to_string(), (image_id.to_string(), version));
+        state
+            .changes
+            .push(format!("PutParameter {name} {image_id}"));
+        Ok(version)
+    }
+}
+
 /// KMS of the fake account: the keys listed are AWS managed.
 #[derive(Debug, Clone, Default)]
 pub struct FakeKeys {
@@ -635,7 +789,12 @@ impl Cloud for FakeCloud {
     type Ec2 = FakeEc2;
     type Keys = FakeKeys;
     type Bin = FakeEc2;
+    type Params = FakeEc2;
     type Pacer = NoPace;
+
+    fn parameters(&self, region: &Region) -> FakeEc2 {
+        Cloud::ec2(self, region)
+    }
 
     fn recycle_bin(&self, region: &Region) -> FakeEc2 {
         Cloud::ec2(self, region)

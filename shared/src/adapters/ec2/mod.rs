@@ -1,7 +1,7 @@
 //! The EC2 adapter: owns an `aws_sdk_ec2::Client` for one region and implements the ports
 //! with it, turning its pages into the plain data of [`crate::domain::model`]. Split by concern:
 //! [`scan`] (what age-out plans from), [`create`] (CreateImage, RegisterImage), [`permissions`],
-//! [`copy`], [`retire`], [`usage`] (AMI usage reports), and [`convert`] (SDK types to domain types). Scans follow every page;
+//! [`copy`], [`retire`], [`usage`] (AMI usage reports), [`validate`] (the launch test), [`templates`] (launch templates for publishing), and [`convert`] (SDK types to domain types). Scans follow every page;
 //! errors keep their EC2 error code.
 
 mod convert;
@@ -11,7 +11,9 @@ mod permissions;
 mod restore;
 mod retire;
 mod scan;
+mod templates;
 mod usage;
+mod validate;
 
 use aws_sdk_ec2::Client;
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::domain::model::{Image, ImageState, ReportState, Snapshot, Usage};
 use crate::domain::policy::{Policy, PolicyDocument, Retain};
 use crate::domain::recycle_bin::{Recovery, RecycleBin};
+use crate::domain::tags;
 
 /// What the planner decides over, for one region.
 #[derive(Debug, Clone, Copy)]
@@ -263,10 +264,13 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         // Newest first; ties broken by id so the plan is deterministic.
         members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
         // `keep_latest` ranks only AMIs that can be launched: a pending, failed or disabled
-        // newer AMI never pushes the last good one out of the newest N.
+        // newer AMI never pushes the last good one out of the newest N, nor does one whose
+        // launch test failed (`ami-automation:validation=failed`).
         let mut launchable = 0usize;
         for image in members {
-            let rank = (image.state == ImageState::Available).then(|| {
+            let counts =
+                image.state == ImageState::Available && image.verdict() != Some(tags::FAILED);
+            let rank = counts.then(|| {
                 launchable += 1;
                 launchable - 1
             });

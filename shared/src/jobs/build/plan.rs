@@ -129,6 +129,12 @@ pub fn work(
             region: region.unwrap_or_else(|| home.clone()),
             detail,
         },
+        Trigger::Validated { .. } => {
+            return Err(Error::event(
+                "$.detail-type",
+                "ami-build does not act on `AMI Validated`: share and copy do",
+            ))
+        }
     }))
 }
 

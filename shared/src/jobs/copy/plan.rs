@@ -100,6 +100,16 @@ pub fn select<'a>(
                 .push(not_available(image, region, &policy.name, sweep));
             continue;
         }
+        if let Some(why) = image.held_by_gate(policy) {
+            // An AMI's `available` event comes before its launch test: `AMI Validated` (or the
+            // next sweep) brings it back once it passed.
+            out.lines
+                .push(CopyResult::new(&image.id, region, &policy.name).with(
+                    CopyOutcome::Skipped,
+                    format!("held by the promotion gate: {why}"),
+                ));
+            continue;
+        }
         for (destination, how) in copy.regions.iter().filter(|(d, _)| *d != region) {
             out.jobs.push(Job {
                 image,
@@ -192,6 +202,10 @@ pub fn copy_tags(
     let mut out = tags::managed(policy, |key| image.tags.get(key).cloned(), FUNCTION);
     out.insert(tags::SOURCE_IMAGE.into(), image.id.clone());
     out.insert(tags::SOURCE_REGION.into(), source_region.to_string());
+    // Copies are validated in the source region only: each carries its source's verdict.
+    if let Some(verdict) = image.verdict() {
+        out.insert(tags::VALIDATION.into(), verdict.to_string());
+    }
     if attempt > 1 {
         out.insert(tags::COPY_ATTEMPT.into(), attempt.to_string());
     }

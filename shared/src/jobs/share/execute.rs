@@ -108,6 +108,13 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
         r.reason = Some(why);
         return Ok(());
     }
+    if let Some(why) = image.held_by_gate(policy) {
+        // Nothing is granted before the launch test passed (and nothing already granted is
+        // taken away: holding is not unsharing). `AMI Validated` brings the AMI back.
+        r.outcome = ShareOutcome::Skipped;
+        r.reason = Some(format!("held by the promotion gate: {why}"));
+        return Ok(());
+    }
     let wanted = plan::desired(share, allow_public);
     let current = ec2.launch_permissions(&image.id).await?;
     let (add, remove) = plan::diff(&current, &wanted);

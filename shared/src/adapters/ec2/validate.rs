@@ -1,0 +1,194 @@
+//! The launch test's calls: RunInstances, DescribeInstances and DescribeInstanceStatus of the
+//! test instances, GetConsoleOutput, TerminateInstances, and the verdict's CreateTags.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest,
+    ResourceType, ShutdownBehavior, Tag,
+};
+
+use super::convert::{tag_spec, tags_of};
+use super::Ec2;
+use crate::domain::tags;
+use crate::error::Result;
+use crate::ports::{LaunchSpec, TestInstance, ValidateImages};
+
+/// DescribeInstanceStatus takes at most 100 `InstanceIds` per call (EC2 API reference).
+const STATUS_MAX_IDS: usize = 100;
+
+impl ValidateImages for Ec2 {
+    async fn test_instances(&self) -> Result<Vec<TestInstance>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .values(tags::VALIDATES)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::CREATED_BY))
+                    .values(tags::VALIDATOR)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "stopping", "stopped", "shutting-down"]
+                            .map(String::from)
+                            .to_vec(),
+                    ))
+                    .build(),
+            )
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeInstances"))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let tags = tags_of(instance.tags());
+                let (Some(id), Some(image)) =
+                    (instance.instance_id.clone(), tags.get(tags::VALIDATES))
+                else {
+                    continue;
+                };
+                found.push(TestInstance {
+                    instance_id: id,
+                    image_id: image.clone(),
+                    state: instance
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                    launched: instance
+                        .launch_time()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                    system_status: None,
+                    instance_status: None,
+                });
+            }
+        }
+        let running: Vec<String> = found
+            .iter()
+            .filter(|i| i.state == "running")
+            .map(|i| i.instance_id.clone())
+            .collect();
+        let mut statuses: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+        for chunk in running.chunks(STATUS_MAX_IDS) {
+            let out = self
+                .client
+                .describe_instance_status()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(self.err("DescribeInstanceStatus"))?;
+            for s in out.instance_statuses() {
+                let summary = |v: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| {
+                    v.and_then(|v| v.status()).map(|s| s.as_str().to_string())
+                };
+                if let Some(id) = s.instance_id.clone() {
+                    statuses.insert(
+                        id,
+                        (summary(s.system_status()), summary(s.instance_status())),
+                    );
+                }
+            }
+        }
+        for instance in &mut found {
+            if let Some((system, own)) = statuses.remove(&instance.instance_id) {
+                instance.system_status = system;
+                instance.instance_status = own;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn console_output(&self, instance_id: &str) -> Result<String> {
+        let out = self
+            .client
+            .get_console_output()
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(self.err("GetConsoleOutput"))?;
+        // Base64; none (or undecodable) until EC2 has posted output: "not yet", not an error.
+        Ok(out
+            .output()
+            .and_then(|o| aws_smithy_types::base64::decode(o).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default())
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        let profile = spec.instance_profile.as_ref().map(|p| {
+            let b = IamInstanceProfileSpecification::builder();
+            if p.starts_with("arn:") {
+                b.arn(p).build()
+            } else {
+                b.name(p).build()
+            }
+        });
+        let out = self
+            .client
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(spec.instance_type.as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&spec.subnet_id)
+            .set_security_group_ids(Some(spec.security_group_ids.clone()))
+            .set_iam_instance_profile(profile)
+            .client_token(&spec.client_token)
+            // An instance that shuts itself down is gone, not left stopped and billed for storage.
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance, &spec.tags))
+            .tag_specifications(tag_spec(ResourceType::Volume, &spec.tags))
+            .send()
+            .await
+            .map_err(self.err("RunInstances"))?;
+        out.instances()
+            .iter()
+            .find_map(|i| i.instance_id.clone())
+            .ok_or_else(|| {
+                crate::error::Error::Refused(format!(
+                    "RunInstances for {} answered without an instance",
+                    spec.image_id
+                ))
+            })
+    }
+
+    async fn terminate(&self, instance_id: &str) -> Result<()> {
+        self.client
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(self.err("TerminateInstances"))?;
+        Ok(())
+    }
+
+    async fn tag_image(&self, image_id: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        self.client
+            .create_tags()
+            .resources(image_id)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(self.err("CreateTags"))?;
+        Ok(())
+    }
+}

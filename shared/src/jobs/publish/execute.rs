@@ -1,0 +1,402 @@
+//! Runs the launch tests and the publishing of each region through the ports: reads the
+//! account, decides (see [`super::validate`] and [`super::targets`]) and acts, one line per
+//! AMI, instance or destination.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::targets::{self, Choice, Destination, Target};
+use super::validate::{self, Planned, Step};
+use super::{PublishOutcome, PublishResult, Stage};
+use crate::domain::ids::Region;
+use crate::domain::model::Image;
+use crate::domain::tags;
+use crate::domain::trigger::{PublishRequest, RunRequest};
+use crate::error::Result;
+use crate::jobs::Context;
+use crate::ports::{Cloud, ImageInventory, LaunchTemplates, Parameters, Regional, ValidateImages};
+
+/// The launch tests, then the publishing, of every region (concurrently).
+pub async fn run<C: Cloud>(
+    ctx: &Context<'_, C>,
+    request: &RunRequest,
+    regions: &[Region],
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<PublishResult> {
+    let runs = regions.iter().map(|region| async move {
+        let mut lines = validate_region(ctx, region, request, dry_run, now).await;
+        lines.extend(
+            publish_region(ctx, region, request.policies.as_deref(), None, dry_run, now).await,
+        );
+        lines
+    });
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A rollback: publishes the pinned AMI (and its copy in each other region) to its policy's
+/// destinations for that family, even if older than what they name, and tags it pinned so
+/// that the sweeps keep it until a newer AMI is made.
+pub async fn rollback<C: Cloud>(
+    ctx: &Context<'_, C>,
+    pin: &PublishRequest,
+    regions: &[Region],
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<PublishResult> {
+    let runs = regions
+        .iter()
+        .map(|region| publish_region(ctx, region, None, Some(pin), dry_run, now));
+    futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn region_failure(stage: Stage, region: &Region, e: crate::error::Error) -> PublishResult {
+    PublishResult::new(stage, "", region, "").with(e.disposition().into(), e.to_string())
+}
+
+async fn validate_region<C: Cloud>(
+    ctx: &Context<'_, C>,
+    region: &Region,
+    request: &RunRequest,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<PublishResult> {
+    if !ctx.document.policies.iter().any(|p| p.validate.is_some()) {
+        return Vec::new();
+    }
+    let ec2 = ctx.cloud.ec2(region);
+    let (images, instances) = match futures::try_join!(ec2.images(None), ec2.test_instances()) {
+        Ok(found) => found,
+        Err(e) => return vec![region_failure(Stage::Validate, region, e)],
+    };
+    // The console is read only where it decides: both checks passed and the policy asks.
+    let mut consoles = HashMap::new();
+    for instance in &instances {
+        let validate = images
+            .iter()
+            .find(|i| i.id == instance.image_id)
+            .and_then(|i| i.policy_in(ctx.document))
+            .and_then(|p| p.validate.as_ref());
+        if validate.is_some_and(|v| validate::needs_console(instance, v)) {
+            match ec2.console_output(&instance.instance_id).await {
+                Ok(text) => {
+                    consoles.insert(instance.instance_id.clone(), text);
+                }
+                Err(e) => return vec![region_failure(Stage::Validate, region, e)],
+            }
+        }
+    }
+    let steps = validate::plan(
+        &images,
+        &instances,
+        &consoles,
+        ctx.document,
+        request.policies.as_deref(),
+        request.image_ids.as_deref(),
+        now,
+    );
+    let mut lines = Vec::new();
+    for planned in steps {
+        lines.push(validation_step(ctx, &ec2, planned, dry_run).await);
+    }
+    lines
+}
+
+async fn validation_step<C: Cloud>(
+    ctx: &Context<'_, C>,
+    ec2: &C::Ec2,
+    planned: Planned<'_>,
+    dry_run: bool,
+) -> PublishResult {
+    let policy = planned.policy.map_or("", |p| p.name.as_str());
+    let mut line = PublishResult::new(Stage::Validate, &planned.image_id, ec2.region(), policy);
+    line.family = planned.family.clone();
+    let (action, instance) = match &planned.step {
+        Step::Launch(_) => ("launch", None),
+        Step::Wait { instance_id, .. } => ("wait", Some(instance_id)),
+        Step::Pass { instance_id } => ("pass", Some(instance_id)),
+        Step::Fail { instance_id, .. } => ("fail", instance_id.as_ref()),
+        Step::Terminate { instance_id, .. } => ("terminate", Some(instance_id)),
+        Step::Skip(_) => ("skip", None),
+    };
+    line.action = action;
+    line.instance_id = instance.cloned();
+    let acts = !matches!(planned.step, Step::Wait { .. } | Step::Skip(_));
+    if acts && ctx.deadline.passed() {
+        return line.with(
+            PublishOutcome::Deferred,
+            "the run reached its deadline; the next sweep continues".to_string(),
+        );
+    }
+    let reason = match &planned.step {
+        Step::Wait { why, .. } => return line.with(PublishOutcome::Waiting, why.clone()),
+        Step::Skip(why) => return line.with(PublishOutcome::Skipped, why.clone()),
+        Step::Fail { reason, .. } | Step::Terminate { reason, .. } => Some(reason.clone()),
+        _ => None,
+    };
+    if dry_run {
+        return line.with(PublishOutcome::Planned, reason);
+    }
+    let done = match &planned.step {
+        Step::Launch(spec) => ec2.launch(spec).await.map(|id| {
+            line.instance_id = Some(id);
+            PublishOutcome::Launched
+        }),
+        Step::Pass { instance_id } => {
+            verdict(ec2, &planned.image_id, tags::PASSED, instance_id.into()).await
+        }
+        Step::Fail { instance_id, .. } => {
+            verdict(ec2, &planned.image_id, tags::FAILED, instance_id.as_ref()).await
+        }
+        Step::Terminate { instance_id, .. } => ec2
+            .terminate(instance_id)
+            .await
+            .map(|()| PublishOutcome::Terminated),
+        Step::Wait { .. } | Step::Skip(_) => Ok(PublishOutcome::Waiting),
+    };
+    match done {
+        Ok(outcome) => line.with(outcome, reason),
+        Err(e) => line.with(e.disposition().into(), e.to_string()),
+    }
+}
+
+/// Tags the AMI with the verdict, then terminates its test instance. The tag comes first: an
+/// instance whose termination fails is found by the next sweep (its AMI has a verdict), while
+/// a verdict lost after the termination would launch the test again.
+async fn verdict<E: ValidateImages>(
+    ec2: &E,
+    image_id: &str,
+    value: &str,
+    instance_id: Option<&String>,
+) -> Result<PublishOutcome> {
+    let tag = BTreeMap::from([(tags::VALIDATION.to_string(), value.to_string())]);
+    ec2.tag_image(image_id, &tag).await?;
+    if let Some(id) = instance_id {
+        if let Err(e) = ec2.terminate(id).await {
+            tracing::warn!(instance = %id, error = %e, "the test instance is terminated by the next sweep");
+        }
+    }
+    Ok(if value == tags::PASSED {
+        PublishOutcome::Passed
+    } else {
+        PublishOutcome::ValidationFailed
+    })
+}
+
+async fn publish_region<C: Cloud>(
+    ctx: &Context<'_, C>,
+    region: &Region,
+    policies: Option<&[String]>,
+    pin: Option<&PublishRequest>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<PublishResult> {
+    if !ctx.document.policies.iter().any(|p| p.publish.is_some()) {
+        return Vec::new();
+    }
+    let ec2 = ctx.cloud.ec2(region);
+    let params = ctx.cloud.parameters(region);
+    let images = match ec2.images(None).await {
+        Ok(images) => images,
+        Err(e) => return vec![region_failure(Stage::Publish, region, e)],
+    };
+    let (work, mut lines) = targets::targets(&images, ctx.document, region, policies, pin, now);
+    // A rollback records its pin on the AMI before any destination names it: a pin lost after
+    // publishing would let the next sweep publish the newer AMI again.
+    if pin.is_some() && !dry_run {
+        let mut pinned: Vec<&str> = work.iter().map(|t| t.image.id.as_str()).collect();
+        pinned.sort_unstable();
+        pinned.dedup();
+        let tag = BTreeMap::from([(tags::PINNED_AT.to_string(), now.to_rfc3339())]);
+        for id in pinned {
+            if let Err(e) = ec2.tag_image(id, &tag).await {
+                let line = PublishResult::new(
+                    Stage::Publish,
+                    id,
+                    region,
+                    &pin.map(|p| p.policy.clone()).unwrap_or_default(),
+                );
+                lines.push(line.with(
+                    e.disposition().into(),
+                    format!("the pin could not be recorded, so nothing was published: {e}"),
+                ));
+                return lines;
+            }
+        }
+    }
+    for target in &work {
+        lines.push(publish_one(ctx, &ec2, &params, target, &images, dry_run, now).await);
+    }
+    lines
+}
+
+async fn publish_one<C: Cloud>(
+    ctx: &Context<'_, C>,
+    ec2: &C::Ec2,
+    params: &C::Params,
+    target: &Target<'_>,
+    images: &[Image],
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> PublishResult {
+    let mut line = PublishResult::new(
+        Stage::Publish,
+        &target.image.id,
+        ec2.region(),
+        &target.policy.name,
+    );
+    line.family = Some(target.family.clone());
+    line.target = Some(target.destination.label());
+    line.pinned = target.pinned;
+    if ctx.deadline.passed() {
+        return line.with(
+            PublishOutcome::Deferred,
+            "the run reached its deadline; the next sweep continues".to_string(),
+        );
+    }
+    let result = match &target.destination {
+        Destination::Parameter(name) => {
+            publish_parameter(params, name, target, images, dry_run, &mut line).await
+        }
+        Destination::Template {
+            template,
+            set_default,
+        } => {
+            let how = TemplateUpdate {
+                set_default: *set_default,
+                dry_run,
+                pinned_at: target.pinned.then_some(now),
+            };
+            publish_template(ec2, template, how, target, images, &mut line).await
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            line.outcome = outcome;
+            line
+        }
+        Err(e) => line.with(e.disposition().into(), e.to_string()),
+    }
+}
+
+fn apply(choice: &Choice, line: &mut PublishResult) -> Option<PublishOutcome> {
+    match choice {
+        Choice::Unchanged => {
+            line.action = "keep";
+            Some(PublishOutcome::Unchanged)
+        }
+        Choice::Keep(why) => {
+            line.action = "keep";
+            line.reason = Some(why.clone());
+            Some(PublishOutcome::Kept)
+        }
+        Choice::Publish { previous } => {
+            line.previous_image_id = previous.clone();
+            None
+        }
+    }
+}
+
+async fn publish_parameter<P: Parameters>(
+    params: &P,
+    name: &str,
+    target: &Target<'_>,
+    images: &[Image],
+    dry_run: bool,
+    line: &mut PublishResult,
+) -> Result<PublishOutcome> {
+    let current = params.parameter(name).await?;
+    let choice = targets::choose(target, current.as_deref(), images);
+    line.action = "put_parameter";
+    if let Some(outcome) = apply(&choice, line) {
+        return Ok(outcome);
+    }
+    if dry_run {
+        return Ok(PublishOutcome::Planned);
+    }
+    line.version = Some(params.put_image_parameter(name, &target.image.id).await?);
+    Ok(PublishOutcome::Published)
+}
+
+/// How a launch template is updated.
+struct TemplateUpdate {
+    set_default: bool,
+    dry_run: bool,
+    /// A rollback's pin time.
+    pinned_at: Option<DateTime<Utc>>,
+}
+
+async fn publish_template<E: LaunchTemplates>(
+    ec2: &E,
+    template: &str,
+    how: TemplateUpdate,
+    target: &Target<'_>,
+    images: &[Image],
+    line: &mut PublishResult,
+) -> Result<PublishOutcome> {
+    let TemplateUpdate {
+        set_default,
+        dry_run,
+        pinned_at,
+    } = how;
+    let Some(state) = ec2.launch_template(template).await? else {
+        line.action = "keep";
+        line.reason = Some(format!(
+            "no launch template `{template}` in {}",
+            ec2.region()
+        ));
+        return Ok(PublishOutcome::Skipped);
+    };
+    let choice = targets::choose(target, state.latest_image.as_deref(), images);
+    line.action = "new_template_version";
+    if let Some(outcome) = apply(&choice, line) {
+        // The version exists; a default left behind (a run stopped between the two calls)
+        // is completed here.
+        if outcome == PublishOutcome::Unchanged
+            && set_default
+            && state.default_version != state.latest_version
+        {
+            line.action = "set_default_version";
+            line.version = Some(state.latest_version);
+            if dry_run {
+                return Ok(PublishOutcome::Planned);
+            }
+            ec2.set_default_version(&state.template_id, state.latest_version)
+                .await?;
+            return Ok(PublishOutcome::Published);
+        }
+        return Ok(outcome);
+    }
+    if dry_run {
+        return Ok(PublishOutcome::Planned);
+    }
+    let description = format!(
+        "ami-publish: {} of {}/{}{}",
+        target.image.id,
+        target.policy.name,
+        target.family,
+        if target.pinned { " (rollback)" } else { "" }
+    );
+    let version = ec2
+        .new_template_version(
+            &state.template_id,
+            &target.image.id,
+            &description.chars().take(255).collect::<String>(),
+            &targets::template_token(&state.template_id, &target.image.id, pinned_at),
+        )
+        .await?;
+    line.version = Some(version);
+    if set_default {
+        ec2.set_default_version(&state.template_id, version).await?;
+    }
+    Ok(PublishOutcome::Published)
+}

@@ -1,0 +1,608 @@
+//! The launch test and publishing: planners as tables, executors against the fake account.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use proptest::prelude::*;
+
+use super::targets::{choose, targets, Choice, Destination};
+use super::validate::{judge, plan, Step};
+use super::{events, rollback, run, PublishOutcome, Stage};
+use crate::domain::model::{Image, ImageState};
+use crate::domain::policy::PolicyDocument;
+use crate::domain::tags;
+use crate::domain::trigger::{PublishRequest, RunRequest};
+use crate::ports::{LaunchTemplateState, TestInstance};
+use crate::tests::fakes::{context, document, managed_image, FakeCloud};
+
+const VALIDATE: &str = r#""validate": {"instance_type": "t3.micro", "subnet_id": "subnet-0123456789abcdef0",
+    "security_group_ids": ["sg-0123456789abcdef0"], "timeout_minutes": 15, "console_contains": "login:"}"#;
+
+fn doc(sections: &str) -> PolicyDocument {
+    document(&format!(
+        r#"{{"dry_run": false, "policies": [{{"name": "web", "family_by": "tag:Family", {sections}}}]}}"#
+    ))
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-01T12:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc)
+        + Duration::minutes(minutes)
+}
+
+/// An AMI of policy `web`, family `f`, created `minutes` after noon.
+fn ami(id: &str, family: &str, minutes: i64) -> Image {
+    let mut i = managed_image(id, &format!("{family}-{minutes}"), "web");
+    i.created = Some(at(minutes));
+    i.tags.insert("Family".into(), family.into());
+    i
+}
+
+fn verdict(mut i: Image, v: &str) -> Image {
+    i.tags.insert(tags::VALIDATION.into(), v.into());
+    i
+}
+
+fn test_instance(
+    id: &str,
+    image: &str,
+    state: &str,
+    launched: i64,
+    checks: Option<&str>,
+) -> TestInstance {
+    TestInstance {
+        instance_id: id.into(),
+        image_id: image.into(),
+        state: state.into(),
+        launched: Some(at(launched)),
+        system_status: checks.map(str::to_string),
+        instance_status: checks.map(str::to_string),
+    }
+}
+
+fn validate_of(d: &PolicyDocument) -> &crate::domain::policy::Validate {
+    d.policies[0].validate.as_ref().expect("validate")
+}
+
+#[test]
+fn the_launch_test_passes_only_when_running_with_both_checks_ok_and_the_console_says_so() {
+    let d = doc(VALIDATE);
+    let v = validate_of(&d);
+    let now = at(10);
+    // (state, checks, console, expected step kind)
+    let table: [(&str, Option<&str>, Option<&str>, &str); 7] = [
+        ("pending", None, None, "wait"),
+        ("running", Some("initializing"), None, "wait"),
+        ("running", Some("ok"), None, "wait"),
+        ("running", Some("ok"), Some("kernel panic"), "wait"),
+        ("running", Some("ok"), Some("Ubuntu\nweb login: "), "pass"),
+        ("stopped", Some("ok"), Some("login:"), "fail"),
+        ("shutting-down", None, None, "fail"),
+    ];
+    for (state, checks, console, want) in table {
+        let i = test_instance(
+            "i-0000000000000000a",
+            "ami-0000000000000000a",
+            state,
+            2,
+            checks,
+        );
+        let got = match judge(&i, v, console, now) {
+            Step::Wait { .. } => "wait",
+            Step::Pass { .. } => "pass",
+            Step::Fail { .. } => "fail",
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(got, want, "{state} {checks:?} {console:?}");
+    }
+}
+
+#[test]
+fn a_test_that_outlives_its_timeout_fails_and_says_what_it_last_saw() {
+    let d = doc(VALIDATE);
+    let v = validate_of(&d);
+    let i = test_instance(
+        "i-0000000000000000a",
+        "ami-0000000000000000a",
+        "running",
+        0,
+        Some("initializing"),
+    );
+    assert!(
+        matches!(judge(&i, v, None, at(15)), Step::Wait { .. }),
+        "15 minutes is not yet over"
+    );
+    match judge(&i, v, None, at(16)) {
+        Step::Fail {
+            reason,
+            instance_id,
+        } => {
+            assert_eq!(instance_id.as_deref(), Some("i-0000000000000000a"));
+            assert!(reason.contains("timed out after 15 minutes"), "{reason}");
+            assert!(reason.contains("system status initializing"), "{reason}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn only_the_newest_ami_of_a_family_is_launched_and_copies_never() {
+    let d = doc(VALIDATE);
+    let mut copy = ami("ami-0000000000000000c", "web", 30);
+    copy.tags
+        .insert(tags::SOURCE_IMAGE.into(), "ami-0000000000000000f".into());
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        ami("ami-0000000000000000b", "web", 10),
+        copy,
+        ami("ami-0000000000000000d", "db", 5),
+        verdict(ami("ami-0000000000000000e", "api", 1), tags::PASSED),
+    ];
+    let steps = plan(&images, &[], &HashMap::new(), &d, None, None, at(20));
+    let launched: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.step {
+            Step::Launch(spec) => Some(spec.image_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, ["ami-0000000000000000b", "ami-0000000000000000d"]);
+    let spec = steps
+        .iter()
+        .find_map(|s| match &s.step {
+            Step::Launch(spec) => Some(spec.clone()),
+            _ => None,
+        })
+        .expect("a launch");
+    assert_eq!(spec.tags[tags::VALIDATES], "ami-0000000000000000b");
+    assert_eq!(spec.tags[tags::CREATED_BY], tags::VALIDATOR);
+    assert_eq!(
+        spec.client_token,
+        "ami-publish-validate-ami-0000000000000000b"
+    );
+    assert!(spec.client_token.len() <= 64);
+}
+
+#[test]
+fn instances_with_nothing_left_to_test_are_terminated() {
+    let d = doc(VALIDATE);
+    let images = vec![
+        verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED),
+        ami("ami-0000000000000000b", "web", 10),
+    ];
+    let instances = vec![
+        test_instance(
+            "i-000000000000000a1",
+            "ami-0000000000000000a",
+            "running",
+            0,
+            Some("ok"),
+        ),
+        test_instance(
+            "i-000000000000000b1",
+            "ami-0000000000000000b",
+            "running",
+            11,
+            None,
+        ),
+        test_instance(
+            "i-000000000000000b2",
+            "ami-0000000000000000b",
+            "running",
+            12,
+            None,
+        ),
+        test_instance(
+            "i-0000000000000gone",
+            "ami-000000000000dead0",
+            "running",
+            0,
+            None,
+        ),
+    ];
+    let steps = plan(&images, &instances, &HashMap::new(), &d, None, None, at(13));
+    let terminated: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.step {
+            Step::Terminate { instance_id, .. } => Some(instance_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        terminated,
+        [
+            "i-000000000000000a1",
+            "i-000000000000000b2",
+            "i-0000000000000gone"
+        ]
+    );
+    assert!(steps.iter().any(|s| matches!(&s.step, Step::Wait { instance_id, .. } if instance_id == "i-000000000000000b1")));
+    assert!(
+        !steps.iter().any(|s| matches!(s.step, Step::Launch(_))),
+        "one test per AMI"
+    );
+}
+
+#[tokio::test]
+async fn a_launch_test_runs_once_across_deliveries_then_tags_terminates_and_announces() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state()
+        .images
+        .push(ami("ami-0000000000000000a", "web", 0));
+    let regions = ["us-east-1".parse().expect("region")];
+    let request = RunRequest::default();
+    for _ in 0..2 {
+        let lines = run(&ctx, &request, &regions, false, at(1)).await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.action == "launch" || l.action == "wait"),
+            "{lines:?}"
+        );
+    }
+    let instance = {
+        let state = ec2.state();
+        assert_eq!(
+            state.test_instances.len(),
+            1,
+            "one instance, however often delivered"
+        );
+        state.test_instances[0].instance_id.clone()
+    };
+    // The instance boots; the checks pass; the console says `login:`.
+    {
+        let mut state = ec2.state();
+        let i = &mut state.test_instances[0];
+        i.state = "running".into();
+        i.system_status = Some("ok".into());
+        i.instance_status = Some("ok".into());
+        state.consoles.insert(instance.clone(), "web login:".into());
+    }
+    let lines = run(&ctx, &request, &regions, false, at(5)).await;
+    let passed: Vec<_> = lines
+        .iter()
+        .filter(|l| l.outcome == PublishOutcome::Passed)
+        .collect();
+    assert_eq!(passed.len(), 1, "{lines:?}");
+    assert_eq!(ec2.state().images[0].verdict(), Some(tags::PASSED));
+    assert_eq!(ec2.state().test_instances[0].state, "terminated");
+    let announced = events(&lines);
+    assert_eq!(announced.len(), 1);
+    assert_eq!(announced[0].detail_type, "AMI Validated");
+    assert_eq!(announced[0].detail["image_id"], "ami-0000000000000000a");
+    // Delivered again: nothing left to do.
+    let again = run(&ctx, &request, &regions, false, at(6)).await;
+    assert!(
+        again
+            .iter()
+            .all(|l| l.stage == Stage::Validate && l.outcome != PublishOutcome::Launched),
+        "{again:?}"
+    );
+    assert!(events(&again).is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_launches_nothing_and_says_it_would() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state()
+        .images
+        .push(ami("ami-0000000000000000a", "web", 0));
+    let lines = run(
+        &ctx,
+        &RunRequest::default(),
+        &["us-east-1".parse().expect("region")],
+        true,
+        at(1),
+    )
+    .await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0].action, lines[0].outcome),
+        ("launch", PublishOutcome::Planned)
+    );
+    assert!(ec2.state().changes.is_empty());
+}
+
+const PUBLISH: &str = r#""publish": {"ssm_parameters": ["/ami/{policy}/{family}"],
+    "launch_templates": [{"template": "web-servers", "family": "web", "set_default": true}]}"#;
+
+fn template(ec2: &crate::tests::fakes::FakeEc2, image: &str) {
+    ec2.state().templates.push((
+        LaunchTemplateState {
+            template_id: "lt-0123456789abcdef0".into(),
+            name: "web-servers".into(),
+            latest_version: 1,
+            default_version: 1,
+            latest_image: Some(image.into()),
+        },
+        vec![Some(image.into())],
+    ));
+}
+
+#[tokio::test]
+async fn the_newest_validated_ami_is_published_once_to_ssm_and_the_template() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(verdict(
+            ami("ami-0000000000000000a", "web", 0),
+            tags::PASSED,
+        ));
+        s.images.push(verdict(
+            ami("ami-0000000000000000b", "web", 10),
+            tags::PASSED,
+        ));
+        s.images.push(verdict(
+            ami("ami-0000000000000000c", "web", 20),
+            tags::FAILED,
+        ));
+    }
+    template(&ec2, "ami-0000000000000000a");
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    let published: Vec<_> = lines
+        .iter()
+        .filter(|l| l.outcome == PublishOutcome::Published)
+        .collect();
+    assert_eq!(published.len(), 2, "{lines:?}");
+    assert!(published
+        .iter()
+        .all(|l| l.image_id == "ami-0000000000000000b"));
+    {
+        let state = ec2.state();
+        assert_eq!(
+            state.parameters["/ami/web/web"],
+            ("ami-0000000000000000b".to_string(), 1)
+        );
+        let (t, versions) = &state.templates[0];
+        assert_eq!((t.latest_version, t.default_version), (2, 2));
+        assert_eq!(versions[1].as_deref(), Some("ami-0000000000000000b"));
+    }
+    let announced = events(&lines);
+    let to_template = announced
+        .iter()
+        .find(|e| e.detail["target"] == "launch-template:web-servers")
+        .expect("AMI Published for the template");
+    assert_eq!(to_template.detail_type, "AMI Published");
+    assert_eq!(
+        to_template.detail["previous_image_id"],
+        "ami-0000000000000000a"
+    );
+    assert_eq!(to_template.detail["image_id"], "ami-0000000000000000b");
+    // Re-delivered: no new parameter version, no new template version.
+    let again = run(&ctx, &RunRequest::default(), &regions, false, at(31)).await;
+    assert!(
+        again.iter().all(|l| l.outcome == PublishOutcome::Unchanged),
+        "{again:?}"
+    );
+    assert_eq!(ec2.state().templates[0].1.len(), 2);
+    assert_eq!(ec2.state().parameters["/ami/web/web"].1, 1);
+}
+
+#[tokio::test]
+async fn a_rollback_pins_an_older_ami_until_a_newer_one_is_made() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(verdict(
+            ami("ami-0000000000000000a", "web", 0),
+            tags::PASSED,
+        ));
+        s.images.push(verdict(
+            ami("ami-0000000000000000b", "web", 10),
+            tags::PASSED,
+        ));
+    }
+    template(&ec2, "ami-0000000000000000b");
+    let regions = ["us-east-1".parse().expect("region")];
+    run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000b"
+    );
+    let pin = PublishRequest {
+        policy: "web".into(),
+        family: "web".into(),
+        image_id: "ami-0000000000000000a".into(),
+    };
+    let lines = rollback(&ctx, &pin, &regions, false, at(40)).await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.outcome == PublishOutcome::Published && l.pinned),
+        "{lines:?}"
+    );
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+    assert_eq!(
+        ec2.state().templates[0].0.latest_image.as_deref(),
+        Some("ami-0000000000000000a")
+    );
+    assert!(ec2.state().images[0].tags.contains_key(tags::PINNED_AT));
+    // The sweep keeps the pin: b is newer but older than the pin.
+    let sweep = run(&ctx, &RunRequest::default(), &regions, false, at(45)).await;
+    assert!(
+        sweep.iter().all(|l| l.outcome == PublishOutcome::Kept),
+        "{sweep:?}"
+    );
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+    // A new AMI made after the pin replaces it.
+    ec2.state().images.push(verdict(
+        ami("ami-0000000000000000c", "web", 50),
+        tags::PASSED,
+    ));
+    run(&ctx, &RunRequest::default(), &regions, false, at(60)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000c"
+    );
+    assert_eq!(
+        ec2.state().templates[0].0.latest_image.as_deref(),
+        Some("ami-0000000000000000c")
+    );
+}
+
+#[test]
+fn a_destination_never_moves_backwards_without_a_pin() {
+    let d = doc(PUBLISH);
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        ami("ami-0000000000000000b", "web", 10),
+    ];
+    let (work, lines) = targets(
+        &images,
+        &d,
+        &"us-east-1".parse().expect("region"),
+        None,
+        None,
+        at(20),
+    );
+    assert!(lines.is_empty(), "{lines:?}");
+    let param = work
+        .iter()
+        .find(|t| matches!(t.destination, Destination::Parameter(_)))
+        .expect("a parameter");
+    assert_eq!(
+        param.image.id, "ami-0000000000000000b",
+        "no validate: the newest available"
+    );
+    assert_eq!(
+        choose(param, Some("ami-0000000000000000b"), &images),
+        Choice::Unchanged
+    );
+    assert_eq!(
+        choose(param, Some("ami-0000000000000000a"), &images),
+        Choice::Publish {
+            previous: Some("ami-0000000000000000a".into())
+        }
+    );
+    let mut newer = images.clone();
+    newer.push(ami("ami-0000000000000000z", "web", 99));
+    assert!(matches!(
+        choose(param, Some("ami-0000000000000000z"), &newer),
+        Choice::Keep(_)
+    ));
+    // Not one of the account's AMIs (or gone): replaced.
+    assert!(matches!(
+        choose(param, Some("ami-00000000000000099"), &images),
+        Choice::Publish { .. }
+    ));
+}
+
+#[test]
+fn ambiguous_destinations_are_refused_with_the_fix() {
+    let d = doc(
+        r#""publish": {"ssm_parameters": ["/ami/{policy}/latest"], "launch_templates": [{"template": "web-servers"}]}"#,
+    );
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        ami("ami-0000000000000000b", "db", 10),
+    ];
+    let (work, lines) = targets(
+        &images,
+        &d,
+        &"us-east-1".parse().expect("region"),
+        None,
+        None,
+        at(20),
+    );
+    assert!(work.is_empty(), "{work:?}");
+    let reasons: Vec<&str> = lines.iter().filter_map(|l| l.reason.as_deref()).collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.outcome == PublishOutcome::Refused)
+            .count(),
+        3,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("put {family} in its name")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("name the family this template gets")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn the_gate_holds_what_did_not_pass_and_a_failed_ami_is_never_published() {
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let policy = &d.policies[0];
+    let unvalidated = ami("ami-0000000000000000a", "web", 0);
+    assert!(unvalidated
+        .held_by_gate(policy)
+        .is_some_and(|w| w.contains("not validated yet")));
+    let failed = verdict(ami("ami-0000000000000000b", "web", 0), tags::FAILED);
+    assert!(failed
+        .held_by_gate(policy)
+        .is_some_and(|w| w.contains("failed")));
+    let passed = verdict(ami("ami-0000000000000000c", "web", 0), tags::PASSED);
+    assert_eq!(passed.held_by_gate(policy), None);
+    let no_validate = doc(PUBLISH);
+    assert_eq!(unvalidated.held_by_gate(&no_validate.policies[0]), None);
+    let held = [unvalidated, failed];
+    let (work, _) = targets(
+        &held,
+        &d,
+        &"us-east-1".parse().expect("region"),
+        None,
+        None,
+        at(5),
+    );
+    assert!(work.is_empty(), "{work:?}");
+}
+
+proptest! {
+    /// Whatever the fleet, a sweep publishes only promotable AMIs, and for each family the
+    /// newest of them.
+    #[test]
+    fn a_sweep_publishes_the_newest_promotable_ami_of_each_family(
+        fleet in proptest::collection::vec((0u8..3, 0i64..100, 0u8..4, proptest::bool::ANY), 0..12)
+    ) {
+        let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+        let images: Vec<Image> = fleet.iter().enumerate().map(|(n, (family, minutes, verdict_kind, available))| {
+            let mut i = ami(&format!("ami-{n:017x}"), ["web", "db", "api"][*family as usize], *minutes);
+            match verdict_kind {
+                0 => {}
+                1 => { i.tags.insert(tags::VALIDATION.into(), tags::FAILED.into()); }
+                _ => { i.tags.insert(tags::VALIDATION.into(), tags::PASSED.into()); }
+            }
+            if !available { i.state = ImageState::Disabled; }
+            i
+        }).collect();
+        let (work, _) = targets(&images, &d, &"us-east-1".parse().expect("region"), None, None, at(200));
+        for t in &work {
+            prop_assert_eq!(t.image.verdict(), Some(tags::PASSED));
+            prop_assert_eq!(&t.image.state, &ImageState::Available);
+            let best = images.iter()
+                .filter(|i| i.family(&d.policies[0].family_by) == t.family && i.verdict() == Some(tags::PASSED) && i.state == ImageState::Available)
+                .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))
+                .map(|i| i.id.clone());
+            prop_assert_eq!(Some(t.image.id.clone()), best);
+        }
+    }
+}

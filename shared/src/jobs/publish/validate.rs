@@ -1,0 +1,272 @@
+//! The launch test's decisions, pure: from the account's AMIs and test instances (with their
+//! status checks and, where needed, console output) to one step per AMI or instance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::model::{Image, ImageState};
+use crate::domain::policy::{Policy, PolicyDocument, Validate};
+use crate::domain::tags;
+use crate::ports::{LaunchSpec, TestInstance};
+
+/// What to do about one AMI's launch test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Launch the test instance.
+    Launch(LaunchSpec),
+    /// The test runs: wait (why).
+    Wait { instance_id: String, why: String },
+    /// It passed: tag the AMI `passed`, terminate the instance.
+    Pass { instance_id: String },
+    /// It failed: tag the AMI `failed`, terminate the instance (if there is one).
+    Fail {
+        instance_id: Option<String>,
+        reason: String,
+    },
+    /// A test instance with no test left to run: terminate it.
+    Terminate { instance_id: String, reason: String },
+    /// Not tested, and why (an older AMI a newer one superseded).
+    Skip(String),
+}
+
+/// One step with what it is about.
+#[derive(Debug, Clone)]
+pub struct Planned<'a> {
+    pub image_id: String,
+    /// The policy that validates the AMI (none for a leftover instance of an unknown AMI).
+    pub policy: Option<&'a Policy>,
+    pub family: Option<String>,
+    pub step: Step,
+}
+
+/// RunInstances' client token for an AMI's launch test: one test instance per AMI, however
+/// often the event is delivered (at most 64 ASCII characters).
+pub fn client_token(image_id: &str) -> String {
+    format!("ami-publish-validate-{image_id}")
+}
+
+/// What RunInstances is called with for the AMI.
+pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate) -> LaunchSpec {
+    let tags = BTreeMap::from([
+        (tags::VALIDATES.to_string(), image.id.clone()),
+        (tags::POLICY.to_string(), policy.name.clone()),
+        (tags::CREATED_BY.to_string(), super::FUNCTION.to_string()),
+        ("Name".to_string(), format!("validate-{}", image.id)),
+    ]);
+    LaunchSpec {
+        image_id: image.id.clone(),
+        instance_type: v.instance_type.clone(),
+        subnet_id: v.subnet_id.clone(),
+        security_group_ids: v.security_group_ids.clone(),
+        instance_profile: v.instance_profile.clone(),
+        client_token: client_token(&image.id),
+        tags,
+    }
+}
+
+/// Whether the instance's console output must be read to decide: it runs with both status
+/// checks `ok` and its policy wants a string in the console.
+pub fn needs_console(instance: &TestInstance, v: &Validate) -> bool {
+    v.console_contains.is_some() && checks_ok(instance)
+}
+
+fn checks_ok(i: &TestInstance) -> bool {
+    i.state == "running"
+        && i.system_status.as_deref() == Some("ok")
+        && i.instance_status.as_deref() == Some("ok")
+}
+
+/// The step for an AMI whose test instance exists and no verdict yet.
+pub fn judge(
+    instance: &TestInstance,
+    v: &Validate,
+    console: Option<&str>,
+    now: DateTime<Utc>,
+) -> Step {
+    let id = instance.instance_id.clone();
+    let status = format!(
+        "state {}, system status {}, instance status {}",
+        instance.state,
+        instance.system_status.as_deref().unwrap_or("not reported"),
+        instance
+            .instance_status
+            .as_deref()
+            .unwrap_or("not reported")
+    );
+    if matches!(
+        instance.state.as_str(),
+        "stopping" | "stopped" | "shutting-down" | "terminated"
+    ) {
+        return Step::Fail {
+            instance_id: Some(id.clone()),
+            reason: format!("the test instance {id} stopped before its checks passed ({status})"),
+        };
+    }
+    let console_ok = match (&v.console_contains, console) {
+        (None, _) => true,
+        (Some(want), Some(text)) => text.contains(want.as_str()),
+        (Some(_), None) => false,
+    };
+    if checks_ok(instance) && console_ok {
+        return Step::Pass { instance_id: id };
+    }
+    let timeout = chrono::Duration::minutes(i64::from(v.timeout_minutes));
+    // An instance without a launch time is judged by the timeout alone once EC2 reports one;
+    // until then it waits (EC2 always reports LaunchTime for a launched instance).
+    let elapsed = instance.launched.map(|t| now - t);
+    let console_note = match &v.console_contains {
+        Some(want) if checks_ok(instance) => {
+            format!("; the console output does not contain `{want}`")
+        }
+        _ => String::new(),
+    };
+    if elapsed.is_some_and(|e| e > timeout) {
+        return Step::Fail {
+            instance_id: Some(id),
+            reason: format!(
+                "timed out after {} minutes: {status}{console_note}",
+                v.timeout_minutes
+            ),
+        };
+    }
+    Step::Wait {
+        instance_id: id,
+        why: format!("{status}{console_note}"),
+    }
+}
+
+/// Every step of a region's launch tests.
+///
+/// - An AMI of a policy with `validate` that is available, has no verdict and is not a copy
+///   (copies carry their source's verdict) is launched when it is the newest of its family;
+///   an older one without a verdict is superseded and never launched.
+/// - An AMI with a test instance and no verdict is judged ([`judge`]).
+/// - A test instance whose AMI has a verdict, is no longer available or is not a validated
+///   AMI of the account is terminated.
+/// - `image_ids` limits the AMIs considered (leftover instances are always terminated).
+pub fn plan<'a>(
+    images: &[Image],
+    instances: &[TestInstance],
+    consoles: &HashMap<String, String>,
+    document: &'a PolicyDocument,
+    policies: Option<&[String]>,
+    image_ids: Option<&[String]>,
+    now: DateTime<Utc>,
+) -> Vec<Planned<'a>> {
+    let mut out = Vec::new();
+    let mut live: BTreeMap<&str, Vec<&TestInstance>> = BTreeMap::new();
+    for i in instances.iter().filter(|i| i.state != "terminated") {
+        live.entry(i.image_id.as_str()).or_default().push(i);
+    }
+    let validating = |image: &Image| -> Option<(&'a Policy, &'a Validate)> {
+        let policy = image.policy_in(document)?;
+        let v = policy.validate.as_ref()?;
+        policies
+            .is_none_or(|ps| ps.contains(&policy.name))
+            .then_some((policy, v))
+    };
+    // The newest AMI of each (policy, family) among those the test applies to.
+    let mut newest: HashMap<(&str, String), &Image> = HashMap::new();
+    for image in images.iter().filter(|i| !i.is_copy()) {
+        if let Some((policy, _)) = validating(image) {
+            let key = (policy.name.as_str(), image.family(&policy.family_by));
+            let entry = newest.entry(key).or_insert(image);
+            if (image.created, &image.id) > (entry.created, &entry.id) {
+                *entry = image;
+            }
+        }
+    }
+    let mut handled: Vec<&str> = Vec::new();
+    for image in images {
+        let Some((policy, v)) = validating(image) else {
+            continue;
+        };
+        if image.is_copy() || image_ids.is_some_and(|ids| !ids.contains(&image.id)) {
+            continue;
+        }
+        let family = image.family(&policy.family_by);
+        let mut instances = live.get(image.id.as_str()).cloned().unwrap_or_default();
+        instances.sort_by(|a, b| (a.launched, &a.instance_id).cmp(&(b.launched, &b.instance_id)));
+        handled.push(image.id.as_str());
+        let at = |step: Step| Planned {
+            image_id: image.id.clone(),
+            policy: Some(policy),
+            family: Some(family.clone()),
+            step,
+        };
+        if let Some(verdict) = image.verdict() {
+            for i in instances {
+                out.push(at(Step::Terminate {
+                    instance_id: i.instance_id.clone(),
+                    reason: format!(
+                        "its AMI's launch test is over ({}={verdict})",
+                        tags::VALIDATION
+                    ),
+                }));
+            }
+            continue;
+        }
+        if image.state != ImageState::Available {
+            for i in instances {
+                out.push(at(Step::Fail {
+                    instance_id: Some(i.instance_id.clone()),
+                    reason: format!("the AMI became {} during its launch test", image.state),
+                }));
+            }
+            continue;
+        }
+        let mut rest = instances.into_iter();
+        match rest.next() {
+            Some(first) => {
+                let console = consoles.get(&first.instance_id).map(String::as_str);
+                out.push(at(judge(first, v, console, now)));
+                for extra in rest {
+                    out.push(at(Step::Terminate {
+                        instance_id: extra.instance_id.clone(),
+                        reason: format!(
+                            "a second test instance of {}: {} tests it",
+                            image.id, first.instance_id
+                        ),
+                    }));
+                }
+            }
+            None => {
+                let key = (policy.name.as_str(), family.clone());
+                if newest.get(&key).is_some_and(|n| n.id == image.id) {
+                    out.push(at(Step::Launch(launch_spec(image, policy, v))));
+                } else if image_ids.is_some() {
+                    out.push(at(Step::Skip(format!(
+                        "superseded before its launch test: only the newest AMI of family `{family}` ({}) is tested",
+                        newest.get(&key).map_or("", |n| n.id.as_str())
+                    ))));
+                }
+            }
+        }
+    }
+    for (image_id, instances) in &live {
+        if handled.contains(image_id)
+            || image_ids.is_some_and(|ids| !ids.iter().any(|i| i == image_id))
+        {
+            continue;
+        }
+        let known = images.iter().find(|i| i.id == *image_id);
+        if known.is_some_and(|i| validating(i).is_none() && policies.is_some()) {
+            continue; // another policy's test, outside this run's policies
+        }
+        for i in instances {
+            out.push(Planned {
+                image_id: image_id.to_string(),
+                policy: None,
+                family: None,
+                step: Step::Terminate {
+                    instance_id: i.instance_id.clone(),
+                    reason: format!(
+                        "{image_id} is not an available AMI of the account with a `validate` policy: nothing left to test"
+                    ),
+                },
+            });
+        }
+    }
+    out
+}
