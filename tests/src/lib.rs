@@ -232,6 +232,15 @@ impl TestBed {
         assert_eq!(status, 200, "setting the token buckets failed: {text}");
     }
 
+    /// Sets what EC2 reports for an instance: `system_status`, `instance_status` (`ok`,
+    /// `impaired`, `initializing`, ...) and `console` (its console output).
+    pub fn set_instance(&self, instance_id: &str, fields: Value) {
+        let mut body = fields;
+        body["instance_id"] = instance_id.into();
+        let (status, text) = http(self.port, "POST", "/_testbed/instance", &body.to_string());
+        assert_eq!(status, 200, "setting instance {instance_id} failed: {text}");
+    }
+
     /// The events PutEvents accepted, oldest first.
     pub fn published(&self) -> Vec<Value> {
         let (status, text) = http(self.port, "GET", "/_testbed/events", "");

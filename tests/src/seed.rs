@@ -183,3 +183,40 @@ pub async fn snapshot_ids(ec2: &Client) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// A VPC with one subnet and one security group, for launch tests: `(subnet, security group)`.
+pub async fn network(ec2: &Client) -> (String, String) {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc")
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.1.0/24")
+        .send()
+        .await
+        .expect("CreateSubnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .expect("subnet id")
+        .to_string();
+    let group = ec2
+        .create_security_group()
+        .vpc_id(&vpc)
+        .group_name("ami-validation")
+        .description("launch tests")
+        .send()
+        .await
+        .expect("CreateSecurityGroup")
+        .group_id()
+        .expect("group id")
+        .to_string();
+    (subnet, group)
+}

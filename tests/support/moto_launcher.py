@@ -19,7 +19,8 @@ answers the next N calls of an action with an EC2 error code (throttling, in-use
 a slow answer (`SLOW:<ms>`), a dropped connection (`DROP`), a call that never answers (`HANG`),
 or a call executed whose answer is lost (`LOSE`);
 `POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do;
-`POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it.
+`POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it;
+`POST /_testbed/instance` sets an instance's status checks and console output.
 
 Every AWS request is first checked against the services' published API contract (`contract.py`:
 botocore's service model, the data the AWS SDKs are generated from): a request that EC2 would
@@ -61,6 +62,9 @@ from moto.ec2.models import launch_templates as moto_launch_templates  # noqa: E
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.responses.general import General as GeneralResponse  # noqa: E402
+from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
+from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
 from moto.events.models import EventsBackend  # noqa: E402
 from moto.kms.models import KmsBackend  # noqa: E402
@@ -1182,7 +1186,171 @@ def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
         return {"report_id": report["ReportId"]}
 
 
+# ---------------------------------------------------------------------------------------------
+# The launch test and publishing (ami-publish).
+# ---------------------------------------------------------------------------------------------
+# RunInstances ({REF}/API_RunInstances.html, `ClientToken`; EC2 developer guide, "Ensure
+# idempotency in Amazon EC2 API requests"): "If you retry a request that completed successfully
+# using the same client token and the same parameters, the retry succeeds without performing any
+# further actions ... one or more of the parameters are different ... the retry fails with an
+# IdempotentParameterMismatch error." moto launches a new instance every time.
+RUN_TOKENS: dict[tuple[str, str, str], tuple[str, Any]] = {}
+_moto_run_instances = InstanceResponse.run_instances
+
+
+def _signature(self: Any, *skip: str) -> str:
+    return json.dumps({k: v for k, v in sorted(self.querystring.items())
+                       if k not in {"Action", "Version", *skip}}, sort_keys=True, default=str)
+
+
+def run_instances(self: Any) -> ActionResult:
+    token = self._get_param("ClientToken")
+    if not token:
+        return _moto_run_instances(self)
+    key = (self.current_account, self.region, token)
+    signature = _signature(self, "ClientToken")
+    if key in RUN_TOKENS:
+        seen, reservation = RUN_TOKENS[key]
+        if seen != signature:
+            raise ClientError("IdempotentParameterMismatch",
+                              "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+        return ActionResult(reservation)
+    result = _moto_run_instances(self)
+    RUN_TOKENS[key] = (signature, result.result)
+    return result
+
+
+# Status checks ({REF}/API_DescribeInstanceStatus.html, InstanceStatusSummary: `ok | impaired |
+# insufficient-data | not-applicable | initializing`; EC2 User Guide, "Status checks for your
+# instances": checks run every minute after launch). A running instance reports `initializing`
+# until its first checks complete: here for STATUS_DELAY seconds after launch, or until a test
+# sets its checks (`POST /_testbed/instance`). moto reports `ok` the moment it runs.
+STATUS_DELAY = float(os.environ.get("AMI_TESTBED_STATUS_DELAY_S", "3"))
+INSTANCE_OVERRIDES: dict[str, dict[str, Any]] = {}
+
+
+def _booted(instance: Any) -> bool:
+    launched = instance.launch_time
+    if isinstance(launched, str):
+        launched = datetime.fromisoformat(launched.replace("Z", "+00:00"))
+    if launched.tzinfo is None:
+        launched = launched.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - launched).total_seconds() >= STATUS_DELAY
+
+
+def _check(instance: Any, which: str) -> dict[str, Any]:
+    if instance.state_code != 16:
+        return {"Status": "not-applicable"}
+    status = INSTANCE_OVERRIDES.get(instance.id, {}).get(which)
+    if status is None:
+        status = "ok" if _booted(instance) else "initializing"
+    detail = {"ok": "passed", "impaired": "failed"}.get(status, status)
+    return {"Details": [{"Name": "reachability", "Status": detail}], "Status": status}
+
+
+# GetConsoleOutput ({REF}/API_GetConsoleOutput.html): the instance's own buffered console output,
+# base64, posted shortly after a state transition ("Only the most recent 64 KB"), absent until
+# then. moto answers every instance, at any time, with the same 2006 boot log. Here: nothing until
+# the instance has booted, then a boot log ending in a login prompt, or what a test sets.
+BOOT_LOG = "Linux version 6.8.0-aws\nCloud-init finished\n\nUbuntu 24.04 LTS {host} ttyS0\n\n{host} login: "
+
+
+def get_console_output(self: Any) -> ActionResult:
+    instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+    self.error_on_dryrun()
+    text = INSTANCE_OVERRIDES.get(instance.id, {}).get("console")
+    if text is None and instance.state_code == 16 and _booted(instance):
+        text = BOOT_LOG.format(host=f"ip-{instance.id[-6:]}")
+    result: dict[str, Any] = {"InstanceId": instance.id, "Timestamp": datetime.now(timezone.utc)}
+    if text:
+        from moto.ec2.utils import Base64EncodedString
+        result["Output"] = Base64EncodedString.from_raw_string(text[-65536:])
+    return ActionResult(result)
+
+
+def set_instance(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: an instance's status checks (`system_status`, `instance_status`) and its
+    console output (`console`), as EC2 would report them."""
+    entry = INSTANCE_OVERRIDES.setdefault(body["instance_id"], {})
+    for field in ("system_status", "instance_status", "console"):
+        if field in body:
+            entry[field] = body[field]
+    return {"instance_id": body["instance_id"], **entry}
+
+
+# CreateLaunchTemplateVersion ({REF}/API_CreateLaunchTemplateVersion.html): "If you specify
+# [SourceVersion], the new version inherits the launch parameters from the source version. If
+# you specify additional launch parameters for the new version, they overwrite any corresponding
+# launch parameters inherited from the source version", and ClientToken makes the request
+# idempotent (same token and parameters: the same version; different parameters:
+# IdempotentParameterMismatch). moto ignores both: the new version holds only what was sent, and
+# every call makes a version.
+TEMPLATE_TOKENS: dict[tuple[str, str, str], tuple[str, str, int]] = {}
+
+
+def create_launch_template_version(self: Any) -> ActionResult:
+    backend = self.ec2_backend
+    name, template_id = self._get_param("LaunchTemplateName"), self._get_param("LaunchTemplateId")
+    template = backend.get_launch_template_by_name(name) if name else backend.get_launch_template(template_id)
+    token = self._get_param("ClientToken")
+    self.error_on_dryrun()
+    key = (self.current_account, self.region, token or "")
+    signature = _signature(self, "ClientToken")
+    if token and key in TEMPLATE_TOKENS:
+        seen, tid, number = TEMPLATE_TOKENS[key]
+        if seen != signature or tid != template.id:
+            raise ClientError("IdempotentParameterMismatch",
+                              "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+        version = _version(template, str(number))
+    else:
+        data = dict(self._get_param("LaunchTemplateData", {}))
+        source = self._get_param("SourceVersion")
+        if source is not None:
+            data = {**_version(template, str(source)).data, **data}
+        version = template.create_version(data, self._get_param("VersionDescription"))
+        if token:
+            TEMPLATE_TOKENS[key] = (signature, template.id, version.number)
+    return ActionResult({"LaunchTemplateVersion": {
+        "CreateTime": version.create_time,
+        "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+        "DefaultVersion": template.is_default(version), "LaunchTemplateData": version.data,
+        "LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
+        "VersionDescription": version.description, "VersionNumber": version.number}})
+
+
+# PutParameter with DataType `aws:ec2:image` (SSM API reference, PutParameter; SSM User Guide,
+# "Native parameter support for Amazon Machine Image IDs"): "The aws:ec2:image value is validated
+# asynchronously, and the PutParameter call returns before the validation is complete. If you
+# submit an invalid AMI value, the PutParameter operation will return success, but the
+# asynchronous validation will fail and the parameter will not be created or updated." moto stores
+# any value. Here the check runs at once: a value that is no AMI the account can describe in the
+# parameter's region is answered with a version and never stored.
+_moto_put_parameter = SimpleSystemManagerResponse.put_parameter
+
+
+def put_parameter(self: Any) -> ActionResult:
+    if self._get_param("DataType") == "aws:ec2:image":
+        value = self._get_param("Value")
+        amis = ec2_backends[self.current_account][self.region].amis
+        ami = amis.get(value)
+        if ami is None or ami.state not in ("available", "pending"):
+            name = self._get_param("Name")
+            try:
+                existing = self.ssm_backend.get_parameter(name)
+            except Exception:  # noqa: BLE001 (moto raises ParameterNotFound for a new one)
+                existing = None
+            current = existing.version if existing is not None else 0
+            return ActionResult({"Version": current + 1, "Tier": "Standard"})
+    return _moto_put_parameter(self)
+
+
 def apply_patches() -> None:
+    InstanceResponse.run_instances = atomic(run_instances)
+    moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
+    moto_instances.Instance.system_status = property(lambda self: _check(self, "system_status"))
+    GeneralResponse.get_console_output = get_console_output
+    LaunchTemplatesResponse.create_launch_template_version = atomic(create_launch_template_version)
+    SimpleSystemManagerResponse.put_parameter = put_parameter
     AmisResponse.copy_image = atomic(copy_image)
     EBSBackend.create_snapshot = create_snapshot
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
@@ -1478,6 +1646,9 @@ class Testbed:
             return response(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/fleet":
             out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/instance":
+            out = set_instance(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/usage-report":
             out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))

@@ -2,4 +2,5 @@
 //! shown missing from plain moto, and the adapters against the emulator (EC2, EventBridge).
 
 mod foundation;
+mod publish;
 mod testbed;

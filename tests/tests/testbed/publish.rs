@@ -1,0 +1,248 @@
+//! The launch test's and publishing's EC2 and SSM behaviours the launcher adds, each proven on
+//! the test bed and shown missing from plain moto.
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+use aws_sdk_ssm::types::ParameterType;
+use e2e_tests::{seed, TestBed, BASE_X86};
+
+fn bed(plain: bool) -> TestBed {
+    if plain {
+        TestBed::start_plain()
+    } else {
+        TestBed::start()
+    }
+}
+
+async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    subnet: &str,
+    token: &str,
+    kind: InstanceType,
+) -> Result<String, aws_sdk_ec2::operation::run_instances::RunInstancesError> {
+    ec2.run_instances()
+        .image_id(BASE_X86)
+        .instance_type(kind)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .client_token(token)
+        .send()
+        .await
+        .map(|out| {
+            out.instances()[0]
+                .instance_id()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .map_err(|e| e.into_service_error())
+}
+
+#[tokio::test]
+async fn run_instances_launches_once_per_client_token() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let (subnet, _) = seed::network(&ec2).await;
+        let first = launch(&ec2, &subnet, "validate-ami-1", InstanceType::T3Micro)
+            .await
+            .expect("RunInstances");
+        let again = launch(&ec2, &subnet, "validate-ami-1", InstanceType::T3Micro)
+            .await
+            .expect("RunInstances");
+        if plain {
+            assert_ne!(
+                first, again,
+                "plain moto is expected to launch a second instance"
+            );
+            continue;
+        }
+        assert_eq!(
+            first, again,
+            "the same token and parameters answer with the same instance"
+        );
+        let changed = launch(&ec2, &subnet, "validate-ami-1", InstanceType::T3Small).await;
+        assert_eq!(
+            changed.expect_err("a mismatch").code(),
+            Some("IdempotentParameterMismatch")
+        );
+        let all = ec2
+            .describe_instances()
+            .send()
+            .await
+            .expect("DescribeInstances");
+        let count: usize = all.reservations().iter().map(|r| r.instances().len()).sum();
+        assert_eq!(count, 1);
+    }
+}
+
+#[tokio::test]
+async fn status_checks_initialize_after_launch_and_console_output_comes_with_the_boot() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let (subnet, _) = seed::network(&ec2).await;
+        let id = launch(&ec2, &subnet, "boot", InstanceType::T3Micro)
+            .await
+            .expect("RunInstances");
+        let status = ec2
+            .describe_instance_status()
+            .instance_ids(&id)
+            .send()
+            .await
+            .expect("DescribeInstanceStatus");
+        let system = status.instance_statuses()[0]
+            .system_status()
+            .and_then(|s| s.status())
+            .map(|s| s.as_str().to_string());
+        let console = ec2
+            .get_console_output()
+            .instance_id(&id)
+            .send()
+            .await
+            .expect("GetConsoleOutput");
+        if plain {
+            assert_eq!(
+                system.as_deref(),
+                Some("ok"),
+                "plain moto is expected to pass the checks at once"
+            );
+            assert!(
+                console.output().is_some(),
+                "plain moto is expected to answer a console at once"
+            );
+            continue;
+        }
+        assert_eq!(system.as_deref(), Some("initializing"));
+        assert_eq!(console.output(), None, "no console output before the boot");
+        bed.set_instance(&id, serde_json::json!({"system_status": "ok", "instance_status": "impaired", "console": "web login: "}));
+        let status = ec2
+            .describe_instance_status()
+            .instance_ids(&id)
+            .send()
+            .await
+            .expect("DescribeInstanceStatus");
+        let s = &status.instance_statuses()[0];
+        assert_eq!(
+            s.system_status()
+                .and_then(|s| s.status())
+                .map(|s| s.as_str()),
+            Some("ok")
+        );
+        assert_eq!(
+            s.instance_status()
+                .and_then(|s| s.status())
+                .map(|s| s.as_str()),
+            Some("impaired")
+        );
+        let console = ec2
+            .get_console_output()
+            .instance_id(&id)
+            .send()
+            .await
+            .expect("GetConsoleOutput");
+        let text =
+            aws_smithy_types::base64::decode(console.output().expect("output")).expect("base64");
+        assert_eq!(String::from_utf8_lossy(&text), "web login: ");
+    }
+}
+
+#[tokio::test]
+async fn a_template_version_inherits_its_source_and_is_made_once_per_client_token() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let template = ec2
+            .create_launch_template()
+            .launch_template_name("web-servers")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(BASE_X86)
+                    .instance_type(InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateLaunchTemplate")
+            .launch_template()
+            .and_then(|t| t.launch_template_id())
+            .expect("id")
+            .to_string();
+        let version = || {
+            ec2.create_launch_template_version()
+                .launch_template_id(&template)
+                .source_version("$Latest")
+                .launch_template_data(
+                    RequestLaunchTemplateData::builder()
+                        .image_id("ami-0123456789abcdef0")
+                        .build(),
+                )
+                .client_token("lt-ami-1")
+                .send()
+        };
+        let first = version().await.expect("CreateLaunchTemplateVersion");
+        let again = version().await.expect("CreateLaunchTemplateVersion");
+        let data = first
+            .launch_template_version()
+            .and_then(|v| v.launch_template_data())
+            .expect("data");
+        let numbers =
+            [&first, &again].map(|o| o.launch_template_version().and_then(|v| v.version_number()));
+        if plain {
+            assert_eq!(
+                data.instance_type(),
+                None,
+                "plain moto is expected to drop what the source version had"
+            );
+            assert_ne!(
+                numbers[0], numbers[1],
+                "plain moto is expected to make a version per call"
+            );
+            continue;
+        }
+        assert_eq!(
+            data.instance_type().map(|t| t.as_str()),
+            Some("t3.micro"),
+            "inherited from $Latest"
+        );
+        assert_eq!(data.image_id(), Some("ami-0123456789abcdef0"));
+        assert_eq!(numbers, [Some(2), Some(2)], "one version per client token");
+    }
+}
+
+#[tokio::test]
+async fn an_image_parameter_naming_no_ami_is_never_written() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ssm = bed.ssm("us-east-1").await;
+        let put = |value: &'static str| {
+            ssm.put_parameter()
+                .name("/ami/web/latest")
+                .value(value)
+                .r#type(ParameterType::String)
+                .data_type("aws:ec2:image")
+                .overwrite(true)
+                .send()
+        };
+        put("ami-00000000000000dea")
+            .await
+            .expect("PutParameter answers success");
+        let read = ssm.get_parameter().name("/ami/web/latest").send().await;
+        if plain {
+            assert!(read.is_ok(), "plain moto is expected to store any value");
+            continue;
+        }
+        assert_eq!(
+            read.expect_err("not written").into_service_error().code(),
+            Some("ParameterNotFound")
+        );
+        put(BASE_X86).await.expect("PutParameter");
+        let read = ssm
+            .get_parameter()
+            .name("/ami/web/latest")
+            .send()
+            .await
+            .expect("GetParameter");
+        assert_eq!(read.parameter().and_then(|p| p.value()), Some(BASE_X86));
+    }
+}
