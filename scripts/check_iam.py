@@ -41,6 +41,7 @@ FUNCTIONS = {
     "BuildFunction": "ami-build",
     "ShareFunction": "ami-share",
     "CopyFunction": "ami-copy",
+    "PublishFunction": "ami-publish",
 }
 
 # Actions IAM requires together with a call the code makes.
@@ -199,9 +200,20 @@ FUNCTION_CONDITIONS = {
     "CopyFunction": {a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
                      for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")},
     "AgeOutFunction": {a: {"ec2:Owner", "aws:TagKeys"} for a in ("ec2:CreateTags", "ec2:DeleteTags")},
+    # The publish function tags test instances at launch and its verdicts and pins on its own
+    # AMIs (named tag keys either way), and terminates only the test instances it launched.
+    "PublishFunction": {
+        "ec2:CreateTags": {"aws:TagKeys"},
+        "ec2:TerminateInstances": {"aws:ResourceTag/ami-automation:created-by", "aws:ResourceTag/ami-automation:validates"},
+        "ec2:GetConsoleOutput": {"aws:ResourceTag/ami-automation:created-by"},
+        "ec2:CreateLaunchTemplateVersion": {"aws:ResourceTag/ami-automation:publish"},
+        "ec2:ModifyLaunchTemplate": {"aws:ResourceTag/ami-automation:publish"},
+        "iam:PassRole": {"iam:PassedToService"},
+    },
 }
 # Actions that must name their resources (never "*").
-NARROW_PREFIXES = ("kms:", "events:")
+NARROW_PREFIXES = ("kms:", "events:", "ssm:PutParameter", "ec2:RunInstances", "ec2:TerminateInstances",
+                   "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "iam:PassRole")
 
 
 def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:

@@ -25,7 +25,7 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-FUNCTIONS = ("ami-build", "ami-share", "ami-copy", "ami-age-out")
+FUNCTIONS = ("ami-build", "ami-share", "ami-copy", "ami-age-out", "ami-publish")
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 

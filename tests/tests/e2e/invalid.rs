@@ -54,7 +54,13 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
     files.sort();
     assert!(files.len() >= 26, "the corpus is there");
 
-    for binary in ["ami-age-out", "ami-build", "ami-share", "ami-copy"] {
+    for binary in [
+        "ami-age-out",
+        "ami-build",
+        "ami-share",
+        "ami-copy",
+        "ami-publish",
+    ] {
         let function = Function::start(&bed, binary, &[("AMI_POLICIES", POLICIES)]);
         for file in &files {
             let name = file

@@ -8,5 +8,6 @@ mod demo;
 mod evidence;
 mod faults;
 mod invalid;
+mod publish;
 mod races;
 mod share;

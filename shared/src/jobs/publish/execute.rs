@@ -216,7 +216,8 @@ async fn publish_region<C: Cloud>(
         let mut pinned: Vec<&str> = work.iter().map(|t| t.image.id.as_str()).collect();
         pinned.sort_unstable();
         pinned.dedup();
-        let tag = BTreeMap::from([(tags::PINNED_AT.to_string(), now.to_rfc3339())]);
+        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let tag = BTreeMap::from([(tags::PINNED_AT.to_string(), at)]);
         for id in pinned {
             if let Err(e) = ec2.tag_image(id, &tag).await {
                 let line = PublishResult::new(

@@ -1,0 +1,460 @@
+//! `ami-publish` end to end: launch tests (pass, fail, timeout), the promotion gate, publishing
+//! to SSM and a launch template, rollback, and bad sections refused at start.
+
+use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData, ResourceType};
+use aws_sdk_ec2::Client;
+use e2e_tests::{seed, Function, TestBed, BASE_X86};
+use serde_json::{json, Value};
+
+fn document(subnet: &str, group: &str) -> String {
+    json!({"dry_run": false, "policies": [{
+        "name": "web", "select": {"tags": {"Family": "web*"}}, "family_by": "tag:Family",
+        "validate": {"instance_type": "t3.micro", "subnet_id": subnet, "security_group_ids": [group],
+                     "timeout_minutes": 15, "console_contains": "login:"},
+        "share": {"accounts": ["111122223333"]},
+        "publish": {"ssm_parameters": ["/ami/{policy}/{family}"],
+                    "launch_templates": [{"template": "web-servers", "family": "web-a", "set_default": true}]}
+    }]})
+    .to_string()
+}
+
+struct Account {
+    bed: TestBed,
+    ec2: Client,
+    builder: String,
+    document: String,
+}
+
+async fn account() -> Account {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let (subnet, group) = seed::network(&ec2).await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    ec2.create_launch_template()
+        .launch_template_name("web-servers")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(BASE_X86)
+                .instance_type(InstanceType::T3Small)
+                .build(),
+        )
+        .tag_specifications(seed::tag_spec(
+            ResourceType::LaunchTemplate,
+            &[("ami-automation:publish", "web")],
+        ))
+        .send()
+        .await
+        .expect("CreateLaunchTemplate");
+    Account {
+        document: document(&subnet, &group),
+        bed,
+        ec2,
+        builder,
+    }
+}
+
+fn lines<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
+    report["results"]
+        .as_array()
+        .map(|r| r.iter().filter(|l| l["action"] == action).collect())
+        .unwrap_or_default()
+}
+
+async fn tag(ec2: &Client, image: &str, key: &str) -> Option<String> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .expect("DescribeImages");
+    out.images()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_string))
+}
+
+async fn instance_state(ec2: &Client, id: &str) -> String {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    out.reservations()[0].instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn available(image: &str) -> Value {
+    json!({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": "us-east-1",
+           "detail": {"RequestId": "r", "ImageId": image, "State": "available", "ErrorMessage": ""}})
+}
+
+/// Launches the AMI's test through its `available` event (twice: one instance), returns it.
+fn launched(function: &Function, image: &str) -> String {
+    let first = function.invoke(&available(image)).ok();
+    let launch = lines(&first, "launch");
+    assert_eq!(launch.len(), 1, "{first}");
+    assert_eq!(launch[0]["outcome"], "launched", "{first}");
+    let again = function.invoke(&available(image)).ok();
+    assert_eq!(lines(&again, "launch").len(), 0, "launched once: {again}");
+    assert_eq!(lines(&again, "wait").len(), 1, "{again}");
+    launch[0]["instance_id"]
+        .as_str()
+        .expect("instance")
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_ami_that_boots_passes_is_shared_once_validated_and_published_idempotently() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let share = Function::start(&a.bed, "ami-share", &[("AMI_POLICIES", &a.document)]);
+
+    // The gate: shared only once it passed.
+    let held = share.invoke(&available(&image)).ok();
+    assert_eq!(held["results"][0]["outcome"], "skipped", "{held}");
+    assert!(held["results"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("promotion gate"));
+
+    let instance = launched(&publish, &image);
+    let described = a
+        .ec2
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .expect("DescribeInstances");
+    let i = &described.reservations()[0].instances()[0];
+    assert_eq!(i.image_id(), Some(image.as_str()));
+    assert_eq!(i.instance_type().map(|t| t.as_str()), Some("t3.micro"));
+    assert!(i
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("ami-automation:validates") && t.value() == Some(image.as_str())));
+
+    // Booted, both checks ok, the console shows the login prompt.
+    a.bed.set_instance(
+        &instance,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "Ubuntu\nweb login: "}),
+    );
+    let state_change = json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification",
+        "region": "us-east-1", "detail": {"instance-id": instance, "state": "running"}});
+    let report = publish.invoke(&state_change).ok();
+    assert_eq!(lines(&report, "pass")[0]["outcome"], "passed", "{report}");
+    assert_eq!(
+        tag(&a.ec2, &image, "ami-automation:validation")
+            .await
+            .as_deref(),
+        Some("passed")
+    );
+    assert_eq!(instance_state(&a.ec2, &instance).await, "terminated");
+
+    // Published in the same sweep: the parameter and a new default template version.
+    let published: Vec<&Value> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|l| l["outcome"] == "published")
+        .collect();
+    assert_eq!(published.len(), 2, "{report}");
+    let ssm = a.bed.ssm("us-east-1").await;
+    let parameter = ssm
+        .get_parameter()
+        .name("/ami/web/web-a")
+        .send()
+        .await
+        .expect("GetParameter");
+    assert_eq!(
+        parameter.parameter().and_then(|p| p.value()),
+        Some(image.as_str())
+    );
+    let template = a
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("web-servers")
+        .versions("$Default")
+        .send()
+        .await
+        .expect("DescribeLaunchTemplateVersions");
+    let v = &template.launch_template_versions()[0];
+    assert_eq!(v.version_number(), Some(2));
+    let data = v.launch_template_data().expect("data");
+    assert_eq!(data.image_id(), Some(image.as_str()));
+    assert_eq!(
+        data.instance_type().map(|t| t.as_str()),
+        Some("t3.small"),
+        "only the AMI changed"
+    );
+
+    let events = a.bed.published();
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["detail_type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"AMI Validated"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "AMI Published").count(), 2);
+    let validated = events
+        .iter()
+        .find(|e| e["detail_type"] == "AMI Validated")
+        .expect("event");
+
+    // Share acts on the tool's own `AMI Validated` event.
+    let on_validated = json!({"source": "ami.automation", "detail-type": "AMI Validated",
+        "region": "us-east-1", "detail": validated["detail"]});
+    let shared = share.invoke(&on_validated).ok();
+    assert_eq!(shared["results"][0]["outcome"], "changed", "{shared}");
+
+    // Re-delivered events: no new template version, no new parameter version.
+    for _ in 0..2 {
+        let again = publish.invoke(&state_change).ok();
+        assert!(
+            again["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .all(|l| l["outcome"] == "unchanged"),
+            "{again}"
+        );
+    }
+    let versions = a
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("web-servers")
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(versions.launch_template_versions().len(), 2);
+    let parameter = ssm
+        .get_parameter()
+        .name("/ami/web/web-a")
+        .send()
+        .await
+        .expect("GetParameter");
+    assert_eq!(parameter.parameter().map(|p| p.version()), Some(1));
+}
+
+#[tokio::test]
+async fn an_ami_whose_console_never_shows_the_prompt_fails_at_its_timeout_and_is_never_promoted() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let instance = launched(&publish, &image);
+    a.bed.set_instance(
+        &instance,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "Kernel panic - not syncing"}),
+    );
+    let waiting = publish.invoke(&json!({})).ok();
+    let wait = lines(&waiting, "wait");
+    assert_eq!(wait[0]["outcome"], "waiting", "{waiting}");
+    assert!(wait[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("does not contain `login:`"));
+
+    // Sixteen minutes later, by the request's clock.
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(16)).to_rfc3339();
+    let report = publish.invoke(&json!({"as_of": later})).ok();
+    let fail = lines(&report, "fail");
+    assert_eq!(fail[0]["outcome"], "validation_failed", "{report}");
+    assert!(fail[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("timed out after 15 minutes"));
+    assert_eq!(
+        tag(&a.ec2, &image, "ami-automation:validation")
+            .await
+            .as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        instance_state(&a.ec2, &instance).await,
+        "terminated",
+        "nothing is left running"
+    );
+    assert!(
+        lines(&report, "put_parameter").is_empty(),
+        "a failed AMI is never published: {report}"
+    );
+    let failed = a.bed.published();
+    assert!(failed
+        .iter()
+        .any(|e| e["detail_type"] == "AMI Validation Failed"));
+
+    let share = Function::start(&a.bed, "ami-share", &[("AMI_POLICIES", &a.document)]);
+    let held = share.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(held["results"][0]["outcome"], "skipped", "{held}");
+}
+
+#[tokio::test]
+async fn an_instance_that_never_initializes_times_out_and_one_that_stops_fails_at_once() {
+    let a = account().await;
+    let slow = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let stops = seed::image(&a.ec2, &a.builder, "api-1", &[("Family", "web-b")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let report = publish.invoke(&json!({})).ok();
+    assert_eq!(lines(&report, "launch").len(), 2, "{report}");
+    let instance_of = |image: &str| {
+        lines(&report, "launch")
+            .iter()
+            .find(|l| l["image_id"] == image)
+            .and_then(|l| l["instance_id"].as_str())
+            .expect("instance")
+            .to_string()
+    };
+    a.bed.set_instance(
+        &instance_of(&slow),
+        json!({"system_status": "initializing", "instance_status": "initializing"}),
+    );
+    a.ec2
+        .stop_instances()
+        .instance_ids(instance_of(&stops))
+        .send()
+        .await
+        .expect("StopInstances");
+    let now = publish.invoke(&json!({})).ok();
+    let fail = lines(&now, "fail");
+    assert_eq!(fail.len(), 1, "{now}");
+    assert_eq!(fail[0]["image_id"], stops.as_str());
+    assert!(fail[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("stopped before its checks passed"));
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(20)).to_rfc3339();
+    let timed_out = publish.invoke(&json!({"as_of": later})).ok();
+    let fail = lines(&timed_out, "fail");
+    assert_eq!(fail[0]["image_id"], slow.as_str(), "{timed_out}");
+    assert!(fail[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("system status initializing"));
+    for image in [&slow, &stops] {
+        assert_eq!(
+            tag(&a.ec2, image, "ami-automation:validation")
+                .await
+                .as_deref(),
+            Some("failed")
+        );
+        assert_eq!(
+            instance_state(&a.ec2, &instance_of(image)).await,
+            "terminated"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
+    let a = account().await;
+    let ssm = a.bed.ssm("us-east-1").await;
+    let mut images = Vec::new();
+    for (n, when) in [(1, "2026-01-01T00:00:00Z"), (2, "2026-02-01T00:00:00Z")] {
+        let image = seed::image(
+            &a.ec2,
+            &a.builder,
+            &format!("web-{n}"),
+            &[("Family", "web-a"), ("ami-automation:validation", "passed")],
+        )
+        .await;
+        a.bed
+            .seed_image("us-east-1", &image, json!({"creation_date": when}));
+        images.push(image);
+    }
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    publish.invoke(&json!({})).ok();
+    let value = |ssm: aws_sdk_ssm::Client| async move {
+        ssm.get_parameter()
+            .name("/ami/web/web-a")
+            .send()
+            .await
+            .expect("GetParameter")
+            .parameter()
+            .and_then(|p| p.value().map(str::to_string))
+    };
+    assert_eq!(
+        value(ssm.clone()).await.as_deref(),
+        Some(images[1].as_str())
+    );
+
+    let rollback = json!({"publish": {"policy": "web", "family": "web-a", "image_id": images[0]}});
+    let report = publish.invoke(&rollback).ok();
+    let pinned: Vec<&Value> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|l| l["pinned"] == true)
+        .collect();
+    assert_eq!(pinned.len(), 2, "{report}");
+    assert!(pinned
+        .iter()
+        .all(|l| l["outcome"] == "published" && l["previous_image_id"] == images[1].as_str()));
+    assert_eq!(
+        value(ssm.clone()).await.as_deref(),
+        Some(images[0].as_str())
+    );
+    // The sweep keeps the pin.
+    let sweep = publish.invoke(&json!({})).ok();
+    assert!(
+        sweep["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|l| l["outcome"] == "kept"),
+        "{sweep}"
+    );
+    assert_eq!(
+        value(ssm.clone()).await.as_deref(),
+        Some(images[0].as_str())
+    );
+    let template = a
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("web-servers")
+        .versions("$Default")
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(
+        template.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.image_id()),
+        Some(images[0].as_str())
+    );
+
+    // A new AMI that passes replaces the pin (EC2's CreationDate counts in seconds here).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let newer = seed::image(
+        &a.ec2,
+        &a.builder,
+        "web-3",
+        &[("Family", "web-a"), ("ami-automation:validation", "passed")],
+    )
+    .await;
+    publish.invoke(&json!({})).ok();
+    assert_eq!(value(ssm).await.as_deref(), Some(newer.as_str()));
+}
+
+#[tokio::test]
+async fn bad_validate_and_publish_sections_fail_the_cold_start_naming_the_field() {
+    let bed = TestBed::start();
+    let cases = [
+        (
+            r#"{"policies": [{"name": "web", "validate": {"instance_type": "t3.micro", "subnet_id": "subnet-0123456789abcdef0", "security_group_ids": ["sg-0123456789abcdef0"], "timeout_minutes": 0}}]}"#,
+            "$.policies[0].validate.timeout_minutes",
+        ),
+        (
+            r#"{"policies": [{"name": "web", "publish": {"ssm_parameters": ["/ami/{name}"]}}]}"#,
+            "$.policies[0].publish.ssm_parameters[0]",
+        ),
+    ];
+    for (document, path) in cases {
+        let mut function = Function::start(&bed, "ami-publish", &[("AMI_POLICIES", document)]);
+        let failure = function.cold_start_failure();
+        assert!(failure.contains(path), "{failure}");
+    }
+}
