@@ -580,6 +580,30 @@ mod tests {
             "copy-sweep-dry-run.json",
             include_str!("../../../events/copy-sweep-dry-run.json"),
         ),
+        (
+            "share-ami-validated.json",
+            include_str!("../../../events/share-ami-validated.json"),
+        ),
+        (
+            "publish-ami-available.json",
+            include_str!("../../../events/publish-ami-available.json"),
+        ),
+        (
+            "publish-test-instance-running.json",
+            include_str!("../../../events/publish-test-instance-running.json"),
+        ),
+        (
+            "publish-scheduled.json",
+            include_str!("../../../events/publish-scheduled.json"),
+        ),
+        (
+            "publish-dry-run.json",
+            include_str!("../../../events/publish-dry-run.json"),
+        ),
+        (
+            "publish-rollback.json",
+            include_str!("../../../events/publish-rollback.json"),
+        ),
     ];
 
     #[test]
@@ -590,7 +614,10 @@ mod tests {
             let trigger = Trigger::parse(value).unwrap_or_else(|e| panic!("{name}: {e}"));
             let expected = match *name {
                 n if n.contains("scheduled") => "Scheduled Event",
-                n if n.contains("stopped") => "EC2 Instance State-change Notification",
+                n if n.contains("stopped") || n.contains("instance-running") => {
+                    "EC2 Instance State-change Notification"
+                }
+                n if n.contains("ami-validated") => "AMI Validated",
                 n if n.contains("snapshot-created") => "EBS Snapshot Notification",
                 n if n.contains("ami-failed") || n.contains("ami-available") => {
                     "EC2 AMI State Change"

@@ -11,7 +11,8 @@ const POLICIES: &str = r#"{"dry_run": false, "policies": [
    "build": {"instance_tags": {"ami-automation:build": "web"}},
    "share": {"accounts": ["111122223333"], "snapshots": true},
    "copy": {"regions": {"eu-west-1": {}}},
-   "retain": {"keep_latest": 0, "allow_empty_family": true, "max_age_days": 1}}
+   "retain": {"keep_latest": 0, "allow_empty_family": true, "max_age_days": 1},
+   "publish": {"ssm_parameters": ["/ami/{policy}/{family}"]}}
 ]}"#;
 
 /// Every image with its state and launch permissions, and every snapshot, in both regions.
@@ -115,6 +116,8 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
                 }
                 "instance-event-bad-id.json" => "`$.detail.instance-id`",
                 "snapshot-event-bad-id.json" => "`$.detail.snapshot_id`",
+                "rollback-bad-image-id.json" => "`$.publish.image_id`: `ami-XYZ` is not an AMI id",
+                "validated-bad-image-id.json" => "`$.detail.image_id`",
                 other => panic!("events/invalid/{other} has no expectation here"),
             };
             assert!(
@@ -150,7 +153,7 @@ async fn every_dry_run_sample_changes_nothing_in_an_account_with_work_to_do() {
         })
         .collect();
     samples.sort();
-    assert_eq!(samples.len(), 4, "{samples:?}");
+    assert_eq!(samples.len(), 5, "{samples:?}");
     for sample in &samples {
         let name = sample
             .file_name()
@@ -162,6 +165,7 @@ async fn every_dry_run_sample_changes_nothing_in_an_account_with_work_to_do() {
                 "build" => "ami-build",
                 "share" => "ami-share",
                 "copy" => "ami-copy",
+                "publish" => "ami-publish",
                 other => panic!("{name}: no function `{other}`"),
             },
             None => panic!("{name}"),
