@@ -1,8 +1,10 @@
 """The main job, locally: a realistic account on the local EC2 emulator; the real `ami-build`
-binary images the tagged instances (twice: the re-delivery creates nothing), `ami-share` and
-`ami-copy` act on the new AMIs' `available` events, then `ami-age-out` retires what is past
-retention, first as a dry run, then for real (with what it saved), and finally gives one AMI
-back from the Recycle Bin with a restore request; all driven through the Lambda runtime API
+binary images the tagged instances (twice: the re-delivery creates nothing), `ami-publish`
+launch-tests the new AMIs (one boots, one never shows its login prompt and fails at its
+timeout), `ami-share` and `ami-copy` act on the one that passed only, `ami-publish` points the
+SSM parameter and the launch template at it and then rolls back, then `ami-age-out` retires what
+is past retention, first as a dry run, then for real (with what it saved), and finally gives one
+AMI back from the Recycle Bin with a restore request; all driven through the Lambda runtime API
 (cargo lambda). Prints what happened and exits non-zero if anything failed or the account does
 not end as the reports say. Leaves nothing running.
 
@@ -25,7 +27,6 @@ EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
 # The example document says dry_run: true (the safe default). The demo acts on the events it
 # delivers, so it runs a copy with dry_run: false; age-out still gets an explicit dry run first.
 POLICIES = Path(tempfile.mkdtemp(prefix="ami-demo-")) / "policies.json"
-POLICIES.write_text(json.dumps({**json.loads(EXAMPLE_POLICIES.read_text()), "dry_run": False}))
 REGIONS = ["us-east-1", "eu-west-1"]
 BASE_AMI = "ami-0a1b2c3d4e5f60001"
 NOW = datetime.now(timezone.utc)
@@ -33,7 +34,9 @@ NOW = datetime.now(timezone.utc)
 
 def seed_account(emu: Emulator) -> dict[str, str]:
     """Two families in us-east-1 (tag Family=web-*), a batch family in eu-west-1 (by name), an
-    instance and a launch template using old AMIs, a protected AMI, a decoy tag."""
+    instance and a launch template using old AMIs, a protected AMI, a decoy tag; the network the
+    launch tests run in, and the launch template the web-frontend family is published to. The
+    AMIs in service before the tool came passed their launch tests long ago."""
     names: dict[str, str] = {}
     # The copies to eu-west-1 are encrypted with the customer managed key the example policy
     # names (a policy that shares may not copy onto the AWS managed key: it cannot be shared).
@@ -54,7 +57,7 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     for family, days in fleet:
         created = NOW - timedelta(days=days)
         name = f"{family}-{created:%Y%m%dT%H%M%SZ}"
-        tags = [{"Key": "Family", "Value": family}]
+        tags = [{"Key": "Family", "Value": family}, {"Key": "ami-automation:validation", "Value": "passed"}]
         if (family, days) == ("web-frontend", 150):
             tags.append({"Key": "Retain", "Value": "true"})
         if (family, days) == ("web-api", 130):
@@ -78,6 +81,18 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     old_template = next(i for i, n in names.items() if n.startswith("web-api") and (NOW - timedelta(days=95)).strftime("%Y%m%d") in n)
     ec2.create_launch_template(LaunchTemplateName="web-api", LaunchTemplateData={"ImageId": old_template})
     del by_name
+    # The launch tests' network, and the template consumers launch web-frontend from (it opts in
+    # to publishing with the tag ami-automation:publish).
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(VpcId=vpc, GroupName="ami-validation", Description="launch tests")["GroupId"]
+    document = {**json.loads(EXAMPLE_POLICIES.read_text()), "dry_run": False}
+    web = document["policies"][0]
+    web["validate"] = {**web["validate"], "subnet_id": subnet, "security_group_ids": [group]}
+    POLICIES.write_text(json.dumps(document))
+    ec2.create_launch_template(
+        LaunchTemplateName="web-frontend-servers", LaunchTemplateData={"ImageId": BASE_AMI, "InstanceType": "t3.small"},
+        TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "ami-automation:publish", "Value": "web"}]}])
 
     eu = emu.ec2("eu-west-1")
     eu_builder = eu.run_instances(ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]["InstanceId"]
@@ -88,6 +103,11 @@ def seed_account(emu: Emulator) -> dict[str, str]:
         emu.seed("eu-west-1", image, creation_date=created.isoformat())
         names[image] = name
     return names
+
+
+def tag_of(ec2, image_id: str, key: str) -> str:
+    image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    return next((t["Value"] for t in image.get("Tags", []) if t["Key"] == key), "")
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -156,45 +176,104 @@ def main() -> int:
             print(f"re-delivered build did not find its images:\n{again}")
             return 1
 
-        # The new AMIs become available: EventBridge delivers `EC2 AMI State Change` to share.
+        # The new AMIs become available: EventBridge delivers `EC2 AMI State Change` to publish,
+        # which launches each once (delivered twice: the second finds the test running).
+        publisher = Function(emu, "ami-publish", POLICIES)
+        functions.append(publisher)
+        t = time.time()
+        ec2 = emu.ec2("us-east-1")
+        rows, tests = [], {}
+        for r in built["results"]:
+            event = {"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": r["region"],
+                     "detail": {"ImageId": r["image_id"], "State": "available", "ErrorMessage": ""}}
+            for delivery in ("first", "again"):
+                ok, report = publisher.invoke(event)
+                if not ok:
+                    print(f"publish failed:\n{report}")
+                    return 1
+                for line in report["results"]:
+                    if line["stage"] == "validate" and line["image_id"] == r["image_id"]:
+                        rows.append([names.get(line["image_id"], line["image_id"]), line["action"],
+                                     line.get("instance_id", ""), delivery, line["outcome"]])
+                        tests[line["image_id"]] = line.get("instance_id", "")
+        table(f"== publish: launch tests started ({len(tests)}) ==", ["image", "action", "test instance", "delivery", "outcome"], rows)
+        launched = ec2.describe_instances(Filters=[{"Name": "tag-key", "Values": ["ami-automation:validates"]}])
+        count = sum(len(res["Instances"]) for res in launched["Reservations"])
+        print(f"\n  {count} test instances for {len(tests)} AMIs: each launched once")
+        if count != len(tests) or len(tests) != len(built["results"]):
+            print("FAILED: a launch test did not start exactly once")
+            return 1
+        # EC2 boots them: web-frontend's reaches its login prompt, web-api's panics at boot.
+        passing = next(i for i in tests if tag_of(ec2, i, "Family") == "web-frontend")
+        failing = next(i for i in tests if i != passing)
+        emu.set_instance(tests[passing], system_status="ok", instance_status="ok", console="Ubuntu 24.04 LTS\nweb login: ")
+        emu.set_instance(tests[failing], system_status="ok", instance_status="ok", console="Kernel panic - not syncing")
+        rows = []
+        for label, request in (("the instances ran", {}),
+                               ("16 minutes later", {"as_of": (datetime.now(timezone.utc) + timedelta(minutes=16)).isoformat()})):
+            ok, report = publisher.invoke(request)
+            if not ok:
+                print(f"publish sweep failed:\n{report}")
+                return 1
+            for line in report["results"]:
+                if line["outcome"] in ("passed", "validation_failed", "waiting", "published"):
+                    rows.append([label, names.get(line["image_id"], line["image_id"]), line["action"],
+                                 line.get("target", ""), line["outcome"], line.get("reason", "")])
+        table(f"== publish: sweeps ({len(rows)}) ==", ["when", "image", "action", "target", "outcome", "reason"], rows)
+        verdicts = {i: tag_of(ec2, i, "ami-automation:validation") for i in tests}
+        running = [i for res in ec2.describe_instances(InstanceIds=list(tests.values()))["Reservations"]
+                   for i in res["Instances"] if i["State"]["Name"] != "terminated"]
+        print(f"\n  verdicts: {', '.join(f'{names[i]}={v}' for i, v in verdicts.items())}; "
+              f"test instances still running: {len(running)}; {(time.time() - t) * 1000:.0f} ms")
+        if verdicts != {passing: "passed", failing: "failed"} or running:
+            print("FAILED: the launch tests did not end as expected")
+            return 1
+        promoted = [r for r in built["results"] if r["image_id"] == passing]
+
+        # Share and copy act on the AMI that passed (on the tool's own `AMI Validated`); the
+        # `available` event of the one that failed finds it held by the promotion gate.
         share = Function(emu, "ami-share", POLICIES)
         functions.append(share)
         t = time.time()
         rows = []
-        for r in built["results"]:
-            event = {"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": r["region"],
-                     "detail": {"ImageId": r["image_id"], "State": "available", "ErrorMessage": ""}}
+        validated = [e for e in emu.published() if e["detail_type"] == "AMI Validated"]
+        deliveries = [{"source": "ami.automation", "detail-type": "AMI Validated", "region": e["detail"]["region"],
+                       "detail": e["detail"]} for e in validated]
+        deliveries.append({"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": "us-east-1",
+                           "detail": {"ImageId": failing, "State": "available", "ErrorMessage": ""}})
+        for event in deliveries:
             ok, shared = share.invoke(event)
             if not ok:
                 print(f"share failed:\n{shared}")
                 return 1
             for s in shared["results"]:
-                rows.append([names.get(s["image_id"], s["image_id"]), s["region"], s["policy"], ",".join(s["add"]) or "-",
-                             ",".join(s["remove"]) or "-", str(sum(len(v) for v in s.get("snapshot_add", {}).values())),
-                             s["outcome"]])
-        table(f"== share: AMI available events delivered ({len(rows)}) ==",
-              ["image", "region", "policy", "added", "removed", "snapshot grants", "outcome"], rows)
+                rows.append([names.get(s["image_id"], s["image_id"]), s["region"], event["detail-type"],
+                             ",".join(s["add"]) or "-", str(sum(len(v) for v in s.get("snapshot_add", {}).values())),
+                             s["outcome"], s.get("reason", "")])
+        table(f"== share: AMI Validated and AMI available events delivered ({len(rows)}) ==",
+              ["image", "region", "event", "added", "snapshot grants", "outcome", "reason"], rows)
+        if [row[5] for row in rows] != ["changed", "skipped"]:
+            print("FAILED: share did not act on the passed AMI only")
+            return 1
         ok, sweep = share.invoke({})
         if not ok:
             print(f"share sweep failed:\n{sweep}")
             return 1
         print(f"\n  the scheduled sweep over every managed AMI: {sweep['counts']}")
         ok, again = share.invoke({})
-        unchanged = sum(1 for r in again["results"] if r["outcome"] == "unchanged") if ok else -1
-        print(f"  the sweep again: {unchanged} of {len(again['results']) if ok else 0} already as their policy says, "
-              f"no Modify call; {(time.time() - t) * 1000:.0f} ms")
-        if not ok or unchanged != len(again["results"]):
+        settled = [r for r in again["results"] if r["outcome"] in ("unchanged", "skipped")] if ok else []
+        print(f"  the sweep again: {len(settled)} of {len(again['results']) if ok else 0} already as their policy says "
+              f"(or held by the gate), no Modify call; {(time.time() - t) * 1000:.0f} ms")
+        if not ok or len(settled) != len(again["results"]):
             print(f"the second sweep found something to change:\n{again}")
             return 1
 
-        # The same `available` events go to the copy function: each new AMI to eu-west-1.
+        # The same events go to the copy function: the passed AMI to eu-west-1, each twice.
         copier = Function(emu, "ami-copy", POLICIES)
         functions.append(copier)
         t = time.time()
         rows = []
-        for r in built["results"]:
-            event = {"source": "aws.ec2", "detail-type": "EC2 AMI State Change", "region": r["region"],
-                     "detail": {"ImageId": r["image_id"], "State": "available", "ErrorMessage": ""}}
+        for event in deliveries:
             for attempt in ("first", "again"):
                 ok, copied = copier.invoke(event)
                 if not ok:
@@ -205,11 +284,47 @@ def main() -> int:
                                  c.get("destination", ""), c.get("copy_image_id", ""), attempt, c["outcome"]])
                     if c.get("copy_image_id"):
                         names[c["copy_image_id"]] = names.get(c["source_image_id"], "") + " (copy)"
-        table(f"== copy: AMI available events delivered, each twice ({len(rows)}) ==",
+        table(f"== copy: AMI Validated and AMI available events delivered, each twice ({len(rows)}) ==",
               ["source", "from", "to", "copy", "delivery", "outcome"], rows)
         print(f"\n  {(time.time() - t) * 1000:.0f} ms")
-        if sorted({row[5] for row in rows if row[4] == "again"}) != ["exists"]:
-            print("a re-delivered copy event did not find its copy")
+        if [row[5] for row in rows] != ["started", "exists", "skipped", "skipped"]:
+            print("FAILED: copy did not act on the passed AMI only, once")
+            return 1
+
+        # Published: the SSM parameter and the launch template name the AMI that passed; then a
+        # rollback pins the one before it, and the next sweep keeps the pin.
+        ssm = emu.client("ssm", "us-east-1")
+        parameter = "/ami/web/web-frontend"
+
+        def published() -> tuple[str, str]:
+            value = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
+            default = ec2.describe_launch_template_versions(LaunchTemplateName="web-frontend-servers",
+                                                           Versions=["$Default"])["LaunchTemplateVersions"][0]
+            return value, default["LaunchTemplateData"]["ImageId"]
+
+        now = published()
+        print(f"\n{parameter} = {names.get(now[0], now[0])}; launch template web-frontend-servers $Default = {names.get(now[1], now[1])}")
+        if now != (passing, passing):
+            print("FAILED: the AMI that passed is not what consumers launch")
+            return 1
+        own = ec2.describe_images(Owners=["self"])["Images"]
+        tagged = {i["ImageId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in own}
+        previous = max((i for i in own if i["ImageId"] != passing and tagged[i["ImageId"]].get("Family") == "web-frontend"
+                        and tagged[i["ImageId"]].get("ami-automation:validation") == "passed"),
+                       key=lambda i: i["CreationDate"])["ImageId"]
+        ok, rolled = publisher.invoke({"publish": {"policy": "web", "family": "web-frontend", "image_id": previous}})
+        if not ok:
+            print(f"rollback failed:\n{rolled}")
+            return 1
+        table("== publish: rollback ==", ["target", "from", "to", "outcome"],
+              [[r.get("target", ""), names.get(r.get("previous_image_id", ""), r.get("previous_image_id", "")),
+                names.get(r["image_id"], r["image_id"]), r["outcome"]] for r in rolled["results"]])
+        ok, kept = publisher.invoke({})
+        after = published()
+        print(f"\n  after the rollback and the next sweep: {parameter} = {names.get(after[0], after[0])}, "
+              f"template $Default = {names.get(after[1], after[1])} (the sweep keeps the pin until a newer AMI passes)")
+        if not ok or after != (previous, previous):
+            print("FAILED: the rollback did not hold")
             return 1
 
         # The Recycle Bin keeps deregistered AMIs and deleted snapshots for 7 days in both

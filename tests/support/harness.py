@@ -92,6 +92,10 @@ class Emulator:
         (`{"account_id", "resource_type", "usage_count"}`)."""
         self._post("usage-report", {"region": region, "image_id": image_id, "entries": entries})
 
+    def set_instance(self, instance_id: str, **fields) -> None:
+        """What EC2 reports for an instance: `system_status`, `instance_status`, `console`."""
+        self._post("instance", {"instance_id": instance_id, **fields})
+
     def seed_fleet(self, region: str, instance_id: str, count: int, **fields) -> int:
         """`count` AMIs made from `instance_id` straight in the backend (scale benchmarks)."""
         request = urllib.request.Request(

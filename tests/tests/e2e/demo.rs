@@ -8,6 +8,7 @@ fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
     e2e_tests::function_binary("ami-share");
     e2e_tests::function_binary("ami-copy");
     e2e_tests::function_binary("ami-age-out");
+    e2e_tests::function_binary("ami-publish");
     let target = e2e_tests::bin_dir()
         .parent()
         .map(|p| p.to_path_buf())
@@ -27,9 +28,17 @@ fn the_demo_runs_the_lifecycle_and_the_account_ends_as_reported() {
     for section in [
         "== build: images created (2) ==",
         "found existing, nothing created",
-        "== share: AMI available events delivered (2) ==",
+        "== publish: launch tests started (2) ==",
+        "2 test instances for 2 AMIs: each launched once",
+        "validation_failed",
+        "timed out after 15 minutes",
+        "test instances still running: 0",
+        "held by the promotion gate",
+        "== share: AMI Validated and AMI available events delivered (2) ==",
         "already as their policy says",
-        "== copy: AMI available events delivered, each twice (4) ==",
+        "== copy: AMI Validated and AMI available events delivered, each twice (4) ==",
+        "== publish: rollback ==",
+        "the sweep keeps the pin until a newer AMI passes",
         "AMI Copy Started",
         "== age-out dry run: actions",
         "== age-out real run: actions",
