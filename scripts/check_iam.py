@@ -80,6 +80,9 @@ REQUIRED_WITH = {
 # the copies with, and the keys of the sources it decrypts (CopyImage needs Decrypt,
 # DescribeKey and CreateGrant on them, through EC2).
 KEY_PARAMETERS = {
+    "ShareFunction": {
+        "ShareKmsKeyArns": {"kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant", "kms:GetKeyPolicy"},
+    },
     "CopyFunction": {
         "CopyKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
         "CopySourceKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"},
@@ -210,6 +213,8 @@ FUNCTION_CONDITIONS = {
         "ec2:ModifyLaunchTemplate": {"aws:ResourceTag/ami-automation:publish"},
         "iam:PassRole": {"iam:PassedToService"},
     },
+    # The share function grants only the launch operations, only to account roots.
+    "ShareFunction": {"kms:CreateGrant": {"kms:GrantOperations", "kms:GranteePrincipal"}},
 }
 # Actions that must name their resources (never "*").
 NARROW_PREFIXES = ("kms:", "events:", "ssm:PutParameter", "ec2:RunInstances", "ec2:TerminateInstances",

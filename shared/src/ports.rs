@@ -333,10 +333,38 @@ pub trait Parameters: Regional {
     ) -> impl Future<Output = Result<i64>> + Send;
 }
 
-/// What the share needs to know of a KMS key.
+/// What the share needs to know of a KMS key, and the grants it gives target accounts.
 pub trait KeyInfo {
     /// Whether the key is an AWS managed key (AMIs encrypted with one cannot be shared).
     fn is_aws_managed(&self, key_id: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// The key's grants whose name starts with `prefix` (ListGrants, every page).
+    fn grants(
+        &self,
+        key_id: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<KeyGrant>>> + Send;
+    /// CreateGrant to the account's root with the operations launching an encrypted AMI needs;
+    /// the same `name` with the same parameters returns the same grant. Returns its id.
+    fn create_grant(
+        &self,
+        key_id: &str,
+        account: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<String>> + Send;
+    /// RetireGrant by key and grant id (the key's own account may retire any of its grants).
+    fn retire_grant(&self, key_id: &str, grant_id: &str)
+        -> impl Future<Output = Result<()>> + Send;
+    /// The key policy (GetKeyPolicy `default`), as JSON text.
+    fn key_policy(&self, key_id: &str) -> impl Future<Output = Result<String>> + Send;
+}
+
+/// A grant on a KMS key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyGrant {
+    pub grant_id: String,
+    pub name: String,
+    /// The grantee principal (an account root ARN for the share's grants).
+    pub grantee: String,
 }
 
 /// Somewhere events go.

@@ -145,6 +145,11 @@ impl TestBed {
         aws_sdk_ssm::Client::new(&self.sdk(region).await)
     }
 
+    /// A KMS client for `region`.
+    pub async fn kms(&self, region: &str) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk(region).await)
+    }
+
     /// A Recycle Bin client for `region`.
     pub async fn rbin(&self, region: &str) -> aws_sdk_rbin::Client {
         aws_sdk_rbin::Client::new(&self.sdk(region).await)

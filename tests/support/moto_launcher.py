@@ -1344,7 +1344,28 @@ def put_parameter(self: Any) -> ActionResult:
     return _moto_put_parameter(self)
 
 
+# CreateGrant (KMS API reference, `Name`): "When this value is present, you can retry a
+# CreateGrant request with identical parameters; if the grant already exists, the original
+# GrantId is returned without creating a new grant." moto makes a new grant every time.
+_moto_create_grant = KmsBackend.create_grant
+
+
+def create_grant(self: Any, key_id: str, grantee_principal: str, operations: list[str], name: str,
+                 constraints: dict[str, Any], retiring_principal: str) -> tuple[str, str]:
+    with CREATE_LOCK:
+        if name:
+            key = self.describe_key(key_id)
+            for grant in key.grants.values():
+                if (grant.name, grant.grantee_principal, sorted(grant.operations or [])) == (
+                        name, grantee_principal, sorted(operations or [])):
+                    from moto.moto_api._internal import mock_random
+                    return grant.id, mock_random.get_random_hex()
+        return _moto_create_grant(self, key_id, grantee_principal, operations, name, constraints,
+                                  retiring_principal)
+
+
 def apply_patches() -> None:
+    KmsBackend.create_grant = create_grant
     InstanceResponse.run_instances = atomic(run_instances)
     moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
     moto_instances.Instance.system_status = property(lambda self: _check(self, "system_status"))

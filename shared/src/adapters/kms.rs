@@ -1,10 +1,23 @@
-//! The KMS adapter: what the share needs to know of a key.
+//! The KMS adapter: what the share needs to know of a key, and its grants to target accounts.
 
 use aws_sdk_kms::Client;
 
 use crate::domain::ids::Region;
 use crate::error::{Error, Result};
-use crate::ports::KeyInfo;
+use crate::ports::{KeyGrant, KeyInfo};
+
+/// The operations a grant gives an account that launches an AMI encrypted with the key (EBS
+/// User Guide, "Share the KMS key used to encrypt a shared Amazon EBS snapshot": DescribeKey,
+/// CreateGrant, GenerateDataKey, GenerateDataKeyWithoutPlaintext, ReEncrypt, Decrypt).
+pub const LAUNCH_OPERATIONS: [&str; 7] = [
+    "Decrypt",
+    "DescribeKey",
+    "CreateGrant",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+];
 
 /// KMS in one region.
 #[derive(Debug, Clone)]
@@ -35,5 +48,80 @@ impl KeyInfo for Kms {
             .and_then(|m| m.key_manager())
             .map(|k| k.as_str())
             == Some("AWS"))
+    }
+
+    async fn grants(&self, key_id: &str, prefix: &str) -> Result<Vec<KeyGrant>> {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_grants()
+                .key_id(key_id)
+                .limit(100)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| Error::aws("ListGrants", self.region.as_str(), e))?;
+            for g in page.grants() {
+                let name = g.name().unwrap_or_default();
+                if name.starts_with(prefix) {
+                    out.push(KeyGrant {
+                        grant_id: g.grant_id().unwrap_or_default().to_string(),
+                        name: name.to_string(),
+                        grantee: g.grantee_principal().unwrap_or_default().to_string(),
+                    });
+                }
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_grant(&self, key_id: &str, account: &str, name: &str) -> Result<String> {
+        let operations = LAUNCH_OPERATIONS
+            .iter()
+            .map(|o| aws_sdk_kms::types::GrantOperation::from(*o))
+            .collect();
+        let out = self
+            .client
+            .create_grant()
+            .key_id(key_id)
+            .grantee_principal(format!(
+                "arn:{}:iam::{account}:root",
+                self.region.partition()
+            ))
+            .set_operations(Some(operations))
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| Error::aws("CreateGrant", self.region.as_str(), e))?;
+        Ok(out.grant_id().unwrap_or_default().to_string())
+    }
+
+    async fn retire_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
+        self.client
+            .retire_grant()
+            .key_id(key_id)
+            .grant_id(grant_id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("RetireGrant", self.region.as_str(), e))?;
+        Ok(())
+    }
+
+    async fn key_policy(&self, key_id: &str) -> Result<String> {
+        let out = self
+            .client
+            .get_key_policy()
+            .key_id(key_id)
+            .policy_name("default")
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetKeyPolicy", self.region.as_str(), e))?;
+        Ok(out.policy().unwrap_or_default().to_string())
     }
 }

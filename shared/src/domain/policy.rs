@@ -334,6 +334,11 @@ pub struct Share {
     /// Also give the accounts createVolumePermission on the AMI's snapshots.
     #[serde(default)]
     pub snapshots: bool,
+    /// For an AMI encrypted with a customer managed KMS key: give each target account a KMS
+    /// grant on the key (the operations launching needs), and retire it when the account is no
+    /// longer a target.
+    #[serde(default)]
+    pub kms_grants: bool,
 }
 
 /// Copies into other regions (the copy function).

@@ -721,6 +721,10 @@ impl Parameters for FakeEc2 {
 #[derive(Debug, Clone, Default)]
 pub struct FakeKeys {
     aws_managed: Arc<Mutex<HashSet<String>>>,
+    /// Key → its grants.
+    pub grants: Arc<Mutex<HashMap<String, Vec<KeyGrant>>>>,
+    /// Key → its key policy (`{}` when not set).
+    pub policies: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl FakeKeys {
@@ -740,6 +744,47 @@ impl KeyInfo for FakeKeys {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(key_id))
+    }
+
+    async fn grants(&self, key_id: &str, prefix: &str) -> Result<Vec<KeyGrant>> {
+        let grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(grants
+            .get(key_id)
+            .map(|g| {
+                g.iter()
+                    .filter(|g| g.name.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn create_grant(&self, key_id: &str, account: &str, name: &str) -> Result<String> {
+        let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        let list = grants.entry(key_id.to_string()).or_default();
+        if let Some(g) = list.iter().find(|g| g.name == name) {
+            return Ok(g.grant_id.clone());
+        }
+        let id = format!("grant-{:04}", list.len() + 1);
+        list.push(KeyGrant {
+            grant_id: id.clone(),
+            name: name.to_string(),
+            grantee: format!("arn:aws:iam::{account}:root"),
+        });
+        Ok(id)
+    }
+
+    async fn retire_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
+        let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = grants.get_mut(key_id) {
+            list.retain(|g| g.grant_id != grant_id);
+        }
+        Ok(())
+    }
+
+    async fn key_policy(&self, key_id: &str) -> Result<String> {
+        let policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(policies.get(key_id).cloned().unwrap_or_else(|| "{}".into()))
     }
 }
 

@@ -421,3 +421,163 @@ async fn when_kms_does_not_answer_an_encrypted_ami_is_not_shared() {
         .iter()
         .all(|e| e["detail_type"] != "AMI Shared"));
 }
+
+/// An AMI whose snapshot is encrypted with a new customer managed key: `(image, key ARN)`.
+async fn encrypted_with_a_customer_key(bed: &TestBed, ec2: &Client) -> (String, String) {
+    let kms = bed.kms("us-east-1").await;
+    let key = kms
+        .create_key()
+        .description("AMI key")
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata()
+        .map(|m| m.arn().unwrap_or_default().to_string())
+        .expect("key");
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .kms_key_id(&key)
+        .send()
+        .await
+        .expect("CreateVolume");
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().expect("id"))
+        .send()
+        .await
+        .expect("CreateSnapshot")
+        .snapshot_id()
+        .expect("id")
+        .to_string();
+    let image = seed::register(ec2, "web-cmk", &[snap], &[("Family", "web-a")]).await;
+    (image, key)
+}
+
+async fn grantees(bed: &TestBed, key: &str) -> BTreeSet<String> {
+    let kms = bed.kms("us-east-1").await;
+    let listed = kms
+        .list_grants()
+        .key_id(key)
+        .send()
+        .await
+        .expect("ListGrants");
+    listed
+        .grants()
+        .iter()
+        .filter_map(|g| g.grantee_principal().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn kms_grants_are_made_for_target_accounts_and_retired_when_unshared() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let (image, key) = encrypted_with_a_customer_key(&bed, &ec2).await;
+    let document = |accounts: &[&str]| {
+        json!({"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+            "share": {"accounts": accounts, "kms_grants": true}}]})
+        .to_string()
+    };
+    let two = share(&bed, &document(&["111122223333", "444455556666"]), &[]);
+    let report = two.invoke(&json!({"image_ids": [image]})).ok();
+    let line = &report["results"][0];
+    assert_eq!(line["outcome"], "changed", "{report}");
+    assert_eq!(
+        line["kms_grants_created"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert!(
+        line["launch"]
+            .as_array()
+            .expect("launch")
+            .iter()
+            .all(|a| a["can_launch"] == true),
+        "{report}"
+    );
+    assert_eq!(
+        grantees(&bed, &key).await,
+        set(&[
+            "arn:aws:iam::111122223333:root",
+            "arn:aws:iam::444455556666:root"
+        ])
+    );
+    // Re-delivered: no new grant.
+    let again = two.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(again["results"][0]["outcome"], "unchanged", "{again}");
+    assert_eq!(grantees(&bed, &key).await.len(), 2);
+
+    // 444455556666 is no longer a target: its launch permission and its grant go.
+    let one = share(&bed, &document(&["111122223333"]), &[]);
+    let report = one.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(
+        report["results"][0]["kms_grants_retired"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert_eq!(
+        launch_permissions(&ec2, &image).await,
+        set(&["111122223333"])
+    );
+    assert_eq!(
+        grantees(&bed, &key).await,
+        set(&["arn:aws:iam::111122223333:root"])
+    );
+}
+
+#[tokio::test]
+async fn an_organization_target_of_an_encrypted_ami_gets_the_key_policy_statement_it_needs() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let (image, key) = encrypted_with_a_customer_key(&bed, &ec2).await;
+    let document = json!({"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+        "share": {"organizations": [ORG]}}]})
+    .to_string();
+    let function = share(&bed, &document, &[]);
+    let report = function.invoke(&json!({"image_ids": [image]})).ok();
+    let access = &report["results"][0]["launch"][0];
+    assert_eq!(access["target"], format!("organization:{ORG}"), "{report}");
+    assert_eq!(access["can_launch"], false, "{report}");
+    assert!(access["why_not"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("key policy"));
+    let statement = access["key_policy_statement"].clone();
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["aws:PrincipalOrgID"],
+        "o-abcde12345"
+    );
+
+    // The key's owner adds the statement: the report now says the organization can launch it.
+    let kms = bed.kms("us-east-1").await;
+    let current: Value = serde_json::from_str(
+        kms.get_key_policy()
+            .key_id(&key)
+            .policy_name("default")
+            .send()
+            .await
+            .expect("GetKeyPolicy")
+            .policy()
+            .unwrap_or_default(),
+    )
+    .expect("policy JSON");
+    let mut statements = current["Statement"].as_array().cloned().unwrap_or_default();
+    statements.push(statement);
+    kms.put_key_policy()
+        .key_id(&key)
+        .policy_name("default")
+        .policy(json!({"Version": "2012-10-17", "Statement": statements}).to_string())
+        .send()
+        .await
+        .expect("PutKeyPolicy");
+    let report = function.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(
+        report["results"][0]["launch"][0]["can_launch"], true,
+        "{report}"
+    );
+}

@@ -246,3 +246,45 @@ async fn an_image_parameter_naming_no_ami_is_never_written() {
         assert_eq!(read.parameter().and_then(|p| p.value()), Some(BASE_X86));
     }
 }
+
+#[tokio::test]
+async fn a_named_kms_grant_is_created_once() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let kms = bed.kms("us-east-1").await;
+        let key = kms
+            .create_key()
+            .send()
+            .await
+            .expect("CreateKey")
+            .key_metadata()
+            .map(|m| m.key_id().to_string())
+            .expect("key");
+        let grant = || {
+            kms.create_grant()
+                .key_id(&key)
+                .grantee_principal("arn:aws:iam::111111111111:root")
+                .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+                .name("ami-share-web-111111111111")
+                .send()
+        };
+        let first = grant().await.expect("CreateGrant");
+        let again = grant().await.expect("CreateGrant");
+        let listed = kms
+            .list_grants()
+            .key_id(&key)
+            .send()
+            .await
+            .expect("ListGrants");
+        if plain {
+            assert_eq!(
+                listed.grants().len(),
+                2,
+                "plain moto is expected to make a second grant"
+            );
+            continue;
+        }
+        assert_eq!(first.grant_id(), again.grant_id());
+        assert_eq!(listed.grants().len(), 1);
+    }
+}

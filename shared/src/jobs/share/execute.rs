@@ -75,6 +75,96 @@ async fn reconcile_region<C: Cloud>(
     results
 }
 
+/// A change to a key's grants.
+enum GrantChange {
+    Create { key: String, account: String },
+    Retire { key: String, grant_id: String },
+}
+
+/// With `kms_grants`, the grant changes that make each customer managed key of the AMI granted
+/// to exactly the policy's target accounts; and, for every target, whether it can launch the
+/// AMI (`r.launch`): an unencrypted AMI always, an encrypted one when every key is granted to
+/// it or its key policy allows it (KMS grants cannot name organizations or OUs: their line
+/// carries the key policy statement they need).
+async fn key_access<K: KeyInfo>(
+    keys: &K,
+    key_ids: &[String],
+    wanted: &std::collections::BTreeSet<Grant>,
+    share: &crate::domain::policy::Share,
+    policy: &str,
+    r: &mut ShareResult,
+) -> Result<Vec<GrantChange>> {
+    let mut changes = Vec::new();
+    let accounts: std::collections::BTreeSet<String> = wanted
+        .iter()
+        .filter_map(|g| match g {
+            Grant::Account(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut managed_by_customer = Vec::new();
+    for key in key_ids {
+        if !keys.is_aws_managed(key).await? {
+            managed_by_customer.push(key.clone());
+        }
+    }
+    if share.kms_grants {
+        for key in &managed_by_customer {
+            let existing = keys.grants(key, &plan::grant_prefix(policy)).await?;
+            let (add, retire) = plan::grant_diff(policy, &accounts, &existing);
+            for account in add {
+                r.kms_grants_created.push(format!("{key} → {account}"));
+                changes.push(GrantChange::Create {
+                    key: key.clone(),
+                    account,
+                });
+            }
+            for grant in retire {
+                r.kms_grants_retired
+                    .push(format!("{key} → {}", grant.grantee));
+                changes.push(GrantChange::Retire {
+                    key: key.clone(),
+                    grant_id: grant.grant_id,
+                });
+            }
+        }
+    }
+    let mut policies = std::collections::BTreeMap::new();
+    for target in wanted {
+        let mut access = super::LaunchAccess {
+            target: target.clone(),
+            can_launch: true,
+            why_not: None,
+            key_policy_statement: None,
+        };
+        for key in &managed_by_customer {
+            let granted = share.kms_grants && matches!(target, Grant::Account(_));
+            if granted || *target == Grant::Public {
+                continue;
+            }
+            if !policies.contains_key(key) {
+                policies.insert(key.clone(), keys.key_policy(key).await?);
+            }
+            if plan::key_policy_allows(&policies[key], target) {
+                continue;
+            }
+            access.can_launch = false;
+            access.why_not = Some(match target {
+                Grant::Account(_) => format!(
+                    "the AMI's snapshots are encrypted with {key}, which it may not use: set share.kms_grants, or allow the account in the key policy"
+                ),
+                _ => format!(
+                    "the AMI's snapshots are encrypted with {key}, whose key policy does not allow it (KMS grants cannot name organizations or OUs): add key_policy_statement to the key policy"
+                ),
+            });
+            access.key_policy_statement = plan::org_key_statement(target);
+            break;
+        }
+        r.launch.push(access);
+    }
+    Ok(changes)
+}
+
 /// Reconciles one AMI: a failed call defers it (transient) or fails it.
 pub async fn reconcile<E: Permissions, K: KeyInfo>(
     ec2: &E,
@@ -122,16 +212,23 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
         r.findings
             .push(plan::public_finding(&image.id, &policy.name, share.public));
     }
-    if image.encrypted && !add.is_empty() {
-        for key in ec2.snapshot_kms_keys(&image.snapshot_ids).await? {
-            if keys.is_aws_managed(&key).await? {
+    let key_ids = if image.encrypted && (!add.is_empty() || share.kms_grants || !wanted.is_empty())
+    {
+        ec2.snapshot_kms_keys(&image.snapshot_ids).await?
+    } else {
+        Vec::new()
+    };
+    if !add.is_empty() {
+        for key in &key_ids {
+            if keys.is_aws_managed(key).await? {
                 r.outcome = ShareOutcome::Refused;
-                r.reason = Some(plan::aws_managed_key_refusal(&image.id, &key));
+                r.reason = Some(plan::aws_managed_key_refusal(&image.id, key));
                 return Ok(());
             }
         }
     }
     r.remove = remove.clone();
+    let grant_changes = key_access(keys, &key_ids, &wanted, share, &policy.name, r).await?;
 
     let mut snapshot_changes = Vec::new();
     if share.snapshots {
@@ -179,7 +276,12 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
     if make_public {
         r.add.push(Grant::Public);
     }
-    if add.is_empty() && remove.is_empty() && snapshot_changes.is_empty() && !make_public {
+    if add.is_empty()
+        && remove.is_empty()
+        && snapshot_changes.is_empty()
+        && !make_public
+        && grant_changes.is_empty()
+    {
         r.outcome = if r.public_refused.is_some() {
             ShareOutcome::Refused
         } else {
@@ -198,6 +300,17 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
     }
     for (snap, add, remove) in &snapshot_changes {
         ec2.modify_volume_permissions(snap, add, remove).await?;
+    }
+    // Grants after the launch permissions: an account is granted the key of an AMI it may
+    // launch, and a grant is retired once the AMI is no longer shared with it.
+    for change in &grant_changes {
+        match change {
+            GrantChange::Create { key, account } => {
+                keys.create_grant(key, account, &plan::grant_name(&policy.name, account))
+                    .await?;
+            }
+            GrantChange::Retire { key, grant_id } => keys.retire_grant(key, grant_id).await?,
+        }
     }
     r.outcome = ShareOutcome::Changed;
     if make_public {

@@ -78,6 +78,28 @@ pub struct ShareResult {
     /// Why the policy's `public` was not applied (the other grants were).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_refused: Option<String>,
+    /// KMS grants made for target accounts (`<key> → <account>`), with `share.kms_grants`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kms_grants_created: Vec<String>,
+    /// KMS grants retired because their account is no longer a target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kms_grants_retired: Vec<String>,
+    /// For each target of the policy: whether it can launch the AMI, and if not, why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launch: Vec<LaunchAccess>,
+}
+
+/// Whether one target can launch a shared AMI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchAccess {
+    pub target: Grant,
+    pub can_launch: bool,
+    /// Why it cannot (a KMS key it may not use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
+    /// The key policy statement that would let an organization or OU launch it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_policy_statement: Option<serde_json::Value>,
 }
 
 impl ShareResult {
@@ -95,6 +117,9 @@ impl ShareResult {
             reason: None,
             findings: Vec::new(),
             public_refused: None,
+            kms_grants_created: Vec::new(),
+            kms_grants_retired: Vec::new(),
+            launch: Vec::new(),
         }
     }
 

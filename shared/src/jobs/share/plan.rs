@@ -137,3 +137,137 @@ pub fn aws_managed_key_refusal(image_id: &str, key: &str) -> String {
         "{image_id} is encrypted with the AWS managed key {key}, which cannot be shared: copy the AMI with a customer managed key granted to the target accounts (CopyImage with KmsKeyId) and share the copy"
     )
 }
+
+/// The name of the share's KMS grant for a policy's target account: unique per policy and
+/// account, so that policies sharing one key never retire each other's grants, and CreateGrant
+/// with it is idempotent.
+pub fn grant_name(policy: &str, account: &str) -> String {
+    format!("{}{account}", grant_prefix(policy))
+}
+
+/// The prefix of every KMS grant the share makes for a policy.
+pub fn grant_prefix(policy: &str) -> String {
+    format!("ami-share-{policy}-")
+}
+
+/// The grants to make (accounts) and to retire (grants) on one key, for a policy whose target
+/// accounts are `accounts`; `existing` are the key's grants with the policy's prefix.
+pub fn grant_diff(
+    policy: &str,
+    accounts: &BTreeSet<String>,
+    existing: &[crate::ports::KeyGrant],
+) -> (Vec<String>, Vec<crate::ports::KeyGrant>) {
+    let prefix = grant_prefix(policy);
+    let granted: BTreeSet<&str> = existing
+        .iter()
+        .filter_map(|g| g.name.strip_prefix(prefix.as_str()))
+        .collect();
+    let add = accounts
+        .iter()
+        .filter(|a| !granted.contains(a.as_str()))
+        .cloned()
+        .collect();
+    let retire = existing
+        .iter()
+        .filter(|g| {
+            g.name
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|a| !accounts.contains(a))
+        })
+        .cloned()
+        .collect();
+    (add, retire)
+}
+
+/// The organization id (`o-…`) and, for an OU, its id (`ou-…`), of an organization or OU ARN.
+fn org_parts(arn: &str) -> (Option<&str>, Option<&str>) {
+    let path = arn.rsplit(':').next().unwrap_or_default();
+    let mut parts = path.split('/').skip(1);
+    (parts.next(), parts.next())
+}
+
+/// The key policy statement that lets an organization's (or an OU's) accounts launch AMIs
+/// encrypted with the key: KMS grants cannot name organizations, a key policy can
+/// (`aws:PrincipalOrgID`, `aws:PrincipalOrgPaths`).
+pub fn org_key_statement(target: &Grant) -> Option<serde_json::Value> {
+    let actions = [
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:CreateGrant",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncrypt*",
+    ];
+    let condition = match target {
+        Grant::Organization(arn) => {
+            serde_json::json!({"StringEquals": {"aws:PrincipalOrgID": org_parts(arn).0?}})
+        }
+        Grant::OrganizationalUnit(arn) => {
+            let (org, ou) = org_parts(arn);
+            serde_json::json!({"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": [format!("{}/*/{}/*", org?, ou?)]}})
+        }
+        _ => return None,
+    };
+    Some(serde_json::json!({
+        "Sid": "LaunchSharedAmis",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": actions,
+        "Resource": "*",
+        "Condition": condition,
+    }))
+}
+
+/// Whether a key policy already lets `target` use the key to launch: an `Allow` statement with
+/// `kms:Decrypt` and `kms:CreateGrant` (or a wildcard covering them) for the account (its root
+/// or its id as principal), or conditioned on the organization or OU.
+pub fn key_policy_allows(policy: &str, target: &Grant) -> bool {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(policy) else {
+        return false;
+    };
+    let statements = match &doc["Statement"] {
+        serde_json::Value::Array(s) => s.clone(),
+        single @ serde_json::Value::Object(_) => vec![single.clone()],
+        _ => return false,
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    statements.iter().any(|st| {
+        let actions = strings(&st["Action"]);
+        let covers = |wanted: &str| {
+            actions
+                .iter()
+                .any(|a| a == "kms:*" || a == "*" || a.eq_ignore_ascii_case(wanted))
+        };
+        if st["Effect"] != "Allow" || !covers("kms:Decrypt") || !covers("kms:CreateGrant") {
+            return false;
+        }
+        let principals = strings(&st["Principal"]["AWS"]);
+        let condition = st["Condition"].to_string();
+        match target {
+            Grant::Account(account) => principals
+                .iter()
+                .any(|p| p == account || p.ends_with(&format!(":{account}:root"))),
+            Grant::Organization(arn) => org_parts(arn).0.is_some_and(|org| {
+                condition.contains("aws:PrincipalOrgID") && condition.contains(org)
+            }),
+            Grant::OrganizationalUnit(arn) => {
+                let (org, ou) = org_parts(arn);
+                (org.is_some_and(|o| {
+                    condition.contains("aws:PrincipalOrgID") && condition.contains(o)
+                })) || ou.is_some_and(|ou| {
+                    condition.contains("aws:PrincipalOrgPaths") && condition.contains(ou)
+                })
+            }
+            Grant::Public => false,
+        }
+    })
+}

@@ -59,6 +59,7 @@ use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
 use crate::domain::model::ImageState;
 use crate::domain::trigger::RunRequest;
+use crate::ports::KeyInfo;
 use crate::tests::fakes::{context, document, managed_image, FakeCloud};
 
 const DOC: &str = r#"{"policies": [{"name": "web",
@@ -294,5 +295,183 @@ proptest! {
         prop_assert_eq!(&after, &wanted);
         prop_assert!(add.iter().all(|g| !current.contains(g)));
         prop_assert!(remove.iter().all(|g| current.contains(g)));
+    }
+}
+
+async fn share_with(cloud: &FakeCloud, doc: &str) -> Vec<ShareResult> {
+    let doc = document(doc);
+    run(
+        &context(cloud, &doc),
+        &RunRequest::default(),
+        &[region()],
+        false,
+    )
+    .await
+}
+
+fn encrypted_with(key: &str) -> FakeCloud {
+    let cloud = seeded(|i| i.encrypted = true);
+    cloud
+        .region("us-east-1")
+        .state()
+        .snapshot_keys
+        .insert("snap-0000000000000001a".into(), key.into());
+    cloud
+}
+
+#[tokio::test]
+async fn kms_grants_follow_the_target_accounts_and_each_policy_keeps_its_own() {
+    let cloud = encrypted_with("key-cmk");
+    // Another policy's grant on the same key is never retired by this one.
+    cloud
+        .keys
+        .create_grant("key-cmk", "333333333333", "ami-share-db-333333333333")
+        .await
+        .expect("grant");
+    let two = r#"{"policies": [{"name": "web", "share": {"accounts": ["111111111111", "222222222222"], "kms_grants": true}}]}"#;
+    let r = &share_with(&cloud, two).await[0];
+    assert_eq!(r.outcome, ShareOutcome::Changed, "{r:?}");
+    assert_eq!(
+        r.kms_grants_created,
+        ["key-cmk → 111111111111", "key-cmk → 222222222222"]
+    );
+    assert!(r.launch.iter().all(|a| a.can_launch), "{r:?}");
+    let names = |cloud: &FakeCloud| -> Vec<String> {
+        let grants = cloud.keys.grants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n: Vec<String> = grants["key-cmk"].iter().map(|g| g.name.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(&cloud),
+        [
+            "ami-share-db-333333333333",
+            "ami-share-web-111111111111",
+            "ami-share-web-222222222222"
+        ]
+    );
+    // Again: nothing to change.
+    let again = &share_with(&cloud, two).await[0];
+    assert_eq!(again.outcome, ShareOutcome::Unchanged, "{again:?}");
+    // One account dropped: its grant is retired, with the launch permission.
+    let one = r#"{"policies": [{"name": "web", "share": {"accounts": ["111111111111"], "kms_grants": true}}]}"#;
+    let r = &share_with(&cloud, one).await[0];
+    assert_eq!(
+        r.kms_grants_retired,
+        ["key-cmk → arn:aws:iam::222222222222:root"]
+    );
+    assert_eq!(
+        names(&cloud),
+        ["ami-share-db-333333333333", "ami-share-web-111111111111"]
+    );
+}
+
+#[tokio::test]
+async fn without_grants_or_a_key_policy_a_target_cannot_launch_and_is_told_why() {
+    let cloud = encrypted_with("key-cmk");
+    let doc = r#"{"policies": [{"name": "web", "share": {"accounts": ["111111111111"],
+        "organizations": ["arn:aws:organizations::111122223333:organization/o-abcde12345"],
+        "organizational_units": ["arn:aws:organizations::111122223333:ou/o-abcde12345/ou-ab12-cdefgh12"]}}]}"#;
+    let r = &share_with(&cloud, doc).await[0];
+    let by = |prefix: &str| {
+        r.launch
+            .iter()
+            .find(|a| a.target.to_string().starts_with(prefix))
+            .expect(prefix)
+            .clone()
+    };
+    let account = by("account:");
+    assert!(!account.can_launch);
+    assert!(account
+        .why_not
+        .as_deref()
+        .is_some_and(|w| w.contains("share.kms_grants")));
+    let org = by("organization:");
+    assert!(!org.can_launch);
+    assert_eq!(
+        org.key_policy_statement
+            .as_ref()
+            .map(|s| s["Condition"]["StringEquals"]["aws:PrincipalOrgID"].clone()),
+        Some(serde_json::json!("o-abcde12345"))
+    );
+    let ou = by("ou:");
+    assert_eq!(
+        ou.key_policy_statement
+            .as_ref()
+            .map(|s| s["Condition"]["ForAnyValue:StringLike"]["aws:PrincipalOrgPaths"][0].clone()),
+        Some(serde_json::json!("o-abcde12345/*/ou-ab12-cdefgh12/*"))
+    );
+    // The key policy with the statement for the organization: now it can.
+    let statement = org.key_policy_statement.expect("statement");
+    cloud
+        .keys
+        .policies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            "key-cmk".into(),
+            serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string(),
+        );
+    let r = &share_with(&cloud, doc).await[0];
+    assert!(
+        r.launch
+            .iter()
+            .any(|a| a.target.to_string().starts_with("organization:") && a.can_launch),
+        "{r:?}"
+    );
+    // An unencrypted AMI: every target can launch.
+    let plain = seeded(|_| {});
+    let r = &share_with(&plain, doc).await[0];
+    assert!(r.launch.iter().all(|a| a.can_launch));
+}
+
+#[test]
+fn a_key_policy_allows_a_target_only_with_the_actions_launching_needs() {
+    let org =
+        Grant::Organization("arn:aws:organizations::111122223333:organization/o-abcde12345".into());
+    let cases = [
+        (
+            r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111111111111:root"}, "Action": "kms:*", "Resource": "*"}]}"#,
+            account("111111111111"),
+            true,
+        ),
+        (
+            r#"{"Statement": {"Effect": "Allow", "Principal": {"AWS": ["111111111111"]}, "Action": ["kms:Decrypt", "kms:CreateGrant"], "Resource": "*"}}"#,
+            account("111111111111"),
+            true,
+        ),
+        (
+            r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111111111111:root"}, "Action": ["kms:Decrypt"], "Resource": "*"}]}"#,
+            account("111111111111"),
+            false,
+        ),
+        (
+            r#"{"Statement": [{"Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::111111111111:root"}, "Action": "kms:*", "Resource": "*"}]}"#,
+            account("111111111111"),
+            false,
+        ),
+        (
+            r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::222222222222:root"}, "Action": "kms:*", "Resource": "*"}]}"#,
+            account("111111111111"),
+            false,
+        ),
+        (
+            r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abcde12345"}}}]}"#,
+            org.clone(),
+            true,
+        ),
+        (
+            r#"{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-other"}}}]}"#,
+            org,
+            false,
+        ),
+        ("not json", account("111111111111"), false),
+    ];
+    for (policy, target, want) in cases {
+        assert_eq!(
+            key_policy_allows(policy, &target),
+            want,
+            "{policy} {target}"
+        );
     }
 }
