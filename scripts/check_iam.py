@@ -55,6 +55,7 @@ IMPLIED = {
     "kms:ReEncryptTo": "CopyImage with Encrypted/KmsKeyId",
     "kms:DescribeKey": "CopyImage with KmsKeyId",
     "ec2:DeleteSnapshot": "DeregisterImage with DeleteAssociatedSnapshots deletes the image's snapshots as the caller",
+    "iam:PassRole": "RunInstances with IamInstanceProfile (validate.instance_profile) passes the profile's role to EC2",
 }
 
 # Actions a call needs to do its whole job: a role that makes the call must allow every one of
