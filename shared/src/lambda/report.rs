@@ -9,7 +9,7 @@ use lambda_runtime::Diagnostic;
 use serde::Serialize;
 
 use super::app::App;
-use crate::domain::event::{to_json, Event, Published};
+use crate::domain::event::{Event, Published};
 use crate::domain::trigger::TriggerKind;
 use crate::jobs::{count, Line};
 use crate::ports::EventSink;
@@ -21,47 +21,81 @@ pub const MAX_ANSWER_BYTES: usize = 5 * 1024 * 1024;
 /// Items kept of each long list of a report too large to answer whole.
 pub const KEPT_LINES: usize = 1000;
 
-/// A report as it can be answered: whole when it fits in [`MAX_ANSWER_BYTES`]; otherwise every
-/// list keeps its first items (fewer until it fits), `truncated` says how many each left out,
-/// and every item left out goes to the log as one JSON line (`report line`), so nothing is lost
-/// and the answer is still one valid JSON document.
-pub fn fit(mut json: serde_json::Value) -> serde_json::Value {
-    let size = json.to_string().len();
-    if size <= MAX_ANSWER_BYTES {
-        return json;
+/// A report whose long lists can be cut so that it fits in Lambda's answer.
+pub trait Shorten: Serialize {
+    /// Keeps the first `keep` items of each long list; every item cut is handed to `cut` as
+    /// one JSON line, with the JSON path of its list.
+    fn shorten(&mut self, keep: usize, cut: &mut dyn FnMut(&str, String));
+}
+
+/// Cuts `list` to its first `keep` items, handing each item cut to `cut` as a JSON line.
+pub fn cut_list<T: Serialize>(
+    list: &mut Vec<T>,
+    keep: usize,
+    path: &str,
+    cut: &mut dyn FnMut(&str, String),
+) {
+    if list.len() > keep {
+        for item in list.drain(keep..) {
+            cut(path, serde_json::to_string(&item).unwrap_or_default());
+        }
     }
-    let mut keep = KEPT_LINES;
-    let mut omitted: BTreeMap<String, usize> = BTreeMap::new();
-    loop {
-        for (path, items) in crate::domain::event::shorten_lists(&mut json, keep) {
-            for item in &items {
-                tracing::info!(path = %path, line = %item, "report line");
+}
+
+/// The report as one JSON document Lambda can answer: whole when it fits in
+/// [`MAX_ANSWER_BYTES`]; otherwise every long list keeps its first items (fewer until it fits),
+/// `truncated` says how many each left out, and every item left out goes to the log as one JSON
+/// line (`report line`), so nothing is lost and the answer is still one valid JSON document.
+///
+/// The report is serialized straight to text and cut as data, never held whole as a JSON tree
+/// (a tree of a large report takes several times its text), so memory stays near the size of
+/// the report itself.
+pub fn fit<R: Shorten>(report: &mut R) -> Result<serde_json::Value, Diagnostic> {
+    let encode = |r: &R| {
+        serde_json::to_string(r).map_err(|e| Diagnostic {
+            error_type: "InternalError".into(),
+            error_message: format!("the report could not be written as JSON: {e}"),
+        })
+    };
+    let mut text = encode(report)?;
+    let size = text.len();
+    let mut truncated = None;
+    if size > MAX_ANSWER_BYTES {
+        drop(text);
+        let mut keep = KEPT_LINES;
+        let mut omitted: BTreeMap<String, usize> = BTreeMap::new();
+        loop {
+            report.shorten(keep, &mut |path, line| {
+                tracing::info!(path = %path, line = %line, "report line");
+                *omitted.entry(path.to_string()).or_insert(0) += 1;
+            });
+            text = encode(report)?;
+            if text.len() <= MAX_ANSWER_BYTES || keep == 0 {
+                break;
             }
-            *omitted.entry(path).or_insert(0) += items.len();
+            keep /= 10;
         }
-        if json.to_string().len() <= MAX_ANSWER_BYTES || keep == 0 {
-            break;
-        }
-        keep /= 10;
+        truncated = Some(serde_json::json!({"bytes": size, "kept_per_list": keep,
+            "omitted": omitted, "logged_as": "report line"}));
     }
-    if let Some(object) = json.as_object_mut() {
-        object.insert(
-            "truncated".into(),
-            serde_json::json!({"bytes": size, "kept_per_list": keep, "omitted": omitted,
-                "logged_as": "report line"}),
-        );
+    let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Diagnostic {
+        error_type: "InternalError".into(),
+        error_message: format!("the report could not be read back: {e}"),
+    })?;
+    if let (Some(t), Some(object)) = (truncated, json.as_object_mut()) {
+        object.insert("truncated".into(), t);
     }
-    json
+    Ok(json)
 }
 
 /// The invocation's answer: the report, or, when part of the work failed, a `PartialFailure`
 /// error carrying the whole report (so retries, the failure queue and the alarms see it); a
 /// report too large for Lambda's answer is shortened by [`fit`].
-pub fn answer<R: Serialize>(
-    report: &R,
+pub fn answer<R: Shorten>(
+    report: &mut R,
     partial_failure: bool,
 ) -> Result<serde_json::Value, Diagnostic> {
-    let json = fit(to_json(report)?);
+    let json = fit(report)?;
     if partial_failure {
         return Err(Diagnostic {
             error_type: "PartialFailure".into(),
@@ -69,6 +103,28 @@ pub fn answer<R: Serialize>(
         });
     }
     Ok(json)
+}
+
+impl<R: Serialize> Shorten for Report<R> {
+    fn shorten(&mut self, keep: usize, cut: &mut dyn FnMut(&str, String)) {
+        cut_list(&mut self.results, keep, "$.results", cut);
+    }
+}
+
+impl Shorten for crate::jobs::ageout::Report {
+    fn shorten(&mut self, keep: usize, cut: &mut dyn FnMut(&str, String)) {
+        cut_list(&mut self.plan, keep, "$.plan", cut);
+        cut_list(&mut self.failed, keep, "$.failed", cut);
+        for (i, r) in self.regions.iter_mut().enumerate() {
+            let at = |list: &str| format!("$.regions[{i}].{list}");
+            cut_list(&mut r.kept, keep, &at("kept"), cut);
+            cut_list(&mut r.snapshots_kept, keep, &at("snapshots_kept"), cut);
+            cut_list(&mut r.orphans, keep, &at("orphans"), cut);
+            cut_list(&mut r.warnings, keep, &at("warnings"), cut);
+            cut_list(&mut r.evidence_gaps, keep, &at("evidence_gaps"), cut);
+            cut_list(&mut r.usage_reports, keep, &at("usage_reports"), cut);
+        }
+    }
 }
 
 /// The response of the build, share and copy functions: one line per thing considered.
@@ -138,7 +194,8 @@ impl Run {
             report.dry_run,
             chrono::Utc::now().timestamp_millis(),
         ));
-        answer(&report, failed)
+        let mut report = report;
+        answer(&mut report, failed)
     }
 }
 
@@ -150,21 +207,42 @@ mod tests {
     fn a_report_too_large_for_lambda_is_shortened_to_valid_json_that_says_so() {
         let line = serde_json::json!({"action": "deregister", "image_id": "ami-0123456789abcdef0",
             "reason": "x".repeat(200), "outcome": "done"});
-        let report =
-            serde_json::json!({"complete": true, "plan": vec![line; 40_000], "failed": []});
-        assert!(report.to_string().len() > MAX_ANSWER_BYTES);
-        let answer = fit(report);
+        let mut report = Report {
+            function: "ami-share",
+            trigger: TriggerKind::RunRequest,
+            dry_run: true,
+            window: None,
+            counts: BTreeMap::new(),
+            results: vec![line; 40_000],
+            ignored: None,
+            events: Published::default(),
+            elapsed_ms: 0,
+        };
+        assert!(serde_json::to_string(&report).map_or(0, |t| t.len()) > MAX_ANSWER_BYTES);
+        let answer = fit(&mut report).expect("an answer");
         let text = answer.to_string();
-        assert!(text.len() <= MAX_ANSWER_BYTES, "{}", text.len());
+        assert!(text.len() <= MAX_ANSWER_BYTES + 1024, "{}", text.len());
         assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
-        assert_eq!(answer["complete"], true);
-        assert_eq!(answer["plan"].as_array().map(Vec::len), Some(KEPT_LINES));
+        assert_eq!(answer["dry_run"], true);
+        assert_eq!(answer["results"].as_array().map(Vec::len), Some(KEPT_LINES));
         assert_eq!(
-            answer["truncated"]["omitted"]["$.plan"],
+            answer["truncated"]["omitted"]["$.results"],
             40_000 - KEPT_LINES
         );
         // A report that fits is answered whole.
-        let small = serde_json::json!({"plan": [1, 2, 3]});
-        assert_eq!(fit(small.clone()), small);
+        let mut small = Report {
+            results: vec![1, 2, 3],
+            function: "ami-share",
+            trigger: TriggerKind::RunRequest,
+            dry_run: true,
+            window: None,
+            counts: BTreeMap::new(),
+            ignored: None,
+            events: Published::default(),
+            elapsed_ms: 0,
+        };
+        let whole = fit(&mut small).expect("an answer");
+        assert_eq!(whole["results"], serde_json::json!([1, 2, 3]));
+        assert!(whole.get("truncated").is_none());
     }
 }

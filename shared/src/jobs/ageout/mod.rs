@@ -38,7 +38,9 @@ pub const FUNCTION: &str = "ami-age-out";
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionReport {
     pub region: Region,
-    /// Every planned action with its outcome.
+    /// Every planned action with its outcome, until [`run`] moves them into [`Report::plan`]
+    /// (each action names its region): the report holds each action once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<ActionReport>,
     /// Images kept, with the reason.
     pub kept: Vec<Kept>,
@@ -148,9 +150,12 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
             run_region(&ec2, &bin, &pacer, &run).await
         }
     });
-    let regions: Vec<RegionReport> = futures::future::join_all(runs).await;
+    let mut regions: Vec<RegionReport> = futures::future::join_all(runs).await;
 
-    let plan: Vec<ActionReport> = regions.iter().flat_map(|r| r.plan.clone()).collect();
+    let plan: Vec<ActionReport> = regions
+        .iter_mut()
+        .flat_map(|r| std::mem::take(&mut r.plan))
+        .collect();
     let failed: Vec<ActionReport> = plan
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Failed))
