@@ -84,6 +84,9 @@ KEY_PARAMETERS = {
     "ShareFunction": {
         "ShareKmsKeyArns": {"kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant", "kms:GetKeyPolicy"},
     },
+    "PublishFunction": {
+        "ValidationKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
+    },
     "CopyFunction": {
         "CopyKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
         "CopySourceKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"},

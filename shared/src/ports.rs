@@ -240,6 +240,8 @@ pub struct TestInstance {
     pub instance_id: String,
     /// The AMI it tests (its `ami-automation:validates` tag).
     pub image_id: String,
+    /// The policy it tests for (its `ami-automation:policy` tag).
+    pub policy: Option<String>,
     /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
     pub state: String,
     /// LaunchTime.
@@ -268,8 +270,8 @@ pub struct LaunchSpec {
 
 /// The launch test's EC2 calls.
 pub trait ValidateImages: Regional {
-    /// The instances that carry `ami-automation:validates`, in every state but `terminated`,
-    /// with their status checks.
+    /// The instances that carry `ami-automation:validates` (a terminated one as long as EC2
+    /// still lists it), with their status checks.
     fn test_instances(&self) -> impl Future<Output = Result<Vec<TestInstance>>> + Send;
     /// The instance's boot console output (GetConsoleOutput, decoded); empty until there is one.
     fn console_output(&self, instance_id: &str) -> impl Future<Output = Result<String>> + Send;
@@ -300,6 +302,8 @@ pub struct LaunchTemplateState {
 /// Launch templates, for publishing.
 pub trait LaunchTemplates: Regional {
     /// The template with this id or name in the region, or none when there is none.
+    /// `latest_image` is what `$Latest` names, as written (`resolve:ssm:...` when it names
+    /// its AMI through an SSM parameter).
     fn launch_template(
         &self,
         id_or_name: &str,

@@ -19,7 +19,7 @@ use crate::domain::trigger::{RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
-use crate::ports::EventSink;
+use crate::ports::{EventSink, ValidateImages};
 
 /// The four functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +287,8 @@ impl Job for AgeOutJob {
             &report,
             chrono::Utc::now().timestamp_millis(),
         ));
-        answer(&report, ageout::partial_failure(&report))
+        let partial = ageout::partial_failure(&report);
+        answer(&mut report, partial)
     }
 }
 
@@ -416,9 +417,33 @@ impl Job for PublishJob {
         let request = match trigger {
             Trigger::Run(request) => request,
             Trigger::Scheduled { .. } => RunRequest::default(),
-            Trigger::AmiState { region, .. } | Trigger::InstanceState { region, .. } => {
+            Trigger::AmiState { region, .. } => RunRequest {
+                regions: region.map(|r| vec![r]),
+                ..RunRequest::default()
+            },
+            // Every instance of the account changes state through this rule (EventBridge
+            // cannot match tags): only a test instance's change is worth a sweep.
+            Trigger::InstanceState { region, detail, .. } => {
+                let region = region.unwrap_or_else(|| app.settings.home_region.clone());
+                let ours = app
+                    .ec2(&region)
+                    .test_instances()
+                    .await?
+                    .iter()
+                    .any(|i| i.instance_id == detail.instance_id);
+                if !ours {
+                    return ignored::<publish::PublishResult>(
+                        app,
+                        run,
+                        format!(
+                            "instance {} is not a test instance of ami-publish",
+                            detail.instance_id
+                        ),
+                    )
+                    .await;
+                }
                 RunRequest {
-                    regions: region.map(|r| vec![r]),
+                    regions: Some(vec![region]),
                     ..RunRequest::default()
                 }
             }

@@ -578,12 +578,7 @@ impl CopyImages for FakeEc2 {
 impl ValidateImages for FakeEc2 {
     async fn test_instances(&self) -> Result<Vec<TestInstance>> {
         let state = self.check("DescribeInstances")?;
-        Ok(state
-            .test_instances
-            .iter()
-            .filter(|i| i.state != "terminated")
-            .cloned()
-            .collect())
+        Ok(state.test_instances.clone())
     }
 
     async fn console_output(&self, instance_id: &str) -> Result<String> {
@@ -600,6 +595,7 @@ impl ValidateImages for FakeEc2 {
         state.test_instances.push(TestInstance {
             instance_id: id.clone(),
             image_id: spec.tags[tags::VALIDATES].clone(),
+            policy: spec.tags.get(tags::POLICY).cloned(),
             state: "pending".into(),
             launched: Some(Utc::now()),
             system_status: None,

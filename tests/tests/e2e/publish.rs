@@ -404,7 +404,7 @@ async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
             .as_array()
             .expect("results")
             .iter()
-            .all(|l| l["outcome"] == "kept"),
+            .all(|l| l["outcome"] == "unchanged" && l["pinned"] == true),
         "{sweep}"
     );
     assert_eq!(

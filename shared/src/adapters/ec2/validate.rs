@@ -39,9 +39,16 @@ impl ValidateImages for Ec2 {
                 Filter::builder()
                     .name("instance-state-name")
                     .set_values(Some(
-                        ["pending", "running", "stopping", "stopped", "shutting-down"]
-                            .map(String::from)
-                            .to_vec(),
+                        [
+                            "pending",
+                            "running",
+                            "stopping",
+                            "stopped",
+                            "shutting-down",
+                            "terminated",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
                     ))
                     .build(),
             )
@@ -60,6 +67,7 @@ impl ValidateImages for Ec2 {
                 found.push(TestInstance {
                     instance_id: id,
                     image_id: image.clone(),
+                    policy: tags.get(tags::POLICY).cloned(),
                     state: instance
                         .state()
                         .and_then(|s| s.name())
@@ -109,13 +117,33 @@ impl ValidateImages for Ec2 {
     }
 
     async fn console_output(&self, instance_id: &str) -> Result<String> {
-        let out = self
+        // The latest output (Nitro instances), so that a prompt printed late in the boot is
+        // seen; instance types without it answer the buffered output instead.
+        let latest = self
             .client
             .get_console_output()
             .instance_id(instance_id)
+            .latest(true)
             .send()
             .await
-            .map_err(self.err("GetConsoleOutput"))?;
+            .map_err(self.err("GetConsoleOutput"));
+        let out = match latest {
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    c.starts_with("Unsupported")
+                        || c == "InvalidParameterValue"
+                        || c == "InvalidParameter"
+                }) =>
+            {
+                self.client
+                    .get_console_output()
+                    .instance_id(instance_id)
+                    .send()
+                    .await
+                    .map_err(self.err("GetConsoleOutput"))?
+            }
+            other => other?,
+        };
         // Base64; none (or undecodable) until EC2 has posted output: "not yet", not an error.
         Ok(out
             .output()

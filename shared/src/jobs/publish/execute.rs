@@ -216,7 +216,9 @@ async fn publish_region<C: Cloud>(
         let mut pinned: Vec<&str> = work.iter().map(|t| t.image.id.as_str()).collect();
         pinned.sort_unstable();
         pinned.dedup();
-        let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // The wall clock, not the request's `as_of`: a pin in the future would hold the family
+        // against every new AMI until then.
+        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let tag = BTreeMap::from([(tags::PINNED_AT.to_string(), at)]);
         for id in pinned {
             if let Err(e) = ec2.tag_image(id, &tag).await {
@@ -235,7 +237,7 @@ async fn publish_region<C: Cloud>(
         }
     }
     for target in &work {
-        lines.push(publish_one(ctx, &ec2, &params, target, &images, dry_run, now).await);
+        lines.push(publish_one(ctx, &ec2, &params, target, &images, dry_run).await);
     }
     lines
 }
@@ -247,7 +249,6 @@ async fn publish_one<C: Cloud>(
     target: &Target<'_>,
     images: &[Image],
     dry_run: bool,
-    now: DateTime<Utc>,
 ) -> PublishResult {
     let mut line = PublishResult::new(
         Stage::Publish,
@@ -275,7 +276,6 @@ async fn publish_one<C: Cloud>(
             let how = TemplateUpdate {
                 set_default: *set_default,
                 dry_run,
-                pinned_at: target.pinned.then_some(now),
             };
             publish_template(ec2, template, how, target, images, &mut line).await
         }
@@ -332,8 +332,6 @@ async fn publish_parameter<P: Parameters>(
 struct TemplateUpdate {
     set_default: bool,
     dry_run: bool,
-    /// A rollback's pin time.
-    pinned_at: Option<DateTime<Utc>>,
 }
 
 async fn publish_template<E: LaunchTemplates>(
@@ -347,7 +345,6 @@ async fn publish_template<E: LaunchTemplates>(
     let TemplateUpdate {
         set_default,
         dry_run,
-        pinned_at,
     } = how;
     let Some(state) = ec2.launch_template(template).await? else {
         line.action = "keep";
@@ -357,6 +354,17 @@ async fn publish_template<E: LaunchTemplates>(
         ));
         return Ok(PublishOutcome::Skipped);
     };
+    if let Some(alias) = state
+        .latest_image
+        .as_deref()
+        .filter(|i| i.starts_with("resolve:ssm:"))
+    {
+        line.action = "keep";
+        line.reason = Some(format!(
+            "`{template}` names its AMI through an SSM parameter ({alias}): publish to that parameter instead"
+        ));
+        return Ok(PublishOutcome::Skipped);
+    }
     let choice = targets::choose(target, state.latest_image.as_deref(), images);
     line.action = "new_template_version";
     if let Some(outcome) = apply(&choice, line) {
@@ -392,7 +400,7 @@ async fn publish_template<E: LaunchTemplates>(
             &state.template_id,
             &target.image.id,
             &description.chars().take(255).collect::<String>(),
-            &targets::template_token(&state.template_id, &target.image.id, pinned_at),
+            &targets::template_token(&state.template_id, state.latest_version, &target.image.id),
         )
         .await?;
     line.version = Some(version);

@@ -1,7 +1,7 @@
 //! Publishing's decisions, pure: which AMI each SSM parameter and launch template of a region
 //! should name, and whether to change what it names now.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -71,11 +71,49 @@ pub fn promotable(image: &Image, policy: &Policy, now: DateTime<Utc>) -> Result<
     Ok(())
 }
 
+/// When a rollback pinned the AMI, if it did.
+pub fn pinned_at(image: &Image) -> Option<DateTime<Utc>> {
+    image
+        .tags
+        .get(tags::PINNED_AT)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A sweep's AMI for one family: the newest promotable one, unless a rollback pinned one and
+/// no promotable AMI was created after the pin (then the pinned one, `true`: a destination the
+/// rollback could not reach, or a sweep that raced it, still ends on the pin).
+pub fn sweep_choice<'a>(
+    members: &[&'a Image],
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<(&'a Image, bool)> {
+    let ready: Vec<&'a Image> = members
+        .iter()
+        .copied()
+        .filter(|i| promotable(i, policy, now).is_ok())
+        .collect();
+    let newest = ready
+        .iter()
+        .copied()
+        .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))?;
+    let pin = ready
+        .iter()
+        .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
+        .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    match pin {
+        Some((at, pinned)) if newest.created.is_none_or(|c| c <= at) => Some((pinned, true)),
+        _ => Some((newest, false)),
+    }
+}
+
 /// The destinations of every publishing policy in a region, each with the AMI it should name,
 /// and a line for each that cannot get one.
 ///
-/// The AMI is the newest promotable one of the family ([`promotable`]); with `pin` (a
-/// rollback) it is the pinned AMI, or its copy in this region, for that policy and family only.
+/// The AMI is a sweep's choice ([`sweep_choice`]); with `pin` (a rollback) it is the pinned
+/// AMI, or its copy in this region, for that policy and family only. A destination two
+/// families (of one policy or of two) would both write is refused for all of them: an AMI of
+/// one must never land where the other's consumers look.
 pub fn targets<'a>(
     images: &'a [Image],
     document: &'a PolicyDocument,
@@ -84,13 +122,18 @@ pub fn targets<'a>(
     pin: Option<&PublishRequest>,
     now: DateTime<Utc>,
 ) -> (Vec<Target<'a>>, Vec<PublishResult>) {
-    let mut out = Vec::new();
     let mut lines = Vec::new();
+    let line = |policy: &str, image: &str, family: Option<&str>| {
+        let mut l = PublishResult::new(Stage::Publish, image, region, policy);
+        l.family = family.map(str::to_string);
+        l.action = "keep";
+        l
+    };
+    // Each publishing policy's families and the AMI each should name.
+    let mut chosen: Vec<(&'a Policy, String, &'a Image, bool)> = Vec::new();
     for policy in &document.policies {
-        let Some(publish) = &policy.publish else {
-            continue;
-        };
-        if policies.is_some_and(|ps| !ps.contains(&policy.name))
+        if policy.publish.is_none()
+            || policies.is_some_and(|ps| !ps.contains(&policy.name))
             || pin.is_some_and(|p| p.policy != policy.name)
         {
             continue;
@@ -105,135 +148,128 @@ pub fn targets<'a>(
                 .or_default()
                 .push(image);
         }
-        let line = |image: &str, family: &str| {
-            let mut l = PublishResult::new(Stage::Publish, image, region, &policy.name);
-            l.family = Some(family.to_string());
-            l.action = "keep";
-            l
-        };
-        let mut chosen: BTreeMap<String, (&'a Image, bool)> = BTreeMap::new();
-        for (family, members) in &families {
-            if let Some(pin) = pin {
-                if &pin.family != family {
-                    continue;
-                }
-                let found = members.iter().find(|i| {
-                    i.id == pin.image_id || i.tags.get(tags::SOURCE_IMAGE) == Some(&pin.image_id)
-                });
-                match found.map(|i| (i, promotable(i, policy, now))) {
-                    Some((image, Ok(()))) => {
-                        chosen.insert(family.clone(), (image, true));
-                    }
-                    Some((image, Err(why))) => lines.push(
-                        line(&image.id, family)
-                            .with(PublishOutcome::Refused, format!("cannot pin it: {why}")),
+        if let Some(pin) = pin {
+            let Some(members) = families.get(&pin.family) else {
+                lines.push(line(&policy.name, &pin.image_id, Some(&pin.family)).with(
+                    PublishOutcome::Skipped,
+                    format!(
+                        "policy `{}` has no AMI of family `{}` in {region}",
+                        policy.name, pin.family
                     ),
-                    None => lines.push(line(&pin.image_id, family).with(
-                        PublishOutcome::Skipped,
-                        format!("neither {} nor a copy of it is an AMI of family `{family}` in {region}", pin.image_id),
-                    )),
-                }
+                ));
+                continue;
+            };
+            let found = members.iter().find(|i| {
+                i.id == pin.image_id || i.tags.get(tags::SOURCE_IMAGE) == Some(&pin.image_id)
+            });
+            match found.map(|i| (*i, promotable(i, policy, now))) {
+                Some((image, Ok(()))) => chosen.push((policy, pin.family.clone(), image, true)),
+                Some((image, Err(why))) => lines.push(
+                    line(&policy.name, &image.id, Some(&pin.family))
+                        .with(PublishOutcome::Refused, format!("cannot pin it: {why}")),
+                ),
+                None => lines.push(line(&policy.name, &pin.image_id, Some(&pin.family)).with(
+                    PublishOutcome::Skipped,
+                    format!(
+                        "neither {} nor a copy of it is an AMI of family `{}` in {region}",
+                        pin.image_id, pin.family
+                    ),
+                )),
+            }
+            continue;
+        }
+        for (family, members) in &families {
+            if let Some((image, pinned)) = sweep_choice(members, policy, now) {
+                chosen.push((policy, family.clone(), image, pinned));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // SSM parameters, across every policy of the document.
+    let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (n, (policy, family, _, _)) in chosen.iter().enumerate() {
+        for template in policy.publish.iter().flat_map(|p| &p.ssm_parameters) {
+            by_name
+                .entry(render_parameter(
+                    template,
+                    &policy.name,
+                    family,
+                    region.as_str(),
+                ))
+                .or_default()
+                .push(n);
+        }
+    }
+    for (name, owners) in by_name {
+        for &n in &owners {
+            let (policy, family, image, pinned) = &chosen[n];
+            let (policy, image, pinned) = (*policy, *image, *pinned);
+            if owners.len() > 1 {
+                let mut l = line(&policy.name, &image.id, Some(family));
+                l.target = Some(Destination::Parameter(name.clone()).label());
+                let who: Vec<String> = owners
+                    .iter()
+                    .map(|&o| format!("`{}` of policy `{}`", chosen[o].1, chosen[o].0.name))
+                    .collect();
+                lines.push(l.with(
+                    PublishOutcome::Refused,
+                    format!(
+                        "families {} would all write this parameter: put {{family}} (and {{policy}}) in its name",
+                        who.join(", ")
+                    ),
+                ));
                 continue;
             }
-            let newest = members
-                .iter()
-                .filter(|i| promotable(i, policy, now).is_ok())
-                .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
-            if let Some(image) = newest {
-                chosen.insert(family.clone(), (image, false));
-            }
+            out.push(Target {
+                policy,
+                family: family.clone(),
+                destination: Destination::Parameter(name.clone()),
+                image,
+                pinned,
+            });
         }
-        if pin.is_some_and(|p| !families.contains_key(&p.family)) {
-            let p = pin
-                .map(|p| (p.image_id.as_str(), p.family.as_str()))
-                .unwrap_or_default();
-            lines.push(line(p.0, p.1).with(
-                PublishOutcome::Skipped,
-                format!(
-                    "policy `{}` has no AMI of family `{}` in {region}",
-                    policy.name, p.1
-                ),
-            ));
+    }
+    // Launch templates: the family the entry names, or the policy's only family here.
+    for policy in &document.policies {
+        let mine: Vec<&(&'a Policy, String, &'a Image, bool)> = chosen
+            .iter()
+            .filter(|c| std::ptr::eq(c.0, policy))
+            .collect();
+        if mine.is_empty() {
+            continue;
         }
-        // SSM parameters: one per family; a name two families would both write is refused.
-        let mut by_name: BTreeMap<String, BTreeSet<&String>> = BTreeMap::new();
-        for family in families.keys() {
-            for template in &publish.ssm_parameters {
-                by_name
-                    .entry(render_parameter(
-                        template,
-                        &policy.name,
-                        family,
-                        region.as_str(),
-                    ))
-                    .or_default()
-                    .insert(family);
-            }
-        }
-        for (name, owners) in &by_name {
-            for family in owners {
-                let Some((image, pinned)) = chosen.get(*family) else {
-                    continue;
-                };
-                if owners.len() > 1 {
-                    let mut l = line(&image.id, family);
-                    l.target = Some(Destination::Parameter(name.clone()).label());
+        for entry in policy.publish.iter().flat_map(|p| &p.launch_templates) {
+            let pick = match &entry.family {
+                Some(f) => mine.iter().find(|c| &c.1 == f),
+                None if mine.len() == 1 => mine.first(),
+                None => {
+                    let mut l = line(&policy.name, "", None);
+                    l.target = Some(format!("launch-template:{}", entry.template));
+                    let families: Vec<&str> = mine.iter().map(|c| c.1.as_str()).collect();
                     lines.push(l.with(
                         PublishOutcome::Refused,
                         format!(
-                            "families {} would all write this parameter: put {{family}} in its name",
-                            owners.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                            "policy `{}` has {} families in {region} ({}): name the family this template gets",
+                            policy.name,
+                            families.len(),
+                            families.join(", ")
                         ),
                     ));
-                    continue;
+                    None
                 }
+            };
+            if let Some((policy, family, image, pinned)) = pick.copied() {
                 out.push(Target {
                     policy,
-                    family: (*family).clone(),
-                    destination: Destination::Parameter(name.clone()),
+                    family: family.clone(),
+                    destination: Destination::Template {
+                        template: entry.template.clone(),
+                        set_default: entry.set_default,
+                    },
                     image,
                     pinned: *pinned,
                 });
             }
-        }
-        // Launch templates: the family the entry names, or the region's only family.
-        for entry in &publish.launch_templates {
-            let family = match &entry.family {
-                Some(f) => Some(f.clone()),
-                None if families.len() == 1 => families.keys().next().cloned(),
-                None => {
-                    if !families.is_empty() {
-                        let mut l = line("", "");
-                        l.family = None;
-                        l.target = Some(format!("launch-template:{}", entry.template));
-                        lines.push(l.with(
-                            PublishOutcome::Refused,
-                            format!(
-                                "policy `{}` has {} families in {region} ({}): name the family this template gets",
-                                policy.name,
-                                families.len(),
-                                families.keys().cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                        ));
-                    }
-                    None
-                }
-            };
-            let Some((family, (image, pinned))) =
-                family.and_then(|f| chosen.get(&f).map(|c| (f, *c)))
-            else {
-                continue;
-            };
-            out.push(Target {
-                policy,
-                family,
-                destination: Destination::Template {
-                    template: entry.template.clone(),
-                    set_default: entry.set_default,
-                },
-                image,
-                pinned,
-            });
         }
     }
     (out, lines)
@@ -259,12 +295,7 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
                 named.id, image.id
             ));
         }
-        let pin = named
-            .tags
-            .get(tags::PINNED_AT)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        if let Some(pinned_at) = pin {
+        if let Some(pinned_at) = pinned_at(named) {
             if image.created.is_none_or(|c| c <= pinned_at) {
                 return Choice::Keep(format!(
                     "a rollback pinned {} at {}: only an AMI created after the pin replaces it",
@@ -277,17 +308,10 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
     Choice::Publish { previous }
 }
 
-/// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the same
-/// template and AMI make one version, however often the event is delivered. A rollback's
-/// carries its pin time: EC2 would answer a token used before with the old version, leaving
-/// `$Latest` on the AMI rolled back from.
-pub fn template_token(
-    template_id: &str,
-    image_id: &str,
-    pinned_at: Option<DateTime<Utc>>,
-) -> String {
-    match pinned_at {
-        Some(at) => format!("{template_id}-{image_id}-pin-{}", at.timestamp()),
-        None => format!("{template_id}-{image_id}"),
-    }
+/// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the template,
+/// the version it derives from and the AMI. A re-delivered event finds the same `$Latest` and
+/// makes no second version; publishing an AMI again later (a rollback) derives from a newer
+/// `$Latest`, so EC2 never answers it with the old version.
+pub fn template_token(template_id: &str, from_version: i64, image_id: &str) -> String {
+    format!("{template_id}-{from_version}-{image_id}")
 }

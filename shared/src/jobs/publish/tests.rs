@@ -54,6 +54,7 @@ fn test_instance(
     TestInstance {
         instance_id: id.into(),
         image_id: image.into(),
+        policy: Some("web".into()),
         state: state.into(),
         launched: Some(at(launched)),
         system_status: checks.map(str::to_string),
@@ -437,18 +438,31 @@ async fn a_rollback_pins_an_older_ami_until_a_newer_one_is_made() {
     // The sweep keeps the pin: b is newer but older than the pin.
     let sweep = run(&ctx, &RunRequest::default(), &regions, false, at(45)).await;
     assert!(
-        sweep.iter().all(|l| l.outcome == PublishOutcome::Kept),
+        sweep.iter().all(|l| l.outcome == PublishOutcome::Unchanged),
+        "{sweep:?}"
+    );
+    // A destination the rollback did not reach (its write failed) gets the pin on the sweep.
+    ec2.state()
+        .parameters
+        .insert("/ami/web/web".into(), ("ami-0000000000000000b".into(), 9));
+    let sweep = run(&ctx, &RunRequest::default(), &regions, false, at(46)).await;
+    let line = sweep
+        .iter()
+        .find(|l| l.action == "put_parameter")
+        .expect("a parameter line");
+    assert_eq!(
+        (line.outcome, line.pinned),
+        (PublishOutcome::Published, true),
         "{sweep:?}"
     );
     assert_eq!(
         ec2.state().parameters["/ami/web/web"].0,
         "ami-0000000000000000a"
     );
-    // A new AMI made after the pin replaces it.
-    ec2.state().images.push(verdict(
-        ami("ami-0000000000000000c", "web", 50),
-        tags::PASSED,
-    ));
+    // A new AMI made after the pin (the wall clock's) replaces it.
+    let mut c = verdict(ami("ami-0000000000000000c", "web", 50), tags::PASSED);
+    c.created = Some(Utc::now() + Duration::minutes(1));
+    ec2.state().images.push(c);
     run(&ctx, &RunRequest::default(), &regions, false, at(60)).await;
     assert_eq!(
         ec2.state().parameters["/ami/web/web"].0,
@@ -537,7 +551,7 @@ fn ambiguous_destinations_are_refused_with_the_fix() {
     assert!(
         reasons
             .iter()
-            .any(|r| r.contains("put {family} in its name")),
+            .any(|r| r.contains("put {family} (and {policy}) in its name")),
         "{reasons:?}"
     );
     assert!(
@@ -605,4 +619,101 @@ proptest! {
             prop_assert_eq!(Some(t.image.id.clone()), best);
         }
     }
+}
+
+#[test]
+fn a_test_instance_terminated_before_a_verdict_fails_its_ami_and_pending_builds_supersede_nothing()
+{
+    let d = doc(VALIDATE);
+    let mut pending = ami("ami-0000000000000000c", "web", 20);
+    pending.state = ImageState::Pending;
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        ami("ami-0000000000000000b", "db", 10),
+        pending,
+    ];
+    let instances = vec![test_instance(
+        "i-000000000000000a1",
+        "ami-0000000000000000a",
+        "terminated",
+        1,
+        None,
+    )];
+    let steps = plan(&images, &instances, &HashMap::new(), &d, None, None, at(5));
+    let fail = steps
+        .iter()
+        .find_map(|s| match &s.step {
+            Step::Fail { reason, .. } if s.image_id == "ami-0000000000000000a" => {
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .expect("a failure");
+    assert!(
+        fail.contains("terminated before its checks passed"),
+        "{fail}"
+    );
+    // The pending build supersedes nothing: b (the newest available of db) is launched, and a
+    // is not launched again (its client token would answer the dead instance).
+    let launched: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.step {
+            Step::Launch(spec) => Some(spec.image_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, ["ami-0000000000000000b"]);
+}
+
+#[test]
+fn another_deployments_test_instances_are_left_alone() {
+    let d = doc(VALIDATE);
+    let mut theirs = test_instance(
+        "i-0000000000000000f",
+        "ami-000000000000000ff",
+        "running",
+        0,
+        None,
+    );
+    theirs.policy = Some("someone-elses".into());
+    let steps = plan(&[], &[theirs], &HashMap::new(), &d, None, None, at(5));
+    assert!(steps.is_empty(), "{steps:?}");
+}
+
+#[test]
+fn two_policies_writing_one_parameter_are_both_refused() {
+    let d = document(
+        r#"{"policies": [
+        {"name": "prod", "select": {"tags": {"Stage": "prod"}}, "family_by": "tag:Family", "validate": {"instance_type": "t3.micro",
+         "subnet_id": "subnet-0123456789abcdef0", "security_group_ids": ["sg-0123456789abcdef0"]},
+         "publish": {"ssm_parameters": ["/ami/{family}/latest"]}},
+        {"name": "dev", "select": {"tags": {"Stage": "dev"}}, "family_by": "tag:Family",
+         "publish": {"ssm_parameters": ["/ami/{family}/latest"]}}]}"#,
+    );
+    let mut prod = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    prod.tags.remove(tags::POLICY);
+    prod.tags.insert("Stage".into(), "prod".into());
+    let mut dev = ami("ami-0000000000000000b", "web", 10);
+    dev.tags.remove(tags::POLICY);
+    dev.tags.insert("Stage".into(), "dev".into());
+    let images = [prod, dev];
+    let (work, lines) = targets(
+        &images,
+        &d,
+        &"us-east-1".parse().expect("region"),
+        None,
+        None,
+        at(20),
+    );
+    assert!(
+        work.is_empty(),
+        "an untested dev AMI must never reach prod's parameter: {work:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.outcome == PublishOutcome::Refused)
+            .count(),
+        2
+    );
 }

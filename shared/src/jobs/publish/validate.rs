@@ -156,8 +156,13 @@ pub fn plan<'a>(
 ) -> Vec<Planned<'a>> {
     let mut out = Vec::new();
     let mut live: BTreeMap<&str, Vec<&TestInstance>> = BTreeMap::new();
-    for i in instances.iter().filter(|i| i.state != "terminated") {
-        live.entry(i.image_id.as_str()).or_default().push(i);
+    let mut ended: BTreeMap<&str, &TestInstance> = BTreeMap::new();
+    for i in instances {
+        if i.state == "terminated" {
+            ended.insert(i.image_id.as_str(), i);
+        } else {
+            live.entry(i.image_id.as_str()).or_default().push(i);
+        }
     }
     let validating = |image: &Image| -> Option<(&'a Policy, &'a Validate)> {
         let policy = image.policy_in(document)?;
@@ -166,9 +171,11 @@ pub fn plan<'a>(
             .is_none_or(|ps| ps.contains(&policy.name))
             .then_some((policy, v))
     };
-    // The newest AMI of each (policy, family) among those the test applies to.
+    // The newest AMI of each (policy, family) that could pass: available, not failed.
     let mut newest: HashMap<(&str, String), &Image> = HashMap::new();
-    for image in images.iter().filter(|i| !i.is_copy()) {
+    for image in images.iter().filter(|i| {
+        !i.is_copy() && i.state == ImageState::Available && i.verdict() != Some(tags::FAILED)
+    }) {
         if let Some((policy, _)) = validating(image) {
             let key = (policy.name.as_str(), image.family(&policy.family_by));
             let entry = newest.entry(key).or_insert(image);
@@ -233,7 +240,17 @@ pub fn plan<'a>(
             }
             None => {
                 let key = (policy.name.as_str(), family.clone());
-                if newest.get(&key).is_some_and(|n| n.id == image.id) {
+                if let Some(gone) = ended.get(image.id.as_str()) {
+                    // Terminated before a verdict (by someone, or by its own shutdown): RunInstances
+                    // with the same client token would answer this dead instance again.
+                    out.push(at(Step::Fail {
+                        instance_id: None,
+                        reason: format!(
+                            "the test instance {} was terminated before its checks passed",
+                            gone.instance_id
+                        ),
+                    }));
+                } else if newest.get(&key).is_some_and(|n| n.id == image.id) {
                     out.push(at(Step::Launch(launch_spec(image, policy, v))));
                 } else if image_ids.is_some() {
                     out.push(at(Step::Skip(format!(
@@ -254,7 +271,14 @@ pub fn plan<'a>(
         if known.is_some_and(|i| validating(i).is_none() && policies.is_some()) {
             continue; // another policy's test, outside this run's policies
         }
-        for i in instances {
+        for i in instances.iter().filter(|i| {
+            // Only the tests of this document's validating policies (and in this run's): a
+            // second deployment in the account runs its own.
+            i.policy.as_ref().is_some_and(|p| {
+                document.policy(p).is_some_and(|p| p.validate.is_some())
+                    && policies.is_none_or(|ps| ps.contains(p))
+            })
+        }) {
             out.push(Planned {
                 image_id: image_id.to_string(),
                 policy: None,

@@ -103,9 +103,15 @@ async fn key_access<K: KeyInfo>(
         })
         .collect();
     let mut managed_by_customer = Vec::new();
+    let mut unknown = None;
     for key in key_ids {
-        if !keys.is_aws_managed(key).await? {
-            managed_by_customer.push(key.clone());
+        match keys.is_aws_managed(key).await {
+            Ok(true) => {}
+            Ok(false) => managed_by_customer.push(key.clone()),
+            // Grants cannot be reconciled without knowing the key; the launch report can
+            // only say it does not know.
+            Err(e) if share.kms_grants => return Err(e),
+            Err(e) => unknown = Some(format!("unknown: KMS could not describe {key} ({e})")),
         }
     }
     if share.kms_grants {
@@ -129,35 +135,51 @@ async fn key_access<K: KeyInfo>(
             }
         }
     }
-    let mut policies = std::collections::BTreeMap::new();
+    // Who can launch: best effort. A key policy that cannot be read leaves the answer unknown
+    // (`can_launch` null) and changes nothing of the share itself.
+    let mut policies: std::collections::BTreeMap<&String, std::result::Result<String, String>> =
+        std::collections::BTreeMap::new();
     for target in wanted {
         let mut access = super::LaunchAccess {
             target: target.clone(),
-            can_launch: true,
+            can_launch: Some(true),
             why_not: None,
             key_policy_statement: None,
         };
+        if let Some(why) = &unknown {
+            access.can_launch = None;
+            access.why_not = Some(why.clone());
+        }
         for key in &managed_by_customer {
             let granted = share.kms_grants && matches!(target, Grant::Account(_));
             if granted || *target == Grant::Public {
                 continue;
             }
             if !policies.contains_key(key) {
-                policies.insert(key.clone(), keys.key_policy(key).await?);
+                let read = keys.key_policy(key).await.map_err(|e| e.to_string());
+                policies.insert(key, read);
             }
-            if plan::key_policy_allows(&policies[key], target) {
-                continue;
+            match &policies[key] {
+                Ok(text) if plan::key_policy_allows(text, target) => continue,
+                Ok(_) => {
+                    access.can_launch = Some(false);
+                    access.why_not = Some(match target {
+                        Grant::Account(_) => format!(
+                            "the AMI's snapshots are encrypted with {key}, which it may not use: set share.kms_grants, or allow the account in the key policy"
+                        ),
+                        _ => format!(
+                            "the AMI's snapshots are encrypted with {key}, whose key policy does not allow it (KMS grants cannot name organizations or OUs): add key_policy_statement to the key policy"
+                        ),
+                    });
+                    access.key_policy_statement = plan::org_key_statement(target);
+                }
+                Err(e) => {
+                    access.can_launch = None;
+                    access.why_not = Some(format!(
+                        "unknown: the key policy of {key} could not be read ({e})"
+                    ));
+                }
             }
-            access.can_launch = false;
-            access.why_not = Some(match target {
-                Grant::Account(_) => format!(
-                    "the AMI's snapshots are encrypted with {key}, which it may not use: set share.kms_grants, or allow the account in the key policy"
-                ),
-                _ => format!(
-                    "the AMI's snapshots are encrypted with {key}, whose key policy does not allow it (KMS grants cannot name organizations or OUs): add key_policy_statement to the key policy"
-                ),
-            });
-            access.key_policy_statement = plan::org_key_statement(target);
             break;
         }
         r.launch.push(access);

@@ -93,7 +93,8 @@ pub struct ShareResult {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaunchAccess {
     pub target: Grant,
-    pub can_launch: bool,
+    /// Null when it could not be told (the key policy could not be read).
+    pub can_launch: Option<bool>,
     /// Why it cannot (a KMS key it may not use).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<String>,

@@ -145,9 +145,10 @@ pub fn grant_name(policy: &str, account: &str) -> String {
     format!("{}{account}", grant_prefix(policy))
 }
 
-/// The prefix of every KMS grant the share makes for a policy.
+/// The prefix of every KMS grant the share makes for a policy (`:` cannot be in a policy
+/// name, so policy `web` never reads policy `web-prod`'s grants as its own).
 pub fn grant_prefix(policy: &str) -> String {
-    format!("ami-share-{policy}-")
+    format!("ami-share:{policy}:")
 }
 
 /// The grants to make (accounts) and to retire (grants) on one key, for a policy whose target
@@ -158,22 +159,23 @@ pub fn grant_diff(
     existing: &[crate::ports::KeyGrant],
 ) -> (Vec<String>, Vec<crate::ports::KeyGrant>) {
     let prefix = grant_prefix(policy);
-    let granted: BTreeSet<&str> = existing
-        .iter()
-        .filter_map(|g| g.name.strip_prefix(prefix.as_str()))
-        .collect();
+    // Only a grant the share made: its name ends in the account id, its grantee is that
+    // account's root.
+    let account_of = |g: &crate::ports::KeyGrant| -> Option<String> {
+        let account = g.name.strip_prefix(prefix.as_str())?;
+        let ours = account.parse::<crate::domain::ids::AccountId>().is_ok()
+            && g.grantee.ends_with(&format!(":iam::{account}:root"));
+        ours.then(|| account.to_string())
+    };
+    let granted: BTreeSet<String> = existing.iter().filter_map(account_of).collect();
     let add = accounts
         .iter()
-        .filter(|a| !granted.contains(a.as_str()))
+        .filter(|a| !granted.contains(*a))
         .cloned()
         .collect();
     let retire = existing
         .iter()
-        .filter(|g| {
-            g.name
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|a| !accounts.contains(a))
-        })
+        .filter(|g| account_of(g).is_some_and(|a| !accounts.contains(&a)))
         .cloned()
         .collect();
     (add, retire)

@@ -325,7 +325,12 @@ async fn kms_grants_follow_the_target_accounts_and_each_policy_keeps_its_own() {
     // Another policy's grant on the same key is never retired by this one.
     cloud
         .keys
-        .create_grant("key-cmk", "333333333333", "ami-share-db-333333333333")
+        .create_grant("key-cmk", "333333333333", "ami-share:db:333333333333")
+        .await
+        .expect("grant");
+    cloud
+        .keys
+        .create_grant("key-cmk", "444444444444", "ami-share:web-prod:444444444444")
         .await
         .expect("grant");
     let two = r#"{"policies": [{"name": "web", "share": {"accounts": ["111111111111", "222222222222"], "kms_grants": true}}]}"#;
@@ -335,7 +340,7 @@ async fn kms_grants_follow_the_target_accounts_and_each_policy_keeps_its_own() {
         r.kms_grants_created,
         ["key-cmk → 111111111111", "key-cmk → 222222222222"]
     );
-    assert!(r.launch.iter().all(|a| a.can_launch), "{r:?}");
+    assert!(r.launch.iter().all(|a| a.can_launch == Some(true)), "{r:?}");
     let names = |cloud: &FakeCloud| -> Vec<String> {
         let grants = cloud.keys.grants.lock().unwrap_or_else(|p| p.into_inner());
         let mut n: Vec<String> = grants["key-cmk"].iter().map(|g| g.name.clone()).collect();
@@ -345,9 +350,10 @@ async fn kms_grants_follow_the_target_accounts_and_each_policy_keeps_its_own() {
     assert_eq!(
         names(&cloud),
         [
-            "ami-share-db-333333333333",
-            "ami-share-web-111111111111",
-            "ami-share-web-222222222222"
+            "ami-share:db:333333333333",
+            "ami-share:web-prod:444444444444",
+            "ami-share:web:111111111111",
+            "ami-share:web:222222222222"
         ]
     );
     // Again: nothing to change.
@@ -362,7 +368,11 @@ async fn kms_grants_follow_the_target_accounts_and_each_policy_keeps_its_own() {
     );
     assert_eq!(
         names(&cloud),
-        ["ami-share-db-333333333333", "ami-share-web-111111111111"]
+        [
+            "ami-share:db:333333333333",
+            "ami-share:web-prod:444444444444",
+            "ami-share:web:111111111111"
+        ]
     );
 }
 
@@ -381,13 +391,13 @@ async fn without_grants_or_a_key_policy_a_target_cannot_launch_and_is_told_why()
             .clone()
     };
     let account = by("account:");
-    assert!(!account.can_launch);
+    assert_eq!(account.can_launch, Some(false));
     assert!(account
         .why_not
         .as_deref()
         .is_some_and(|w| w.contains("share.kms_grants")));
     let org = by("organization:");
-    assert!(!org.can_launch);
+    assert_eq!(org.can_launch, Some(false));
     assert_eq!(
         org.key_policy_statement
             .as_ref()
@@ -414,15 +424,15 @@ async fn without_grants_or_a_key_policy_a_target_cannot_launch_and_is_told_why()
         );
     let r = &share_with(&cloud, doc).await[0];
     assert!(
-        r.launch
-            .iter()
-            .any(|a| a.target.to_string().starts_with("organization:") && a.can_launch),
+        r.launch.iter().any(
+            |a| a.target.to_string().starts_with("organization:") && a.can_launch == Some(true)
+        ),
         "{r:?}"
     );
     // An unencrypted AMI: every target can launch.
     let plain = seeded(|_| {});
     let r = &share_with(&plain, doc).await[0];
-    assert!(r.launch.iter().all(|a| a.can_launch));
+    assert!(r.launch.iter().all(|a| a.can_launch == Some(true)));
 }
 
 #[test]
