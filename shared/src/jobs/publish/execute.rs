@@ -26,9 +26,26 @@ pub async fn run<C: Cloud>(
     now: DateTime<Utc>,
 ) -> Vec<PublishResult> {
     let runs = regions.iter().map(|region| async move {
-        let mut lines = validate_region(ctx, region, request, dry_run, now).await;
+        let (mut lines, scanned) = validate_region(ctx, region, request, dry_run, now).await;
+        // The launch tests' scan serves publishing too, unless a verdict was written since.
+        let verdicts = lines.iter().any(|l| {
+            matches!(
+                l.outcome,
+                PublishOutcome::Passed | PublishOutcome::ValidationFailed
+            )
+        });
+        let scanned = scanned.filter(|_| !verdicts);
         lines.extend(
-            publish_region(ctx, region, request.policies.as_deref(), None, dry_run, now).await,
+            publish_region(
+                ctx,
+                region,
+                request.policies.as_deref(),
+                None,
+                dry_run,
+                now,
+                scanned,
+            )
+            .await,
         );
         lines
     });
@@ -51,7 +68,7 @@ pub async fn rollback<C: Cloud>(
 ) -> Vec<PublishResult> {
     let runs = regions
         .iter()
-        .map(|region| publish_region(ctx, region, None, Some(pin), dry_run, now));
+        .map(|region| publish_region(ctx, region, None, Some(pin), dry_run, now, None));
     futures::future::join_all(runs)
         .await
         .into_iter()
@@ -63,20 +80,21 @@ fn region_failure(stage: Stage, region: &Region, e: crate::error::Error) -> Publ
     PublishResult::new(stage, "", region, "").with(e.disposition().into(), e.to_string())
 }
 
+/// The region's launch tests; also answers the images it scanned.
 async fn validate_region<C: Cloud>(
     ctx: &Context<'_, C>,
     region: &Region,
     request: &RunRequest,
     dry_run: bool,
     now: DateTime<Utc>,
-) -> Vec<PublishResult> {
+) -> (Vec<PublishResult>, Option<Vec<Image>>) {
     if !ctx.document.policies.iter().any(|p| p.validate.is_some()) {
-        return Vec::new();
+        return (Vec::new(), None);
     }
     let ec2 = ctx.cloud.ec2(region);
     let (images, instances) = match futures::try_join!(ec2.images(None), ec2.test_instances()) {
         Ok(found) => found,
-        Err(e) => return vec![region_failure(Stage::Validate, region, e)],
+        Err(e) => return (vec![region_failure(Stage::Validate, region, e)], None),
     };
     // The console is read only where it decides: both checks passed and the policy asks.
     let mut consoles = HashMap::new();
@@ -91,7 +109,7 @@ async fn validate_region<C: Cloud>(
                 Ok(text) => {
                     consoles.insert(instance.instance_id.clone(), text);
                 }
-                Err(e) => return vec![region_failure(Stage::Validate, region, e)],
+                Err(e) => return (vec![region_failure(Stage::Validate, region, e)], None),
             }
         }
     }
@@ -108,7 +126,7 @@ async fn validate_region<C: Cloud>(
     for planned in steps {
         lines.push(validation_step(ctx, &ec2, planned, dry_run).await);
     }
-    lines
+    (lines, Some(images))
 }
 
 async fn validation_step<C: Cloud>(
@@ -199,15 +217,19 @@ async fn publish_region<C: Cloud>(
     pin: Option<&PublishRequest>,
     dry_run: bool,
     now: DateTime<Utc>,
+    scanned: Option<Vec<Image>>,
 ) -> Vec<PublishResult> {
     if !ctx.document.policies.iter().any(|p| p.publish.is_some()) {
         return Vec::new();
     }
     let ec2 = ctx.cloud.ec2(region);
     let params = ctx.cloud.parameters(region);
-    let images = match ec2.images(None).await {
-        Ok(images) => images,
-        Err(e) => return vec![region_failure(Stage::Publish, region, e)],
+    let images = match scanned {
+        Some(images) => images,
+        None => match ec2.images(None).await {
+            Ok(images) => images,
+            Err(e) => return vec![region_failure(Stage::Publish, region, e)],
+        },
     };
     let (work, mut lines) = targets::targets(&images, ctx.document, region, policies, pin, now);
     // A rollback records its pin on the AMI before any destination names it: a pin lost after
