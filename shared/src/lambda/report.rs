@@ -42,26 +42,37 @@ pub fn cut_list<T: Serialize>(
     }
 }
 
+/// The length of a value's JSON, counted without writing it anywhere.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter fails only where the value cannot be JSON at all; the answer's
+    // own writing reports that.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The report as one JSON document Lambda can answer: whole when it fits in
 /// [`MAX_ANSWER_BYTES`]; otherwise every long list keeps its first items (fewer until it fits),
 /// `truncated` says how many each left out, and every item left out goes to the log as one JSON
 /// line (`report line`), so nothing is lost and the answer is still one valid JSON document.
 ///
-/// The report is serialized straight to text and cut as data, never held whole as a JSON tree
-/// (a tree of a large report takes several times its text), so memory stays near the size of
-/// the report itself.
+/// The report is measured without being written, cut as data, and written once at a size that
+/// fits: never held whole as text or as a JSON tree (a tree of a large report takes several
+/// times its text), so memory stays near the size of the report itself.
 pub fn fit<R: Shorten>(report: &mut R) -> Result<serde_json::Value, Diagnostic> {
-    let encode = |r: &R| {
-        serde_json::to_string(r).map_err(|e| Diagnostic {
-            error_type: "InternalError".into(),
-            error_message: format!("the report could not be written as JSON: {e}"),
-        })
-    };
-    let mut text = encode(report)?;
-    let size = text.len();
+    let size = encoded_len(report);
     let mut truncated = None;
     if size > MAX_ANSWER_BYTES {
-        drop(text);
         let mut keep = KEPT_LINES;
         let mut omitted: BTreeMap<String, usize> = BTreeMap::new();
         loop {
@@ -69,8 +80,7 @@ pub fn fit<R: Shorten>(report: &mut R) -> Result<serde_json::Value, Diagnostic> 
                 tracing::info!(path = %path, line = %line, "report line");
                 *omitted.entry(path.to_string()).or_insert(0) += 1;
             });
-            text = encode(report)?;
-            if text.len() <= MAX_ANSWER_BYTES || keep == 0 {
+            if encoded_len(report) <= MAX_ANSWER_BYTES || keep == 0 {
                 break;
             }
             keep /= 10;
@@ -78,6 +88,11 @@ pub fn fit<R: Shorten>(report: &mut R) -> Result<serde_json::Value, Diagnostic> 
         truncated = Some(serde_json::json!({"bytes": size, "kept_per_list": keep,
             "omitted": omitted, "logged_as": "report line"}));
     }
+    // Written once, at a size that fits.
+    let text = serde_json::to_string(report).map_err(|e| Diagnostic {
+        error_type: "InternalError".into(),
+        error_message: format!("the report could not be written as JSON: {e}"),
+    })?;
     let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Diagnostic {
         error_type: "InternalError".into(),
         error_message: format!("the report could not be read back: {e}"),

@@ -99,7 +99,7 @@ pub fn deprecate_at(now: DateTime<Utc>, as_of: DateTime<Utc>) -> DateTime<Utc> {
 /// deadline has passed and reports the rest as deferred.
 #[allow(clippy::too_many_arguments)]
 pub async fn execute<W: RetireImages + Sync>(
-    plan: &Plan,
+    plan: &mut Plan,
     ec2: &W,
     region: &Region,
     dry_run: bool,
@@ -110,10 +110,16 @@ pub async fn execute<W: RetireImages + Sync>(
     clock: &(dyn Fn() -> DateTime<Utc> + Sync),
 ) -> Vec<ActionReport> {
     if dry_run {
-        return plan
-            .actions
-            .iter()
-            .map(|a| report(a, region, Outcome::Planned, None))
+        // The actions move into their reports: a large plan is never held twice.
+        return std::mem::take(&mut plan.actions)
+            .into_iter()
+            .map(|action| ActionReport {
+                action,
+                region: region.clone(),
+                outcome: Outcome::Planned,
+                error_code: None,
+                error: None,
+            })
             .collect();
     }
     let (stages, snapshots): (Vec<&Action>, Vec<&Action>) = plan
@@ -322,7 +328,7 @@ mod tests {
             clock: Mutex::new(start),
             deprecated: Mutex::new(Vec::new()),
         };
-        let plan = Plan {
+        let mut plan = Plan {
             actions: (0..6)
                 .map(|n| Action {
                     action: ActionKind::Deprecate,
@@ -344,7 +350,7 @@ mod tests {
         let clock = || ec2.now();
         // An as_of in the past (a run without as_of: the clock at its start).
         let reports = execute(
-            &plan,
+            &mut plan,
             &ec2,
             &region,
             false,

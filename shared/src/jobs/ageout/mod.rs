@@ -344,7 +344,7 @@ pub async fn run_region<
         error: None,
     };
     let planned = plan_region(ec2, bin, document, request, as_of, &mut report.warnings).await;
-    let plan = match planned {
+    let mut plan = match planned {
         Ok((plan, gaps)) => {
             report.evidence_gaps = gaps;
             plan
@@ -358,7 +358,7 @@ pub async fn run_region<
     tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
     report.usage_reports = request_reports(ec2, pacer, run, &plan.usage_reports_to_request).await;
     report.plan = execute(
-        &plan,
+        &mut plan,
         ec2,
         region,
         dry_run,
