@@ -60,6 +60,9 @@ pub struct RegionReport {
     /// An error that stopped the region's run before it planned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The time the pure planner took, every pass summed (the scans and evidence calls not
+    /// included): its CPU time, since it neither waits nor yields.
+    pub planning_ms: u64,
 }
 
 /// A usage report asked for one shared AMI.
@@ -342,11 +345,13 @@ pub async fn run_region<
         evidence_gaps: Vec::new(),
         usage_reports: Vec::new(),
         error: None,
+        planning_ms: 0,
     };
     let planned = plan_region(ec2, bin, document, request, as_of, &mut report.warnings).await;
     let mut plan = match planned {
-        Ok((plan, gaps)) => {
+        Ok((plan, gaps, planning)) => {
             report.evidence_gaps = gaps;
+            report.planning_ms = planning.as_millis() as u64;
             plan
         }
         Err(e) => {
@@ -432,7 +437,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     request: &RunRequest,
     as_of: DateTime<Utc>,
     warnings: &mut Vec<String>,
-) -> Result<(Plan, Vec<EvidenceGap>)> {
+) -> Result<(Plan, Vec<EvidenceGap>, std::time::Duration)> {
     let depth = deepest(document);
     let (scanned, instances, templates, rules) = futures::join!(
         futures::future::try_join(ec2.images(None), ec2.snapshots()),
@@ -474,8 +479,11 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             }
         }
     }
+    // The pure planning's own time, every pass summed (the calls between passes excluded).
+    let planning = std::cell::Cell::new(std::time::Duration::ZERO);
     let input = |images: &'_ [Image], usage: &'_ Usage| -> Plan {
-        plan(PlanInput {
+        let started = Instant::now();
+        let planned = plan(PlanInput {
             account_id: &account_id,
             images,
             snapshots: &snapshots,
@@ -485,26 +493,35 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             image_ids: request.image_ids.as_deref(),
             as_of,
             recycle_bin: recycle_bin.as_ref(),
-        })
+        });
+        planning.set(planning.get() + started.elapsed());
+        planned
     };
     let mut planned = input(&images, &usage);
 
-    // Share state: only for the images whose decision waits on it.
+    // Share state: only for the images whose decision waits on it. Each pass's plan is
+    // dropped before the next is made: a large plan is never held twice.
     if !planned.share_state_needed.is_empty() {
-        let answers: Vec<(String, Result<bool>)> =
-            futures::stream::iter(planned.share_state_needed.clone())
-                .map(|id| async move {
-                    let shared = ec2.is_shared(&id).await;
-                    (id, shared)
-                })
-                .buffer_unordered(4)
-                .collect()
-                .await;
+        let needed = std::mem::take(&mut planned.share_state_needed);
+        drop(planned);
+        let answers: Vec<(String, Result<bool>)> = futures::stream::iter(needed)
+            .map(|id| async move {
+                let shared = ec2.is_shared(&id).await;
+                (id, shared)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let index: std::collections::HashMap<String, usize> = images
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.id.clone(), n))
+            .collect();
         for (id, answer) in answers {
             match answer {
                 Ok(shared) => {
-                    if let Some(image) = images.iter_mut().find(|i| i.id == id) {
-                        image.shared = Some(shared);
+                    if let Some(&n) = index.get(&id) {
+                        images[n].shared = Some(shared);
                     }
                 }
                 Err(e) => usage.gaps.push(gap(
@@ -526,6 +543,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             .chunks(USAGE_REPORT_MAX_IDS)
             .map(<[String]>::to_vec)
             .collect();
+        drop(planned);
         for ids in chunks {
             match ec2.usage_reports(&ids).await {
                 Ok(found) => usage.consumer_reports.extend(found),
@@ -547,6 +565,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             .chunks(IMAGE_REFERENCES_MAX_IDS)
             .map(<[String]>::to_vec)
             .collect();
+        drop(planned);
         let answers: Vec<Vec<(Vec<String>, Result<_>)>> = futures::stream::iter(chunks)
             .map(|ids| async move {
                 match ec2.image_references(&ids, depth).await {
@@ -580,7 +599,12 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
         planned = input(&images, &usage);
     }
 
-    Ok((planned, usage.gaps))
+    tracing::info!(
+        planning_ms = planning.get().as_millis() as u64,
+        images = images.len(),
+        "age-out planning time"
+    );
+    Ok((planned, usage.gaps, planning.get()))
 }
 
 fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {
