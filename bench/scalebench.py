@@ -2,8 +2,8 @@
 
 Seeds N AMIs (two snapshots each, ages spread over a year, ten families) straight into the test
 bed's backend (`POST /_testbed/fleet`), then runs the real `ami-age-out` binary once, as a dry run
-by default, and reports its peak RSS (`VmHWM`), the run's wall time, the API requests by action,
-and the size of its answer.
+by default, and reports its peak RSS (`VmHWM`), the run's wall time, the pure planner's time
+(`planning_ms`), the API requests by action, and the size of its answer.
 
 Run with `cargo build --release --bins && AMI_PROFILE=release scripts/bench-scale [--amis 50000] [--real]`.
 """
@@ -58,6 +58,8 @@ def main() -> int:
         print(f"{args.amis} AMIs, {'real' if args.real else 'dry'} run: peak RSS {rss_mb:.1f} MB, {wall:.1f} s, "
               f"{len(report['plan'])} actions planned, kept {report['counts'].get('kept', 0)}, answer {size / 1e6:.2f} MB"
               f"{' (truncated)' if 'truncated' in report else ''}")
+        planning = sum(r.get("planning_ms", 0) for r in report.get("regions", []))
+        print(f"    planning (the pure planner, every pass): {planning} ms")
         print(f"    requests by action: {json.dumps(used, sort_keys=True)}")
     return 0
 
