@@ -123,6 +123,7 @@ pub fn answer<R: Shorten>(
 impl<R: Serialize> Shorten for Report<R> {
     fn shorten(&mut self, keep: usize, cut: &mut dyn FnMut(&str, String)) {
         cut_list(&mut self.results, keep, "$.results", cut);
+        cut_list(&mut self.events.failed, keep, "$.events.failed", cut);
     }
 }
 
@@ -130,6 +131,7 @@ impl Shorten for crate::jobs::ageout::Report {
     fn shorten(&mut self, keep: usize, cut: &mut dyn FnMut(&str, String)) {
         cut_list(&mut self.plan, keep, "$.plan", cut);
         cut_list(&mut self.failed, keep, "$.failed", cut);
+        cut_list(&mut self.events.failed, keep, "$.events.failed", cut);
         for (i, r) in self.regions.iter_mut().enumerate() {
             let at = |list: &str| format!("$.regions[{i}].{list}");
             cut_list(&mut r.kept, keep, &at("kept"), cut);

@@ -185,37 +185,52 @@ pub fn targets<'a>(
         }
     }
     let mut out = Vec::new();
-    // SSM parameters, across every policy of the document.
-    let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (n, (policy, family, _, _)) in chosen.iter().enumerate() {
-        for template in policy.publish.iter().flat_map(|p| &p.ssm_parameters) {
-            by_name
-                .entry(render_parameter(
-                    template,
-                    &policy.name,
-                    family,
-                    region.as_str(),
-                ))
+    // Who owns each destination is decided over every publishing policy and every family with
+    // an AMI in the region, whatever this run's filter, pin or promotable AMIs: a destination
+    // that two families could write is refused even while only one of them has an AMI to
+    // publish (a sweep must not flip between publishing and refusing it, and a rollback or a
+    // filtered run must not write what another family's consumers read).
+    let mut all_families: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for image in images {
+        if let Some(policy) = image.policy_in(document).filter(|p| p.publish.is_some()) {
+            all_families
+                .entry(policy.name.as_str())
                 .or_default()
-                .push(n);
+                .insert(image.family(&policy.family_by));
         }
     }
-    for (name, owners) in by_name {
-        for &n in &owners {
-            let (policy, family, image, pinned) = &chosen[n];
-            let (policy, image, pinned) = (*policy, *image, *pinned);
-            if owners.len() > 1 {
+    let mut owners: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+    for policy in document.policies.iter().filter(|p| p.publish.is_some()) {
+        for family in all_families.get(policy.name.as_str()).into_iter().flatten() {
+            for template in policy.publish.iter().flat_map(|p| &p.ssm_parameters) {
+                owners
+                    .entry(render_parameter(
+                        template,
+                        &policy.name,
+                        family,
+                        region.as_str(),
+                    ))
+                    .or_default()
+                    .push((policy.name.as_str(), family.as_str()));
+            }
+        }
+    }
+    for (policy, family, image, pinned) in &chosen {
+        for template in policy.publish.iter().flat_map(|p| &p.ssm_parameters) {
+            let name = render_parameter(template, &policy.name, family, region.as_str());
+            let who = owners.get(&name).map(Vec::as_slice).unwrap_or_default();
+            if who.len() > 1 {
                 let mut l = line(&policy.name, &image.id, Some(family));
                 l.target = Some(Destination::Parameter(name.clone()).label());
-                let who: Vec<String> = owners
+                let names: Vec<String> = who
                     .iter()
-                    .map(|&o| format!("`{}` of policy `{}`", chosen[o].1, chosen[o].0.name))
+                    .map(|(p, f)| format!("`{f}` of policy `{p}`"))
                     .collect();
                 lines.push(l.with(
                     PublishOutcome::Refused,
                     format!(
                         "families {} would all write this parameter: put {{family}} (and {{policy}}) in its name",
-                        who.join(", ")
+                        names.join(", ")
                     ),
                 ));
                 continue;
@@ -223,13 +238,13 @@ pub fn targets<'a>(
             out.push(Target {
                 policy,
                 family: family.clone(),
-                destination: Destination::Parameter(name.clone()),
+                destination: Destination::Parameter(name),
                 image,
-                pinned,
+                pinned: *pinned,
             });
         }
     }
-    // Launch templates: the family the entry names, or the policy's only family here.
+    // Launch templates: the family the entry names, or the policy's only family in the region.
     for policy in &document.policies {
         let mine: Vec<&(&'a Policy, String, &'a Image, bool)> = chosen
             .iter()
@@ -238,27 +253,34 @@ pub fn targets<'a>(
         if mine.is_empty() {
             continue;
         }
+        let families: Vec<&String> = all_families
+            .get(policy.name.as_str())
+            .into_iter()
+            .flatten()
+            .collect();
         for entry in policy.publish.iter().flat_map(|p| &p.launch_templates) {
-            let pick = match &entry.family {
-                Some(f) => mine.iter().find(|c| &c.1 == f),
-                None if mine.len() == 1 => mine.first(),
+            let bound = match &entry.family {
+                Some(f) => Some(f.as_str()),
+                None if families.len() == 1 => families.first().map(|f| f.as_str()),
                 None => {
                     let mut l = line(&policy.name, "", None);
                     l.target = Some(format!("launch-template:{}", entry.template));
-                    let families: Vec<&str> = mine.iter().map(|c| c.1.as_str()).collect();
+                    let names: Vec<&str> = families.iter().map(|f| f.as_str()).collect();
                     lines.push(l.with(
                         PublishOutcome::Refused,
                         format!(
                             "policy `{}` has {} families in {region} ({}): name the family this template gets",
                             policy.name,
-                            families.len(),
-                            families.join(", ")
+                            names.len(),
+                            names.join(", ")
                         ),
                     ));
                     None
                 }
             };
-            if let Some((policy, family, image, pinned)) = pick.copied() {
+            if let Some((policy, family, image, pinned)) =
+                bound.and_then(|f| mine.iter().find(|c| c.1 == f)).copied()
+            {
                 out.push(Target {
                     policy,
                     family: family.clone(),

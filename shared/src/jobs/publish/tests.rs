@@ -676,8 +676,51 @@ fn another_deployments_test_instances_are_left_alone() {
         None,
     );
     theirs.policy = Some("someone-elses".into());
-    let steps = plan(&[], &[theirs], &HashMap::new(), &d, None, None, at(5));
+    let steps = plan(
+        &[],
+        &[theirs.clone()],
+        &HashMap::new(),
+        &d,
+        None,
+        None,
+        at(5),
+    );
     assert!(steps.is_empty(), "{steps:?}");
+    // Still running past the longest timeout a policy can set: abandoned, terminated.
+    let steps = plan(&[], &[theirs], &HashMap::new(), &d, None, None, at(256));
+    assert!(
+        matches!(&steps[..], [s] if matches!(s.step, Step::Terminate { .. })),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_destination_two_families_share_is_refused_even_when_only_one_has_an_ami_to_publish() {
+    let d = doc(r#""publish": {"ssm_parameters": ["/ami/{policy}/latest"],
+        "launch_templates": [{"template": "web-servers"}]}"#);
+    // db has an AMI, but none promotable (disabled): the parameter is still shared.
+    let mut disabled = ami("ami-0000000000000000b", "db", 10);
+    disabled.state = ImageState::Disabled;
+    let images = [ami("ami-0000000000000000a", "web", 0), disabled];
+    let region = "us-east-1".parse().expect("region");
+    let (work, lines) = targets(&images, &d, &region, None, None, at(20));
+    assert!(work.is_empty(), "{work:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.outcome == PublishOutcome::Refused)
+            .count(),
+        2,
+        "{lines:?}"
+    );
+    // A rollback of one family does not write it either.
+    let pin = PublishRequest {
+        policy: "web".into(),
+        family: "web".into(),
+        image_id: "ami-0000000000000000a".into(),
+    };
+    let (work, _) = targets(&images, &d, &region, None, Some(&pin), at(20));
+    assert!(work.is_empty(), "{work:?}");
 }
 
 #[test]

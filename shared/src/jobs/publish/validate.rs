@@ -40,6 +40,10 @@ pub struct Planned<'a> {
     pub step: Step,
 }
 
+/// A test instance of no validating policy of this document still running this long after its
+/// launch is abandoned: longer than the longest `timeout_minutes` (240) with a sweep's margin.
+pub const ABANDONED_AFTER_MINUTES: i64 = 255;
+
 /// RunInstances' client token for an AMI's launch test: one test instance per AMI, however
 /// often the event is delivered (at most 64 ASCII characters).
 pub fn client_token(image_id: &str) -> String {
@@ -272,12 +276,18 @@ pub fn plan<'a>(
             continue; // another policy's test, outside this run's policies
         }
         for i in instances.iter().filter(|i| {
-            // Only the tests of this document's validating policies (and in this run's): a
-            // second deployment in the account runs its own.
-            i.policy.as_ref().is_some_and(|p| {
+            // The tests of this document's validating policies (and in this run's): a second
+            // deployment in the account runs its own. Any other test instance still running
+            // past the longest timeout a policy can set (its policy lost `validate` or was
+            // removed mid-test, or its deployment is gone) is abandoned: terminated too.
+            let ours = i.policy.as_ref().is_some_and(|p| {
                 document.policy(p).is_some_and(|p| p.validate.is_some())
                     && policies.is_none_or(|ps| ps.contains(p))
-            })
+            });
+            let abandoned = i
+                .launched
+                .is_some_and(|t| now - t > chrono::Duration::minutes(ABANDONED_AFTER_MINUTES));
+            ours || abandoned
         }) {
             out.push(Planned {
                 image_id: image_id.to_string(),
