@@ -16,6 +16,9 @@ use serde::Serialize;
 use crate::domain::deadline::Deadline;
 use crate::domain::policy::PolicyDocument;
 
+/// Why an action left for the next run was not started: the run reached its deadline.
+pub const PAST_DEADLINE: &str = "the run reached its deadline; the next sweep continues";
+
 /// Limits of a run, from the deployment's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

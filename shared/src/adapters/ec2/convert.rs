@@ -37,25 +37,32 @@ pub fn launch_permission(g: &Grant) -> LaunchPermission {
 pub fn instance_info(i: &aws_sdk_ec2::types::Instance) -> Option<InstanceInfo> {
     Some(InstanceInfo {
         id: i.instance_id.clone()?,
-        state: i
-            .state()
-            .and_then(|s| s.name())
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_default(),
+        state: state_name(i),
         root_device_type: i.root_device_type().map(|r| r.as_str().to_string()),
         tags: tags_of(i.tags()),
     })
+}
+
+/// An instance's state name (`running`, ...), empty when EC2 gives none.
+pub fn state_name(i: &aws_sdk_ec2::types::Instance) -> String {
+    i.state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default()
+}
+
+/// EC2 tags from a map.
+pub fn tag_list(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 /// A TagSpecification for one resource type.
 pub fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
-        .set_tags(Some(
-            tags.iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        ))
+        .set_tags(Some(tag_list(tags)))
         .build()
 }
 

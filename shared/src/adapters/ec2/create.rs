@@ -17,15 +17,13 @@ impl BuildImages for Ec2 {
         &self,
         tags: &BTreeMap<String, TagPattern>,
     ) -> Result<Vec<InstanceInfo>> {
-        let mut request = self.client.describe_instances().filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("running")
-                .values("stopped")
-                .build(),
-        );
+        let mut filters = vec![Filter::builder()
+            .name("instance-state-name")
+            .values("running")
+            .values("stopped")
+            .build()];
         for (key, pattern) in tags {
-            request = request.filters(match pattern {
+            filters.push(match pattern {
                 TagPattern::Any => Filter::builder().name("tag-key").values(key).build(),
                 TagPattern::Prefix(p) => Filter::builder()
                     .name(format!("tag:{key}"))
@@ -37,17 +35,12 @@ impl BuildImages for Ec2 {
                     .build(),
             });
         }
-        let mut pages = request.max_results(self.page_size).into_paginator().send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(self.err("DescribeInstances"))?;
-            out.extend(
-                page.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .filter_map(instance_info),
-            );
-        }
+        let mut out: Vec<InstanceInfo> = self
+            .instances_matching(filters, self.page_size)
+            .await?
+            .iter()
+            .filter_map(instance_info)
+            .collect();
         // Filters on tags take `*` as a wildcard: check the patterns exactly.
         out.retain(|i| {
             tags.iter()

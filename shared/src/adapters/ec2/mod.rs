@@ -81,6 +81,34 @@ impl Ec2 {
         &self.client
     }
 
+    /// Every instance DescribeInstances answers for `filters`, following every page of at most
+    /// `page` instances.
+    async fn instances_matching(
+        &self,
+        filters: Vec<aws_sdk_ec2::types::Filter>,
+        page: i32,
+    ) -> Result<Vec<aws_sdk_ec2::types::Instance>> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(page)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(found) = pages.next().await {
+            let found = found.map_err(self.err("DescribeInstances"))?;
+            out.extend(
+                found
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .cloned(),
+            );
+        }
+        Ok(out)
+    }
+
     fn err<E>(&self, operation: &'static str) -> impl FnOnce(E) -> Error + '_
     where
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -72,19 +72,9 @@ impl ImageInventory for Ec2 {
             .name("instance-state-name")
             .set_values(Some(IN_USE_INSTANCE_STATES.map(String::from).to_vec()))
             .build();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(states)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(self.err("DescribeInstances"))?;
-            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                if let (Some(image), Some(id)) = (&instance.image_id, &instance.instance_id) {
-                    used.entry(image.clone()).or_default().insert(id.clone());
-                }
+        for instance in self.instances_matching(vec![states], 1000).await? {
+            if let (Some(image), Some(id)) = (instance.image_id, instance.instance_id) {
+                used.entry(image).or_default().insert(id);
             }
         }
         Ok(used)

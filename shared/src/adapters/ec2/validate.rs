@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest,
-    ResourceType, ShutdownBehavior, Tag,
+    ResourceType, ShutdownBehavior,
 };
 
-use super::convert::{tag_spec, tags_of};
+use super::convert::{state_name, tag_list, tag_spec, tags_of};
 use super::Ec2;
 use crate::domain::tags;
 use crate::error::Result;
@@ -19,67 +19,49 @@ const STATUS_MAX_IDS: usize = 100;
 
 impl ValidateImages for Ec2 {
     async fn test_instances(&self) -> Result<Vec<TestInstance>> {
+        let filters = vec![
+            Filter::builder()
+                .name("tag-key")
+                .values(tags::VALIDATES)
+                .build(),
+            Filter::builder()
+                .name(format!("tag:{}", tags::CREATED_BY))
+                .values(tags::VALIDATOR)
+                .build(),
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(
+                    [
+                        "pending",
+                        "running",
+                        "stopping",
+                        "stopped",
+                        "shutting-down",
+                        "terminated",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ))
+                .build(),
+        ];
         let mut found = Vec::new();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("tag-key")
-                    .values(tags::VALIDATES)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", tags::CREATED_BY))
-                    .values(tags::VALIDATOR)
-                    .build(),
-            )
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(
-                        [
-                            "pending",
-                            "running",
-                            "stopping",
-                            "stopped",
-                            "shutting-down",
-                            "terminated",
-                        ]
-                        .map(String::from)
-                        .to_vec(),
-                    ))
-                    .build(),
-            )
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(self.err("DescribeInstances"))?;
-            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
-                let tags = tags_of(instance.tags());
-                let (Some(id), Some(image)) =
-                    (instance.instance_id.clone(), tags.get(tags::VALIDATES))
-                else {
-                    continue;
-                };
-                found.push(TestInstance {
-                    instance_id: id,
-                    image_id: image.clone(),
-                    policy: tags.get(tags::POLICY).cloned(),
-                    state: instance
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_default(),
-                    launched: instance
-                        .launch_time()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
-                    system_status: None,
-                    instance_status: None,
-                });
-            }
+        for instance in self.instances_matching(filters, 1000).await? {
+            let tags = tags_of(instance.tags());
+            let (Some(id), Some(image)) = (instance.instance_id.clone(), tags.get(tags::VALIDATES))
+            else {
+                continue;
+            };
+            found.push(TestInstance {
+                instance_id: id,
+                image_id: image.clone(),
+                policy: tags.get(tags::POLICY).cloned(),
+                state: state_name(&instance),
+                launched: instance
+                    .launch_time()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                system_status: None,
+                instance_status: None,
+            });
         }
         let running: Vec<String> = found
             .iter()
@@ -209,11 +191,7 @@ impl ValidateImages for Ec2 {
         self.client
             .create_tags()
             .resources(image_id)
-            .set_tags(Some(
-                tags.iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
-            ))
+            .set_tags(Some(tag_list(tags)))
             .send()
             .await
             .map_err(self.err("CreateTags"))?;

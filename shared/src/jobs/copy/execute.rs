@@ -89,7 +89,7 @@ async fn copy_from<C: Cloud>(
             if ctx.deadline.passed() {
                 results.push(r.with(
                     CopyOutcome::Deferred,
-                    "the run reached its deadline; the next sweep continues".to_string(),
+                    crate::jobs::PAST_DEADLINE.to_string(),
                 ));
             } else if started.len() >= room {
                 results.push(r.with(CopyOutcome::Deferred, plan::no_room(&destination)));

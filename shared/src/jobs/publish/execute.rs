@@ -152,7 +152,7 @@ async fn validation_step<C: Cloud>(
     if acts && ctx.deadline.passed() {
         return line.with(
             PublishOutcome::Deferred,
-            "the run reached its deadline; the next sweep continues".to_string(),
+            crate::jobs::PAST_DEADLINE.to_string(),
         );
     }
     let reason = match &planned.step {
@@ -284,7 +284,7 @@ async fn publish_one<C: Cloud>(
     if ctx.deadline.passed() {
         return line.with(
             PublishOutcome::Deferred,
-            "the run reached its deadline; the next sweep continues".to_string(),
+            crate::jobs::PAST_DEADLINE.to_string(),
         );
     }
     let result = match &target.destination {

@@ -61,7 +61,7 @@ async fn reconcile_region<C: Cloud>(
                 if deadline.passed() {
                     return ShareResult::new(&image.id, region, &policy.name).with(
                         ShareOutcome::Deferred,
-                        "the run reached its deadline; the next sweep continues".to_string(),
+                        crate::jobs::PAST_DEADLINE.to_string(),
                     );
                 }
                 reconcile(ec2, keys, image, policy, allow_public, dry_run).await
