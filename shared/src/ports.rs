@@ -381,6 +381,11 @@ pub trait EventSink {
 pub trait Pace {
     /// Waits until the next mutating call may start.
     fn take(&self) -> impl Future<Output = ()> + Send;
+
+    /// How many mutating calls may start within `window` at most (`None`: no bound).
+    fn capacity(&self, _window: std::time::Duration) -> Option<usize> {
+        None
+    }
 }
 
 /// Every port, for any region: what a job is given to run.

@@ -55,6 +55,11 @@ impl Pace for Pacer {
     async fn take(&self) {
         self.take_token().await
     }
+
+    /// The burst, then the refill over the window.
+    fn capacity(&self, window: Duration) -> Option<usize> {
+        Some((self.burst + self.rate * window.as_secs_f64()).floor() as usize)
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +86,12 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn the_capacity_of_a_window_is_the_burst_and_the_refill() {
+        let pacer = Pacer::new(5.0, 100.0);
+        assert_eq!(pacer.capacity(Duration::ZERO), Some(100));
+        assert_eq!(pacer.capacity(Duration::from_secs(900)), Some(4_600));
     }
 }

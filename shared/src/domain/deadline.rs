@@ -40,6 +40,12 @@ impl Deadline {
         }
     }
 
+    /// The time left before the run must stop (`None`: no deadline).
+    pub fn left(&self) -> Option<Duration> {
+        self.stop_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// Whether the run must stop now.
     pub fn passed(&self) -> bool {
         self.stop_at.is_some_and(|t| Instant::now() >= t)

@@ -261,6 +261,9 @@ pub struct Usage {
     /// Evidence that could not be gathered. An image it covers is never disabled or
     /// deregistered (safety checks fail closed): it is kept as `usage_unknown`.
     pub gaps: Vec<EvidenceGap>,
+    /// Images whose share state this run does not read: more candidates wait on it than the
+    /// run can retire before its deadline. Each is kept (`deferred`), left for the next run.
+    pub deferred: BTreeSet<String>,
 }
 
 /// An AMI usage report: which accounts use a shared AMI, as EC2 found when it built the report

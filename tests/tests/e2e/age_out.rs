@@ -482,7 +482,17 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
     // continuations are used up.
     let function = paced(&[]);
     let dry = function.invoke(&json!({"dry_run": true})).ok();
-    assert!(dry["continued"].is_null(), "{}", dry["continued"]);
+    // It reads no more than the real run would (2 + 1 × 15 AMIs' share state), so it is not
+    // complete either, and says why it does not continue.
+    assert_eq!(dry["complete"], false, "{}", dry["kept_by_reason"]);
+    assert!(
+        dry["continued"]["why_not"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dry run"),
+        "{}",
+        dry["continued"]
+    );
     let stalled = paced(&[("AMI_RUN_BUDGET_MS", "1")]);
     let report = stalled.invoke(&json!({})).ok();
     assert_eq!(report["complete"], false);
@@ -524,7 +534,34 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
 
     // The scheduled run: it stops at its deadline and continues itself until the work is done;
     // each continuation is delivered as the template's rule would (its `detail.request`).
+    // It reads the share state of no more AMIs than it can retire in its 15 s (2 + 1 × 15),
+    // and leaves the others, kept as `deferred`, to its continuations.
+    let reads = |bed: &TestBed| {
+        bed.calls()
+            .get("DescribeImageAttribute")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = reads(&bed);
+    let registered = seed::image_ids(&ec2).await;
+    let candidates = old.iter().filter(|id| registered.contains(id)).count();
     let mut report = function.invoke(&json!({})).ok();
+    assert!(
+        reads(&bed) - before <= 17,
+        "{} share-state reads",
+        reads(&bed) - before
+    );
+    let deferred = report["kept_by_reason"]["deferred"].as_u64().unwrap_or(0);
+    assert!(
+        candidates > 17 && deferred as usize >= candidates - 17,
+        "{candidates} candidates: {}",
+        report["kept_by_reason"]
+    );
+    assert!(
+        report["remaining"].as_u64().unwrap_or(0) >= deferred,
+        "{}",
+        report["remaining"]
+    );
     let mut hops = 0;
     while report["complete"] == false {
         let events = continued(&bed);

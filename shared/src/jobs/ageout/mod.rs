@@ -100,7 +100,8 @@ pub struct Report {
     pub plan: Vec<ActionReport>,
     /// Actions that failed.
     pub failed: Vec<ActionReport>,
-    /// Actions left for the next run.
+    /// Left for the next run: actions not started before the deadline, and AMIs whose share
+    /// state the run did not read (kept as `deferred`).
     pub remaining: usize,
     /// The snapshot storage the run freed (a dry run: would free), with the monthly saving.
     pub saved: savings::Savings,
@@ -164,10 +165,6 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
         .filter(|a| matches!(a.outcome, Outcome::Failed))
         .cloned()
         .collect();
-    let remaining = plan
-        .iter()
-        .filter(|a| matches!(a.outcome, Outcome::Deferred))
-        .count();
     let mut counts = BTreeMap::new();
     for a in &plan {
         *counts.entry(label(&a.action.action)).or_insert(0) += 1;
@@ -179,6 +176,16 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
     for k in regions.iter().flat_map(|r| &r.kept) {
         *kept_by_reason.entry(k.reason).or_insert(0) += 1;
     }
+    // Left for the next run: the actions not started, and the AMIs whose share state was not
+    // read (each one a decision the next run makes).
+    let remaining = plan
+        .iter()
+        .filter(|a| matches!(a.outcome, Outcome::Deferred))
+        .count()
+        + kept_by_reason
+            .get(&KeepReason::Deferred)
+            .copied()
+            .unwrap_or(0);
     counts.insert("planned".into(), plan.len());
     counts.insert("kept".into(), kept_by_reason.values().sum());
     counts.insert(
@@ -347,7 +354,22 @@ pub async fn run_region<
         error: None,
         planning_ms: 0,
     };
-    let planned = plan_region(ec2, bin, document, request, as_of, &mut report.warnings).await;
+    // EC2 has no batch form of the share-state read: a run reads it for at most as many AMIs
+    // as it can retire before its deadline (the pacer's burst and refill over the time left).
+    let reads = Reads {
+        capacity: deadline.left().and_then(|left| pacer.capacity(left)),
+        deadline,
+    };
+    let planned = plan_region(
+        ec2,
+        bin,
+        document,
+        request,
+        as_of,
+        reads,
+        &mut report.warnings,
+    )
+    .await;
     let mut plan = match planned {
         Ok((plan, gaps, planning)) => {
             report.evidence_gaps = gaps;
@@ -423,8 +445,23 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     out
 }
 
+/// How much of the per-AMI evidence (the share state) a region's run reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Reads {
+    /// At most this many AMIs' share state, oldest first (`None`: no bound); the others are kept
+    /// as `deferred`, left for the next run.
+    pub capacity: Option<usize>,
+    /// None is started after it.
+    pub deadline: Deadline,
+}
+
 /// Scans the region and plans: images, snapshots and usage once each, then the share state,
 /// the references and the other accounts' usage of only the images the plan would change.
+///
+/// The share state is one call per AMI (EC2 has no batch form, and DescribeImages says only
+/// whether an AMI is public), so it is read for at most `reads.capacity` AMIs, oldest first, and
+/// none after the deadline: a run over a large backlog spends its time retiring, not reading
+/// what it could not act on before it stops.
 ///
 /// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
 /// plans nothing); a failed evidence call (instances, launch templates, references, share
@@ -436,6 +473,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     document: &PolicyDocument,
     request: &RunRequest,
     as_of: DateTime<Utc>,
+    reads: Reads,
     warnings: &mut Vec<String>,
 ) -> Result<(Plan, Vec<EvidenceGap>, std::time::Duration)> {
     let depth = deepest(document);
@@ -504,32 +542,47 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     if !planned.share_state_needed.is_empty() {
         let needed = std::mem::take(&mut planned.share_state_needed);
         drop(planned);
-        let answers: Vec<(String, Result<bool>)> = futures::stream::iter(needed)
-            .map(|id| async move {
-                let shared = ec2.is_shared(&id).await;
-                (id, shared)
-            })
-            .buffer_unordered(4)
-            .collect()
-            .await;
         let index: std::collections::HashMap<String, usize> = images
             .iter()
             .enumerate()
             .map(|(n, i)| (i.id.clone(), n))
             .collect();
+        let (read, deferred) = oldest_first(needed, &images, &index, reads.capacity);
+        usage.deferred = deferred;
+        let answers: Vec<(String, Option<Result<bool>>)> = futures::stream::iter(read)
+            .map(|id| async move {
+                if reads.deadline.passed() {
+                    return (id, None);
+                }
+                let shared = ec2.is_shared(&id).await;
+                (id, Some(shared))
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
         for (id, answer) in answers {
             match answer {
-                Ok(shared) => {
+                Some(Ok(shared)) => {
                     if let Some(&n) = index.get(&id) {
                         images[n].shared = Some(shared);
                     }
                 }
-                Err(e) => usage.gaps.push(gap(
+                Some(Err(e)) => usage.gaps.push(gap(
                     "DescribeImageAttribute",
                     &e,
                     Some(BTreeSet::from([id])),
                 )),
+                None => {
+                    usage.deferred.insert(id);
+                }
             }
+        }
+        if !usage.deferred.is_empty() {
+            tracing::info!(
+                deferred = usage.deferred.len(),
+                capacity = reads.capacity,
+                "share state left for the next run: more candidates than the run can retire"
+            );
         }
         planned = input(&images, &usage);
     }
@@ -605,6 +658,21 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
         "age-out planning time"
     );
     Ok((planned, usage.gaps, planning.get()))
+}
+
+/// Splits the images whose share state a plan waits on into those read now, oldest first (the
+/// most overdue first; ties by id), at most `capacity` of them, and those left for the next run.
+fn oldest_first(
+    mut needed: Vec<String>,
+    images: &[Image],
+    index: &std::collections::HashMap<String, usize>,
+    capacity: Option<usize>,
+) -> (Vec<String>, BTreeSet<String>) {
+    let created = |id: &String| index.get(id).map(|&n| images[n].created);
+    needed.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.cmp(b)));
+    let keep = capacity.unwrap_or(usize::MAX).min(needed.len());
+    let deferred = needed.split_off(keep).into_iter().collect();
+    (needed, deferred)
 }
 
 fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {

@@ -152,6 +152,11 @@ pub enum KeepReason {
     /// Past its age, but `require_recoverable` is set and the Recycle Bin would not keep it (or
     /// a snapshot deleted with it) long enough to undo the deregistration.
     NotRecoverable,
+    /// Past its age, but its share state is not read in this run: the run reads it (one call
+    /// per AMI, EC2 has no batch form) for at most as many AMIs as it can retire before its
+    /// deadline, oldest first. Left for the next run, which a run that made progress starts at
+    /// once (a continuation).
+    Deferred,
 }
 
 /// An image the plan keeps, and why.
@@ -602,6 +607,9 @@ fn decide(
                 )
             }
             (false, Some(true)) => return (Decision::Keep(Shared, why.into()), Needs::default()),
+            (false, None) if input.usage.deferred.contains(&image.id) => {
+                return (deferred(kind), Needs::default())
+            }
             (false, None) => {
                 // Unknown share state keeps the image (fail closed) until it is looked up.
                 let detail = format!("share state not known; {why}");
@@ -628,6 +636,17 @@ fn decide(
     consumers(image, kind, retain, input).map_or((decision, Needs::default()), |kept| kept)
 }
 
+/// An image left for the next run: its share state is beyond what this run reads.
+fn deferred(kind: ActionKind) -> Decision {
+    Decision::Keep(
+        KeepReason::Deferred,
+        format!(
+            "not {} in this run: its share state is left for the next run",
+            kind.past()
+        ),
+    )
+}
+
 /// For an AMI shared with other accounts (or public), what EC2's usage reports say about
 /// them: `None` when nothing there keeps the AMI (not shared, or a fresh report shows no other
 /// account uses it), else the keep decision and what it waits on.
@@ -640,6 +659,9 @@ fn consumers(
     use KeepReason::*;
     match (image.public, image.shared) {
         (false, Some(false)) => return None,
+        (false, None) if input.usage.deferred.contains(&image.id) => {
+            return Some((deferred(kind), Needs::default()))
+        }
         (false, None) => {
             let detail = format!("not {}: share state not known yet", kind.past());
             let needs = Needs {

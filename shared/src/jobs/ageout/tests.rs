@@ -1687,3 +1687,93 @@ fn a_run_continues_only_when_time_alone_stopped_it() {
     );
     assert_eq!(request_for(&third, 3, "req-9").continuation, Some(3));
 }
+
+#[test]
+fn an_image_whose_share_state_is_left_for_the_next_run_is_kept_as_deferred_and_not_asked_again() {
+    let d = doc(r#"{"keep_latest": 1, "max_age_days": 90}"#);
+    let unknown = |id: &str, days| {
+        let mut i = image(id, "a", days);
+        i.shared = None;
+        i
+    };
+    let images = [
+        image("n", "a", 1),
+        unknown("read", 200),
+        unknown("later", 100),
+    ];
+    let mut usage = Usage::default();
+    usage.deferred.insert("later".into());
+    let p = run(&d, &images, &usage);
+    assert_eq!(kept_for(&p, "later"), Some(KeepReason::Deferred));
+    assert_eq!(
+        kept_for(&p, "read"),
+        Some(KeepReason::ConsumerUsageUnknown),
+        "waits on its share state"
+    );
+    assert_eq!(p.share_state_needed, vec!["read".to_string()]);
+    assert_eq!(action_of(&p, "later"), None);
+}
+
+/// A pacer that lets `n` mutating calls start in any window.
+struct Capacity(usize);
+
+impl crate::ports::Pace for Capacity {
+    async fn take(&self) {}
+    fn capacity(&self, _: std::time::Duration) -> Option<usize> {
+        Some(self.0)
+    }
+}
+
+#[tokio::test]
+async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_leaves_the_rest() {
+    use crate::ports::Cloud;
+    use crate::tests::fakes::FakeCloud;
+    let cloud = FakeCloud::default();
+    let document = three_old_amis(&cloud);
+    let request = crate::domain::trigger::RunRequest::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    let bin = cloud.recycle_bin(&region);
+    let run = super::RegionRun {
+        region: &region,
+        document: &document,
+        request: &request,
+        as_of: now(),
+        dry_run: false,
+        deadline: crate::domain::deadline::Deadline::from_lambda(
+            0,
+            std::time::Duration::ZERO,
+            Some(std::time::Duration::from_secs(600)),
+        ),
+        concurrency: 2,
+    };
+    let first = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
+    let deregistered = |r: &super::RegionReport| -> Vec<String> {
+        r.plan
+            .iter()
+            .filter(|a| a.action.action == ActionKind::Deregister)
+            .filter_map(|a| a.action.image_id.clone())
+            .collect()
+    };
+    // Of the two AMIs past their age, the run can retire one: it reads the oldest's share
+    // state, retires it, and leaves the other, undecided, for the next run.
+    assert_eq!(deregistered(&first), vec![format!("ami-{:017x}", 0)]);
+    let deferred: Vec<_> = first
+        .kept
+        .iter()
+        .filter(|k| k.reason == KeepReason::Deferred)
+        .map(|k| k.image_id.clone())
+        .collect();
+    assert_eq!(deferred, vec![format!("ami-{:017x}", 1)]);
+    assert_eq!(ec2.state().images.len(), 2);
+
+    // Without a deadline nothing bounds the reads: the next run finishes.
+    let unbounded = super::RegionRun {
+        deadline: crate::domain::deadline::Deadline::none(),
+        ..run
+    };
+    let second = super::run_region(&ec2, &bin, &Capacity(1), &unbounded).await;
+    assert_eq!(deregistered(&second), vec![format!("ami-{:017x}", 1)]);
+    assert!(second.kept.iter().all(|k| k.reason != KeepReason::Deferred));
+    assert_eq!(ec2.state().images.len(), 1);
+}
