@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import boto3
 
@@ -111,6 +112,10 @@ class Emulator:
         """Requests served so far, by action."""
         return self._get("calls")
 
+    def times(self) -> dict[str, float]:
+        """Seconds the emulator spent serving each action so far."""
+        return self._get("times")
+
     def throttle(self, buckets: dict) -> None:
         """Throttles like EC2: named token buckets over lists of actions."""
         self._post("throttle", buckets)
@@ -153,19 +158,31 @@ class Watch:
             env["AWS_ENDPOINT_URL"] = endpoint
         return env
 
-    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
-        """Invokes the function through the runtime API: (True, answer) or (False, the error)."""
+    def invoke(self, payload: dict, died: "Callable[[], str | None] | None" = None) -> tuple[bool, dict | str]:
+        """Invokes the function through the runtime API: (True, answer) or (False, the error).
+        `died` says why the function's process is gone (an invocation would wait for ever)."""
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(payload, f)
-        out = subprocess.run(
+        call = subprocess.Popen(
             [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
              "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
-            cwd=ROOT, capture_output=True, text=True,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        while True:
+            try:
+                stdout, stderr = call.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                why = died() if died else None
+                if why is not None:
+                    call.kill()
+                    call.communicate()
+                    os.unlink(f.name)
+                    raise RuntimeError(f"the function exited before it answered: {why}")
         os.unlink(f.name)
-        if out.returncode == 0:
-            return True, json.loads(out.stdout)
-        return False, out.stdout + out.stderr
+        if call.returncode == 0:
+            return True, json.loads(stdout)
+        return False, stdout + stderr
 
     def stop(self) -> None:
         self.proc.kill()
@@ -195,7 +212,12 @@ class Function:
         self.stop()
 
     def invoke(self, payload: dict) -> tuple[bool, dict | str]:
-        return self.watch.invoke(payload)
+        return self.watch.invoke(payload, self._died)
+
+    def _died(self) -> str | None:
+        if self.proc.poll() is None:
+            return None
+        return Path(self.log.name).read_text(errors="replace")[-2000:]
 
     def peak_rss_kb(self) -> int:
         """The process's peak resident set (`VmHWM`), while it runs."""

@@ -46,6 +46,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 from xml.sax.saxutils import escape
@@ -57,6 +58,8 @@ from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import amis as moto_amis  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 from moto.ec2.models import instances as moto_instances  # noqa: E402
 from moto.ec2.models import launch_templates as moto_launch_templates  # noqa: E402
 from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse  # noqa: E402
@@ -1364,7 +1367,21 @@ def create_grant(self: Any, key_id: str, grantee_principal: str, operations: lis
                                   retiring_principal)
 
 
+# Speed only, no behaviour: moto finds one resource's tags by scanning every tag of the region
+# (describe_tags with a resource-id filter), so listing N resources costs N x (all tags): a
+# 10,000-AMI DescribeImages page spent most of its seconds there. This reads the resource's
+# own entry of the same tag store, in the same shape.
+def _tags_of_resource(self: Any) -> list[dict[str, str]]:
+    resource_id = getattr(self, "id", None)
+    if not resource_id:
+        return []
+    tags = self.ec2_backend.tags.get(resource_id, {})
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+    return [{"resource_id": resource_id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
+
+
 def apply_patches() -> None:
+    TaggedEC2Resource.get_tags = _tags_of_resource
     KmsBackend.create_grant = create_grant
     InstanceResponse.run_instances = atomic(run_instances)
     moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
@@ -1475,6 +1492,8 @@ def seed_fleet(body: dict[str, Any]) -> dict[str, Any]:
 
 
 CALLS: dict[str, int] = {}
+# Seconds the emulator spent serving each action (benchmarks: where a run's wall time goes).
+SERVED_S: dict[str, float] = {}
 CALLS_LOCK = threading.Lock()
 # Injected faults: action -> [error code, how many more calls get it]. Test set-up only: the
 # errors are EC2's own codes (RequestLimitExceeded, InvalidSnapshot.InUse, ...), answered in
@@ -1656,6 +1675,10 @@ class Testbed:
             with CALLS_LOCK:
                 response = Response(json.dumps(CALLS), status=200, mimetype="application/json")
             return response(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/times":
+            with CALLS_LOCK:
+                response = Response(json.dumps(SERVED_S), status=200, mimetype="application/json")
+            return response(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/callers":
             with CALLS_LOCK:
                 out: dict[str, list[str]] = {}
@@ -1709,7 +1732,12 @@ class Testbed:
             return dropped()(environ, start_response)
         if injected is not None:
             return injected(environ, start_response)
-        return self.app(environ, start_response)
+        started = time.perf_counter()
+        served = list(self.app(environ, start_response))
+        if action:
+            with CALLS_LOCK:
+                SERVED_S[action] = SERVED_S.get(action, 0.0) + time.perf_counter() - started
+        return served
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 //! several rules retain a resource, the longest retention applies. An AMI in the bin can be
 //! restored only while the snapshots it needs can be restored too.
 
-use std::collections::BTreeMap;
+use crate::domain::model::Tags;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -29,7 +29,7 @@ pub struct RuleTag {
 }
 
 impl RuleTag {
-    fn on(&self, tags: &BTreeMap<String, String>) -> bool {
+    fn on(&self, tags: &Tags) -> bool {
         tags.get(&self.key)
             .is_some_and(|v| self.value.as_ref().is_none_or(|want| want == v))
     }
@@ -57,7 +57,7 @@ pub struct RetentionRule {
 
 impl RetentionRule {
     /// Whether the rule retains a resource of its type carrying `tags`.
-    pub fn retains(&self, tags: &BTreeMap<String, String>) -> bool {
+    pub fn retains(&self, tags: &Tags) -> bool {
         if !self.available {
             return false;
         }
@@ -101,14 +101,14 @@ pub struct Recovery {
 
 impl RecycleBin {
     /// The longest retention of the rules that retain a resource of `kind` with `tags`.
-    pub fn retention(&self, kind: BinResource, tags: &BTreeMap<String, String>) -> Option<u32> {
+    pub fn retention(&self, kind: BinResource, tags: &Tags) -> Option<u32> {
         self.retaining(kind, tags).map(|r| r.days).max()
     }
 
     fn retaining<'a>(
         &'a self,
         kind: BinResource,
-        tags: &'a BTreeMap<String, String>,
+        tags: &'a Tags,
     ) -> impl Iterator<Item = &'a RetentionRule> + 'a {
         self.rules
             .iter()
@@ -120,8 +120,8 @@ impl RecycleBin {
     /// retained at least as long: an AMI in the bin without its snapshots cannot be restored.
     pub fn recovery<'a>(
         &self,
-        image_tags: &BTreeMap<String, String>,
-        snapshot_tags: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+        image_tags: &Tags,
+        snapshot_tags: impl IntoIterator<Item = &'a Tags>,
         as_of: DateTime<Utc>,
     ) -> Recovery {
         let image_days = self.retention(BinResource::Image, image_tags);

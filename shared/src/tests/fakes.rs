@@ -386,7 +386,7 @@ impl BuildImages for FakeEc2 {
             .images
             .iter()
             .find(|i| i.id == id)
-            .map(|i| i.tags.clone()))
+            .map(|i| (&i.tags).into()))
     }
     async fn own_snapshot(&self, id: &str) -> Result<Option<String>> {
         let state = self.check("DescribeSnapshots")?;
@@ -402,7 +402,7 @@ impl BuildImages for FakeEc2 {
             .snapshots
             .iter()
             .find(|(s, _)| s.id == id)
-            .map(|(s, _)| s.tags.clone())
+            .map(|(s, _)| (&s.tags).into())
             .unwrap_or_default())
     }
     async fn create_image(
@@ -423,7 +423,7 @@ impl BuildImages for FakeEc2 {
         let id = FakeEc2::new_id(&mut state, "ami");
         let mut image = Image::new(&id, name, "111122223333", Utc::now());
         image.state = ImageState::Pending;
-        image.tags = tags.clone();
+        image.tags = tags.clone().into();
         state.images.push(image);
         state.changes.push(format!("CreateImage {instance_id}"));
         Ok(id)
@@ -439,7 +439,7 @@ impl BuildImages for FakeEc2 {
         }
         let id = FakeEc2::new_id(&mut state, "ami");
         let mut image = Image::new(&id, &spec.name, "111122223333", Utc::now());
-        image.tags = spec.tags.clone();
+        image.tags = spec.tags.clone().into();
         image.snapshot_ids = vec![spec.snapshot_id.clone()];
         state.images.push(image);
         state
@@ -567,7 +567,7 @@ impl CopyImages for FakeEc2 {
         let id = FakeEc2::new_id(&mut state, "ami");
         let mut image = Image::new(&id, name, "111122223333", Utc::now());
         image.state = ImageState::Pending;
-        image.tags = tags.clone();
+        image.tags = tags.clone().into();
         state.images.push(image);
         state.tokens.insert(client_token.to_string(), id.clone());
         state.changes.push(format!("CopyImage {source_image_id}"));

@@ -32,7 +32,7 @@ async fn an_image_created_through_the_adapter_is_listed_back_with_its_tags_and_a
         .iter()
         .find(|i| i.id == image_id)
         .expect("the new image is listed");
-    assert_eq!(image.tags, tags);
+    assert_eq!(BTreeMap::from(&image.tags), tags);
     assert_eq!(image.snapshot_ids.len(), 2, "root and data volume");
     let snapshots = ec2.snapshots().await.expect("snapshots");
     for id in &image.snapshot_ids {
@@ -40,7 +40,11 @@ async fn an_image_created_through_the_adapter_is_listed_back_with_its_tags_and_a
             .iter()
             .find(|s| &s.id == id)
             .expect("snapshot listed");
-        assert_eq!(snap.tags, tags, "tags on the snapshots at creation");
+        assert_eq!(
+            BTreeMap::from(&snap.tags),
+            tags,
+            "tags on the snapshots at creation"
+        );
         assert_eq!(snap.owner_id, e2e_tests::ACCOUNT);
     }
 

@@ -66,7 +66,7 @@ pub fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> TagS
         .build()
 }
 
-pub fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
+pub fn tags_of<T: FromIterator<(String, String)>>(tags: &[Tag]) -> T {
     tags.iter()
         .filter_map(|t| Some((t.key.clone()?, t.value.clone().unwrap_or_default())))
         .collect()

@@ -54,7 +54,7 @@ impl CopyImages for Ec2 {
                     state_reason: i
                         .state_reason()
                         .and_then(|r| r.message().map(str::to_string)),
-                    attempt: tags_of(i.tags())
+                    attempt: tags_of::<crate::domain::model::Tags>(i.tags())
                         .get(tags::COPY_ATTEMPT)
                         .and_then(|a| a.parse().ok())
                         .unwrap_or(1),

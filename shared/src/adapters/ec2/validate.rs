@@ -46,7 +46,7 @@ impl ValidateImages for Ec2 {
         ];
         let mut found = Vec::new();
         for instance in self.instances_matching(filters, 1000).await? {
-            let tags = tags_of(instance.tags());
+            let tags: BTreeMap<String, String> = tags_of(instance.tags());
             let (Some(id), Some(image)) = (instance.instance_id.clone(), tags.get(tags::VALIDATES))
             else {
                 continue;

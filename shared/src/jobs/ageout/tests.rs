@@ -50,7 +50,7 @@ fn snapshots_of(images: &[Image]) -> Vec<Snapshot> {
             owner_id: i.owner_id.clone(),
             description: format!("Created by CreateImage(i-1) for {}", i.id),
             started: i.created,
-            tags: BTreeMap::new(),
+            tags: Default::default(),
             size: Default::default(),
         })
         .collect()
@@ -226,7 +226,7 @@ fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
         owner_id: ME.into(),
         description: "Created by CreateImage(i-9) for ami-gone".into(),
         started: Some(now() - Duration::days(100)),
-        tags: BTreeMap::from([("Family".to_string(), "a".to_string())]),
+        tags: [("Family".to_string(), "a".to_string())].into(),
         size: Default::default(),
     });
     let p = run_with(&d, &images, &snapshots, &Usage::default());
@@ -951,7 +951,7 @@ fn world() -> impl Strategy<Value = World> {
                         owner_id: if foreign && snap.starts_with("snap-x") { OTHER.into() } else { ME.into() },
                         description: format!("Created by CreateImage(i-1) for {id}"),
                         started: i.created,
-                        tags: BTreeMap::new(),
+                        tags: Default::default(),
                         size: Default::default(),
                     });
                 }
@@ -964,7 +964,7 @@ fn world() -> impl Strategy<Value = World> {
                     owner_id: ME.into(),
                     description: format!("Created by CreateImage(i-1) for ami-gone{n}"),
                     started: Some(now() - Duration::days(300)),
-                    tags: BTreeMap::from([(crate::domain::tags::POLICY.to_string(), "web".to_string())]),
+                    tags: [(crate::domain::tags::POLICY.to_string(), "web".to_string())].into(),
                     size: Default::default(),
                 });
             }

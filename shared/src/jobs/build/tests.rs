@@ -341,7 +341,7 @@ async fn a_snapshot_is_registered_only_once_it_is_completed() {
             owner_id: "111122223333".into(),
             description: String::new(),
             started: None,
-            tags: BTreeMap::new(),
+            tags: Default::default(),
             size: Default::default(),
         };
         cloud.region("us-east-1").state().snapshots = vec![(snapshot, state.into())];
