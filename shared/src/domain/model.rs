@@ -314,8 +314,10 @@ pub struct Snapshot {
     /// `snap-...`.
     pub id: String,
     pub owner_id: String,
-    /// Its description (`Created by CreateImage(i-...) for ami-...` when CreateImage made it).
-    pub description: String,
+    /// CreateImage or CopyImage made it for an AMI (its description says so, see
+    /// [`Snapshot::made_by_ec2_for_an_image`]). Only this is kept of the description: at
+    /// 100,000 snapshots the text would cost megabytes for one bit.
+    pub for_an_image: bool,
     /// StartTime.
     pub started: Option<DateTime<Utc>>,
     pub tags: Tags,
@@ -348,8 +350,15 @@ impl SnapshotSize {
 impl Snapshot {
     /// Whether CreateImage or CopyImage made the snapshot for an AMI.
     pub fn made_for_an_image(&self) -> bool {
-        self.description.starts_with("Created by CreateImage(")
-            || self.description.starts_with("Copied for DestinationAmi")
+        self.for_an_image
+    }
+
+    /// Whether a snapshot's description is the one CreateImage or CopyImage gives the
+    /// snapshots it makes for an AMI (`Created by CreateImage(i-...) for ami-...`,
+    /// `Copied for DestinationAmi ami-...`).
+    pub fn made_by_ec2_for_an_image(description: &str) -> bool {
+        description.starts_with("Created by CreateImage(")
+            || description.starts_with("Copied for DestinationAmi")
     }
 }
 

@@ -49,7 +49,9 @@ impl ImageInventory for Ec2 {
                 Some(Snapshot {
                     id: s.snapshot_id.clone()?,
                     owner_id: s.owner_id.clone().unwrap_or_default(),
-                    description: s.description.clone().unwrap_or_default(),
+                    for_an_image: Snapshot::made_by_ec2_for_an_image(
+                        s.description().unwrap_or_default(),
+                    ),
                     started: smithy_time(s.start_time()),
                     tags: tags_of(s.tags()),
                     size: SnapshotSize {

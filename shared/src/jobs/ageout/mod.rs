@@ -8,7 +8,7 @@ pub mod savings;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -493,7 +493,11 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             None
         }
     };
-    let (mut images, snapshots) = scanned?;
+    let (mut images, mut snapshots) = scanned?;
+    // The scans grew their lists by doubling: give back the slack (up to half of each) before
+    // planning, the run's peak.
+    images.shrink_to_fit();
+    snapshots.shrink_to_fit();
     let mut usage = Usage::default();
     match instances {
         Ok(found) => usage.instances = found,
@@ -542,12 +546,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     if !planned.share_state_needed.is_empty() {
         let needed = std::mem::take(&mut planned.share_state_needed);
         drop(planned);
-        let index: std::collections::HashMap<String, usize> = images
-            .iter()
-            .enumerate()
-            .map(|(n, i)| (i.id.clone(), n))
-            .collect();
-        let (read, deferred) = oldest_first(needed, &images, &index, reads.capacity);
+        let (read, deferred) = oldest_first(needed, &images, reads.capacity);
         usage.deferred = deferred;
         let answers: Vec<(String, Option<Result<bool>>)> = futures::stream::iter(read)
             .map(|id| async move {
@@ -560,10 +559,22 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             .buffer_unordered(4)
             .collect()
             .await;
-        for (id, answer) in answers {
+        // By position, through an index of borrowed ids that is gone before the images change.
+        let positions: Vec<Option<usize>> = {
+            let index: HashMap<&str, usize> = images
+                .iter()
+                .enumerate()
+                .map(|(n, i)| (i.id.as_str(), n))
+                .collect();
+            answers
+                .iter()
+                .map(|(id, _)| index.get(id.as_str()).copied())
+                .collect()
+        };
+        for ((id, answer), position) in answers.into_iter().zip(positions) {
             match answer {
                 Some(Ok(shared)) => {
-                    if let Some(&n) = index.get(&id) {
+                    if let Some(n) = position {
                         images[n].shared = Some(shared);
                     }
                 }
@@ -665,10 +676,11 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
 fn oldest_first(
     mut needed: Vec<String>,
     images: &[Image],
-    index: &std::collections::HashMap<String, usize>,
     capacity: Option<usize>,
 ) -> (Vec<String>, BTreeSet<String>) {
-    let created = |id: &String| index.get(id).map(|&n| images[n].created);
+    let created: HashMap<&str, Option<DateTime<Utc>>> =
+        images.iter().map(|i| (i.id.as_str(), i.created)).collect();
+    let created = |id: &String| created.get(id.as_str()).copied().flatten();
     needed.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.cmp(b)));
     let keep = capacity.unwrap_or(usize::MAX).min(needed.len());
     let deferred = needed.split_off(keep).into_iter().collect();

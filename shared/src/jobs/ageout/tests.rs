@@ -48,7 +48,7 @@ fn snapshots_of(images: &[Image]) -> Vec<Snapshot> {
         .map(|(s, i)| Snapshot {
             id: s.clone(),
             owner_id: i.owner_id.clone(),
-            description: format!("Created by CreateImage(i-1) for {}", i.id),
+            for_an_image: true,
             started: i.created,
             tags: Default::default(),
             size: Default::default(),
@@ -224,7 +224,7 @@ fn a_snapshot_another_ami_uses_is_kept_and_orphans_are_found() {
     snapshots.push(Snapshot {
         id: "snap-orphan".into(),
         owner_id: ME.into(),
-        description: "Created by CreateImage(i-9) for ami-gone".into(),
+        for_an_image: true,
         started: Some(now() - Duration::days(100)),
         tags: [("Family".to_string(), "a".to_string())].into(),
         size: Default::default(),
@@ -251,7 +251,7 @@ fn only_owned_unused_snapshots_made_for_an_ami_of_a_deleting_policy_are_orphans_
     let snap = |id: &str, owner: &str, description: &str, tags: &[(&str, &str)]| Snapshot {
         id: id.into(),
         owner_id: owner.into(),
-        description: description.into(),
+        for_an_image: Snapshot::made_by_ec2_for_an_image(description),
         started: Some(now() - Duration::days(200)),
         tags: tags
             .iter()
@@ -949,7 +949,7 @@ fn world() -> impl Strategy<Value = World> {
                     snapshots.push(Snapshot {
                         id: snap.clone(),
                         owner_id: if foreign && snap.starts_with("snap-x") { OTHER.into() } else { ME.into() },
-                        description: format!("Created by CreateImage(i-1) for {id}"),
+                        for_an_image: true,
                         started: i.created,
                         tags: Default::default(),
                         size: Default::default(),
@@ -962,7 +962,7 @@ fn world() -> impl Strategy<Value = World> {
                 snapshots.push(Snapshot {
                     id: format!("snap-orphan{n}"),
                     owner_id: ME.into(),
-                    description: format!("Created by CreateImage(i-1) for ami-gone{n}"),
+                    for_an_image: true,
                     started: Some(now() - Duration::days(300)),
                     tags: [(crate::domain::tags::POLICY.to_string(), "web".to_string())].into(),
                     size: Default::default(),

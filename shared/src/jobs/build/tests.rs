@@ -339,7 +339,7 @@ async fn a_snapshot_is_registered_only_once_it_is_completed() {
         let snapshot = crate::domain::model::Snapshot {
             id: "snap-0123456789abcdef0".into(),
             owner_id: "111122223333".into(),
-            description: String::new(),
+            for_an_image: false,
             started: None,
             tags: Default::default(),
             size: Default::default(),
