@@ -319,23 +319,42 @@ async fn a_run_out_of_time_stops_cleanly_and_the_next_run_finishes() {
     let out_of_time = age_out(&bed, &[("AMI_RUN_BUDGET_MS", "0")]);
     let report = out_of_time.invoke(&request(false)).ok();
     assert_eq!(report["complete"], false);
-    let planned = report["plan"].as_array().expect("plan").len();
-    assert!(planned > 0);
+    let plan = report["plan"].as_array().expect("plan");
+    assert!(plan.iter().all(|a| a["outcome"] == "deferred"), "{plan:?}");
+    let deregisters = |plan: &[Value]| plan.iter().filter(|a| a["action"] == "deregister").count();
+    // Past its deadline a run reads no share state either: the AMIs waiting on it are kept
+    // as `deferred`, undecided, and counted with the actions in what is left.
+    let undecided = report["kept_by_reason"]["deferred"].as_u64().unwrap_or(0) as usize;
+    assert!(undecided > 0, "{}", report["kept_by_reason"]);
     assert_eq!(
-        report["remaining"], planned,
-        "every action is left for the next run"
+        report["remaining"],
+        plan.len() + undecided,
+        "every action and every undecided AMI is left for the next run"
     );
     assert_eq!(
         state(&bed).await,
         before,
         "nothing was started after the deadline"
     );
+    assert!(deregisters(plan) + undecided > 0);
     drop(out_of_time);
 
+    // The next run, with time, does exactly what a dry run with time says.
     let function = age_out(&bed, &[]);
+    let dry = function.invoke(&request(true)).ok();
     let report = function.invoke(&request(false)).ok();
     assert_eq!(report["complete"], true);
-    assert_eq!(report["plan"].as_array().map(Vec::len), Some(planned));
+    let retired = |plan: &Value| -> Vec<Value> {
+        plan.as_array()
+            .expect("plan")
+            .iter()
+            .filter(|a| a["action"] == "deregister")
+            .map(|a| a["image_id"].clone())
+            .collect()
+    };
+    assert!(!retired(&report["plan"]).is_empty());
+    assert_eq!(retired(&report["plan"]), retired(&dry["plan"]));
+    assert!(report["kept_by_reason"]["deferred"].is_null());
 }
 
 #[tokio::test]
