@@ -355,9 +355,9 @@ pub async fn run_region<
         planning_ms: 0,
     };
     // EC2 has no batch form of the share-state read: a run reads it for at most as many AMIs
-    // as it can retire before its deadline (the pacer's burst and refill over the time left).
+    // as it can retire before its deadline, the reads' own time included.
     let reads = Reads {
-        capacity: deadline.left().and_then(|left| pacer.capacity(left)),
+        capacity: deadline.left().and_then(|left| affordable(pacer, left)),
         deadline,
     };
     let planned = plan_region(
@@ -443,6 +443,37 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
         }
     }
     out
+}
+
+/// EC2's bucket for one non-mutating API, DescribeImageAttribute's (EC2 API throttling:
+/// 100 tokens, refilled at 20 per second, per account and region).
+const READ_BURST: usize = 100;
+const READS_PER_SECOND: f64 = 20.0;
+
+/// The most AMIs a run with `left` to go can both read the share state of and retire: reading K
+/// takes (K - 100) / 20 seconds once the read bucket's burst is spent, and the pacer must then
+/// let K mutating calls start in what is left. Reading more would be wasted: the run would stop
+/// before acting on them, and the next run reads them again. `None`: the pacer sets no bound.
+pub fn affordable<P: Pace>(pacer: &P, left: std::time::Duration) -> Option<usize> {
+    let reading = |k: usize| {
+        std::time::Duration::from_secs_f64(k.saturating_sub(READ_BURST) as f64 / READS_PER_SECOND)
+    };
+    let fits = |k: usize| {
+        pacer
+            .capacity(left.saturating_sub(reading(k)))
+            .is_some_and(|c| k <= c)
+    };
+    let (mut lo, mut hi) = (0, pacer.capacity(left)?);
+    // The largest K that fits: K grows, the time left to act on it shrinks.
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo)
 }
 
 /// How much of the per-AMI evidence (the share state) a region's run reads.

@@ -1777,3 +1777,26 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
     assert!(second.kept.iter().all(|k| k.reason != KeepReason::Deferred));
     assert_eq!(ec2.state().images.len(), 1);
 }
+
+#[test]
+fn a_run_reads_no_more_share_states_than_it_can_also_retire_in_the_time_left() {
+    use crate::adapters::pace::Pacer;
+    use crate::ports::Pace;
+    use std::time::Duration;
+    let ec2 = Pacer::new(5.0, 100.0);
+    // 15 minutes less the margin: reading K takes (K - 100) / 20 s, retiring it needs
+    // K <= 100 + 5 x (870 - that): K = 3,580.
+    let k = super::affordable(&ec2, Duration::from_secs(870)).expect("bounded");
+    assert_eq!(k, 3_580);
+    let read = Duration::from_secs_f64((k - 100) as f64 / 20.0);
+    assert!(ec2.capacity(Duration::from_secs(870) - read) >= Some(k));
+    let read_one_more = Duration::from_secs_f64((k + 1 - 100) as f64 / 20.0);
+    assert!(ec2.capacity(Duration::from_secs(870) - read_one_more) < Some(k + 1));
+    // Inside the read bucket's burst, reading is free: the pacer's capacity decides.
+    assert_eq!(super::affordable(&ec2, Duration::ZERO), Some(100));
+    // A pacer that lets 7 calls start in any window: 7 (inside the read burst).
+    assert_eq!(
+        super::affordable(&Capacity(7), Duration::from_secs(60)),
+        Some(7)
+    );
+}
