@@ -354,10 +354,15 @@ pub async fn run_region<
         error: None,
         planning_ms: 0,
     };
-    // EC2 has no batch form of the share-state read: a run reads it for at most as many AMIs
-    // as it can retire before its deadline, the reads' own time included.
+    // EC2 has no batch form of the share-state read: a run reads it for no more AMIs than it
+    // can retire before its deadline, the reads' own time included (worked out as it reads).
+    let room = |counted: usize, read: usize| {
+        deadline
+            .left()
+            .and_then(|left| affordable(pacer, left, counted, read))
+    };
     let reads = Reads {
-        capacity: deadline.left().and_then(|left| affordable(pacer, left)),
+        room: &room,
         deadline,
     };
     let planned = plan_region(
@@ -450,21 +455,28 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
 const READ_BURST: usize = 100;
 const READS_PER_SECOND: f64 = 20.0;
 
-/// The most AMIs a run with `left` to go can both read the share state of and retire: reading K
-/// takes (K - 100) / 20 seconds once the read bucket's burst is spent, and the pacer must then
-/// let K mutating calls start in what is left. Reading more would be wasted: the run would stop
-/// before acting on them, and the next run reads them again. `None`: the pacer sets no bound.
-pub fn affordable<P: Pace>(pacer: &P, left: std::time::Duration) -> Option<usize> {
+/// How many more AMIs a run with `left` to go can read the share state of and still retire:
+/// the largest n such that `counted + n` retirements fit in what the reads leave, where `counted`
+/// AMIs read so far will be acted on and `read` were read in all. Reading K takes (K - 100) / 20
+/// seconds once the read bucket's burst is spent. Reading more would be wasted: the run would
+/// stop before acting on them, and the next run reads them again. `None`: the pacer sets no
+/// bound.
+pub fn affordable<P: Pace>(
+    pacer: &P,
+    left: std::time::Duration,
+    counted: usize,
+    read: usize,
+) -> Option<usize> {
     let reading = |k: usize| {
         std::time::Duration::from_secs_f64(k.saturating_sub(READ_BURST) as f64 / READS_PER_SECOND)
     };
-    let fits = |k: usize| {
+    let fits = |n: usize| {
         pacer
-            .capacity(left.saturating_sub(reading(k)))
-            .is_some_and(|c| k <= c)
+            .capacity(left.saturating_sub(reading(read + n)))
+            .is_some_and(|c| counted + n <= c)
     };
-    let (mut lo, mut hi) = (0, pacer.capacity(left)?);
-    // The largest K that fits: K grows, the time left to act on it shrinks.
+    let (mut lo, mut hi) = (0, pacer.capacity(left)?.saturating_sub(counted));
+    // The largest n that fits: n grows, the time left to act shrinks.
     while lo < hi {
         let mid = lo + (hi - lo).div_ceil(2);
         if fits(mid) {
@@ -476,12 +488,16 @@ pub fn affordable<P: Pace>(pacer: &P, left: std::time::Duration) -> Option<usize
     Some(lo)
 }
 
+/// Share-state reads started at once, between two checks of how many more the run can afford.
+const READ_CHUNK: usize = 100;
+
 /// How much of the per-AMI evidence (the share state) a region's run reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Reads {
-    /// At most this many AMIs' share state, oldest first (`None`: no bound); the others are kept
-    /// as `deferred`, left for the next run.
-    pub capacity: Option<usize>,
+#[derive(Clone, Copy)]
+pub struct Reads<'a> {
+    /// Given how many AMIs read so far the run will act on (not shared) and how many it read in
+    /// all, how many more it may read (`None`: no bound). The AMIs not read are kept as
+    /// `deferred`, left for the next run.
+    pub room: &'a (dyn Fn(usize, usize) -> Option<usize> + Sync),
     /// None is started after it.
     pub deadline: Deadline,
 }
@@ -490,9 +506,10 @@ pub struct Reads {
 /// the references and the other accounts' usage of only the images the plan would change.
 ///
 /// The share state is one call per AMI (EC2 has no batch form, and DescribeImages says only
-/// whether an AMI is public), so it is read for at most `reads.capacity` AMIs, oldest first, and
-/// none after the deadline: a run over a large backlog spends its time retiring, not reading
-/// what it could not act on before it stops.
+/// whether an AMI is public), so it is read oldest first, for as many AMIs as the run can still
+/// retire (`reads.room`; an AMI found shared does not count, as it is usually kept, so shared
+/// AMIs never use up every run's reads), and none after the deadline: a run over a large
+/// backlog spends its time retiring, not reading what it could not act on before it stops.
 ///
 /// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
 /// plans nothing); a failed evidence call (instances, launch templates, references, share
@@ -504,7 +521,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     document: &PolicyDocument,
     request: &RunRequest,
     as_of: DateTime<Utc>,
-    reads: Reads,
+    reads: Reads<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(Plan, Vec<EvidenceGap>, std::time::Duration)> {
     let depth = deepest(document);
@@ -577,19 +594,35 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     if !planned.share_state_needed.is_empty() {
         let needed = std::mem::take(&mut planned.share_state_needed);
         drop(planned);
-        let (read, deferred) = oldest_first(needed, &images, reads.capacity);
-        usage.deferred = deferred;
-        let answers: Vec<(String, Option<Result<bool>>)> = futures::stream::iter(read)
-            .map(|id| async move {
-                if reads.deadline.passed() {
-                    return (id, None);
-                }
-                let shared = ec2.is_shared(&id).await;
-                (id, Some(shared))
-            })
-            .buffer_unordered(4)
-            .collect()
-            .await;
+        let mut queue = oldest_first(needed, &images).into_iter();
+        let mut answers: Vec<(String, Option<Result<bool>>)> = Vec::new();
+        // Not shared: these the run will act on. In all: what the reads have cost.
+        let (mut counted, mut read) = (0usize, 0usize);
+        while !reads.deadline.passed() {
+            let room = (reads.room)(counted, read).unwrap_or(usize::MAX);
+            let chunk: Vec<String> = queue.by_ref().take(room.min(READ_CHUNK)).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            read += chunk.len();
+            let got: Vec<(String, Option<Result<bool>>)> = futures::stream::iter(chunk)
+                .map(|id| async move {
+                    if reads.deadline.passed() {
+                        return (id, None);
+                    }
+                    let shared = ec2.is_shared(&id).await;
+                    (id, Some(shared))
+                })
+                .buffer_unordered(4)
+                .collect()
+                .await;
+            counted += got
+                .iter()
+                .filter(|(_, a)| matches!(a, Some(Ok(false))))
+                .count();
+            answers.extend(got);
+        }
+        usage.deferred = queue.collect();
         // By position, through an index of borrowed ids that is gone before the images change.
         let positions: Vec<Option<usize>> = {
             let index: HashMap<&str, usize> = images
@@ -622,7 +655,7 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
         if !usage.deferred.is_empty() {
             tracing::info!(
                 deferred = usage.deferred.len(),
-                capacity = reads.capacity,
+                read,
                 "share state left for the next run: more candidates than the run can retire"
             );
         }
@@ -702,20 +735,14 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     Ok((planned, usage.gaps, planning.get()))
 }
 
-/// Splits the images whose share state a plan waits on into those read now, oldest first (the
-/// most overdue first; ties by id), at most `capacity` of them, and those left for the next run.
-fn oldest_first(
-    mut needed: Vec<String>,
-    images: &[Image],
-    capacity: Option<usize>,
-) -> (Vec<String>, BTreeSet<String>) {
+/// The images whose share state a plan waits on, oldest first (the most overdue first; ties
+/// by id).
+fn oldest_first(mut needed: Vec<String>, images: &[Image]) -> Vec<String> {
     let created: HashMap<&str, Option<DateTime<Utc>>> =
         images.iter().map(|i| (i.id.as_str(), i.created)).collect();
     let created = |id: &String| created.get(id.as_str()).copied().flatten();
     needed.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.cmp(b)));
-    let keep = capacity.unwrap_or(usize::MAX).min(needed.len());
-    let deferred = needed.split_off(keep).into_iter().collect();
-    (needed, deferred)
+    needed
 }
 
 fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {

@@ -1786,17 +1786,87 @@ fn a_run_reads_no_more_share_states_than_it_can_also_retire_in_the_time_left() {
     let ec2 = Pacer::new(5.0, 100.0);
     // 15 minutes less the margin: reading K takes (K - 100) / 20 s, retiring it needs
     // K <= 100 + 5 x (870 - that): K = 3,580.
-    let k = super::affordable(&ec2, Duration::from_secs(870)).expect("bounded");
+    let k = super::affordable(&ec2, Duration::from_secs(870), 0, 0).expect("bounded");
     assert_eq!(k, 3_580);
     let read = Duration::from_secs_f64((k - 100) as f64 / 20.0);
     assert!(ec2.capacity(Duration::from_secs(870) - read) >= Some(k));
     let read_one_more = Duration::from_secs_f64((k + 1 - 100) as f64 / 20.0);
     assert!(ec2.capacity(Duration::from_secs(870) - read_one_more) < Some(k + 1));
     // Inside the read bucket's burst, reading is free: the pacer's capacity decides.
-    assert_eq!(super::affordable(&ec2, Duration::ZERO), Some(100));
+    assert_eq!(super::affordable(&ec2, Duration::ZERO, 0, 0), Some(100));
     // A pacer that lets 7 calls start in any window: 7 (inside the read burst).
     assert_eq!(
-        super::affordable(&Capacity(7), Duration::from_secs(60)),
+        super::affordable(&Capacity(7), Duration::from_secs(60), 0, 0),
         Some(7)
     );
+    // Having read 2,000 AMIs of which 1,000 will be acted on, the run affords fewer more: the
+    // reads so far took (2,000 - 100) / 20 = 95 s.
+    let more = super::affordable(&ec2, Duration::from_secs(870), 1_000, 2_000).expect("bounded");
+    assert!(more > 0 && more < k - 1_000, "{more}");
+    let after = Duration::from_secs_f64((2_000 + more - 100) as f64 / 20.0);
+    assert!(ec2.capacity(Duration::from_secs(870) - after) >= Some(1_000 + more));
+}
+
+#[tokio::test]
+async fn shared_amis_that_stay_kept_never_use_up_a_runs_share_state_reads() {
+    use crate::domain::grant::Grant;
+    use crate::ports::Cloud;
+    use crate::tests::fakes::FakeCloud;
+    let cloud = FakeCloud::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    let old = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    {
+        let mut state = ec2.state();
+        // Three old AMIs shared with another account (kept: the policy excludes shared AMIs),
+        // older than one that is not shared, and the newest, kept by keep_latest.
+        for n in 0..5 {
+            let id = format!("ami-{n:017x}");
+            let mut image = crate::tests::fakes::managed_image(&id, &format!("web-{n}"), "web");
+            image.created = Some(old + chrono::Duration::days(n));
+            state.images.push(image);
+            if n < 3 {
+                state
+                    .launch
+                    .insert(id, BTreeSet::from([Grant::Account("210987654321".into())]));
+            }
+        }
+    }
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2, "exclude_shared": true}}]}"#,
+    );
+    let request = crate::domain::trigger::RunRequest::default();
+    let bin = cloud.recycle_bin(&region);
+    let run = super::RegionRun {
+        region: &region,
+        document: &document,
+        request: &request,
+        as_of: now(),
+        dry_run: false,
+        deadline: crate::domain::deadline::Deadline::from_lambda(
+            0,
+            std::time::Duration::ZERO,
+            Some(std::time::Duration::from_secs(600)),
+        ),
+        concurrency: 2,
+    };
+    // The run can retire one AMI: the shared ones it reads do not count, so it reads on to the
+    // one it can retire.
+    let report = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
+    let deregistered: Vec<_> = report
+        .plan
+        .iter()
+        .filter(|a| a.action.action == ActionKind::Deregister)
+        .filter_map(|a| a.action.image_id.clone())
+        .collect();
+    assert_eq!(deregistered, vec![format!("ami-{:017x}", 3)]);
+    let shared = report
+        .kept
+        .iter()
+        .filter(|k| k.reason == KeepReason::Shared)
+        .count();
+    assert_eq!(shared, 3);
 }
