@@ -163,23 +163,23 @@ class Watch:
         `died` says why the function's process is gone (an invocation would wait for ever)."""
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(payload, f)
-        call = subprocess.Popen(
-            [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
-             "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        while True:
-            try:
-                stdout, stderr = call.communicate(timeout=1)
-                break
-            except subprocess.TimeoutExpired:
-                why = died() if died else None
-                if why is not None:
-                    call.kill()
-                    call.communicate()
-                    os.unlink(f.name)
-                    raise RuntimeError(f"the function exited before it answered: {why}")
-        os.unlink(f.name)
+        try:
+            with subprocess.Popen(
+                [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
+                 "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ) as call:
+                while True:
+                    try:
+                        stdout, stderr = call.communicate(timeout=1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        why = died() if died else None
+                        if why is not None:
+                            call.kill()
+                            raise RuntimeError(f"the function exited before it answered: {why}")
+        finally:
+            os.unlink(f.name)
         if call.returncode == 0:
             return True, json.loads(stdout)
         return False, stdout + stderr

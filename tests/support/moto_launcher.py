@@ -1733,7 +1733,12 @@ class Testbed:
         if injected is not None:
             return injected(environ, start_response)
         started = time.perf_counter()
-        served = list(self.app(environ, start_response))
+        answer = self.app(environ, start_response)
+        try:
+            served = list(answer)
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
         if action:
             with CALLS_LOCK:
                 SERVED_S[action] = SERVED_S.get(action, 0.0) + time.perf_counter() - started

@@ -1714,6 +1714,37 @@ fn an_image_whose_share_state_is_left_for_the_next_run_is_kept_as_deferred_and_n
     assert_eq!(action_of(&p, "later"), None);
 }
 
+/// A real run of one region with ten minutes to go.
+fn ten_minute_run<'a>(
+    region: &'a crate::domain::ids::Region,
+    document: &'a PolicyDocument,
+    request: &'a crate::domain::trigger::RunRequest,
+) -> super::RegionRun<'a> {
+    super::RegionRun {
+        region,
+        document,
+        request,
+        as_of: now(),
+        dry_run: false,
+        deadline: crate::domain::deadline::Deadline::from_lambda(
+            0,
+            std::time::Duration::ZERO,
+            Some(std::time::Duration::from_secs(600)),
+        ),
+        concurrency: 2,
+    }
+}
+
+/// The AMIs a region's run deregistered, in its order.
+fn deregistered(report: &super::RegionReport) -> Vec<String> {
+    report
+        .plan
+        .iter()
+        .filter(|a| a.action.action == ActionKind::Deregister)
+        .filter_map(|a| a.action.image_id.clone())
+        .collect()
+}
+
 /// A pacer that lets `n` mutating calls start in any window.
 struct Capacity(usize);
 
@@ -1734,27 +1765,8 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
     let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
     let ec2 = cloud.ec2(&region);
     let bin = cloud.recycle_bin(&region);
-    let run = super::RegionRun {
-        region: &region,
-        document: &document,
-        request: &request,
-        as_of: now(),
-        dry_run: false,
-        deadline: crate::domain::deadline::Deadline::from_lambda(
-            0,
-            std::time::Duration::ZERO,
-            Some(std::time::Duration::from_secs(600)),
-        ),
-        concurrency: 2,
-    };
+    let run = ten_minute_run(&region, &document, &request);
     let first = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
-    let deregistered = |r: &super::RegionReport| -> Vec<String> {
-        r.plan
-            .iter()
-            .filter(|a| a.action.action == ActionKind::Deregister)
-            .filter_map(|a| a.action.image_id.clone())
-            .collect()
-    };
     // Of the two AMIs past their age, the run can retire one: it reads the oldest's share
     // state, retires it, and leaves the other, undecided, for the next run.
     assert_eq!(deregistered(&first), vec![format!("ami-{:017x}", 0)]);
@@ -1840,29 +1852,11 @@ async fn shared_amis_that_stay_kept_never_use_up_a_runs_share_state_reads() {
     );
     let request = crate::domain::trigger::RunRequest::default();
     let bin = cloud.recycle_bin(&region);
-    let run = super::RegionRun {
-        region: &region,
-        document: &document,
-        request: &request,
-        as_of: now(),
-        dry_run: false,
-        deadline: crate::domain::deadline::Deadline::from_lambda(
-            0,
-            std::time::Duration::ZERO,
-            Some(std::time::Duration::from_secs(600)),
-        ),
-        concurrency: 2,
-    };
+    let run = ten_minute_run(&region, &document, &request);
     // The run can retire one AMI: the shared ones it reads do not count, so it reads on to the
     // one it can retire.
     let report = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
-    let deregistered: Vec<_> = report
-        .plan
-        .iter()
-        .filter(|a| a.action.action == ActionKind::Deregister)
-        .filter_map(|a| a.action.image_id.clone())
-        .collect();
-    assert_eq!(deregistered, vec![format!("ami-{:017x}", 3)]);
+    assert_eq!(deregistered(&report), vec![format!("ami-{:017x}", 3)]);
     let shared = report
         .kept
         .iter()
