@@ -594,54 +594,40 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     if !planned.share_state_needed.is_empty() {
         let needed = std::mem::take(&mut planned.share_state_needed);
         drop(planned);
+        // Each id with its position in `images`, so the answers are applied without a search.
         let mut queue = oldest_first(needed, &images).into_iter();
-        let mut answers: Vec<(String, Option<Result<bool>>)> = Vec::new();
+        type Answer = (usize, String, Option<Result<bool>>);
+        let mut answers: Vec<Answer> = Vec::new();
         // Not shared: these the run will act on. In all: what the reads have cost.
         let (mut counted, mut read) = (0usize, 0usize);
         while !reads.deadline.passed() {
             let room = (reads.room)(counted, read).unwrap_or(usize::MAX);
-            let chunk: Vec<String> = queue.by_ref().take(room.min(READ_CHUNK)).collect();
+            let chunk: Vec<(usize, String)> = queue.by_ref().take(room.min(READ_CHUNK)).collect();
             if chunk.is_empty() {
                 break;
             }
             read += chunk.len();
-            let got: Vec<(String, Option<Result<bool>>)> = futures::stream::iter(chunk)
-                .map(|id| async move {
+            let got: Vec<Answer> = futures::stream::iter(chunk)
+                .map(|(n, id)| async move {
                     if reads.deadline.passed() {
-                        return (id, None);
+                        return (n, id, None);
                     }
                     let shared = ec2.is_shared(&id).await;
-                    (id, Some(shared))
+                    (n, id, Some(shared))
                 })
                 .buffer_unordered(4)
                 .collect()
                 .await;
             counted += got
                 .iter()
-                .filter(|(_, a)| matches!(a, Some(Ok(false))))
+                .filter(|(_, _, a)| matches!(a, Some(Ok(false))))
                 .count();
             answers.extend(got);
         }
-        usage.deferred = queue.collect();
-        // By position, through an index of borrowed ids that is gone before the images change.
-        let positions: Vec<Option<usize>> = {
-            let index: HashMap<&str, usize> = images
-                .iter()
-                .enumerate()
-                .map(|(n, i)| (i.id.as_str(), n))
-                .collect();
-            answers
-                .iter()
-                .map(|(id, _)| index.get(id.as_str()).copied())
-                .collect()
-        };
-        for ((id, answer), position) in answers.into_iter().zip(positions) {
+        usage.deferred = queue.map(|(_, id)| id).collect();
+        for (n, id, answer) in answers {
             match answer {
-                Some(Ok(shared)) => {
-                    if let Some(n) = position {
-                        images[n].shared = Some(shared);
-                    }
-                }
+                Some(Ok(shared)) => images[n].shared = Some(shared),
                 Some(Err(e)) => usage.gaps.push(gap(
                     "DescribeImageAttribute",
                     &e,
@@ -735,14 +721,25 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
     Ok((planned, usage.gaps, planning.get()))
 }
 
-/// The images whose share state a plan waits on, oldest first (the most overdue first; ties
-/// by id).
-fn oldest_first(mut needed: Vec<String>, images: &[Image]) -> Vec<String> {
-    let created: HashMap<&str, Option<DateTime<Utc>>> =
-        images.iter().map(|i| (i.id.as_str(), i.created)).collect();
-    let created = |id: &String| created.get(id.as_str()).copied().flatten();
-    needed.sort_by(|a, b| created(a).cmp(&created(b)).then_with(|| a.cmp(b)));
-    needed
+/// The images whose share state a plan waits on, with their positions in `images`, oldest
+/// first (the most overdue first; ties by id).
+fn oldest_first(needed: Vec<String>, images: &[Image]) -> Vec<(usize, String)> {
+    let index: HashMap<&str, usize> = images
+        .iter()
+        .enumerate()
+        .map(|(n, i)| (i.id.as_str(), n))
+        .collect();
+    let mut queue: Vec<(usize, String)> = needed
+        .into_iter()
+        .filter_map(|id| Some((*index.get(id.as_str())?, id)))
+        .collect();
+    queue.sort_by(|(a, x), (b, y)| {
+        images[*a]
+            .created
+            .cmp(&images[*b].created)
+            .then_with(|| x.cmp(y))
+    });
+    queue
 }
 
 fn gap(call: &str, error: &Error, images: Option<BTreeSet<String>>) -> EvidenceGap {

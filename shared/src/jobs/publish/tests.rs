@@ -62,6 +62,33 @@ fn test_instance(
     }
 }
 
+/// What publishing in us-east-1 would do for every policy, without a pin.
+fn targets_at<'a>(
+    images: &'a [Image],
+    d: &'a PolicyDocument,
+    now: DateTime<Utc>,
+) -> (Vec<super::targets::Target<'a>>, Vec<super::PublishResult>) {
+    targets(
+        images,
+        d,
+        &"us-east-1".parse().expect("region"),
+        None,
+        None,
+        now,
+    )
+}
+
+/// The AMIs a plan launches, in order.
+fn launched<'a>(steps: &'a [super::validate::Planned<'_>]) -> Vec<&'a str> {
+    steps
+        .iter()
+        .filter_map(|s| match &s.step {
+            Step::Launch(spec) => Some(spec.image_id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn validate_of(d: &PolicyDocument) -> &crate::domain::policy::Validate {
     d.policies[0].validate.as_ref().expect("validate")
 }
@@ -141,13 +168,7 @@ fn only_the_newest_ami_of_a_family_is_launched_and_copies_never() {
         verdict(ami("ami-0000000000000000e", "api", 1), tags::PASSED),
     ];
     let steps = plan(&images, &[], &HashMap::new(), &d, None, None, at(20));
-    let launched: Vec<&str> = steps
-        .iter()
-        .filter_map(|s| match &s.step {
-            Step::Launch(spec) => Some(spec.image_id.as_str()),
-            _ => None,
-        })
-        .collect();
+    let launched = launched(&steps);
     assert_eq!(launched, ["ami-0000000000000000b", "ami-0000000000000000d"]);
     let spec = steps
         .iter()
@@ -481,14 +502,7 @@ fn a_destination_never_moves_backwards_without_a_pin() {
         ami("ami-0000000000000000a", "web", 0),
         ami("ami-0000000000000000b", "web", 10),
     ];
-    let (work, lines) = targets(
-        &images,
-        &d,
-        &"us-east-1".parse().expect("region"),
-        None,
-        None,
-        at(20),
-    );
+    let (work, lines) = targets_at(&images, &d, at(20));
     assert!(lines.is_empty(), "{lines:?}");
     let param = work
         .iter()
@@ -530,14 +544,7 @@ fn ambiguous_destinations_are_refused_with_the_fix() {
         ami("ami-0000000000000000a", "web", 0),
         ami("ami-0000000000000000b", "db", 10),
     ];
-    let (work, lines) = targets(
-        &images,
-        &d,
-        &"us-east-1".parse().expect("region"),
-        None,
-        None,
-        at(20),
-    );
+    let (work, lines) = targets_at(&images, &d, at(20));
     assert!(work.is_empty(), "{work:?}");
     let reasons: Vec<&str> = lines.iter().filter_map(|l| l.reason.as_deref()).collect();
     assert_eq!(
@@ -579,14 +586,7 @@ fn the_gate_holds_what_did_not_pass_and_a_failed_ami_is_never_published() {
     let no_validate = doc(PUBLISH);
     assert_eq!(unvalidated.held_by_gate(&no_validate.policies[0]), None);
     let held = [unvalidated, failed];
-    let (work, _) = targets(
-        &held,
-        &d,
-        &"us-east-1".parse().expect("region"),
-        None,
-        None,
-        at(5),
-    );
+    let (work, _) = targets_at(&held, &d, at(5));
     assert!(work.is_empty(), "{work:?}");
 }
 
@@ -608,7 +608,7 @@ proptest! {
             if !available { i.state = ImageState::Disabled; }
             i
         }).collect();
-        let (work, _) = targets(&images, &d, &"us-east-1".parse().expect("region"), None, None, at(200));
+        let (work, _) = targets_at(&images, &d, at(200));
         for t in &work {
             prop_assert_eq!(t.image.verdict(), Some(tags::PASSED));
             prop_assert_eq!(&t.image.state, &ImageState::Available);
@@ -655,13 +655,7 @@ fn a_test_instance_terminated_before_a_verdict_fails_its_ami_and_pending_builds_
     );
     // The pending build supersedes nothing: b (the newest available of db) is launched, and a
     // is not launched again (its client token would answer the dead instance).
-    let launched: Vec<&str> = steps
-        .iter()
-        .filter_map(|s| match &s.step {
-            Step::Launch(spec) => Some(spec.image_id.as_str()),
-            _ => None,
-        })
-        .collect();
+    let launched = launched(&steps);
     assert_eq!(launched, ["ami-0000000000000000b"]);
 }
 
@@ -703,7 +697,7 @@ fn a_destination_two_families_share_is_refused_even_when_only_one_has_an_ami_to_
     disabled.state = ImageState::Disabled;
     let images = [ami("ami-0000000000000000a", "web", 0), disabled];
     let region = "us-east-1".parse().expect("region");
-    let (work, lines) = targets(&images, &d, &region, None, None, at(20));
+    let (work, lines) = targets_at(&images, &d, at(20));
     assert!(work.is_empty(), "{work:?}");
     assert_eq!(
         lines
@@ -740,14 +734,7 @@ fn two_policies_writing_one_parameter_are_both_refused() {
     dev.tags.remove(tags::POLICY);
     dev.tags.insert("Stage".into(), "dev".into());
     let images = [prod, dev];
-    let (work, lines) = targets(
-        &images,
-        &d,
-        &"us-east-1".parse().expect("region"),
-        None,
-        None,
-        at(20),
-    );
+    let (work, lines) = targets_at(&images, &d, at(20));
     assert!(
         work.is_empty(),
         "an untested dev AMI must never reach prod's parameter: {work:?}"
