@@ -1,6 +1,6 @@
 //! Plain data about the account, free of SDK types, that the planners decide over.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -371,6 +371,9 @@ pub struct Usage {
     /// Images whose share state this run does not read: more candidates wait on it than the
     /// run can retire before its deadline. Each is kept (`deferred`), left for the next run.
     pub deferred: BTreeSet<String>,
+    /// AMIs and snapshots this run already deregistered or deleted (an earlier round of it):
+    /// the account no longer has them, so the planner plans as if they were not there.
+    pub gone: HashSet<String>,
 }
 
 /// An AMI usage report: which accounts use a shared AMI, as EC2 found when it built the report

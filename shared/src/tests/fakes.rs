@@ -79,6 +79,8 @@ pub struct RegionState {
     pub parameters: HashMap<String, (String, i64)>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
+    /// Each DescribeImageAttribute call, as the number of changes made before it.
+    pub attribute_reads: Vec<usize>,
     next_id: u64,
 }
 
@@ -314,10 +316,15 @@ impl RetireImages for FakeEc2 {
         };
         let image = state.images.remove(at);
         state.changes.push(format!("DeregisterImage {image_id}"));
-        state
-            .snapshots
-            .retain(|(s, _)| !image.snapshot_ids.contains(&s.id));
-        Ok(image.snapshot_ids)
+        // DeleteAssociatedSnapshots: a snapshot another AMI still uses is not deleted (EC2 API
+        // reference, DeregisterImage).
+        let deleted: Vec<String> = image
+            .snapshot_ids
+            .into_iter()
+            .filter(|s| !state.images.iter().any(|i| i.snapshot_ids.contains(s)))
+            .collect();
+        state.snapshots.retain(|(s, _)| !deleted.contains(&s.id));
+        Ok(deleted)
     }
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
         let mut state = self.check("DeleteSnapshot")?;
@@ -451,7 +458,9 @@ impl BuildImages for FakeEc2 {
 
 impl Permissions for FakeEc2 {
     async fn launch_permissions(&self, image_id: &str) -> Result<BTreeSet<Grant>> {
-        let state = self.check("DescribeImageAttribute")?;
+        let mut state = self.check("DescribeImageAttribute")?;
+        let changed = state.changes.len();
+        state.attribute_reads.push(changed);
         Ok(state.launch.get(image_id).cloned().unwrap_or_default())
     }
     async fn modify_launch_permissions(

@@ -8,7 +8,7 @@ pub mod savings;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -322,7 +322,25 @@ pub struct RegionRun<'a> {
     pub concurrency: usize,
 }
 
-/// Scans one region, plans, and executes.
+/// Scans one region, plans, and executes, in rounds.
+///
+/// The share state is one call per AMI (DescribeImageAttribute: EC2 has no batch form, and
+/// DescribeImages says only whether an AMI is public). It is read oldest first, for no more
+/// AMIs found not shared than the run can retire before its deadline (an AMI found shared does
+/// not count: it is usually kept, so shared AMIs never use up every run's reads), and none
+/// after the deadline. The AMIs not read are kept as `deferred`, left for the next run.
+///
+/// A real run acts while it reads: each round plans over everything read so far and the account
+/// as it now is (what earlier rounds deregistered or deleted is gone), gathers the evidence for
+/// the images the round would change, and executes only what earlier rounds did not, while the
+/// reads go on. EC2's buckets are per API, so reading and retiring run at the same time instead
+/// of one after the other. A dry run reads everything first and plans once: the same decisions,
+/// as each image's decision rests on its own evidence.
+///
+/// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
+/// plans nothing); a failed evidence call (instances, launch templates, references, share
+/// state) is recorded as a gap, and the planner keeps every image it covers from being
+/// disabled or deregistered (`usage_unknown`).
 pub async fn run_region<
     E: ImageInventory + ConsumerUsage + RetireImages + Sync,
     B: RecoveryRules + Sync,
@@ -333,17 +351,8 @@ pub async fn run_region<
     pacer: &P,
     run: &RegionRun<'_>,
 ) -> RegionReport {
-    let RegionRun {
-        region,
-        document,
-        request,
-        as_of,
-        dry_run,
-        deadline,
-        concurrency,
-    } = *run;
     let mut report = RegionReport {
-        region: region.clone(),
+        region: run.region.clone(),
         plan: Vec::new(),
         kept: Vec::new(),
         snapshots_kept: Vec::new(),
@@ -354,56 +363,59 @@ pub async fn run_region<
         error: None,
         planning_ms: 0,
     };
-    // EC2 has no batch form of the share-state read: a run reads it for no more AMIs than it
-    // can retire before its deadline, the reads' own time included (worked out as it reads).
-    let room = |counted: usize, read: usize| {
-        deadline
-            .left()
-            .and_then(|left| affordable(pacer, left, counted, read))
-    };
-    let reads = Reads {
-        room: &room,
-        deadline,
-    };
-    let planned = plan_region(
-        ec2,
-        bin,
-        document,
-        request,
-        as_of,
-        reads,
-        &mut report.warnings,
-    )
-    .await;
-    let mut plan = match planned {
-        Ok((plan, gaps, planning)) => {
-            report.evidence_gaps = gaps;
-            report.planning_ms = planning.as_millis() as u64;
-            plan
-        }
+    let mut scanned = match Scanned::scan(ec2, bin, run, &mut report.warnings).await {
+        Ok(scanned) => scanned,
         Err(e) => {
-            tracing::error!(region = %region, error = %e, "age-out could not plan the region");
+            tracing::error!(region = %run.region, error = %e, "age-out could not plan the region");
             report.error = Some(e.to_string());
             return report;
         }
     };
-    tracing::info!(region = %region, actions = plan.actions.len(), kept = plan.kept.len(), dry_run, "age-out plan ready");
-    report.usage_reports = request_reports(ec2, pacer, run, &plan.usage_reports_to_request).await;
-    report.plan = execute(
-        &mut plan,
+    // The images whose decision waits on their share state, oldest first (the most overdue
+    // first), each with its position in the scan. Until read, each is deferred.
+    let needed = std::mem::take(&mut scanned.plan().share_state_needed);
+    let queue = oldest_first(needed, &scanned.images);
+    scanned.usage.deferred = queue.iter().map(|(_, id)| id.clone()).collect();
+    // As many AMIs found not shared as the run can retire in the time it has (the reads go on
+    // while it retires, at EC2's separate rate for reads).
+    let budget = run.deadline.left().and_then(|left| pacer.capacity(left));
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let reader = read_share_states(ec2, queue, budget, run.deadline, tx);
+    let rounds = Rounds {
         ec2,
-        region,
-        dry_run,
-        as_of,
-        deadline,
-        concurrency,
         pacer,
-        &Utc::now,
-    )
-    .await;
-    report.kept = plan.kept;
-    report.snapshots_kept = plan.snapshots_kept;
-    report.orphans = plan.orphans;
+        run,
+        scanned: &mut scanned,
+        asked: Asked::default(),
+        done: HashSet::new(),
+        orphans: HashSet::new(),
+        out: &mut report,
+    };
+    let ((), last) = futures::join!(reader, rounds.go(rx));
+    report.evidence_gaps = std::mem::take(&mut scanned.usage.gaps);
+    report.planning_ms = scanned.planning.as_millis() as u64;
+    if !scanned.usage.deferred.is_empty() {
+        tracing::info!(
+            region = %run.region,
+            deferred = scanned.usage.deferred.len(),
+            "share state left for the next run: more candidates than the run can retire"
+        );
+    }
+    tracing::info!(
+        region = %run.region,
+        planning_ms = report.planning_ms,
+        images = scanned.images.len(),
+        actions = report.plan.len(),
+        dry_run = run.dry_run,
+        "age-out region done"
+    );
+    report.kept = last.kept;
+    // A snapshot kept by one round and deleted by a later one (the AMI that still used it was
+    // deregistered then) is not kept.
+    let gone = &scanned.usage.gone;
+    report
+        .snapshots_kept
+        .retain(|k| !gone.contains(&k.snapshot_id));
     report
 }
 
@@ -450,236 +462,155 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     out
 }
 
-/// EC2's bucket for one non-mutating API, DescribeImageAttribute's (EC2 API throttling:
-/// 100 tokens, refilled at 20 per second, per account and region).
-const READ_BURST: usize = 100;
-const READS_PER_SECOND: f64 = 20.0;
-
-/// How many more AMIs a run with `left` to go can read the share state of and still retire:
-/// the largest n such that `counted + n` retirements fit in what the reads leave, where `counted`
-/// AMIs read so far will be acted on and `read` were read in all. Reading K takes (K - 100) / 20
-/// seconds once the read bucket's burst is spent. Reading more would be wasted: the run would
-/// stop before acting on them, and the next run reads them again. `None`: the pacer sets no
-/// bound.
-pub fn affordable<P: Pace>(
-    pacer: &P,
-    left: std::time::Duration,
-    counted: usize,
-    read: usize,
-) -> Option<usize> {
-    let reading = |k: usize| {
-        std::time::Duration::from_secs_f64(k.saturating_sub(READ_BURST) as f64 / READS_PER_SECOND)
-    };
-    let fits = |n: usize| {
-        pacer
-            .capacity(left.saturating_sub(reading(read + n)))
-            .is_some_and(|c| counted + n <= c)
-    };
-    let (mut lo, mut hi) = (0, pacer.capacity(left)?.saturating_sub(counted));
-    // The largest n that fits: n grows, the time left to act shrinks.
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if fits(mid) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    Some(lo)
+/// A region as scanned, with the evidence gathered so far: what each round plans over.
+struct Scanned<'a> {
+    run: &'a RegionRun<'a>,
+    depth: TemplateDepth,
+    account_id: String,
+    images: Vec<Image>,
+    snapshots: Vec<crate::domain::model::Snapshot>,
+    usage: Usage,
+    recycle_bin: Option<crate::domain::recycle_bin::RecycleBin>,
+    /// The pure planner's own time, every pass summed (the calls between passes excluded): its
+    /// CPU time, since it neither waits nor yields.
+    planning: std::time::Duration,
 }
 
-/// Share-state reads started at once, between two checks of how many more the run can afford.
-const READ_CHUNK: usize = 100;
-
-/// How much of the per-AMI evidence (the share state) a region's run reads.
-#[derive(Clone, Copy)]
-pub struct Reads<'a> {
-    /// Given how many AMIs read so far the run will act on (not shared) and how many it read in
-    /// all, how many more it may read (`None`: no bound). The AMIs not read are kept as
-    /// `deferred`, left for the next run.
-    pub room: &'a (dyn Fn(usize, usize) -> Option<usize> + Sync),
-    /// None is started after it.
-    pub deadline: Deadline,
-}
-
-/// Scans the region and plans: images, snapshots and usage once each, then the share state,
-/// the references and the other accounts' usage of only the images the plan would change.
-///
-/// The share state is one call per AMI (EC2 has no batch form, and DescribeImages says only
-/// whether an AMI is public), so it is read oldest first, for as many AMIs as the run can still
-/// retire (`reads.room`; an AMI found shared does not count, as it is usually kept, so shared
-/// AMIs never use up every run's reads), and none after the deadline: a run over a large
-/// backlog spends its time retiring, not reading what it could not act on before it stops.
-///
-/// Safety checks fail closed: a failed scan of the images or snapshots fails the region (it
-/// plans nothing); a failed evidence call (instances, launch templates, references, share
-/// state) is recorded as a gap, and the planner keeps every image it covers from being
-/// disabled or deregistered (`usage_unknown`).
-pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRules + Sync>(
-    ec2: &E,
-    bin: &B,
-    document: &PolicyDocument,
-    request: &RunRequest,
-    as_of: DateTime<Utc>,
-    reads: Reads<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<(Plan, Vec<EvidenceGap>, std::time::Duration)> {
-    let depth = deepest(document);
-    let (scanned, instances, templates, rules) = futures::join!(
-        futures::future::try_join(ec2.images(None), ec2.snapshots()),
-        ec2.instance_usage(),
-        ec2.template_usage(depth),
-        bin.recycle_bin()
-    );
-    // Without the rules, no deregistration can say whether it can be undone: those of a policy
-    // with `require_recoverable` are kept, the others say nothing about recovery.
-    let recycle_bin = match rules {
-        Ok(rules) => Some(rules),
-        Err(e) => {
-            tracing::warn!(error = %e, "the Recycle Bin rules could not be read");
-            warnings.push(format!("the Recycle Bin rules could not be read: {e}"));
-            None
-        }
-    };
-    let (mut images, mut snapshots) = scanned?;
-    // The scans grew their lists by doubling: give back the slack (up to half of each) before
-    // planning, the run's peak.
-    images.shrink_to_fit();
-    snapshots.shrink_to_fit();
-    let mut usage = Usage::default();
-    match instances {
-        Ok(found) => usage.instances = found,
-        Err(e) => usage.gaps.push(gap("DescribeInstances", &e, None)),
-    }
-    match templates {
-        Ok(found) => usage.launch_templates = found,
-        Err(e) => usage.gaps.push(gap(
-            e.operation().unwrap_or("DescribeLaunchTemplates"),
-            &e,
-            None,
-        )),
-    }
-    let account_id = account_of(&images, &snapshots)?;
-    if let Some(ids) = &request.image_ids {
-        for id in ids {
-            if !images.iter().any(|i| &i.id == id) {
-                warnings.push(format!(
-                    "{id}: no AMI of the account has this id in the region"
-                ));
+impl<'a> Scanned<'a> {
+    /// Images, snapshots, instances, launch templates and the Recycle Bin rules, once each.
+    async fn scan<E: ImageInventory + Sync, B: RecoveryRules + Sync>(
+        ec2: &E,
+        bin: &B,
+        run: &'a RegionRun<'a>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Scanned<'a>> {
+        let depth = deepest(run.document);
+        let (scanned, instances, templates, rules) = futures::join!(
+            futures::future::try_join(ec2.images(None), ec2.snapshots()),
+            ec2.instance_usage(),
+            ec2.template_usage(depth),
+            bin.recycle_bin()
+        );
+        // Without the rules, no deregistration can say whether it can be undone: those of a
+        // policy with `require_recoverable` are kept, the others say nothing about recovery.
+        let recycle_bin = match rules {
+            Ok(rules) => Some(rules),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Recycle Bin rules could not be read");
+                warnings.push(format!("the Recycle Bin rules could not be read: {e}"));
+                None
             }
+        };
+        let (mut images, mut snapshots) = scanned?;
+        // The scans grew their lists by doubling: give back the slack (up to half of each)
+        // before planning, the run's peak.
+        images.shrink_to_fit();
+        snapshots.shrink_to_fit();
+        let mut usage = Usage::default();
+        match instances {
+            Ok(found) => usage.instances = found,
+            Err(e) => usage.gaps.push(gap("DescribeInstances", &e, None)),
         }
-    }
-    // The pure planning's own time, every pass summed (the calls between passes excluded).
-    let planning = std::cell::Cell::new(std::time::Duration::ZERO);
-    let input = |images: &'_ [Image], usage: &'_ Usage| -> Plan {
-        let started = Instant::now();
-        let planned = plan(PlanInput {
-            account_id: &account_id,
-            images,
-            snapshots: &snapshots,
-            usage,
-            document,
-            policies: request.policies.as_deref(),
-            image_ids: request.image_ids.as_deref(),
-            as_of,
-            recycle_bin: recycle_bin.as_ref(),
-        });
-        planning.set(planning.get() + started.elapsed());
-        planned
-    };
-    let mut planned = input(&images, &usage);
-
-    // Share state: only for the images whose decision waits on it. Each pass's plan is
-    // dropped before the next is made: a large plan is never held twice.
-    if !planned.share_state_needed.is_empty() {
-        let needed = std::mem::take(&mut planned.share_state_needed);
-        drop(planned);
-        // Each id with its position in `images`, so the answers are applied without a search.
-        let mut queue = oldest_first(needed, &images).into_iter();
-        type Answer = (usize, String, Option<Result<bool>>);
-        let mut answers: Vec<Answer> = Vec::new();
-        // Not shared: these the run will act on. In all: what the reads have cost.
-        let (mut counted, mut read) = (0usize, 0usize);
-        while !reads.deadline.passed() {
-            let room = (reads.room)(counted, read).unwrap_or(usize::MAX);
-            let chunk: Vec<(usize, String)> = queue.by_ref().take(room.min(READ_CHUNK)).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            read += chunk.len();
-            let got: Vec<Answer> = futures::stream::iter(chunk)
-                .map(|(n, id)| async move {
-                    if reads.deadline.passed() {
-                        return (n, id, None);
-                    }
-                    let shared = ec2.is_shared(&id).await;
-                    (n, id, Some(shared))
-                })
-                .buffer_unordered(4)
-                .collect()
-                .await;
-            counted += got
-                .iter()
-                .filter(|(_, _, a)| matches!(a, Some(Ok(false))))
-                .count();
-            answers.extend(got);
+        match templates {
+            Ok(found) => usage.launch_templates = found,
+            Err(e) => usage.gaps.push(gap(
+                e.operation().unwrap_or("DescribeLaunchTemplates"),
+                &e,
+                None,
+            )),
         }
-        usage.deferred = queue.map(|(_, id)| id).collect();
-        for (n, id, answer) in answers {
-            match answer {
-                Some(Ok(shared)) => images[n].shared = Some(shared),
-                Some(Err(e)) => usage.gaps.push(gap(
-                    "DescribeImageAttribute",
-                    &e,
-                    Some(BTreeSet::from([id])),
-                )),
-                None => {
-                    usage.deferred.insert(id);
+        let account_id = account_of(&images, &snapshots)?;
+        if let Some(ids) = &run.request.image_ids {
+            for id in ids {
+                if !images.iter().any(|i| &i.id == id) {
+                    warnings.push(format!(
+                        "{id}: no AMI of the account has this id in the region"
+                    ));
                 }
             }
         }
-        if !usage.deferred.is_empty() {
-            tracing::info!(
-                deferred = usage.deferred.len(),
-                read,
-                "share state left for the next run: more candidates than the run can retire"
-            );
-        }
-        planned = input(&images, &usage);
+        Ok(Scanned {
+            run,
+            depth,
+            account_id,
+            images,
+            snapshots,
+            usage,
+            recycle_bin,
+            planning: std::time::Duration::ZERO,
+        })
     }
 
-    // Other accounts: the usage reports of the shared images the plan would disable or
-    // deregister, at most 200 images per call; a failed call leaves its images unchecked.
-    // Before the references: an image these reports clear is then checked like any other.
-    if !planned.consumer_reports_needed.is_empty() {
-        let chunks: Vec<Vec<String>> = planned
-            .consumer_reports_needed
-            .chunks(USAGE_REPORT_MAX_IDS)
-            .map(<[String]>::to_vec)
-            .collect();
-        drop(planned);
-        for ids in chunks {
-            match ec2.usage_reports(&ids).await {
-                Ok(found) => usage.consumer_reports.extend(found),
-                Err(e) => usage.gaps.push(gap(
+    /// Plans over what is known now.
+    fn plan(&mut self) -> Plan {
+        let started = Instant::now();
+        let planned = plan(PlanInput {
+            account_id: &self.account_id,
+            images: &self.images,
+            snapshots: &self.snapshots,
+            usage: &self.usage,
+            document: self.run.document,
+            policies: self.run.request.policies.as_deref(),
+            image_ids: self.run.request.image_ids.as_deref(),
+            as_of: self.run.as_of,
+            recycle_bin: self.recycle_bin.as_ref(),
+        });
+        self.planning += started.elapsed();
+        planned
+    }
+
+    /// Applies share-state answers, and counts them.
+    fn apply(&mut self, answers: Vec<Answer>) -> Tally {
+        let mut not_shared = 0;
+        let count = answers.len();
+        for (n, id, answer) in answers {
+            match answer {
+                Some(Ok(shared)) => {
+                    not_shared += usize::from(!shared);
+                    self.images[n].shared = Some(shared);
+                    self.usage.deferred.remove(&id);
+                }
+                Some(Err(e)) => {
+                    self.usage.deferred.remove(&id);
+                    self.usage.gaps.push(gap(
+                        "DescribeImageAttribute",
+                        &e,
+                        Some(BTreeSet::from([id])),
+                    ));
+                }
+                // Not read: the deadline came first. It stays deferred.
+                None => {}
+            }
+        }
+        Tally {
+            answers: count,
+            not_shared,
+        }
+    }
+
+    /// Other accounts: the usage reports of shared images, at most 200 images per call; a
+    /// failed call leaves its images unchecked (kept).
+    async fn read_consumer_reports<E: ConsumerUsage + Sync>(&mut self, ec2: &E, ids: Vec<String>) {
+        for ids in ids.chunks(USAGE_REPORT_MAX_IDS) {
+            match ec2.usage_reports(ids).await {
+                Ok(found) => self.usage.consumer_reports.extend(found),
+                Err(e) => self.usage.gaps.push(gap(
                     e.operation().unwrap_or("DescribeImageUsageReports"),
                     &e,
-                    Some(ids.into_iter().collect()),
+                    Some(ids.iter().cloned().collect()),
                 )),
             }
         }
-        planned = input(&images, &usage);
     }
 
-    // References (SSM parameters, Image Builder recipes, ...) of the images the plan changes,
-    // at most 10 per DescribeImageReferences call; a failed call leaves its images unchecked.
-    let acted = planned.acted_images();
-    if !acted.is_empty() {
-        let chunks: Vec<Vec<String>> = acted
+    /// References (SSM parameters, Image Builder recipes, ...), at most 10 images per
+    /// DescribeImageReferences call; a failed call leaves its images unchecked (kept).
+    async fn read_references<E: ImageInventory + Sync>(&mut self, ec2: &E, ids: Vec<String>) {
+        let depth = self.depth;
+        let chunks: Vec<Vec<String>> = ids
             .chunks(IMAGE_REFERENCES_MAX_IDS)
             .map(<[String]>::to_vec)
             .collect();
-        drop(planned);
         let answers: Vec<Vec<(Vec<String>, Result<_>)>> = futures::stream::iter(chunks)
             .map(|ids| async move {
                 match ec2.image_references(&ids, depth).await {
@@ -702,23 +633,276 @@ pub async fn plan_region<E: ImageInventory + ConsumerUsage + Sync, B: RecoveryRu
             .await;
         for (ids, found) in answers.into_iter().flatten() {
             match found {
-                Ok(refs) => usage.references.extend(refs),
-                Err(e) => usage.gaps.push(gap(
+                Ok(refs) => self.usage.references.extend(refs),
+                Err(e) => self.usage.gaps.push(gap(
                     "DescribeImageReferences",
                     &e,
                     Some(ids.into_iter().collect()),
                 )),
             }
         }
-        planned = input(&images, &usage);
+    }
+}
+
+/// One share-state answer: the image's position in the scan, its id, and the answer (`None`:
+/// not read, the deadline came first).
+type Answer = (usize, String, Option<Result<bool>>);
+
+/// Share-state answers, counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    answers: usize,
+    /// Of AMIs found not shared: those the run will act on.
+    not_shared: usize,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.answers += other.answers;
+        self.not_shared += other.not_shared;
+    }
+}
+
+/// Share-state reads started at once; each chunk's answers go to the rounds as one message.
+const READ_CHUNK: usize = 100;
+
+/// Reads share states oldest first, in chunks, until `budget` AMIs are found not shared, the
+/// queue is empty or the deadline has passed, and sends each chunk's answers. Dropping the
+/// sender tells the rounds the reads are over.
+async fn read_share_states<E: ImageInventory + Sync>(
+    ec2: &E,
+    queue: Vec<(usize, String)>,
+    budget: Option<usize>,
+    deadline: Deadline,
+    answers: futures::channel::mpsc::UnboundedSender<Vec<Answer>>,
+) {
+    let mut queue = queue.into_iter();
+    let mut not_shared = 0usize;
+    while !deadline.passed() {
+        let room = budget.map_or(usize::MAX, |b| b.saturating_sub(not_shared));
+        let chunk: Vec<(usize, String)> = queue.by_ref().take(room.min(READ_CHUNK)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let got: Vec<Answer> = futures::stream::iter(chunk)
+            .map(|(n, id)| async move {
+                if deadline.passed() {
+                    return (n, id, None);
+                }
+                let shared = ec2.is_shared(&id).await;
+                (n, id, Some(shared))
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        not_shared += got
+            .iter()
+            .filter(|(_, _, a)| matches!(a, Some(Ok(false))))
+            .count();
+        if answers.unbounded_send(got).is_err() {
+            break;
+        }
+        // Let the rounds act on what was read.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The evidence calls already made, so that no round asks twice.
+#[derive(Default)]
+struct Asked {
+    consumer_reports: HashSet<String>,
+    references: HashSet<String>,
+    new_reports: HashSet<String>,
+}
+
+/// An action's identity across rounds: its kind and the image or snapshot it changes.
+fn action_key(a: &Action) -> (ActionKind, String) {
+    let id = match a.action {
+        ActionKind::DeleteSnapshot => &a.snapshot_id,
+        _ => &a.image_id,
+    };
+    (a.action, id.clone().unwrap_or_default())
+}
+
+/// The rounds of a region's run.
+struct Rounds<'r, 's, E, P> {
+    ec2: &'r E,
+    pacer: &'r P,
+    run: &'r RegionRun<'r>,
+    scanned: &'r mut Scanned<'s>,
+    asked: Asked,
+    /// Every action a round reported (done, failed, deferred ...): never started again.
+    done: HashSet<(ActionKind, String)>,
+    /// The orphaned snapshots reported.
+    orphans: HashSet<String>,
+    out: &'r mut RegionReport,
+}
+
+impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Rounds<'_, '_, E, P> {
+    /// Runs rounds until the reads are over and everything read is planned (or the deadline
+    /// has passed); returns the last plan, whose kept images, kept snapshots and orphans are the
+    /// run's.
+    async fn go(
+        mut self,
+        mut answers: futures::channel::mpsc::UnboundedReceiver<Vec<Answer>>,
+    ) -> Plan {
+        let pipelined = !self.run.dry_run;
+        let (mut reads_over, mut fresh) = (false, true);
+        // Answers planned by a round, and read since the last one.
+        let (mut planned, mut waiting) = (Tally::default(), Tally::default());
+        let mut last = Plan::default();
+        loop {
+            if fresh && (reads_over || pipelined) {
+                last = self.round().await;
+                planned.add(waiting);
+                (waiting, fresh) = (Tally::default(), false);
+            }
+            // A dry run plans once, after every read.
+            if reads_over || (pipelined && self.run.deadline.passed()) {
+                return last;
+            }
+            // The next round waits for as many AMIs found not shared as the rounds before had
+            // (up to a chunk's worth), or for as many answers in all as the rounds before had:
+            // a run whose candidates are mostly shared plans a few times, not once per chunk.
+            let ready = |w: &Tally| {
+                pipelined
+                    && (w.not_shared >= planned.not_shared.clamp(1, READ_CHUNK)
+                        || w.answers >= planned.answers.max(READ_CHUNK))
+            };
+            while !ready(&waiting) && !reads_over {
+                match answers.next().await {
+                    Some(got) => {
+                        waiting.add(self.scanned.apply(got));
+                        fresh = true;
+                    }
+                    None => reads_over = true,
+                }
+            }
+            // And whatever else is ready.
+            while !reads_over {
+                match answers.try_recv() {
+                    Ok(got) => {
+                        waiting.add(self.scanned.apply(got));
+                        fresh = true;
+                    }
+                    Err(e) if e.is_closed() => reads_over = true,
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
-    tracing::info!(
-        planning_ms = planning.get().as_millis() as u64,
-        images = images.len(),
-        "age-out planning time"
-    );
-    Ok((planned, usage.gaps, planning.get()))
+    /// Plans over what is known, gathers the evidence the new decisions need, and executes
+    /// what no earlier round did.
+    async fn round(&mut self) -> Plan {
+        let planned = self.settle().await;
+        let new: Vec<Action> = planned
+            .actions
+            .iter()
+            .filter(|a| self.done.insert(action_key(a)))
+            .cloned()
+            .collect();
+        let to_request: Vec<String> = planned
+            .usage_reports_to_request
+            .iter()
+            .filter(|id| self.asked.new_reports.insert((*id).clone()))
+            .cloned()
+            .collect();
+        let requested = request_reports(self.ec2, self.pacer, self.run, &to_request).await;
+        self.out.usage_reports.extend(requested);
+        // Orphans found, each once; the snapshots kept of the AMIs this round deregisters (a
+        // later round plans without those AMIs, so it would not say).
+        for orphan in &planned.orphans {
+            if self.orphans.insert(orphan.snapshot_id.clone()) {
+                self.out.orphans.push(orphan.clone());
+            }
+        }
+        let deregistering: HashSet<&str> = new
+            .iter()
+            .filter(|a| a.action == ActionKind::Deregister)
+            .filter_map(|a| a.image_id.as_deref())
+            .collect();
+        self.out.snapshots_kept.extend(
+            planned
+                .snapshots_kept
+                .iter()
+                .filter(|k| deregistering.contains(k.image_id.as_str()))
+                .cloned(),
+        );
+        drop(deregistering);
+        if new.is_empty() {
+            return planned;
+        }
+        tracing::info!(region = %self.run.region, actions = new.len(), kept = planned.kept.len(),
+            dry_run = self.run.dry_run, "age-out round planned");
+        let mut round = Plan {
+            actions: new,
+            ..Plan::default()
+        };
+        let reports = execute(
+            &mut round,
+            self.ec2,
+            self.run.region,
+            self.run.dry_run,
+            self.run.as_of,
+            self.run.deadline,
+            self.run.concurrency,
+            self.pacer,
+            &Utc::now,
+        )
+        .await;
+        // What is gone from the account: later rounds plan without it.
+        let gone = &mut self.scanned.usage.gone;
+        for r in &reports {
+            let removed = match r.action.action {
+                ActionKind::Deregister => matches!(r.outcome, Outcome::Done | Outcome::AlreadyDone)
+                    .then_some(&r.action.image_id),
+                ActionKind::DeleteSnapshot => matches!(
+                    r.outcome,
+                    Outcome::Done | Outcome::AlreadyDone | Outcome::DeletedWithImage
+                )
+                .then_some(&r.action.snapshot_id),
+                _ => None,
+            };
+            if let Some(Some(id)) = removed {
+                gone.insert(id.clone());
+            }
+        }
+        self.out.plan.extend(reports);
+        planned
+    }
+
+    /// Plans, then reads the evidence that the decisions wait on and that no round asked for
+    /// yet (the usage reports of shared images it would change, then the references of every
+    /// image it would change), and plans again, until a plan waits on nothing new.
+    async fn settle(&mut self) -> Plan {
+        loop {
+            let planned = self.scanned.plan();
+            let reports: Vec<String> = planned
+                .consumer_reports_needed
+                .iter()
+                .filter(|id| self.asked.consumer_reports.insert((*id).clone()))
+                .cloned()
+                .collect();
+            let references: Vec<String> = planned
+                .acted_images()
+                .into_iter()
+                .filter(|id| self.asked.references.insert(id.clone()))
+                .collect();
+            if reports.is_empty() && references.is_empty() {
+                return planned;
+            }
+            // Each pass's plan is dropped before the next is made: a large plan is never held
+            // twice.
+            drop(planned);
+            if !reports.is_empty() {
+                self.scanned.read_consumer_reports(self.ec2, reports).await;
+            }
+            if !references.is_empty() {
+                self.scanned.read_references(self.ec2, references).await;
+            }
+        }
+    }
 }
 
 /// The images whose share state a plan waits on, with their positions in `images`, oldest

@@ -34,6 +34,20 @@ pub struct PlanInput<'a> {
     pub recycle_bin: Option<&'a RecycleBin>,
 }
 
+impl<'a> PlanInput<'a> {
+    /// The AMIs the account still has: those this run already deregistered are gone.
+    fn live_images(&self) -> impl Iterator<Item = &'a Image> + 'a {
+        let gone = &self.usage.gone;
+        self.images.iter().filter(move |i| !gone.contains(&i.id))
+    }
+
+    /// The snapshots the account still has: those this run already deleted are gone.
+    fn live_snapshots(&self) -> impl Iterator<Item = &'a Snapshot> + 'a {
+        let gone = &self.usage.gone;
+        self.snapshots.iter().filter(move |s| !gone.contains(&s.id))
+    }
+}
+
 /// A change to the account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,7 +242,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 
     // Each image belongs to the first policy (in document order) that manages it.
     let mut families: BTreeMap<(usize, String), Vec<&Image>> = BTreeMap::new();
-    for image in input.images {
+    for image in input.live_images() {
         let Some((index, policy)) = input
             .document
             .policies
@@ -327,8 +341,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     // The account's images and snapshots by id, once for what follows.
     let by_id: HashMap<&str, &Image> = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
     let owned: HashMap<&str, &Snapshot> = input
-        .snapshots
-        .iter()
+        .live_snapshots()
         .filter(|s| s.owner_id == input.account_id)
         .map(|s| (s.id.as_str(), s))
         .collect();
@@ -343,7 +356,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     // Snapshots: delete one only when the account owns it and no remaining AMI uses it.
     let mut used_by_remaining: HashMap<&str, &str> = HashMap::new();
     let mut used_at_all: HashSet<&str> = HashSet::new();
-    for image in input.images {
+    for image in input.live_images() {
         for snap in &image.snapshot_ids {
             used_at_all.insert(snap.as_str());
             if !deregistered.contains(image.id.as_str()) {
@@ -398,7 +411,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
 
     // Orphans: CreateImage/CopyImage snapshots that no AMI uses, older than the policy's max age.
     if input.image_ids.is_none() {
-        for snap in input.snapshots {
+        for snap in input.live_snapshots() {
             if snap.owner_id != input.account_id
                 || used_at_all.contains(snap.id.as_str())
                 || !snap.made_for_an_image()
@@ -485,8 +498,7 @@ fn recoverability<'a>(
 ) {
     let mut used_by_remaining: HashSet<&str> = HashSet::new();
     for image in input
-        .images
-        .iter()
+        .live_images()
         .filter(|i| !deregistered.contains(i.id.as_str()))
     {
         used_by_remaining.extend(image.snapshot_ids.iter().map(String::as_str));

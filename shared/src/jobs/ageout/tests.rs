@@ -1790,33 +1790,110 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
     assert_eq!(ec2.state().images.len(), 1);
 }
 
-#[test]
-fn a_run_reads_no_more_share_states_than_it_can_also_retire_in_the_time_left() {
-    use crate::adapters::pace::Pacer;
-    use crate::ports::Pace;
-    use std::time::Duration;
-    let ec2 = Pacer::new(5.0, 100.0);
-    // 15 minutes less the margin: reading K takes (K - 100) / 20 s, retiring it needs
-    // K <= 100 + 5 x (870 - that): K = 3,580.
-    let k = super::affordable(&ec2, Duration::from_secs(870), 0, 0).expect("bounded");
-    assert_eq!(k, 3_580);
-    let read = Duration::from_secs_f64((k - 100) as f64 / 20.0);
-    assert!(ec2.capacity(Duration::from_secs(870) - read) >= Some(k));
-    let read_one_more = Duration::from_secs_f64((k + 1 - 100) as f64 / 20.0);
-    assert!(ec2.capacity(Duration::from_secs(870) - read_one_more) < Some(k + 1));
-    // Inside the read bucket's burst, reading is free: the pacer's capacity decides.
-    assert_eq!(super::affordable(&ec2, Duration::ZERO, 0, 0), Some(100));
-    // A pacer that lets 7 calls start in any window: 7 (inside the read burst).
-    assert_eq!(
-        super::affordable(&Capacity(7), Duration::from_secs(60), 0, 0),
-        Some(7)
+#[tokio::test]
+async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
+    use crate::ports::Cloud;
+    use crate::tests::fakes::{FakeCloud, NoPace};
+    let cloud = FakeCloud::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    let old = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    // 250 AMIs past their age and the newest, each with its own snapshot; the oldest and the
+    // newest old one also share one, which can go only once both are gone.
+    let amis = 251;
+    {
+        let mut state = ec2.state();
+        for n in 0..amis {
+            let id = format!("ami-{n:017x}");
+            let mut image = crate::tests::fakes::managed_image(&id, &format!("web-{n}"), "web");
+            image.created = Some(old + chrono::Duration::hours(n as i64));
+            image.snapshot_ids = vec![format!("snap-{n:017x}")];
+            if n == 0 || n == amis - 2 {
+                image.snapshot_ids.push("snap-shared".into());
+            }
+            for snap in &image.snapshot_ids {
+                if state.snapshots.iter().all(|(s, _)| &s.id != snap) {
+                    let snapshot = Snapshot {
+                        id: snap.clone(),
+                        owner_id: image.owner_id.clone(),
+                        for_an_image: true,
+                        started: image.created,
+                        tags: Default::default(),
+                        size: Default::default(),
+                    };
+                    state.snapshots.push((snapshot, "completed".into()));
+                }
+            }
+            state.images.push(image);
+        }
+    }
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
     );
-    // Having read 2,000 AMIs of which 1,000 will be acted on, the run affords fewer more: the
-    // reads so far took (2,000 - 100) / 20 = 95 s.
-    let more = super::affordable(&ec2, Duration::from_secs(870), 1_000, 2_000).expect("bounded");
-    assert!(more > 0 && more < k - 1_000, "{more}");
-    let after = Duration::from_secs_f64((2_000 + more - 100) as f64 / 20.0);
-    assert!(ec2.capacity(Duration::from_secs(870) - after) >= Some(1_000 + more));
+    let request = crate::domain::trigger::RunRequest::default();
+    let bin = cloud.recycle_bin(&region);
+    let run = ten_minute_run(&region, &document, &request);
+    let dry = super::run_region(
+        &ec2,
+        &bin,
+        &NoPace,
+        &super::RegionRun {
+            dry_run: true,
+            ..run
+        },
+    )
+    .await;
+    ec2.state().attribute_reads.clear();
+    let real = super::run_region(&ec2, &bin, &NoPace, &run).await;
+
+    // It deregistered while it was still reading share states: its first read came before
+    // any change, its last after some.
+    let reads = ec2.state().attribute_reads.clone();
+    assert_eq!(reads.len(), amis - 1);
+    assert_eq!(reads.first(), Some(&0));
+    assert!(reads.last() > Some(&0), "{reads:?}");
+
+    // Each action once, the same as the dry run's, and all done.
+    let keys = |r: &super::RegionReport| {
+        r.plan
+            .iter()
+            .map(|a| super::action_key(&a.action))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(keys(&real).len(), real.plan.len(), "an action twice");
+    assert_eq!(keys(&real), keys(&dry));
+    assert_eq!(deregistered(&real).len(), amis - 1);
+    assert!(real.plan.iter().all(|a| matches!(
+        a.outcome,
+        super::Outcome::Done | super::Outcome::DeletedWithImage
+    )));
+    let shared = real
+        .plan
+        .iter()
+        .find(|a| a.action.snapshot_id.as_deref() == Some("snap-shared"))
+        .map(|a| a.outcome);
+    assert_eq!(shared, Some(super::Outcome::DeletedWithImage));
+    assert!(
+        real.snapshots_kept
+            .iter()
+            .all(|k| k.snapshot_id != "snap-shared"),
+        "{:?}",
+        real.snapshots_kept
+    );
+    assert_eq!(real.kept.len(), 1, "{:?}", real.kept);
+    assert_eq!(real.kept, dry.kept);
+    assert_eq!(real.snapshots_kept, dry.snapshots_kept);
+    assert_eq!(real.orphans, dry.orphans);
+    let state = ec2.state();
+    assert_eq!(state.images.len(), 1);
+    assert_eq!(
+        state.snapshots.len(),
+        1,
+        "only the newest AMI's snapshot is left"
+    );
 }
 
 #[tokio::test]
@@ -1863,4 +1940,61 @@ async fn shared_amis_that_stay_kept_never_use_up_a_runs_share_state_reads() {
         .filter(|k| k.reason == KeepReason::Shared)
         .count();
     assert_eq!(shared, 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// A run acts in rounds: the first plans before some share states are read (those AMIs
+    /// deferred), the next after, over the account without what the first removed. Together
+    /// they do what one plan with every answer does, and keep what it keeps.
+    #[test]
+    fn a_run_in_two_rounds_does_what_one_plan_with_every_answer_does(w in world(), unread in any::<u64>()) {
+        let input = |images: &[Image], usage: &Usage| plan(PlanInput { account_id: ME, images, snapshots: &w.snapshots,
+            usage, document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(),
+            as_of: now(), recycle_bin: None });
+        let key = |a: &super::plan::Action| super::action_key(a);
+        let all = input(&w.images, &w.usage);
+
+        let mut images = w.images.clone();
+        let mut usage = w.usage.clone();
+        for (n, i) in images.iter_mut().enumerate() {
+            if unread >> (n % 64) & 1 == 1 && !i.public && i.shared.is_some() {
+                i.shared = None;
+                usage.deferred.insert(i.id.clone());
+            }
+        }
+        let first = input(&images, &usage);
+        let mut usage = w.usage.clone();
+        usage.gone = first.actions.iter().filter_map(|a| match a.action {
+            ActionKind::Deregister => a.image_id.clone(),
+            ActionKind::DeleteSnapshot => a.snapshot_id.clone(),
+            _ => None,
+        }).collect();
+        let second = input(&w.images, &usage);
+
+        let rounds: BTreeSet<_> = first.actions.iter().chain(&second.actions).map(key).collect();
+        let once: BTreeSet<_> = all.actions.iter().map(key).collect();
+        prop_assert_eq!(rounds, once);
+        let kept = |p: &Plan| p.kept.iter().map(|k| (k.image_id.clone(), k.reason)).collect::<BTreeSet<_>>();
+        prop_assert_eq!(kept(&second), kept(&all));
+    }
+
+    /// What a run already removed is planned as if the account had never had it.
+    #[test]
+    fn a_plan_without_what_the_run_removed_is_the_plan_of_the_account_without_it(w in world(), removed in any::<u64>()) {
+        let picked = |n: usize| removed >> (n % 64) & 1 == 1;
+        let mut usage = w.usage.clone();
+        usage.gone.extend(w.images.iter().enumerate().filter(|(n, _)| picked(*n)).map(|(_, i)| i.id.clone()));
+        usage.gone.extend(w.snapshots.iter().enumerate().filter(|(n, _)| picked(*n + 7)).map(|(_, s)| s.id.clone()));
+        let images: Vec<Image> = w.images.iter().filter(|i| !usage.gone.contains(&i.id)).cloned().collect();
+        let snapshots: Vec<Snapshot> = w.snapshots.iter().filter(|s| !usage.gone.contains(&s.id)).cloned().collect();
+        let with_gone = plan(PlanInput { account_id: ME, images: &w.images, snapshots: &w.snapshots, usage: &usage,
+            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now(),
+            recycle_bin: None });
+        let without = plan(PlanInput { account_id: ME, images: &images, snapshots: &snapshots, usage: &w.usage,
+            document: &w.document, policies: w.policies.as_deref(), image_ids: w.image_ids.as_deref(), as_of: now(),
+            recycle_bin: None });
+        prop_assert_eq!(with_gone, without);
+    }
 }
