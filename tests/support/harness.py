@@ -116,6 +116,10 @@ class Emulator:
         """Seconds the emulator spent serving each action so far."""
         return self._get("times")
 
+    def spans(self) -> dict[str, list[float]]:
+        """When the emulator first and last served each action (monotonic seconds)."""
+        return self._get("spans")
+
     def throttle(self, buckets: dict) -> None:
         """Throttles like EC2: named token buckets over lists of actions."""
         self._post("throttle", buckets)

@@ -991,7 +991,7 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
     """The `rbin` service (rest-json): CreateRule, ListRules, GetRule."""
     import secrets
 
-    region = (re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", environ.get("HTTP_AUTHORIZATION", "")) or [None, "us-east-1"])[1]
+    region = request_region(environ)
     method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
     model = contract._SESSION.get_service_model("rbin")
 
@@ -1494,7 +1494,14 @@ def seed_fleet(body: dict[str, Any]) -> dict[str, Any]:
 CALLS: dict[str, int] = {}
 # Seconds the emulator spent serving each action (benchmarks: where a run's wall time goes).
 SERVED_S: dict[str, float] = {}
+# When each action was first and last served (monotonic seconds): a benchmark's span of calls.
+SPANS: dict[str, list[float]] = {}
 CALLS_LOCK = threading.Lock()
+# One request at a time inside moto: EC2 serves each request atomically, and moto's backends
+# are plain dicts (a DeregisterImage that iterates the images while another pops one fails with
+# a 500 after it deregistered, and the SDK's retry then finds the AMI gone). Faults, slow
+# answers and throttling happen outside it.
+MOTO_LOCK = threading.Lock()
 # Injected faults: action -> [error code, how many more calls get it]. Test set-up only: the
 # errors are EC2's own codes (RequestLimitExceeded, InvalidSnapshot.InUse, ...), answered in
 # EC2's XML error format, so the real SDK sees exactly what EC2 would send.
@@ -1503,13 +1510,19 @@ FAULTS: dict[str, list[Any]] = {}
 
 # Throttling as EC2 does it (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html:
 # token buckets per account and region, RequestLimitExceeded when empty):
-# each bucket holds `size` tokens, refilled at `refill` per second; a call of an action in the
-# bucket takes a token or is answered RequestLimitExceeded. Scaled-down buckets make a large
-# run's pacing measurable in seconds.
+# each bucket holds `size` tokens in each region, refilled at `refill` per second; a call of an
+# action in the bucket takes a token of its region's bucket or is answered RequestLimitExceeded.
+# Scaled-down buckets make a large run's pacing measurable in seconds.
 BUCKETS: dict[str, dict[str, Any]] = {}
 
 
-def take_token(action: str) -> bool:
+def request_region(environ: dict[str, Any]) -> str:
+    """The region a request is signed for (SigV4's credential scope)."""
+    found = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return found[1] if found else "us-east-1"
+
+
+def take_token(action: str, region: str) -> bool:
     import time as _time
 
     with CALLS_LOCK:
@@ -1517,12 +1530,13 @@ def take_token(action: str) -> bool:
             if action not in bucket["actions"]:
                 continue
             now = _time.monotonic()
-            bucket["tokens"] = min(bucket["size"], bucket["tokens"] + (now - bucket["at"]) * bucket["refill"])
-            bucket["at"] = now
-            if bucket["tokens"] < 1:
+            state = bucket["regions"].setdefault(region, {"tokens": bucket["size"], "at": now})
+            state["tokens"] = min(bucket["size"], state["tokens"] + (now - state["at"]) * bucket["refill"])
+            state["at"] = now
+            if state["tokens"] < 1:
                 bucket["throttled"] += 1
                 return False
-            bucket["tokens"] -= 1
+            state["tokens"] -= 1
     return True
 
 
@@ -1547,8 +1561,8 @@ def dropped() -> Response:
 LOSE = Response("lose", status=599)
 
 
-def fault_response(action: str, json_protocol: bool = False) -> Response | None:
-    if not take_token(action):
+def fault_response(action: str, region: str, json_protocol: bool = False) -> Response | None:
+    if not take_token(action, region):
         return ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503, "throttle")
     with CALLS_LOCK:
         fault = FAULTS.get(action)
@@ -1657,8 +1671,6 @@ class Testbed:
                 FAULTS[body["action"]] = [body["code"], int(body.get("count", 1))]
             return Response("{}", status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/throttle":
-            import time as _time
-
             request = Request(environ)
             if request.method == "POST":
                 body = json.loads(request.get_data() or b"{}")
@@ -1666,8 +1678,7 @@ class Testbed:
                     BUCKETS.clear()
                     for name, b in body.items():
                         BUCKETS[name] = {"actions": set(b["actions"]), "size": float(b["size"]),
-                                         "refill": float(b["refill"]), "tokens": float(b["size"]),
-                                         "at": _time.monotonic(), "throttled": 0}
+                                         "refill": float(b["refill"]), "regions": {}, "throttled": 0}
             with CALLS_LOCK:
                 out = {k: {"throttled": v["throttled"]} for k, v in BUCKETS.items()}
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
@@ -1679,6 +1690,10 @@ class Testbed:
             with CALLS_LOCK:
                 response = Response(json.dumps(SERVED_S), status=200, mimetype="application/json")
             return response(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/spans":
+            with CALLS_LOCK:
+                response = Response(json.dumps(SPANS), status=200, mimetype="application/json")
+            return response(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/callers":
             with CALLS_LOCK:
                 out: dict[str, list[str]] = {}
@@ -1689,18 +1704,22 @@ class Testbed:
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/fleet":
-            out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
+            with MOTO_LOCK:
+                out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/instance":
-            out = set_instance(json.loads(Request(environ).get_data() or b"{}"))
+            with MOTO_LOCK:
+                out = set_instance(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/usage-report":
-            out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))
+            with MOTO_LOCK:
+                out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/_testbed/image"):
             request = Request(environ)
             try:
-                out = seed_image(json.loads(request.get_data() or b"{}"))
+                with MOTO_LOCK:
+                    out = seed_image(json.loads(request.get_data() or b"{}"))
                 response = Response(json.dumps(out), status=200, mimetype="application/json")
             except (KeyError, ValueError) as err:
                 response = Response(json.dumps({"error": repr(err)}), status=400)
@@ -1713,35 +1732,42 @@ class Testbed:
             with CALLS_LOCK:
                 CALLS[operation] = CALLS.get(operation, 0) + 1
             record_caller(environ, operation)
-            injected = fault_response(operation, True)
+            injected = fault_response(operation, request_region(environ), True)
             if injected is not None and injected is not LOSE:
                 return injected(environ, start_response)
-            return rbin_response(environ, body)(environ, start_response)
+            with MOTO_LOCK:
+                answer = rbin_response(environ, body)
+            return answer(environ, start_response)
         action = count_call(environ, body)  # a refused call counts too: the SDK made it
         if self.check_contract:
             violation = contract.check_request(environ, body)
             if violation is not None:
                 return contract_response(violation)(environ, start_response)
-        injected = fault_response(action, "HTTP_X_AMZ_TARGET" in environ) if action else None
+        injected = (fault_response(action, request_region(environ), "HTTP_X_AMZ_TARGET" in environ)
+                    if action else None)
         if injected is LOSE:
-            served = self.app(environ, lambda status, headers, exc_info=None: None)
-            for _ in served:  # run the call to the end, and throw its answer away
-                pass
-            if hasattr(served, "close"):
-                served.close()
+            with MOTO_LOCK:
+                served = self.app(environ, lambda status, headers, exc_info=None: None)
+                for _ in served:  # run the call to the end, and throw its answer away
+                    pass
+                if hasattr(served, "close"):
+                    served.close()
             return dropped()(environ, start_response)
         if injected is not None:
             return injected(environ, start_response)
-        started = time.perf_counter()
-        answer = self.app(environ, start_response)
-        try:
-            served = list(answer)
-        finally:
-            if hasattr(answer, "close"):
-                answer.close()
+        with MOTO_LOCK:
+            started = time.perf_counter()
+            answer = self.app(environ, start_response)
+            try:
+                served = list(answer)
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
         if action:
             with CALLS_LOCK:
                 SERVED_S[action] = SERVED_S.get(action, 0.0) + time.perf_counter() - started
+                now = time.monotonic()
+                SPANS.setdefault(action, [now, now])[1] = now
         return served
 
 

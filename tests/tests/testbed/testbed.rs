@@ -1382,3 +1382,32 @@ async fn the_recycle_bin_keeps_what_rules_retain_and_restores_snapshots_before_t
         assert!(seed::image_ids(&ec2).await.contains(&image));
     }
 }
+
+/// EC2's request buckets are per account and region (EC2 API throttling): one region's empty
+/// bucket throttles no call in another. moto throttles nothing; the test bed's buckets
+/// (`/_testbed/throttle`) keep one state per region.
+#[tokio::test]
+async fn a_throttle_bucket_empties_in_one_region_and_not_in_another() {
+    let bed = TestBed::start();
+    bed.throttle(serde_json::json!({"reads": {"actions": ["DescribeAvailabilityZones"], "size": 2, "refill": 0.001}}));
+    let east = bed.ec2("us-east-1").await;
+    for _ in 0..2 {
+        east.describe_availability_zones()
+            .send()
+            .await
+            .expect("within the bucket");
+    }
+    let refused = east
+        .describe_availability_zones()
+        .send()
+        .await
+        .expect_err("the bucket is empty");
+    assert_eq!(refused.code(), Some("RequestLimitExceeded"));
+    let west = bed.ec2("eu-west-1").await;
+    for _ in 0..2 {
+        west.describe_availability_zones()
+            .send()
+            .await
+            .expect("eu-west-1 has its own bucket");
+    }
+}
