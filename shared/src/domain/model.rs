@@ -368,8 +368,9 @@ pub struct Usage {
     /// Evidence that could not be gathered. An image it covers is never disabled or
     /// deregistered (safety checks fail closed): it is kept as `usage_unknown`.
     pub gaps: Vec<EvidenceGap>,
-    /// Images whose share state this run does not read: more candidates wait on it than the
-    /// run can retire before its deadline. Each is kept (`deferred`), left for the next run.
+    /// Images whose share state this run has not read: not yet (a real run plans in rounds as
+    /// it reads), or not at all (more candidates wait on it than the run can retire before its
+    /// deadline). Each is kept (`deferred`), left for a later round or the next run.
     pub deferred: BTreeSet<String>,
     /// AMIs and snapshots this run already deregistered or deleted (an earlier round of it):
     /// the account no longer has them, so the planner plans as if they were not there.

@@ -81,6 +81,8 @@ pub struct RegionState {
     pub changes: Vec<String>,
     /// Each DescribeImageAttribute call, as the number of changes made before it.
     pub attribute_reads: Vec<usize>,
+    /// AMIs whose DeregisterImage fails, with the error code.
+    pub refused: HashMap<String, String>,
     next_id: u64,
 }
 
@@ -307,6 +309,9 @@ impl RetireImages for FakeEc2 {
     }
     async fn deregister(&self, image_id: &str) -> Result<Vec<String>> {
         let mut state = self.check("DeregisterImage")?;
+        if let Some(code) = state.refused.get(image_id) {
+            return Err(ec2_error("DeregisterImage", &self.region, code));
+        }
         let Some(at) = state.images.iter().position(|i| i.id == image_id) else {
             return Err(ec2_error(
                 "DeregisterImage",

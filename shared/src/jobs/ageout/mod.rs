@@ -330,8 +330,8 @@ pub struct RegionRun<'a> {
 /// not count: it is usually kept, so shared AMIs never use up every run's reads), and none
 /// after the deadline. The AMIs not read are kept as `deferred`, left for the next run.
 ///
-/// A real run acts while it reads: each round plans over everything read so far and the account
-/// as it now is (what earlier rounds deregistered or deleted is gone), gathers the evidence for
+/// A real run acts while it reads: each round plans over everything read so far and without
+/// what earlier rounds deregistered or deleted (gone from the account), gathers the evidence for
 /// the images the round would change, and executes only what earlier rounds did not, while the
 /// reads go on. EC2's buckets are per API, so reading and retiring run at the same time instead
 /// of one after the other. A dry run reads everything first and plans once: the same decisions,
@@ -389,6 +389,7 @@ pub async fn run_region<
         asked: Asked::default(),
         done: HashSet::new(),
         orphans: HashSet::new(),
+        undone: HashSet::new(),
         out: &mut report,
     };
     let ((), last) = futures::join!(reader, rounds.go(rx));
@@ -735,13 +736,15 @@ struct Rounds<'r, 's, E, P> {
     done: HashSet<(ActionKind, String)>,
     /// The orphaned snapshots reported.
     orphans: HashSet<String>,
+    /// AMIs whose deregistration a round reported and did not do (deferred or failed).
+    undone: HashSet<String>,
     out: &'r mut RegionReport,
 }
 
 impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Rounds<'_, '_, E, P> {
     /// Runs rounds until the reads are over and everything read is planned (or the deadline
-    /// has passed); returns the last plan, whose kept images, kept snapshots and orphans are the
-    /// run's.
+    /// has passed); returns the last plan, whose kept images are the run's (the kept snapshots
+    /// and orphans are gathered round by round).
     async fn go(
         mut self,
         mut answers: futures::channel::mpsc::UnboundedReceiver<Vec<Answer>>,
@@ -751,8 +754,13 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
         // Answers planned by a round, and read since the last one.
         let (mut planned, mut waiting) = (Tally::default(), Tally::default());
         let mut last = Plan::default();
+        let mut rounds = 0usize;
         loop {
-            if fresh && (reads_over || pipelined) {
+            // Past the deadline a real run starts no round (it would only read evidence for
+            // actions it must defer), once it has planned.
+            let closed = pipelined && rounds > 0 && self.run.deadline.passed();
+            if fresh && !closed && (reads_over || pipelined) {
+                rounds += 1;
                 last = self.round().await;
                 planned.add(waiting);
                 (waiting, fresh) = (Tally::default(), false);
@@ -796,6 +804,17 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
     /// what no earlier round did.
     async fn round(&mut self) -> Plan {
         let planned = self.settle().await;
+        // Orphans found, each once. A snapshot whose deletion an earlier round reported
+        // (deferred or failed) looks orphaned once its AMI is gone: it is that AMI's snapshot,
+        // reported with it, not an orphan.
+        for orphan in &planned.orphans {
+            let reported = self
+                .done
+                .contains(&(ActionKind::DeleteSnapshot, orphan.snapshot_id.clone()));
+            if !reported && self.orphans.insert(orphan.snapshot_id.clone()) {
+                self.out.orphans.push(orphan.clone());
+            }
+        }
         let new: Vec<Action> = planned
             .actions
             .iter()
@@ -810,13 +829,8 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
             .collect();
         let requested = request_reports(self.ec2, self.pacer, self.run, &to_request).await;
         self.out.usage_reports.extend(requested);
-        // Orphans found, each once; the snapshots kept of the AMIs this round deregisters (a
-        // later round plans without those AMIs, so it would not say).
-        for orphan in &planned.orphans {
-            if self.orphans.insert(orphan.snapshot_id.clone()) {
-                self.out.orphans.push(orphan.clone());
-            }
-        }
+        // The snapshots kept of the AMIs this round deregisters (a later round plans without
+        // those AMIs, so it would not say).
         let deregistering: HashSet<&str> = new
             .iter()
             .filter(|a| a.action == ActionKind::Deregister)
@@ -835,11 +849,15 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
         }
         tracing::info!(region = %self.run.region, actions = new.len(), kept = planned.kept.len(),
             dry_run = self.run.dry_run, "age-out round planned");
+        // An AMI whose deregistration an earlier round left undone (deferred or failed) is
+        // still registered, and still uses its snapshots: none of them is deleted in this run
+        // (the planner counts it as deregistered, since it plans that).
+        let (held, new) = self.hold_snapshots_of_undone(new);
         let mut round = Plan {
             actions: new,
             ..Plan::default()
         };
-        let reports = execute(
+        let mut reports = execute(
             &mut round,
             self.ec2,
             self.run.region,
@@ -851,9 +869,18 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
             &Utc::now,
         )
         .await;
-        // What is gone from the account: later rounds plan without it.
+        reports.extend(held);
+        // What is gone from the account: later rounds plan without it; what was not done.
         let gone = &mut self.scanned.usage.gone;
         for r in &reports {
+            if r.action.action == ActionKind::Deregister
+                && matches!(
+                    r.outcome,
+                    Outcome::Deferred | Outcome::Failed | Outcome::Skipped
+                )
+            {
+                self.undone.extend(r.action.image_id.clone());
+            }
             let removed = match r.action.action {
                 ActionKind::Deregister => matches!(r.outcome, Outcome::Done | Outcome::AlreadyDone)
                     .then_some(&r.action.image_id),
@@ -870,6 +897,38 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
         }
         self.out.plan.extend(reports);
         planned
+    }
+
+    /// Splits off the snapshot deletions of `actions` that an AMI whose deregistration an
+    /// earlier round left undone still needs, reported as deferred (the next run plans again).
+    fn hold_snapshots_of_undone(&self, actions: Vec<Action>) -> (Vec<ActionReport>, Vec<Action>) {
+        if self.undone.is_empty() {
+            return (Vec::new(), actions);
+        }
+        let needed: HashSet<&str> = self
+            .scanned
+            .images
+            .iter()
+            .filter(|i| self.undone.contains(&i.id))
+            .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
+            .collect();
+        let (held, go): (Vec<Action>, Vec<Action>) = actions.into_iter().partition(|a| {
+            a.action == ActionKind::DeleteSnapshot
+                && a.snapshot_id.as_deref().is_some_and(|s| needed.contains(s))
+        });
+        let held = held
+            .into_iter()
+            .map(|action| ActionReport {
+                action,
+                region: self.run.region.clone(),
+                outcome: Outcome::Deferred,
+                error_code: None,
+                error: Some(
+                    "an AMI whose deregistration this run left undone still uses it".into(),
+                ),
+            })
+            .collect();
+        (held, go)
     }
 
     /// Plans, then reads the evidence that the decisions wait on and that no round asked for

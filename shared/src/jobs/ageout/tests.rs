@@ -1790,20 +1790,14 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
     assert_eq!(ec2.state().images.len(), 1);
 }
 
-#[tokio::test]
-async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
-    use crate::ports::Cloud;
-    use crate::tests::fakes::{FakeCloud, NoPace};
-    let cloud = FakeCloud::default();
-    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
-    let ec2 = cloud.ec2(&region);
+/// `amis` AMIs of one family, an hour apart, past their age but the newest, each with its own
+/// snapshot; the oldest and the newest old one also share one, which can go only once both are
+/// gone. The oldest 100 are read in a run's first chunk, the newest old one in a later one.
+fn backlog(ec2: &crate::tests::fakes::FakeEc2, amis: usize) -> PolicyDocument {
     let old = Utc
         .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
         .single()
         .expect("time");
-    // 250 AMIs past their age and the newest, each with its own snapshot; the oldest and the
-    // newest old one also share one, which can go only once both are gone.
-    let amis = 251;
     {
         let mut state = ec2.state();
         for n in 0..amis {
@@ -1830,9 +1824,20 @@ async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
             state.images.push(image);
         }
     }
-    let document = crate::tests::fakes::document(
+    crate::tests::fakes::document(
         r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1, "max_age_days": 2}}]}"#,
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
+    use crate::ports::Cloud;
+    use crate::tests::fakes::{FakeCloud, NoPace};
+    let cloud = FakeCloud::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    let amis = 251;
+    let document = backlog(&ec2, amis);
     let request = crate::domain::trigger::RunRequest::default();
     let bin = cloud.recycle_bin(&region);
     let run = ten_minute_run(&region, &document, &request);
@@ -1894,6 +1899,59 @@ async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
         1,
         "only the newest AMI's snapshot is left"
     );
+}
+
+#[tokio::test]
+async fn a_snapshot_an_ami_left_registered_by_an_earlier_round_still_uses_is_not_deleted() {
+    use crate::ports::Cloud;
+    use crate::tests::fakes::{FakeCloud, NoPace};
+    let cloud = FakeCloud::default();
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    let amis = 251;
+    let document = backlog(&ec2, amis);
+    // EC2 throttles the oldest AMI's deregistration past the SDK's retries: the first round
+    // leaves it registered, still using the snapshot it shares with a newer AMI.
+    let oldest = format!("ami-{:017x}", 0);
+    ec2.state()
+        .refused
+        .insert(oldest.clone(), "RequestLimitExceeded".into());
+    let request = crate::domain::trigger::RunRequest::default();
+    let bin = cloud.recycle_bin(&region);
+    let run = ten_minute_run(&region, &document, &request);
+    let report = super::run_region(&ec2, &bin, &NoPace, &run).await;
+
+    let outcome = |kind: ActionKind, id: &str| {
+        report
+            .plan
+            .iter()
+            .find(|a| {
+                a.action.action == kind
+                    && (a.action.image_id.as_deref() == Some(id)
+                        || a.action.snapshot_id.as_deref() == Some(id))
+            })
+            .map(|a| a.outcome)
+    };
+    assert_eq!(
+        outcome(ActionKind::Deregister, &oldest),
+        Some(super::Outcome::Deferred)
+    );
+    // The newer AMI that shares the snapshot went in a later round; the snapshot stays, left
+    // for the next run, and is no orphan.
+    let newer = format!("ami-{:017x}", amis - 2);
+    assert_eq!(
+        outcome(ActionKind::Deregister, &newer),
+        Some(super::Outcome::Done)
+    );
+    assert_eq!(
+        outcome(ActionKind::DeleteSnapshot, "snap-shared"),
+        Some(super::Outcome::Deferred)
+    );
+    let state = ec2.state();
+    assert!(state.snapshots.iter().any(|(s, _)| s.id == "snap-shared"));
+    assert!(!state.changes.iter().any(|c| c.contains("snap-shared")));
+    assert!(state.images.iter().any(|i| i.id == oldest));
+    assert!(report.orphans.is_empty(), "{:?}", report.orphans);
 }
 
 #[tokio::test]
