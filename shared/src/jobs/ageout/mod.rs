@@ -716,6 +716,15 @@ struct Asked {
     new_reports: HashSet<String>,
 }
 
+/// The ids of `wanted` not in `asked`, which now holds them.
+fn not_asked(wanted: &[String], asked: &mut HashSet<String>) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|id| asked.insert((*id).clone()))
+        .cloned()
+        .collect()
+}
+
 /// An action's identity across rounds: its kind and the image or snapshot it changes.
 fn action_key(a: &Action) -> (ActionKind, String) {
     let id = match a.action {
@@ -821,12 +830,10 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
             .filter(|a| self.done.insert(action_key(a)))
             .cloned()
             .collect();
-        let to_request: Vec<String> = planned
-            .usage_reports_to_request
-            .iter()
-            .filter(|id| self.asked.new_reports.insert((*id).clone()))
-            .cloned()
-            .collect();
+        let to_request = not_asked(
+            &planned.usage_reports_to_request,
+            &mut self.asked.new_reports,
+        );
         let requested = request_reports(self.ec2, self.pacer, self.run, &to_request).await;
         self.out.usage_reports.extend(requested);
         // The snapshots kept of the AMIs this round deregisters (a later round plans without
@@ -937,17 +944,11 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
     async fn settle(&mut self) -> Plan {
         loop {
             let planned = self.scanned.plan();
-            let reports: Vec<String> = planned
-                .consumer_reports_needed
-                .iter()
-                .filter(|id| self.asked.consumer_reports.insert((*id).clone()))
-                .cloned()
-                .collect();
-            let references: Vec<String> = planned
-                .acted_images()
-                .into_iter()
-                .filter(|id| self.asked.references.insert(id.clone()))
-                .collect();
+            let reports = not_asked(
+                &planned.consumer_reports_needed,
+                &mut self.asked.consumer_reports,
+            );
+            let references = not_asked(&planned.acted_images(), &mut self.asked.references);
             if reports.is_empty() && references.is_empty() {
                 return planned;
             }
