@@ -72,7 +72,7 @@ DEFECTIVE_PATTERNS = frozenset({r"^arn:aws([a-z-]+)?:ec2:[a-z\d-]+:\d{12}:placem
 _ISO8601 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)", re.ASCII)
 _INTEGER = re.compile(r"-?\d+", re.ASCII)
 _NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|NaN|-?Infinity", re.ASCII)
-_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 # The query parameters read back into a tree: a node holds the value given for its own key under
 # `_VALUE` (None), and the nodes of the parameters below it under their next key part.
@@ -557,7 +557,13 @@ def _coral_range(spec: Spec, number: float) -> str | None:
 # ---------------------------------------------------------------------------------------------
 def _signing_service(environ: Mapping[str, Any]) -> str | None:
     found = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    return found.group(1) if found else None
+    return found.group(2) if found else None
+
+
+def _signing_region(environ: Mapping[str, Any]) -> str:
+    """The region a request is signed for (SigV4's credential scope; us-east-1 if unsigned)."""
+    found = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return found.group(1) if found else "us-east-1"
 
 
 def check_request(environ: Mapping[str, Any], body: bytes) -> Violation | None:

@@ -991,7 +991,7 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
     """The `rbin` service (rest-json): CreateRule, ListRules, GetRule."""
     import secrets
 
-    region = request_region(environ)
+    region = contract._signing_region(environ)
     method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
     model = contract._SESSION.get_service_model("rbin")
 
@@ -1516,12 +1516,6 @@ FAULTS: dict[str, list[Any]] = {}
 BUCKETS: dict[str, dict[str, Any]] = {}
 
 
-def request_region(environ: dict[str, Any]) -> str:
-    """The region a request is signed for (SigV4's credential scope)."""
-    found = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
-    return found[1] if found else "us-east-1"
-
-
 def take_token(action: str, region: str) -> bool:
     import time as _time
 
@@ -1732,7 +1726,7 @@ class Testbed:
             with CALLS_LOCK:
                 CALLS[operation] = CALLS.get(operation, 0) + 1
             record_caller(environ, operation)
-            injected = fault_response(operation, request_region(environ), True)
+            injected = fault_response(operation, contract._signing_region(environ), True)
             if injected is not None and injected is not LOSE:
                 return injected(environ, start_response)
             with MOTO_LOCK:
@@ -1743,7 +1737,7 @@ class Testbed:
             violation = contract.check_request(environ, body)
             if violation is not None:
                 return contract_response(violation)(environ, start_response)
-        injected = (fault_response(action, request_region(environ), "HTTP_X_AMZ_TARGET" in environ)
+        injected = (fault_response(action, contract._signing_region(environ), "HTTP_X_AMZ_TARGET" in environ)
                     if action else None)
         if injected is LOSE:
             with MOTO_LOCK:

@@ -428,9 +428,9 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     ec2: &E,
     pacer: &P,
     run: &RegionRun<'_>,
+    depth: TemplateDepth,
     images: &[String],
 ) -> Vec<ReportRequest> {
-    let depth = deepest(run.document);
     let mut out = Vec::new();
     for image_id in images {
         let line = |outcome, report_id, error| ReportRequest {
@@ -834,7 +834,14 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
             &planned.usage_reports_to_request,
             &mut self.asked.new_reports,
         );
-        let requested = request_reports(self.ec2, self.pacer, self.run, &to_request).await;
+        let requested = request_reports(
+            self.ec2,
+            self.pacer,
+            self.run,
+            self.scanned.depth,
+            &to_request,
+        )
+        .await;
         self.out.usage_reports.extend(requested);
         // The snapshots kept of the AMIs this round deregisters (a later round plans without
         // those AMIs, so it would not say).
