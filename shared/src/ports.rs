@@ -371,6 +371,15 @@ pub struct KeyGrant {
     pub grantee: String,
 }
 
+/// Seals what the stack makes, and checks what claims to be the stack's
+/// ([`crate::domain::seal`]), with a key only the stack's roles may use.
+pub trait Seal {
+    /// The seal of `message` (base64).
+    fn seal(&self, message: Vec<u8>) -> impl Future<Output = Result<String>> + Send;
+    /// Whether `seal` is the seal of `message`: false for any other seal, malformed ones too.
+    fn verify(&self, message: Vec<u8>, seal: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
 /// Somewhere events go.
 pub trait EventSink {
     /// Publishes the events; entries that fail are retried, then reported, never dropped silently.

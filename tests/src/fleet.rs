@@ -19,12 +19,20 @@ pub const POLICIES: &str = r#"{"dry_run": true, "policies": [
    "retain": {"keep_latest": 1, "max_age_days": 30}}
 ]}"#;
 
-pub const AS_OF: &str = "2027-01-01T00:00:00Z";
-
+/// The clock of the fleet's runs: a minute before this test process first asked, to the second,
+/// so the fleet's ages are the same in every run and a real run's `as_of` is never ahead of the
+/// wall clock (such a request is refused).
 pub fn as_of() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(AS_OF)
-        .expect("as_of")
-        .with_timezone(&Utc)
+    static AT: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        let now = Utc::now() - Duration::minutes(1);
+        DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+    })
+}
+
+/// [`as_of`] as a run request gives it.
+pub fn as_of_text() -> String {
+    as_of().to_rfc3339()
 }
 
 /// The fleet, by role.
@@ -369,5 +377,5 @@ pub const DEREGISTERED: &[&str] = &[
 ];
 
 pub fn request(dry_run: bool) -> Value {
-    json!({"regions": ["us-east-1", "eu-west-1"], "dry_run": dry_run, "as_of": AS_OF})
+    json!({"regions": ["us-east-1", "eu-west-1"], "dry_run": dry_run, "as_of": as_of_text()})
 }

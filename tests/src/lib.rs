@@ -67,6 +67,8 @@ pub struct TestBed {
     child: Child,
     /// The port it listens on.
     pub port: u16,
+    /// The stack's HMAC key (template.yaml `SigningKey`), which every function is given.
+    pub signing_key: String,
 }
 
 impl TestBed {
@@ -105,7 +107,15 @@ impl TestBed {
             .strip_prefix("READY ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("the moto launcher did not start (it printed {line:?})"));
-        TestBed { child, port }
+        let (status, text) = http(port, "GET", "/_testbed/signing-key", "");
+        assert_eq!(status, 200, "the test bed made no signing key: {text}");
+        let key: Value = serde_json::from_str(&text).expect("signing key JSON");
+        let signing_key = key["key_arn"].as_str().unwrap_or_default().to_string();
+        TestBed {
+            child,
+            port,
+            signing_key,
+        }
     }
 
     /// The endpoint URL.
@@ -121,7 +131,24 @@ impl TestBed {
             ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
             ("AWS_REGION".into(), "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AMI_SIGNING_KEY_ARN".into(), self.signing_key.clone()),
         ]
+    }
+
+    /// An event the functions published, as an EventBridge rule delivers it to its target
+    /// (the whole event: the template's rules carry no `InputPath`).
+    pub fn delivered(&self, event: &Value) -> Value {
+        serde_json::json!({
+            "version": "0",
+            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": event["detail_type"],
+            "source": event["source"],
+            "account": ACCOUNT,
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "region": event["region"],
+            "resources": event["resources"],
+            "detail": event["detail"],
+        })
     }
 
     async fn sdk(&self, region: &str) -> aws_config::SdkConfig {

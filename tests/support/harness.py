@@ -64,6 +64,8 @@ class Emulator:
             raise SystemExit(f"the EC2 emulator did not start: {line!r}")
         self.port = int(line.split()[1])
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        # The stack's HMAC key (template.yaml `SigningKey`), which every function is given.
+        self.signing_key = self._get("signing-key")["key_arn"]
 
     def __enter__(self) -> "Emulator":
         return self
@@ -201,6 +203,7 @@ class Function:
     def __init__(self, emu: Emulator, name: str, policies: Path, env: dict[str, str | None] | None = None) -> None:
         self.watch = Watch()
         environment = self.watch.runtime_env(policies, emu.endpoint)
+        environment["AMI_SIGNING_KEY_ARN"] = emu.signing_key
         for key, value in (env or {}).items():
             if value is None:
                 environment.pop(key, None)

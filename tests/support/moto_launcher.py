@@ -20,7 +20,8 @@ a slow answer (`SLOW:<ms>`), a dropped connection (`DROP`), a call that never an
 or a call executed whose answer is lost (`LOSE`);
 `POST /_testbed/throttle` sets token buckets that throttle as EC2's request limits do;
 `POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it;
-`POST /_testbed/instance` sets an instance's status checks and console output.
+`POST /_testbed/instance` sets an instance's status checks, console output and launch time.
+`GET /_testbed/signing-key` answers the ARN of the stack's HMAC key (made at the first call).
 
 Every AWS request is first checked against the services' published API contract (`contract.py`:
 botocore's service model, the data the AWS SDKs are generated from): a request that EC2 would
@@ -47,7 +48,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -1271,13 +1272,37 @@ def get_console_output(self: Any) -> ActionResult:
     return ActionResult(result)
 
 
+# The stack's HMAC key (template.yaml `SigningKey`: KeySpec HMAC_256, KeyUsage
+# GENERATE_VERIFY_MAC), made once per test bed in the default account's us-east-1, as the
+# template makes it in the stack's region. moto serves GenerateMac and VerifyMac as KMS does
+# (KMSInvalidMacException for a MAC that does not verify).
+SIGNING_KEY: list[str] = []
+
+
+def signing_key() -> str:
+    if not SIGNING_KEY:
+        from moto.kms.models import kms_backends
+        key = kms_backends["123456789012"]["us-east-1"].create_key(
+            policy=None, key_usage="GENERATE_VERIFY_MAC", key_spec="HMAC_256",
+            description="ami-lifecycle signing key (test bed)", tags=None)
+        SIGNING_KEY.append(key.arn)
+    return SIGNING_KEY[0]
+
+
 def set_instance(body: dict[str, Any]) -> dict[str, Any]:
     """Test set-up: an instance's status checks (`system_status`, `instance_status`) and its
-    console output (`console`), as EC2 would report them."""
+    console output (`console`), as EC2 would report them; `launched_minutes_ago` moves its
+    LaunchTime back (in `region`, default us-east-1), so a test shows a launch test's timeout
+    without a clock ahead of the wall clock."""
     entry = INSTANCE_OVERRIDES.setdefault(body["instance_id"], {})
     for field in ("system_status", "instance_status", "console"):
         if field in body:
             entry[field] = body[field]
+    if "launched_minutes_ago" in body:
+        backend = ec2_backends[body.get("account_id", "123456789012")][body.get("region", "us-east-1")]
+        instance = backend.get_instance(body["instance_id"])
+        launched = datetime.now(timezone.utc) - timedelta(minutes=float(body["launched_minutes_ago"]))
+        instance.launch_time = launched.replace(tzinfo=None)
     return {"instance_id": body["instance_id"], **entry}
 
 
@@ -1448,6 +1473,11 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
     if "snapshot_owner_id" in body:
         for snap_id in snapshot_ids_of(ami):
             ec2_backends[account][region].snapshots[snap_id].owner_id = body["snapshot_owner_id"]
+    if "snapshot_start_time" in body:
+        # Its snapshots were taken then (DescribeSnapshots StartTime).
+        started = moto_amis.parse_timestamp(body["snapshot_start_time"]).replace(tzinfo=None)
+        for snap_id in snapshot_ids_of(ami):
+            ec2_backends[account][region].snapshots[snap_id].start_time = started
     return {"image_id": ami.id}
 
 
@@ -1700,6 +1730,10 @@ class Testbed:
         if environ.get("PATH_INFO", "") == "/_testbed/fleet":
             with MOTO_LOCK:
                 out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/signing-key":
+            with MOTO_LOCK:
+                out = {"key_arn": signing_key()}
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/instance":
             with MOTO_LOCK:

@@ -125,3 +125,73 @@ impl KeyInfo for Kms {
         Ok(out.policy().unwrap_or_default().to_string())
     }
 }
+
+/// The stack's HMAC key in KMS (`AMI_SIGNING_KEY_ARN`: HMAC_256, GENERATE_VERIFY_MAC), which
+/// only the stack's roles may use: GenerateMac and VerifyMac with HMAC_SHA_256 (KMS API
+/// reference; a MAC that does not verify is `KMSInvalidMacException`).
+#[derive(Debug, Clone)]
+pub struct Mac {
+    client: Client,
+    key_id: String,
+    region: Region,
+}
+
+impl Mac {
+    /// An adapter over a client configured for the key's region.
+    pub fn new(client: Client, key_id: String, region: Region) -> Self {
+        Mac {
+            client,
+            key_id,
+            region,
+        }
+    }
+}
+
+impl crate::ports::Seal for Mac {
+    async fn seal(&self, message: Vec<u8>) -> Result<String> {
+        let out = self
+            .client
+            .generate_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(aws_smithy_types::Blob::new(message))
+            .send()
+            .await
+            .map_err(|e| Error::aws("GenerateMac", self.region.as_str(), e))?;
+        let mac = out.mac().map(|b| b.as_ref()).unwrap_or_default();
+        if mac.is_empty() {
+            return Err(Error::Refused(
+                "GenerateMac answered without a MAC: nothing can be sealed".into(),
+            ));
+        }
+        Ok(aws_smithy_types::base64::encode(mac))
+    }
+
+    async fn verify(&self, message: Vec<u8>, seal: &str) -> Result<bool> {
+        let Ok(mac) = aws_smithy_types::base64::decode(seal) else {
+            return Ok(false);
+        };
+        if mac.is_empty() || mac.len() > 6144 {
+            return Ok(false);
+        }
+        let answer = self
+            .client
+            .verify_mac()
+            .key_id(&self.key_id)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(aws_smithy_types::Blob::new(message))
+            .mac(aws_smithy_types::Blob::new(mac))
+            .send()
+            .await;
+        match answer {
+            Ok(out) => Ok(out.mac_valid()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_kms_invalid_mac_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::aws("VerifyMac", self.region.as_str(), e)),
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod payload;
 pub mod policy;
 pub mod recycle_bin;
 pub mod register;
+pub mod seal;
 pub mod tags;
 pub mod trigger;
 

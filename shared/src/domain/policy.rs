@@ -726,6 +726,19 @@ impl PolicyDocument {
                 let sample = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
                 crate::domain::naming::render_name(&build.name_template, &p.name, longest, sample)
                     .map_err(|m| Error::config(at("build.name_template"), m))?;
+                if let Some(key) = build
+                    .tags
+                    .keys()
+                    .find(|k| k.starts_with(crate::domain::tags::RESERVED_PREFIX))
+                {
+                    return Err(Error::config(
+                        at(&format!("build.tags.{key}")),
+                        format!(
+                            "`{key}`: keys beginning with `{}` are the tool's own state (verdicts, lineage, pins) and cannot be set by a policy: choose another key",
+                            crate::domain::tags::RESERVED_PREFIX
+                        ),
+                    ));
+                }
                 if build.instance_tags.is_empty() {
                     return Err(Error::config(
                         at("build.instance_tags"),
@@ -1200,6 +1213,23 @@ mod tests {
         let (path, _) = config_error(&build(r#"{"Team":""}"#));
         assert_eq!(path, "$.policies[0].build.instance_tags.Team");
         parse(&build(r#"{"ami-automation:build":"*"}"#)).expect("any value of a named tag");
+    }
+
+    #[test]
+    fn a_build_tag_with_a_reserved_key_is_refused_naming_it() {
+        for key in [
+            "ami-automation:validation",
+            "ami-automation:policy",
+            "ami-automation:x",
+        ] {
+            let (path, message) = config_error(&format!(
+                r#"{{"policies":[{{"name":"a","build":{{"instance_tags":{{"Build":"yes"}},"tags":{{"{key}":"passed"}}}}}}]}}"#
+            ));
+            assert_eq!(path, format!("$.policies[0].build.tags.{key}"));
+            assert!(message.contains("tool's own state"), "{message}");
+        }
+        parse(r#"{"policies":[{"name":"a","build":{"instance_tags":{"Build":"yes"},"tags":{"Team":"web"}}}]}"#)
+            .expect("a tag of the team's own");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Every tag key the tool reads or writes. A tag is the tool's only state in the account: the
 //! policy that manages an AMI, where it came from, and which attempt made a copy.
 
+/// Every key the tool reads or writes begins with this: the tool's own state, never a policy's
+/// tag (a policy's `build.tags` with it could pose as a verdict, a lineage or a pin).
+pub const RESERVED_PREFIX: &str = "ami-automation:";
+
 /// The policy that manages an AMI (set by build and copy; read by every job).
 pub const POLICY: &str = "ami-automation:policy";
 /// The tool function that made the AMI (`ami-build`, `ami-copy`). The copy role may deregister

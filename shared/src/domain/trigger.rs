@@ -15,7 +15,7 @@ use crate::domain::register::RegisterRequest;
 use crate::error::{Error, Result};
 
 /// What the accepted payloads are, for error messages.
-pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated` (source ami.automation)";
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated` and age-out's sealed `Policy Run Continued` (source ami.automation)";
 
 /// At most this many AMI ids in one run request.
 pub const MAX_IMAGE_IDS: usize = 1000;
@@ -86,6 +86,39 @@ pub struct PublishRequest {
 pub struct ValidatedDetail {
     /// The AMI that passed its launch test.
     pub image_id: String,
+}
+
+/// The detail of age-out's own `Policy Run Continued`: the next run's request and the seal that
+/// proves the stack made it ([`crate::domain::seal::continuation`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContinuedDetail {
+    /// The function the next run is for (`ami-age-out`).
+    pub function: String,
+    /// How many continuations came before the next run (1 for the first).
+    pub continuation: u32,
+    /// The invocation that started the chain.
+    pub run_id: String,
+    /// How much work the run left (for people reading the event).
+    pub remaining: u64,
+    /// The next run's request.
+    pub request: RunRequest,
+    /// When the seal stops holding.
+    pub expires: DateTime<Utc>,
+    /// The HMAC over [`crate::domain::seal::continuation`], base64.
+    pub seal: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContinuedWire {
+    function: String,
+    continuation: u32,
+    run_id: String,
+    #[serde(default)]
+    remaining: u64,
+    request: serde_json::Value,
+    expires: DateTime<Utc>,
+    seal: String,
 }
 
 /// `EC2 AMI State Change` detail (PascalCase, as EC2 sends it).
@@ -162,6 +195,11 @@ pub enum Trigger {
         region: Option<Region>,
         detail: ValidatedDetail,
     },
+    /// Age-out's own `Policy Run Continued`: run the sealed request next, once the seal holds.
+    Continued {
+        region: Option<Region>,
+        detail: Box<ContinuedDetail>,
+    },
 }
 
 impl Trigger {
@@ -176,125 +214,15 @@ impl Trigger {
         }
         let is_envelope = value.get("detail-type").is_some() || value.get("source").is_some();
         if !is_envelope {
-            if !value.is_object() {
-                return Err(Error::event(
-                    "$",
-                    format!("expected a JSON object: {ACCEPTED}"),
-                ));
-            }
-            for field in [
-                "policies",
-                "regions",
-                "dry_run",
-                "as_of",
-                "image_ids",
-                "register",
-                "restore",
-                "publish",
-                "continuation",
-                "run_id",
+            let request = run_request(value, "$")?;
+            for (field, set) in [
+                ("continuation", request.continuation.is_some()),
+                ("run_id", request.run_id.is_some()),
             ] {
-                if value.get(field).is_some_and(serde_json::Value::is_null) {
+                if set {
                     return Err(Error::event(
                         format!("$.{field}"),
-                        "null is not a value: leave the field out for its default, or give a value",
-                    ));
-                }
-            }
-            let request = from_value::<RunRequest>(value, "$")?;
-            let limits = [
-                (
-                    "image_ids",
-                    request.image_ids.as_ref().map_or(0, Vec::len),
-                    MAX_IMAGE_IDS,
-                ),
-                (
-                    "regions",
-                    request.regions.as_ref().map_or(0, Vec::len),
-                    crate::domain::ids::KNOWN_REGIONS.len(),
-                ),
-                (
-                    "policies",
-                    request.policies.as_ref().map_or(0, Vec::len),
-                    MAX_POLICIES,
-                ),
-            ];
-            for (field, len, max) in limits {
-                if len > max {
-                    return Err(Error::event(
-                        format!("$.{field}"),
-                        format!("{len} entries: at most {max} in one request (split it, or run a sweep)"),
-                    ));
-                }
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, id) in request.image_ids.iter().flatten().enumerate() {
-                check_id("ami", id, &format!("$.image_ids[{i}]"))?;
-                if !seen.insert(id) {
-                    return Err(Error::event(
-                        format!("$.image_ids[{i}]"),
-                        format!("`{id}` is listed twice: list each AMI once"),
-                    ));
-                }
-            }
-            if request
-                .run_id
-                .as_ref()
-                .is_some_and(|id| id.is_empty() || id.len() > 128)
-            {
-                return Err(Error::event(
-                    "$.run_id",
-                    "1 to 128 characters: age-out sets it on the runs it continues",
-                ));
-            }
-            if let Some(restore) = &request.restore {
-                if restore.image_ids.is_empty() || restore.image_ids.len() > MAX_IMAGE_IDS {
-                    return Err(Error::event(
-                        "$.restore.image_ids",
-                        format!(
-                            "{} entries: list 1 to {MAX_IMAGE_IDS} AMIs to restore",
-                            restore.image_ids.len()
-                        ),
-                    ));
-                }
-                if request.image_ids.is_some() {
-                    return Err(Error::event(
-                        "$.image_ids",
-                        "a restore names its AMIs in `restore.image_ids`: leave `image_ids` out",
-                    ));
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                for (i, id) in restore.image_ids.iter().enumerate() {
-                    let at = format!("$.restore.image_ids[{i}]");
-                    check_id("ami", id, &at)?;
-                    if !seen.insert(id) {
-                        return Err(Error::event(
-                            at,
-                            format!("`{id}` is listed twice: list each AMI once"),
-                        ));
-                    }
-                }
-            }
-            if let Some(publish) = &request.publish {
-                check_id("ami", &publish.image_id, "$.publish.image_id")?;
-                for (field, value) in [("policy", &publish.policy), ("family", &publish.family)] {
-                    if value.is_empty() {
-                        return Err(Error::event(
-                            format!("$.publish.{field}"),
-                            format!("empty: name the {field} whose published AMI to pin"),
-                        ));
-                    }
-                }
-                if request.image_ids.is_some() || request.restore.is_some() {
-                    return Err(Error::event(
-                        "$.publish",
-                        "a rollback names its AMI in `publish.image_id`: leave `image_ids` and `restore` out",
-                    ));
-                }
-                if request.regions.as_ref().is_some_and(|r| r.len() != 1) {
-                    return Err(Error::event(
-                        "$.regions",
-                        "a rollback names the one region of `publish.image_id` (its copies elsewhere follow)",
+                        "set only by age-out, inside its sealed `Policy Run Continued` event: leave it out of a run request",
                     ));
                 }
             }
@@ -340,6 +268,30 @@ impl Trigger {
                 check_id("ami", &detail.image_id, "$.detail.image_id")?;
                 Ok(Trigger::Validated { region, detail })
             }
+            (crate::domain::event::SOURCE, "Policy Run Continued") => {
+                let wire: ContinuedWire = from_value(detail, "$.detail")?;
+                let request = run_request(wire.request, "$.detail.request")?;
+                if request.continuation != Some(wire.continuation)
+                    || request.run_id.as_deref() != Some(wire.run_id.as_str())
+                {
+                    return Err(Error::event(
+                        "$.detail.request",
+                        "its `continuation` and `run_id` differ from the event's: age-out sets both the same",
+                    ));
+                }
+                Ok(Trigger::Continued {
+                    region,
+                    detail: Box::new(ContinuedDetail {
+                        function: wire.function,
+                        continuation: wire.continuation,
+                        run_id: wire.run_id,
+                        remaining: wire.remaining,
+                        request,
+                        expires: wire.expires,
+                        seal: wire.seal,
+                    }),
+                })
+            }
             (source, detail_type) => Err(Error::event(
                 "$.detail-type",
                 format!(
@@ -358,6 +310,7 @@ impl Trigger {
             Trigger::InstanceState { .. } => TriggerKind::InstanceStateChange,
             Trigger::Snapshot { .. } => TriggerKind::SnapshotNotification,
             Trigger::Validated { .. } => TriggerKind::Validated,
+            Trigger::Continued { .. } => TriggerKind::Continued,
         }
     }
 }
@@ -377,6 +330,8 @@ pub enum TriggerKind {
     SnapshotNotification,
     /// `AMI Validated` (this tool's own event).
     Validated,
+    /// `Policy Run Continued` (age-out's own, sealed).
+    Continued,
 }
 
 impl TriggerKind {
@@ -389,6 +344,7 @@ impl TriggerKind {
             TriggerKind::InstanceStateChange => "EC2 Instance State-change Notification",
             TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
             TriggerKind::Validated => "AMI Validated",
+            TriggerKind::Continued => "Policy Run Continued",
         }
     }
 }
@@ -426,6 +382,136 @@ pub const INSTANCE_STATES: &[&str] = &[
     "stopping",
     "stopped",
 ];
+
+/// Parses and checks a run request at `root` (`$` for one sent as it is, the continuation's
+/// `$.detail.request`); the error names the field under `root`.
+fn run_request(value: serde_json::Value, root: &str) -> Result<RunRequest> {
+    if !value.is_object() {
+        return Err(Error::event(
+            root,
+            format!("expected a JSON object: {ACCEPTED}"),
+        ));
+    }
+    for field in [
+        "policies",
+        "regions",
+        "dry_run",
+        "as_of",
+        "image_ids",
+        "register",
+        "restore",
+        "publish",
+        "continuation",
+        "run_id",
+    ] {
+        if value.get(field).is_some_and(serde_json::Value::is_null) {
+            return Err(Error::event(
+                format!("{root}.{field}"),
+                "null is not a value: leave the field out for its default, or give a value",
+            ));
+        }
+    }
+    let request = from_value::<RunRequest>(value, root)?;
+    let limits = [
+        (
+            "image_ids",
+            request.image_ids.as_ref().map_or(0, Vec::len),
+            MAX_IMAGE_IDS,
+        ),
+        (
+            "regions",
+            request.regions.as_ref().map_or(0, Vec::len),
+            crate::domain::ids::KNOWN_REGIONS.len(),
+        ),
+        (
+            "policies",
+            request.policies.as_ref().map_or(0, Vec::len),
+            MAX_POLICIES,
+        ),
+    ];
+    for (field, len, max) in limits {
+        if len > max {
+            return Err(Error::event(
+                format!("{root}.{field}"),
+                format!("{len} entries: at most {max} in one request (split it, or run a sweep)"),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, id) in request.image_ids.iter().flatten().enumerate() {
+        check_id("ami", id, &format!("{root}.image_ids[{i}]"))?;
+        if !seen.insert(id) {
+            return Err(Error::event(
+                format!("{root}.image_ids[{i}]"),
+                format!("`{id}` is listed twice: list each AMI once"),
+            ));
+        }
+    }
+    if request
+        .run_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > 128)
+    {
+        return Err(Error::event(
+            format!("{root}.run_id"),
+            "1 to 128 characters: age-out sets it on the runs it continues",
+        ));
+    }
+    if let Some(restore) = &request.restore {
+        if restore.image_ids.is_empty() || restore.image_ids.len() > MAX_IMAGE_IDS {
+            return Err(Error::event(
+                format!("{root}.restore.image_ids"),
+                format!(
+                    "{} entries: list 1 to {MAX_IMAGE_IDS} AMIs to restore",
+                    restore.image_ids.len()
+                ),
+            ));
+        }
+        if request.image_ids.is_some() {
+            return Err(Error::event(
+                format!("{root}.image_ids"),
+                "a restore names its AMIs in `restore.image_ids`: leave `image_ids` out",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, id) in restore.image_ids.iter().enumerate() {
+            let at = format!("{root}.restore.image_ids[{i}]");
+            check_id("ami", id, &at)?;
+            if !seen.insert(id) {
+                return Err(Error::event(
+                    at,
+                    format!("`{id}` is listed twice: list each AMI once"),
+                ));
+            }
+        }
+    }
+    if let Some(publish) = &request.publish {
+        check_id(
+            "ami",
+            &publish.image_id,
+            &format!("{root}.publish.image_id"),
+        )?;
+        for (field, value) in [("policy", &publish.policy), ("family", &publish.family)] {
+            if value.is_empty() {
+                return Err(Error::event(
+                    format!("{root}.publish.{field}"),
+                    format!("empty: name the {field} whose published AMI to pin"),
+                ));
+            }
+        }
+        if request.image_ids.is_some() || request.restore.is_some() {
+            return Err(Error::event(format!("{root}.publish"),
+                "a rollback names its AMI in `publish.image_id`: leave `image_ids` and `restore` out",
+            ));
+        }
+        if request.regions.as_ref().is_some_and(|r| r.len() != 1) {
+            return Err(Error::event(format!("{root}.regions"),
+                "a rollback names the one region of `publish.image_id` (its copies elsewhere follow)",
+            ));
+        }
+    }
+    Ok(request)
+}
 
 /// `ami-`, `i-` or `snap-` and 8 to 17 hexadecimal digits, as EC2 makes them.
 fn check_id(prefix: &str, id: &str, path: &str) -> Result<()> {

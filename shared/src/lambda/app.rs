@@ -11,7 +11,7 @@ use aws_config::{AppName, BehaviorVersion, SdkConfig};
 
 use crate::adapters::ec2::Ec2;
 use crate::adapters::eventbridge::EventBridge;
-use crate::adapters::kms::Kms;
+use crate::adapters::kms::{Kms, Mac};
 use crate::adapters::pace::Pacer;
 use crate::adapters::rbin::Rbin;
 use crate::adapters::ssm::Ssm;
@@ -60,6 +60,12 @@ pub struct Settings {
     /// attempt gets half of it. A call that hangs ends within it, so a run that stops starting
     /// work at the deadline margin still answers before Lambda's deadline.
     pub call_timeout: Duration,
+    /// The stack's HMAC key in KMS (`AMI_SIGNING_KEY_ARN`), with which it seals what it makes
+    /// and checks what claims to be its own. Without it nothing sealed is made or accepted.
+    pub signing_key: Option<String>,
+    /// The template's age-out kill switch (`AMI_AGE_OUT_DRY_RUN`, from `AgeOutDryRun`, default
+    /// false). Each link of a continuation chain reads it again: true stops every chain.
+    pub age_out_dry_run: bool,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -82,6 +88,18 @@ fn env_number(name: &str, default: Option<u64>, min: u64, max: u64) -> Result<Op
     }
 }
 
+/// `true` or `false`; unset is false.
+fn env_bool(name: &str) -> Result<bool> {
+    match env(name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Error::config(
+            name,
+            format!("`{other}`: expected true or false"),
+        )),
+    }
+}
+
 impl Settings {
     /// Reads the settings from the environment.
     pub fn from_env() -> Result<Self> {
@@ -96,16 +114,7 @@ impl Settings {
         let home_region = region
             .parse::<Region>()
             .map_err(|m| Error::config("AWS_REGION", m))?;
-        let allow_public_sharing = match env("ALLOW_PUBLIC_SHARING").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(Error::config(
-                    "ALLOW_PUBLIC_SHARING",
-                    format!("`{other}`: expected true or false"),
-                ))
-            }
-        };
+        let allow_public_sharing = env_bool("ALLOW_PUBLIC_SHARING")?;
         let settings = Settings {
             deployment: Deployment {
                 allow_public_sharing,
@@ -131,6 +140,8 @@ impl Settings {
                 as f64,
             max_continuations: env_number("AMI_MAX_CONTINUATIONS", Some(24), 0, 1000)?.unwrap_or(24)
                 as u32,
+            signing_key: env("AMI_SIGNING_KEY_ARN"),
+            age_out_dry_run: env_bool("AMI_AGE_OUT_DRY_RUN")?,
             snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
                 None => 0.05,
                 Some(v) => v
@@ -261,6 +272,37 @@ impl App {
             allow_public_sharing: self.settings.deployment.allow_public_sharing,
             snapshot_price: self.settings.snapshot_price,
         }
+    }
+
+    /// The stack's seal: its HMAC key in KMS, in the key's own region (from its ARN; the
+    /// home region for a bare key id). None when the deployment names no key.
+    pub fn seal(&self) -> Option<Mac> {
+        let key = self.settings.signing_key.clone()?;
+        let region = key
+            .strip_prefix("arn:")
+            .and_then(|arn| arn.split(':').nth(2))
+            .and_then(|r| r.parse::<Region>().ok())
+            .unwrap_or_else(|| self.settings.home_region.clone());
+        let config = aws_sdk_kms::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        Some(Mac::new(
+            aws_sdk_kms::Client::from_conf(config),
+            key,
+            region,
+        ))
+    }
+
+    /// Why a chain of age-out runs must stop now, if it must: the document's `dry_run` or the
+    /// template's `AgeOutDryRun` says dry run. A chain runs for real only while both say real.
+    pub fn kill_switch(&self) -> Option<String> {
+        if self.document.dry_run {
+            return Some("the policy document says dry_run: true".into());
+        }
+        if self.settings.age_out_dry_run {
+            return Some("the deployment says AgeOutDryRun=true (AMI_AGE_OUT_DRY_RUN)".into());
+        }
+        None
     }
 
     /// The EventBridge adapter.

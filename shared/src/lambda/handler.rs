@@ -15,13 +15,14 @@ use super::metrics;
 use super::report::{answer, Run};
 use crate::domain::ids::Region;
 use crate::domain::payload::Payload;
-use crate::domain::trigger::{RunRequest, Trigger, TriggerKind};
+use crate::domain::seal;
+use crate::domain::trigger::{ContinuedDetail, RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
-use crate::ports::{EventSink, ValidateImages};
+use crate::ports::{EventSink, Seal, ValidateImages};
 
-/// The four functions.
+/// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     /// `ami-age-out`: deprecate, disable, deregister, delete.
@@ -99,6 +100,23 @@ pub async fn handle<J: Job>(
     let deadline = app.deadline(invocation.context.deadline);
     let trigger = Trigger::parse(invocation.payload)?;
     let kind = trigger.kind();
+    let trigger = match trigger {
+        Trigger::Continued { detail, .. } => {
+            match accept_continuation(app, function, *detail).await? {
+                Decision::Act(request) => Trigger::Run(request),
+                Decision::Ignore(why) => {
+                    tracing::warn!(reason = %why, "continuation stopped");
+                    return Ok(serde_json::json!({
+                        "function": function.name(),
+                        "trigger": kind.as_str(),
+                        "dry_run": true,
+                        "ignored": why,
+                    }));
+                }
+            }
+        }
+        other => other,
+    };
     if let Trigger::Run(request) = &trigger {
         if request.register.is_some() && function != Function::Build {
             return Err(Error::event(
@@ -139,6 +157,9 @@ pub async fn handle<J: Job>(
         _ => None,
     }
     .unwrap_or(function != Function::Build && app.document.dry_run);
+    if let Trigger::Run(request) = &trigger {
+        check_clock(request, dry_run, chrono::Utc::now())?;
+    }
     let checked = Checked {
         trigger,
         ctx: Context {
@@ -159,6 +180,88 @@ pub async fn handle<J: Job>(
         request_id: invocation.context.request_id.clone(),
     };
     job.run(app, checked).await
+}
+
+/// Whether a `Policy Run Continued` is run: only by age-out, only when its seal proves the stack
+/// made it (checked before anything else happens), and only while the deployment's dry-run
+/// switches say real ([`App::kill_switch`]). A refusal changes nothing, is an error naming the
+/// reason, and counts in the `RefusedMessages` metric, which the template alarms on.
+async fn accept_continuation(
+    app: &App,
+    function: Function,
+    detail: ContinuedDetail,
+) -> Result<Decision<RunRequest>> {
+    if function != Function::AgeOut || detail.function != ageout::FUNCTION {
+        return Err(Error::event(
+            "$.detail.function",
+            format!(
+                "`{}`: only ami-age-out continues its runs, and {} runs no continuation",
+                detail.function,
+                function.name()
+            ),
+        ));
+    }
+    if let Err(why) = authenticate(app, &detail).await {
+        tracing::warn!(reason = %why, run_id = %detail.run_id, "continuation refused");
+        metrics::emit(&[metrics::line(
+            chrono::Utc::now().timestamp_millis(),
+            &[("Function", function.name().to_string())],
+            &[("RefusedMessages", "Count", 1.0)],
+        )]);
+        return Err(Error::Refused(format!(
+            "`Policy Run Continued` refused, nothing was done: {why}"
+        )));
+    }
+    if let Some(why) = app.kill_switch() {
+        return Ok(Decision::Ignore(format!(
+            "the chain stops here: {why}; nothing was done"
+        )));
+    }
+    Ok(Decision::Act(detail.request))
+}
+
+/// Why a continuation is not the stack's own, if it is not: expired, no key to check it with,
+/// or a seal that does not verify.
+async fn authenticate(app: &App, detail: &ContinuedDetail) -> std::result::Result<(), String> {
+    if let Some(why) = seal::expired(detail.expires, chrono::Utc::now()) {
+        return Err(why);
+    }
+    let Some(mac) = app.seal() else {
+        return Err(
+            "this deployment has no signing key (AMI_SIGNING_KEY_ARN), so no continuation can be proven"
+                .into(),
+        );
+    };
+    let message = seal::continuation(&detail.function, &detail.request, detail.expires);
+    match mac.verify(message, &detail.seal).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err("its seal does not verify: the stack did not make it, or it was altered".into())
+        }
+        Err(e) => Err(format!(
+            "its seal could not be checked ({e}): it is refused until it can be"
+        )),
+    }
+}
+
+/// A real run never takes a clock ahead of the wall clock: with `as_of` in the future every AMI
+/// would look older than it is, so such a request is answered only as a dry run.
+fn check_clock(
+    request: &RunRequest,
+    dry_run: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    match request.as_of {
+        Some(as_of) if as_of > now && !dry_run => Err(Error::event(
+            "$.as_of",
+            format!(
+                "{} is later than now ({}): a real run never takes a clock ahead of the wall clock; send it with \"dry_run\": true to see what would happen then, or leave `as_of` out",
+                as_of.to_rfc3339(),
+                now.to_rfc3339()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The regions a request names, or the function's home region.
@@ -188,10 +291,37 @@ async fn continue_run(
             }
         }
     };
+    let stop = |why: String| Continued {
+        next: None,
+        why_not: Some(why),
+    };
+    if let Some(why) = app.kill_switch() {
+        return stop(format!(
+            "{why}: a chain continues for real only while the deployment's dry-run switches are off"
+        ));
+    }
+    let Some(mac) = app.seal() else {
+        return stop(
+            "no signing key (AMI_SIGNING_KEY_ARN) to seal a continuation with: the next scheduled run goes on"
+                .into(),
+        );
+    };
     let next = continuation::request_for(request, count, run_id);
+    let expires = chrono::Utc::now() + seal::CONTINUATION_LIFETIME;
+    let sealed = match mac
+        .seal(seal::continuation(ageout::FUNCTION, &next, expires))
+        .await
+    {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            return stop(format!(
+                "the continuation could not be sealed ({e}): the next scheduled run goes on"
+            ))
+        }
+    };
     let published = app
         .events()
-        .publish(vec![continuation::event(report, &next)])
+        .publish(vec![continuation::event(report, &next, expires, &sealed)])
         .await;
     if published.published == 1 {
         tracing::info!(
@@ -539,5 +669,35 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
                 other.kind()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        text.parse().expect("a time")
+    }
+
+    #[test]
+    fn a_real_run_with_a_clock_ahead_of_the_wall_clock_is_refused_and_a_dry_run_is_answered() {
+        let now = at("2026-12-04T12:00:00Z");
+        let ahead = RunRequest {
+            as_of: Some(at("2026-12-04T12:00:01Z")),
+            ..RunRequest::default()
+        };
+        let err = check_clock(&ahead, false, now).unwrap_err().to_string();
+        assert!(
+            err.contains("$.as_of") && err.contains("later than now") && err.contains("dry_run"),
+            "{err}"
+        );
+        assert!(check_clock(&ahead, true, now).is_ok());
+        let behind = RunRequest {
+            as_of: Some(at("2026-12-04T11:59:59Z")),
+            ..RunRequest::default()
+        };
+        assert!(check_clock(&behind, false, now).is_ok());
+        assert!(check_clock(&RunRequest::default(), false, now).is_ok());
     }
 }

@@ -365,11 +365,11 @@ async fn malformed_requests_get_clear_errors_and_change_nothing() {
     let function = age_out(&bed, &[]);
     let cases = [
         (
-            json!({"regions": ["us-east-9"], "dry_run": false, "as_of": AS_OF}),
+            json!({"regions": ["us-east-9"], "dry_run": false, "as_of": as_of_text()}),
             "$.regions[0]",
         ),
         (
-            json!({"policies": ["nope"], "dry_run": false, "as_of": AS_OF}),
+            json!({"policies": ["nope"], "dry_run": false, "as_of": as_of_text()}),
             "no policy named `nope`",
         ),
         (json!({"dryrun": false}), "unknown field `dryrun`"),
@@ -552,7 +552,7 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
     assert!(continued(&bed).is_empty());
 
     // The scheduled run: it stops at its deadline and continues itself until the work is done;
-    // each continuation is delivered as the template's rule would (its `detail.request`).
+    // each continuation is delivered as the template's rule would (the whole sealed event).
     // It reads the share state of no more AMIs than it can retire in its 15 s (2 + 1 × 15),
     // and leaves the others, kept as `deferred`, to its continuations.
     let reads = |bed: &TestBed| {
@@ -594,9 +594,14 @@ async fn a_run_that_hits_its_deadline_continues_itself_until_the_work_is_done_wi
         assert_eq!(next["continuation"], hops + 1);
         assert_eq!(next["request"]["continuation"], hops + 1);
         assert!(next["remaining"].as_u64().unwrap_or(0) > 0);
+        assert!(
+            next["seal"].as_str().is_some_and(|s| !s.is_empty()),
+            "{next}"
+        );
+        let link = bed.delivered(&events[hops]);
         hops += 1;
         assert!(hops <= 24, "the chain ends");
-        report = function.invoke(&next["request"]).ok();
+        report = function.invoke(&link).ok();
     }
     assert!(hops >= 1, "the work needed more than one run");
     assert!(

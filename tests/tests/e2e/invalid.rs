@@ -101,6 +101,8 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
                 "null-policies.json" => "`$.policies`: null is not a value",
                 "null-regions.json" => "`$.regions`: null is not a value",
                 "null-as-of.json" => "`$.as_of`: null is not a value",
+                // A real run never takes a clock ahead of the wall clock.
+                "future-as-of-real-run.json" => "`$.as_of`: 2100-01-01T00:00:00+00:00 is later than now",
                 "null-image-ids.json" => "`$.image_ids`: null is not a value",
                 "duplicate-image-ids.json" => "`$.image_ids[1]`: `ami-0123456789abcdef0` is listed twice",
                 // Ids and states inside events are checked before any call.

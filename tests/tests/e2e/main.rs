@@ -11,3 +11,4 @@ mod invalid;
 mod publish;
 mod races;
 mod share;
+mod trust;

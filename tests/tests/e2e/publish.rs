@@ -258,9 +258,11 @@ async fn an_ami_whose_console_never_shows_the_prompt_fails_at_its_timeout_and_is
         .unwrap_or_default()
         .contains("does not contain `login:`"));
 
-    // Sixteen minutes later, by the request's clock.
-    let later = (chrono::Utc::now() + chrono::Duration::minutes(16)).to_rfc3339();
-    let report = publish.invoke(&json!({"as_of": later})).ok();
+    // Sixteen minutes later: the instance was launched that long ago (a real run never takes a
+    // clock ahead of the wall clock).
+    a.bed
+        .set_instance(&instance, json!({"launched_minutes_ago": 16}));
+    let report = publish.invoke(&json!({})).ok();
     let fail = lines(&report, "fail");
     assert_eq!(fail[0]["outcome"], "validation_failed", "{report}");
     assert!(fail[0]["reason"]
@@ -326,8 +328,9 @@ async fn an_instance_that_never_initializes_times_out_and_one_that_stops_fails_a
         .as_str()
         .unwrap_or_default()
         .contains("stopped before its checks passed"));
-    let later = (chrono::Utc::now() + chrono::Duration::minutes(20)).to_rfc3339();
-    let timed_out = publish.invoke(&json!({"as_of": later})).ok();
+    a.bed
+        .set_instance(&instance_of(&slow), json!({"launched_minutes_ago": 20}));
+    let timed_out = publish.invoke(&json!({})).ok();
     let fail = lines(&timed_out, "fail");
     assert_eq!(fail[0]["image_id"], slow.as_str(), "{timed_out}");
     assert!(fail[0]["reason"]

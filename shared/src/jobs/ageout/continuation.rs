@@ -2,11 +2,13 @@
 //! request rate, starts its own next run at once instead of waiting a whole schedule period.
 //! The next run plans again from the account, so no state is carried and none can be stale.
 //!
-//! The run announces `Policy Run Continued` with the next run's request in the detail; a rule on
-//! the tool's bus delivers that request to age-out (the template's `Continue` event, an
-//! asynchronous invocation). The announcement and the continuation are one call, so neither can
-//! happen without the other.
+//! The run announces `Policy Run Continued` with the next run's request in the detail, sealed
+//! with the stack's HMAC key; a rule on the tool's bus delivers the event to age-out (the
+//! template's `Continue` event, an asynchronous invocation), which runs the request only when the
+//! seal verifies and the deployment's dry-run switches still say real. The announcement and the
+//! continuation are one call, so neither can happen without the other.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::execute::Outcome;
@@ -74,9 +76,15 @@ pub fn request_for(request: &RunRequest, count: u32, run_id: &str) -> RunRequest
     }
 }
 
-/// The `Policy Run Continued` event: the next run's request (which the template's rule sends
-/// to age-out), its count, and what is left.
-pub fn event(report: &Report, next: &RunRequest) -> crate::domain::event::Event {
+/// The `Policy Run Continued` event: the next run's request (the template's rule delivers the
+/// whole event to age-out), its count, what is left, and the seal that proves the stack made it
+/// ([`crate::domain::seal::continuation`]) until `expires`.
+pub fn event(
+    report: &Report,
+    next: &RunRequest,
+    expires: DateTime<Utc>,
+    seal: &str,
+) -> crate::domain::event::Event {
     crate::domain::event::event(
         "Policy Run Continued",
         Vec::new(),
@@ -86,6 +94,8 @@ pub fn event(report: &Report, next: &RunRequest) -> crate::domain::event::Event 
             "run_id": next.run_id,
             "remaining": report.remaining,
             "request": next,
+            "expires": expires,
+            "seal": seal,
         }),
     )
 }

@@ -135,6 +135,12 @@ pub fn work(
                 "ami-build does not act on `AMI Validated`: share and copy do",
             ))
         }
+        Trigger::Continued { .. } => {
+            return Err(Error::event(
+                "$.detail-type",
+                "ami-build runs no continuation: only ami-age-out continues its runs",
+            ))
+        }
     }))
 }
 

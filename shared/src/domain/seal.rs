@@ -1,0 +1,95 @@
+//! What the stack proves it made. A message the stack acts on as its own (the continuation of an
+//! age-out run) carries a seal: an HMAC, made by KMS with a key only the stack's roles may use
+//! (`GenerateMac`/`VerifyMac`, HMAC_SHA_256), over the message's purpose, its content and an
+//! expiry. Whoever can put an event on the bus or invoke a function can copy the shape of such a
+//! message, never its seal; an altered one no longer verifies, and an old one expires.
+//!
+//! The bytes sealed are written here, once, so the one that seals and the one that checks cannot
+//! disagree on them.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::trigger::RunRequest;
+
+/// How long a continuation's seal holds: Lambda keeps an asynchronous invocation at most this
+/// long (the template's `MaximumEventAgeInSeconds`), and the rule delivers it at once.
+pub const CONTINUATION_LIFETIME: Duration = Duration::hours(1);
+
+/// The bytes a continuation's seal covers: its purpose, the function it is for, its expiry and
+/// the SHA-256 of the next run's whole request (the chain's `run_id` and count included), which
+/// keeps them within GenerateMac's 4,096 bytes whatever the request.
+pub fn continuation(function: &str, request: &RunRequest, expires: DateTime<Utc>) -> Vec<u8> {
+    use sha2::Digest;
+    let request = serde_json::to_vec(request).unwrap_or_default();
+    format!(
+        "ami-automation continuation v1\nfunction={function}\nexpires={}\nrequest-sha256={}",
+        expires.to_rfc3339(),
+        hex::encode(sha2::Sha256::digest(&request))
+    )
+    .into_bytes()
+}
+
+/// Why a sealed message is not accepted, before any seal is checked: it has expired, or it
+/// claims a lifetime no seal of the stack has (`now` is the wall clock).
+pub fn expired(expires: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    if expires <= now {
+        return Some(format!(
+            "it expired at {} (a continuation holds {} minutes)",
+            expires.to_rfc3339(),
+            CONTINUATION_LIFETIME.num_minutes()
+        ));
+    }
+    if expires > now + CONTINUATION_LIFETIME + Duration::minutes(5) {
+        return Some(format!(
+            "it claims to hold until {}, longer than any continuation the stack makes",
+            expires.to_rfc3339()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().expect("a time")
+    }
+
+    #[test]
+    fn every_part_of_a_continuation_is_in_what_its_seal_covers() {
+        let expires = at("2026-12-04T13:00:00Z");
+        let request = RunRequest {
+            dry_run: Some(false),
+            continuation: Some(1),
+            run_id: Some("run-1".into()),
+            ..RunRequest::default()
+        };
+        let sealed = continuation("ami-age-out", &request, expires);
+        let dry = RunRequest {
+            dry_run: Some(true),
+            ..request.clone()
+        };
+        let later = RunRequest {
+            as_of: Some(at("2100-01-01T00:00:00Z")),
+            ..request.clone()
+        };
+        for other in [
+            continuation("ami-age-out", &dry, expires),
+            continuation("ami-age-out", &later, expires),
+            continuation("ami-share", &request, expires),
+            continuation("ami-age-out", &request, at("2026-12-04T13:00:01Z")),
+        ] {
+            assert_ne!(sealed, other);
+        }
+        assert_eq!(sealed, continuation("ami-age-out", &request, expires));
+    }
+
+    #[test]
+    fn a_seal_is_held_only_within_its_lifetime() {
+        let now = at("2026-12-04T12:00:00Z");
+        assert!(expired(now + Duration::minutes(30), now).is_none());
+        assert!(expired(now, now).is_some_and(|why| why.contains("expired")));
+        assert!(expired(now + Duration::days(365), now).is_some_and(|why| why.contains("longer")));
+    }
+}
