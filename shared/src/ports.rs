@@ -251,6 +251,9 @@ pub struct TestInstance {
     pub system_status: Option<String>,
     /// The instance status check, the same values.
     pub instance_status: Option<String>,
+    /// RunInstances' `ClientToken` (DescribeInstances returns it; nothing but RunInstances sets
+    /// it): the proof that the stack launched it ([`crate::domain::seal::launch`]).
+    pub client_token: Option<String>,
 }
 
 /// What RunInstances is called with for a launch test.
@@ -262,7 +265,9 @@ pub struct LaunchSpec {
     pub security_group_ids: Vec<String>,
     /// The instance profile's name or ARN.
     pub instance_profile: Option<String>,
-    /// RunInstances' idempotency token: the same token launches at most one instance.
+    /// RunInstances' idempotency token: the same token launches at most one instance. The
+    /// seal of [`crate::domain::seal::launch`], made when the instance is launched (empty in a
+    /// plan).
     pub client_token: String,
     /// Tags on the instance and its volumes.
     pub tags: BTreeMap<String, String>,
@@ -420,6 +425,8 @@ pub trait Cloud: Sync {
     type Bin: RecoveryRules + Send + Sync;
     /// A pacer of mutating calls.
     type Pacer: Pace + Send + Sync;
+    /// The stack's seal.
+    type Sealer: Seal + Send + Sync;
     /// EC2 in `region`.
     fn ec2(&self, region: &Region) -> Self::Ec2;
     /// KMS in `region`.
@@ -430,4 +437,7 @@ pub trait Cloud: Sync {
     fn parameters(&self, region: &Region) -> Self::Params;
     /// A new pacer (EC2's buckets are per region: one per region's run).
     fn pacer(&self) -> Self::Pacer;
+    /// The stack's seal, when the deployment names its key (without one nothing sealed is made
+    /// or accepted).
+    fn sealer(&self) -> Option<Self::Sealer>;
 }

@@ -135,6 +135,47 @@ impl TestBed {
         ]
     }
 
+    /// The seal the stack's key makes over `message` (what the functions' GenerateMac makes),
+    /// base64.
+    pub async fn seal(&self, message: Vec<u8>) -> String {
+        let mac = self
+            .kms("us-east-1")
+            .await
+            .generate_mac()
+            .key_id(&self.signing_key)
+            .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
+            .message(aws_smithy_types::Blob::new(message))
+            .send()
+            .await
+            .expect("GenerateMac");
+        aws_smithy_types::base64::encode(mac.mac().expect("a MAC").as_ref())
+    }
+
+    /// Tags `image_id` with a `passed` verdict as ami-publish writes it: sealed with the stack's
+    /// key (`ami_lifecycle::domain::seal::verdict`), so the promotion gate accepts it.
+    pub async fn pass(&self, region: &str, image_id: &str) {
+        use ami_lifecycle::domain::{seal, tags};
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mac = self
+            .seal(seal::verdict(image_id, region, tags::PASSED, &at))
+            .await;
+        let tag = |key: &str, value: String| {
+            aws_sdk_ec2::types::Tag::builder()
+                .key(key)
+                .value(value)
+                .build()
+        };
+        self.ec2(region)
+            .await
+            .create_tags()
+            .resources(image_id)
+            .tags(tag(tags::VALIDATION, tags::PASSED.into()))
+            .tags(tag(tags::VALIDATION_SEAL, seal::verdict_tag(&at, &mac)))
+            .send()
+            .await
+            .expect("CreateTags");
+    }
+
     /// An event the functions published, as an EventBridge rule delivers it to its target
     /// (the whole event: the template's rules carry no `InputPath`).
     pub fn delivered(&self, event: &Value) -> Value {

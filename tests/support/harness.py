@@ -11,6 +11,7 @@ moto and cargo-lambda), `CARGO_TARGET_DIR` and `AMI_PROFILE` (debug or release).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +96,18 @@ class Emulator:
         """EC2 finishes the image's pending usage report with these entries
         (`{"account_id", "resource_type", "usage_count"}`)."""
         self._post("usage-report", {"region": region, "image_id": image_id, "entries": entries})
+
+    def pass_image(self, region: str, image_id: str) -> None:
+        """Tags an AMI with a `passed` verdict as ami-publish writes it: sealed with the stack's
+        key over the bytes `ami_lifecycle::domain::seal::verdict` makes, so the gate accepts it."""
+        at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = f"ami-automation verdict v1\nimage={image_id}\nregion={region}\nverdict=passed\nat={at}"
+        mac = self.client("kms", "us-east-1").generate_mac(
+            KeyId=self.signing_key, MacAlgorithm="HMAC_SHA_256", Message=message.encode())["Mac"]
+        self.ec2(region).create_tags(Resources=[image_id], Tags=[
+            {"Key": "ami-automation:validation", "Value": "passed"},
+            {"Key": "ami-automation:validation-seal", "Value": f"{at} {base64.b64encode(mac).decode()}"},
+        ])
 
     def set_instance(self, instance_id: str, **fields) -> None:
         """What EC2 reports for an instance: `system_status`, `instance_status`, `console`."""

@@ -182,6 +182,19 @@ pub struct Image {
     pub last_launched: Option<DateTime<Utc>>,
     /// Shared with other accounts, organizations or OUs; `None` when not looked up.
     pub shared: Option<bool>,
+    /// What EC2 says it was made from (`SourceImageId`, `SourceImageRegion`: set by EC2 on
+    /// CopyImage and CreateImage, never by a caller). Boxed: most AMIs of a large account
+    /// have none.
+    pub source: Option<Box<SourceImage>>,
+}
+
+/// The AMI an image was made from, as EC2 records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceImage {
+    /// `SourceImageId`.
+    pub image_id: String,
+    /// `SourceImageRegion`.
+    pub region: String,
 }
 
 impl Image {
@@ -206,6 +219,7 @@ impl Image {
             deregistration_protection: false,
             last_launched: None,
             shared: None,
+            source: None,
         }
     }
 
@@ -267,6 +281,29 @@ impl Image {
         self.tags.contains_key(tags::SOURCE_IMAGE)
     }
 
+    /// The AMI and region a seal of its verdict must name: its own, or for a copy its
+    /// source's, once EC2 confirms the lineage its tags claim (a copy is made by CopyImage in
+    /// another region: EC2's `SourceImageId`/`SourceImageRegion` equal its lineage tags, and that
+    /// region is not its own). Tags alone prove nothing: anyone who may tag can write them.
+    pub fn verdict_subject(&self, region: &str) -> Result<(String, String), String> {
+        let Some(claimed) = self.tags.get(tags::SOURCE_IMAGE) else {
+            return Ok((self.id.clone(), region.to_string()));
+        };
+        let claimed_region = self.tags.get(tags::SOURCE_REGION).map(String::as_str);
+        match self.source.as_deref() {
+            Some(source)
+                if &source.image_id == claimed
+                    && Some(source.region.as_str()) == claimed_region
+                    && source.region != region =>
+            {
+                Ok((source.image_id.clone(), source.region.clone()))
+            }
+            _ => Err(format!(
+                "its tags say it is a copy of {claimed}, and EC2 does not record it as a copy of that AMI from another region"
+            )),
+        }
+    }
+
     /// The promotion gate: why share, copy and publish must not act on the image yet, if they
     /// must not. A policy with `validate` promotes only AMIs whose launch test passed.
     pub fn held_by_gate(&self, policy: &Policy) -> Option<String> {
@@ -277,6 +314,12 @@ impl Image {
                 "its launch test failed ({}={}): a policy with `validate` promotes only AMIs that passed",
                 tags::VALIDATION,
                 tags::FAILED
+            )),
+            Some(tags::UNPROVEN) => Some(format!(
+                "its {}={} is not proven: no seal of this stack's key covers it ({}), so it was set by hand or copied; only ami-publish's own verdicts promote",
+                tags::VALIDATION,
+                tags::PASSED,
+                tags::VALIDATION_SEAL
             )),
             _ => Some(format!(
                 "not validated yet: a policy with `validate` promotes an AMI once ami-publish tags it {}={}",

@@ -1,5 +1,5 @@
 //! What the stack proves it made. A message the stack acts on as its own (the continuation of an
-//! age-out run) carries a seal: an HMAC, made by KMS with a key only the stack's roles may use
+//! age-out run, a launch test's `passed` verdict) carries a seal: an HMAC, made by KMS with a key only the stack's roles may use
 //! (`GenerateMac`/`VerifyMac`, HMAC_SHA_256), over the message's purpose, its content and an
 //! expiry. Whoever can put an event on the bus or invoke a function can copy the shape of such a
 //! message, never its seal; an altered one no longer verifies, and an old one expires.
@@ -27,6 +27,35 @@ pub fn continuation(function: &str, request: &RunRequest, expires: DateTime<Utc>
         hex::encode(sha2::Sha256::digest(&request))
     )
     .into_bytes()
+}
+
+/// The bytes a verdict's seal covers: its purpose, the AMI the launch test ran (a copy's
+/// source), that AMI's region, the verdict and when it was given (RFC 3339, as the tag says).
+pub fn verdict(image_id: &str, region: &str, verdict: &str, at: &str) -> Vec<u8> {
+    format!(
+        "ami-automation verdict v1\nimage={image_id}\nregion={region}\nverdict={verdict}\nat={at}"
+    )
+    .into_bytes()
+}
+
+/// The bytes a launch test's RunInstances `ClientToken` seals: the AMI and the region. EC2
+/// returns the token with the instance (DescribeInstances `ClientToken`) and only RunInstances
+/// sets it, so an instance whose token is this seal was launched by the stack; one that is only
+/// tagged like a test instance was not.
+pub fn launch(image_id: &str, region: &str) -> Vec<u8> {
+    format!("ami-automation launch v1\nimage={image_id}\nregion={region}").into_bytes()
+}
+
+/// The value of [`crate::domain::tags::VALIDATION_SEAL`]: the time and the seal.
+pub fn verdict_tag(at: &str, seal: &str) -> String {
+    format!("{at} {seal}")
+}
+
+/// The time and the seal of a [`crate::domain::tags::VALIDATION_SEAL`] value.
+pub fn parse_verdict_tag(value: &str) -> Option<(&str, &str)> {
+    value
+        .split_once(' ')
+        .filter(|(at, seal)| !at.is_empty() && !seal.is_empty())
 }
 
 /// Why a sealed message is not accepted, before any seal is checked: it has expired, or it
@@ -83,6 +112,26 @@ mod tests {
             assert_ne!(sealed, other);
         }
         assert_eq!(sealed, continuation("ami-age-out", &request, expires));
+    }
+
+    #[test]
+    fn a_verdict_seal_covers_the_ami_its_region_the_verdict_and_the_time() {
+        let sealed = verdict("ami-1", "us-east-1", "passed", "2026-12-04T12:00:00Z");
+        for other in [
+            verdict("ami-2", "us-east-1", "passed", "2026-12-04T12:00:00Z"),
+            verdict("ami-1", "eu-west-1", "passed", "2026-12-04T12:00:00Z"),
+            verdict("ami-1", "us-east-1", "failed", "2026-12-04T12:00:00Z"),
+            verdict("ami-1", "us-east-1", "passed", "2026-12-04T12:00:01Z"),
+        ] {
+            assert_ne!(sealed, other);
+        }
+        let tag = verdict_tag("2026-12-04T12:00:00Z", "c2VhbA==");
+        assert_eq!(
+            parse_verdict_tag(&tag),
+            Some(("2026-12-04T12:00:00Z", "c2VhbA=="))
+        );
+        assert_eq!(parse_verdict_tag("c2VhbA=="), None);
+        assert_eq!(parse_verdict_tag(" c2VhbA=="), None);
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub const VALIDATION: &str = "ami-automation:validation";
 pub const PASSED: &str = "passed";
 /// The value of [`VALIDATION`] when it failed.
 pub const FAILED: &str = "failed";
+/// On an AMI with a `passed` verdict: the verdict's seal, `<time> <HMAC, base64>`, made by
+/// ami-publish with the stack's key over the AMI, its region, the verdict and the time
+/// ([`crate::domain::seal::verdict`]). A copy carries its source's. A `passed` without a seal
+/// that verifies is not a verdict the gate accepts.
+pub const VALIDATION_SEAL: &str = "ami-automation:validation-seal";
+/// What the gate reads instead of a `passed` verdict it cannot prove the stack wrote (never
+/// written to the account: the jobs' view of a tag set by hand or copied).
+pub const UNPROVEN: &str = "unproven";
 /// On an AMI: pinned by a rollback at this time (RFC 3339). While a target names it, only an AMI
 /// created after the pin replaces it.
 pub const PINNED_AT: &str = "ami-automation:pinned-at";

@@ -6,6 +6,7 @@
 pub mod ageout;
 pub mod build;
 pub mod copy;
+pub mod proof;
 pub mod publish;
 pub mod share;
 

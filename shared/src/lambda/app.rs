@@ -181,6 +181,26 @@ pub struct App {
     ec2: Mutex<HashMap<Region, Ec2>>,
     kms: Mutex<HashMap<Region, Kms>>,
     events: EventBridge,
+    mac: Option<Mac>,
+}
+
+/// The stack's seal: its HMAC key in KMS, in the key's own region (from its ARN; the home
+/// region for a bare key id). None when the deployment names no key.
+fn mac(sdk: &SdkConfig, settings: &Settings) -> Option<Mac> {
+    let key = settings.signing_key.clone()?;
+    let region = key
+        .strip_prefix("arn:")
+        .and_then(|arn| arn.split(':').nth(2))
+        .and_then(|r| r.parse::<Region>().ok())
+        .unwrap_or_else(|| settings.home_region.clone());
+    let config = aws_sdk_kms::config::Builder::from(sdk)
+        .region(aws_config::Region::new(region.to_string()))
+        .build();
+    Some(Mac::new(
+        aws_sdk_kms::Client::from_conf(config),
+        key,
+        region,
+    ))
 }
 
 impl App {
@@ -193,6 +213,13 @@ impl App {
     pub async fn from_env(function: &str) -> Result<Self> {
         let settings = Settings::from_env()?;
         let document = PolicyDocument::from_env(settings.deployment)?;
+        if settings.signing_key.is_none() && document.policies.iter().any(|p| p.validate.is_some())
+        {
+            return Err(Error::config(
+                "AMI_SIGNING_KEY_ARN",
+                "not set: a policy with `validate` promotes only verdicts sealed with the stack's HMAC key, so the functions need it (the template sets it to its SigningKey)",
+            ));
+        }
         let app_name = AppName::new(function.to_string())
             .map_err(|e| Error::config("function name", format!("{function:?}: {e}")))?;
         let sdk = aws_config::defaults(BehaviorVersion::latest())
@@ -212,6 +239,7 @@ impl App {
             settings.event_bus.clone(),
         );
         Ok(App {
+            mac: mac(&sdk, &settings),
             document,
             settings,
             sdk,
@@ -274,25 +302,6 @@ impl App {
         }
     }
 
-    /// The stack's seal: its HMAC key in KMS, in the key's own region (from its ARN; the
-    /// home region for a bare key id). None when the deployment names no key.
-    pub fn seal(&self) -> Option<Mac> {
-        let key = self.settings.signing_key.clone()?;
-        let region = key
-            .strip_prefix("arn:")
-            .and_then(|arn| arn.split(':').nth(2))
-            .and_then(|r| r.parse::<Region>().ok())
-            .unwrap_or_else(|| self.settings.home_region.clone());
-        let config = aws_sdk_kms::config::Builder::from(&self.sdk)
-            .region(aws_config::Region::new(region.to_string()))
-            .build();
-        Some(Mac::new(
-            aws_sdk_kms::Client::from_conf(config),
-            key,
-            region,
-        ))
-    }
-
     /// Why a chain of age-out runs must stop now, if it must: the document's `dry_run` or the
     /// template's `AgeOutDryRun` says dry run. A chain runs for real only while both say real.
     pub fn kill_switch(&self) -> Option<String> {
@@ -339,6 +348,7 @@ impl Cloud for App {
     type Bin = Rbin;
     type Params = Ssm;
     type Pacer = Pacer;
+    type Sealer = Mac;
 
     fn parameters(&self, region: &Region) -> Ssm {
         let config = aws_sdk_ssm::config::Builder::from(&self.sdk)
@@ -364,5 +374,9 @@ impl Cloud for App {
 
     fn pacer(&self) -> Pacer {
         Pacer::new(self.settings.mutation_rate, self.settings.mutation_burst)
+    }
+
+    fn sealer(&self) -> Option<Mac> {
+        self.mac.clone()
     }
 }

@@ -20,7 +20,7 @@ use crate::domain::trigger::{ContinuedDetail, RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
-use crate::ports::{EventSink, Seal, ValidateImages};
+use crate::ports::{Cloud, EventSink, Seal, ValidateImages};
 
 /// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ async fn authenticate(app: &App, detail: &ContinuedDetail) -> std::result::Resul
     if let Some(why) = seal::expired(detail.expires, chrono::Utc::now()) {
         return Err(why);
     }
-    let Some(mac) = app.seal() else {
+    let Some(mac) = app.sealer() else {
         return Err(
             "this deployment has no signing key (AMI_SIGNING_KEY_ARN), so no continuation can be proven"
                 .into(),
@@ -300,7 +300,7 @@ async fn continue_run(
             "{why}: a chain continues for real only while the deployment's dry-run switches are off"
         ));
     }
-    let Some(mac) = app.seal() else {
+    let Some(mac) = app.sealer() else {
         return stop(
             "no signing key (AMI_SIGNING_KEY_ARN) to seal a continuation with: the next scheduled run goes on"
                 .into(),
@@ -555,10 +555,10 @@ impl Job for PublishJob {
             // cannot match tags): only a test instance's change is worth a sweep.
             Trigger::InstanceState { region, detail, .. } => {
                 let region = region.unwrap_or_else(|| app.settings.home_region.clone());
-                let ours = app
-                    .ec2(&region)
-                    .test_instances()
-                    .await?
+                let tagged = app.ec2(&region).test_instances().await?;
+                let sealer = app.sealer();
+                let ours = crate::jobs::proof::own_instances(sealer.as_ref(), &region, tagged)
+                    .await
                     .iter()
                     .any(|i| i.instance_id == detail.instance_id);
                 if !ours {

@@ -614,6 +614,7 @@ impl ValidateImages for FakeEc2 {
             launched: Some(Utc::now()),
             system_status: None,
             instance_status: None,
+            client_token: Some(spec.client_token.clone()),
         });
         state
             .launch_tokens
@@ -806,6 +807,32 @@ impl Pace for NoPace {
     async fn take(&self) {}
 }
 
+/// The stack's seal in memory: a keyed hash of the message (SipHash with this fake's key), so
+/// a test can seal a verdict as ami-publish does, and a seal over anything else never verifies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FakeSeal;
+
+impl FakeSeal {
+    /// The seal of `message`, as [`Seal::seal`] makes it.
+    pub fn of(message: &[u8]) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        "the fake stack key".hash(&mut h);
+        message.hash(&mut h);
+        format!("fake{:016x}", h.finish())
+    }
+}
+
+impl Seal for FakeSeal {
+    async fn seal(&self, message: Vec<u8>) -> Result<String> {
+        Ok(FakeSeal::of(&message))
+    }
+
+    async fn verify(&self, message: Vec<u8>, seal: &str) -> Result<bool> {
+        Ok(FakeSeal::of(&message) == seal)
+    }
+}
+
 /// Events collected in memory.
 #[derive(Debug, Default)]
 pub struct Recorder(pub Mutex<Vec<Event>>);
@@ -846,6 +873,7 @@ impl Cloud for FakeCloud {
     type Bin = FakeEc2;
     type Params = FakeEc2;
     type Pacer = NoPace;
+    type Sealer = FakeSeal;
 
     fn parameters(&self, region: &Region) -> FakeEc2 {
         Cloud::ec2(self, region)
@@ -875,6 +903,10 @@ impl Cloud for FakeCloud {
 
     fn pacer(&self) -> NoPace {
         NoPace
+    }
+
+    fn sealer(&self) -> Option<FakeSeal> {
+        Some(FakeSeal)
     }
 }
 

@@ -361,9 +361,10 @@ async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
             &a.ec2,
             &a.builder,
             &format!("web-{n}"),
-            &[("Family", "web-a"), ("ami-automation:validation", "passed")],
+            &[("Family", "web-a")],
         )
         .await;
+        a.bed.pass("us-east-1", &image).await;
         a.bed
             .seed_image("us-east-1", &image, json!({"creation_date": when}));
         images.push(image);
@@ -431,13 +432,8 @@ async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
 
     // A new AMI that passes replaces the pin (EC2's CreationDate counts in seconds here).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let newer = seed::image(
-        &a.ec2,
-        &a.builder,
-        "web-3",
-        &[("Family", "web-a"), ("ami-automation:validation", "passed")],
-    )
-    .await;
+    let newer = seed::image(&a.ec2, &a.builder, "web-3", &[("Family", "web-a")]).await;
+    a.bed.pass("us-east-1", &newer).await;
     publish.invoke(&json!({})).ok();
     assert_eq!(value(ssm).await.as_deref(), Some(newer.as_str()));
 }
@@ -460,4 +456,62 @@ async fn bad_validate_and_publish_sections_fail_the_cold_start_naming_the_field(
         let failure = function.cold_start_failure();
         assert!(failure.contains(path), "{failure}");
     }
+}
+
+#[tokio::test]
+async fn an_instance_tagged_like_a_test_instance_but_launched_by_someone_else_is_never_terminated_and_decides_nothing(
+) {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    // Someone allowed RunInstances and CreateTags launches the AMI tagged exactly as ami-publish
+    // tags its test instances; it boots to its login prompt, and looks long abandoned.
+    let posing = a
+        .ec2
+        .run_instances()
+        .image_id(&image)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .client_token(format!("ami-publish-validate-{image}"))
+        .tag_specifications(seed::tag_spec(
+            ResourceType::Instance,
+            &[
+                ("ami-automation:validates", image.as_str()),
+                ("ami-automation:created-by", "ami-publish"),
+                ("ami-automation:policy", "web"),
+            ],
+        ))
+        .send()
+        .await
+        .expect("RunInstances")
+        .instances()[0]
+        .instance_id()
+        .expect("instance id")
+        .to_string();
+    a.bed.set_instance(
+        &posing,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "web login: ",
+               "launched_minutes_ago": 300}),
+    );
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+
+    // The tool launches its own test instance; the other one decides nothing and stays.
+    let instance = launched(&publish, &image);
+    assert_ne!(instance, posing);
+    let report = publish.invoke(&json!({})).ok();
+    assert!(lines(&report, "pass").is_empty(), "{report}");
+    assert!(lines(&report, "terminate").is_empty(), "{report}");
+    assert_eq!(tag(&a.ec2, &image, "ami-automation:validation").await, None);
+    assert_eq!(instance_state(&a.ec2, &posing).await, "running");
+
+    // Its own instance boots: the AMI passes on it, and the other one is still left alone.
+    a.bed.set_instance(
+        &instance,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "web login: "}),
+    );
+    let report = publish.invoke(&json!({})).ok();
+    assert_eq!(lines(&report, "pass").len(), 1, "{report}");
+    assert_eq!(lines(&report, "pass")[0]["instance_id"], instance.as_str());
+    assert_eq!(instance_state(&a.ec2, &instance).await, "terminated");
+    assert_eq!(instance_state(&a.ec2, &posing).await, "running");
 }

@@ -28,21 +28,6 @@ async fn family(bed: &TestBed) -> Vec<String> {
     ids
 }
 
-/// The seal the stack's key makes over `message` (what age-out's GenerateMac makes).
-async fn seal_of(bed: &TestBed, message: Vec<u8>) -> String {
-    let mac = bed
-        .kms("us-east-1")
-        .await
-        .generate_mac()
-        .key_id(&bed.signing_key)
-        .mac_algorithm(aws_sdk_kms::types::MacAlgorithmSpec::HmacSha256)
-        .message(aws_smithy_types::Blob::new(message))
-        .send()
-        .await
-        .expect("GenerateMac");
-    aws_smithy_types::base64::encode(mac.mac().expect("a MAC").as_ref())
-}
-
 /// A `Policy Run Continued` as EventBridge delivers it, with `request` and the seal given.
 fn continued(request: &RunRequest, expires: chrono::DateTime<Utc>, seal: &str) -> Value {
     json!({
@@ -73,7 +58,9 @@ async fn a_forged_altered_or_expired_continuation_is_refused_with_its_reason_and
     let function = Function::start(&bed, "ami-age-out", &[("AMI_POLICIES", REAL)]);
     let request = next_link();
     let expires = Utc::now() + Duration::minutes(30);
-    let genuine = seal_of(&bed, seal::continuation("ami-age-out", &request, expires)).await;
+    let genuine = bed
+        .seal(seal::continuation("ami-age-out", &request, expires))
+        .await;
 
     // The shape of the stack's event with no seal, a made-up one, or the stack's seal over
     // another request or expiry; one whose seal expired; and the bare request the rule used to
@@ -83,7 +70,9 @@ async fn a_forged_altered_or_expired_continuation_is_refused_with_its_reason_and
         ..request.clone()
     };
     let past = Utc::now() - Duration::minutes(1);
-    let stale = seal_of(&bed, seal::continuation("ami-age-out", &request, past)).await;
+    let stale = bed
+        .seal(seal::continuation("ami-age-out", &request, past))
+        .await;
     let mut unsealed = continued(&request, expires, "");
     unsealed["detail"]
         .as_object_mut()
@@ -157,7 +146,9 @@ async fn switching_the_deployment_to_dry_run_stops_a_chain_at_its_next_link() {
     let ec2 = bed.ec2("us-east-1").await;
     let request = next_link();
     let expires = Utc::now() + Duration::minutes(30);
-    let genuine = seal_of(&bed, seal::continuation("ami-age-out", &request, expires)).await;
+    let genuine = bed
+        .seal(seal::continuation("ami-age-out", &request, expires))
+        .await;
     let link = continued(&request, expires, &genuine);
 
     // The link was sealed while the deployment ran for real; since then the document, or the
@@ -222,5 +213,98 @@ async fn a_policy_that_would_write_the_tools_own_tags_is_refused_at_cold_start()
         log.contains("$.policies[0].build.tags.ami-automation:validation")
             && log.contains("tool's own state"),
         "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_hand_tagged_passed_verdict_is_held_by_the_gate_and_only_a_sealed_one_promotes() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let (subnet, group) = seed::network(&ec2).await;
+    let document = format!(
+        r#"{{"dry_run": false, "policies": [{{"name": "web", "select": {{"tags": {{"Family": "web*"}}}},
+        "family_by": "tag:Family",
+        "validate": {{"instance_type": "t3.micro", "subnet_id": "{subnet}", "security_group_ids": ["{group}"]}},
+        "share": {{"accounts": ["111122223333"]}}, "copy": {{"regions": {{"eu-west-1": {{}}}}}},
+        "publish": {{"ssm_parameters": ["/ami/{{policy}}/{{family}}"]}}}}]}}"#
+    );
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let sealed = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    bed.pass("us-east-1", &sealed).await;
+    let hour_ago = (Utc::now() - Duration::hours(1)).to_rfc3339();
+    bed.seed_image("us-east-1", &sealed, json!({ "creation_date": hour_ago }));
+    // Newer, tagged `passed` by someone who may tag AMIs.
+    let forged = seed::image(
+        &ec2,
+        &builder,
+        "web-2",
+        &[("Family", "web-a"), ("ami-automation:validation", "passed")],
+    )
+    .await;
+    let env = [("AMI_POLICIES", document.as_str())];
+
+    let share = Function::start(&bed, "ami-share", &env);
+    let shared = share.invoke(&json!({})).ok();
+    let line = |report: &Value, id: &str| {
+        report["results"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|l| l["image_id"] == id || l["source_image_id"] == id)
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(line(&shared, &forged)["outcome"], "skipped", "{shared}");
+    assert!(
+        line(&shared, &forged)["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not proven"),
+        "{shared}"
+    );
+    assert_eq!(line(&shared, &sealed)["outcome"], "changed", "{shared}");
+
+    let copy = Function::start(&bed, "ami-copy", &env);
+    let copied = copy.invoke(&json!({})).ok();
+    assert_eq!(line(&copied, &forged)["outcome"], "skipped", "{copied}");
+    let copies = seed::image_ids(&bed.ec2("eu-west-1").await).await;
+    assert_eq!(copies.len(), 1, "only the sealed AMI is copied: {copied}");
+    let carried = bed
+        .ec2("eu-west-1")
+        .await
+        .describe_images()
+        .image_ids(&copies[0])
+        .send()
+        .await
+        .expect("DescribeImages");
+    let image = &carried.images()[0];
+    assert!(
+        image
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("ami-automation:validation-seal")),
+        "the copy carries its source's seal"
+    );
+    assert_eq!(image.source_image_id(), Some(sealed.as_str()));
+
+    let publish = Function::start(&bed, "ami-publish", &env);
+    let report = publish.invoke(&json!({})).ok();
+    let parameter = bed
+        .ssm("us-east-1")
+        .await
+        .get_parameter()
+        .name("/ami/web/web-a")
+        .send()
+        .await
+        .expect("GetParameter");
+    assert_eq!(
+        parameter.parameter().and_then(|p| p.value()),
+        Some(sealed.as_str()),
+        "{report}"
+    );
+    assert!(
+        !report.to_string().contains("\"launch\""),
+        "a held AMI is not launch-tested: {report}"
     );
 }

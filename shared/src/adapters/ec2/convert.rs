@@ -114,5 +114,12 @@ pub fn image_from_sdk(i: &aws_sdk_ec2::types::Image) -> Option<Image> {
             .is_some_and(|p| p != "disabled"),
         last_launched: time(i.last_launched_time()),
         shared: None,
+        source: match (i.source_image_id(), i.source_image_region()) {
+            (Some(id), Some(region)) => Some(Box::new(crate::domain::model::SourceImage {
+                image_id: id.to_string(),
+                region: region.to_string(),
+            })),
+            _ => None,
+        },
     })
 }

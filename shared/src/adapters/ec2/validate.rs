@@ -61,6 +61,10 @@ impl ValidateImages for Ec2 {
                     .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 system_status: None,
                 instance_status: None,
+                client_token: instance
+                    .client_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
             });
         }
         let running: Vec<String> = found

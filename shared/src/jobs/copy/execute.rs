@@ -10,7 +10,7 @@ use super::{client_token, CopyKey, CopyOutcome, CopyResult, FailedCopy};
 use crate::domain::ids::Region;
 use crate::domain::trigger::RunRequest;
 use crate::jobs::Context;
-use crate::ports::{Cloud, CopyImages, ImageInventory, RetireImages};
+use crate::ports::{Cloud, CopyImages, RetireImages};
 
 /// Copies the request's AMIs from every region, one region after the other; one line per
 /// (source, destination), and why an event needed no work when it did not.
@@ -38,7 +38,7 @@ async fn copy_from<C: Cloud>(
     dry_run: bool,
     event_driven: bool,
 ) -> (Vec<CopyResult>, Option<String>) {
-    let images = match ctx.cloud.ec2(region).images(None).await {
+    let images = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
         Ok(i) => i,
         Err(e) => {
             return (

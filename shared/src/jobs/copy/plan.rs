@@ -206,6 +206,10 @@ pub fn copy_tags(
     if let Some(verdict) = image.verdict() {
         out.insert(tags::VALIDATION.into(), verdict.to_string());
     }
+    // With the seal, which holds for the copy once EC2 records it as a copy of this AMI.
+    if let Some(sealed) = image.tags.get(tags::VALIDATION_SEAL) {
+        out.insert(tags::VALIDATION_SEAL.into(), sealed.clone());
+    }
     if attempt > 1 {
         out.insert(tags::COPY_ATTEMPT.into(), attempt.to_string());
     }

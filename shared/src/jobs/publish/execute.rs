@@ -11,11 +11,11 @@ use super::validate::{self, Planned, Step};
 use super::{PublishOutcome, PublishResult, Stage};
 use crate::domain::ids::Region;
 use crate::domain::model::Image;
-use crate::domain::tags;
 use crate::domain::trigger::{PublishRequest, RunRequest};
+use crate::domain::{seal, tags};
 use crate::error::Result;
 use crate::jobs::Context;
-use crate::ports::{Cloud, ImageInventory, LaunchTemplates, Parameters, Regional, ValidateImages};
+use crate::ports::{Cloud, LaunchTemplates, Parameters, Regional, Seal, ValidateImages};
 
 /// The launch tests, then the publishing, of every region (concurrently).
 pub async fn run<C: Cloud>(
@@ -92,10 +92,13 @@ async fn validate_region<C: Cloud>(
         return (Vec::new(), None);
     }
     let ec2 = ctx.cloud.ec2(region);
-    let (images, instances) = match futures::try_join!(ec2.images(None), ec2.test_instances()) {
+    let scan = crate::jobs::proof::scan(ctx.cloud, ctx.document, region);
+    let (images, tagged) = match futures::try_join!(scan, ec2.test_instances()) {
         Ok(found) => found,
         Err(e) => return (vec![region_failure(Stage::Validate, region, e)], None),
     };
+    let sealer = ctx.cloud.sealer();
+    let instances = crate::jobs::proof::own_instances(sealer.as_ref(), region, tagged).await;
     // The console is read only where it decides: both checks passed and the policy asks.
     let mut consoles = HashMap::new();
     for instance in &instances {
@@ -165,15 +168,26 @@ async fn validation_step<C: Cloud>(
         return line.with(PublishOutcome::Planned, reason);
     }
     let done = match &planned.step {
-        Step::Launch(spec) => ec2.launch(spec).await.map(|id| {
+        Step::Launch(spec) => launch(ctx, ec2, spec).await.map(|id| {
             line.instance_id = Some(id);
             PublishOutcome::Launched
         }),
         Step::Pass { instance_id } => {
-            verdict(ec2, &planned.image_id, tags::PASSED, instance_id.into()).await
+            let sealer = ctx.cloud.sealer();
+            let given = Verdict {
+                image_id: &planned.image_id,
+                value: tags::PASSED,
+                instance_id: instance_id.into(),
+            };
+            verdict(ec2, sealer.as_ref(), given).await
         }
         Step::Fail { instance_id, .. } => {
-            verdict(ec2, &planned.image_id, tags::FAILED, instance_id.as_ref()).await
+            let given = Verdict {
+                image_id: &planned.image_id,
+                value: tags::FAILED,
+                instance_id: instance_id.as_ref(),
+            };
+            verdict(ec2, None::<&C::Sealer>, given).await
         }
         Step::Terminate { instance_id, .. } => ec2
             .terminate(instance_id)
@@ -187,16 +201,61 @@ async fn validation_step<C: Cloud>(
     }
 }
 
+/// RunInstances with the stack's seal as its `ClientToken`: the same instance however often it
+/// is asked, and the proof that the stack launched it.
+async fn launch<C: Cloud>(
+    ctx: &Context<'_, C>,
+    ec2: &C::Ec2,
+    spec: &crate::ports::LaunchSpec,
+) -> Result<String> {
+    let sealer = ctx.cloud.sealer();
+    let token =
+        crate::jobs::proof::launch_token(sealer.as_ref(), &spec.image_id, ec2.region()).await?;
+    let spec = crate::ports::LaunchSpec {
+        client_token: token,
+        ..spec.clone()
+    };
+    ec2.launch(&spec).await
+}
+
+/// A launch test's verdict on an AMI, and the instance that tested it.
+struct Verdict<'a> {
+    image_id: &'a str,
+    /// [`tags::PASSED`] or [`tags::FAILED`].
+    value: &'a str,
+    instance_id: Option<&'a String>,
+}
+
 /// Tags the AMI with the verdict, then terminates its test instance. The tag comes first: an
 /// instance whose termination fails is found by the next sweep (its AMI has a verdict), while
-/// a verdict lost after the termination would launch the test again.
-async fn verdict<E: ValidateImages>(
+/// a verdict lost after the termination would launch the test again. A `passed` is written with
+/// its seal ([`crate::domain::seal::verdict`]) or not at all: the gate accepts no other.
+async fn verdict<E: ValidateImages + Regional, S: Seal>(
     ec2: &E,
-    image_id: &str,
-    value: &str,
-    instance_id: Option<&String>,
+    sealer: Option<&S>,
+    given: Verdict<'_>,
 ) -> Result<PublishOutcome> {
-    let tag = BTreeMap::from([(tags::VALIDATION.to_string(), value.to_string())]);
+    let Verdict {
+        image_id,
+        value,
+        instance_id,
+    } = given;
+    let mut tag = BTreeMap::from([(tags::VALIDATION.to_string(), value.to_string())]);
+    if value == tags::PASSED {
+        let Some(sealer) = sealer else {
+            return Err(crate::error::Error::Refused(
+                "no signing key (AMI_SIGNING_KEY_ARN) to seal the verdict with: nothing is written, and the test is judged again by the next sweep"
+                    .into(),
+            ));
+        };
+        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let message = seal::verdict(image_id, ec2.region().as_str(), value, &at);
+        let sealed = sealer.seal(message).await?;
+        tag.insert(
+            tags::VALIDATION_SEAL.to_string(),
+            seal::verdict_tag(&at, &sealed),
+        );
+    }
     ec2.tag_image(image_id, &tag).await?;
     if let Some(id) = instance_id {
         if let Err(e) = ec2.terminate(id).await {
@@ -226,7 +285,7 @@ async fn publish_region<C: Cloud>(
     let params = ctx.cloud.parameters(region);
     let images = match scanned {
         Some(images) => images,
-        None => match ec2.images(None).await {
+        None => match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
             Ok(images) => images,
             Err(e) => return vec![region_failure(Stage::Publish, region, e)],
         },

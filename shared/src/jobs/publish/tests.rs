@@ -8,12 +8,12 @@ use proptest::prelude::*;
 use super::targets::{choose, targets, Choice, Destination};
 use super::validate::{judge, plan, Step};
 use super::{events, rollback, run, PublishOutcome, Stage};
-use crate::domain::model::{Image, ImageState};
+use crate::domain::model::{Image, ImageState, SourceImage};
 use crate::domain::policy::PolicyDocument;
-use crate::domain::tags;
 use crate::domain::trigger::{PublishRequest, RunRequest};
+use crate::domain::{seal, tags};
 use crate::ports::{LaunchTemplateState, TestInstance};
-use crate::tests::fakes::{context, document, managed_image, FakeCloud};
+use crate::tests::fakes::{context, document, managed_image, FakeCloud, FakeSeal};
 
 const VALIDATE: &str = r#""validate": {"instance_type": "t3.micro", "subnet_id": "subnet-0123456789abcdef0",
     "security_group_ids": ["sg-0123456789abcdef0"], "timeout_minutes": 15, "console_contains": "login:"}"#;
@@ -39,8 +39,15 @@ fn ami(id: &str, family: &str, minutes: i64) -> Image {
     i
 }
 
+/// The AMI with a verdict as ami-publish writes it in us-east-1 (a `passed` with its seal).
 fn verdict(mut i: Image, v: &str) -> Image {
     i.tags.insert(tags::VALIDATION.into(), v.into());
+    if v == tags::PASSED {
+        let at = "2026-11-01T12:00:00Z";
+        let sealed = FakeSeal::of(&seal::verdict(&i.id, "us-east-1", v, at));
+        i.tags
+            .insert(tags::VALIDATION_SEAL.into(), seal::verdict_tag(at, &sealed));
+    }
     i
 }
 
@@ -59,6 +66,8 @@ fn test_instance(
         launched: Some(at(launched)),
         system_status: checks.map(str::to_string),
         instance_status: checks.map(str::to_string),
+        // Launched by the stack in us-east-1: its token is the stack's seal.
+        client_token: Some(FakeSeal::of(&seal::launch(image, "us-east-1"))),
     }
 }
 
@@ -180,10 +189,9 @@ fn only_the_newest_ami_of_a_family_is_launched_and_copies_never() {
     assert_eq!(spec.tags[tags::VALIDATES], "ami-0000000000000000b");
     assert_eq!(spec.tags[tags::CREATED_BY], tags::VALIDATOR);
     assert_eq!(
-        spec.client_token,
-        "ami-publish-validate-ami-0000000000000000b"
+        spec.client_token, "",
+        "sealed when it is launched, not planned"
     );
-    assert!(spec.client_token.len() <= 64);
 }
 
 #[test]
@@ -745,5 +753,172 @@ fn two_policies_writing_one_parameter_are_both_refused() {
             .filter(|l| l.outcome == PublishOutcome::Refused)
             .count(),
         2
+    );
+}
+
+#[tokio::test]
+async fn a_passed_verdict_the_stack_cannot_prove_it_wrote_is_held_by_the_gate() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    let sealed = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    // Newer, each with a `passed` someone else wrote: by hand, with another AMI's seal, with a
+    // seal over another region, and a "copy" whose lineage EC2 does not record.
+    let by_hand = {
+        let mut i = ami("ami-0000000000000000b", "web", 10);
+        i.tags.insert(tags::VALIDATION.into(), tags::PASSED.into());
+        i
+    };
+    let borrowed = {
+        let mut i = ami("ami-0000000000000000c", "web", 20);
+        for key in [tags::VALIDATION, tags::VALIDATION_SEAL] {
+            let value = sealed.tags.get(key).cloned().unwrap_or_default();
+            i.tags.insert(key.into(), value);
+        }
+        i
+    };
+    let elsewhere = {
+        let mut i = ami("ami-0000000000000000d", "web", 30);
+        let at = "2026-11-01T12:00:00Z";
+        let mac = FakeSeal::of(&seal::verdict(&i.id, "eu-west-1", tags::PASSED, at));
+        i.tags.insert(tags::VALIDATION.into(), tags::PASSED.into());
+        i.tags
+            .insert(tags::VALIDATION_SEAL.into(), seal::verdict_tag(at, &mac));
+        i
+    };
+    let posing_copy = {
+        let mut i = borrowed.clone();
+        i.id = "ami-0000000000000000e".into();
+        i.created = Some(at(40));
+        i.tags
+            .insert(tags::SOURCE_IMAGE.into(), "ami-0000000000000000a".into());
+        i.tags
+            .insert(tags::SOURCE_REGION.into(), "us-east-1".into());
+        // EC2 says it was made from an instance of the sealed AMI, in its own region.
+        i.source = Some(Box::new(SourceImage {
+            image_id: "ami-0000000000000000a".into(),
+            region: "us-east-1".into(),
+        }));
+        i
+    };
+    {
+        let mut s = ec2.state();
+        s.images
+            .extend([sealed, by_hand, borrowed, elsewhere, posing_copy]);
+    }
+    template(&ec2, "ami-0000000000000000a");
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(60)).await;
+    assert!(
+        lines.iter().all(
+            |l| l.image_id == "ami-0000000000000000a" || l.outcome != PublishOutcome::Published
+        ),
+        "only the sealed verdict promotes: {lines:?}"
+    );
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+    let launched = lines.iter().filter(|l| l.action == "launch").count();
+    assert_eq!(launched, 0, "a held AMI is not tested again: {lines:?}");
+}
+
+#[tokio::test]
+async fn a_copy_carries_its_sources_seal_which_holds_where_ec2_records_the_lineage() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("eu-west-1");
+    let source = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    let copy = |id: &str, recorded: bool, minutes: i64| {
+        let mut i = source.clone();
+        i.id = id.into();
+        i.created = Some(at(minutes));
+        i.tags
+            .insert(tags::SOURCE_IMAGE.into(), "ami-0000000000000000a".into());
+        i.tags
+            .insert(tags::SOURCE_REGION.into(), "us-east-1".into());
+        i.source = recorded.then(|| {
+            Box::new(SourceImage {
+                image_id: "ami-0000000000000000a".into(),
+                region: "us-east-1".into(),
+            })
+        });
+        i
+    };
+    {
+        let mut s = ec2.state();
+        s.images.push(copy("ami-0000000000000000b", true, 5));
+        // Newer, tagged like a copy, which EC2 does not record as one.
+        s.images.push(copy("ami-0000000000000000c", false, 10));
+    }
+    let regions = ["eu-west-1".parse().expect("region")];
+    run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000b"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_is_left_alone() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(ami("ami-0000000000000000a", "web", 0));
+        // Tagged exactly like the AMI's test instance, running long past any timeout, with
+        // both checks ok: by hand, with another AMI's token, and with no token at all.
+        let mut by_hand = test_instance(
+            "i-00000000000000001",
+            "ami-0000000000000000a",
+            "running",
+            -600,
+            Some("ok"),
+        );
+        by_hand.client_token = Some("ami-publish-validate-ami-0000000000000000a".into());
+        let mut borrowed = test_instance(
+            "i-00000000000000002",
+            "ami-0000000000000000a",
+            "running",
+            -600,
+            Some("ok"),
+        );
+        borrowed.client_token = Some(FakeSeal::of(&seal::launch(
+            "ami-0000000000000000b",
+            "us-east-1",
+        )));
+        let mut none = test_instance(
+            "i-00000000000000003",
+            "ami-0000000000000000a",
+            "running",
+            -600,
+            Some("ok"),
+        );
+        none.client_token = None;
+        s.test_instances.extend([by_hand, borrowed, none]);
+        s.consoles
+            .insert("i-00000000000000001".into(), "web login:".into());
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    let changes = ec2.state().changes.clone();
+    assert!(
+        !changes.iter().any(|c| c.starts_with("TerminateInstances")),
+        "none of them is terminated: {changes:?}"
+    );
+    assert_eq!(
+        ec2.state().images[0].verdict(),
+        None,
+        "none of them decides a verdict: {lines:?}"
+    );
+    let launched: Vec<_> = lines.iter().filter(|l| l.action == "launch").collect();
+    assert_eq!(
+        launched.len(),
+        1,
+        "the AMI gets its own test instance: {lines:?}"
     );
 }

@@ -44,12 +44,6 @@ pub struct Planned<'a> {
 /// launch is abandoned: longer than the longest `timeout_minutes` (240) with a sweep's margin.
 pub const ABANDONED_AFTER_MINUTES: i64 = 255;
 
-/// RunInstances' client token for an AMI's launch test: one test instance per AMI, however
-/// often the event is delivered (at most 64 ASCII characters).
-pub fn client_token(image_id: &str) -> String {
-    format!("ami-publish-validate-{image_id}")
-}
-
 /// What RunInstances is called with for the AMI.
 pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate) -> LaunchSpec {
     let tags = BTreeMap::from([
@@ -64,7 +58,9 @@ pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate) -> LaunchSpec {
         subnet_id: v.subnet_id.clone(),
         security_group_ids: v.security_group_ids.clone(),
         instance_profile: v.instance_profile.clone(),
-        client_token: client_token(&image.id),
+        // Sealed at launch (crate::domain::seal::launch): one test instance per AMI, however
+        // often the event is delivered, and the proof that the stack launched it.
+        client_token: String::new(),
         tags,
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::policy::Policy;
 use crate::domain::trigger::RunRequest;
 use crate::error::Result;
 use crate::jobs::Context;
-use crate::ports::{Cloud, ImageInventory, KeyInfo, Permissions};
+use crate::ports::{Cloud, KeyInfo, Permissions};
 
 /// Reconciles the request's AMIs in every region, concurrently; one line per AMI.
 pub async fn run<C: Cloud>(
@@ -39,7 +39,7 @@ async fn reconcile_region<C: Cloud>(
 ) -> Vec<ShareResult> {
     let ec2 = ctx.cloud.ec2(region);
     let keys = ctx.cloud.keys(region);
-    let images = match ec2.images(None).await {
+    let images = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
         Ok(images) => images,
         Err(e) => {
             return vec![ShareResult::new("", region, "").with(ShareOutcome::Failed, e.to_string())]

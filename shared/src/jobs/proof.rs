@@ -1,0 +1,157 @@
+//! What the stack proves it made: the promotion gate's evidence, and the launch tests' instances.
+//!
+//! A `passed` verdict lets share, copy and publish act on an AMI,
+//! so it counts only when the stack can prove it wrote it: ami-publish seals each `passed` with
+//! the stack's key ([`crate::domain::seal::verdict`], the tag
+//! [`crate::domain::tags::VALIDATION_SEAL`]), and a copy carries its source's seal, which holds
+//! for the copy only where EC2 records the lineage its tags claim
+//! ([`crate::domain::model::Image::verdict_subject`]).
+//!
+//! Whoever may tag an AMI can write `ami-automation:validation=passed`; nobody outside the stack
+//! can write a seal that verifies. A `passed` that is not proven is read as
+//! [`crate::domain::tags::UNPROVEN`], which the gate holds with its reason. Fail closed: no key,
+//! a seal that does not verify and a seal that cannot be checked all hold.
+
+use futures::StreamExt;
+
+use crate::domain::ids::Region;
+use crate::domain::model::Image;
+use crate::domain::policy::PolicyDocument;
+use crate::domain::{seal, tags};
+use crate::error::Result;
+use crate::ports::{Cloud, ImageInventory, Seal, TestInstance};
+
+/// Seals checked at once.
+const CONCURRENCY: usize = 8;
+
+/// The region's AMIs (every one, as [`ImageInventory::images`] answers), each `passed` verdict
+/// under a policy with `validate` kept only when its seal proves the stack wrote it.
+pub async fn scan<C: Cloud>(
+    cloud: &C,
+    document: &PolicyDocument,
+    region: &Region,
+) -> Result<Vec<Image>> {
+    let mut images = cloud.ec2(region).images(None).await?;
+    prove(cloud.sealer().as_ref(), document, region, &mut images).await;
+    Ok(images)
+}
+
+/// Reads every `passed` verdict of a validating policy's AMI that no seal proves as
+/// [`tags::UNPROVEN`].
+pub async fn prove<S: Seal>(
+    sealer: Option<&S>,
+    document: &PolicyDocument,
+    region: &Region,
+    images: &mut [Image],
+) {
+    let gated: Vec<usize> = images
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| {
+            i.verdict() == Some(tags::PASSED)
+                && i.policy_in(document).is_some_and(|p| p.validate.is_some())
+        })
+        .map(|(n, _)| n)
+        .collect();
+    let checked: Vec<(usize, bool)> = futures::stream::iter(gated)
+        .map(|n| {
+            let image = &images[n];
+            async move { (n, proven(sealer, image, region).await) }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for (n, proven) in checked {
+        if !proven {
+            images[n]
+                .tags
+                .insert(tags::VALIDATION.into(), tags::UNPROVEN.into());
+        }
+    }
+}
+
+/// Whether the image's `passed` carries a seal of the stack's key over its subject.
+async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, region: &Region) -> bool {
+    let Some(sealer) = sealer else {
+        return false;
+    };
+    let subject = match image.verdict_subject(region.as_str()) {
+        Ok(subject) => subject,
+        Err(why) => {
+            tracing::warn!(image_id = %image.id, reason = %why, "verdict not proven");
+            return false;
+        }
+    };
+    let Some((at, mac)) = image
+        .tags
+        .get(tags::VALIDATION_SEAL)
+        .and_then(|v| seal::parse_verdict_tag(v))
+    else {
+        return false;
+    };
+    let message = seal::verdict(&subject.0, &subject.1, tags::PASSED, at);
+    match sealer.verify(message, mac).await {
+        Ok(verified) => verified,
+        Err(e) => {
+            tracing::warn!(image_id = %image.id, error = %e, "a verdict's seal could not be checked: held");
+            false
+        }
+    }
+}
+
+/// The seal a launch test's RunInstances carries as its `ClientToken`.
+pub async fn launch_token<S: Seal>(
+    sealer: Option<&S>,
+    image_id: &str,
+    region: &Region,
+) -> Result<String> {
+    let Some(sealer) = sealer else {
+        return Err(crate::error::Error::Refused(
+            "no signing key (AMI_SIGNING_KEY_ARN): a launch test's instance must carry the stack's seal, so none is launched"
+                .into(),
+        ));
+    };
+    sealer.seal(seal::launch(image_id, region.as_str())).await
+}
+
+/// The test instances the stack launched: those whose `ClientToken` is the stack's seal over the
+/// AMI their tag names. One that is only tagged like a test instance (anyone who may tag can do
+/// that) is never terminated and never decides a verdict: it is not the stack's. Fail closed:
+/// no key, or a seal that cannot be checked, leaves an instance alone.
+pub async fn own_instances<S: Seal>(
+    sealer: Option<&S>,
+    region: &Region,
+    instances: Vec<TestInstance>,
+) -> Vec<TestInstance> {
+    let Some(sealer) = sealer else {
+        return Vec::new();
+    };
+    let checked: Vec<(TestInstance, bool)> = futures::stream::iter(instances)
+        .map(|instance| async move {
+            let Some(token) = instance.client_token.clone() else {
+                return (instance, false);
+            };
+            let message = seal::launch(&instance.image_id, region.as_str());
+            let ours = match sealer.verify(message, &token).await {
+                Ok(ours) => ours,
+                Err(e) => {
+                    tracing::warn!(instance = %instance.instance_id, error = %e, "a test instance's token could not be checked: left alone");
+                    false
+                }
+            };
+            (instance, ours)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for (instance, ours) in checked {
+        if ours {
+            out.push(instance);
+        } else {
+            tracing::warn!(instance = %instance.instance_id, image_id = %instance.image_id, "tagged like a test instance, not launched by ami-publish: left alone");
+        }
+    }
+    out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    out
+}
