@@ -243,6 +243,36 @@ def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def trigger_problems(template: dict[str, Any]) -> list[str]:
+    """What SECURITY.md promises of who can start the functions (its threat model): every rule
+    matches the stack's own account; ami-publish has no rule on instance state changes (every
+    instance of the account would take its only slot); the continuation rule delivers the sealed
+    event whole; the tool's bus denies PutEvents to every principal but the functions' roles."""
+    problems = []
+    resources = template.get("Resources", {})
+    for function in FUNCTIONS:
+        events = resources.get(function, {}).get("Properties", {}).get("Events", {}) or {}
+        for name, event in events.items():
+            if event.get("Type") != "EventBridgeRule":
+                continue
+            props = event.get("Properties", {})
+            pattern = props.get("Pattern", {})
+            if pattern.get("account") != [{"Ref": "AWS::AccountId"}]:
+                problems.append(f"{function}: rule {name} does not match only the stack's account")
+            if function == "PublishFunction" and "EC2 Instance State-change Notification" in pattern.get("detail-type", []):
+                problems.append(f"{function}: rule {name} on instance state changes takes its only slot for every instance")
+            if "Policy Run Continued" in pattern.get("detail-type", []) and ("InputPath" in props or "Input" in props):
+                problems.append(f"{function}: rule {name} must deliver the sealed continuation whole (no InputPath)")
+    policy = resources.get("ToolBusPolicy", {}).get("Properties", {}).get("Statement", {})
+    principals = policy.get("Condition", {}).get("ArnNotEquals", {}).get("aws:PrincipalArn", [])
+    roles = sorted(p.get("Fn::GetAtt", ["?"])[0] if isinstance(p, dict) else str(p) for p in _listed(principals))
+    wanted = sorted(f"{f}Role" for f in FUNCTIONS)
+    denies = (policy.get("Effect"), policy.get("Principal"), policy.get("Action")) == ("Deny", "*", "events:PutEvents")
+    if not denies or roles != wanted:
+        problems.append(f"ToolBusPolicy: must deny events:PutEvents to every principal but {', '.join(wanted)} (has {roles})")
+    return problems
+
+
 def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
     """Every difference between the template's roles and what the functions called (`called`:
     function resource -> IAM actions) and SECURITY.md promises, each prefixed with its function;
@@ -273,7 +303,7 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
             if lacking:
                 problems.append(f"{function}: the statement on {parameter} lacks: {', '.join(lacking)}")
         problems += [f"{function}: {p}" for p in statement_problems(function, roles.get(function, []))]
-    return problems
+    return problems + trigger_problems(template)
 
 
 def main() -> int:

@@ -60,6 +60,26 @@ class CheckIam(unittest.TestCase):
         problems = check_iam.check(TEMPLATE, {**CALLED, "CopyFunction": set()})
         self.assertTrue(any(p.startswith("CopyFunction: no call recorded") for p in problems), problems)
 
+    def test_a_rule_that_takes_any_accounts_events_fails(self) -> None:
+        self.assertFinds(mutated("              account: [!Ref AWS::AccountId]\n              source: [aws.ec2]\n", "              source: [aws.ec2]\n"),
+                         "does not match only the stack's account")
+
+    def test_a_continuation_rule_that_unwraps_the_request_fails(self) -> None:
+        self.assertFinds(mutated("                function: [ami-age-out]\n", "                function: [ami-age-out]\n            InputPath: $.detail.request\n"),
+                         "must deliver the sealed continuation whole")
+
+    def test_a_bus_policy_that_lets_another_principal_put_events_fails(self) -> None:
+        self.assertFinds(mutated("              - !GetAtt PublishFunctionRole.Arn\n", "              - !GetAtt PublishFunctionRole.Arn\n              - arn:aws:iam::111122223333:role/anyone\n"),
+                         "ToolBusPolicy: must deny")
+        self.assertFinds(mutated("              - !GetAtt BuildFunctionRole.Arn\n", ""), "ToolBusPolicy: must deny")
+
+    def test_a_rule_on_every_instance_for_the_publish_function_fails(self) -> None:
+        rule = ("        TestInstanceChanged:\n          Type: EventBridgeRule\n          Properties:\n            Pattern:\n"
+                "              account: [!Ref AWS::AccountId]\n              source: [aws.ec2]\n"
+                "              detail-type: [EC2 Instance State-change Notification]\n")
+        anchor = "        # No rule on instance state changes"
+        self.assertFinds(mutated(anchor, rule + anchor), "takes its only slot for every instance")
+
     def test_a_removed_action_fails(self) -> None:
         self.assertFinds(
             mutated("                - ec2:DeregisterImage\n              Resource: !Sub \"arn:${AWS::Partition}:ec2:*::image/*\"\n              Condition:\n                StringEquals:\n                  ec2:Owner: !Ref AWS::AccountId\n            - Sid: DeleteOwnSnapshots",

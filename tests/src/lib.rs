@@ -170,7 +170,7 @@ impl TestBed {
             .create_tags()
             .resources(image_id)
             .tags(tag(tags::VALIDATION, tags::PASSED.into()))
-            .tags(tag(tags::VALIDATION_SEAL, seal::verdict_tag(&at, &mac)))
+            .tags(tag(tags::VALIDATION_SEAL, seal::sealed_tag(&at, &mac)))
             .send()
             .await
             .expect("CreateTags");

@@ -46,13 +46,20 @@ pub fn launch(image_id: &str, region: &str) -> Vec<u8> {
     format!("ami-automation launch v1\nimage={image_id}\nregion={region}").into_bytes()
 }
 
-/// The value of [`crate::domain::tags::VALIDATION_SEAL`]: the time and the seal.
-pub fn verdict_tag(at: &str, seal: &str) -> String {
+/// The bytes a rollback's pin seals: the AMI pinned, its region and when (RFC 3339, as the tag
+/// says). A pin moves what consumers launch back to an older AMI, so only the stack's own counts.
+pub fn pin(image_id: &str, region: &str, at: &str) -> Vec<u8> {
+    format!("ami-automation pin v1\nimage={image_id}\nregion={region}\nat={at}").into_bytes()
+}
+
+/// The value of a sealed tag ([`crate::domain::tags::VALIDATION_SEAL`],
+/// [`crate::domain::tags::PINNED_AT`]): the time and the seal.
+pub fn sealed_tag(at: &str, seal: &str) -> String {
     format!("{at} {seal}")
 }
 
-/// The time and the seal of a [`crate::domain::tags::VALIDATION_SEAL`] value.
-pub fn parse_verdict_tag(value: &str) -> Option<(&str, &str)> {
+/// The time and the seal of a sealed tag's value.
+pub fn parse_sealed_tag(value: &str) -> Option<(&str, &str)> {
     value
         .split_once(' ')
         .filter(|(at, seal)| !at.is_empty() && !seal.is_empty())
@@ -125,13 +132,13 @@ mod tests {
         ] {
             assert_ne!(sealed, other);
         }
-        let tag = verdict_tag("2026-12-04T12:00:00Z", "c2VhbA==");
+        let tag = sealed_tag("2026-12-04T12:00:00Z", "c2VhbA==");
         assert_eq!(
-            parse_verdict_tag(&tag),
+            parse_sealed_tag(&tag),
             Some(("2026-12-04T12:00:00Z", "c2VhbA=="))
         );
-        assert_eq!(parse_verdict_tag("c2VhbA=="), None);
-        assert_eq!(parse_verdict_tag(" c2VhbA=="), None);
+        assert_eq!(parse_sealed_tag("c2VhbA=="), None);
+        assert_eq!(parse_sealed_tag(" c2VhbA=="), None);
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub const VALIDATION_SEAL: &str = "ami-automation:validation-seal";
 /// What the gate reads instead of a `passed` verdict it cannot prove the stack wrote (never
 /// written to the account: the jobs' view of a tag set by hand or copied).
 pub const UNPROVEN: &str = "unproven";
-/// On an AMI: pinned by a rollback at this time (RFC 3339). While a target names it, only an AMI
-/// created after the pin replaces it.
+/// On an AMI: pinned by a rollback, `<time> <HMAC, base64>` (RFC 3339, and the stack's seal
+/// over the AMI, its region and the time: [`crate::domain::seal::pin`]). While a target names
+/// it, only an AMI created after the pin replaces it. A pin no seal proves is no pin.
 pub const PINNED_AT: &str = "ami-automation:pinned-at";
 
 /// The tags every AMI the tool makes carries (and its snapshots): the policy's build tags, the

@@ -68,6 +68,45 @@ pub async fn prove<S: Seal>(
                 .insert(tags::VALIDATION.into(), tags::UNPROVEN.into());
         }
     }
+    prove_pins(sealer, region, images).await;
+}
+
+/// Drops every rollback pin no seal proves the stack wrote: a pin someone else tagged would
+/// hold a family on an older AMI.
+async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [Image]) {
+    let pinned: Vec<usize> = images
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.tags.contains_key(tags::PINNED_AT))
+        .map(|(n, _)| n)
+        .collect();
+    let checked: Vec<(usize, bool)> = futures::stream::iter(pinned)
+        .map(|n| {
+            let image = &images[n];
+            async move {
+                let Some((at, mac)) = image
+                    .tags
+                    .get(tags::PINNED_AT)
+                    .and_then(|v| seal::parse_sealed_tag(v))
+                else {
+                    return (n, false);
+                };
+                let Some(sealer) = sealer else {
+                    return (n, false);
+                };
+                let message = seal::pin(&image.id, region.as_str(), at);
+                (n, sealer.verify(message, mac).await.unwrap_or(false))
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for (n, proven) in checked {
+        if !proven {
+            tracing::warn!(image_id = %images[n].id, "a rollback pin no seal proves: ignored");
+            images[n].tags.remove(tags::PINNED_AT);
+        }
+    }
 }
 
 /// Whether the image's `passed` carries a seal of the stack's key over its subject.
@@ -85,7 +124,7 @@ async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, region: &Region) -> 
     let Some((at, mac)) = image
         .tags
         .get(tags::VALIDATION_SEAL)
-        .and_then(|v| seal::parse_verdict_tag(v))
+        .and_then(|v| seal::parse_sealed_tag(v))
     else {
         return false;
     };

@@ -201,6 +201,27 @@ async fn validation_step<C: Cloud>(
     }
 }
 
+/// A rollback's pin on `image_id`, sealed ([`seal::pin`]): the sweep keeps no other pin.
+async fn pin_tag<S: Seal>(
+    sealer: Option<&S>,
+    image_id: &str,
+    region: &Region,
+    at: &str,
+) -> Result<BTreeMap<String, String>> {
+    let Some(sealer) = sealer else {
+        return Err(crate::error::Error::Refused(
+            "no signing key (AMI_SIGNING_KEY_ARN) to seal the pin with".into(),
+        ));
+    };
+    let sealed = sealer
+        .seal(seal::pin(image_id, region.as_str(), at))
+        .await?;
+    Ok(BTreeMap::from([(
+        tags::PINNED_AT.to_string(),
+        seal::sealed_tag(at, &sealed),
+    )]))
+}
+
 /// RunInstances with the stack's seal as its `ClientToken`: the same instance however often it
 /// is asked, and the proof that the stack launched it.
 async fn launch<C: Cloud>(
@@ -253,7 +274,7 @@ async fn verdict<E: ValidateImages + Regional, S: Seal>(
         let sealed = sealer.seal(message).await?;
         tag.insert(
             tags::VALIDATION_SEAL.to_string(),
-            seal::verdict_tag(&at, &sealed),
+            seal::sealed_tag(&at, &sealed),
         );
     }
     ec2.tag_image(image_id, &tag).await?;
@@ -300,9 +321,14 @@ async fn publish_region<C: Cloud>(
         // The wall clock, not the request's `as_of`: a pin in the future would hold the family
         // against every new AMI until then.
         let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let tag = BTreeMap::from([(tags::PINNED_AT.to_string(), at)]);
+        let sealer = ctx.cloud.sealer();
         for id in pinned {
-            if let Err(e) = ec2.tag_image(id, &tag).await {
+            let sealed = pin_tag(sealer.as_ref(), id, region, &at).await;
+            let written = match sealed {
+                Ok(tag) => ec2.tag_image(id, &tag).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 let line = PublishResult::new(
                     Stage::Publish,
                     id,

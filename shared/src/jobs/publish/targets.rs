@@ -76,7 +76,7 @@ pub fn pinned_at(image: &Image) -> Option<DateTime<Utc>> {
     image
         .tags
         .get(tags::PINNED_AT)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| DateTime::parse_from_rfc3339(t.split(' ').next().unwrap_or(t)).ok())
         .map(|t| t.with_timezone(&Utc))
 }
 

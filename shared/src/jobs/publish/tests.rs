@@ -46,7 +46,7 @@ fn verdict(mut i: Image, v: &str) -> Image {
         let at = "2026-11-01T12:00:00Z";
         let sealed = FakeSeal::of(&seal::verdict(&i.id, "us-east-1", v, at));
         i.tags
-            .insert(tags::VALIDATION_SEAL.into(), seal::verdict_tag(at, &sealed));
+            .insert(tags::VALIDATION_SEAL.into(), seal::sealed_tag(at, &sealed));
     }
     i
 }
@@ -784,7 +784,7 @@ async fn a_passed_verdict_the_stack_cannot_prove_it_wrote_is_held_by_the_gate() 
         let mac = FakeSeal::of(&seal::verdict(&i.id, "eu-west-1", tags::PASSED, at));
         i.tags.insert(tags::VALIDATION.into(), tags::PASSED.into());
         i.tags
-            .insert(tags::VALIDATION_SEAL.into(), seal::verdict_tag(at, &mac));
+            .insert(tags::VALIDATION_SEAL.into(), seal::sealed_tag(at, &mac));
         i
     };
     let posing_copy = {
@@ -921,4 +921,40 @@ async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_i
         1,
         "the AMI gets its own test instance: {lines:?}"
     );
+}
+
+#[tokio::test]
+async fn a_pin_the_stack_did_not_seal_holds_nothing_back() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    let when = at(100).to_rfc3339();
+    let mut old = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    // Tagged by hand as a rollback's pin, after the newer AMI was made.
+    old.tags.insert(tags::PINNED_AT.into(), when.clone());
+    let mut borrowed = verdict(ami("ami-0000000000000000c", "other", 0), tags::PASSED);
+    let sealed_elsewhere = FakeSeal::of(&seal::pin("ami-0000000000000000a", "eu-west-1", &when));
+    borrowed.tags.insert(
+        tags::PINNED_AT.into(),
+        seal::sealed_tag(&when, &sealed_elsewhere),
+    );
+    {
+        let mut s = ec2.state();
+        s.images.push(old);
+        s.images.push(borrowed);
+        s.images.push(verdict(
+            ami("ami-0000000000000000b", "web", 10),
+            tags::PASSED,
+        ));
+    }
+    template(&ec2, "ami-0000000000000000a");
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(200)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000b",
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.pinned), "{lines:?}");
 }
