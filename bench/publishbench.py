@@ -42,7 +42,7 @@ def main() -> int:
         pages = ec2.get_paginator("describe_images").paginate(
             Owners=["self"], Filters=[{"Name": "tag:Bench", "Values": ["yes"]}])
         for image in (i for page in pages for i in page["Images"]):
-            emu.pass_image("us-east-1", image["ImageId"])
+            emu.pass_image("us-east-1", image["ImageId"], "fleet")
         for n in range(FAMILIES):
             ec2.create_launch_template(LaunchTemplateName=f"servers-f{n}",
                                        LaunchTemplateData={"ImageId": "ami-0a1b2c3d4e5f60001"})

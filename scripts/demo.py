@@ -68,7 +68,7 @@ def seed_account(emu: Emulator) -> dict[str, str]:
         )["ImageId"]
         emu.seed("us-east-1", image, creation_date=created.isoformat())
         # They passed their launch tests long ago: sealed verdicts, as ami-publish writes them.
-        emu.pass_image("us-east-1", image)
+        emu.pass_image("us-east-1", image, "web")
         names[image] = name
     by_name = {v: k for k, v in names.items()}
     old_running = next(i for i, n in names.items() if n.startswith("web-frontend") and (NOW - timedelta(days=120)).strftime("%Y%m%d") in n)

@@ -65,7 +65,7 @@ class CheckIam(unittest.TestCase):
                          "does not match only the stack's account")
 
     def test_a_continuation_rule_that_unwraps_the_request_fails(self) -> None:
-        self.assertFinds(mutated("                function: [ami-age-out]\n", "                function: [ami-age-out]\n            InputPath: $.detail.request\n"),
+        self.assertFinds(mutated("                key: [!GetAtt SigningKey.Arn]\n", "                key: [!GetAtt SigningKey.Arn]\n            InputPath: $.detail.request\n"),
                          "must deliver the sealed continuation whole")
 
     def test_a_bus_policy_that_lets_another_principal_put_events_fails(self) -> None:

@@ -254,6 +254,8 @@ pub struct TestInstance {
     /// RunInstances' `ClientToken` (DescribeInstances returns it; nothing but RunInstances sets
     /// it): the proof that the stack launched it ([`crate::domain::seal::launch`]).
     pub client_token: Option<String>,
+    /// The AMI it was launched from (DescribeInstances `ImageId`, which no tag can change).
+    pub launched_from: Option<String>,
 }
 
 /// What RunInstances is called with for a launch test.

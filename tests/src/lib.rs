@@ -153,11 +153,11 @@ impl TestBed {
 
     /// Tags `image_id` with a `passed` verdict as ami-publish writes it: sealed with the stack's
     /// key (`ami_lifecycle::domain::seal::verdict`), so the promotion gate accepts it.
-    pub async fn pass(&self, region: &str, image_id: &str) {
+    pub async fn pass(&self, region: &str, image_id: &str, policy: &str) {
         use ami_lifecycle::domain::{seal, tags};
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let mac = self
-            .seal(seal::verdict(image_id, region, tags::PASSED, &at))
+            .seal(seal::verdict(image_id, region, policy, tags::PASSED, &at))
             .await;
         let tag = |key: &str, value: String| {
             aws_sdk_ec2::types::Tag::builder()

@@ -97,11 +97,12 @@ class Emulator:
         (`{"account_id", "resource_type", "usage_count"}`)."""
         self._post("usage-report", {"region": region, "image_id": image_id, "entries": entries})
 
-    def pass_image(self, region: str, image_id: str) -> None:
+    def pass_image(self, region: str, image_id: str, policy: str) -> None:
         """Tags an AMI with a `passed` verdict as ami-publish writes it: sealed with the stack's
         key over the bytes `ami_lifecycle::domain::seal::verdict` makes, so the gate accepts it."""
         at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = f"ami-automation verdict v1\nimage={image_id}\nregion={region}\nverdict=passed\nat={at}"
+        message = (f"ami-automation verdict v1\nimage={image_id}\nregion={region}\npolicy={policy}"
+                   f"\nverdict=passed\nat={at}")
         mac = self.client("kms", "us-east-1").generate_mac(
             KeyId=self.signing_key, MacAlgorithm="HMAC_SHA_256", Message=message.encode())["Mac"]
         self.ec2(region).create_tags(Resources=[image_id], Tags=[

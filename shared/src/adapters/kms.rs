@@ -1,4 +1,5 @@
-//! The KMS adapter: what the share needs to know of a key, and its grants to target accounts.
+//! The KMS adapter: what the share needs to know of a key, its grants to target accounts, and
+//! the stack's HMAC key that seals what the stack makes ([`Mac`]).
 
 use aws_sdk_kms::Client;
 
@@ -130,16 +131,21 @@ impl KeyInfo for Kms {
 /// only the stack's roles may use: GenerateMac and VerifyMac with HMAC_SHA_256 (KMS API
 /// reference; a MAC that does not verify is `KMSInvalidMacException`).
 ///
-/// A seal that verified is remembered for the life of the process (a warm Lambda), so a sweep
-/// every five minutes over thousands of promoted AMIs checks each seal once, not every time:
-/// only verified pairs are kept, so a forged seal is never taken from memory.
+/// Every answer is remembered for the life of the process (a warm Lambda): HMAC is
+/// deterministic, so a (message, seal) pair that verified always will, and one that did not
+/// never will. A sweep every five minutes over thousands of promoted AMIs checks each seal
+/// once, and seals planted by the thousand cost one check each, not one per sweep. An answer
+/// KMS could not give is not remembered.
 #[derive(Debug, Clone)]
 pub struct Mac {
     client: Client,
     key_id: String,
     region: Region,
-    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    verified: Memory,
+    rejected: Memory,
 }
+
+type Memory = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 /// At most this many verified seals are remembered (about 100 bytes each); past it the memory
 /// starts again.
@@ -153,22 +159,35 @@ impl Mac {
             key_id,
             region,
             verified: Default::default(),
+            rejected: Default::default(),
         }
     }
 
-    fn remembered(&self, pair: &str) -> bool {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(pair)
+    /// What was answered for the pair before, if anything.
+    fn remembered(&self, pair: &str) -> Option<bool> {
+        let held = |memory: &Memory| {
+            memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(pair)
+        };
+        if held(&self.verified) {
+            return Some(true);
+        }
+        held(&self.rejected).then_some(false)
     }
 
-    fn remember(&self, pair: String) {
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= REMEMBERED {
-            verified.clear();
+    fn remember(&self, pair: String, verified: bool) {
+        let memory = if verified {
+            &self.verified
+        } else {
+            &self.rejected
+        };
+        let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.len() >= REMEMBERED {
+            memory.clear();
         }
-        verified.insert(pair);
+        memory.insert(pair);
     }
 }
 
@@ -200,8 +219,8 @@ impl crate::ports::Seal for Mac {
 
     async fn verify(&self, message: Vec<u8>, seal: &str) -> Result<bool> {
         let key = pair(&message, seal);
-        if self.remembered(&key) {
-            return Ok(true);
+        if let Some(answer) = self.remembered(&key) {
+            return Ok(answer);
         }
         let Ok(mac) = aws_smithy_types::base64::decode(seal) else {
             return Ok(false);
@@ -219,15 +238,15 @@ impl crate::ports::Seal for Mac {
             .send()
             .await;
         match answer {
-            Ok(out) if out.mac_valid() => {
-                self.remember(key);
-                Ok(true)
+            Ok(out) => {
+                self.remember(key, out.mac_valid());
+                Ok(out.mac_valid())
             }
-            Ok(_) => Ok(false),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_kms_invalid_mac_exception()) =>
             {
+                self.remember(key, false);
                 Ok(false)
             }
             Err(e) => Err(Error::aws("VerifyMac", self.region.as_str(), e)),

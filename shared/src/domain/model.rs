@@ -276,7 +276,8 @@ impl Image {
         self.tags.get(tags::VALIDATION).map(String::as_str)
     }
 
-    /// Whether it is a copy the tool made (copies carry their source's verdict).
+    /// Whether its tags say it is a copy the tool made (copies carry their source's verdict;
+    /// [`Image::verdict_subject`] checks the claim against EC2's record).
     pub fn is_copy(&self) -> bool {
         self.tags.contains_key(tags::SOURCE_IMAGE)
     }
@@ -316,7 +317,7 @@ impl Image {
                 tags::FAILED
             )),
             Some(tags::UNPROVEN) => Some(format!(
-                "its {}={} is not proven: no seal of this stack's key covers it ({}), so it was set by hand or copied; only ami-publish's own verdicts promote",
+                "its {}={} is not proven: no seal of this stack's key covers it ({}): set by hand, copied, written before seals, or not checkable now; only ami-publish's own verdicts promote, and the sweep tests the newest AMI of a family again",
                 tags::VALIDATION,
                 tags::PASSED,
                 tags::VALIDATION_SEAL

@@ -1,8 +1,10 @@
-//! What the stack proves it made. A message the stack acts on as its own (the continuation of an
-//! age-out run, a launch test's `passed` verdict) carries a seal: an HMAC, made by KMS with a key only the stack's roles may use
-//! (`GenerateMac`/`VerifyMac`, HMAC_SHA_256), over the message's purpose, its content and an
-//! expiry. Whoever can put an event on the bus or invoke a function can copy the shape of such a
-//! message, never its seal; an altered one no longer verifies, and an old one expires.
+//! What the stack proves it made. What the stack acts on as its own (the continuation of an
+//! age-out run, a launch test's `passed` verdict, a rollback's pin, a test instance's client
+//! token) carries a seal: an HMAC, made by KMS with a key only the stack's roles may use
+//! (`GenerateMac`/`VerifyMac`, HMAC_SHA_256), over the message's purpose (its first line, so a
+//! seal of one kind never passes for another) and its content. Whoever can put an event on the
+//! bus, tag a resource or invoke a function can copy such a seal, never make one for other
+//! content; an altered message no longer verifies. A continuation also expires.
 //!
 //! The bytes sealed are written here, once, so the one that seals and the one that checks cannot
 //! disagree on them.
@@ -30,10 +32,13 @@ pub fn continuation(function: &str, request: &RunRequest, expires: DateTime<Utc>
 }
 
 /// The bytes a verdict's seal covers: its purpose, the AMI the launch test ran (a copy's
-/// source), that AMI's region, the verdict and when it was given (RFC 3339, as the tag says).
-pub fn verdict(image_id: &str, region: &str, verdict: &str, at: &str) -> Vec<u8> {
+/// source), that AMI's region, the policy it was tested for (re-tagged to another policy, it is
+/// no verdict there), the verdict and when it was given (RFC 3339, as the tag says). Each field
+/// is on its own line; a value cannot hold a line break (ids, regions and policy names are
+/// checked, the time is parsed), so no field can pose as another.
+pub fn verdict(image_id: &str, region: &str, policy: &str, verdict: &str, at: &str) -> Vec<u8> {
     format!(
-        "ami-automation verdict v1\nimage={image_id}\nregion={region}\nverdict={verdict}\nat={at}"
+        "ami-automation verdict v1\nimage={image_id}\nregion={region}\npolicy={policy}\nverdict={verdict}\nat={at}"
     )
     .into_bytes()
 }
@@ -123,12 +128,22 @@ mod tests {
 
     #[test]
     fn a_verdict_seal_covers_the_ami_its_region_the_verdict_and_the_time() {
-        let sealed = verdict("ami-1", "us-east-1", "passed", "2026-12-04T12:00:00Z");
+        let at = "2026-12-04T12:00:00Z";
+        let sealed = verdict("ami-1", "us-east-1", "web", "passed", at);
         for other in [
-            verdict("ami-2", "us-east-1", "passed", "2026-12-04T12:00:00Z"),
-            verdict("ami-1", "eu-west-1", "passed", "2026-12-04T12:00:00Z"),
-            verdict("ami-1", "us-east-1", "failed", "2026-12-04T12:00:00Z"),
-            verdict("ami-1", "us-east-1", "passed", "2026-12-04T12:00:01Z"),
+            verdict("ami-2", "us-east-1", "web", "passed", at),
+            verdict("ami-1", "eu-west-1", "web", "passed", at),
+            verdict("ami-1", "us-east-1", "api", "passed", at),
+            verdict("ami-1", "us-east-1", "web", "failed", at),
+            verdict(
+                "ami-1",
+                "us-east-1",
+                "web",
+                "passed",
+                "2026-12-04T12:00:01Z",
+            ),
+            pin("ami-1", "us-east-1", at),
+            launch("ami-1", "us-east-1"),
         ] {
             assert_ne!(sealed, other);
         }

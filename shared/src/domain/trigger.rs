@@ -100,6 +100,8 @@ pub struct ContinuedDetail {
     pub run_id: String,
     /// How much work the run left (for people reading the event).
     pub remaining: u64,
+    /// The key that sealed it (the template's rule matches the stack's own).
+    pub key: Option<String>,
     /// The next run's request.
     pub request: RunRequest,
     /// When the seal stops holding.
@@ -116,6 +118,8 @@ struct ContinuedWire {
     run_id: String,
     #[serde(default)]
     remaining: u64,
+    #[serde(default)]
+    key: Option<String>,
     request: serde_json::Value,
     expires: DateTime<Utc>,
     seal: String,
@@ -286,6 +290,7 @@ impl Trigger {
                         continuation: wire.continuation,
                         run_id: wire.run_id,
                         remaining: wire.remaining,
+                        key: wire.key,
                         request,
                         expires: wire.expires,
                         seal: wire.seal,

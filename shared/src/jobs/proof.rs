@@ -44,19 +44,19 @@ pub async fn prove<S: Seal>(
     region: &Region,
     images: &mut [Image],
 ) {
-    let gated: Vec<usize> = images
+    let gated: Vec<(usize, &str)> = images
         .iter()
         .enumerate()
-        .filter(|(_, i)| {
-            i.verdict() == Some(tags::PASSED)
-                && i.policy_in(document).is_some_and(|p| p.validate.is_some())
+        .filter(|(_, i)| i.verdict() == Some(tags::PASSED))
+        .filter_map(|(n, i)| {
+            let policy = i.policy_in(document).filter(|p| p.validate.is_some())?;
+            Some((n, policy.name.as_str()))
         })
-        .map(|(n, _)| n)
         .collect();
     let checked: Vec<(usize, bool)> = futures::stream::iter(gated)
-        .map(|n| {
+        .map(|(n, policy)| {
             let image = &images[n];
-            async move { (n, proven(sealer, image, region).await) }
+            async move { (n, proven(sealer, image, policy, region).await) }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
@@ -71,8 +71,10 @@ pub async fn prove<S: Seal>(
     prove_pins(sealer, region, images).await;
 }
 
-/// Drops every rollback pin no seal proves the stack wrote: a pin someone else tagged would
-/// hold a family on an older AMI.
+/// Reads every rollback pin no seal proves the stack wrote as [`tags::UNPROVEN`]: it pins
+/// nothing (someone else's pin would move consumers back to an older AMI), and a destination
+/// that names its AMI is kept as it is, with the reason (a pin from before seals, or one that
+/// could not be checked, must not let the AMI rolled back from return either).
 async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [Image]) {
     let pinned: Vec<usize> = images
         .iter()
@@ -103,14 +105,16 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
         .await;
     for (n, proven) in checked {
         if !proven {
-            tracing::warn!(image_id = %images[n].id, "a rollback pin no seal proves: ignored");
-            images[n].tags.remove(tags::PINNED_AT);
+            tracing::warn!(image_id = %images[n].id, "a rollback pin no seal proves: it pins nothing and freezes what names it");
+            images[n]
+                .tags
+                .insert(tags::PINNED_AT.into(), tags::UNPROVEN.into());
         }
     }
 }
 
 /// Whether the image's `passed` carries a seal of the stack's key over its subject.
-async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, region: &Region) -> bool {
+async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, policy: &str, region: &Region) -> bool {
     let Some(sealer) = sealer else {
         return false;
     };
@@ -128,7 +132,7 @@ async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, region: &Region) -> 
     else {
         return false;
     };
-    let message = seal::verdict(&subject.0, &subject.1, tags::PASSED, at);
+    let message = seal::verdict(&subject.0, &subject.1, policy, tags::PASSED, at);
     match sealer.verify(message, mac).await {
         Ok(verified) => verified,
         Err(e) => {
@@ -153,19 +157,51 @@ pub async fn launch_token<S: Seal>(
     sealer.seal(seal::launch(image_id, region.as_str())).await
 }
 
+/// The client token launch tests had before tokens were sealed: an instance that carries it,
+/// launched from the AMI its tag names, was launched by ami-publish before the upgrade (or by
+/// someone imitating it, with their own instance). It decides nothing; it is only terminated.
+pub fn unsealed_token(image_id: &str) -> String {
+    format!("ami-publish-validate-{image_id}")
+}
+
+/// The tagged test instances, by what the stack can prove of them.
+#[derive(Debug, Default)]
+pub struct Instances {
+    /// Launched by the stack: the `ClientToken` is its seal over the AMI the instance was
+    /// launched from, which its tag names.
+    pub ours: Vec<TestInstance>,
+    /// Launched with the unsealed token of an earlier release ([`unsealed_token`]): terminated,
+    /// never judged.
+    pub unsealed: Vec<TestInstance>,
+}
+
 /// The test instances the stack launched: those whose `ClientToken` is the stack's seal over the
-/// AMI their tag names. One that is only tagged like a test instance (anyone who may tag can do
-/// that) is never terminated and never decides a verdict: it is not the stack's. Fail closed:
-/// no key, or a seal that cannot be checked, leaves an instance alone.
+/// AMI they were launched from, which their tag names. One that is only tagged like a test
+/// instance (anyone who may tag can do that) is never terminated and never decides a verdict:
+/// it is not the stack's. Fail closed: no key, or a seal that cannot be checked, leaves an
+/// instance alone.
 pub async fn own_instances<S: Seal>(
     sealer: Option<&S>,
     region: &Region,
     instances: Vec<TestInstance>,
-) -> Vec<TestInstance> {
+) -> Instances {
     let Some(sealer) = sealer else {
-        return Vec::new();
+        return Instances::default();
     };
-    let checked: Vec<(TestInstance, bool)> = futures::stream::iter(instances)
+    let mut unsealed = Vec::new();
+    let mut sealed = Vec::new();
+    for instance in instances {
+        let from_its_ami = instance.launched_from.as_deref() == Some(instance.image_id.as_str());
+        let token = instance.client_token.as_deref();
+        if from_its_ami && token == Some(unsealed_token(&instance.image_id).as_str()) {
+            unsealed.push(instance);
+        } else if from_its_ami {
+            sealed.push(instance);
+        } else {
+            tracing::warn!(instance = %instance.instance_id, image_id = %instance.image_id, "tagged as a test of an AMI it was not launched from: left alone");
+        }
+    }
+    let checked: Vec<(TestInstance, bool)> = futures::stream::iter(sealed)
         .map(|instance| async move {
             let Some(token) = instance.client_token.clone() else {
                 return (instance, false);
@@ -192,5 +228,8 @@ pub async fn own_instances<S: Seal>(
         }
     }
     out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    out
+    Instances {
+        ours: out,
+        unsealed,
+    }
 }

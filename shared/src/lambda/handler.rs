@@ -201,7 +201,7 @@ async fn accept_continuation(
             ),
         ));
     }
-    if let Err(why) = authenticate(app, &detail).await {
+    if let Some(why) = authenticate(app, &detail).await? {
         tracing::warn!(reason = %why, run_id = %detail.run_id, "continuation refused");
         metrics::emit(&[metrics::line(
             chrono::Utc::now().timestamp_millis(),
@@ -221,27 +221,26 @@ async fn accept_continuation(
 }
 
 /// Why a continuation is not the stack's own, if it is not: expired, no key to check it with,
-/// or a seal that does not verify.
-async fn authenticate(app: &App, detail: &ContinuedDetail) -> std::result::Result<(), String> {
+/// or a seal that does not verify. A seal KMS could not check (throttled, unavailable) is an
+/// error of its own: nothing is run, Lambda delivers the event again, and it is not counted as
+/// a forgery.
+async fn authenticate(app: &App, detail: &ContinuedDetail) -> Result<Option<String>> {
     if let Some(why) = seal::expired(detail.expires, chrono::Utc::now()) {
-        return Err(why);
+        return Ok(Some(why));
     }
     let Some(mac) = app.sealer() else {
-        return Err(
+        return Ok(Some(
             "this deployment has no signing key (AMI_SIGNING_KEY_ARN), so no continuation can be proven"
                 .into(),
-        );
+        ));
     };
     let message = seal::continuation(&detail.function, &detail.request, detail.expires);
-    match mac.verify(message, &detail.seal).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            Err("its seal does not verify: the stack did not make it, or it was altered".into())
-        }
-        Err(e) => Err(format!(
-            "its seal could not be checked ({e}): it is refused until it can be"
-        )),
+    if mac.verify(message, &detail.seal).await? {
+        return Ok(None);
     }
+    Ok(Some(
+        "its seal does not verify: the stack did not make it, or it was altered".into(),
+    ))
 }
 
 /// A real run never takes a clock ahead of the wall clock: with `as_of` in the future every AMI
@@ -319,9 +318,14 @@ async fn continue_run(
             ))
         }
     };
+    let sealed = continuation::Sealed {
+        key: app.settings.signing_key.clone().unwrap_or_default(),
+        expires,
+        seal: sealed,
+    };
     let published = app
         .events()
-        .publish(vec![continuation::event(report, &next, expires, &sealed)])
+        .publish(vec![continuation::event(report, &next, &sealed)])
         .await;
     if published.published == 1 {
         tracing::info!(
@@ -559,6 +563,7 @@ impl Job for PublishJob {
                 let sealer = app.sealer();
                 let ours = crate::jobs::proof::own_instances(sealer.as_ref(), &region, tagged)
                     .await
+                    .ours
                     .iter()
                     .any(|i| i.instance_id == detail.instance_id);
                 if !ours {

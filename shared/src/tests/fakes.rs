@@ -615,6 +615,7 @@ impl ValidateImages for FakeEc2 {
             system_status: None,
             instance_status: None,
             client_token: Some(spec.client_token.clone()),
+            launched_from: Some(spec.image_id.clone()),
         });
         state
             .launch_tokens

@@ -364,7 +364,7 @@ async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
             &[("Family", "web-a")],
         )
         .await;
-        a.bed.pass("us-east-1", &image).await;
+        a.bed.pass("us-east-1", &image, "web").await;
         a.bed
             .seed_image("us-east-1", &image, json!({"creation_date": when}));
         images.push(image);
@@ -433,7 +433,7 @@ async fn a_rollback_pins_the_older_ami_until_a_newer_one_passes() {
     // A new AMI that passes replaces the pin (EC2's CreationDate counts in seconds here).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let newer = seed::image(&a.ec2, &a.builder, "web-3", &[("Family", "web-a")]).await;
-    a.bed.pass("us-east-1", &newer).await;
+    a.bed.pass("us-east-1", &newer, "web").await;
     publish.invoke(&json!({})).ok();
     assert_eq!(value(ssm).await.as_deref(), Some(newer.as_str()));
 }
@@ -463,48 +463,67 @@ async fn an_instance_tagged_like_a_test_instance_but_launched_by_someone_else_is
 ) {
     let a = account().await;
     let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
-    // Someone allowed RunInstances and CreateTags launches the AMI tagged exactly as ami-publish
-    // tags its test instances; it boots to its login prompt, and looks long abandoned.
-    let posing = a
-        .ec2
-        .run_instances()
-        .image_id(&image)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .client_token(format!("ami-publish-validate-{image}"))
-        .tag_specifications(seed::tag_spec(
-            ResourceType::Instance,
-            &[
-                ("ami-automation:validates", image.as_str()),
-                ("ami-automation:created-by", "ami-publish"),
-                ("ami-automation:policy", "web"),
-            ],
-        ))
-        .send()
-        .await
-        .expect("RunInstances")
-        .instances()[0]
-        .instance_id()
-        .expect("instance id")
-        .to_string();
-    a.bed.set_instance(
-        &posing,
-        json!({"system_status": "ok", "instance_status": "ok", "console": "web login: ",
-               "launched_minutes_ago": 300}),
-    );
+    let run = |token: Option<String>| {
+        let ec2 = a.ec2.clone();
+        let image = image.clone();
+        async move {
+            ec2.run_instances()
+                .image_id(&image)
+                .instance_type(InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .set_client_token(token)
+                .send()
+                .await
+                .expect("RunInstances")
+                .instances()[0]
+                .instance_id()
+                .expect("instance id")
+                .to_string()
+        }
+    };
+    let test_tags = |instance: &str| {
+        let ec2 = a.ec2.clone();
+        let (instance, image) = (instance.to_string(), image.clone());
+        async move {
+            let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+            ec2.create_tags()
+                .resources(&instance)
+                .tags(tag("ami-automation:validates", &image))
+                .tags(tag("ami-automation:created-by", "ami-publish"))
+                .tags(tag("ami-automation:policy", "web"))
+                .send()
+                .await
+                .expect("CreateTags");
+        }
+    };
+    // Someone's own instance of the AMI, tagged by someone allowed CreateTags exactly as
+    // ami-publish tags its test instances; it boots to its login prompt and looks abandoned.
+    let posing = run(None).await;
+    test_tags(&posing).await;
+    // And a test instance of an earlier release (its unsealed client token).
+    let earlier = run(Some(format!("ami-publish-validate-{image}"))).await;
+    test_tags(&earlier).await;
+    for instance in [&posing, &earlier] {
+        a.bed.set_instance(
+            instance,
+            json!({"system_status": "ok", "instance_status": "ok", "console": "web login: ",
+                   "launched_minutes_ago": 300}),
+        );
+    }
     let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
 
-    // The tool launches its own test instance; the other one decides nothing and stays.
+    // The tool launches its own test instance; neither other one decides anything, the
+    // earlier release's is terminated, someone's own is left alone.
     let instance = launched(&publish, &image);
-    assert_ne!(instance, posing);
+    assert!(instance != posing && instance != earlier);
     let report = publish.invoke(&json!({})).ok();
     assert!(lines(&report, "pass").is_empty(), "{report}");
-    assert!(lines(&report, "terminate").is_empty(), "{report}");
     assert_eq!(tag(&a.ec2, &image, "ami-automation:validation").await, None);
     assert_eq!(instance_state(&a.ec2, &posing).await, "running");
+    assert_eq!(instance_state(&a.ec2, &earlier).await, "terminated");
 
-    // Its own instance boots: the AMI passes on it, and the other one is still left alone.
+    // Its own instance boots: the AMI passes on it, and someone's instance is still left alone.
     a.bed.set_instance(
         &instance,
         json!({"system_status": "ok", "instance_status": "ok", "console": "web login: "}),

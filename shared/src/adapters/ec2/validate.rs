@@ -65,6 +65,7 @@ impl ValidateImages for Ec2 {
                     .client_token()
                     .filter(|t| !t.is_empty())
                     .map(str::to_string),
+                launched_from: instance.image_id().map(str::to_string),
             });
         }
         let running: Vec<String> = found

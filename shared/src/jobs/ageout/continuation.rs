@@ -76,15 +76,19 @@ pub fn request_for(request: &RunRequest, count: u32, run_id: &str) -> RunRequest
     }
 }
 
+/// A continuation's seal: the key that made it (the template's rule delivers to this stack only
+/// the continuations of its own key), until when it holds, and the seal.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub key: String,
+    pub expires: DateTime<Utc>,
+    pub seal: String,
+}
+
 /// The `Policy Run Continued` event: the next run's request (the template's rule delivers the
 /// whole event to age-out), its count, what is left, and the seal that proves the stack made it
 /// ([`crate::domain::seal::continuation`]) until `expires`.
-pub fn event(
-    report: &Report,
-    next: &RunRequest,
-    expires: DateTime<Utc>,
-    seal: &str,
-) -> crate::domain::event::Event {
+pub fn event(report: &Report, next: &RunRequest, sealed: &Sealed) -> crate::domain::event::Event {
     crate::domain::event::event(
         "Policy Run Continued",
         Vec::new(),
@@ -94,8 +98,9 @@ pub fn event(
             "run_id": next.run_id,
             "remaining": report.remaining,
             "request": next,
-            "expires": expires,
-            "seal": seal,
+            "key": sealed.key,
+            "expires": sealed.expires,
+            "seal": sealed.seal,
         }),
     )
 }

@@ -98,7 +98,8 @@ async fn validate_region<C: Cloud>(
         Err(e) => return (vec![region_failure(Stage::Validate, region, e)], None),
     };
     let sealer = ctx.cloud.sealer();
-    let instances = crate::jobs::proof::own_instances(sealer.as_ref(), region, tagged).await;
+    let found = crate::jobs::proof::own_instances(sealer.as_ref(), region, tagged).await;
+    let instances = found.ours;
     // The console is read only where it decides: both checks passed and the policy asks.
     let mut consoles = HashMap::new();
     for instance in &instances {
@@ -126,7 +127,7 @@ async fn validate_region<C: Cloud>(
         now,
     );
     let mut lines = Vec::new();
-    for planned in steps {
+    for planned in steps.into_iter().chain(unsealed_steps(found.unsealed)) {
         lines.push(validation_step(ctx, &ec2, planned, dry_run).await);
     }
     (lines, Some(images))
@@ -176,6 +177,7 @@ async fn validation_step<C: Cloud>(
             let sealer = ctx.cloud.sealer();
             let given = Verdict {
                 image_id: &planned.image_id,
+                policy: policy_name(&planned),
                 value: tags::PASSED,
                 instance_id: instance_id.into(),
             };
@@ -184,6 +186,7 @@ async fn validation_step<C: Cloud>(
         Step::Fail { instance_id, .. } => {
             let given = Verdict {
                 image_id: &planned.image_id,
+                policy: policy_name(&planned),
                 value: tags::FAILED,
                 instance_id: instance_id.as_ref(),
             };
@@ -239,9 +242,34 @@ async fn launch<C: Cloud>(
     ec2.launch(&spec).await
 }
 
+/// Test instances launched before tokens were sealed are terminated and judge nothing: their
+/// AMIs are tested again on instances the stack can prove it launched.
+fn unsealed_steps<'a>(instances: Vec<crate::ports::TestInstance>) -> Vec<Planned<'a>> {
+    instances
+        .into_iter()
+        .filter(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"))
+        .map(|i| Planned {
+            image_id: i.image_id.clone(),
+            policy: None,
+            family: None,
+            step: Step::Terminate {
+                instance_id: i.instance_id,
+                reason: "launched before launch tests' client tokens were sealed: it judges nothing, and its AMI is tested again".into(),
+            },
+        })
+        .collect()
+}
+
+/// The policy a planned step is for (empty for a test instance of no policy of this document).
+fn policy_name<'a>(planned: &Planned<'a>) -> &'a str {
+    planned.policy.map_or("", |p| p.name.as_str())
+}
+
 /// A launch test's verdict on an AMI, and the instance that tested it.
 struct Verdict<'a> {
     image_id: &'a str,
+    /// The policy it was tested for (the AMI's `ami-automation:policy`).
+    policy: &'a str,
     /// [`tags::PASSED`] or [`tags::FAILED`].
     value: &'a str,
     instance_id: Option<&'a String>,
@@ -258,6 +286,7 @@ async fn verdict<E: ValidateImages + Regional, S: Seal>(
 ) -> Result<PublishOutcome> {
     let Verdict {
         image_id,
+        policy,
         value,
         instance_id,
     } = given;
@@ -270,7 +299,7 @@ async fn verdict<E: ValidateImages + Regional, S: Seal>(
             ));
         };
         let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let message = seal::verdict(image_id, ec2.region().as_str(), value, &at);
+        let message = seal::verdict(image_id, ec2.region().as_str(), policy, value, &at);
         let sealed = sealer.seal(message).await?;
         tag.insert(
             tags::VALIDATION_SEAL.to_string(),

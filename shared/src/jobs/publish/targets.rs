@@ -317,6 +317,13 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
                 named.id, image.id
             ));
         }
+        if named.tags.get(tags::PINNED_AT).map(String::as_str) == Some(tags::UNPROVEN) {
+            return Choice::Keep(format!(
+                "{} carries a rollback pin ({}) no seal of this stack proves (set before seals, by hand, or not checkable now): it is kept as it is; roll back again to seal the pin, or remove the tag to publish again",
+                named.id,
+                tags::PINNED_AT
+            ));
+        }
         if let Some(pinned_at) = pinned_at(named) {
             if image.created.is_none_or(|c| c <= pinned_at) {
                 return Choice::Keep(format!(

@@ -44,7 +44,7 @@ fn verdict(mut i: Image, v: &str) -> Image {
     i.tags.insert(tags::VALIDATION.into(), v.into());
     if v == tags::PASSED {
         let at = "2026-11-01T12:00:00Z";
-        let sealed = FakeSeal::of(&seal::verdict(&i.id, "us-east-1", v, at));
+        let sealed = FakeSeal::of(&seal::verdict(&i.id, "us-east-1", "web", v, at));
         i.tags
             .insert(tags::VALIDATION_SEAL.into(), seal::sealed_tag(at, &sealed));
     }
@@ -68,6 +68,7 @@ fn test_instance(
         instance_status: checks.map(str::to_string),
         // Launched by the stack in us-east-1: its token is the stack's seal.
         client_token: Some(FakeSeal::of(&seal::launch(image, "us-east-1"))),
+        launched_from: Some(image.into()),
     }
 }
 
@@ -781,7 +782,7 @@ async fn a_passed_verdict_the_stack_cannot_prove_it_wrote_is_held_by_the_gate() 
     let elsewhere = {
         let mut i = ami("ami-0000000000000000d", "web", 30);
         let at = "2026-11-01T12:00:00Z";
-        let mac = FakeSeal::of(&seal::verdict(&i.id, "eu-west-1", tags::PASSED, at));
+        let mac = FakeSeal::of(&seal::verdict(&i.id, "eu-west-1", "web", tags::PASSED, at));
         i.tags.insert(tags::VALIDATION.into(), tags::PASSED.into());
         i.tags
             .insert(tags::VALIDATION_SEAL.into(), seal::sealed_tag(at, &mac));
@@ -820,8 +821,10 @@ async fn a_passed_verdict_the_stack_cannot_prove_it_wrote_is_held_by_the_gate() 
         ec2.state().parameters["/ami/web/web"].0,
         "ami-0000000000000000a"
     );
-    let launched = lines.iter().filter(|l| l.action == "launch").count();
-    assert_eq!(launched, 0, "a held AMI is not tested again: {lines:?}");
+    // The newest AMI that is not a copy is tested (again): its verdict is then the stack's.
+    let launched: Vec<_> = lines.iter().filter(|l| l.action == "launch").collect();
+    assert_eq!(launched.len(), 1, "{lines:?}");
+    assert_eq!(launched[0].image_id, "ami-0000000000000000d");
 }
 
 #[tokio::test]
@@ -871,7 +874,8 @@ async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_i
         let mut s = ec2.state();
         s.images.push(ami("ami-0000000000000000a", "web", 0));
         // Tagged exactly like the AMI's test instance, running long past any timeout, with
-        // both checks ok: by hand, with another AMI's token, and with no token at all.
+        // both checks ok: someone's own instance, one with another AMI's token, one with no
+        // token at all, and one launched with the right token from another AMI.
         let mut by_hand = test_instance(
             "i-00000000000000001",
             "ami-0000000000000000a",
@@ -879,7 +883,7 @@ async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_i
             -600,
             Some("ok"),
         );
-        by_hand.client_token = Some("ami-publish-validate-ami-0000000000000000a".into());
+        by_hand.client_token = Some("a-token-of-their-own".into());
         let mut borrowed = test_instance(
             "i-00000000000000002",
             "ami-0000000000000000a",
@@ -899,7 +903,16 @@ async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_i
             Some("ok"),
         );
         none.client_token = None;
-        s.test_instances.extend([by_hand, borrowed, none]);
+        let mut elsewhere = test_instance(
+            "i-00000000000000004",
+            "ami-0000000000000000a",
+            "running",
+            -600,
+            Some("ok"),
+        );
+        elsewhere.launched_from = Some("ami-0000000000000000f".into());
+        s.test_instances
+            .extend([by_hand, borrowed, none, elsewhere]);
         s.consoles
             .insert("i-00000000000000001".into(), "web login:".into());
     }
@@ -948,7 +961,7 @@ async fn a_pin_the_stack_did_not_seal_holds_nothing_back() {
             tags::PASSED,
         ));
     }
-    template(&ec2, "ami-0000000000000000a");
+    template(&ec2, "ami-0000000000000000d");
     let regions = ["us-east-1".parse().expect("region")];
     let lines = run(&ctx, &RunRequest::default(), &regions, false, at(200)).await;
     assert_eq!(
@@ -957,4 +970,60 @@ async fn a_pin_the_stack_did_not_seal_holds_nothing_back() {
         "{lines:?}"
     );
     assert!(lines.iter().all(|l| !l.pinned), "{lines:?}");
+
+    // A destination that names an AMI under a pin it cannot prove (one from before seals) is
+    // kept: the AMI it was rolled back from does not return.
+    let ssm = cloud.region("us-east-1");
+    ssm.state()
+        .parameters
+        .insert("/ami/web/web".into(), ("ami-0000000000000000a".into(), 2));
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(210)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a",
+        "{lines:?}"
+    );
+    let kept = lines
+        .iter()
+        .find(|l| l.target.as_deref() == Some("ssm:/ami/web/web"))
+        .expect("the parameter's line");
+    assert_eq!(kept.outcome, PublishOutcome::Kept, "{kept:?}");
+    assert!(kept
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("no seal"));
+}
+
+#[tokio::test]
+async fn a_test_instance_launched_before_tokens_were_sealed_is_terminated_and_judges_nothing() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(ami("ami-0000000000000000a", "web", 0));
+        let mut earlier = test_instance(
+            "i-00000000000000001",
+            "ami-0000000000000000a",
+            "running",
+            -5,
+            Some("ok"),
+        );
+        earlier.client_token = Some("ami-publish-validate-ami-0000000000000000a".into());
+        s.test_instances.push(earlier);
+        s.consoles
+            .insert("i-00000000000000001".into(), "web login:".into());
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    let changes = ec2.state().changes.clone();
+    assert!(
+        changes.contains(&"TerminateInstances i-00000000000000001".to_string()),
+        "{changes:?}"
+    );
+    assert_eq!(ec2.state().images[0].verdict(), None, "{lines:?}");
+    let launched: Vec<_> = lines.iter().filter(|l| l.action == "launch").collect();
+    assert_eq!(launched.len(), 1, "tested again: {lines:?}");
 }

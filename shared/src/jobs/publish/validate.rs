@@ -202,7 +202,8 @@ pub fn plan<'a>(
             family: Some(family.clone()),
             step,
         };
-        if let Some(verdict) = image.verdict() {
+        // A `passed` no seal proves is no verdict: the AMI is tested (again), and sealed.
+        if let Some(verdict) = image.verdict().filter(|v| *v != tags::UNPROVEN) {
             for i in instances {
                 out.push(at(Step::Terminate {
                     instance_id: i.instance_id.clone(),
