@@ -138,6 +138,13 @@ pub async fn handle<J: Job>(
             )
             .into());
         }
+        if let Some(pin) = request
+            .publish
+            .as_ref()
+            .filter(|_| function == Function::Publish)
+        {
+            check_rollback_policy(app, &pin.policy)?;
+        }
         if request.publish.is_some() && function != Function::Publish {
             return Err(Error::event(
                 "$.publish",
@@ -241,6 +248,37 @@ async fn authenticate(app: &App, detail: &ContinuedDetail) -> Result<Option<Stri
     Ok(Some(
         "its seal does not verify: the stack did not make it, or it was altered".into(),
     ))
+}
+
+/// A rollback names a policy of the document that publishes; anything else is refused before
+/// any call, naming the field (a rollback that silently did nothing would be believed done).
+fn check_rollback_policy(app: &App, name: &str) -> Result<()> {
+    let publishing: Vec<&str> = app
+        .document
+        .policies
+        .iter()
+        .filter(|p| p.publish.is_some())
+        .map(|p| p.name.as_str())
+        .collect();
+    match app.document.policy(name) {
+        Some(p) if p.publish.is_some() => Ok(()),
+        found => Err(Error::event(
+            "$.publish.policy",
+            format!(
+                "{}: a rollback names a policy with `publish`, one of: {}",
+                if found.is_some() {
+                    format!("policy `{name}` publishes nothing")
+                } else {
+                    format!("no policy named `{name}`")
+                },
+                if publishing.is_empty() {
+                    "none in this document".to_string()
+                } else {
+                    publishing.join(", ")
+                }
+            ),
+        )),
+    }
 }
 
 /// A real run never takes a clock ahead of the wall clock: with `as_of` in the future every AMI

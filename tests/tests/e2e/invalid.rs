@@ -119,6 +119,8 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
                 "instance-event-bad-id.json" => "`$.detail.instance-id`",
                 "snapshot-event-bad-id.json" => "`$.detail.snapshot_id`",
                 "rollback-bad-image-id.json" => "`$.publish.image_id`: `ami-XYZ` is not an AMI id",
+                // ami-publish names `$.publish.policy`, the others `$.publish` (not theirs).
+                "rollback-unknown-policy.json" => "`$.publish",
                 "validated-bad-image-id.json" => "`$.detail.image_id`",
                 other => panic!("events/invalid/{other} has no expectation here"),
             };

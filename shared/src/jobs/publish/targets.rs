@@ -54,8 +54,20 @@ pub enum Choice {
     Publish { previous: Option<String> },
 }
 
-/// Whether an AMI may be published: available, through the promotion gate, not deprecated.
+/// Whether an AMI may be published by a sweep: available, through the promotion gate, not
+/// deprecated.
 pub fn promotable(image: &Image, policy: &Policy, now: DateTime<Utc>) -> Result<(), String> {
+    pinnable(image, policy)?;
+    if image.deprecation_time.is_some_and(|t| t <= now) {
+        return Err(format!("{} is deprecated: it is on its way out", image.id));
+    }
+    Ok(())
+}
+
+/// Whether a rollback may pin an AMI: available and through the promotion gate. A deprecated
+/// AMI may be pinned: age-out deprecates the previous AMI soon after a new one is published, and
+/// that is the AMI an incident rolls back to.
+pub fn pinnable(image: &Image, policy: &Policy) -> Result<(), String> {
     if image.state != ImageState::Available {
         return Err(format!(
             "{} is {}: only available AMIs are published",
@@ -64,9 +76,6 @@ pub fn promotable(image: &Image, policy: &Policy, now: DateTime<Utc>) -> Result<
     }
     if let Some(why) = image.held_by_gate(policy) {
         return Err(format!("{}: {why}", image.id));
-    }
-    if image.deprecation_time.is_some_and(|t| t <= now) {
-        return Err(format!("{} is deprecated: it is on its way out", image.id));
     }
     Ok(())
 }
@@ -97,8 +106,10 @@ pub fn sweep_choice<'a>(
         .iter()
         .copied()
         .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))?;
-    let pin = ready
+    // A pinned AMI stays pinned once deprecated (age-out deprecates what a newer AMI replaced).
+    let pin = members
         .iter()
+        .filter(|i| pinnable(i, policy).is_ok())
         .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
         .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
     match pin {
@@ -149,9 +160,11 @@ pub fn targets<'a>(
                 .push(image);
         }
         if let Some(pin) = pin {
+            // A rollback that cannot be carried out in a region is refused there, loudly: the
+            // destinations there keep naming what the rollback was sent to replace.
             let Some(members) = families.get(&pin.family) else {
                 lines.push(line(&policy.name, &pin.image_id, Some(&pin.family)).with(
-                    PublishOutcome::Skipped,
+                    PublishOutcome::Refused,
                     format!(
                         "policy `{}` has no AMI of family `{}` in {region}",
                         policy.name, pin.family
@@ -162,14 +175,14 @@ pub fn targets<'a>(
             let found = members.iter().find(|i| {
                 i.id == pin.image_id || i.tags.get(tags::SOURCE_IMAGE) == Some(&pin.image_id)
             });
-            match found.map(|i| (*i, promotable(i, policy, now))) {
+            match found.map(|i| (*i, pinnable(i, policy))) {
                 Some((image, Ok(()))) => chosen.push((policy, pin.family.clone(), image, true)),
                 Some((image, Err(why))) => lines.push(
                     line(&policy.name, &image.id, Some(&pin.family))
                         .with(PublishOutcome::Refused, format!("cannot pin it: {why}")),
                 ),
                 None => lines.push(line(&policy.name, &pin.image_id, Some(&pin.family)).with(
-                    PublishOutcome::Skipped,
+                    PublishOutcome::Refused,
                     format!(
                         "neither {} nor a copy of it is an AMI of family `{}` in {region}",
                         pin.image_id, pin.family

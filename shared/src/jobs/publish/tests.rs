@@ -1027,3 +1027,80 @@ async fn a_test_instance_launched_before_tokens_were_sealed_is_terminated_and_ju
     let launched: Vec<_> = lines.iter().filter(|l| l.action == "launch").collect();
     assert_eq!(launched.len(), 1, "tested again: {lines:?}");
 }
+
+#[tokio::test]
+async fn a_rollback_that_cannot_be_carried_out_is_refused_and_one_to_a_deprecated_ami_is_done() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    let mut previous = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    // Age-out deprecated it soon after the newer one was published.
+    previous.deprecation_time = Some(at(20));
+    {
+        let mut s = ec2.state();
+        s.images.push(previous);
+        s.images.push(verdict(
+            ami("ami-0000000000000000b", "web", 10),
+            tags::PASSED,
+        ));
+        s.images.push(verdict(
+            ami("ami-0000000000000000c", "api", 10),
+            tags::PASSED,
+        ));
+    }
+    template(&ec2, "ami-0000000000000000b");
+    let regions = ["us-east-1".parse().expect("region")];
+    let pin = |family: &str, image: &str| PublishRequest {
+        policy: "web".into(),
+        family: family.into(),
+        image_id: image.into(),
+    };
+    for (family, image, why) in [
+        (
+            "web",
+            "ami-0000000000000000f",
+            "neither ami-0000000000000000f",
+        ),
+        (
+            "web",
+            "ami-0000000000000000c",
+            "neither ami-0000000000000000c",
+        ),
+        ("nope", "ami-0000000000000000a", "no AMI of family `nope`"),
+    ] {
+        let lines = rollback(&ctx, &pin(family, image), &regions, false, at(40)).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].outcome, PublishOutcome::Refused, "{lines:?}");
+        assert!(
+            lines[0].reason.as_deref().unwrap_or_default().contains(why),
+            "{lines:?}"
+        );
+    }
+    let lines = rollback(
+        &ctx,
+        &pin("web", "ami-0000000000000000a"),
+        &regions,
+        false,
+        at(40),
+    )
+    .await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.outcome == PublishOutcome::Published && l.pinned),
+        "a deprecated AMI is what an incident rolls back to: {lines:?}"
+    );
+    // The next sweep keeps the pin.
+    let sweep = run(&ctx, &RunRequest::default(), &regions, false, at(50)).await;
+    let web: Vec<_> = sweep
+        .iter()
+        .filter(|l| l.family.as_deref() == Some("web"))
+        .collect();
+    assert_eq!(web.len(), 2, "{sweep:?}");
+    assert!(
+        web.iter()
+            .all(|l| l.outcome == PublishOutcome::Unchanged && l.pinned),
+        "{sweep:?}"
+    );
+}
