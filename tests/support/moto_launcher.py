@@ -458,6 +458,65 @@ def instance_init(self: Any, ec2_backend: Any, image_id: str, *args: Any, **kwar
         self.root_device_type = "instance-store"
 
 
+# RunInstances and its volumes (EC2 User Guide, "Amazon EC2 instance root volume": "When you
+# launch an Amazon EBS-backed instance, we create an Amazon EBS volume for each Amazon EBS
+# snapshot referenced by the AMI"; "Preserve data when an instance is terminated": the
+# DeleteOnTermination of each volume is the AMI's unless whoever launches overrides it, and
+# TerminateInstances deletes only the volumes whose DeleteOnTermination is true). moto creates one
+# 8 GiB root volume whatever the AMI maps, or only the mappings a request names, and reads an
+# absent DeleteOnTermination as false.
+_moto_run_instances_backend = moto_instances.InstanceBackend.run_instances
+
+
+def _requested_mappings(self: Any) -> list[dict[str, Any]]:
+    out = []
+    for m in self._get_param("BlockDeviceMappings", []):
+        ebs = m.get("Ebs") or {}
+        given = ebs.get("DeleteOnTermination")
+        out.append({
+            "DeviceName": m.get("DeviceName"),
+            "NoDevice": m.get("NoDevice"),
+            "Ebs": {
+                "SnapshotId": ebs.get("SnapshotId"),
+                "VolumeSize": ebs.get("VolumeSize"),
+                "VolumeType": ebs.get("VolumeType"),
+                "Encrypted": ebs.get("Encrypted", False),
+                "KmsKeyId": ebs.get("KmsKeyId"),
+                "Iops": ebs.get("Iops"),
+                "DeleteOnTermination": None if given is None else str(given).lower() == "true",
+            },
+        })
+    return out
+
+
+def run_instances_with_ami_volumes(self: Any, image_id: str, count: int, user_data: Any,
+                                   security_group_names: Any, **kwargs: Any) -> Any:
+    ami = self.amis.get(image_id)
+    ami_mappings = getattr(ami, "_mappings", None) if ami is not None else None
+    if ami_mappings and not kwargs.get("launch_template"):
+        requested = {m["DeviceName"]: m for m in kwargs.get("block_device_mappings") or []}
+        merged = []
+        for m in ami_mappings:
+            ebs = dict(m.get("Ebs") or {})
+            if not ebs:
+                continue
+            override = requested.pop(m["DeviceName"], None)
+            if override is not None and override.get("NoDevice") == "":
+                continue
+            for key, value in ((override or {}).get("Ebs") or {}).items():
+                if value is not None and key != "SnapshotId":
+                    ebs[key] = value
+            ebs["DeleteOnTermination"] = str(ebs.get("DeleteOnTermination", True)).lower() == "true"
+            merged.append({"DeviceName": m["DeviceName"], "Ebs": ebs})
+        for m in requested.values():
+            # A new volume a launch adds: deleted with the instance unless it says otherwise.
+            if m["Ebs"].get("DeleteOnTermination") is None:
+                m["Ebs"]["DeleteOnTermination"] = True
+            merged.append(m)
+        kwargs["block_device_mappings"] = merged
+    return _moto_run_instances_backend(self, image_id, count, user_data, security_group_names, **kwargs)
+
+
 # ModifySnapshotAttribute ({REF}/API_ModifySnapshotAttribute.html): the structured
 # CreateVolumePermission {Add: [...], Remove: [...]} form applies (moto honours only the flat
 # OperationType + UserIds form and silently ignores this one).
@@ -1419,6 +1478,8 @@ def apply_patches() -> None:
     ElasticBlockStore.modify_snapshot_attribute = modify_snapshot_attribute
     KmsBackend.create_alias = create_alias
     moto_instances.Instance.__init__ = instance_init
+    moto_instances.InstanceBackend.run_instances = run_instances_with_ami_volumes
+    InstanceResponse._parse_block_device_mapping = _requested_mappings
     AmisResponse.describe_image_references = describe_image_references
     AmisResponse.list_images_in_recycle_bin = list_images_in_recycle_bin
     ElasticBlockStore.list_snapshots_in_recycle_bin = list_snapshots_in_recycle_bin

@@ -534,3 +534,81 @@ async fn an_instance_tagged_like_a_test_instance_but_launched_by_someone_else_is
     assert_eq!(instance_state(&a.ec2, &instance).await, "terminated");
     assert_eq!(instance_state(&a.ec2, &posing).await, "running");
 }
+
+#[tokio::test]
+async fn a_launch_test_leaves_no_volume_behind_whatever_the_ami_keeps_on_termination() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+    let a = account().await;
+    // A server whose data volume is kept on termination; its AMIs keep that in their mappings.
+    let server = a
+        .ec2
+        .run_instances()
+        .image_id(BASE_X86)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .block_device_mappings(seed::volume("/dev/xvda", 8))
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/sdb")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(20)
+                        .delete_on_termination(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("RunInstances")
+        .instances()[0]
+        .instance_id()
+        .expect("id")
+        .to_string();
+    let passes = seed::image(&a.ec2, &server, "web-1", &[("Family", "web-a")]).await;
+    let fails = seed::image(&a.ec2, &server, "api-1", &[("Family", "web-b")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let started = publish.invoke(&json!({})).ok();
+    let instance_of = |image: &str| {
+        lines(&started, "launch")
+            .iter()
+            .find(|l| l["image_id"] == image)
+            .and_then(|l| l["instance_id"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no launch for {image}: {started}"))
+    };
+    let (first, second) = (instance_of(&passes), instance_of(&fails));
+    a.bed.set_instance(
+        &first,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "web login: "}),
+    );
+    a.bed.set_instance(
+        &second,
+        json!({"system_status": "ok", "instance_status": "ok", "console": "Kernel panic",
+               "launched_minutes_ago": 20}),
+    );
+    let report = publish.invoke(&json!({})).ok();
+    assert_eq!(lines(&report, "pass").len(), 1, "{report}");
+    assert_eq!(lines(&report, "fail").len(), 1, "{report}");
+    for instance in [&first, &second] {
+        assert_eq!(instance_state(&a.ec2, instance).await, "terminated");
+    }
+    let left = a
+        .ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("status")
+                .values("available")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeVolumes");
+    assert!(
+        left.volumes().is_empty(),
+        "no volume (a copy of the server's data) outlives its test: {:?}",
+        left.volumes()
+    );
+}

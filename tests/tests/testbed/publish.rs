@@ -288,3 +288,125 @@ async fn a_named_kms_grant_is_created_once() {
         assert_eq!(listed.grants().len(), 1);
     }
 }
+
+/// The volumes in state `available` (attached to nothing).
+async fn available_volumes(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    let out = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("status")
+                .values("available")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeVolumes");
+    out.volumes()
+        .iter()
+        .filter_map(|v| v.volume_id().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_instance_gets_a_volume_for_each_ebs_mapping_of_its_ami_and_termination_keeps_those_the_ami_keeps(
+) {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+    let mapping = |device: &str, size: Option<i32>, delete: bool| {
+        BlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .set_volume_size(size)
+                    .delete_on_termination(delete)
+                    .build(),
+            )
+            .build()
+    };
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        // A server with a data volume kept on termination, imaged as it is.
+        let server = ec2
+            .run_instances()
+            .image_id(BASE_X86)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .block_device_mappings(mapping("/dev/xvda", Some(8), true))
+            .block_device_mappings(mapping("/dev/sdb", Some(20), false))
+            .send()
+            .await
+            .expect("RunInstances")
+            .instances()[0]
+            .instance_id()
+            .expect("id")
+            .to_string();
+        let image = seed::image(&ec2, &server, "server", &[]).await;
+        let launch = |overrides: Vec<BlockDeviceMapping>| {
+            let (ec2, image) = (ec2.clone(), image.clone());
+            async move {
+                let id = ec2
+                    .run_instances()
+                    .image_id(&image)
+                    .instance_type(InstanceType::T3Micro)
+                    .min_count(1)
+                    .max_count(1)
+                    .set_block_device_mappings(Some(overrides).filter(|o| !o.is_empty()))
+                    .send()
+                    .await
+                    .expect("RunInstances")
+                    .instances()[0]
+                    .instance_id()
+                    .expect("id")
+                    .to_string();
+                let volumes = ec2
+                    .describe_volumes()
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("attachment.instance-id")
+                            .values(&id)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .expect("DescribeVolumes")
+                    .volumes()
+                    .len();
+                ec2.terminate_instances()
+                    .instance_ids(&id)
+                    .send()
+                    .await
+                    .expect("TerminateInstances");
+                volumes
+            }
+        };
+        let as_mapped = launch(Vec::new()).await;
+        let left = available_volumes(&ec2).await;
+        if plain {
+            assert_eq!(
+                (as_mapped, left.len()),
+                (1, 0),
+                "plain moto is expected to make one root volume whatever the AMI maps"
+            );
+            continue;
+        }
+        assert_eq!(as_mapped, 2, "a volume for each EBS mapping of the AMI");
+        assert_eq!(
+            left.len(),
+            1,
+            "the data volume the AMI keeps outlives the instance"
+        );
+        // Whoever launches overrides the AMI's DeleteOnTermination.
+        let overridden = vec![
+            mapping("/dev/xvda", None, true),
+            mapping("/dev/sdb", None, true),
+        ];
+        assert_eq!(launch(overridden).await, 2);
+        assert_eq!(
+            available_volumes(&ec2).await,
+            left,
+            "nothing more left behind"
+        );
+    }
+}

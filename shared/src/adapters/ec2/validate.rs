@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataOptionsRequest,
-    ResourceType, ShutdownBehavior,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataOptionsRequest, ResourceType, ShutdownBehavior,
 };
 
 use super::convert::{state_name, tag_list, tag_spec, tags_of};
@@ -16,6 +16,41 @@ use crate::ports::{LaunchSpec, TestInstance, ValidateImages};
 
 /// DescribeInstanceStatus takes at most 100 `InstanceIds` per call (EC2 API reference).
 const STATUS_MAX_IDS: usize = 100;
+
+impl Ec2 {
+    /// The AMI's EBS block device mappings, each to be deleted with the instance.
+    async fn volumes_of(&self, image_id: &str) -> Result<Vec<BlockDeviceMapping>> {
+        let out = self
+            .client
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(self.err("DescribeImages"))?;
+        let mut devices: Vec<&str> = out
+            .images()
+            .iter()
+            .flat_map(|i| i.block_device_mappings())
+            .filter(|m| m.ebs().is_some())
+            .filter_map(|m| m.device_name())
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        Ok(devices
+            .into_iter()
+            .map(|device| {
+                BlockDeviceMapping::builder()
+                    .device_name(device)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build()
+            })
+            .collect())
+    }
+}
 
 impl ValidateImages for Ec2 {
     async fn test_instances(&self) -> Result<Vec<TestInstance>> {
@@ -139,7 +174,14 @@ impl ValidateImages for Ec2 {
             .unwrap_or_default())
     }
 
+    /// RunInstances of one test instance. Every EBS volume of the AMI is launched with
+    /// `DeleteOnTermination=true`: an AMI of a server keeps `false` on the data volumes that
+    /// were attached to it, and EC2 applies the AMI's mappings unless the launch overrides them
+    /// (EC2 User Guide, "Preserve data when an instance is terminated": the setting of the one
+    /// who launches overrides the AMI's), so each test would leave a copy of production data
+    /// behind. The mappings are the AMI's own, so a retry sends the same request.
     async fn launch(&self, spec: &LaunchSpec) -> Result<String> {
+        let volumes = self.volumes_of(&spec.image_id).await?;
         let profile = spec.instance_profile.as_ref().map(|p| {
             let b = IamInstanceProfileSpecification::builder();
             if p.starts_with("arn:") {
@@ -158,6 +200,7 @@ impl ValidateImages for Ec2 {
             .subnet_id(&spec.subnet_id)
             .set_security_group_ids(Some(spec.security_group_ids.clone()))
             .set_iam_instance_profile(profile)
+            .set_block_device_mappings(Some(volumes))
             .client_token(&spec.client_token)
             // An instance that shuts itself down is gone, not left stopped and billed for storage.
             .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
