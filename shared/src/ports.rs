@@ -268,9 +268,13 @@ pub struct LaunchSpec {
     /// The instance profile's name or ARN.
     pub instance_profile: Option<String>,
     /// RunInstances' idempotency token: the same token launches at most one instance. The
-    /// seal of [`crate::domain::seal::launch`], made when the instance is launched (empty in a
-    /// plan).
+    /// attempt and the seal of [`crate::domain::seal::launch`], made when the instance is
+    /// launched (empty in a plan).
     pub client_token: String,
+    /// Which launch test of the AMI this is (1 for the first; the next after a test whose
+    /// verdict the stack can no longer prove: EC2 would answer the old token with the old,
+    /// terminated instance).
+    pub attempt: u32,
     /// Tags on the instance and its volumes.
     pub tags: BTreeMap<String, String>,
 }
@@ -284,6 +288,12 @@ pub trait ValidateImages: Regional {
     fn console_output(&self, instance_id: &str) -> impl Future<Output = Result<String>> + Send;
     /// RunInstances of one instance; returns its id (the same for the same client token).
     fn launch(&self, spec: &LaunchSpec) -> impl Future<Output = Result<String>> + Send;
+    /// The inbound rules of these security groups, each described (`sg-…: tcp 22 from
+    /// 0.0.0.0/0`); empty when none of them lets anything in.
+    fn inbound_rules(
+        &self,
+        group_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// TerminateInstances of one test instance.
     fn terminate(&self, instance_id: &str) -> impl Future<Output = Result<()>> + Send;
     /// CreateTags on one of the account's AMIs.

@@ -316,8 +316,13 @@ impl Image {
                 tags::VALIDATION,
                 tags::FAILED
             )),
+            Some(tags::UNCHECKED) => Some(format!(
+                "the seal of its {}={} could not be checked this run (KMS did not answer): held until it can be",
+                tags::VALIDATION,
+                tags::PASSED
+            )),
             Some(tags::UNPROVEN) => Some(format!(
-                "its {}={} is not proven: no seal of this stack's key covers it ({}): set by hand, copied, written before seals, or not checkable now; only ami-publish's own verdicts promote, and the sweep tests the newest AMI of a family again",
+                "its {}={} is not proven: no seal of this stack's key covers it ({}): set by hand, copied, or written before seals; only ami-publish's own verdicts promote, and the sweep tests the newest AMI of a family again",
                 tags::VALIDATION,
                 tags::PASSED,
                 tags::VALIDATION_SEAL

@@ -34,8 +34,8 @@ pub fn continuation(function: &str, request: &RunRequest, expires: DateTime<Utc>
 /// The bytes a verdict's seal covers: its purpose, the AMI the launch test ran (a copy's
 /// source), that AMI's region, the policy it was tested for (re-tagged to another policy, it is
 /// no verdict there), the verdict and when it was given (RFC 3339, as the tag says). Each field
-/// is on its own line; a value cannot hold a line break (ids, regions and policy names are
-/// checked, the time is parsed), so no field can pose as another.
+/// is on its own line; the ids, regions and policy names cannot hold a line break (they are
+/// checked), and the time is the last field, so no field can pose as another.
 pub fn verdict(image_id: &str, region: &str, policy: &str, verdict: &str, at: &str) -> Vec<u8> {
     format!(
         "ami-automation verdict v1\nimage={image_id}\nregion={region}\npolicy={policy}\nverdict={verdict}\nat={at}"
@@ -47,8 +47,21 @@ pub fn verdict(image_id: &str, region: &str, policy: &str, verdict: &str, at: &s
 /// returns the token with the instance (DescribeInstances `ClientToken`) and only RunInstances
 /// sets it, so an instance whose token is this seal was launched by the stack; one that is only
 /// tagged like a test instance was not.
-pub fn launch(image_id: &str, region: &str) -> Vec<u8> {
-    format!("ami-automation launch v1\nimage={image_id}\nregion={region}").into_bytes()
+pub fn launch(image_id: &str, region: &str, attempt: u32) -> Vec<u8> {
+    format!("ami-automation launch v1\nimage={image_id}\nregion={region}\nattempt={attempt}")
+        .into_bytes()
+}
+
+/// The `ClientToken` of a launch test: its attempt and the seal of [`launch`] (EC2 keeps a
+/// token for at least a day after the instance is gone, so a test run again needs another).
+pub fn launch_token(attempt: u32, seal: &str) -> String {
+    format!("{attempt}.{seal}")
+}
+
+/// The attempt and the seal of a launch test's `ClientToken`.
+pub fn parse_launch_token(token: &str) -> Option<(u32, &str)> {
+    let (attempt, seal) = token.split_once('.')?;
+    Some((attempt.parse().ok()?, seal)).filter(|(_, seal)| !seal.is_empty())
 }
 
 /// The bytes a rollback's pin seals: the AMI pinned, its region and when (RFC 3339, as the tag
@@ -143,7 +156,8 @@ mod tests {
                 "2026-12-04T12:00:01Z",
             ),
             pin("ami-1", "us-east-1", at),
-            launch("ami-1", "us-east-1"),
+            launch("ami-1", "us-east-1", 1),
+            launch("ami-1", "us-east-1", 2),
         ] {
             assert_ne!(sealed, other);
         }

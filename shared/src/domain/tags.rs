@@ -49,8 +49,13 @@ pub const FAILED: &str = "failed";
 /// that verifies is not a verdict the gate accepts.
 pub const VALIDATION_SEAL: &str = "ami-automation:validation-seal";
 /// What the gate reads instead of a `passed` verdict it cannot prove the stack wrote (never
-/// written to the account: the jobs' view of a tag set by hand or copied).
+/// written to the account: the jobs' view of a tag set by hand, copied, or written before
+/// seals). It is no verdict: the launch test runs (again).
 pub const UNPROVEN: &str = "unproven";
+/// What the gate reads instead of a `passed` verdict whose seal KMS could not check this run
+/// (never written to the account). It holds the AMI, and it is still a verdict: nothing is
+/// tested again or failed because KMS did not answer.
+pub const UNCHECKED: &str = "unchecked";
 /// On an AMI: pinned by a rollback, `<time> <HMAC, base64>` (RFC 3339, and the stack's seal
 /// over the AMI, its region and the time: [`crate::domain::seal::pin`]). While a target names
 /// it, only an AMI created after the pin replaces it. A pin no seal proves is no pin.

@@ -37,7 +37,7 @@ pub async fn scan<C: Cloud>(
 }
 
 /// Reads every `passed` verdict of a validating policy's AMI that no seal proves as
-/// [`tags::UNPROVEN`].
+/// [`tags::UNPROVEN`], and one whose seal KMS could not check as [`tags::UNCHECKED`].
 pub async fn prove<S: Seal>(
     sealer: Option<&S>,
     document: &PolicyDocument,
@@ -53,7 +53,7 @@ pub async fn prove<S: Seal>(
             Some((n, policy.name.as_str()))
         })
         .collect();
-    let checked: Vec<(usize, bool)> = futures::stream::iter(gated)
+    let checked: Vec<(usize, Proof)> = futures::stream::iter(gated)
         .map(|(n, policy)| {
             let image = &images[n];
             async move { (n, proven(sealer, image, policy, region).await) }
@@ -61,12 +61,15 @@ pub async fn prove<S: Seal>(
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    for (n, proven) in checked {
-        if !proven {
-            images[n]
-                .tags
-                .insert(tags::VALIDATION.into(), tags::UNPROVEN.into());
-        }
+    for (n, proof) in checked {
+        let read_as = match proof {
+            Proof::Proven => continue,
+            Proof::Unproven => tags::UNPROVEN,
+            Proof::Unchecked => tags::UNCHECKED,
+        };
+        images[n]
+            .tags
+            .insert(tags::VALIDATION.into(), read_as.into());
     }
     prove_pins(sealer, region, images).await;
 }
@@ -113,16 +116,31 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
     }
 }
 
+/// What a seal proves.
+enum Proof {
+    /// The stack made it, over this content.
+    Proven,
+    /// No seal, or one that does not verify.
+    Unproven,
+    /// KMS could not check it this run.
+    Unchecked,
+}
+
 /// Whether the image's `passed` carries a seal of the stack's key over its subject.
-async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, policy: &str, region: &Region) -> bool {
+async fn proven<S: Seal>(
+    sealer: Option<&S>,
+    image: &Image,
+    policy: &str,
+    region: &Region,
+) -> Proof {
     let Some(sealer) = sealer else {
-        return false;
+        return Proof::Unproven;
     };
     let subject = match image.verdict_subject(region.as_str()) {
         Ok(subject) => subject,
         Err(why) => {
             tracing::warn!(image_id = %image.id, reason = %why, "verdict not proven");
-            return false;
+            return Proof::Unproven;
         }
     };
     let Some((at, mac)) = image
@@ -130,23 +148,25 @@ async fn proven<S: Seal>(sealer: Option<&S>, image: &Image, policy: &str, region
         .get(tags::VALIDATION_SEAL)
         .and_then(|v| seal::parse_sealed_tag(v))
     else {
-        return false;
+        return Proof::Unproven;
     };
     let message = seal::verdict(&subject.0, &subject.1, policy, tags::PASSED, at);
     match sealer.verify(message, mac).await {
-        Ok(verified) => verified,
+        Ok(true) => Proof::Proven,
+        Ok(false) => Proof::Unproven,
         Err(e) => {
             tracing::warn!(image_id = %image.id, error = %e, "a verdict's seal could not be checked: held");
-            false
+            Proof::Unchecked
         }
     }
 }
 
-/// The seal a launch test's RunInstances carries as its `ClientToken`.
+/// The `ClientToken` a launch test's RunInstances carries: its attempt and the stack's seal.
 pub async fn launch_token<S: Seal>(
     sealer: Option<&S>,
     image_id: &str,
     region: &Region,
+    attempt: u32,
 ) -> Result<String> {
     let Some(sealer) = sealer else {
         return Err(crate::error::Error::Refused(
@@ -154,7 +174,10 @@ pub async fn launch_token<S: Seal>(
                 .into(),
         ));
     };
-    sealer.seal(seal::launch(image_id, region.as_str())).await
+    let sealed = sealer
+        .seal(seal::launch(image_id, region.as_str(), attempt))
+        .await?;
+    Ok(seal::launch_token(attempt, &sealed))
 }
 
 /// The client token launch tests had before tokens were sealed: an instance that carries it,
@@ -203,10 +226,15 @@ pub async fn own_instances<S: Seal>(
     }
     let checked: Vec<(TestInstance, bool)> = futures::stream::iter(sealed)
         .map(|instance| async move {
-            let Some(token) = instance.client_token.clone() else {
+            let Some((attempt, token)) = instance
+                .client_token
+                .as_deref()
+                .and_then(seal::parse_launch_token)
+                .map(|(a, t)| (a, t.to_string()))
+            else {
                 return (instance, false);
             };
-            let message = seal::launch(&instance.image_id, region.as_str());
+            let message = seal::launch(&instance.image_id, region.as_str(), attempt);
             let ours = match sealer.verify(message, &token).await {
                 Ok(ours) => ours,
                 Err(e) => {

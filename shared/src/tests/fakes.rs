@@ -69,6 +69,8 @@ pub struct RegionState {
     pub test_instances: Vec<TestInstance>,
     /// Console output by instance.
     pub consoles: HashMap<String, String>,
+    /// Security group → its inbound rules, described.
+    pub inbound: HashMap<String, Vec<String>>,
     /// RunInstances client token → the instance it launched.
     pub launch_tokens: HashMap<String, String>,
     /// Launch templates: the state and each version's AMI (version n at index n - 1).
@@ -595,6 +597,14 @@ impl ValidateImages for FakeEc2 {
         Ok(state.test_instances.clone())
     }
 
+    async fn inbound_rules(&self, group_ids: &[String]) -> Result<Vec<String>> {
+        let state = self.check("DescribeSecurityGroups")?;
+        Ok(group_ids
+            .iter()
+            .flat_map(|g| state.inbound.get(g).cloned().unwrap_or_default())
+            .collect())
+    }
+
     async fn console_output(&self, instance_id: &str) -> Result<String> {
         let state = self.check("GetConsoleOutput")?;
         Ok(state.consoles.get(instance_id).cloned().unwrap_or_default())
@@ -811,7 +821,10 @@ impl Pace for NoPace {
 /// The stack's seal in memory: a keyed hash of the message (SipHash with this fake's key), so
 /// a test can seal a verdict as ami-publish does, and a seal over anything else never verifies.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FakeSeal;
+pub struct FakeSeal {
+    /// KMS does not answer: every check is an error.
+    pub unavailable: bool,
+}
 
 impl FakeSeal {
     /// The seal of `message`, as [`Seal::seal`] makes it.
@@ -830,6 +843,9 @@ impl Seal for FakeSeal {
     }
 
     async fn verify(&self, message: Vec<u8>, seal: &str) -> Result<bool> {
+        if self.unavailable {
+            return Err(Error::Refused("KMS did not answer (fake)".into()));
+        }
         Ok(FakeSeal::of(&message) == seal)
     }
 }
@@ -858,6 +874,8 @@ pub struct FakeCloud {
     regions: Mutex<HashMap<Region, Arc<Mutex<RegionState>>>>,
     /// KMS (one for all regions).
     pub keys: FakeKeys,
+    /// The stack's key cannot be used: every seal check fails.
+    pub kms_unavailable: std::sync::atomic::AtomicBool,
 }
 
 impl FakeCloud {
@@ -907,7 +925,11 @@ impl Cloud for FakeCloud {
     }
 
     fn sealer(&self) -> Option<FakeSeal> {
-        Some(FakeSeal)
+        Some(FakeSeal {
+            unavailable: self
+                .kms_unavailable
+                .load(std::sync::atomic::Ordering::SeqCst),
+        })
     }
 }
 

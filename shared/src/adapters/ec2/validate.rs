@@ -225,6 +225,62 @@ impl ValidateImages for Ec2 {
             })
     }
 
+    /// DescribeSecurityGroups of the launch's groups: every inbound permission, described by
+    /// protocol, ports and source.
+    async fn inbound_rules(&self, group_ids: &[String]) -> Result<Vec<String>> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_security_groups()
+            .set_group_ids(Some(group_ids.to_vec()))
+            .send()
+            .await
+            .map_err(self.err("DescribeSecurityGroups"))?;
+        let mut rules = Vec::new();
+        for group in out.security_groups() {
+            let id = group.group_id().unwrap_or_default();
+            for p in group.ip_permissions() {
+                let ports = match (p.from_port(), p.to_port()) {
+                    (Some(from), Some(to)) if from == to => format!(" {from}"),
+                    (Some(from), Some(to)) => format!(" {from}-{to}"),
+                    _ => String::new(),
+                };
+                let sources: Vec<String> = p
+                    .ip_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ip().map(str::to_string))
+                    .chain(
+                        p.ipv6_ranges()
+                            .iter()
+                            .filter_map(|r| r.cidr_ipv6().map(str::to_string)),
+                    )
+                    .chain(
+                        p.prefix_list_ids()
+                            .iter()
+                            .filter_map(|r| r.prefix_list_id().map(str::to_string)),
+                    )
+                    .chain(
+                        p.user_id_group_pairs()
+                            .iter()
+                            .filter_map(|r| r.group_id().map(str::to_string)),
+                    )
+                    .collect();
+                rules.push(format!(
+                    "{id}: {}{ports} from {}",
+                    p.ip_protocol().unwrap_or("any"),
+                    if sources.is_empty() {
+                        "anywhere it names".to_string()
+                    } else {
+                        sources.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(rules)
+    }
+
     async fn terminate(&self, instance_id: &str) -> Result<()> {
         self.client
             .terminate_instances()

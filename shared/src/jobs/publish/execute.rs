@@ -11,6 +11,7 @@ use super::validate::{self, Planned, Step};
 use super::{PublishOutcome, PublishResult, Stage};
 use crate::domain::ids::Region;
 use crate::domain::model::Image;
+use crate::domain::policy::PolicyDocument;
 use crate::domain::trigger::{PublishRequest, RunRequest};
 use crate::domain::{seal, tags};
 use crate::error::Result;
@@ -127,7 +128,8 @@ async fn validate_region<C: Cloud>(
         now,
     );
     let mut lines = Vec::new();
-    for planned in steps.into_iter().chain(unsealed_steps(found.unsealed)) {
+    let unsealed = unsealed_steps(found.unsealed, ctx.document, now);
+    for planned in steps.into_iter().chain(unsealed) {
         lines.push(validation_step(ctx, &ec2, planned, dry_run).await);
     }
     (lines, Some(images))
@@ -226,15 +228,29 @@ async fn pin_tag<S: Seal>(
 }
 
 /// RunInstances with the stack's seal as its `ClientToken`: the same instance however often it
-/// is asked, and the proof that the stack launched it.
+/// is asked, and the proof that the stack launched it. Only into security groups that let
+/// nothing in: the test boots a copy of a server (its cron jobs, its agents), which must not be
+/// reachable; the groups are read at each launch, as they may have changed since the start.
 async fn launch<C: Cloud>(
     ctx: &Context<'_, C>,
     ec2: &C::Ec2,
     spec: &crate::ports::LaunchSpec,
 ) -> Result<String> {
+    let open = ec2.inbound_rules(&spec.security_group_ids).await?;
+    if !open.is_empty() {
+        return Err(crate::error::Error::Refused(format!(
+            "not launched: its security groups let traffic in ({}); a launch test boots a copy of a server, which nothing may reach: give validate.security_group_ids groups without inbound rules",
+            open.join("; ")
+        )));
+    }
     let sealer = ctx.cloud.sealer();
-    let token =
-        crate::jobs::proof::launch_token(sealer.as_ref(), &spec.image_id, ec2.region()).await?;
+    let token = crate::jobs::proof::launch_token(
+        sealer.as_ref(),
+        &spec.image_id,
+        ec2.region(),
+        spec.attempt,
+    )
+    .await?;
     let spec = crate::ports::LaunchSpec {
         client_token: token,
         ..spec.clone()
@@ -244,10 +260,25 @@ async fn launch<C: Cloud>(
 
 /// Test instances launched before tokens were sealed are terminated and judge nothing: their
 /// AMIs are tested again on instances the stack can prove it launched.
-fn unsealed_steps<'a>(instances: Vec<crate::ports::TestInstance>) -> Vec<Planned<'a>> {
+/// Only those of this document's validating policies, or abandoned (a second deployment in the
+/// account, still on the earlier release, runs its own).
+fn unsealed_steps<'a>(
+    instances: Vec<crate::ports::TestInstance>,
+    document: &PolicyDocument,
+    now: DateTime<Utc>,
+) -> Vec<Planned<'a>> {
+    let abandoned_after = chrono::Duration::minutes(validate::ABANDONED_AFTER_MINUTES);
     instances
         .into_iter()
         .filter(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"))
+        .filter(|i| {
+            let ours = i
+                .policy
+                .as_deref()
+                .and_then(|p| document.policy(p))
+                .is_some_and(|p| p.validate.is_some());
+            ours || i.launched.is_some_and(|t| now - t > abandoned_after)
+        })
         .map(|i| Planned {
             image_id: i.image_id.clone(),
             policy: None,
@@ -435,6 +466,11 @@ fn apply(choice: &Choice, line: &mut PublishResult) -> Option<PublishOutcome> {
             line.action = "keep";
             line.reason = Some(why.clone());
             Some(PublishOutcome::Kept)
+        }
+        Choice::Frozen(why) => {
+            line.action = "keep";
+            line.reason = Some(why.clone());
+            Some(PublishOutcome::Refused)
         }
         Choice::Publish { previous } => {
             line.previous_image_id = previous.clone();

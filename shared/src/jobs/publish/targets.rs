@@ -50,6 +50,9 @@ pub enum Choice {
     Unchanged,
     /// It keeps what it names, and why.
     Keep(String),
+    /// It keeps what it names until a person acts, and why: a failure, so the errors alarm
+    /// says so.
+    Frozen(String),
     /// Make it name the AMI; `previous` is what it named.
     Publish { previous: Option<String> },
 }
@@ -331,10 +334,12 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
             ));
         }
         if named.tags.get(tags::PINNED_AT).map(String::as_str) == Some(tags::UNPROVEN) {
-            return Choice::Keep(format!(
-                "{} carries a rollback pin ({}) no seal of this stack proves (set before seals, by hand, or not checkable now): it is kept as it is; roll back again to seal the pin, or remove the tag to publish again",
+            return Choice::Frozen(format!(
+                "{} carries a rollback pin ({}) no seal of this stack proves (set before seals, by hand, or not checkable now): what names it is kept until a person decides; remove the tag from {} to publish {} again, or roll back to an AMI whose verdict is sealed",
                 named.id,
-                tags::PINNED_AT
+                tags::PINNED_AT,
+                named.id,
+                image.id
             ));
         }
         if let Some(pinned_at) = pinned_at(named) {

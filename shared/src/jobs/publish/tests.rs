@@ -67,7 +67,10 @@ fn test_instance(
         system_status: checks.map(str::to_string),
         instance_status: checks.map(str::to_string),
         // Launched by the stack in us-east-1: its token is the stack's seal.
-        client_token: Some(FakeSeal::of(&seal::launch(image, "us-east-1"))),
+        client_token: Some(seal::launch_token(
+            1,
+            &FakeSeal::of(&seal::launch(image, "us-east-1", 1)),
+        )),
         launched_from: Some(image.into()),
     }
 }
@@ -891,10 +894,10 @@ async fn an_instance_tagged_like_a_test_instance_but_not_launched_by_the_stack_i
             -600,
             Some("ok"),
         );
-        borrowed.client_token = Some(FakeSeal::of(&seal::launch(
-            "ami-0000000000000000b",
-            "us-east-1",
-        )));
+        borrowed.client_token = Some(seal::launch_token(
+            1,
+            &FakeSeal::of(&seal::launch("ami-0000000000000000b", "us-east-1", 1)),
+        ));
         let mut none = test_instance(
             "i-00000000000000003",
             "ami-0000000000000000a",
@@ -987,7 +990,11 @@ async fn a_pin_the_stack_did_not_seal_holds_nothing_back() {
         .iter()
         .find(|l| l.target.as_deref() == Some("ssm:/ami/web/web"))
         .expect("the parameter's line");
-    assert_eq!(kept.outcome, PublishOutcome::Kept, "{kept:?}");
+    assert_eq!(
+        kept.outcome,
+        PublishOutcome::Refused,
+        "a person must decide, and the alarm says so: {kept:?}"
+    );
     assert!(kept
         .reason
         .as_deref()
@@ -1102,5 +1109,86 @@ async fn a_rollback_that_cannot_be_carried_out_is_refused_and_one_to_a_deprecate
         web.iter()
             .all(|l| l.outcome == PublishOutcome::Unchanged && l.pinned),
         "{sweep:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_verdict_whose_seal_kms_cannot_check_is_held_and_neither_failed_nor_tested_again() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(verdict(
+            ami("ami-0000000000000000a", "web", 0),
+            tags::PASSED,
+        ));
+        // Its test instance, gone after the verdict.
+        s.test_instances.push(test_instance(
+            "i-00000000000000001",
+            "ami-0000000000000000a",
+            "terminated",
+            -30,
+            None,
+        ));
+    }
+    cloud
+        .kms_unavailable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(60)).await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| !matches!(l.action, "fail" | "launch")
+                && l.outcome != PublishOutcome::Published),
+        "{lines:?}"
+    );
+    assert_eq!(ec2.state().images[0].verdict(), Some(tags::PASSED));
+    // KMS answers again: it is published.
+    cloud
+        .kms_unavailable
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    run(&ctx, &RunRequest::default(), &regions, false, at(70)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+}
+
+#[tokio::test]
+async fn a_verdict_the_stack_cannot_prove_is_tested_again_with_a_token_of_its_own() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        let mut image = ami("ami-0000000000000000a", "web", 0);
+        // Written before seals: `passed` alone; its test instance ended long ago.
+        image
+            .tags
+            .insert(tags::VALIDATION.into(), tags::PASSED.into());
+        s.images.push(image);
+        s.test_instances.push(test_instance(
+            "i-00000000000000001",
+            "ami-0000000000000000a",
+            "terminated",
+            -600,
+            None,
+        ));
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    assert!(lines.iter().all(|l| l.action != "fail"), "{lines:?}");
+    let launched: Vec<_> = lines.iter().filter(|l| l.action == "launch").collect();
+    assert_eq!(launched.len(), 1, "{lines:?}");
+    let state = ec2.state();
+    let tokens: Vec<&String> = state.launch_tokens.keys().collect();
+    assert_eq!(tokens.len(), 1);
+    assert!(
+        tokens[0].starts_with("2."),
+        "the second test's token: {tokens:?}"
     );
 }

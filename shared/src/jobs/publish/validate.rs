@@ -45,7 +45,7 @@ pub struct Planned<'a> {
 pub const ABANDONED_AFTER_MINUTES: i64 = 255;
 
 /// What RunInstances is called with for the AMI.
-pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate) -> LaunchSpec {
+pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate, attempt: u32) -> LaunchSpec {
     let tags = BTreeMap::from([
         (tags::VALIDATES.to_string(), image.id.clone()),
         (tags::POLICY.to_string(), policy.name.clone()),
@@ -61,6 +61,7 @@ pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate) -> LaunchSpec {
         // Sealed at launch (crate::domain::seal::launch): one test instance per AMI, however
         // often the event is delivered, and the proof that the stack launched it.
         client_token: String::new(),
+        attempt,
         tags,
     }
 }
@@ -157,9 +158,11 @@ pub fn plan<'a>(
     let mut out = Vec::new();
     let mut live: BTreeMap<&str, Vec<&TestInstance>> = BTreeMap::new();
     let mut ended: BTreeMap<&str, &TestInstance> = BTreeMap::new();
+    let mut tests_ended: BTreeMap<&str, u32> = BTreeMap::new();
     for i in instances {
         if i.state == "terminated" {
             ended.insert(i.image_id.as_str(), i);
+            *tests_ended.entry(i.image_id.as_str()).or_default() += 1;
         } else {
             live.entry(i.image_id.as_str()).or_default().push(i);
         }
@@ -241,7 +244,12 @@ pub fn plan<'a>(
             }
             None => {
                 let key = (policy.name.as_str(), family.clone());
-                if let Some(gone) = ended.get(image.id.as_str()) {
+                // A verdict the stack can no longer prove came after its test ended: that test
+                // says nothing now, and the next one needs a token of its own.
+                let retest = image.verdict() == Some(tags::UNPROVEN);
+                let attempt = 1 + tests_ended.get(image.id.as_str()).copied().unwrap_or(0);
+                let gone = ended.get(image.id.as_str()).filter(|_| !retest);
+                if let Some(gone) = gone {
                     // Terminated before a verdict (by someone, or by its own shutdown): RunInstances
                     // with the same client token would answer this dead instance again.
                     out.push(at(Step::Fail {
@@ -252,7 +260,7 @@ pub fn plan<'a>(
                         ),
                     }));
                 } else if newest.get(&key).is_some_and(|n| n.id == image.id) {
-                    out.push(at(Step::Launch(launch_spec(image, policy, v))));
+                    out.push(at(Step::Launch(launch_spec(image, policy, v, attempt))));
                 } else if image_ids.is_some() {
                     out.push(at(Step::Skip(format!(
                         "superseded before its launch test: only the newest AMI of family `{family}` ({}) is tested",
