@@ -317,12 +317,21 @@ def main() -> int:
         previous = max((i for i in own if i["ImageId"] != passing and tagged[i["ImageId"]].get("Family") == "web-frontend"
                         and tagged[i["ImageId"]].get("ami-automation:validation") == "passed"),
                        key=lambda i: i["CreationDate"])["ImageId"]
+        # The AMI before it was copied to eu-west-1 when it passed, as every validated AMI is: a
+        # rollback pins it there too (where an AMI has no copy, the rollback fails loudly).
+        ok, earlier = copier.invoke({"image_ids": [previous]})
+        if not ok:
+            print(f"copy failed:\n{earlier}")
+            return 1
+        for c in earlier["results"]:
+            if c.get("copy_image_id"):
+                names[c["copy_image_id"]] = names.get(previous, previous) + " (copy)"
         ok, rolled = publisher.invoke({"publish": {"policy": "web", "family": "web-frontend", "image_id": previous}})
         if not ok:
             print(f"rollback failed:\n{rolled}")
             return 1
-        table("== publish: rollback ==", ["target", "from", "to", "outcome"],
-              [[r.get("target", ""), names.get(r.get("previous_image_id", ""), r.get("previous_image_id", "")),
+        table("== publish: rollback ==", ["region", "target", "from", "to", "outcome"],
+              [[r["region"], r.get("target", ""), names.get(r.get("previous_image_id", ""), r.get("previous_image_id", "")),
                 names.get(r["image_id"], r["image_id"]), r["outcome"]] for r in rolled["results"]])
         ok, kept = publisher.invoke({})
         after = published()

@@ -612,3 +612,55 @@ async fn a_launch_test_leaves_no_volume_behind_whatever_the_ami_keeps_on_termina
         left.volumes()
     );
 }
+
+#[tokio::test]
+async fn a_launch_test_refuses_a_security_group_that_lets_traffic_in() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let group = a
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values("ami-validation")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSecurityGroups")
+        .security_groups()[0]
+        .group_id()
+        .expect("group id")
+        .to_string();
+    a.ec2
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .cidr_ip("0.0.0.0/0")
+        .send()
+        .await
+        .expect("AuthorizeSecurityGroupIngress");
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let (kind, message) = publish.invoke(&available(&image)).err();
+    assert_eq!(kind, "PartialFailure", "{message}");
+    assert!(
+        message.contains("let traffic in") && message.contains("tcp 22 from 0.0.0.0/0"),
+        "{message}"
+    );
+    let running = a
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values("ami-automation:validates")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeInstances");
+    assert!(running.reservations().is_empty(), "nothing launched");
+}

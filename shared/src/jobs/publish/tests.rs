@@ -1192,3 +1192,35 @@ async fn a_verdict_the_stack_cannot_prove_is_tested_again_with_a_token_of_its_ow
         "the second test's token: {tokens:?}"
     );
 }
+
+#[tokio::test]
+async fn a_launch_test_is_not_started_in_security_groups_that_let_traffic_in() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(ami("ami-0000000000000000a", "web", 0));
+        s.inbound.insert(
+            "sg-0123456789abcdef0".into(),
+            vec!["sg-0123456789abcdef0: tcp 22 from 0.0.0.0/0".into()],
+        );
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    let launch = lines
+        .iter()
+        .find(|l| l.action == "launch")
+        .expect("a launch line");
+    assert_eq!(launch.outcome, PublishOutcome::Failed, "{lines:?}");
+    assert!(
+        launch
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("tcp 22 from 0.0.0.0/0"),
+        "{lines:?}"
+    );
+    assert!(ec2.state().test_instances.is_empty(), "nothing launched");
+}
