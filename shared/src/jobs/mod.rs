@@ -29,6 +29,8 @@ pub struct Limits {
     pub allow_public_sharing: bool,
     /// USD per GB-month of snapshot storage, for the estimated saving of a run.
     pub snapshot_price: f64,
+    /// Launch-test instances up at once per region (`AMI_MAX_TEST_INSTANCES`).
+    pub max_test_instances: usize,
 }
 
 /// What every job run is given: the ports, the policy document, the limits and the deadline.

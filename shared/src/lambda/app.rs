@@ -63,6 +63,12 @@ pub struct Settings {
     /// The stack's HMAC key in KMS (`AMI_SIGNING_KEY_ARN`), with which it seals what it makes
     /// and checks what claims to be its own. Without it nothing sealed is made or accepted.
     pub signing_key: Option<String>,
+    /// Launch-test instances up at once per region (`AMI_MAX_TEST_INSTANCES`, default 5, 1 to
+    /// 100); further launches wait for a later sweep.
+    pub max_test_instances: usize,
+    /// The instance types launch tests may use (`AMI_VALIDATION_INSTANCE_TYPES`, from the
+    /// template's `ValidationInstanceTypes`, which IAM enforces too); none: any.
+    pub validation_instance_types: Option<Vec<String>>,
     /// The template's age-out kill switch (`AMI_AGE_OUT_DRY_RUN`, from `AgeOutDryRun`, default
     /// false). Each link of a continuation chain reads it again: true stops every chain.
     pub age_out_dry_run: bool,
@@ -86,6 +92,30 @@ fn env_number(name: &str, default: Option<u64>, min: u64, max: u64) -> Result<Op
             )),
         },
     }
+}
+
+/// Every policy's `validate.instance_type` is one the deployment allows (IAM refuses any other
+/// at RunInstances: better said at cold start, naming the field and the fix).
+fn check_instance_types(document: &PolicyDocument, allowed: Option<&[String]>) -> Result<()> {
+    let Some(allowed) = allowed else {
+        return Ok(());
+    };
+    for (i, policy) in document.policies.iter().enumerate() {
+        let Some(v) = &policy.validate else {
+            continue;
+        };
+        if !allowed.contains(&v.instance_type) {
+            return Err(Error::config(
+                format!("$.policies[{i}].validate.instance_type"),
+                format!(
+                    "`{}` is not among the deployment's ValidationInstanceTypes ({}): add it to that template parameter, or choose one of them",
+                    v.instance_type,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `true` or `false`; unset is false.
@@ -141,6 +171,14 @@ impl Settings {
             max_continuations: env_number("AMI_MAX_CONTINUATIONS", Some(24), 0, 1000)?.unwrap_or(24)
                 as u32,
             signing_key: env("AMI_SIGNING_KEY_ARN"),
+            max_test_instances: env_number("AMI_MAX_TEST_INSTANCES", Some(5), 1, 100)?.unwrap_or(5)
+                as usize,
+            validation_instance_types: env("AMI_VALIDATION_INSTANCE_TYPES").map(|v| {
+                v.split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            }),
             age_out_dry_run: env_bool("AMI_AGE_OUT_DRY_RUN")?,
             snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
                 None => 0.05,
@@ -213,6 +251,7 @@ impl App {
     pub async fn from_env(function: &str) -> Result<Self> {
         let settings = Settings::from_env()?;
         let document = PolicyDocument::from_env(settings.deployment)?;
+        check_instance_types(&document, settings.validation_instance_types.as_deref())?;
         if settings.signing_key.is_none() && document.policies.iter().any(|p| p.validate.is_some())
         {
             return Err(Error::config(
@@ -299,6 +338,7 @@ impl App {
             concurrency: self.settings.concurrency,
             allow_public_sharing: self.settings.deployment.allow_public_sharing,
             snapshot_price: self.settings.snapshot_price,
+            max_test_instances: self.settings.max_test_instances,
         }
     }
 

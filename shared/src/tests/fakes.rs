@@ -957,6 +957,7 @@ pub fn context<'a>(
             concurrency: 4,
             allow_public_sharing: true,
             snapshot_price: 0.05,
+            max_test_instances: 5,
         },
         deadline: crate::domain::deadline::Deadline::none(),
     }

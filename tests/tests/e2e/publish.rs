@@ -664,3 +664,22 @@ async fn a_launch_test_refuses_a_security_group_that_lets_traffic_in() {
         .expect("DescribeInstances");
     assert!(running.reservations().is_empty(), "nothing launched");
 }
+
+#[tokio::test]
+async fn a_launch_test_instance_type_the_deployment_does_not_allow_fails_the_cold_start() {
+    let a = account().await;
+    let mut function = Function::start(
+        &a.bed,
+        "ami-publish",
+        &[
+            ("AMI_POLICIES", &a.document),
+            ("AMI_VALIDATION_INSTANCE_TYPES", "t4g.micro,t4g.small"),
+        ],
+    );
+    let log = function.cold_start_failure();
+    assert!(
+        log.contains("$.policies[0].validate.instance_type")
+            && log.contains("`t3.micro` is not among the deployment's ValidationInstanceTypes"),
+        "{log}"
+    );
+}

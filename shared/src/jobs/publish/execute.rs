@@ -127,6 +127,7 @@ async fn validate_region<C: Cloud>(
         request.image_ids.as_deref(),
         now,
     );
+    let steps = validate::cap_launches(steps, &instances, ctx.limits.max_test_instances);
     let mut lines = Vec::new();
     let unsealed = unsealed_steps(found.unsealed, ctx.document, now);
     for planned in steps.into_iter().chain(unsealed) {

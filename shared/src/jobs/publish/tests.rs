@@ -1224,3 +1224,55 @@ async fn a_launch_test_is_not_started_in_security_groups_that_let_traffic_in() {
     );
     assert!(ec2.state().test_instances.is_empty(), "nothing launched");
 }
+
+#[tokio::test]
+async fn twenty_families_built_at_once_are_tested_a_few_at_a_time_and_all_in_the_end() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let mut ctx = context(&cloud, &d);
+    ctx.limits.max_test_instances = 3;
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        for n in 0..20 {
+            s.images
+                .push(ami(&format!("ami-{n:017x}"), &format!("f{n}"), 0));
+        }
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let mut most_up = 0;
+    for sweep in 0..30 {
+        run(&ctx, &RunRequest::default(), &regions, false, at(sweep)).await;
+        let mut s = ec2.state();
+        let up: Vec<String> = s
+            .test_instances
+            .iter()
+            .filter(|i| i.state != "terminated")
+            .map(|i| i.instance_id.clone())
+            .collect();
+        most_up = most_up.max(up.len());
+        // EC2 boots them: both checks ok, a login prompt.
+        for i in s
+            .test_instances
+            .iter_mut()
+            .filter(|i| i.state != "terminated")
+        {
+            i.state = "running".into();
+            i.system_status = Some("ok".into());
+            i.instance_status = Some("ok".into());
+        }
+        for id in up {
+            s.consoles.insert(id, "web login:".into());
+        }
+        if s.images.iter().all(|i| i.verdict() == Some(tags::PASSED)) {
+            break;
+        }
+    }
+    assert!(most_up <= 3, "{most_up} test instances up at once");
+    let s = ec2.state();
+    assert!(
+        s.images.iter().all(|i| i.verdict() == Some(tags::PASSED)),
+        "every family tested in the end"
+    );
+    assert_eq!(s.test_instances.len(), 20, "each launched once");
+}

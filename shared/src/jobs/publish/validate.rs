@@ -66,6 +66,38 @@ pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate, attempt: u32) -
     }
 }
 
+/// At most `max` test instances at a time in a region: the launches a plan holds beyond the
+/// instances already up (any state but `shutting-down` and `terminated`) wait for a later sweep,
+/// as `Skip` with the reason. Many families built at once (every source instance can be a family)
+/// are tested a few at a time, never all at once.
+pub fn cap_launches<'a>(
+    steps: Vec<Planned<'a>>,
+    instances: &[TestInstance],
+    max: usize,
+) -> Vec<Planned<'a>> {
+    let up = instances
+        .iter()
+        .filter(|i| !matches!(i.state.as_str(), "shutting-down" | "terminated"))
+        .count();
+    let mut room = max.saturating_sub(up);
+    steps
+        .into_iter()
+        .map(|planned| match planned.step {
+            Step::Launch(_) if room == 0 => Planned {
+                step: Step::Skip(format!(
+                    "waiting for a free test slot: {max} test instances at most at a time in a region (AMI_MAX_TEST_INSTANCES); a later sweep launches it"
+                )),
+                ..planned
+            },
+            Step::Launch(_) => {
+                room -= 1;
+                planned
+            }
+            _ => planned,
+        })
+        .collect()
+}
+
 /// Whether the instance's console output must be read to decide: it runs with both status
 /// checks `ok` and its policy wants a string in the console.
 pub fn needs_console(instance: &TestInstance, v: &Validate) -> bool {
