@@ -271,6 +271,9 @@ pub struct LaunchSpec {
     /// attempt and the seal of [`crate::domain::seal::launch`], made when the instance is
     /// launched (empty in a plan).
     pub client_token: String,
+    /// How long the instance may live at most: its test's timeout and a grace, after which its
+    /// dead-man schedule terminates it whether or not the function runs.
+    pub lifetime_minutes: u32,
     /// Which launch test of the AMI this is (1 for the first; the next after a test whose
     /// verdict the stack can no longer prove: EC2 would answer the old token with the old,
     /// terminated instance).
@@ -397,6 +400,15 @@ pub trait Seal {
     fn verify(&self, message: Vec<u8>, seal: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
+/// A bound on a test instance's life that holds whether or not the function runs: armed at
+/// launch, it terminates the instance at its deadline; removed once the verdict is in.
+pub trait DeadMan {
+    /// Terminate `instance_id` at `at` (armed already: done).
+    fn arm(&self, instance_id: &str, at: DateTime<Utc>) -> impl Future<Output = Result<()>> + Send;
+    /// No longer (gone already: done).
+    fn disarm(&self, instance_id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Somewhere events go.
 pub trait EventSink {
     /// Publishes the events; entries that fail are retried, then reported, never dropped silently.
@@ -439,6 +451,8 @@ pub trait Cloud: Sync {
     type Pacer: Pace + Send + Sync;
     /// The stack's seal.
     type Sealer: Seal + Send + Sync;
+    /// The launch tests' dead-man switch in one region.
+    type DeadMan: DeadMan + Send + Sync;
     /// EC2 in `region`.
     fn ec2(&self, region: &Region) -> Self::Ec2;
     /// KMS in `region`.
@@ -452,4 +466,7 @@ pub trait Cloud: Sync {
     /// The stack's seal, when the deployment names its key (without one nothing sealed is made
     /// or accepted).
     fn sealer(&self) -> Option<Self::Sealer>;
+    /// The launch tests' dead-man switch in `region`, when the deployment names its role
+    /// (without one no test instance is launched).
+    fn dead_man(&self, region: &Region) -> Option<Self::DeadMan>;
 }

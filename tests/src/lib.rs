@@ -20,6 +20,9 @@ use serde_json::Value;
 /// The account moto serves to the dummy credentials.
 pub const ACCOUNT: &str = "123456789012";
 
+/// The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
+pub const DEAD_MAN_ROLE: &str = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man";
+
 /// The Amazon images of `support/amis.json` (owned by another account) that instances launch from.
 pub const BASE_X86: &str = "ami-0a1b2c3d4e5f60001";
 /// The arm64 base image.
@@ -132,7 +135,18 @@ impl TestBed {
             ("AWS_REGION".into(), "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("AMI_SIGNING_KEY_ARN".into(), self.signing_key.clone()),
+            ("AMI_DEADMAN_ROLE_ARN".into(), DEAD_MAN_ROLE.into()),
         ]
+    }
+
+    /// Moves EventBridge Scheduler's clock `minutes` ahead and runs what is due; answers every
+    /// schedule run so far (`[{"name", "instance_ids", "region"}]`).
+    pub fn advance_scheduler(&self, minutes: u32) -> Vec<Value> {
+        let body = serde_json::json!({ "advance_minutes": minutes }).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/scheduler", &body);
+        assert_eq!(status, 200, "moving the scheduler's clock failed: {text}");
+        let answer: Value = serde_json::from_str(&text).expect("scheduler JSON");
+        answer["run"].as_array().cloned().unwrap_or_default()
     }
 
     /// The seal the stack's key makes over `message` (what the functions' GenerateMac makes),
@@ -221,6 +235,11 @@ impl TestBed {
     /// A Recycle Bin client for `region`.
     pub async fn rbin(&self, region: &str) -> aws_sdk_rbin::Client {
         aws_sdk_rbin::Client::new(&self.sdk(region).await)
+    }
+
+    /// An EventBridge Scheduler client for `region`.
+    pub async fn scheduler(&self, region: &str) -> aws_sdk_scheduler::Client {
+        aws_sdk_scheduler::Client::new(&self.sdk(region).await)
     }
 
     /// An EventBridge client.

@@ -219,6 +219,8 @@ class Function:
         self.watch = Watch()
         environment = self.watch.runtime_env(policies, emu.endpoint)
         environment["AMI_SIGNING_KEY_ARN"] = emu.signing_key
+        # The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
+        environment["AMI_DEADMAN_ROLE_ARN"] = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man"
         for key, value in (env or {}).items():
             if value is None:
                 environment.pop(key, None)

@@ -22,6 +22,7 @@ or a call executed whose answer is lost (`LOSE`);
 `POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it;
 `POST /_testbed/instance` sets an instance's status checks, console output and launch time.
 `GET /_testbed/signing-key` answers the ARN of the stack's HMAC key (made at the first call).
+`POST /_testbed/scheduler` moves EventBridge Scheduler's clock ahead and runs what is due.
 
 Every AWS request is first checked against the services' published API contract (`contract.py`:
 botocore's service model, the data the AWS SDKs are generated from): a request that EC2 would
@@ -1348,6 +1349,48 @@ def signing_key() -> str:
     return SIGNING_KEY[0]
 
 
+# EventBridge Scheduler's one-time schedules ("Schedule types": `at(yyyy-mm-ddThh:mm:ss)` runs
+# once at that time in ScheduleExpressionTimezone; ActionAfterCompletion DELETE removes it after
+# it ran; "Using universal targets": `arn:aws:scheduler:::aws-sdk:<service>:<apiAction>` calls
+# the API with `Input` as its request). moto stores schedules and never runs them. Here a runner
+# runs the due ones whose target is EC2 TerminateInstances (the launch tests' dead-man switch),
+# on a clock a test may move ahead (`POST /_testbed/scheduler {"advance_minutes": N}`).
+SCHEDULER_CLOCK: list[float] = [0.0]
+#: Plain moto runs no schedule: the route only moves the clock.
+SCHEDULER_RUNS: list[bool] = [True]
+SCHEDULES_RUN: list[dict[str, Any]] = []
+TERMINATE_TARGET = re.compile(r"^arn:aws[a-z-]*:scheduler:::aws-sdk:ec2:terminateInstances$")
+
+
+def run_due_schedules() -> None:
+    from moto.scheduler.models import scheduler_backends
+    now = datetime.now(timezone.utc) + timedelta(minutes=SCHEDULER_CLOCK[0])
+    for account, by_region in list(scheduler_backends.items()):
+        for region, backend in list(by_region.items()):
+            for group in list(backend.schedule_groups.values()):
+                for schedule in list(group.schedules.values()):
+                    found = re.fullmatch(r"at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)", schedule.schedule_expression or "")
+                    if not found or schedule.state != "ENABLED":
+                        continue
+                    due = datetime.fromisoformat(found.group(1)).replace(tzinfo=timezone.utc)
+                    if due > now or not TERMINATE_TARGET.match(schedule.target.get("Arn", "")):
+                        continue
+                    ids = json.loads(schedule.target.get("Input") or "{}").get("InstanceIds", [])
+                    ec2_backends[account][region].terminate_instances(ids)
+                    SCHEDULES_RUN.append({"name": schedule.name, "instance_ids": ids, "region": region})
+                    if schedule.action_after_completion == "DELETE":
+                        group.delete_schedule(schedule.name)
+
+
+def scheduler(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: move the scheduler's clock ahead by `advance_minutes`, run what is due, and
+    answer the schedules run so far."""
+    SCHEDULER_CLOCK[0] += float(body.get("advance_minutes", 0))
+    if SCHEDULER_RUNS[0]:
+        run_due_schedules()
+    return {"run": SCHEDULES_RUN}
+
+
 def set_instance(body: dict[str, Any]) -> dict[str, Any]:
     """Test set-up: an instance's status checks (`system_status`, `instance_status`) and its
     console output (`console`), as EC2 would report them; `launched_minutes_ago` moves its
@@ -1727,11 +1770,19 @@ def record_caller(environ: dict[str, Any], action: str) -> None:
 
 
 def count_call(environ: dict[str, Any], body: bytes) -> str | None:
-    """Counts query-protocol actions (EC2) and JSON-protocol targets (EventBridge, SSM, KMS)."""
+    """Counts query-protocol actions (EC2), JSON-protocol targets (EventBridge, SSM, KMS) and
+    EventBridge Scheduler's REST operations."""
     action = None
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
         action = target.split(".")[-1]
+    elif contract._signing_service(environ) == "scheduler":
+        # REST-JSON (EventBridge Scheduler API reference): the method and the path name it.
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        one = path.startswith("/schedules/")
+        action = {("POST", True): "CreateSchedule", ("DELETE", True): "DeleteSchedule",
+                  ("GET", True): "GetSchedule", ("PUT", True): "UpdateSchedule",
+                  ("GET", False): "ListSchedules"}.get((method, one))
     else:
         for pair in body.decode("utf-8", "replace").split("&"):
             if pair.startswith("Action="):
@@ -1791,6 +1842,10 @@ class Testbed:
         if environ.get("PATH_INFO", "") == "/_testbed/fleet":
             with MOTO_LOCK:
                 out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/scheduler":
+            with MOTO_LOCK:
+                out = scheduler(json.loads(Request(environ).get_data() or b"{}"))
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/signing-key":
             with MOTO_LOCK:
@@ -1889,6 +1944,14 @@ def main() -> None:
             stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
+    SCHEDULER_RUNS[0] = not args.plain
+    if not args.plain:
+        def run_schedules() -> None:
+            while not stop.wait(1.0):
+                with MOTO_LOCK:
+                    run_due_schedules()
+
+        threading.Thread(target=run_schedules, daemon=True).start()
     stop.wait()
     server.shutdown()
 

@@ -7,4 +7,5 @@ pub mod eventbridge;
 pub mod kms;
 pub mod pace;
 pub mod rbin;
+pub mod scheduler;
 pub mod ssm;

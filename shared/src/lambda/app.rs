@@ -63,6 +63,9 @@ pub struct Settings {
     /// The stack's HMAC key in KMS (`AMI_SIGNING_KEY_ARN`), with which it seals what it makes
     /// and checks what claims to be its own. Without it nothing sealed is made or accepted.
     pub signing_key: Option<String>,
+    /// The role the dead-man schedules terminate test instances as (`AMI_DEADMAN_ROLE_ARN`)
+    /// and their schedule group (`AMI_DEADMAN_GROUP`, default `default`).
+    pub dead_man: Option<(String, String)>,
     /// Launch-test instances up at once per region (`AMI_MAX_TEST_INSTANCES`, default 5, 1 to
     /// 100); further launches wait for a later sweep.
     pub max_test_instances: usize,
@@ -171,6 +174,12 @@ impl Settings {
             max_continuations: env_number("AMI_MAX_CONTINUATIONS", Some(24), 0, 1000)?.unwrap_or(24)
                 as u32,
             signing_key: env("AMI_SIGNING_KEY_ARN"),
+            dead_man: env("AMI_DEADMAN_ROLE_ARN").map(|role| {
+                (
+                    role,
+                    env("AMI_DEADMAN_GROUP").unwrap_or_else(|| "default".into()),
+                )
+            }),
             max_test_instances: env_number("AMI_MAX_TEST_INSTANCES", Some(5), 1, 100)?.unwrap_or(5)
                 as usize,
             validation_instance_types: env("AMI_VALIDATION_INSTANCE_TYPES").map(|v| {
@@ -389,6 +398,7 @@ impl Cloud for App {
     type Params = Ssm;
     type Pacer = Pacer;
     type Sealer = Mac;
+    type DeadMan = crate::adapters::scheduler::Scheduler;
 
     fn parameters(&self, region: &Region) -> Ssm {
         let config = aws_sdk_ssm::config::Builder::from(&self.sdk)
@@ -418,5 +428,18 @@ impl Cloud for App {
 
     fn sealer(&self) -> Option<Mac> {
         self.mac.clone()
+    }
+
+    fn dead_man(&self, region: &Region) -> Option<crate::adapters::scheduler::Scheduler> {
+        let (role, group) = self.settings.dead_man.clone()?;
+        let config = aws_sdk_scheduler::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        Some(crate::adapters::scheduler::Scheduler::new(
+            aws_sdk_scheduler::Client::from_conf(config),
+            region.clone(),
+            role,
+            group,
+        ))
     }
 }

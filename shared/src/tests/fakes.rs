@@ -69,6 +69,8 @@ pub struct RegionState {
     pub test_instances: Vec<TestInstance>,
     /// Console output by instance.
     pub consoles: HashMap<String, String>,
+    /// Instances whose console cannot be read (GetConsoleOutput fails for them).
+    pub unreadable_consoles: HashSet<String>,
     /// Security group → its inbound rules, described.
     pub inbound: HashMap<String, Vec<String>>,
     /// RunInstances client token → the instance it launched.
@@ -607,6 +609,11 @@ impl ValidateImages for FakeEc2 {
 
     async fn console_output(&self, instance_id: &str) -> Result<String> {
         let state = self.check("GetConsoleOutput")?;
+        if state.unreadable_consoles.contains(instance_id) {
+            return Err(Error::Refused(format!(
+                "GetConsoleOutput of {instance_id} failed (fake)"
+            )));
+        }
         Ok(state.consoles.get(instance_id).cloned().unwrap_or_default())
     }
 
@@ -850,6 +857,28 @@ impl Seal for FakeSeal {
     }
 }
 
+/// The dead-man switch in memory: the schedules armed, by instance.
+#[derive(Debug, Clone, Default)]
+pub struct FakeDeadMan(pub Arc<Mutex<BTreeMap<String, DateTime<Utc>>>>);
+
+impl DeadMan for FakeDeadMan {
+    async fn arm(&self, instance_id: &str, at: DateTime<Utc>) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance_id.to_string(), at);
+        Ok(())
+    }
+
+    async fn disarm(&self, instance_id: &str) -> Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(instance_id);
+        Ok(())
+    }
+}
+
 /// Events collected in memory.
 #[derive(Debug, Default)]
 pub struct Recorder(pub Mutex<Vec<Event>>);
@@ -876,6 +905,8 @@ pub struct FakeCloud {
     pub keys: FakeKeys,
     /// The stack's key cannot be used: every seal check fails.
     pub kms_unavailable: std::sync::atomic::AtomicBool,
+    /// The dead-man schedules armed (every region).
+    pub dead_man: FakeDeadMan,
 }
 
 impl FakeCloud {
@@ -893,6 +924,7 @@ impl Cloud for FakeCloud {
     type Params = FakeEc2;
     type Pacer = NoPace;
     type Sealer = FakeSeal;
+    type DeadMan = FakeDeadMan;
 
     fn parameters(&self, region: &Region) -> FakeEc2 {
         Cloud::ec2(self, region)
@@ -922,6 +954,10 @@ impl Cloud for FakeCloud {
 
     fn pacer(&self) -> NoPace {
         NoPace
+    }
+
+    fn dead_man(&self, _: &Region) -> Option<FakeDeadMan> {
+        Some(self.dead_man.clone())
     }
 
     fn sealer(&self) -> Option<FakeSeal> {

@@ -683,3 +683,21 @@ async fn a_launch_test_instance_type_the_deployment_does_not_allow_fails_the_col
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_test_instance_is_terminated_at_its_deadline_even_when_the_function_never_runs_again() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let instance = launched(&publish, &image);
+    // The function is switched off (or broken, or throttled) from here on.
+    drop(publish);
+    // Its timeout (15 minutes) passes: nothing happens yet.
+    assert!(a.bed.advance_scheduler(20).is_empty());
+    assert_ne!(instance_state(&a.ec2, &instance).await, "terminated");
+    // Past its timeout and the grace (25 minutes): the schedule terminates it.
+    let run = a.bed.advance_scheduler(6);
+    assert_eq!(run.len(), 1, "{run:?}");
+    assert_eq!(run[0]["instance_ids"][0], instance.as_str());
+    assert_eq!(instance_state(&a.ec2, &instance).await, "terminated");
+}

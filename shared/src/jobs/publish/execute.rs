@@ -16,7 +16,7 @@ use crate::domain::trigger::{PublishRequest, RunRequest};
 use crate::domain::{seal, tags};
 use crate::error::Result;
 use crate::jobs::Context;
-use crate::ports::{Cloud, LaunchTemplates, Parameters, Regional, Seal, ValidateImages};
+use crate::ports::{Cloud, DeadMan, LaunchTemplates, Parameters, Regional, Seal, ValidateImages};
 
 /// The launch tests, then the publishing, of every region (concurrently).
 pub async fn run<C: Cloud>(
@@ -101,8 +101,10 @@ async fn validate_region<C: Cloud>(
     let sealer = ctx.cloud.sealer();
     let found = crate::jobs::proof::own_instances(sealer.as_ref(), region, tagged).await;
     let instances = found.ours;
-    // The console is read only where it decides: both checks passed and the policy asks.
+    // The console is read only where it decides: both checks passed and the policy asks. One
+    // that cannot be read holds that instance's verdict, not the region's other tests.
     let mut consoles = HashMap::new();
+    let mut unreadable: HashMap<String, String> = HashMap::new();
     for instance in &instances {
         let validate = images
             .iter()
@@ -114,7 +116,9 @@ async fn validate_region<C: Cloud>(
                 Ok(text) => {
                     consoles.insert(instance.instance_id.clone(), text);
                 }
-                Err(e) => return (vec![region_failure(Stage::Validate, region, e)], None),
+                Err(e) => {
+                    unreadable.insert(instance.instance_id.clone(), e.to_string());
+                }
             }
         }
     }
@@ -128,6 +132,7 @@ async fn validate_region<C: Cloud>(
         now,
     );
     let steps = validate::cap_launches(steps, &instances, ctx.limits.max_test_instances);
+    let steps = validate::hold_unread(steps, &unreadable);
     let mut lines = Vec::new();
     let unsealed = unsealed_steps(found.unsealed, ctx.document, now);
     for planned in steps.into_iter().chain(unsealed) {
@@ -201,6 +206,13 @@ async fn validation_step<C: Cloud>(
             .map(|()| PublishOutcome::Terminated),
         Step::Wait { .. } | Step::Skip(_) => Ok(PublishOutcome::Waiting),
     };
+    let ended = matches!(
+        done,
+        Ok(PublishOutcome::Passed | PublishOutcome::ValidationFailed | PublishOutcome::Terminated)
+    );
+    if let (true, Some(instance_id)) = (ended, line.instance_id.as_deref()) {
+        disarm(ctx, ec2.region(), instance_id).await;
+    }
     match done {
         Ok(outcome) => line.with(outcome, reason),
         Err(e) => line.with(e.disposition().into(), e.to_string()),
@@ -252,11 +264,41 @@ async fn launch<C: Cloud>(
         spec.attempt,
     )
     .await?;
+    let Some(dead_man) = ctx.cloud.dead_man(ec2.region()) else {
+        return Err(crate::error::Error::Refused(
+            "not launched: no dead-man role (AMI_DEADMAN_ROLE_ARN) to bound the instance's life when the function does not run".into(),
+        ));
+    };
     let spec = crate::ports::LaunchSpec {
         client_token: token,
         ..spec.clone()
     };
-    ec2.launch(&spec).await
+    let instance_id = ec2.launch(&spec).await?;
+    let deadline = Utc::now() + chrono::Duration::minutes(i64::from(spec.lifetime_minutes));
+    if let Err(e) = dead_man.arm(&instance_id, deadline).await {
+        // Nothing would bound it: it does not run.
+        let gone = ec2.terminate(&instance_id).await;
+        return Err(crate::error::Error::Refused(format!(
+            "its dead-man schedule could not be created ({e}), so instance {instance_id} was {}",
+            if gone.is_ok() {
+                "terminated at once; the next sweep tries again"
+            } else {
+                "not kept: its termination failed too, the next sweep terminates it"
+            }
+        )));
+    }
+    Ok(instance_id)
+}
+
+/// Removes a test instance's dead-man schedule once its test is over (a failure is only
+/// logged: the schedule then terminates an instance already gone, and deletes itself).
+async fn disarm<C: Cloud>(ctx: &Context<'_, C>, region: &Region, instance_id: &str) {
+    let Some(dead_man) = ctx.cloud.dead_man(region) else {
+        return;
+    };
+    if let Err(e) = dead_man.disarm(instance_id).await {
+        tracing::warn!(instance = %instance_id, error = %e, "its dead-man schedule stays until it fires");
+    }
 }
 
 /// Test instances launched before tokens were sealed are terminated and judge nothing: their

@@ -1276,3 +1276,83 @@ async fn twenty_families_built_at_once_are_tested_a_few_at_a_time_and_all_in_the
     );
     assert_eq!(s.test_instances.len(), 20, "each launched once");
 }
+
+#[tokio::test]
+async fn a_test_instance_is_bounded_by_a_dead_man_schedule_from_its_launch_to_its_verdict() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state()
+        .images
+        .push(ami("ami-0000000000000000a", "web", 0));
+    let regions = ["us-east-1".parse().expect("region")];
+    let before = Utc::now();
+    run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    let armed = cloud.dead_man.0.lock().expect("armed").clone();
+    assert_eq!(armed.len(), 1, "{armed:?}");
+    let (instance, deadline) = armed.iter().next().expect("one schedule");
+    // Its timeout (15) and the grace (10): past it, the schedule terminates it.
+    let lifetime = *deadline - before;
+    assert!((25..=26).contains(&lifetime.num_minutes()), "{lifetime:?}");
+    {
+        let mut s = ec2.state();
+        let i = s
+            .test_instances
+            .iter_mut()
+            .find(|i| &i.instance_id == instance)
+            .expect("the test instance");
+        i.state = "running".into();
+        i.system_status = Some("ok".into());
+        i.instance_status = Some("ok".into());
+        s.consoles.insert(instance.clone(), "web login:".into());
+    }
+    run(&ctx, &RunRequest::default(), &regions, false, at(5)).await;
+    assert_eq!(ec2.state().images[0].verdict(), Some(tags::PASSED));
+    assert!(
+        cloud.dead_man.0.lock().expect("armed").is_empty(),
+        "removed once the verdict is in"
+    );
+}
+
+#[tokio::test]
+async fn one_console_that_cannot_be_read_holds_only_its_own_test() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(ami("ami-0000000000000000a", "web", 0));
+        s.images.push(ami("ami-0000000000000000b", "api", 0));
+        for (id, image) in [
+            ("i-00000000000000001", "ami-0000000000000000a"),
+            ("i-00000000000000002", "ami-0000000000000000b"),
+        ] {
+            s.test_instances
+                .push(test_instance(id, image, "running", 0, Some("ok")));
+            s.consoles.insert(id.into(), "web login:".into());
+        }
+        s.unreadable_consoles.insert("i-00000000000000001".into());
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(5)).await;
+    let of = |image: &str| {
+        lines
+            .iter()
+            .find(|l| l.image_id == image)
+            .unwrap_or_else(|| panic!("no line for {image}: {lines:?}"))
+    };
+    assert_eq!(
+        of("ami-0000000000000000b").outcome,
+        PublishOutcome::Passed,
+        "{lines:?}"
+    );
+    let held = of("ami-0000000000000000a");
+    assert_eq!(held.outcome, PublishOutcome::Waiting, "{lines:?}");
+    assert!(held
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("console could not be read"));
+}

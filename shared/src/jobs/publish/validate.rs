@@ -40,6 +40,10 @@ pub struct Planned<'a> {
     pub step: Step,
 }
 
+/// How long after its test's timeout a test instance's dead-man schedule terminates it: the
+/// sweep judges and terminates it first (every 5 minutes); this holds when the function does not.
+pub const DEAD_MAN_GRACE_MINUTES: u32 = 10;
+
 /// A test instance of no validating policy of this document still running this long after its
 /// launch is abandoned: longer than the longest `timeout_minutes` (240) with a sweep's margin.
 pub const ABANDONED_AFTER_MINUTES: i64 = 255;
@@ -61,6 +65,7 @@ pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate, attempt: u32) -
         // Sealed at launch (crate::domain::seal::launch): one test instance per AMI, however
         // often the event is delivered, and the proof that the stack launched it.
         client_token: String::new(),
+        lifetime_minutes: v.timeout_minutes + DEAD_MAN_GRACE_MINUTES,
         attempt,
         tags,
     }
@@ -94,6 +99,38 @@ pub fn cap_launches<'a>(
                 planned
             }
             _ => planned,
+        })
+        .collect()
+}
+
+/// A test whose console could not be read is not judged this sweep (its verdict would rest on
+/// output never seen): its step waits, with the reason, and the next sweep reads it again; the
+/// dead-man schedule still bounds the instance's life.
+pub fn hold_unread<'a>(
+    steps: Vec<Planned<'a>>,
+    unreadable: &HashMap<String, String>,
+) -> Vec<Planned<'a>> {
+    steps
+        .into_iter()
+        .map(|planned| {
+            let instance = match &planned.step {
+                Step::Pass { instance_id } | Step::Wait { instance_id, .. } => Some(instance_id),
+                Step::Fail {
+                    instance_id: Some(instance_id),
+                    ..
+                } => Some(instance_id),
+                _ => None,
+            };
+            match instance.and_then(|i| unreadable.get(i).map(|e| (i.clone(), e))) {
+                Some((instance_id, e)) => Planned {
+                    step: Step::Wait {
+                        why: format!("its console could not be read ({e}): judged when it can be"),
+                        instance_id,
+                    },
+                    ..planned
+                },
+                None => planned,
+            }
         })
         .collect()
 }
