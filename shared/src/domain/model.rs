@@ -276,6 +276,16 @@ impl Image {
         self.tags.get(tags::VALIDATION).map(String::as_str)
     }
 
+    /// When what it holds was made: a copy's source's CreationDate (its tag), else its own. What
+    /// publishing orders AMIs by.
+    pub fn made(&self) -> Option<DateTime<Utc>> {
+        self.tags
+            .get(tags::SOURCE_CREATED)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .or(self.created)
+    }
+
     /// Whether its tags say it is a copy the tool made (copies carry their source's verdict;
     /// [`Image::verdict_subject`] checks the claim against EC2's record).
     pub fn is_copy(&self) -> bool {

@@ -24,6 +24,10 @@ pub const ROOT_DEVICE_NAME: &str = "ami-automation:root-device-name";
 pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
 /// On a copy: its source region.
 pub const SOURCE_REGION: &str = "ami-automation:source-region";
+/// On a copy: its source's CreationDate (RFC 3339). A copy is as new as what it copies, not as
+/// the moment it arrived: a rollback's pin in a copy region is not undone by the copy of the AMI
+/// rolled back from arriving after the pin.
+pub const SOURCE_CREATED: &str = "ami-automation:source-created";
 /// On a copy: which attempt made it (a copy that failed is copied again as attempt + 1).
 pub const COPY_ATTEMPT: &str = "ami-automation:copy-attempt";
 /// On an AMI: age-out turned its deregistration protection on (`retain.protect_latest`), so

@@ -202,6 +202,12 @@ pub fn copy_tags(
     let mut out = tags::managed(policy, |key| image.tags.get(key).cloned(), FUNCTION);
     out.insert(tags::SOURCE_IMAGE.into(), image.id.clone());
     out.insert(tags::SOURCE_REGION.into(), source_region.to_string());
+    if let Some(created) = image.created {
+        out.insert(
+            tags::SOURCE_CREATED.into(),
+            created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
     // Copies are validated in the source region only: each carries its source's verdict.
     if let Some(verdict) = image.verdict() {
         out.insert(tags::VALIDATION.into(), verdict.to_string());

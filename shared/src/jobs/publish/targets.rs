@@ -108,7 +108,7 @@ pub fn sweep_choice<'a>(
     let newest = ready
         .iter()
         .copied()
-        .max_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)))?;
+        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)))?;
     // A pinned AMI stays pinned once deprecated (age-out deprecates what a newer AMI replaced).
     let pin = members
         .iter()
@@ -116,7 +116,7 @@ pub fn sweep_choice<'a>(
         .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
         .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
     match pin {
-        Some((at, pinned)) if newest.created.is_none_or(|c| c <= at) => Some((pinned, true)),
+        Some((at, pinned)) if newest.made().is_none_or(|c| c <= at) => Some((pinned, true)),
         _ => Some((newest, false)),
     }
 }
@@ -327,7 +327,7 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
         return Choice::Publish { previous };
     }
     if let Some(named) = current.and_then(|c| images.iter().find(|i| i.id == c)) {
-        if named.created > image.created {
+        if named.made() > image.made() {
             return Choice::Keep(format!(
                 "it names {}, newer than {}: never published backwards (a rollback pins an older AMI)",
                 named.id, image.id
@@ -343,7 +343,7 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
             ));
         }
         if let Some(pinned_at) = pinned_at(named) {
-            if image.created.is_none_or(|c| c <= pinned_at) {
+            if image.made().is_none_or(|c| c <= pinned_at) {
                 return Choice::Keep(format!(
                     "a rollback pinned {} at {}: only an AMI created after the pin replaces it",
                     named.id,

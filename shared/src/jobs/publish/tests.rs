@@ -1356,3 +1356,52 @@ async fn one_console_that_cannot_be_read_holds_only_its_own_test() {
         .unwrap_or_default()
         .contains("console could not be read"));
 }
+
+#[tokio::test]
+async fn a_pin_in_a_copy_region_is_not_undone_by_the_copy_of_the_bad_ami_arriving_after_it() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("eu-west-1");
+    let copy_of = |source: &Image, id: &str, arrived: i64| {
+        let mut i = source.clone();
+        i.id = id.into();
+        i.created = Some(at(arrived));
+        i.tags.insert(tags::SOURCE_IMAGE.into(), source.id.clone());
+        i.tags
+            .insert(tags::SOURCE_REGION.into(), "us-east-1".into());
+        i.tags.insert(
+            tags::SOURCE_CREATED.into(),
+            source.created.expect("created").to_rfc3339(),
+        );
+        i.source = Some(Box::new(SourceImage {
+            image_id: source.id.clone(),
+            region: "us-east-1".into(),
+        }));
+        i
+    };
+    let good = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    let bad = verdict(ami("ami-0000000000000000b", "web", 10), tags::PASSED);
+    // The good AMI's copy, pinned by a rollback at minute 20 (after the bad one was made).
+    let mut pinned = copy_of(&good, "ami-0000000000000000c", 5);
+    let when = at(20).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sealed = FakeSeal::of(&seal::pin(&pinned.id, "eu-west-1", &when));
+    pinned
+        .tags
+        .insert(tags::PINNED_AT.into(), seal::sealed_tag(&when, &sealed));
+    {
+        let mut s = ec2.state();
+        s.images.push(pinned);
+        // The bad AMI's copy arrives at minute 30, after the pin.
+        s.images.push(copy_of(&bad, "ami-0000000000000000d", 30));
+        s.parameters
+            .insert("/ami/web/web".into(), ("ami-0000000000000000c".into(), 1));
+    }
+    let regions = ["eu-west-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(40)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000c",
+        "the rollback holds: {lines:?}"
+    );
+}
