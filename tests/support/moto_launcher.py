@@ -481,7 +481,7 @@ def _requested_mappings(self: Any) -> list[dict[str, Any]]:
                 "SnapshotId": ebs.get("SnapshotId"),
                 "VolumeSize": ebs.get("VolumeSize"),
                 "VolumeType": ebs.get("VolumeType"),
-                "Encrypted": ebs.get("Encrypted", False),
+                "Encrypted": ebs.get("Encrypted"),
                 "KmsKeyId": ebs.get("KmsKeyId"),
                 "Iops": ebs.get("Iops"),
                 "DeleteOnTermination": None if given is None else str(given).lower() == "true",
@@ -1376,7 +1376,12 @@ def run_due_schedules() -> None:
                     if due > now or not TERMINATE_TARGET.match(schedule.target.get("Arn", "")):
                         continue
                     ids = json.loads(schedule.target.get("Input") or "{}").get("InstanceIds", [])
-                    ec2_backends[account][region].terminate_instances(ids)
+                    try:
+                        ec2_backends[account][region].terminate_instances(ids)
+                    except Exception as err:  # noqa: BLE001 - a failed run, as Scheduler retries it
+                        SCHEDULES_RUN.append({"name": schedule.name, "instance_ids": ids, "region": region,
+                                              "error": repr(err)})
+                        continue
                     SCHEDULES_RUN.append({"name": schedule.name, "instance_ids": ids, "region": region})
                     if schedule.action_after_completion == "DELETE":
                         group.delete_schedule(schedule.name)

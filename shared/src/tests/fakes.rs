@@ -859,10 +859,17 @@ impl Seal for FakeSeal {
 
 /// The dead-man switch in memory: the schedules armed, by instance.
 #[derive(Debug, Clone, Default)]
-pub struct FakeDeadMan(pub Arc<Mutex<BTreeMap<String, DateTime<Utc>>>>);
+pub struct FakeDeadMan(
+    pub Arc<Mutex<BTreeMap<String, DateTime<Utc>>>>,
+    /// Scheduler refuses every schedule.
+    pub Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl DeadMan for FakeDeadMan {
     async fn arm(&self, instance_id: &str, at: DateTime<Utc>) -> Result<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Refused("CreateSchedule failed (fake)".into()));
+        }
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -70,11 +70,21 @@ pub async fn rollback<C: Cloud>(
     let runs = regions
         .iter()
         .map(|region| publish_region(ctx, region, None, Some(pin), dry_run, now, None));
-    futures::future::join_all(runs)
+    let mut lines: Vec<PublishResult> = futures::future::join_all(runs)
         .await
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+    // The AMI's own region must have it; another region where the family has no AMI at all has
+    // nothing published to roll back (a region the policy copies to only lately): said, not
+    // refused. Where the family is there but the AMI's copy is not, the refusal stands.
+    for line in lines.iter_mut() {
+        let elsewhere = regions.first().is_some_and(|home| *home != line.region);
+        if elsewhere && line.action == targets::ABSENT {
+            line.outcome = PublishOutcome::Skipped;
+        }
+    }
+    lines
 }
 
 fn region_failure(stage: Stage, region: &Region, e: crate::error::Error) -> PublishResult {
@@ -101,6 +111,7 @@ async fn validate_region<C: Cloud>(
     let sealer = ctx.cloud.sealer();
     let found = crate::jobs::proof::own_instances(sealer.as_ref(), region, tagged).await;
     let instances = found.ours;
+    rearm(ctx, region, &instances).await;
     // The console is read only where it decides: both checks passed and the policy asks. One
     // that cannot be read holds that instance's verdict, not the region's other tests.
     let mut consoles = HashMap::new();
@@ -131,12 +142,30 @@ async fn validate_region<C: Cloud>(
         request.image_ids.as_deref(),
         now,
     );
-    let steps = validate::cap_launches(steps, &instances, ctx.limits.max_test_instances);
+    let steps = validate::launches_oldest_first(steps, &images);
     let steps = validate::hold_unread(steps, &unreadable);
     let mut lines = Vec::new();
     let unsealed = unsealed_steps(found.unsealed, ctx.document, now);
+    // At most `max_test_instances` up at once: a slot is taken by a launch that happened only
+    // (one EC2 refuses takes none, so it cannot starve the others).
+    let max = ctx.limits.max_test_instances;
+    let mut room = max.saturating_sub(validate::up(&instances));
     for planned in steps.into_iter().chain(unsealed) {
-        lines.push(validation_step(ctx, &ec2, planned, dry_run).await);
+        if matches!(planned.step, Step::Launch(_)) && room == 0 {
+            lines.push(
+                validation_step(ctx, &ec2, validate::wait_for_slot(planned, max), dry_run).await,
+            );
+            continue;
+        }
+        let line = validation_step(ctx, &ec2, planned, dry_run).await;
+        if matches!(
+            line.outcome,
+            PublishOutcome::Launched | PublishOutcome::Planned
+        ) && line.action == "launch"
+        {
+            room = room.saturating_sub(1);
+        }
+        lines.push(line);
     }
     (lines, Some(images))
 }
@@ -276,18 +305,47 @@ async fn launch<C: Cloud>(
     let instance_id = ec2.launch(&spec).await?;
     let deadline = Utc::now() + chrono::Duration::minutes(i64::from(spec.lifetime_minutes));
     if let Err(e) = dead_man.arm(&instance_id, deadline).await {
-        // Nothing would bound it: it does not run.
-        let gone = ec2.terminate(&instance_id).await;
+        // The test goes on (terminating it would fail its AMI); every sweep arms the schedule
+        // of each live test instance again until it holds.
         return Err(crate::error::Error::Refused(format!(
-            "its dead-man schedule could not be created ({e}), so instance {instance_id} was {}",
-            if gone.is_ok() {
-                "terminated at once; the next sweep tries again"
-            } else {
-                "not kept: its termination failed too, the next sweep terminates it"
-            }
+            "instance {instance_id} was launched, and its dead-man schedule could not be created ({e}): the next sweep creates it"
         )));
     }
     Ok(instance_id)
+}
+
+/// Arms the dead-man schedule of every live test instance (armed already: nothing changes), so
+/// an instance whose schedule could not be created at launch, or whose launching invocation
+/// died before it, gets one at the next sweep: launch time plus its policy's timeout plus the
+/// grace (an instance of no validating policy here: the abandonment bound).
+async fn rearm<C: Cloud>(
+    ctx: &Context<'_, C>,
+    region: &Region,
+    instances: &[crate::ports::TestInstance],
+) {
+    let Some(dead_man) = ctx.cloud.dead_man(region) else {
+        return;
+    };
+    for i in instances
+        .iter()
+        .filter(|i| !matches!(i.state.as_str(), "shutting-down" | "terminated"))
+    {
+        let minutes = i
+            .policy
+            .as_deref()
+            .and_then(|p| ctx.document.policy(p))
+            .and_then(|p| p.validate.as_ref())
+            .map_or(validate::ABANDONED_AFTER_MINUTES, |v| {
+                i64::from(v.timeout_minutes + validate::DEAD_MAN_GRACE_MINUTES)
+            });
+        let Some(launched) = i.launched else {
+            continue;
+        };
+        let deadline = (launched + chrono::Duration::minutes(minutes)).max(Utc::now());
+        if let Err(e) = dead_man.arm(&i.instance_id, deadline).await {
+            tracing::warn!(instance = %i.instance_id, error = %e, "its dead-man schedule could not be created: the next sweep tries again");
+        }
+    }
 }
 
 /// Removes a test instance's dead-man schedule once its test is over (a failure is only

@@ -57,6 +57,9 @@ pub enum Choice {
     Publish { previous: Option<String> },
 }
 
+/// The action of a rollback's line in a region where the family has no AMI at all.
+pub const ABSENT: &str = "absent";
+
 /// Whether an AMI may be published by a sweep: available, through the promotion gate, not
 /// deprecated.
 pub fn promotable(image: &Image, policy: &Policy, now: DateTime<Utc>) -> Result<(), String> {
@@ -108,16 +111,22 @@ pub fn sweep_choice<'a>(
     let newest = ready
         .iter()
         .copied()
-        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)))?;
+        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)));
     // A pinned AMI stays pinned once deprecated (age-out deprecates what a newer AMI replaced).
     let pin = members
         .iter()
         .filter(|i| pinnable(i, policy).is_ok())
         .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
         .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-    match pin {
-        Some((at, pinned)) if newest.made().is_none_or(|c| c <= at) => Some((pinned, true)),
-        _ => Some((newest, false)),
+    match (newest, pin) {
+        (Some(newest), Some((at, _))) if newest.made().is_some_and(|c| c > at) => {
+            Some((newest, false))
+        }
+        // The pin holds, also when nothing else can be published (the AMI rolled back from
+        // deregistered or failed).
+        (_, Some((_, pinned))) => Some((pinned, true)),
+        (Some(newest), None) => Some((newest, false)),
+        (None, None) => None,
     }
 }
 
@@ -166,7 +175,9 @@ pub fn targets<'a>(
             // A rollback that cannot be carried out in a region is refused there, loudly: the
             // destinations there keep naming what the rollback was sent to replace.
             let Some(members) = families.get(&pin.family) else {
-                lines.push(line(&policy.name, &pin.image_id, Some(&pin.family)).with(
+                let mut absent = line(&policy.name, &pin.image_id, Some(&pin.family));
+                absent.action = ABSENT;
+                lines.push(absent.with(
                     PublishOutcome::Refused,
                     format!(
                         "policy `{}` has no AMI of family `{}` in {region}",

@@ -1405,3 +1405,78 @@ async fn a_pin_in_a_copy_region_is_not_undone_by_the_copy_of_the_bad_ami_arrivin
         "the rollback holds: {lines:?}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_man_schedule_that_cannot_be_created_keeps_the_test_and_is_created_by_the_next_sweep(
+) {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state()
+        .images
+        .push(ami("ami-0000000000000000a", "web", 0));
+    let regions = ["us-east-1".parse().expect("region")];
+    cloud
+        .dead_man
+        .1
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(0)).await;
+    let launch = lines.iter().find(|l| l.action == "launch").expect("launch");
+    assert_eq!(launch.outcome, PublishOutcome::Failed, "{lines:?}");
+    assert_eq!(ec2.state().test_instances.len(), 1, "launched, and kept");
+    assert!(ec2
+        .state()
+        .changes
+        .iter()
+        .all(|c| !c.starts_with("TerminateInstances")));
+    cloud
+        .dead_man
+        .1
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(1)).await;
+    assert_eq!(
+        cloud.dead_man.0.lock().expect("armed").len(),
+        1,
+        "armed by the next sweep: {lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.action != "fail"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_pin_holds_when_nothing_else_of_the_family_can_be_published() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    let mut previous = verdict(ami("ami-0000000000000000a", "web", 0), tags::PASSED);
+    previous.deprecation_time = Some(at(20));
+    {
+        let mut s = ec2.state();
+        s.images.push(previous);
+        s.images.push(verdict(
+            ami("ami-0000000000000000b", "web", 10),
+            tags::PASSED,
+        ));
+    }
+    template(&ec2, "ami-0000000000000000b");
+    let regions = ["us-east-1".parse().expect("region")];
+    let pin = PublishRequest {
+        policy: "web".into(),
+        family: "web".into(),
+        image_id: "ami-0000000000000000a".into(),
+    };
+    rollback(&ctx, &pin, &regions, false, at(40)).await;
+    // The bad AMI is deregistered, and a destination the rollback did not reach names it still.
+    {
+        let mut s = ec2.state();
+        s.images.retain(|i| i.id != "ami-0000000000000000b");
+        s.parameters
+            .insert("/ami/web/web".into(), ("ami-0000000000000000b".into(), 3));
+    }
+    run(&ctx, &RunRequest::default(), &regions, false, at(50)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+}

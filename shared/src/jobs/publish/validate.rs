@@ -71,36 +71,38 @@ pub fn launch_spec(image: &Image, policy: &Policy, v: &Validate, attempt: u32) -
     }
 }
 
-/// At most `max` test instances at a time in a region: the launches a plan holds beyond the
-/// instances already up (any state but `shutting-down` and `terminated`) wait for a later sweep,
-/// as `Skip` with the reason. Many families built at once (every source instance can be a family)
-/// are tested a few at a time, never all at once.
-pub fn cap_launches<'a>(
-    steps: Vec<Planned<'a>>,
-    instances: &[TestInstance],
-    max: usize,
-) -> Vec<Planned<'a>> {
-    let up = instances
+/// The test instances up (any state but `shutting-down` and `terminated`): what counts against
+/// the region's `AMI_MAX_TEST_INSTANCES`.
+pub fn up(instances: &[TestInstance]) -> usize {
+    instances
         .iter()
         .filter(|i| !matches!(i.state.as_str(), "shutting-down" | "terminated"))
-        .count();
-    let mut room = max.saturating_sub(up);
-    steps
+        .count()
+}
+
+/// The plan with its launches oldest AMI first (the one that has waited longest for a slot),
+/// every other step before them, in its place.
+pub fn launches_oldest_first<'a>(steps: Vec<Planned<'a>>, images: &[Image]) -> Vec<Planned<'a>> {
+    let created = |id: &str| images.iter().find(|i| i.id == id).and_then(|i| i.created);
+    let (mut launches, mut out): (Vec<Planned<'a>>, Vec<Planned<'a>>) = steps
         .into_iter()
-        .map(|planned| match planned.step {
-            Step::Launch(_) if room == 0 => Planned {
-                step: Step::Skip(format!(
-                    "waiting for a free test slot: {max} test instances at most at a time in a region (AMI_MAX_TEST_INSTANCES); a later sweep launches it"
-                )),
-                ..planned
-            },
-            Step::Launch(_) => {
-                room -= 1;
-                planned
-            }
-            _ => planned,
-        })
-        .collect()
+        .partition(|p| matches!(p.step, Step::Launch(_)));
+    launches.sort_by(|a, b| {
+        (created(&a.image_id), &a.image_id).cmp(&(created(&b.image_id), &b.image_id))
+    });
+    out.extend(launches);
+    out
+}
+
+/// A launch with no free slot: it waits for a later sweep, saying why. Many families built at
+/// once (every source instance can be a family) are tested a few at a time, never all at once.
+pub fn wait_for_slot(planned: Planned<'_>, max: usize) -> Planned<'_> {
+    Planned {
+        step: Step::Skip(format!(
+            "waiting for a free test slot: {max} test instances at most at a time in a region (AMI_MAX_TEST_INSTANCES); a later sweep launches it"
+        )),
+        ..planned
+    }
 }
 
 /// A test whose console could not be read is not judged this sweep (its verdict would rest on
@@ -113,12 +115,22 @@ pub fn hold_unread<'a>(
     steps
         .into_iter()
         .map(|planned| {
+            // A timeout still fails the AMI, with the read error as its reason.
+            if let Step::Fail {
+                instance_id: Some(instance_id),
+                reason,
+            } = &planned.step
+            {
+                if let Some(e) = unreadable.get(instance_id) {
+                    let step = Step::Fail {
+                        instance_id: Some(instance_id.clone()),
+                        reason: format!("{reason}; its console could not be read ({e})"),
+                    };
+                    return Planned { step, ..planned };
+                }
+            }
             let instance = match &planned.step {
                 Step::Pass { instance_id } | Step::Wait { instance_id, .. } => Some(instance_id),
-                Step::Fail {
-                    instance_id: Some(instance_id),
-                    ..
-                } => Some(instance_id),
                 _ => None,
             };
             match instance.and_then(|i| unreadable.get(i).map(|e| (i.clone(), e))) {
