@@ -317,6 +317,12 @@ pub struct LaunchTemplateState {
     pub default_version: i64,
     /// The AMI of `$Latest` (none when it names none, or names it by an SSM parameter).
     pub latest_image: Option<String>,
+    /// The AMI of `$Default`, as written.
+    pub default_image: Option<String>,
+    /// `$Latest` is a version the tool made (its description begins `ami-publish:`).
+    pub latest_made_by_tool: bool,
+    /// The default version the tool set last ([`crate::domain::tags::DEFAULT_VERSION`]).
+    pub recorded_default: Option<i64>,
 }
 
 /// Launch templates, for publishing.
@@ -328,16 +334,19 @@ pub trait LaunchTemplates: Regional {
         &self,
         id_or_name: &str,
     ) -> impl Future<Output = Result<Option<LaunchTemplateState>>> + Send;
-    /// CreateLaunchTemplateVersion from `$Latest` with only the AMI changed; returns the new
-    /// version number (the same for the same client token).
+    /// CreateLaunchTemplateVersion from `source_version` with only the AMI changed (its
+    /// snapshot-backed block device mappings included again: EC2 drops the snapshots a new
+    /// version inherits); returns the new version number (the same for the same client token).
     fn new_template_version(
         &self,
         template_id: &str,
+        source_version: i64,
         image_id: &str,
         description: &str,
         client_token: &str,
     ) -> impl Future<Output = Result<i64>> + Send;
-    /// ModifyLaunchTemplate: make `version` the default.
+    /// ModifyLaunchTemplate: make `version` the default, and record it as the one the tool set
+    /// ([`crate::domain::tags::DEFAULT_VERSION`]).
     fn set_default_version(
         &self,
         template_id: &str,

@@ -1441,7 +1441,15 @@ def create_launch_template_version(self: Any) -> ActionResult:
         data = dict(self._get_param("LaunchTemplateData", {}))
         source = self._get_param("SourceVersion")
         if source is not None:
-            data = {**_version(template, str(source)).data, **data}
+            inherited = dict(_version(template, str(source)).data)
+            # "Snapshots applied to the block device mapping are ignored when creating a new
+            # version unless they are explicitly included."
+            if "BlockDeviceMappings" in inherited and "BlockDeviceMappings" not in data:
+                inherited["BlockDeviceMappings"] = [
+                    {**m, "Ebs": {k: v for k, v in (m.get("Ebs") or {}).items() if k != "SnapshotId"}}
+                    if m.get("Ebs") else m
+                    for m in inherited["BlockDeviceMappings"]]
+            data = {**inherited, **data}
         version = template.create_version(data, self._get_param("VersionDescription"))
         if token:
             TEMPLATE_TOKENS[key] = (signature, template.id, version.number)

@@ -3,6 +3,10 @@
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
+/// How the launch template versions the tool makes are described (`ami-publish: <ami> of
+/// <policy>/<family>`): a `$Latest` so described is the tool's, not a consumer's staged version.
+pub const TEMPLATE_VERSION_PREFIX: &str = "ami-publish:";
+
 /// Checks EC2's AMI name rules: 3 to 128 characters of letters, digits and `( ) [ ] . / - ' @ _`
 /// and space.
 pub fn check_image_name(name: &str) -> Result<(), String> {

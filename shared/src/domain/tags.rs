@@ -60,6 +60,10 @@ pub const UNPROVEN: &str = "unproven";
 /// (never written to the account). It holds the AMI, and it is still a verdict: nothing is
 /// tested again or failed because KMS did not answer.
 pub const UNCHECKED: &str = "unchecked";
+/// On a launch template: the default version the tool set last. The tool moves the default
+/// only while it is still that version (or the tag is absent): a default someone else chose
+/// (a consumer's own rollback) stops it until they set it back or remove the tag.
+pub const DEFAULT_VERSION: &str = "ami-automation:default-version";
 /// On an AMI: pinned by a rollback, `<time> <HMAC, base64>` (RFC 3339, and the stack's seal
 /// over the AMI, its region and the time: [`crate::domain::seal::pin`]). While a target names
 /// it, only an AMI created after the pin replaces it. A pin no seal proves is no pin.

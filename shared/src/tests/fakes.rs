@@ -75,6 +75,8 @@ pub struct RegionState {
     pub inbound: HashMap<String, Vec<String>>,
     /// RunInstances client token → the instance it launched.
     pub launch_tokens: HashMap<String, String>,
+    /// Each new launch template version's (template, source version).
+    pub template_sources: Vec<(String, i64)>,
     /// Launch templates: the state and each version's AMI (version n at index n - 1).
     pub templates: Vec<(LaunchTemplateState, Vec<Option<String>>)>,
     /// CreateLaunchTemplateVersion client token → the version it made.
@@ -675,17 +677,28 @@ impl LaunchTemplates for FakeEc2 {
             .templates
             .iter()
             .find(|(t, _)| t.template_id == id_or_name || t.name == id_or_name)
-            .map(|(t, _)| t.clone()))
+            .map(|(t, versions)| {
+                let mut t = t.clone();
+                t.default_image = versions
+                    .get((t.default_version - 1).max(0) as usize)
+                    .cloned()
+                    .flatten();
+                t
+            }))
     }
 
     async fn new_template_version(
         &self,
         template_id: &str,
+        source_version: i64,
         image_id: &str,
         _description: &str,
         client_token: &str,
     ) -> Result<i64> {
         let mut state = self.check("CreateLaunchTemplateVersion")?;
+        state
+            .template_sources
+            .push((template_id.to_string(), source_version));
         if let Some(v) = state.template_tokens.get(client_token) {
             return Ok(*v);
         }
@@ -703,6 +716,7 @@ impl LaunchTemplates for FakeEc2 {
         versions.push(Some(image_id.to_string()));
         t.latest_version = versions.len() as i64;
         t.latest_image = Some(image_id.to_string());
+        t.latest_made_by_tool = true;
         let v = t.latest_version;
         state.template_tokens.insert(client_token.to_string(), v);
         state.changes.push(format!(
@@ -719,6 +733,7 @@ impl LaunchTemplates for FakeEc2 {
             .filter(|(t, _)| t.template_id == template_id)
         {
             t.default_version = version;
+            t.recorded_default = Some(version);
         }
         state
             .changes

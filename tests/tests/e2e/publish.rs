@@ -701,3 +701,68 @@ async fn a_test_instance_is_terminated_at_its_deadline_even_when_the_function_ne
     assert_eq!(run[0]["instance_ids"][0], instance.as_str());
     assert_eq!(instance_state(&a.ec2, &instance).await, "terminated");
 }
+
+#[tokio::test]
+async fn a_new_template_version_keeps_the_snapshot_backed_volumes_consumers_launch_with() {
+    use aws_sdk_ec2::types::{
+        LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    };
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    a.bed.pass("us-east-1", &image, "web").await;
+    // The consumers' template launches with a data volume restored from a snapshot.
+    let snapshot = seed::snapshot(&a.ec2, false).await;
+    a.ec2
+        .create_launch_template_version()
+        .launch_template_name("web-servers")
+        .source_version("1")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(BASE_X86)
+                .block_device_mappings(
+                    LaunchTemplateBlockDeviceMappingRequest::builder()
+                        .device_name("/dev/sdb")
+                        .ebs(
+                            LaunchTemplateEbsBlockDeviceRequest::builder()
+                                .snapshot_id(&snapshot)
+                                .volume_size(10)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateLaunchTemplateVersion");
+    a.ec2
+        .modify_launch_template()
+        .launch_template_name("web-servers")
+        .default_version("2")
+        .send()
+        .await
+        .expect("ModifyLaunchTemplate");
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let report = publish.invoke(&json!({})).ok();
+    assert_eq!(lines(&report, "new_template_version").len(), 1, "{report}");
+    let default = a
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_name("web-servers")
+        .versions("$Default")
+        .send()
+        .await
+        .expect("DescribeLaunchTemplateVersions");
+    let data = default.launch_template_versions()[0]
+        .launch_template_data()
+        .expect("data");
+    assert_eq!(data.image_id(), Some(image.as_str()));
+    assert_eq!(
+        data.block_device_mappings()
+            .first()
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.snapshot_id()),
+        Some(snapshot.as_str()),
+        "the data volume's snapshot is kept"
+    );
+}

@@ -480,3 +480,70 @@ async fn a_one_time_schedule_that_terminates_an_instance_runs_at_its_time() {
         assert!(left.schedules().is_empty(), "deleted after it ran");
     }
 }
+
+#[tokio::test]
+async fn a_template_version_drops_the_snapshots_it_inherits_unless_they_are_sent_again() {
+    use aws_sdk_ec2::types::{
+        LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    };
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let snapshot = seed::snapshot(&ec2, false).await;
+        let data_volume = LaunchTemplateBlockDeviceMappingRequest::builder()
+            .device_name("/dev/sdb")
+            .ebs(
+                LaunchTemplateEbsBlockDeviceRequest::builder()
+                    .snapshot_id(&snapshot)
+                    .volume_size(10)
+                    .build(),
+            )
+            .build();
+        ec2.create_launch_template()
+            .launch_template_name("with-data")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(BASE_X86)
+                    .block_device_mappings(data_volume)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateLaunchTemplate");
+        ec2.create_launch_template_version()
+            .launch_template_name("with-data")
+            .source_version("1")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(BASE_X86)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("CreateLaunchTemplateVersion");
+        let version = ec2
+            .describe_launch_template_versions()
+            .launch_template_name("with-data")
+            .versions("2")
+            .send()
+            .await
+            .expect("DescribeLaunchTemplateVersions");
+        let mappings = version.launch_template_versions()[0]
+            .launch_template_data()
+            .map(|d| d.block_device_mappings().to_vec())
+            .unwrap_or_default();
+        if plain {
+            assert!(
+                mappings.is_empty(),
+                "plain moto is expected to inherit nothing from the source version"
+            );
+            continue;
+        }
+        assert_eq!(mappings.len(), 1, "the mapping is inherited");
+        assert_eq!(
+            mappings[0].ebs().and_then(|e| e.snapshot_id()),
+            None,
+            "its snapshot is not"
+        );
+    }
+}

@@ -1,12 +1,42 @@
-//! Launch templates, for publishing: DescribeLaunchTemplates and DescribeLaunchTemplateVersions
-//! (`$Latest`), CreateLaunchTemplateVersion from `$Latest` with only the AMI changed, and
+//! Launch templates, for publishing: DescribeLaunchTemplates (with the tag recording the default
+//! the tool set last) and DescribeLaunchTemplateVersions (`$Latest`, `$Default`),
+//! CreateLaunchTemplateVersion from a source version with only the AMI changed, and
 //! ModifyLaunchTemplate for the default version.
 
-use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{
+    LaunchTemplateBlockDeviceMapping, LaunchTemplateBlockDeviceMappingRequest,
+    LaunchTemplateEbsBlockDeviceRequest, RequestLaunchTemplateData,
+};
 
 use super::{absent, Ec2};
+use crate::adapters::ec2::convert::tag_list;
+use crate::domain::tags;
 use crate::error::Result;
 use crate::ports::{LaunchTemplateState, LaunchTemplates};
+
+/// A mapping as CreateLaunchTemplateVersion takes it, from one a version holds.
+fn as_request(m: &LaunchTemplateBlockDeviceMapping) -> LaunchTemplateBlockDeviceMappingRequest {
+    let ebs = m.ebs().map(|e| {
+        LaunchTemplateEbsBlockDeviceRequest::builder()
+            .set_encrypted(e.encrypted())
+            .set_delete_on_termination(e.delete_on_termination())
+            .set_iops(e.iops())
+            .set_kms_key_id(e.kms_key_id().map(str::to_string))
+            .set_snapshot_id(e.snapshot_id().map(str::to_string))
+            .set_volume_size(e.volume_size())
+            .set_volume_type(e.volume_type().cloned())
+            .set_throughput(e.throughput())
+            .build()
+    });
+    LaunchTemplateBlockDeviceMappingRequest::builder()
+        .set_device_name(m.device_name().map(str::to_string))
+        .set_virtual_name(m.virtual_name().map(str::to_string))
+        .set_no_device(m.no_device().map(str::to_string))
+        .set_ebs(ebs)
+        .build()
+}
 
 impl LaunchTemplates for Ec2 {
     async fn launch_template(&self, id_or_name: &str) -> Result<Option<LaunchTemplateState>> {
@@ -34,45 +64,90 @@ impl LaunchTemplates for Ec2 {
         let Some(template_id) = template.launch_template_id.clone() else {
             return Ok(None);
         };
-        let latest = self
+        let versions = self
             .client
             .describe_launch_template_versions()
             .launch_template_id(&template_id)
             .versions("$Latest")
+            .versions("$Default")
             .send()
             .await
             .map_err(self.err("DescribeLaunchTemplateVersions"))?;
-        let latest_image = latest
+        let latest_version = template.latest_version_number.unwrap_or_default();
+        let default_version = template.default_version_number.unwrap_or_default();
+        let image_of = |number: i64| {
+            versions
+                .launch_template_versions()
+                .iter()
+                .find(|v| v.version_number == Some(number))
+                .and_then(|v| v.launch_template_data())
+                .and_then(|d| d.image_id.clone())
+        };
+        let recorded_default = template
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::DEFAULT_VERSION))
+            .and_then(|t| t.value())
+            .and_then(|v| v.parse().ok());
+        let latest_made_by_tool = versions
             .launch_template_versions()
-            .first()
-            .and_then(|v| v.launch_template_data())
-            .and_then(|d| d.image_id.clone());
+            .iter()
+            .find(|v| v.version_number == Some(latest_version))
+            .and_then(|v| v.version_description())
+            .is_some_and(|d| d.starts_with(crate::domain::naming::TEMPLATE_VERSION_PREFIX));
         Ok(Some(LaunchTemplateState {
             name: template.launch_template_name.clone().unwrap_or_default(),
-            latest_version: template.latest_version_number.unwrap_or_default(),
-            default_version: template.default_version_number.unwrap_or_default(),
+            latest_made_by_tool,
+            latest_image: image_of(latest_version),
+            default_image: image_of(default_version),
+            latest_version,
+            default_version,
+            recorded_default,
             template_id,
-            latest_image,
         }))
     }
 
     async fn new_template_version(
         &self,
         template_id: &str,
+        source_version: i64,
         image_id: &str,
         description: &str,
         client_token: &str,
     ) -> Result<i64> {
+        // "Snapshots applied to the block device mapping are ignored when creating a new version
+        // unless they are explicitly included" (CreateLaunchTemplateVersion): a source with a
+        // snapshot-backed mapping has its mappings sent again, all of them (a list given
+        // replaces the inherited one).
+        let source = self
+            .client
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .versions(source_version.to_string())
+            .send()
+            .await
+            .map_err(self.err("DescribeLaunchTemplateVersions"))?;
+        let mappings: Vec<LaunchTemplateBlockDeviceMapping> = source
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data())
+            .map(|d| d.block_device_mappings().to_vec())
+            .unwrap_or_default();
+        let with_snapshots = mappings
+            .iter()
+            .any(|m| m.ebs().and_then(|e| e.snapshot_id()).is_some());
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(image_id)
+            .set_block_device_mappings(
+                with_snapshots.then(|| mappings.iter().map(as_request).collect()),
+            )
+            .build();
         let out = self
             .client
             .create_launch_template_version()
             .launch_template_id(template_id)
-            .source_version("$Latest")
-            .launch_template_data(
-                RequestLaunchTemplateData::builder()
-                    .image_id(image_id)
-                    .build(),
-            )
+            .source_version(source_version.to_string())
+            .launch_template_data(data)
             .version_description(description)
             .client_token(client_token)
             .send()
@@ -98,6 +173,14 @@ impl LaunchTemplates for Ec2 {
             .send()
             .await
             .map_err(self.err("ModifyLaunchTemplate"))?;
+        let record = BTreeMap::from([(tags::DEFAULT_VERSION.to_string(), version.to_string())]);
+        self.client
+            .create_tags()
+            .resources(template_id)
+            .set_tags(Some(tag_list(&record)))
+            .send()
+            .await
+            .map_err(self.err("CreateTags"))?;
         Ok(())
     }
 }

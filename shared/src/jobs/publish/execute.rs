@@ -607,6 +607,9 @@ struct TemplateUpdate {
     dry_run: bool,
 }
 
+/// The action of a template line whose default a consumer chose ([`tags::DEFAULT_VERSION`]).
+pub const HELD: &str = "held_by_consumer";
+
 async fn publish_template<E: LaunchTemplates>(
     ec2: &E,
     template: &str,
@@ -638,31 +641,54 @@ async fn publish_template<E: LaunchTemplates>(
         ));
         return Ok(PublishOutcome::Skipped);
     }
-    let choice = targets::choose(target, state.latest_image.as_deref(), images);
+    // A default someone else chose (a consumer's own rollback) is theirs until they hand it
+    // back: the tool moves the default only while it is the version the tool set last.
+    if let Some(recorded) = state
+        .recorded_default
+        .filter(|r| set_default && *r != state.default_version)
+    {
+        line.action = HELD;
+        line.reason = Some(format!(
+            "its default is version {}, which someone else set (the tool set version {recorded} last): left as it is, and no version is made, until the default is set back to {recorded} or the tag {} is removed",
+            state.default_version,
+            tags::DEFAULT_VERSION
+        ));
+        return Ok(PublishOutcome::Kept);
+    }
+    // What consumers launch: the default when the tool sets it, else `$Latest`; a new version
+    // derives from it, so a consumer's staged `$Latest` is never promoted.
+    let (source, current) = if set_default {
+        (state.default_version, state.default_image.as_deref())
+    } else {
+        (state.latest_version, state.latest_image.as_deref())
+    };
+    let choice = targets::choose(target, current, images);
     line.action = "new_template_version";
     if let Some(outcome) = apply(&choice, line) {
-        // The version exists; a default left behind (a run stopped between the two calls)
-        // is completed here.
-        if outcome == PublishOutcome::Unchanged
-            && set_default
-            && state.default_version != state.latest_version
-        {
-            line.action = "set_default_version";
-            line.version = Some(state.latest_version);
-            if dry_run {
-                return Ok(PublishOutcome::Planned);
-            }
-            ec2.set_default_version(&state.template_id, state.latest_version)
-                .await?;
-            return Ok(PublishOutcome::Published);
-        }
         return Ok(outcome);
+    }
+    // The tool's own version for this AMI, made by a run that stopped before it set the
+    // default: the default is completed, no second version made.
+    if set_default
+        && state.latest_made_by_tool
+        && state.latest_version != state.default_version
+        && state.latest_image.as_deref() == Some(target.image.id.as_str())
+    {
+        line.action = "set_default_version";
+        line.version = Some(state.latest_version);
+        if dry_run {
+            return Ok(PublishOutcome::Planned);
+        }
+        ec2.set_default_version(&state.template_id, state.latest_version)
+            .await?;
+        return Ok(PublishOutcome::Published);
     }
     if dry_run {
         return Ok(PublishOutcome::Planned);
     }
     let description = format!(
-        "ami-publish: {} of {}/{}{}",
+        "{} {} of {}/{}{}",
+        crate::domain::naming::TEMPLATE_VERSION_PREFIX,
         target.image.id,
         target.policy.name,
         target.family,
@@ -671,9 +697,10 @@ async fn publish_template<E: LaunchTemplates>(
     let version = ec2
         .new_template_version(
             &state.template_id,
+            source,
             &target.image.id,
             &description.chars().take(255).collect::<String>(),
-            &targets::template_token(&state.template_id, state.latest_version, &target.image.id),
+            &targets::template_token(&state.template_id, source, &target.image.id),
         )
         .await?;
     line.version = Some(version);

@@ -157,6 +157,7 @@ pub fn events(results: &[PublishResult]) -> Vec<Event> {
         .iter()
         .filter_map(|r| {
             let detail_type = match r.outcome {
+                PublishOutcome::Kept if r.action == execute::HELD => "AMI Publish Held",
                 PublishOutcome::Passed => "AMI Validated",
                 PublishOutcome::ValidationFailed => "AMI Validation Failed",
                 PublishOutcome::Published => "AMI Published",

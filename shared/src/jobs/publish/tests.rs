@@ -355,6 +355,9 @@ fn template(ec2: &crate::tests::fakes::FakeEc2, image: &str) {
             latest_version: 1,
             default_version: 1,
             latest_image: Some(image.into()),
+            default_image: None,
+            latest_made_by_tool: false,
+            recorded_default: None,
         },
         vec![Some(image.into())],
     ));
@@ -1478,5 +1481,66 @@ async fn a_pin_holds_when_nothing_else_of_the_family_can_be_published() {
     assert_eq!(
         ec2.state().parameters["/ami/web/web"].0,
         "ami-0000000000000000a"
+    );
+}
+
+#[tokio::test]
+async fn a_default_version_a_consumer_chose_is_left_until_they_hand_it_back() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state().images.push(verdict(
+        ami("ami-0000000000000000a", "web", 0),
+        tags::PASSED,
+    ));
+    template(&ec2, "ami-0000000000000000f");
+    let regions = ["us-east-1".parse().expect("region")];
+    run(&ctx, &RunRequest::default(), &regions, false, at(10)).await;
+    {
+        let s = ec2.state();
+        let (t, _) = &s.templates[0];
+        assert_eq!((t.default_version, t.recorded_default), (2, Some(2)));
+    }
+    // The consumer team rolls its default back to version 1 by hand; a newer AMI passes.
+    ec2.state().templates[0].0.default_version = 1;
+    ec2.state().images.push(verdict(
+        ami("ami-0000000000000000b", "web", 20),
+        tags::PASSED,
+    ));
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    let held = lines
+        .iter()
+        .find(|l| l.target.as_deref() == Some("launch-template:web-servers"))
+        .expect("the template's line");
+    assert_eq!(held.outcome, PublishOutcome::Kept, "{held:?}");
+    assert!(held
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("someone else set"));
+    assert!(events(&lines)
+        .iter()
+        .any(|e| e.detail_type == "AMI Publish Held"));
+    {
+        let s = ec2.state();
+        let (t, versions) = &s.templates[0];
+        assert_eq!(
+            (t.default_version, versions.len()),
+            (1, 2),
+            "nothing changed"
+        );
+    }
+    // They hand it back: the tool publishes again, from the version consumers run.
+    ec2.state().templates[0].0.default_version = 2;
+    run(&ctx, &RunRequest::default(), &regions, false, at(40)).await;
+    let s = ec2.state();
+    let (t, versions) = &s.templates[0];
+    assert_eq!(t.default_version, 3);
+    assert_eq!(versions[2].as_deref(), Some("ami-0000000000000000b"));
+    assert_eq!(
+        s.template_sources.last(),
+        Some(&(t.template_id.clone(), 2)),
+        "derived from the default consumers run"
     );
 }
