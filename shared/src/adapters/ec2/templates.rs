@@ -16,18 +16,29 @@ use crate::domain::tags;
 use crate::error::Result;
 use crate::ports::{LaunchTemplateState, LaunchTemplates};
 
-/// A mapping as CreateLaunchTemplateVersion takes it, from one a version holds.
-fn as_request(m: &LaunchTemplateBlockDeviceMapping) -> LaunchTemplateBlockDeviceMappingRequest {
+/// A mapping as CreateLaunchTemplateVersion takes it, from one a version holds; without its
+/// snapshot when `drop_snapshot` (a snapshot of the AMI it replaces, or a device the new AMI
+/// maps itself: the new AMI supplies those).
+fn as_request(
+    m: &LaunchTemplateBlockDeviceMapping,
+    drop_snapshot: bool,
+) -> LaunchTemplateBlockDeviceMappingRequest {
     let ebs = m.ebs().map(|e| {
         LaunchTemplateEbsBlockDeviceRequest::builder()
             .set_encrypted(e.encrypted())
             .set_delete_on_termination(e.delete_on_termination())
             .set_iops(e.iops())
             .set_kms_key_id(e.kms_key_id().map(str::to_string))
-            .set_snapshot_id(e.snapshot_id().map(str::to_string))
+            .set_snapshot_id(
+                e.snapshot_id()
+                    .filter(|_| !drop_snapshot)
+                    .map(str::to_string),
+            )
             .set_volume_size(e.volume_size())
             .set_volume_type(e.volume_type().cloned())
             .set_throughput(e.throughput())
+            .set_volume_initialization_rate(e.volume_initialization_rate())
+            .set_ebs_card_index(e.ebs_card_index())
             .build()
     });
     LaunchTemplateBlockDeviceMappingRequest::builder()
@@ -36,6 +47,46 @@ fn as_request(m: &LaunchTemplateBlockDeviceMapping) -> LaunchTemplateBlockDevice
         .set_no_device(m.no_device().map(str::to_string))
         .set_ebs(ebs)
         .build()
+}
+
+impl Ec2 {
+    /// An AMI's snapshots and the devices it maps (none for an id that is no AMI here, such as
+    /// a `resolve:ssm:` alias).
+    async fn mappings_of(&self, image_id: &str) -> Result<(Vec<String>, Vec<String>)> {
+        if crate::domain::ids::check_resource_id("ami", image_id).is_err() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let out = self
+            .client
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let e = crate::error::Error::aws("DescribeImages", self.region.as_str(), e);
+                if e.is_not_found() {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                return Err(e);
+            }
+        };
+        let mappings: Vec<_> = out
+            .images()
+            .iter()
+            .flat_map(|i| i.block_device_mappings())
+            .collect();
+        let snapshots = mappings
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
+        let devices = mappings
+            .iter()
+            .filter_map(|m| m.device_name().map(str::to_string))
+            .collect();
+        Ok((snapshots, devices))
+    }
 }
 
 impl LaunchTemplates for Ec2 {
@@ -127,20 +178,40 @@ impl LaunchTemplates for Ec2 {
             .send()
             .await
             .map_err(self.err("DescribeLaunchTemplateVersions"))?;
-        let mappings: Vec<LaunchTemplateBlockDeviceMapping> = source
+        let source_data = source
             .launch_template_versions()
             .first()
-            .and_then(|v| v.launch_template_data())
+            .and_then(|v| v.launch_template_data());
+        let mappings: Vec<LaunchTemplateBlockDeviceMapping> = source_data
             .map(|d| d.block_device_mappings().to_vec())
             .unwrap_or_default();
         let with_snapshots = mappings
             .iter()
             .any(|m| m.ebs().and_then(|e| e.snapshot_id()).is_some());
+        let resent = if with_snapshots {
+            // The snapshots of the AMI the version named, and the devices the new AMI maps,
+            // come from the new AMI: only the consumers' own data snapshots are kept.
+            let old_image = source_data.and_then(|d| d.image_id()).unwrap_or_default();
+            let (old_snapshots, _) = self.mappings_of(old_image).await?;
+            let (_, new_devices) = self.mappings_of(image_id).await?;
+            Some(
+                mappings
+                    .iter()
+                    .map(|m| {
+                        let snapshot = m.ebs().and_then(|e| e.snapshot_id()).unwrap_or_default();
+                        let device = m.device_name().unwrap_or_default();
+                        let drop = old_snapshots.iter().any(|s| s == snapshot)
+                            || new_devices.iter().any(|d| d == device);
+                        as_request(m, drop)
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
         let data = RequestLaunchTemplateData::builder()
             .image_id(image_id)
-            .set_block_device_mappings(
-                with_snapshots.then(|| mappings.iter().map(as_request).collect()),
-            )
+            .set_block_device_mappings(resent)
             .build();
         let out = self
             .client

@@ -630,26 +630,17 @@ async fn publish_template<E: LaunchTemplates>(
         ));
         return Ok(PublishOutcome::Skipped);
     };
-    if let Some(alias) = state
-        .latest_image
-        .as_deref()
-        .filter(|i| i.starts_with("resolve:ssm:"))
-    {
-        line.action = "keep";
-        line.reason = Some(format!(
-            "`{template}` names its AMI through an SSM parameter ({alias}): publish to that parameter instead"
-        ));
-        return Ok(PublishOutcome::Skipped);
-    }
-    // A default someone else chose (a consumer's own rollback) is theirs until they hand it
-    // back: the tool moves the default only while it is the version the tool set last.
+    // A default someone moved back to an older version than the one the tool set last (a
+    // consumer's own rollback) is theirs until they hand it back. A newer default (their own
+    // new configuration, or the tool's whose tag was not written) is what consumers run: the
+    // tool derives from it.
     if let Some(recorded) = state
         .recorded_default
-        .filter(|r| set_default && *r != state.default_version)
+        .filter(|r| set_default && state.default_version < *r)
     {
         line.action = HELD;
         line.reason = Some(format!(
-            "its default is version {}, which someone else set (the tool set version {recorded} last): left as it is, and no version is made, until the default is set back to {recorded} or the tag {} is removed",
+            "its default is version {}, older than version {recorded} the tool set last (a rollback by hand): left as it is, and no version is made, until the default is {recorded} or newer again, or the tag {} is removed",
             state.default_version,
             tags::DEFAULT_VERSION
         ));
@@ -662,6 +653,13 @@ async fn publish_template<E: LaunchTemplates>(
     } else {
         (state.latest_version, state.latest_image.as_deref())
     };
+    if let Some(alias) = current.filter(|i| i.starts_with("resolve:ssm:")) {
+        line.action = "keep";
+        line.reason = Some(format!(
+            "`{template}` names its AMI through an SSM parameter ({alias}): publish to that parameter instead"
+        ));
+        return Ok(PublishOutcome::Skipped);
+    }
     let choice = targets::choose(target, current, images);
     line.action = "new_template_version";
     if let Some(outcome) = apply(&choice, line) {

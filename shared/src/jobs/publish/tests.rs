@@ -1518,7 +1518,7 @@ async fn a_default_version_a_consumer_chose_is_left_until_they_hand_it_back() {
         .reason
         .as_deref()
         .unwrap_or_default()
-        .contains("someone else set"));
+        .contains("a rollback by hand"));
     assert!(events(&lines)
         .iter()
         .any(|e| e.detail_type == "AMI Publish Held"));
