@@ -220,3 +220,50 @@ pub async fn network(ec2: &Client) -> (String, String) {
         .to_string();
     (subnet, group)
 }
+
+/// The volumes in state `available` (attached to nothing).
+pub async fn available_volumes(ec2: &Client) -> Vec<String> {
+    let out = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("status")
+                .values("available")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeVolumes");
+    out.volumes()
+        .iter()
+        .filter_map(|v| v.volume_id().map(str::to_string))
+        .collect()
+}
+
+/// A server of the base image with a root volume and a 20 GiB data volume kept on termination
+/// (`DeleteOnTermination=false`, as a volume attached to a server usually is).
+pub async fn server_with_kept_data_volume(ec2: &Client) -> String {
+    let kept = BlockDeviceMapping::builder()
+        .device_name("/dev/sdb")
+        .ebs(
+            EbsBlockDevice::builder()
+                .volume_size(20)
+                .delete_on_termination(false)
+                .build(),
+        )
+        .build();
+    ec2.run_instances()
+        .image_id(crate::BASE_X86)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .block_device_mappings(volume("/dev/xvda", 8))
+        .block_device_mappings(kept)
+        .send()
+        .await
+        .expect("RunInstances")
+        .instances()[0]
+        .instance_id()
+        .expect("instance id")
+        .to_string()
+}

@@ -537,35 +537,9 @@ async fn an_instance_tagged_like_a_test_instance_but_launched_by_someone_else_is
 
 #[tokio::test]
 async fn a_launch_test_leaves_no_volume_behind_whatever_the_ami_keeps_on_termination() {
-    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
     let a = account().await;
     // A server whose data volume is kept on termination; its AMIs keep that in their mappings.
-    let server = a
-        .ec2
-        .run_instances()
-        .image_id(BASE_X86)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .block_device_mappings(seed::volume("/dev/xvda", 8))
-        .block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name("/dev/sdb")
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .volume_size(20)
-                        .delete_on_termination(false)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("RunInstances")
-        .instances()[0]
-        .instance_id()
-        .expect("id")
-        .to_string();
+    let server = seed::server_with_kept_data_volume(&a.ec2).await;
     let passes = seed::image(&a.ec2, &server, "web-1", &[("Family", "web-a")]).await;
     let fails = seed::image(&a.ec2, &server, "api-1", &[("Family", "web-b")]).await;
     let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
@@ -594,22 +568,10 @@ async fn a_launch_test_leaves_no_volume_behind_whatever_the_ami_keeps_on_termina
     for instance in [&first, &second] {
         assert_eq!(instance_state(&a.ec2, instance).await, "terminated");
     }
-    let left = a
-        .ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("status")
-                .values("available")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeVolumes");
+    let left = seed::available_volumes(&a.ec2).await;
     assert!(
-        left.volumes().is_empty(),
-        "no volume (a copy of the server's data) outlives its test: {:?}",
-        left.volumes()
+        left.is_empty(),
+        "no volume (a copy of the server's data) outlives its test: {left:?}"
     );
 }
 

@@ -289,25 +289,6 @@ async fn a_named_kms_grant_is_created_once() {
     }
 }
 
-/// The volumes in state `available` (attached to nothing).
-async fn available_volumes(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
-    let out = ec2
-        .describe_volumes()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("status")
-                .values("available")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeVolumes");
-    out.volumes()
-        .iter()
-        .filter_map(|v| v.volume_id().map(str::to_string))
-        .collect()
-}
-
 #[tokio::test]
 async fn an_instance_gets_a_volume_for_each_ebs_mapping_of_its_ami_and_termination_keeps_those_the_ami_keeps(
 ) {
@@ -327,21 +308,7 @@ async fn an_instance_gets_a_volume_for_each_ebs_mapping_of_its_ami_and_terminati
         let bed = bed(plain);
         let ec2 = bed.ec2("us-east-1").await;
         // A server with a data volume kept on termination, imaged as it is.
-        let server = ec2
-            .run_instances()
-            .image_id(BASE_X86)
-            .instance_type(InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .block_device_mappings(mapping("/dev/xvda", Some(8), true))
-            .block_device_mappings(mapping("/dev/sdb", Some(20), false))
-            .send()
-            .await
-            .expect("RunInstances")
-            .instances()[0]
-            .instance_id()
-            .expect("id")
-            .to_string();
+        let server = seed::server_with_kept_data_volume(&ec2).await;
         let image = seed::image(&ec2, &server, "server", &[]).await;
         let launch = |overrides: Vec<BlockDeviceMapping>| {
             let (ec2, image) = (ec2.clone(), image.clone());
@@ -382,7 +349,7 @@ async fn an_instance_gets_a_volume_for_each_ebs_mapping_of_its_ami_and_terminati
             }
         };
         let as_mapped = launch(Vec::new()).await;
-        let left = available_volumes(&ec2).await;
+        let left = seed::available_volumes(&ec2).await;
         if plain {
             assert_eq!(
                 (as_mapped, left.len()),
@@ -404,7 +371,7 @@ async fn an_instance_gets_a_volume_for_each_ebs_mapping_of_its_ami_and_terminati
         ];
         assert_eq!(launch(overridden).await, 2);
         assert_eq!(
-            available_volumes(&ec2).await,
+            seed::available_volumes(&ec2).await,
             left,
             "nothing more left behind"
         );
