@@ -23,6 +23,8 @@ struct Account {
     ec2: Client,
     builder: String,
     document: String,
+    /// The launch tests' security group.
+    group: String,
 }
 
 async fn account() -> Account {
@@ -47,6 +49,7 @@ async fn account() -> Account {
         .expect("CreateLaunchTemplate");
     Account {
         document: document(&subnet, &group),
+        group,
         bed,
         ec2,
         builder,
@@ -579,25 +582,9 @@ async fn a_launch_test_leaves_no_volume_behind_whatever_the_ami_keeps_on_termina
 async fn a_launch_test_refuses_a_security_group_that_lets_traffic_in() {
     let a = account().await;
     let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
-    let group = a
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values("ami-validation")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("DescribeSecurityGroups")
-        .security_groups()[0]
-        .group_id()
-        .expect("group id")
-        .to_string();
     a.ec2
         .authorize_security_group_ingress()
-        .group_id(&group)
+        .group_id(&a.group)
         .ip_protocol("tcp")
         .from_port(22)
         .to_port(22)
