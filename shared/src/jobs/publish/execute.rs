@@ -50,11 +50,13 @@ pub async fn run<C: Cloud>(
         );
         lines
     });
-    futures::future::join_all(runs)
+    let mut lines: Vec<PublishResult> = futures::future::join_all(runs)
         .await
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+    targets::missing_templates(&mut lines);
+    lines
 }
 
 /// A rollback: publishes the pinned AMI (and its copy in each other region) to its policy's
@@ -84,6 +86,7 @@ pub async fn rollback<C: Cloud>(
             line.outcome = PublishOutcome::Skipped;
         }
     }
+    targets::missing_templates(&mut lines);
     lines
 }
 
@@ -623,7 +626,7 @@ async fn publish_template<E: LaunchTemplates>(
         dry_run,
     } = how;
     let Some(state) = ec2.launch_template(template).await? else {
-        line.action = "keep";
+        line.action = targets::NO_TEMPLATE;
         line.reason = Some(format!(
             "no launch template `{template}` in {}",
             ec2.region()

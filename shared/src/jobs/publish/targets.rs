@@ -21,12 +21,15 @@ pub enum Destination {
     Template { template: String, set_default: bool },
 }
 
+/// How a report names a launch template destination: this, then its id or name.
+pub const TEMPLATE_LABEL: &str = "launch-template:";
+
 impl Destination {
     /// `ssm:<name>` or `launch-template:<id or name>`, as reports name it.
     pub fn label(&self) -> String {
         match self {
             Destination::Parameter(name) => format!("ssm:{name}"),
-            Destination::Template { template, .. } => format!("launch-template:{template}"),
+            Destination::Template { template, .. } => format!("{TEMPLATE_LABEL}{template}"),
         }
     }
 }
@@ -59,6 +62,54 @@ pub enum Choice {
 
 /// The action of a rollback's line in a region where the family has no AMI at all.
 pub const ABSENT: &str = "absent";
+
+/// The action of a line whose launch template is not in its region.
+pub const NO_TEMPLATE: &str = "no_template";
+
+/// A launch template found in none of the regions the run published to is misconfigured (a
+/// misspelled name, a deleted template, or one in a region the family's AMIs never reach): its
+/// lines are refused, so the run fails and the alarm says so. Where it is in some region, the
+/// others only have no such template (a template lives in one region): they stay skipped.
+pub fn missing_templates(lines: &mut [PublishResult]) {
+    // A region whose publishing could not even read its AMIs may hold the template.
+    if lines
+        .iter()
+        .any(|l| l.stage == Stage::Publish && l.image_id.is_empty())
+    {
+        return;
+    }
+    let key = |l: &PublishResult| (l.policy.clone(), l.target.clone());
+    let mut found: BTreeMap<(String, Option<String>), bool> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.stage == Stage::Publish) {
+        if l.target
+            .as_deref()
+            .is_some_and(|t| t.starts_with(TEMPLATE_LABEL))
+        {
+            *found.entry(key(l)).or_insert(false) |= l.action != NO_TEMPLATE;
+        }
+    }
+    let mut regions: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.action == NO_TEMPLATE) {
+        regions
+            .entry(key(l))
+            .or_default()
+            .push(l.region.to_string());
+    }
+    for l in lines.iter_mut().filter(|l| l.action == NO_TEMPLATE) {
+        if found.get(&key(l)) == Some(&false) {
+            let searched = regions
+                .get(&key(l))
+                .map(|r| r.join(", "))
+                .unwrap_or_default();
+            l.outcome = PublishOutcome::Refused;
+            l.reason = Some(format!(
+                "no launch template `{}` in any region the family's AMIs are in ({searched}): check `publish.launch_templates[].template` of policy `{}` (its id, or its name, in the region it is in)",
+                l.target.as_deref().and_then(|t| t.strip_prefix(TEMPLATE_LABEL)).unwrap_or_default(),
+                l.policy
+            ));
+        }
+    }
+}
 
 /// Whether an AMI may be published by a sweep: available, through the promotion gate, not
 /// deprecated.

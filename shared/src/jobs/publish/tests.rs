@@ -1544,3 +1544,86 @@ async fn a_default_version_a_consumer_chose_is_left_until_they_hand_it_back() {
         "derived from the default consumers run"
     );
 }
+
+/// A publish line to a launch template in `region`, found there or not.
+fn template_line(region: &str, found: bool) -> super::PublishResult {
+    let mut l = super::PublishResult::new(
+        Stage::Publish,
+        "ami-0000000000000000a",
+        &region.parse().expect("region"),
+        "web",
+    );
+    l.target = Some("launch-template:web-servrs".into());
+    if found {
+        l.action = "new_template_version";
+        l.with(PublishOutcome::Published, None)
+    } else {
+        l.action = super::targets::NO_TEMPLATE;
+        l.with(PublishOutcome::Skipped, "no launch template".to_string())
+    }
+}
+
+#[test]
+fn a_launch_template_found_in_no_region_is_refused_and_one_found_somewhere_is_not() {
+    // Misspelled: in no region the family's AMIs are in. Refused everywhere, naming the field.
+    let mut lines = vec![
+        template_line("us-east-1", false),
+        template_line("eu-west-1", false),
+    ];
+    super::targets::missing_templates(&mut lines);
+    for l in &lines {
+        assert_eq!(l.outcome, PublishOutcome::Refused, "{l:?}");
+        let reason = l.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("`web-servrs`")
+                && reason.contains("publish.launch_templates[].template")
+                && reason.contains("us-east-1, eu-west-1"),
+            "{reason}"
+        );
+    }
+    // A template lives in one region: the other regions only have none.
+    let mut lines = vec![
+        template_line("us-east-1", true),
+        template_line("eu-west-1", false),
+    ];
+    super::targets::missing_templates(&mut lines);
+    assert_eq!(lines[1].outcome, PublishOutcome::Skipped);
+    // A region that could not be read may hold it: nothing is concluded.
+    let mut lines = vec![
+        template_line("eu-west-1", false),
+        super::PublishResult::new(
+            Stage::Publish,
+            "",
+            &"us-east-1".parse().expect("region"),
+            "",
+        )
+        .with(PublishOutcome::Deferred, "throttled".to_string()),
+    ];
+    super::targets::missing_templates(&mut lines);
+    assert_eq!(lines[0].outcome, PublishOutcome::Skipped);
+}
+
+#[tokio::test]
+async fn a_sweep_to_a_launch_template_that_does_not_exist_fails_the_run() {
+    let cloud = FakeCloud::default();
+    let d = doc(&format!("{VALIDATE}, {PUBLISH}"));
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    ec2.state().images.push(verdict(
+        ami("ami-0000000000000000a", "web", 0),
+        tags::PASSED,
+    ));
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    let line = lines
+        .iter()
+        .find(|l| l.target.as_deref() == Some("launch-template:web-servers"))
+        .expect("the template's line");
+    assert_eq!(line.outcome, PublishOutcome::Refused, "{line:?}");
+    assert!(crate::jobs::Line::failed(line));
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a",
+        "the parameter is published all the same"
+    );
+}
