@@ -124,6 +124,8 @@ impl Error {
                 Some(
                     "InternalError"
                         | "InternalFailure"
+                        | "InternalServerError"
+                        | "TooManyUpdates"
                         | "ServiceUnavailable"
                         | "Unavailable"
                         | "RequestTimeout"

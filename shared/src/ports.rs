@@ -354,10 +354,33 @@ pub trait LaunchTemplates: Regional {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// An SSM parameter as GetParameter answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredParameter {
+    pub value: String,
+    /// `String`, `StringList` or `SecureString`.
+    pub kind: String,
+    /// `text`, `aws:ec2:image`, ...
+    pub data_type: String,
+}
+
+impl StoredParameter {
+    /// The data type publishing writes: SSM never changes a parameter to or from it (SSM User
+    /// Guide, "Parameter data types in Parameter Store").
+    pub const IMAGE_DATA_TYPE: &'static str = "aws:ec2:image";
+
+    /// Whether publishing can write it: a `String` of data type `aws:ec2:image`.
+    pub fn holds_images(&self) -> bool {
+        self.kind == "String" && self.data_type == Self::IMAGE_DATA_TYPE
+    }
+}
+
 /// SSM parameters, for publishing.
 pub trait Parameters: Regional {
-    /// The parameter's value, or none when it does not exist.
-    fn parameter(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The parameter as GetParameter answers it (its validated version), or none when it does
+    /// not exist.
+    fn parameter(&self, name: &str)
+        -> impl Future<Output = Result<Option<StoredParameter>>> + Send;
     /// PutParameter: a String of data type `aws:ec2:image`, overwriting; returns its version.
     fn put_image_parameter(
         &self,

@@ -149,6 +149,23 @@ impl TestBed {
         answer["run"].as_array().cloned().unwrap_or_default()
     }
 
+    /// SSM's validation of `aws:ec2:image` updates: `validation_seconds` sets how long it takes
+    /// (0: at once), `advance_seconds` moves SSM's clock ahead; answers the parameter names still
+    /// being validated.
+    pub fn ssm_validation(&self, body: Value) -> Vec<String> {
+        let (status, text) = http(self.port, "POST", "/_testbed/ssm", &body.to_string());
+        assert_eq!(status, 200, "setting SSM's validation failed: {text}");
+        let answer: Value = serde_json::from_str(&text).expect("ssm JSON");
+        answer["validating"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The seal the stack's key makes over `message` (what the functions' GenerateMac makes),
     /// base64.
     pub async fn seal(&self, message: Vec<u8>) -> String {

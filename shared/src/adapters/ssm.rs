@@ -5,7 +5,7 @@ use aws_sdk_ssm::Client;
 
 use crate::domain::ids::Region;
 use crate::error::{Error, Result};
-use crate::ports::{Parameters, Regional};
+use crate::ports::{Parameters, Regional, StoredParameter};
 
 /// SSM Parameter Store in one region.
 #[derive(Debug, Clone)]
@@ -28,9 +28,17 @@ impl Regional for Ssm {
 }
 
 impl Parameters for Ssm {
-    async fn parameter(&self, name: &str) -> Result<Option<String>> {
+    async fn parameter(&self, name: &str) -> Result<Option<StoredParameter>> {
         match self.client.get_parameter().name(name).send().await {
-            Ok(out) => Ok(out.parameter().and_then(|p| p.value.clone())),
+            Ok(out) => Ok(out.parameter().map(|p| StoredParameter {
+                value: p.value().unwrap_or_default().to_string(),
+                kind: p
+                    .r#type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                // GetParameter names no data type for a `text` parameter made before data types.
+                data_type: p.data_type().unwrap_or("text").to_string(),
+            })),
             Err(e) => {
                 let e = Error::aws("GetParameter", self.region.as_str(), e);
                 if e.code() == Some("ParameterNotFound") {
@@ -43,8 +51,10 @@ impl Parameters for Ssm {
     }
 
     /// PutParameter with `DataType: aws:ec2:image`: SSM checks the AMI asynchronously, so the
-    /// version it answers may not become the value (an AMI SSM cannot describe is never
-    /// written); the next sweep reads the parameter again and writes it again if it must.
+    /// version it answers becomes the value only once SSM validated it ("up to a few minutes";
+    /// an AMI SSM cannot describe is never written), and reads answer the version before it
+    /// until then; another update meanwhile is refused with `TooManyUpdates`, which the sweep
+    /// defers. The next sweep reads the parameter again and writes it again if it must.
     async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<i64> {
         let out = self
             .client
@@ -52,7 +62,7 @@ impl Parameters for Ssm {
             .name(name)
             .value(image_id)
             .r#type(ParameterType::String)
-            .data_type("aws:ec2:image")
+            .data_type(StoredParameter::IMAGE_DATA_TYPE)
             .overwrite(true)
             .description("The newest promoted AMI (ami-publish)")
             .send()

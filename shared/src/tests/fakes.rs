@@ -83,6 +83,8 @@ pub struct RegionState {
     pub template_tokens: HashMap<String, i64>,
     /// SSM parameters: name → (value, version).
     pub parameters: HashMap<String, (String, i64)>,
+    /// A parameter's data type other than `aws:ec2:image`.
+    pub parameter_data_types: HashMap<String, String>,
     /// Every call that changed something, as `Operation id`.
     pub changes: Vec<String>,
     /// Each DescribeImageAttribute call, as the number of changes made before it.
@@ -743,9 +745,17 @@ impl LaunchTemplates for FakeEc2 {
 }
 
 impl Parameters for FakeEc2 {
-    async fn parameter(&self, name: &str) -> Result<Option<String>> {
+    async fn parameter(&self, name: &str) -> Result<Option<StoredParameter>> {
         let state = self.check("GetParameter")?;
-        Ok(state.parameters.get(name).map(|(v, _)| v.clone()))
+        Ok(state.parameters.get(name).map(|(v, _)| StoredParameter {
+            value: v.clone(),
+            kind: "String".into(),
+            data_type: state
+                .parameter_data_types
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| StoredParameter::IMAGE_DATA_TYPE.into()),
+        }))
     }
 
     async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<i64> {

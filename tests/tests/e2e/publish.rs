@@ -715,3 +715,58 @@ async fn a_new_template_version_keeps_the_snapshot_backed_volumes_consumers_laun
         "the data volume's snapshot is kept"
     );
 }
+
+#[tokio::test]
+async fn a_parameter_ssm_is_still_validating_is_deferred_without_an_error_and_then_lands() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    a.bed.pass("us-east-1", &image, "web").await;
+    a.bed.ssm_validation(json!({ "validation_seconds": 300 }));
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let put = |report: &Value| -> Value {
+        report["results"]
+            .as_array()
+            .and_then(|r| r.iter().find(|l| l["target"] == "ssm:/ami/web/web-a"))
+            .cloned()
+            .unwrap_or_else(|| panic!("a line for the parameter: {report}"))
+    };
+
+    let first = publish.invoke(&json!({})).ok();
+    assert_eq!(put(&first)["outcome"], "published", "{first}");
+    // The sweep the launch test's end starts a minute later: SSM is still validating.
+    let second = publish.invoke(&json!({})).ok();
+    assert_eq!(put(&second)["outcome"], "deferred", "{second}");
+    assert!(
+        put(&second)["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("still validating"),
+        "{second}"
+    );
+
+    a.bed.ssm_validation(json!({ "advance_seconds": 301 }));
+    let third = publish.invoke(&json!({})).ok();
+    assert_eq!(put(&third)["outcome"], "unchanged", "{third}");
+    let ssm = a.bed.ssm("us-east-1").await;
+    let stored = ssm
+        .get_parameter()
+        .name("/ami/web/web-a")
+        .send()
+        .await
+        .expect("GetParameter");
+    let stored = stored.parameter().expect("the parameter");
+    assert_eq!(
+        (stored.value(), stored.version()),
+        (Some(image.as_str()), 1),
+        "written once"
+    );
+    let announced = a
+        .bed
+        .published()
+        .iter()
+        .filter(|e| {
+            e["detail_type"] == "AMI Published" && e["detail"]["target"] == "ssm:/ami/web/web-a"
+        })
+        .count();
+    assert_eq!(announced, 1);
+}

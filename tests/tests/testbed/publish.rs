@@ -4,7 +4,7 @@
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
 use aws_sdk_ssm::types::ParameterType;
-use e2e_tests::{seed, TestBed, BASE_X86};
+use e2e_tests::{seed, TestBed, BASE_ARM, BASE_X86};
 
 fn bed(plain: bool) -> TestBed {
     if plain {
@@ -244,6 +244,81 @@ async fn an_image_parameter_naming_no_ami_is_never_written() {
             .await
             .expect("GetParameter");
         assert_eq!(read.parameter().and_then(|p| p.value()), Some(BASE_X86));
+    }
+}
+
+#[tokio::test]
+async fn an_image_parameter_update_is_seen_once_ssm_validated_it_and_none_is_taken_meanwhile() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ssm = bed.ssm("us-east-1").await;
+        let put = |value: &'static str, data_type: &'static str| {
+            ssm.put_parameter()
+                .name("/ami/web/latest")
+                .value(value)
+                .r#type(ParameterType::String)
+                .data_type(data_type)
+                .overwrite(true)
+                .send()
+        };
+        let read = || async {
+            let p = ssm
+                .get_parameter()
+                .name("/ami/web/latest")
+                .send()
+                .await
+                .expect("GetParameter");
+            p.parameter()
+                .map(|p| (p.value().unwrap_or_default().to_string(), p.version()))
+                .expect("a parameter")
+        };
+        put(BASE_X86, "aws:ec2:image").await.expect("created");
+        bed.ssm_validation(serde_json::json!({ "validation_seconds": 120 }));
+        let answered = put(BASE_ARM, "aws:ec2:image")
+            .await
+            .expect("PutParameter answers at once")
+            .version();
+        assert_eq!(answered, 2);
+        if plain {
+            assert_eq!(
+                read().await,
+                (BASE_ARM.to_string(), 2),
+                "plain moto stores it at once"
+            );
+            continue;
+        }
+        assert_eq!(read().await, (BASE_X86.to_string(), 1), "not yet validated");
+        let second = put(BASE_X86, "aws:ec2:image").await;
+        assert_eq!(
+            second.expect_err("refused").into_service_error().code(),
+            Some("TooManyUpdates")
+        );
+        assert_eq!(
+            bed.ssm_validation(serde_json::json!({ "advance_seconds": 121 })),
+            Vec::<String>::new()
+        );
+        assert_eq!(read().await, (BASE_ARM.to_string(), 2), "validated");
+        // An existing parameter never changes to or from `aws:ec2:image`.
+        ssm.put_parameter()
+            .name("/ami/web/text")
+            .value(BASE_X86)
+            .r#type(ParameterType::String)
+            .send()
+            .await
+            .expect("a text parameter");
+        let changed = ssm
+            .put_parameter()
+            .name("/ami/web/text")
+            .value(BASE_X86)
+            .r#type(ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .send()
+            .await;
+        assert_eq!(
+            changed.expect_err("refused").into_service_error().code(),
+            Some("ValidationException")
+        );
     }
 }
 

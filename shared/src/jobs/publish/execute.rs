@@ -16,7 +16,9 @@ use crate::domain::trigger::{PublishRequest, RunRequest};
 use crate::domain::{seal, tags};
 use crate::error::Result;
 use crate::jobs::Context;
-use crate::ports::{Cloud, DeadMan, LaunchTemplates, Parameters, Regional, Seal, ValidateImages};
+use crate::ports::{
+    Cloud, DeadMan, LaunchTemplates, Parameters, Regional, Seal, StoredParameter, ValidateImages,
+};
 
 /// The launch tests, then the publishing, of every region (concurrently).
 pub async fn run<C: Cloud>(
@@ -592,17 +594,44 @@ async fn publish_parameter<P: Parameters>(
     line: &mut PublishResult,
 ) -> Result<PublishOutcome> {
     let current = params.parameter(name).await?;
-    let choice = targets::choose(target, current.as_deref(), images);
     line.action = "put_parameter";
+    if let Some(other) = current.as_ref().filter(|p| !p.holds_images()) {
+        line.reason = Some(format!(
+            "`{name}` is a {} parameter of data type `{}`, and SSM never changes a parameter to or from data type `{}`: delete it (the next sweep creates it), or publish to another name in `publish.ssm_parameters`",
+            other.kind,
+            other.data_type,
+            StoredParameter::IMAGE_DATA_TYPE
+        ));
+        return Ok(PublishOutcome::Refused);
+    }
+    let choice = targets::choose(target, current.as_ref().map(|p| p.value.as_str()), images);
     if let Some(outcome) = apply(&choice, line) {
         return Ok(outcome);
     }
     if dry_run {
         return Ok(PublishOutcome::Planned);
     }
-    line.version = Some(params.put_image_parameter(name, &target.image.id).await?);
-    Ok(PublishOutcome::Published)
+    match params.put_image_parameter(name, &target.image.id).await {
+        Ok(version) => {
+            line.version = Some(version);
+            Ok(PublishOutcome::Published)
+        }
+        // SSM validates an `aws:ec2:image` update for up to a few minutes, reads answer the
+        // version before it meanwhile, and a second update is refused: most often the
+        // previous sweep's own write, seen by the sweep its launch test's end started.
+        Err(e) if e.code() == Some(VALIDATING) => {
+            line.reason = Some(format!(
+                "SSM is still validating an update of `{name}` (an `aws:ec2:image` value is validated asynchronously): the next sweep reads it again"
+            ));
+            Ok(PublishOutcome::Deferred)
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// SSM's refusal of an update while it validates the one before (PutParameter, `TooManyUpdates`:
+/// "There are concurrent updates for a resource that supports one update at a time").
+const VALIDATING: &str = "TooManyUpdates";
 
 /// How a launch template is updated.
 struct TemplateUpdate {

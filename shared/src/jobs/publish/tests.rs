@@ -1627,3 +1627,55 @@ async fn a_sweep_to_a_launch_template_that_does_not_exist_fails_the_run() {
         "the parameter is published all the same"
     );
 }
+
+#[tokio::test]
+async fn a_parameter_ssm_is_still_validating_is_deferred_and_one_of_another_data_type_refused() {
+    let cloud = FakeCloud::default();
+    let d =
+        doc(r#""publish": {"ssm_parameters": ["/ami/{policy}/{family}", "/ami/{family}/text"]}"#);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut s = ec2.state();
+        s.images.push(ami("ami-0000000000000000a", "web", 0));
+        s.parameters
+            .insert("/ami/web/text".into(), ("ami-0000000000000000a".into(), 1));
+        s.parameter_data_types
+            .insert("/ami/web/text".into(), "text".into());
+        s.failing.insert("PutParameter", "TooManyUpdates".into());
+    }
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(30)).await;
+    let line = |target: &str| {
+        lines
+            .iter()
+            .find(|l| l.target.as_deref() == Some(target))
+            .unwrap_or_else(|| panic!("a line for {target}: {lines:?}"))
+    };
+    let validating = line("ssm:/ami/web/web");
+    assert_eq!(
+        validating.outcome,
+        PublishOutcome::Deferred,
+        "{validating:?}"
+    );
+    assert!(!crate::jobs::Line::failed(validating), "no partial failure");
+    assert!(validating
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("still validating"));
+    let text = line("ssm:/ami/web/text");
+    assert_eq!(text.outcome, PublishOutcome::Refused, "{text:?}");
+    assert!(text
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("data type `text`"));
+    // Validated: the next sweep writes it.
+    ec2.state().failing.clear();
+    run(&ctx, &RunRequest::default(), &regions, false, at(35)).await;
+    assert_eq!(
+        ec2.state().parameters["/ami/web/web"].0,
+        "ami-0000000000000000a"
+    );
+}
