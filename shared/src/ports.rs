@@ -297,6 +297,12 @@ pub trait ValidateImages: Regional {
         &self,
         group_ids: &[String],
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The architectures each of these instance types runs (DescribeInstanceTypes,
+    /// `ProcessorInfo.SupportedArchitectures`).
+    fn architectures(
+        &self,
+        instance_types: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Vec<String>>>> + Send;
     /// TerminateInstances of one test instance.
     fn terminate(&self, instance_id: &str) -> impl Future<Output = Result<()>> + Send;
     /// CreateTags on one of the account's AMIs.

@@ -1268,7 +1268,29 @@ def _signature(self: Any, *skip: str) -> str:
                        if k not in {"Action", "Version", *skip}}, sort_keys=True, default=str)
 
 
+# RunInstances of an AMI on an instance type of another architecture: EC2 refuses it with
+# InvalidParameterValue ("The architecture '<type's>' of the specified instance type does not
+# match the architecture '<AMI's>' of the specified AMI. Specify an instance type and an AMI that
+# have matching architectures, and try again."); DescribeInstanceTypes
+# (`ProcessorInfo.SupportedArchitectures`) and DescribeImages (`Architecture`) say which is which.
+# moto launches it.
+def _check_architecture(self: Any) -> None:
+    ami = self.ec2_backend.amis.get(self._get_param("ImageId"))
+    kind = self._get_param("InstanceType")
+    if ami is None or not kind:
+        return
+    described = self.ec2_backend.describe_instance_types([kind], {})
+    supported = described[0].get("ProcessorInfo", {}).get("SupportedArchitectures", []) if described else []
+    if supported and ami.architecture not in supported:
+        raise ClientError(
+            "InvalidParameterValue",
+            f"The architecture '{supported[0]}' of the specified instance type does not match the architecture "
+            f"'{ami.architecture}' of the specified AMI. Specify an instance type and an AMI that have matching "
+            "architectures, and try again.")
+
+
 def run_instances(self: Any) -> ActionResult:
+    _check_architecture(self)
     token = self._get_param("ClientToken")
     if not token:
         return _moto_run_instances(self)

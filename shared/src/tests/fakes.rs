@@ -603,6 +603,23 @@ impl ValidateImages for FakeEc2 {
         Ok(state.test_instances.clone())
     }
 
+    async fn architectures(
+        &self,
+        instance_types: &[String],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        drop(self.check("DescribeInstanceTypes")?);
+        // Graviton types (`t4g`, `m7g`, `c7gn`...) run arm64, the others x86_64, as EC2 says.
+        Ok(instance_types
+            .iter()
+            .map(|t| {
+                let family = t.split('.').next().unwrap_or_default();
+                let graviton = family.len() > 2 && family[2..].starts_with('g');
+                let arch = if graviton { "arm64" } else { "x86_64" };
+                (t.clone(), vec![arch.to_string()])
+            })
+            .collect())
+    }
+
     async fn inbound_rules(&self, group_ids: &[String]) -> Result<Vec<String>> {
         let state = self.check("DescribeSecurityGroups")?;
         Ok(group_ids

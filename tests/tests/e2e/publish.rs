@@ -770,3 +770,61 @@ async fn a_parameter_ssm_is_still_validating_is_deferred_without_an_error_and_th
         .count();
     assert_eq!(announced, 1);
 }
+
+#[tokio::test]
+async fn an_ami_its_instance_type_cannot_run_fails_at_once_and_is_never_launched() {
+    let a = account().await;
+    let snapshot = seed::snapshot(&a.ec2, false).await;
+    let arm = a
+        .ec2
+        .register_image()
+        .name("web-arm-1")
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::Arm64)
+        .root_device_name("/dev/xvda")
+        .virtualization_type("hvm")
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .snapshot_id(&snapshot)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(seed::tag_spec(
+            ResourceType::Image,
+            &[("Family", "web-arm")],
+        ))
+        .send()
+        .await
+        .expect("RegisterImage")
+        .image_id()
+        .expect("id")
+        .to_string();
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    let launches = || a.bed.calls().get("RunInstances").copied().unwrap_or(0);
+    let before = launches();
+
+    let report = publish.invoke(&available(&arm)).ok();
+    let failed = lines(&report, "fail");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(failed[0]["outcome"], "validation_failed", "{report}");
+    assert!(
+        failed[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("arm64 does not run on t3.micro"),
+        "{report}"
+    );
+    assert_eq!(
+        tag(&a.ec2, &arm, "ami-automation:validation")
+            .await
+            .as_deref(),
+        Some("failed")
+    );
+    assert_eq!(launches(), before, "never launched");
+    let again = publish.invoke(&json!({})).ok();
+    assert!(lines(&again, "launch").is_empty(), "{again}");
+    assert_eq!(launches(), before);
+}

@@ -77,6 +77,40 @@ async fn run_instances_launches_once_per_client_token() {
 }
 
 #[tokio::test]
+async fn run_instances_refuses_an_ami_of_another_architecture_than_the_instance_type() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let (subnet, _) = seed::network(&ec2).await;
+        let arm_on_x86 = ec2
+            .run_instances()
+            .image_id(BASE_ARM)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .send()
+            .await;
+        if plain {
+            assert!(arm_on_x86.is_ok(), "plain moto is expected to launch it");
+            continue;
+        }
+        let e = arm_on_x86.expect_err("refused").into_service_error();
+        assert_eq!(e.code(), Some("InvalidParameterValue"));
+        assert!(e.message().unwrap_or_default().contains("'arm64'"), "{e:?}");
+        ec2.run_instances()
+            .image_id(BASE_ARM)
+            .instance_type(InstanceType::T4gMicro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .send()
+            .await
+            .expect("an arm64 type launches it");
+    }
+}
+
+#[tokio::test]
 async fn status_checks_initialize_after_launch_and_console_output_comes_with_the_boot() {
     for plain in [false, true] {
         let bed = bed(plain);

@@ -225,6 +225,47 @@ impl ValidateImages for Ec2 {
             })
     }
 
+    /// DescribeInstanceTypes of these types (at most 100 a call, every page).
+    async fn architectures(
+        &self,
+        instance_types: &[String],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        let mut out = HashMap::new();
+        for chunk in instance_types.chunks(100) {
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .describe_instance_types()
+                    .set_instance_types(Some(chunk.iter().map(|t| t.as_str().into()).collect()))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(self.err("DescribeInstanceTypes"))?;
+                for t in page.instance_types() {
+                    let Some(kind) = t.instance_type() else {
+                        continue;
+                    };
+                    let archs = t
+                        .processor_info()
+                        .map(|p| {
+                            p.supported_architectures()
+                                .iter()
+                                .map(|a| a.as_str().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.insert(kind.as_str().to_string(), archs);
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// DescribeSecurityGroups of the launch's groups: every inbound permission, described by
     /// protocol, ports and source.
     async fn inbound_rules(&self, group_ids: &[String]) -> Result<Vec<String>> {

@@ -149,6 +149,7 @@ async fn validate_region<C: Cloud>(
     );
     let steps = validate::launches_oldest_first(steps, &images);
     let steps = validate::hold_unread(steps, &unreadable);
+    let steps = refuse_mismatched(&ec2, steps, &images).await;
     let mut lines = Vec::new();
     let unsealed = unsealed_steps(found.unsealed, ctx.document, now);
     // At most `max_test_instances` up at once: a slot is taken by a launch that happened only
@@ -317,6 +318,27 @@ async fn launch<C: Cloud>(
         )));
     }
     Ok(instance_id)
+}
+
+/// Fails, without a launch, the AMIs whose architecture their instance type does not run
+/// ([`validate::refuse_mismatched`]). When the instance types cannot be described, the launches
+/// go ahead: EC2 then refuses a mismatch itself, and the sweep reports it.
+async fn refuse_mismatched<'a, E: ValidateImages>(
+    ec2: &E,
+    steps: Vec<Planned<'a>>,
+    images: &[Image],
+) -> Vec<Planned<'a>> {
+    let types = validate::launch_types(&steps);
+    if types.is_empty() {
+        return steps;
+    }
+    match ec2.architectures(&types).await {
+        Ok(supported) => validate::refuse_mismatched(steps, images, &supported),
+        Err(e) => {
+            tracing::warn!(error = %e, "instance types not described: launches are not checked against their AMIs' architecture");
+            steps
+        }
+    }
 }
 
 /// Arms the dead-man schedule of every live test instance (armed already: nothing changes), so

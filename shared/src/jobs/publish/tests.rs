@@ -1679,3 +1679,59 @@ async fn a_parameter_ssm_is_still_validating_is_deferred_and_one_of_another_data
         "ami-0000000000000000a"
     );
 }
+
+#[tokio::test]
+async fn an_ami_its_instance_type_cannot_run_fails_without_a_launch_and_is_not_retried() {
+    let cloud = FakeCloud::default();
+    let d = doc(VALIDATE);
+    let ctx = context(&cloud, &d);
+    let ec2 = cloud.region("us-east-1");
+    let mut arm = ami("ami-0000000000000000a", "arm", 0);
+    arm.architecture = Some("arm64".into());
+    ec2.state().images.push(arm);
+    ec2.state()
+        .images
+        .push(ami("ami-0000000000000000b", "x86", 0));
+    let regions = ["us-east-1".parse().expect("region")];
+    let lines = run(&ctx, &RunRequest::default(), &regions, false, at(1)).await;
+    let arm = lines
+        .iter()
+        .find(|l| l.image_id == "ami-0000000000000000a")
+        .expect("the arm64 AMI's line");
+    assert_eq!(arm.outcome, PublishOutcome::ValidationFailed, "{arm:?}");
+    assert!(
+        arm.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("arm64 does not run on t3.micro"),
+        "{arm:?}"
+    );
+    assert_eq!(
+        ec2.state().images[0]
+            .tags
+            .get(tags::VALIDATION)
+            .map(String::as_str),
+        Some(tags::FAILED)
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.image_id == "ami-0000000000000000b" && l.outcome == PublishOutcome::Launched));
+    let launches = |cloud: &FakeCloud| {
+        cloud
+            .region("us-east-1")
+            .state()
+            .changes
+            .iter()
+            .filter(|c| c.starts_with("RunInstances"))
+            .count()
+    };
+    assert_eq!(launches(&cloud), 1, "only the x86_64 AMI was launched");
+    let again = run(&ctx, &RunRequest::default(), &regions, false, at(6)).await;
+    assert!(
+        again
+            .iter()
+            .all(|l| l.image_id != "ami-0000000000000000a" || l.outcome == PublishOutcome::Skipped),
+        "{again:?}"
+    );
+    assert_eq!(launches(&cloud), 1);
+}

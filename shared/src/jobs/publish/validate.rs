@@ -105,6 +105,65 @@ pub fn wait_for_slot(planned: Planned<'_>, max: usize) -> Planned<'_> {
     }
 }
 
+/// The instance types of the planned launches, each once.
+pub fn launch_types(steps: &[Planned<'_>]) -> Vec<String> {
+    let mut types: Vec<String> = steps
+        .iter()
+        .filter_map(|p| match &p.step {
+            Step::Launch(spec) => Some(spec.instance_type.clone()),
+            _ => None,
+        })
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    types
+}
+
+/// A launch EC2 would refuse on every sweep fails its AMI at once, with the reason and the fix:
+/// an AMI whose architecture its policy's instance type does not run (RunInstances answers
+/// InvalidParameterValue, "The architecture ... of the specified instance type does not match
+/// the architecture ... of the specified AMI"). `supported` maps each instance type to the
+/// architectures it runs; a type or an AMI of unknown architecture is launched as planned.
+pub fn refuse_mismatched<'a>(
+    steps: Vec<Planned<'a>>,
+    images: &[Image],
+    supported: &HashMap<String, Vec<String>>,
+) -> Vec<Planned<'a>> {
+    steps
+        .into_iter()
+        .map(|planned| {
+            let Step::Launch(spec) = &planned.step else {
+                return planned;
+            };
+            let arch = images
+                .iter()
+                .find(|i| i.id == spec.image_id)
+                .and_then(|i| i.architecture.as_deref());
+            let runs = supported.get(&spec.instance_type);
+            let (Some(arch), Some(runs)) = (arch, runs) else {
+                return planned;
+            };
+            if runs.iter().any(|r| r == arch) {
+                return planned;
+            }
+            let reason = format!(
+                "not launched: its architecture {arch} does not run on {} ({}), so EC2 would refuse every launch; give policy `{}` a `validate.instance_type` of {arch} (and allow it in ValidationInstanceTypes), then remove the tag {} from the AMI to test it again",
+                spec.instance_type,
+                runs.join(", "),
+                planned.policy.map_or("", |p| p.name.as_str()),
+                tags::VALIDATION
+            );
+            Planned {
+                step: Step::Fail {
+                    instance_id: None,
+                    reason,
+                },
+                ..planned
+            }
+        })
+        .collect()
+}
+
 /// A test whose console could not be read is not judged this sweep (its verdict would rest on
 /// output never seen): its step waits, with the reason, and the next sweep reads it again; the
 /// dead-man schedule still bounds the instance's life.
