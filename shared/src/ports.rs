@@ -72,6 +72,12 @@ pub trait RestoreImages {
     fn enable(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
     /// DisableImageDeprecation.
     fn cancel_deprecation(&self, image_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Which of these snapshots the account does not have (DescribeSnapshots, owner `self`,
+    /// by the `snapshot-id` filter, so a missing one is left out rather than refused).
+    fn missing_snapshots(
+        &self,
+        snapshot_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// The Recycle Bin's retention rules of a region.

@@ -177,6 +177,18 @@ impl ImageInventory for FakeEc2 {
 }
 
 impl RestoreImages for FakeEc2 {
+    async fn missing_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<String>> {
+        let state = self.check("DescribeSnapshots")?;
+        Ok(snapshot_ids
+            .iter()
+            .filter(|id| {
+                let restored = format!("RestoreSnapshotFromRecycleBin {id}");
+                !state.snapshots.iter().any(|(s, _)| &s.id == *id)
+                    && !state.changes.contains(&restored)
+            })
+            .cloned()
+            .collect())
+    }
     async fn registered(&self, image_id: &str) -> Result<Option<Image>> {
         let state = self.check("DescribeImages")?;
         Ok(state.images.iter().find(|i| i.id == image_id).cloned())

@@ -108,4 +108,36 @@ impl RestoreImages for Ec2 {
             .map_err(self.err("DisableImageDeprecation"))?;
         Ok(())
     }
+
+    async fn missing_snapshots(&self, snapshot_ids: &[String]) -> Result<Vec<String>> {
+        let mut present = std::collections::HashSet::new();
+        // A filter takes at most 200 values.
+        for chunk in snapshot_ids.chunks(200) {
+            let mut pages = self
+                .client
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("snapshot-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(self.err("DescribeSnapshots"))?;
+                present.extend(
+                    page.snapshots()
+                        .iter()
+                        .filter_map(|s| s.snapshot_id().map(str::to_string)),
+                );
+            }
+        }
+        Ok(snapshot_ids
+            .iter()
+            .filter(|id| !present.contains(*id))
+            .cloned()
+            .collect())
+    }
 }

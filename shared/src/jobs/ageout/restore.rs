@@ -34,6 +34,9 @@ pub enum Step {
 pub enum RestoreOutcome {
     /// Every step was done.
     Restored,
+    /// The AMI is back, and some of its snapshots are not (deleted for good, or in no bin): it
+    /// cannot launch; `missing` says which.
+    Partial,
     /// Dry run: the steps it would take.
     WouldRestore,
     /// Registered, enabled and not deprecated: nothing to undo.
@@ -59,6 +62,9 @@ pub struct Restored {
     /// EC2's error, when a step failed or was deferred.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The AMI's snapshots the account does not have (`partial`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 impl Line for Restored {
@@ -67,7 +73,10 @@ impl Line for Restored {
         &self.outcome
     }
     fn failed(&self) -> bool {
-        self.outcome == RestoreOutcome::Failed
+        matches!(
+            self.outcome,
+            RestoreOutcome::Failed | RestoreOutcome::Partial
+        )
     }
 }
 
@@ -119,6 +128,7 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         steps,
         outcome,
         error,
+        missing: Vec::new(),
     };
     // What the region holds; a look-up that fails leaves every AMI of the request unanswered.
     let found = async {
@@ -159,6 +169,7 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         }
         let mut steps = steps;
         let mut failure = None;
+        let mut restored: Option<Image> = None;
         let mut snapshots_pending = Vec::new();
         let mut i = 0;
         while i < steps.len() {
@@ -197,9 +208,18 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
             if let Step::RestoreImage(image) = &step {
                 match ec2.registered(image).await {
                     Ok(Some(back)) => {
-                        steps.extend(self::steps(image, Some(&back), None, &[]).unwrap_or_default())
+                        steps
+                            .extend(self::steps(image, Some(&back), None, &[]).unwrap_or_default());
+                        restored = Some(back);
                     }
-                    Ok(None) => {}
+                    // EC2's reads may lag its writes: "restored" only once it is seen.
+                    Ok(None) => {
+                        failure = Some((
+                            RestoreOutcome::Deferred,
+                            format!("{image} was restored and EC2 does not list it yet: send the same request again to finish"),
+                        ));
+                        break;
+                    }
                     Err(e) => {
                         failure = Some((outcome_of(&e), e.to_string()));
                         break;
@@ -207,8 +227,31 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
                 }
             }
         }
+        let missing = match (&failure, &restored) {
+            (None, Some(back)) => match ec2.missing_snapshots(&back.snapshot_ids).await {
+                Ok(missing) => missing,
+                Err(e) => {
+                    failure = Some((
+                        outcome_of(&e),
+                        format!("its snapshots could not be checked: {e}"),
+                    ));
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
         match failure {
-            None => out.push(line(id, steps, RestoreOutcome::Restored, None)),
+            None if missing.is_empty() => out.push(line(id, steps, RestoreOutcome::Restored, None)),
+            None => {
+                let why = format!(
+                    "the AMI is back, and {} of its snapshots are not ({}): it cannot launch until they are (restore them from the Recycle Bin if it still holds them)",
+                    missing.len(),
+                    missing.join(", ")
+                );
+                let mut partial = line(id, steps, RestoreOutcome::Partial, Some(why));
+                partial.missing = missing;
+                out.push(partial);
+            }
             Some((outcome, error)) => out.push(line(id, steps, outcome, Some(error))),
         }
     }
@@ -236,6 +279,7 @@ pub fn merge(ids: &[String], by_region: Vec<Vec<Restored>>) -> Vec<Restored> {
                     steps: Vec::new(),
                     outcome: RestoreOutcome::NotFound,
                     error: None,
+                    missing: Vec::new(),
                 })
         })
         .collect()

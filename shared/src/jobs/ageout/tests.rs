@@ -1359,7 +1359,9 @@ async fn a_restore_brings_back_binned_amis_snapshots_first_and_undoes_disable_an
     let ec2 = cloud.region("us-east-1");
     {
         let mut state = ec2.state();
-        state.bin_images.push(image("ami-binned", "a", 200));
+        let mut binned = image("ami-binned", "a", 200);
+        binned.snapshot_ids = vec!["snap-1".into()];
+        state.bin_images.push(binned);
         state.bin_snapshots = vec![
             BinSnapshot {
                 snapshot_id: "snap-1".into(),
@@ -1429,6 +1431,42 @@ async fn a_restore_brings_back_binned_amis_snapshots_first_and_undoes_disable_an
     assert!(again
         .iter()
         .all(|r| r.outcome == RestoreOutcome::NothingToUndo));
+}
+
+#[tokio::test]
+async fn a_restore_whose_snapshots_are_gone_is_partial_and_names_them() {
+    use super::restore::{self, RestoreOutcome};
+    use crate::domain::recycle_bin::BinSnapshot;
+    use crate::jobs::Line;
+    use crate::tests::fakes::{context, FakeCloud};
+    let cloud = FakeCloud::default();
+    let ec2 = cloud.region("us-east-1");
+    {
+        let mut state = ec2.state();
+        // Registered from snapshots (no description names the AMI): one is in the bin, one
+        // was deleted for good.
+        let mut binned = image("ami-binned", "a", 200);
+        binned.snapshot_ids = vec!["snap-root".into(), "snap-data".into()];
+        state.bin_images.push(binned);
+        state.bin_snapshots = vec![BinSnapshot {
+            snapshot_id: "snap-root".into(),
+            description: "".into(),
+        }];
+    }
+    let document = crate::tests::fakes::document(
+        r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#,
+    );
+    let ctx = context(&cloud, &document);
+    let ids = vec!["ami-binned".to_string()];
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let done = restore::run(&ctx, &ids, std::slice::from_ref(&region), false).await;
+    assert_eq!(done[0].outcome, RestoreOutcome::Partial, "{done:?}");
+    assert_eq!(done[0].missing, vec!["snap-root", "snap-data"]);
+    assert!(done[0].failed(), "the invocation reports it");
+    assert!(
+        restore::events(&done).is_empty(),
+        "not announced as restored"
+    );
 }
 
 #[test]
@@ -1539,6 +1577,7 @@ async fn a_restore_waits_until_its_snapshots_are_available_before_the_ami() {
         let mut state = ec2.state();
         let mut binned = image("ami-binned", "a", 200);
         binned.state = ImageState::Disabled;
+        binned.snapshot_ids = vec!["snap-1".into()];
         state.bin_images.push(binned);
         state.bin_snapshots = vec![BinSnapshot {
             snapshot_id: "snap-1".into(),
