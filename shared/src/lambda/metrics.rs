@@ -69,7 +69,8 @@ pub fn age_out(report: &Report, timestamp_ms: i64) -> Vec<Value> {
             .entry((k.policy.clone(), label(&k.reason)))
             .or_insert(0.0) += 1.0;
     }
-    let mut out = Vec::new();
+    let deferred: f64 = per_policy.values().map(|t| t[0]).sum();
+    let mut out = vec![run_deferred(&function, deferred, timestamp_ms)];
     for (policy, [deferred, failed, bytes]) in &per_policy {
         out.push(line(
             timestamp_ms,
@@ -117,9 +118,9 @@ pub fn results(
     if dry_run {
         return Vec::new();
     }
-    counts
-        .iter()
-        .map(|(outcome, n)| {
+    let deferred = counts.get("deferred").copied().unwrap_or(0) as f64;
+    std::iter::once(run_deferred(function, deferred, timestamp_ms))
+        .chain(counts.iter().map(|(outcome, n)| {
             line(
                 timestamp_ms,
                 &[
@@ -128,8 +129,19 @@ pub fn results(
                 ],
                 &[("Results", "Count", *n as f64)],
             )
-        })
+        }))
         .collect()
+}
+
+/// The work a run of `function` left for the next run (throttled, out of time, SSM still
+/// validating), by function alone, every real run (0 included): `PersistentDeferralAlarm` fires
+/// when every run of several periods in a row deferred some, which no single run's error shows.
+pub fn run_deferred(function: &str, deferred: f64, timestamp_ms: i64) -> Value {
+    line(
+        timestamp_ms,
+        &[("Function", function.to_string())],
+        &[("Deferred", "Count", deferred)],
+    )
 }
 
 /// Writes the lines to standard output, where Lambda sends them to CloudWatch Logs.
@@ -168,5 +180,27 @@ mod tests {
             assert!(l[m["Name"].as_str().unwrap_or_default()].is_number(), "{m}");
         }
         assert_eq!(l["BytesFreed"], 8589934592.0);
+    }
+
+    #[test]
+    fn every_real_run_says_how_much_it_deferred_by_function_alone() {
+        let counts = BTreeMap::from([("deferred".to_string(), 2), ("published".to_string(), 1)]);
+        let lines = results("ami-publish", &counts, false, 0);
+        let by_function: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0] == json!(["Function"]))
+            .collect();
+        assert_eq!(by_function.len(), 1, "{lines:?}");
+        assert_eq!(by_function[0]["Deferred"], 2.0);
+        assert_eq!(by_function[0]["Function"], "ami-publish");
+        let none = results("ami-publish", &BTreeMap::new(), false, 0);
+        assert_eq!(
+            none[0]["Deferred"], 0.0,
+            "a run that deferred nothing says 0"
+        );
+        assert!(
+            results("ami-publish", &counts, true, 0).is_empty(),
+            "dry runs send none"
+        );
     }
 }
