@@ -191,7 +191,8 @@ impl Run {
         // A dry run changes nothing, so it announces nothing.
         let events = if self.dry_run { Vec::new() } else { events };
         let published = app.events().publish(events).await;
-        let failed = results.iter().any(Line::failed);
+        // An event EventBridge did not take is lost to whoever acts on it: a partial failure.
+        let failed = results.iter().any(Line::failed) || !published.failed.is_empty();
         let report = Report {
             function: self.function,
             trigger: self.trigger,

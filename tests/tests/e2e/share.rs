@@ -581,3 +581,30 @@ async fn an_organization_target_of_an_encrypted_ami_gets_the_key_policy_statemen
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn an_announcement_eventbridge_does_not_take_fails_the_invocation() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+    bed.inject_fault("PutEvents", "AccessDeniedException", 1000);
+
+    let (kind, message) = function.invoke(&available(&image)).err();
+
+    assert_eq!(kind, "PartialFailure");
+    let report: Value = serde_json::from_str(&message).expect("the report");
+    assert_eq!(
+        report["results"][0]["outcome"], "changed",
+        "the share is done"
+    );
+    assert_eq!(
+        report["events"]["failed"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    assert!(launch_permissions(&ec2, &image)
+        .await
+        .contains("111122223333"));
+}

@@ -119,7 +119,10 @@ pub struct Report {
 /// evidence call failed other than by throttling (the AMIs it covers were kept; a throttled
 /// one only leaves the run incomplete, like any throttled action).
 pub fn partial_failure(report: &Report) -> bool {
+    // A notice EventBridge did not take (`AMI Retirement Scheduled` among them) is lost to its
+    // readers: the invocation says so, so the errors alarm does too.
     !report.failed.is_empty()
+        || !report.events.failed.is_empty()
         || report
             .regions
             .iter()
