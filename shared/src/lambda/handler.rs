@@ -415,6 +415,7 @@ impl Job for AgeOutJob {
             dry_run,
             request_id: run_id,
         } = invocation;
+        let sweep = matches!(trigger, Trigger::Scheduled { .. });
         let request = match trigger {
             Trigger::Run(request) => request,
             Trigger::Scheduled { region, .. } => RunRequest {
@@ -457,6 +458,7 @@ impl Job for AgeOutJob {
         );
         metrics::emit(&metrics::age_out(
             &report,
+            sweep,
             chrono::Utc::now().timestamp_millis(),
         ));
         let partial = ageout::partial_failure(&report);

@@ -40,7 +40,7 @@ pub fn line(
 
 /// The lines of an age-out run, per policy: actions by type and outcome, images kept by
 /// reason, and the run's deferred and failed actions and bytes freed.
-pub fn age_out(report: &Report, timestamp_ms: i64) -> Vec<Value> {
+pub fn age_out(report: &Report, sweep: bool, timestamp_ms: i64) -> Vec<Value> {
     if report.dry_run {
         return Vec::new();
     }
@@ -70,7 +70,10 @@ pub fn age_out(report: &Report, timestamp_ms: i64) -> Vec<Value> {
             .or_insert(0.0) += 1.0;
     }
     let deferred: f64 = per_policy.values().map(|t| t[0]).sum();
-    let mut out = vec![run_deferred(&function, deferred, timestamp_ms)];
+    let mut out: Vec<Value> = sweep
+        .then(|| run_deferred(&function, deferred, timestamp_ms))
+        .into_iter()
+        .collect();
     for (policy, [deferred, failed, bytes]) in &per_policy {
         out.push(line(
             timestamp_ms,
@@ -108,18 +111,22 @@ pub fn age_out(report: &Report, timestamp_ms: i64) -> Vec<Value> {
     out
 }
 
-/// The lines of a build, share or copy run: its results by outcome.
+/// The lines of a build, share, copy or publish run: its results by outcome, and, for a
+/// scheduled sweep, what it deferred ([`run_deferred`]).
 pub fn results(
     function: &str,
     counts: &BTreeMap<String, usize>,
     dry_run: bool,
+    sweep: bool,
     timestamp_ms: i64,
 ) -> Vec<Value> {
     if dry_run {
         return Vec::new();
     }
     let deferred = counts.get("deferred").copied().unwrap_or(0) as f64;
-    std::iter::once(run_deferred(function, deferred, timestamp_ms))
+    sweep
+        .then(|| run_deferred(function, deferred, timestamp_ms))
+        .into_iter()
         .chain(counts.iter().map(|(outcome, n)| {
             line(
                 timestamp_ms,
@@ -133,9 +140,12 @@ pub fn results(
         .collect()
 }
 
-/// The work a run of `function` left for the next run (throttled, out of time, SSM still
-/// validating), by function alone, every real run (0 included): `PersistentDeferralAlarm` fires
-/// when every run of several periods in a row deferred some, which no single run's error shows.
+/// The work a scheduled sweep of `function` left for the next run (throttled, out of time, SSM
+/// still validating), by function alone, every real sweep (0 included):
+/// `PersistentDeferralAlarm` fires when every sweep of several periods in a row deferred some,
+/// which no single run's error shows. Only sweeps count: a run for one event or one region
+/// that deferred nothing says nothing of the others, and anyone who can make an AMI could send
+/// such runs to keep the alarm quiet.
 pub fn run_deferred(function: &str, deferred: f64, timestamp_ms: i64) -> Value {
     line(
         timestamp_ms,
@@ -185,7 +195,7 @@ mod tests {
     #[test]
     fn every_real_run_says_how_much_it_deferred_by_function_alone() {
         let counts = BTreeMap::from([("deferred".to_string(), 2), ("published".to_string(), 1)]);
-        let lines = results("ami-publish", &counts, false, 0);
+        let lines = results("ami-publish", &counts, false, true, 0);
         let by_function: Vec<&Value> = lines
             .iter()
             .filter(|l| l["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0] == json!(["Function"]))
@@ -193,14 +203,19 @@ mod tests {
         assert_eq!(by_function.len(), 1, "{lines:?}");
         assert_eq!(by_function[0]["Deferred"], 2.0);
         assert_eq!(by_function[0]["Function"], "ami-publish");
-        let none = results("ami-publish", &BTreeMap::new(), false, 0);
+        let none = results("ami-publish", &BTreeMap::new(), false, true, 0);
         assert_eq!(
             none[0]["Deferred"], 0.0,
-            "a run that deferred nothing says 0"
+            "a sweep that deferred nothing says 0"
         );
         assert!(
-            results("ami-publish", &counts, true, 0).is_empty(),
+            results("ami-publish", &counts, true, true, 0).is_empty(),
             "dry runs send none"
+        );
+        let event = results("ami-publish", &BTreeMap::new(), false, false, 0);
+        assert!(
+            event.iter().all(|l| l.get("Deferred").is_none()),
+            "a run for one event says nothing of the sweep"
         );
     }
 }

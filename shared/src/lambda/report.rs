@@ -210,6 +210,7 @@ impl Run {
             report.function,
             &report.counts,
             report.dry_run,
+            report.trigger == TriggerKind::Scheduled,
             chrono::Utc::now().timestamp_millis(),
         ));
         let mut report = report;

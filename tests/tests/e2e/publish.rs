@@ -772,7 +772,7 @@ async fn a_parameter_ssm_is_still_validating_is_deferred_without_an_error_and_th
 }
 
 #[tokio::test]
-async fn an_ami_its_instance_type_cannot_run_fails_at_once_and_is_never_launched() {
+async fn an_ami_its_instance_type_cannot_run_is_refused_loudly_never_launched_and_not_failed() {
     let a = account().await;
     let snapshot = seed::snapshot(&a.ec2, false).await;
     let arm = a

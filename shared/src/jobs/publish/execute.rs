@@ -57,7 +57,10 @@ pub async fn run<C: Cloud>(
         .into_iter()
         .flatten()
         .collect();
-    targets::missing_templates(&mut lines);
+    // Only a sweep of every region can say a template is nowhere.
+    if request.regions.is_none() && request.image_ids.is_none() {
+        targets::missing_templates(&mut lines, regions);
+    }
     lines
 }
 
@@ -88,7 +91,7 @@ pub async fn rollback<C: Cloud>(
             line.outcome = PublishOutcome::Skipped;
         }
     }
-    targets::missing_templates(&mut lines);
+    targets::missing_templates(&mut lines, regions);
     lines
 }
 
@@ -192,10 +195,14 @@ async fn validation_step<C: Cloud>(
         Step::Fail { instance_id, .. } => ("fail", instance_id.as_ref()),
         Step::Terminate { instance_id, .. } => ("terminate", Some(instance_id)),
         Step::Skip(_) => ("skip", None),
+        Step::Refuse(_) => ("launch", None),
     };
     line.action = action;
     line.instance_id = instance.cloned();
-    let acts = !matches!(planned.step, Step::Wait { .. } | Step::Skip(_));
+    let acts = !matches!(
+        planned.step,
+        Step::Wait { .. } | Step::Skip(_) | Step::Refuse(_)
+    );
     if acts && ctx.deadline.passed() {
         return line.with(
             PublishOutcome::Deferred,
@@ -205,6 +212,7 @@ async fn validation_step<C: Cloud>(
     let reason = match &planned.step {
         Step::Wait { why, .. } => return line.with(PublishOutcome::Waiting, why.clone()),
         Step::Skip(why) => return line.with(PublishOutcome::Skipped, why.clone()),
+        Step::Refuse(why) => return line.with(PublishOutcome::Refused, why.clone()),
         Step::Fail { reason, .. } | Step::Terminate { reason, .. } => Some(reason.clone()),
         _ => None,
     };
@@ -239,7 +247,7 @@ async fn validation_step<C: Cloud>(
             .terminate(instance_id)
             .await
             .map(|()| PublishOutcome::Terminated),
-        Step::Wait { .. } | Step::Skip(_) => Ok(PublishOutcome::Waiting),
+        Step::Wait { .. } | Step::Skip(_) | Step::Refuse(_) => Ok(PublishOutcome::Waiting),
     };
     let ended = matches!(
         done,

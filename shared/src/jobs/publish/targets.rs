@@ -66,48 +66,47 @@ pub const ABSENT: &str = "absent";
 /// The action of a line whose launch template is not in its region.
 pub const NO_TEMPLATE: &str = "no_template";
 
-/// A launch template found in none of the regions the run published to is misconfigured (a
-/// misspelled name, a deleted template, or one in a region the family's AMIs never reach): its
-/// lines are refused, so the run fails and the alarm says so. Where it is in some region, the
-/// others only have no such template (a template lives in one region): they stay skipped.
-pub fn missing_templates(lines: &mut [PublishResult]) {
+/// A launch template found in none of the regions of the run is misconfigured (a misspelled
+/// name, a deleted template): its lines are refused, so the run fails and the alarm says so.
+/// Concluded only when the run looked for it in **every** region of `regions` (each has its
+/// `no_template` line) and could read them all: a region where the family had nothing to
+/// publish (a copy on its way, a test under way) may hold it, and a template lives in one
+/// region, so one without it while another has it is only skipped. Callers pass every region
+/// the deployment publishes in, never one event's region.
+pub fn missing_templates(lines: &mut [PublishResult], regions: &[Region]) {
     // A region whose publishing could not even read its AMIs may hold the template.
-    if lines
-        .iter()
-        .any(|l| l.stage == Stage::Publish && l.image_id.is_empty())
+    if regions.is_empty()
+        || lines
+            .iter()
+            .any(|l| l.stage == Stage::Publish && l.image_id.is_empty())
     {
         return;
     }
     let key = |l: &PublishResult| (l.policy.clone(), l.target.clone());
-    let mut found: BTreeMap<(String, Option<String>), bool> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.stage == Stage::Publish) {
-        if l.target
-            .as_deref()
-            .is_some_and(|t| t.starts_with(TEMPLATE_LABEL))
-        {
-            *found.entry(key(l)).or_insert(false) |= l.action != NO_TEMPLATE;
-        }
-    }
-    let mut regions: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
+    let mut missing_in: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
     for l in lines.iter().filter(|l| l.action == NO_TEMPLATE) {
-        regions
+        missing_in
             .entry(key(l))
             .or_default()
             .push(l.region.to_string());
     }
     for l in lines.iter_mut().filter(|l| l.action == NO_TEMPLATE) {
-        if found.get(&key(l)) == Some(&false) {
-            let searched = regions
-                .get(&key(l))
-                .map(|r| r.join(", "))
-                .unwrap_or_default();
-            l.outcome = PublishOutcome::Refused;
-            l.reason = Some(format!(
-                "no launch template `{}` in any region the family's AMIs are in ({searched}): check `publish.launch_templates[].template` of policy `{}` (its id, or its name, in the region it is in)",
-                l.target.as_deref().and_then(|t| t.strip_prefix(TEMPLATE_LABEL)).unwrap_or_default(),
-                l.policy
-            ));
+        let Some(searched) = missing_in.get(&key(l)) else {
+            continue;
+        };
+        if !regions
+            .iter()
+            .all(|r| searched.iter().any(|s| s == r.as_str()))
+        {
+            continue;
         }
+        l.outcome = PublishOutcome::Refused;
+        l.reason = Some(format!(
+            "no launch template `{}` in any region ({}): check `publish.launch_templates[].template` of policy `{}` (its id, or its name, in the region it is in)",
+            l.target.as_deref().and_then(|t| t.strip_prefix(TEMPLATE_LABEL)).unwrap_or_default(),
+            searched.join(", "),
+            l.policy
+        ));
     }
 }
 

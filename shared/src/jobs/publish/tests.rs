@@ -1566,11 +1566,15 @@ fn template_line(region: &str, found: bool) -> super::PublishResult {
 #[test]
 fn a_launch_template_found_in_no_region_is_refused_and_one_found_somewhere_is_not() {
     // Misspelled: in no region the family's AMIs are in. Refused everywhere, naming the field.
+    let both: Vec<crate::domain::ids::Region> = ["us-east-1", "eu-west-1"]
+        .iter()
+        .map(|r| r.parse().expect("region"))
+        .collect();
     let mut lines = vec![
         template_line("us-east-1", false),
         template_line("eu-west-1", false),
     ];
-    super::targets::missing_templates(&mut lines);
+    super::targets::missing_templates(&mut lines, &both);
     for l in &lines {
         assert_eq!(l.outcome, PublishOutcome::Refused, "{l:?}");
         let reason = l.reason.as_deref().unwrap_or_default();
@@ -1586,8 +1590,13 @@ fn a_launch_template_found_in_no_region_is_refused_and_one_found_somewhere_is_no
         template_line("us-east-1", true),
         template_line("eu-west-1", false),
     ];
-    super::targets::missing_templates(&mut lines);
+    super::targets::missing_templates(&mut lines, &both);
     assert_eq!(lines[1].outcome, PublishOutcome::Skipped);
+    // A region where the family had nothing to publish was not searched: it may hold it (the
+    // template's region while its copy is on its way).
+    let mut lines = vec![template_line("us-east-1", false)];
+    super::targets::missing_templates(&mut lines, &both);
+    assert_eq!(lines[0].outcome, PublishOutcome::Skipped);
     // A region that could not be read may hold it: nothing is concluded.
     let mut lines = vec![
         template_line("eu-west-1", false),
@@ -1599,7 +1608,7 @@ fn a_launch_template_found_in_no_region_is_refused_and_one_found_somewhere_is_no
         )
         .with(PublishOutcome::Deferred, "throttled".to_string()),
     ];
-    super::targets::missing_templates(&mut lines);
+    super::targets::missing_templates(&mut lines, &both);
     assert_eq!(lines[0].outcome, PublishOutcome::Skipped);
 }
 
@@ -1626,6 +1635,17 @@ async fn a_sweep_to_a_launch_template_that_does_not_exist_fails_the_run() {
         "ami-0000000000000000a",
         "the parameter is published all the same"
     );
+    // One region's event cannot say the template is nowhere.
+    let one = RunRequest {
+        regions: Some(regions.to_vec()),
+        ..RunRequest::default()
+    };
+    let lines = run(&ctx, &one, &regions, false, at(31)).await;
+    let line = lines
+        .iter()
+        .find(|l| l.target.as_deref() == Some("launch-template:web-servers"))
+        .expect("the template's line");
+    assert_eq!(line.outcome, PublishOutcome::Skipped, "{line:?}");
 }
 
 #[tokio::test]
@@ -1681,7 +1701,7 @@ async fn a_parameter_ssm_is_still_validating_is_deferred_and_one_of_another_data
 }
 
 #[tokio::test]
-async fn an_ami_its_instance_type_cannot_run_fails_without_a_launch_and_is_not_retried() {
+async fn an_ami_its_instance_type_cannot_run_is_refused_without_a_launch_or_a_verdict() {
     let cloud = FakeCloud::default();
     let d = doc(VALIDATE);
     let ctx = context(&cloud, &d);
@@ -1698,7 +1718,8 @@ async fn an_ami_its_instance_type_cannot_run_fails_without_a_launch_and_is_not_r
         .iter()
         .find(|l| l.image_id == "ami-0000000000000000a")
         .expect("the arm64 AMI's line");
-    assert_eq!(arm.outcome, PublishOutcome::ValidationFailed, "{arm:?}");
+    assert_eq!(arm.outcome, PublishOutcome::Refused, "{arm:?}");
+    assert!(crate::jobs::Line::failed(arm), "the alarm says so");
     assert!(
         arm.reason
             .as_deref()
@@ -1707,11 +1728,9 @@ async fn an_ami_its_instance_type_cannot_run_fails_without_a_launch_and_is_not_r
         "{arm:?}"
     );
     assert_eq!(
-        ec2.state().images[0]
-            .tags
-            .get(tags::VALIDATION)
-            .map(String::as_str),
-        Some(tags::FAILED)
+        ec2.state().images[0].tags.get(tags::VALIDATION),
+        None,
+        "the configuration's mistake, not the AMI's: no verdict"
     );
     assert!(lines
         .iter()
@@ -1730,8 +1749,8 @@ async fn an_ami_its_instance_type_cannot_run_fails_without_a_launch_and_is_not_r
     assert!(
         again
             .iter()
-            .all(|l| l.image_id != "ami-0000000000000000a" || l.outcome == PublishOutcome::Skipped),
+            .all(|l| l.image_id != "ami-0000000000000000a" || l.outcome == PublishOutcome::Refused),
         "{again:?}"
     );
-    assert_eq!(launches(&cloud), 1);
+    assert_eq!(launches(&cloud), 1, "never launched");
 }

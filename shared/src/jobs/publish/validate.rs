@@ -28,6 +28,9 @@ pub enum Step {
     Terminate { instance_id: String, reason: String },
     /// Not tested, and why (an older AMI a newer one superseded).
     Skip(String),
+    /// Not launched, as configured, on any sweep (a configuration error, not the AMI's: no
+    /// verdict is written, and the refusal fails each sweep until the configuration changes).
+    Refuse(String),
 }
 
 /// One step with what it is about.
@@ -119,11 +122,15 @@ pub fn launch_types(steps: &[Planned<'_>]) -> Vec<String> {
     types
 }
 
-/// A launch EC2 would refuse on every sweep fails its AMI at once, with the reason and the fix:
-/// an AMI whose architecture its policy's instance type does not run (RunInstances answers
+/// A launch EC2 would refuse on every sweep is refused without a call, with the fix: an AMI
+/// whose architecture its policy's instance type does not run (RunInstances answers
 /// InvalidParameterValue, "The architecture ... of the specified instance type does not match
-/// the architecture ... of the specified AMI"). `supported` maps each instance type to the
-/// architectures it runs; a type or an AMI of unknown architecture is launched as planned.
+/// the architecture ... of the specified AMI"). It is the configuration's mistake, not the
+/// AMI's: no verdict is written (a `failed` would retire the AMI, and the next sweep would fail
+/// the next one of the family), and the refusal fails every sweep, so the alarm holds until the
+/// configuration is fixed; the AMI is then tested as it is. `supported` maps each instance type
+/// to the architectures it runs; a type, or an AMI, of unknown architecture is launched as
+/// planned.
 pub fn refuse_mismatched<'a>(
     steps: Vec<Planned<'a>>,
     images: &[Image],
@@ -139,7 +146,9 @@ pub fn refuse_mismatched<'a>(
                 .iter()
                 .find(|i| i.id == spec.image_id)
                 .and_then(|i| i.architecture.as_deref());
-            let runs = supported.get(&spec.instance_type);
+            let runs = supported
+                .get(&spec.instance_type)
+                .filter(|r| !r.is_empty());
             let (Some(arch), Some(runs)) = (arch, runs) else {
                 return planned;
             };
@@ -147,17 +156,14 @@ pub fn refuse_mismatched<'a>(
                 return planned;
             }
             let reason = format!(
-                "not launched: its architecture {arch} does not run on {} ({}), so EC2 would refuse every launch; give policy `{}` a `validate.instance_type` of {arch} (and allow it in ValidationInstanceTypes), then remove the tag {} from the AMI to test it again",
+                "not launched: its architecture {arch} does not run on {} ({}), so EC2 would refuse the launch; give policy `{}` a `validate.instance_type` that runs {arch} (allowed by ValidationInstanceTypes), or narrow its `select.architectures` to {}",
                 spec.instance_type,
                 runs.join(", "),
                 planned.policy.map_or("", |p| p.name.as_str()),
-                tags::VALIDATION
+                runs.join(", ")
             );
             Planned {
-                step: Step::Fail {
-                    instance_id: None,
-                    reason,
-                },
+                step: Step::Refuse(reason),
                 ..planned
             }
         })
