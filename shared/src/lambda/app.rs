@@ -72,6 +72,10 @@ pub struct Settings {
     /// The instance types launch tests may use (`AMI_VALIDATION_INSTANCE_TYPES`, from the
     /// template's `ValidationInstanceTypes`, which IAM enforces too); none: any.
     pub validation_instance_types: Option<Vec<String>>,
+    /// The network the deployment declares isolated for launch tests
+    /// (`AMI_VALIDATION_SUBNET` and `AMI_VALIDATION_SECURITY_GROUPS`, from the template's
+    /// `ValidationSubnetId` and `ValidationSecurityGroupIds`, which IAM enforces too); none: any.
+    pub validation_network: Option<(String, Vec<String>)>,
     /// The template's age-out kill switch (`AMI_AGE_OUT_DRY_RUN`, from `AgeOutDryRun`, default
     /// false). Each link of a continuation chain reads it again: true stops every chain.
     pub age_out_dry_run: bool,
@@ -114,6 +118,57 @@ fn check_instance_types(document: &PolicyDocument, allowed: Option<&[String]>) -
                     "`{}` is not among the deployment's ValidationInstanceTypes ({}): add it to that template parameter, or choose one of them",
                     v.instance_type,
                     allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The items of a comma-separated list, trimmed, empty ones left out.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Every launch test in the network the deployment declared isolated (`ValidationSubnetId`,
+/// `ValidationSecurityGroupIds`): the test boots a copy of a server, whose cron jobs and agents
+/// must reach nothing of production; the operator declares which subnet has no route there,
+/// IAM allows launches only into it, and a policy naming another is refused at start.
+fn check_network(
+    document: &PolicyDocument,
+    declared: Option<&(String, Vec<String>)>,
+) -> Result<()> {
+    let Some((subnet, groups)) = declared else {
+        return Ok(());
+    };
+    for (i, policy) in document.policies.iter().enumerate() {
+        let Some(v) = &policy.validate else {
+            continue;
+        };
+        if subnet.is_empty() {
+            return Err(Error::config(
+                format!("$.policies[{i}].validate.subnet_id"),
+                "the deployment declares no isolated subnet for launch tests: set the template parameter ValidationSubnetId to a subnet with no route to production (a test boots a copy of a server, its cron jobs and agents included)",
+            ));
+        }
+        if &v.subnet_id != subnet {
+            return Err(Error::config(
+                format!("$.policies[{i}].validate.subnet_id"),
+                format!(
+                    "`{}` is not the subnet the deployment declares isolated for launch tests (ValidationSubnetId: {subnet}): use that one, or declare this one once it has no route to production",
+                    v.subnet_id
+                ),
+            ));
+        }
+        if let Some(g) = v.security_group_ids.iter().find(|g| !groups.contains(g)) {
+            return Err(Error::config(
+                format!("$.policies[{i}].validate.security_group_ids"),
+                format!(
+                    "`{g}` is not among the deployment's ValidationSecurityGroupIds ({}): add it to that template parameter, or choose one of them",
+                    groups.join(", ")
                 ),
             ));
         }
@@ -182,11 +237,12 @@ impl Settings {
             }),
             max_test_instances: env_number("AMI_MAX_TEST_INSTANCES", Some(5), 1, 100)?.unwrap_or(5)
                 as usize,
-            validation_instance_types: env("AMI_VALIDATION_INSTANCE_TYPES").map(|v| {
-                v.split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect()
+            validation_instance_types: env("AMI_VALIDATION_INSTANCE_TYPES").map(|v| list(&v)),
+            // Set but empty (the template's default) declares no isolated subnet; unset (a
+            // local run) declares nothing.
+            validation_network: std::env::var("AMI_VALIDATION_SUBNET").ok().map(|subnet| {
+                let groups = env("AMI_VALIDATION_SECURITY_GROUPS").unwrap_or_default();
+                (subnet.trim().to_string(), list(&groups))
             }),
             age_out_dry_run: env_bool("AMI_AGE_OUT_DRY_RUN")?,
             snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
@@ -261,6 +317,7 @@ impl App {
         let settings = Settings::from_env()?;
         let document = PolicyDocument::from_env(settings.deployment)?;
         check_instance_types(&document, settings.validation_instance_types.as_deref())?;
+        check_network(&document, settings.validation_network.as_ref())?;
         if settings.signing_key.is_none() && document.policies.iter().any(|p| p.validate.is_some())
         {
             return Err(Error::config(

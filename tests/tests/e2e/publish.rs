@@ -20,6 +20,8 @@ fn document(subnet: &str, group: &str) -> String {
 
 struct Account {
     bed: TestBed,
+    /// The launch tests' subnet.
+    subnet: String,
     ec2: Client,
     builder: String,
     document: String,
@@ -49,6 +51,7 @@ async fn account() -> Account {
         .expect("CreateLaunchTemplate");
     Account {
         document: document(&subnet, &group),
+        subnet,
         group,
         bed,
         ec2,
@@ -631,6 +634,61 @@ async fn a_launch_test_instance_type_the_deployment_does_not_allow_fails_the_col
             && log.contains("`t3.micro` is not among the deployment's ValidationInstanceTypes"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_launch_test_outside_the_network_the_deployment_declares_isolated_fails_the_cold_start() {
+    let a = account().await;
+    let cases = [
+        (
+            "",
+            "",
+            "$.policies[0].validate.subnet_id",
+            "declares no isolated subnet",
+        ),
+        (
+            "subnet-0fffffffffffffff0",
+            a.group.as_str(),
+            "$.policies[0].validate.subnet_id",
+            "is not the subnet the deployment declares isolated",
+        ),
+        (
+            "",
+            "sg-0fffffffffffffff0",
+            "$.policies[0].validate.security_group_ids",
+            "is not among the deployment's ValidationSecurityGroupIds",
+        ),
+    ];
+    let declared = a.subnet.clone();
+    for (subnet, groups, path, says) in cases {
+        let subnet = if path.ends_with("security_group_ids") {
+            declared.as_str()
+        } else {
+            subnet
+        };
+        let mut function = Function::start(
+            &a.bed,
+            "ami-publish",
+            &[
+                ("AMI_POLICIES", &a.document),
+                ("AMI_VALIDATION_SUBNET", subnet),
+                ("AMI_VALIDATION_SECURITY_GROUPS", groups),
+            ],
+        );
+        let log = function.cold_start_failure();
+        assert!(log.contains(path) && log.contains(says), "{log}");
+    }
+    // The declared network: it starts.
+    let publish = Function::start(
+        &a.bed,
+        "ami-publish",
+        &[
+            ("AMI_POLICIES", &a.document),
+            ("AMI_VALIDATION_SUBNET", &declared),
+            ("AMI_VALIDATION_SECURITY_GROUPS", &a.group),
+        ],
+    );
+    publish.invoke(&json!({"dry_run": true})).ok();
 }
 
 #[tokio::test]
