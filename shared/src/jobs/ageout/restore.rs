@@ -160,7 +160,19 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
             continue;
         };
         if steps.is_empty() {
-            out.push(line(id, steps, RestoreOutcome::NothingToUndo, None));
+            // Registered and in use: its snapshots are still checked (a restore finished by an
+            // earlier request, or one whose snapshots went since).
+            let missing = match registered {
+                Some(image) if !dry_run => ec2.missing_snapshots(&image.snapshot_ids).await,
+                _ => Ok(Vec::new()),
+            };
+            out.push(match missing {
+                Ok(missing) if missing.is_empty() => {
+                    line(id, steps, RestoreOutcome::NothingToUndo, None)
+                }
+                Ok(missing) => partial(line(id, steps, RestoreOutcome::Partial, None), missing),
+                Err(e) => line(id, steps, outcome_of(&e), Some(e.to_string())),
+            });
             continue;
         }
         if dry_run {
@@ -169,7 +181,7 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         }
         let mut steps = steps;
         let mut failure = None;
-        let mut restored: Option<Image> = None;
+        let mut restored: Option<Image> = registered.clone();
         let mut snapshots_pending = Vec::new();
         let mut i = 0;
         while i < steps.len() {
@@ -242,20 +254,25 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         };
         match failure {
             None if missing.is_empty() => out.push(line(id, steps, RestoreOutcome::Restored, None)),
-            None => {
-                let why = format!(
-                    "the AMI is back, and {} of its snapshots are not ({}): it cannot launch until they are (restore them from the Recycle Bin if it still holds them)",
-                    missing.len(),
-                    missing.join(", ")
-                );
-                let mut partial = line(id, steps, RestoreOutcome::Partial, Some(why));
-                partial.missing = missing;
-                out.push(partial);
-            }
+            None => out.push(partial(
+                line(id, steps, RestoreOutcome::Partial, None),
+                missing,
+            )),
             Some((outcome, error)) => out.push(line(id, steps, outcome, Some(error))),
         }
     }
     out
+}
+
+/// A `partial` line: the AMI is registered, and these snapshots of it are not in the account.
+fn partial(mut line: Restored, missing: Vec<String>) -> Restored {
+    line.error = Some(format!(
+        "the AMI is back, and {} of its snapshots are not ({}): it cannot launch until they are (restore them from the Recycle Bin if it still holds them)",
+        missing.len(),
+        missing.join(", ")
+    ));
+    line.missing = missing;
+    line
 }
 
 fn outcome_of(e: &crate::error::Error) -> RestoreOutcome {

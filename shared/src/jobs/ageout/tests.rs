@@ -1377,6 +1377,10 @@ async fn a_restore_brings_back_binned_amis_snapshots_first_and_undoes_disable_an
         disabled.deprecation_time = Some(now());
         state.images.push(disabled);
         state.images.push(image("ami-fine", "a", 1));
+        state.snapshots = snapshots_of(&state.images)
+            .into_iter()
+            .map(|s| (s, "completed".to_string()))
+            .collect();
     }
     let document = crate::tests::fakes::document(
         r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#,
