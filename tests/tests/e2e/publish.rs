@@ -864,25 +864,26 @@ async fn an_ami_its_instance_type_cannot_run_is_refused_loudly_never_launched_an
     let launches = || a.bed.calls().get("RunInstances").copied().unwrap_or(0);
     let before = launches();
 
-    let report = publish.invoke(&available(&arm)).ok();
-    let failed = lines(&report, "fail");
-    assert_eq!(failed.len(), 1, "{report}");
-    assert_eq!(failed[0]["outcome"], "validation_failed", "{report}");
+    let (kind, message) = publish.invoke(&available(&arm)).err();
+    assert_eq!(kind, "PartialFailure");
+    let report: Value = serde_json::from_str(&message).expect("the report");
+    let refused = lines(&report, "launch");
+    assert_eq!(refused.len(), 1, "{report}");
+    assert_eq!(refused[0]["outcome"], "refused", "{report}");
     assert!(
-        failed[0]["reason"]
+        refused[0]["reason"]
             .as_str()
             .unwrap_or_default()
             .contains("arm64 does not run on t3.micro"),
         "{report}"
     );
     assert_eq!(
-        tag(&a.ec2, &arm, "ami-automation:validation")
-            .await
-            .as_deref(),
-        Some("failed")
+        tag(&a.ec2, &arm, "ami-automation:validation").await,
+        None,
+        "no verdict: the configuration is at fault, not the AMI"
     );
     assert_eq!(launches(), before, "never launched");
-    let again = publish.invoke(&json!({})).ok();
-    assert!(lines(&again, "launch").is_empty(), "{again}");
+    let (kind, _) = publish.invoke(&json!({})).err();
+    assert_eq!(kind, "PartialFailure", "refused on every sweep until fixed");
     assert_eq!(launches(), before);
 }
