@@ -46,6 +46,8 @@ FUNCTIONS = {
 
 # Actions IAM requires together with a call the code makes.
 IMPLIED = {
+    "sqs:SendMessage": "parks an event EventBridge did not take (jobs/announce.rs; tested for ami-share: every function publishes through the same code)",
+    "sqs:DeleteMessage": "removes a parked event once sent again (jobs/announce.rs; tested for ami-share)",
     "ec2:CreateTags": "CreateImage/RegisterImage/CopyImage with TagSpecifications need it (limited by ec2:CreateAction)",
     "kms:CreateGrant": "CopyImage with Encrypted/KmsKeyId: EC2 uses the key on the caller's behalf",
     "kms:Decrypt": "CopyImage with Encrypted/KmsKeyId",

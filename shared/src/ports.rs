@@ -459,6 +459,34 @@ pub trait EventSink {
     fn publish(&self, events: Vec<Event>) -> impl Future<Output = Published> + Send;
 }
 
+/// EventBridge's PutEvents, with its own retries of the entries it did not take.
+pub trait EventBus {
+    /// Publishes the events: how many EventBridge took, and those it did not, each with why.
+    fn send(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = (usize, Vec<(Event, String)>)> + Send;
+}
+
+/// An event an earlier run could not publish, waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedEvent {
+    /// What removes it from the outbox once sent (SQS's receipt handle).
+    pub receipt: String,
+    pub event: Event,
+}
+
+/// Where events EventBridge did not take wait for the next run (an SQS queue whose messages
+/// are sent again once, then go to the failure queue).
+pub trait Outbox {
+    /// Keeps one event for the next run.
+    fn park(&self, event: &Event) -> impl Future<Output = Result<()>> + Send;
+    /// Up to 10 parked events, each hidden from other runs while this one sends it.
+    fn parked(&self) -> impl Future<Output = Result<Vec<ParkedEvent>>> + Send;
+    /// Removes a parked event once EventBridge took it.
+    fn done(&self, receipt: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Pacing of mutating calls, so that a run stays within EC2's request buckets.
 pub trait Pace {
     /// Waits until the next mutating call may start.

@@ -72,6 +72,8 @@ pub struct TestBed {
     pub port: u16,
     /// The stack's HMAC key (template.yaml `SigningKey`), which every function is given.
     pub signing_key: String,
+    /// The stack's event outbox (template.yaml `EventOutbox`), which every function is given.
+    pub event_outbox: String,
 }
 
 impl TestBed {
@@ -114,10 +116,15 @@ impl TestBed {
         assert_eq!(status, 200, "the test bed made no signing key: {text}");
         let key: Value = serde_json::from_str(&text).expect("signing key JSON");
         let signing_key = key["key_arn"].as_str().unwrap_or_default().to_string();
+        let (status, text) = http(port, "GET", "/_testbed/event-outbox", "");
+        assert_eq!(status, 200, "the test bed made no event outbox: {text}");
+        let outbox: Value = serde_json::from_str(&text).expect("outbox JSON");
+        let event_outbox = outbox["url"].as_str().unwrap_or_default().to_string();
         TestBed {
             child,
             port,
             signing_key,
+            event_outbox,
         }
     }
 
@@ -136,6 +143,7 @@ impl TestBed {
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("AMI_SIGNING_KEY_ARN".into(), self.signing_key.clone()),
             ("AMI_DEADMAN_ROLE_ARN".into(), DEAD_MAN_ROLE.into()),
+            ("AMI_EVENT_OUTBOX_URL".into(), self.event_outbox.clone()),
         ]
     }
 
@@ -257,6 +265,11 @@ impl TestBed {
     /// An EventBridge Scheduler client for `region`.
     pub async fn scheduler(&self, region: &str) -> aws_sdk_scheduler::Client {
         aws_sdk_scheduler::Client::new(&self.sdk(region).await)
+    }
+
+    /// An SQS client.
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk("us-east-1").await)
     }
 
     /// An EventBridge client.

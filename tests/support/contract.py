@@ -56,7 +56,7 @@ EC2: ServiceModel = _SESSION.get_service_model("ec2")
 #: The JSON-protocol services the test bed serves, by the prefix of their `X-Amz-Target`.
 JSON_SERVICES: dict[str, ServiceModel] = {
     model.metadata["targetPrefix"]: model
-    for model in (_SESSION.get_service_model(name) for name in ("events", "kms", "ssm"))
+    for model in (_SESSION.get_service_model(name) for name in ("events", "kms", "ssm", "sqs"))
 }
 
 #: Query parameters that belong to the protocol, not to the operation's input.
@@ -570,7 +570,7 @@ def check_request(environ: Mapping[str, Any], body: bytes) -> Violation | None:
     """The violation of the contract in one WSGI request (its body already read), or None.
 
     EC2: a query-protocol request signed for `ec2` (or, unsigned, giving EC2's API version).
-    JSON services: a request whose `X-Amz-Target` names EventBridge, KMS or SSM. Anything else,
+    JSON services: a request whose `X-Amz-Target` names EventBridge, KMS, SSM or SQS. Anything else,
     and any operation the model does not have, is None: moto answers it."""
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:

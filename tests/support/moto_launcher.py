@@ -22,6 +22,7 @@ or a call executed whose answer is lost (`LOSE`);
 `POST /_testbed/usage-report` completes an AMI's usage report with the accounts that use it;
 `POST /_testbed/instance` sets an instance's status checks, console output and launch time.
 `GET /_testbed/signing-key` answers the ARN of the stack's HMAC key (made at the first call).
+`GET /_testbed/event-outbox` answers the URL of the stack's event outbox (made at the first call).
 `POST /_testbed/scheduler` moves EventBridge Scheduler's clock ahead and runs what is due.
 `POST /_testbed/ssm` sets how long SSM validates an `aws:ec2:image` update, and moves its clock.
 
@@ -1362,6 +1363,23 @@ def get_console_output(self: Any) -> ActionResult:
 SIGNING_KEY: list[str] = []
 
 
+# The event outbox (template.yaml, EventOutbox): an SQS queue whose redrive policy moves a
+# message received once and not deleted to the failure queue (SQS Developer Guide, "Using
+# dead-letter queues": maxReceiveCount). Made at the first call, as the stack makes it.
+OUTBOX: list[str] = []
+
+
+def event_outbox(host: str) -> str:
+    from moto.sqs.models import sqs_backends
+    if not OUTBOX:
+        backend = sqs_backends["123456789012"]["us-east-1"]
+        failures = backend.create_queue("ami-lifecycle-failures")
+        backend.create_queue("ami-lifecycle-event-outbox", VisibilityTimeout="900", RedrivePolicy=json.dumps(
+            {"deadLetterTargetArn": failures.queue_arn, "maxReceiveCount": 1}))
+        OUTBOX.append(f"http://{host}/123456789012/ami-lifecycle-event-outbox")
+    return OUTBOX[0]
+
+
 def signing_key() -> str:
     if not SIGNING_KEY:
         from moto.kms.models import kms_backends
@@ -1944,6 +1962,10 @@ class Testbed:
         if environ.get("PATH_INFO", "") == "/_testbed/ssm":
             with MOTO_LOCK:
                 out = ssm(json.loads(Request(environ).get_data() or b"{}"))
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/event-outbox":
+            with MOTO_LOCK:
+                out = {"url": event_outbox(environ.get("HTTP_HOST", "127.0.0.1"))}
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/signing-key":
             with MOTO_LOCK:

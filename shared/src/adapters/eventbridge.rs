@@ -7,9 +7,9 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use futures::StreamExt;
 
-use crate::domain::event::{Event, Published, SOURCE};
+use crate::domain::event::{Event, SOURCE};
 use crate::error::Error;
-use crate::ports::EventSink;
+use crate::ports::EventBus;
 
 /// PutEvents takes at most 10 entries a call.
 pub const BATCH: usize = 10;
@@ -102,9 +102,9 @@ fn batches_of(events: Vec<Event>) -> Vec<Vec<Event>> {
     batches
 }
 
-impl EventSink for EventBridge {
-    async fn publish(&self, events: Vec<Event>) -> Published {
-        let mut report = Published::default();
+impl EventBus for EventBridge {
+    async fn send(&self, events: Vec<Event>) -> (usize, Vec<(Event, String)>) {
+        let mut published = 0;
         let mut pending = events;
         let mut last_error = None;
         for attempt in 0..=RETRIES {
@@ -129,20 +129,14 @@ impl EventSink for EventBridge {
                     last_error = err;
                 }
             }
-            report.published += total - failed.len();
+            published += total - failed.len();
             pending = failed;
         }
-        report.failed = pending
-            .into_iter()
-            .map(|e| {
-                format!(
-                    "{}: {}",
-                    e.detail_type,
-                    last_error.clone().unwrap_or_default()
-                )
-            })
-            .collect();
-        report
+        let why = last_error.unwrap_or_default();
+        (
+            published,
+            pending.into_iter().map(|e| (e, why.clone())).collect(),
+        )
     }
 }
 

@@ -8,4 +8,5 @@ pub mod kms;
 pub mod pace;
 pub mod rbin;
 pub mod scheduler;
+pub mod sqs;
 pub mod ssm;

@@ -1,7 +1,7 @@
 //! The events the tool announces on EventBridge: source `ami.automation`, one detail type per
 //! action. Publishing them is a port ([`crate::ports::EventSink`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 pub const SOURCE: &str = "ami.automation";
 
 /// One event to publish.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// `AMI Deprecated`, `AMI Deregistered`, `Policy Run Completed`, ...
     pub detail_type: String,
@@ -24,8 +24,18 @@ pub struct Event {
 pub struct Published {
     /// Events accepted by EventBridge.
     pub published: usize,
-    /// Events that could not be published, with the error.
+    /// Events that could not be published, with the error: lost (the invocation fails).
     pub failed: Vec<String>,
+    /// Events EventBridge did not take, kept in the outbox for the next run to send.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub parked: usize,
+    /// Events an earlier run could not publish, sent by this one from the outbox.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resent: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The largest detail an event carries. PutEvents takes at most 256 KB per request (entries

@@ -4,6 +4,7 @@
 //! wiring.
 
 pub mod ageout;
+pub mod announce;
 pub mod build;
 pub mod copy;
 pub mod proof;

@@ -14,11 +14,13 @@ use crate::adapters::eventbridge::EventBridge;
 use crate::adapters::kms::{Kms, Mac};
 use crate::adapters::pace::Pacer;
 use crate::adapters::rbin::Rbin;
+use crate::adapters::sqs::SqsOutbox;
 use crate::adapters::ssm::Ssm;
 use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
 use crate::domain::policy::{Deployment, PolicyDocument};
 use crate::error::{Error, Result};
+use crate::jobs::announce::Announcer;
 use crate::jobs::Limits;
 use crate::ports::Cloud;
 
@@ -29,6 +31,10 @@ pub struct Settings {
     pub home_region: Region,
     /// The bus the tool's events go to (`EVENT_BUS_NAME`, default `default`).
     pub event_bus: String,
+    /// The queue where events EventBridge did not take wait for the next run
+    /// (`AMI_EVENT_OUTBOX_URL`, from the template's `EventOutbox`); none: such events are lost,
+    /// and the invocation fails.
+    pub event_outbox: Option<String>,
     /// Mutating calls in flight at once per region (`AMI_CONCURRENCY`, default 8).
     pub concurrency: usize,
     /// Stop this long before the Lambda deadline (`AMI_DEADLINE_MARGIN_MS`, default 10000).
@@ -210,6 +216,7 @@ impl Settings {
             },
             home_region,
             event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
+            event_outbox: env("AMI_EVENT_OUTBOX_URL"),
             concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
             deadline_margin: Duration::from_millis(
                 env_number("AMI_DEADLINE_MARGIN_MS", Some(30_000), 0, 900_000)?.unwrap_or(30_000),
@@ -283,9 +290,12 @@ pub struct App {
     sdk: SdkConfig,
     ec2: Mutex<HashMap<Region, Ec2>>,
     kms: Mutex<HashMap<Region, Kms>>,
-    events: EventBridge,
+    events: Events,
     mac: Option<Mac>,
 }
+
+/// The functions' announcer: the bus, with its outbox.
+pub type Events = Announcer<EventBridge, SqsOutbox>;
 
 /// The stack's seal: its HMAC key in KMS, in the key's own region (from its ARN; the home
 /// region for a bare key id). None when the deployment names no key.
@@ -339,9 +349,15 @@ impl App {
             )
             .load()
             .await;
-        let events = EventBridge::new(
-            aws_sdk_eventbridge::Client::new(&sdk),
-            settings.event_bus.clone(),
+        let events = Announcer::new(
+            EventBridge::new(
+                aws_sdk_eventbridge::Client::new(&sdk),
+                settings.event_bus.clone(),
+            ),
+            settings
+                .event_outbox
+                .as_ref()
+                .map(|url| SqsOutbox::new(aws_sdk_sqs::Client::new(&sdk), url.clone())),
         );
         Ok(App {
             mac: mac(&sdk, &settings),
@@ -420,8 +436,8 @@ impl App {
         None
     }
 
-    /// The EventBridge adapter.
-    pub fn events(&self) -> &EventBridge {
+    /// The announcer: EventBridge, and the outbox for what it does not take.
+    pub fn events(&self) -> &Events {
         &self.events
     }
 

@@ -953,7 +953,7 @@ impl EventSink for Recorder {
             .extend(events);
         Published {
             published: n,
-            failed: Vec::new(),
+            ..Published::default()
         }
     }
 }

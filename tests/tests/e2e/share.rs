@@ -583,13 +583,14 @@ async fn an_organization_target_of_an_encrypted_ami_gets_the_key_policy_statemen
 }
 
 #[tokio::test]
-async fn an_announcement_eventbridge_does_not_take_fails_the_invocation() {
+async fn an_announcement_that_can_be_neither_published_nor_parked_fails_the_invocation() {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     let builder = seed::instance(&ec2, 0, &[]).await;
     let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
     let function = share(&bed, &policies(&["111122223333"], false), &[]);
     bed.inject_fault("PutEvents", "AccessDeniedException", 1000);
+    bed.inject_fault("SendMessage", "AccessDenied", 1000);
 
     let (kind, message) = function.invoke(&available(&image)).err();
 
@@ -607,4 +608,35 @@ async fn an_announcement_eventbridge_does_not_take_fails_the_invocation() {
     assert!(launch_permissions(&ec2, &image)
         .await
         .contains("111122223333"));
+}
+
+#[tokio::test]
+async fn an_announcement_eventbridge_does_not_take_is_parked_and_sent_by_the_next_run_once() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 0, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+    // Every attempt of this run's PutEvents (the SDK's and the adapter's retries) is refused.
+    bed.inject_fault("PutEvents", "AccessDeniedException", 1000);
+
+    let report = function.invoke(&available(&image)).ok();
+    assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
+    assert_eq!(report["events"]["parked"], 1, "{report}");
+    let shared = |bed: &TestBed| {
+        bed.published()
+            .into_iter()
+            .filter(|e| e["detail_type"] == "AMI Shared")
+            .count()
+    };
+    assert_eq!(shared(&bed), 0);
+
+    // EventBridge takes events again: the next run (a sweep with nothing to change) sends it.
+    bed.inject_fault("PutEvents", "AccessDeniedException", 0);
+    let next = function.invoke(&json!({})).ok();
+    assert_eq!(next["events"]["resent"], 1, "{next}");
+    assert_eq!(shared(&bed), 1);
+    let again = function.invoke(&json!({})).ok();
+    assert!(again["events"].get("resent").is_none(), "{again}");
+    assert_eq!(shared(&bed), 1, "sent once");
 }

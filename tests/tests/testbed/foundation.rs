@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use ami_lifecycle::adapters::ec2::Ec2;
 use ami_lifecycle::adapters::eventbridge::EventBridge;
 use ami_lifecycle::domain::event::event;
-use ami_lifecycle::ports::{BuildImages, EventSink, ImageInventory};
+use ami_lifecycle::ports::{BuildImages, EventBus, ImageInventory};
 use e2e_tests::TestBed;
 use serde_json::json;
 
@@ -49,15 +49,15 @@ async fn an_image_created_through_the_adapter_is_listed_back_with_its_tags_and_a
     }
 
     let bus = EventBridge::new(bed.eventbridge().await, "default");
-    let published = bus
-        .publish(vec![event(
+    let (published, refused) = bus
+        .send(vec![event(
             "AMI Build Started",
             vec![image_id.clone()],
             json!({"ImageId": image_id}),
         )])
         .await;
-    assert_eq!(published.published, 1);
-    assert!(published.failed.is_empty());
+    assert_eq!(published, 1);
+    assert!(refused.is_empty());
     let seen = bed.published();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["source"], "ami.automation");
@@ -99,8 +99,8 @@ async fn more_than_ten_events_go_out_in_batches_of_ten() {
     let events = (0..23)
         .map(|i| event("AMI Deprecated", vec![format!("ami-{i}")], json!({"n": i})))
         .collect();
-    let published = bus.publish(events).await;
-    assert_eq!(published.published, 23);
+    let (published, _) = bus.send(events).await;
+    assert_eq!(published, 23);
     assert_eq!(bed.published().len(), 23);
 }
 
@@ -108,9 +108,9 @@ async fn more_than_ten_events_go_out_in_batches_of_ten() {
 async fn events_to_a_bus_that_does_not_exist_are_reported_as_failed() {
     let bed = TestBed::start();
     let bus = EventBridge::new(bed.eventbridge().await, "no-such-bus");
-    let published = bus
-        .publish(vec![event("AMI Deprecated", vec![], json!({}))])
+    let (published, refused) = bus
+        .send(vec![event("AMI Deprecated", vec![], json!({}))])
         .await;
-    assert_eq!(published.published, 0);
-    assert_eq!(published.failed.len(), 1, "{published:?}");
+    assert_eq!(published, 0);
+    assert_eq!(refused.len(), 1, "{refused:?}");
 }
