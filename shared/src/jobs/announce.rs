@@ -20,6 +20,21 @@ impl<B: EventBus + Sync, O: Outbox + Sync> Announcer<B, O> {
         Announcer { bus, outbox }
     }
 
+    /// Publishes events that are worth nothing late, never parked: a sealed continuation
+    /// expires within the hour (one sent later would be refused as a forgery), and its sender
+    /// falls back to the next scheduled run when it is not taken.
+    pub async fn publish_now(&self, events: Vec<Event>) -> Published {
+        let (published, refused) = self.bus.send(events).await;
+        Published {
+            published,
+            failed: refused
+                .into_iter()
+                .map(|(e, why)| format!("{}: {why}", e.detail_type))
+                .collect(),
+            ..Published::default()
+        }
+    }
+
     /// Sends what earlier runs parked; removes each event EventBridge took.
     async fn resend(&self, outbox: &O, report: &mut Published) {
         let parked = match outbox.parked().await {
@@ -226,6 +241,23 @@ mod tests {
         *broken.bus.refuse.lock().expect("lock") = vec!["AMI Shared".into()];
         let lost = broken.publish(vec![event("AMI Shared")]).await;
         assert_eq!((lost.parked, lost.failed.len()), (0, 1), "{lost:?}");
+        // A continuation is worth nothing late: never parked.
+        let now = Announcer::new(Bus::default(), Some(Queue::default()));
+        *now.bus.refuse.lock().expect("lock") = vec!["Policy Run Continued".into()];
+        let refused = now.publish_now(vec![event("Policy Run Continued")]).await;
+        assert_eq!(
+            (refused.parked, refused.failed.len()),
+            (0, 1),
+            "{refused:?}"
+        );
+        assert!(now
+            .outbox
+            .as_ref()
+            .expect("outbox")
+            .messages
+            .lock()
+            .expect("lock")
+            .is_empty());
         let none = Announcer::<Bus, Queue>::new(Bus::default(), None);
         *none.bus.refuse.lock().expect("lock") = vec!["AMI Shared".into()];
         let lost = none.publish(vec![event("AMI Shared")]).await;

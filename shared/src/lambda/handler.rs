@@ -20,7 +20,7 @@ use crate::domain::trigger::{ContinuedDetail, RunRequest, Trigger, TriggerKind};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
-use crate::ports::{Cloud, EventSink, Seal, ValidateImages};
+use crate::ports::{Cloud, Seal, ValidateImages};
 
 /// The five functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,7 +363,7 @@ async fn continue_run(
     };
     let published = app
         .events()
-        .publish(vec![continuation::event(report, &next, &sealed)])
+        .publish_now(vec![continuation::event(report, &next, &sealed)])
         .await;
     if published.published == 1 {
         tracing::info!(
