@@ -32,6 +32,10 @@ pub struct Published {
     /// Events an earlier run could not publish, sent by this one from the outbox.
     #[serde(skip_serializing_if = "is_zero")]
     pub resent: usize,
+    /// What went wrong with the outbox (it is not this run's failure: an event refused again
+    /// goes to the failure queue, whose alarm fires).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -5,7 +5,7 @@
 //! never dropped silently.
 
 use crate::domain::event::{Event, Published};
-use crate::ports::{EventBus, EventSink, Outbox, ParkedEvent};
+use crate::ports::{EventBus, EventSink, Outbox};
 
 /// The bus, with the outbox when the deployment has one (`AMI_EVENT_OUTBOX_URL`).
 #[derive(Debug, Clone)]
@@ -35,13 +35,15 @@ impl<B: EventBus + Sync, O: Outbox + Sync> Announcer<B, O> {
         }
     }
 
-    /// Sends what earlier runs parked; removes each event EventBridge took.
+    /// Sends what earlier runs parked; removes each event EventBridge took. What goes wrong
+    /// here is the outbox's, not this run's: it is logged and said in `outbox`, and the
+    /// outbox's redrive policy takes the event to the failure queue, whose alarm fires.
     async fn resend(&self, outbox: &O, report: &mut Published) {
         let parked = match outbox.parked().await {
             Ok(parked) => parked,
             Err(e) => {
                 report
-                    .failed
+                    .outbox
                     .push(format!("the outbox could not be read: {e}"));
                 return;
             }
@@ -49,44 +51,45 @@ impl<B: EventBus + Sync, O: Outbox + Sync> Announcer<B, O> {
         if parked.is_empty() {
             return;
         }
-        let receipts: Vec<(Event, String)> = parked
-            .into_iter()
-            .map(|ParkedEvent { receipt, event }| (event, receipt))
-            .collect();
-        let events: Vec<Event> = receipts.iter().map(|(e, _)| e.clone()).collect();
-        let (_, refused) = self.bus.send(events).await;
-        for (event, receipt) in receipts {
-            if let Some((_, why)) = refused.iter().find(|(r, _)| *r == event) {
-                report.failed.push(format!(
+        let events: Vec<Event> = parked.iter().map(|p| p.event.clone()).collect();
+        let (_, mut refused) = self.bus.send(events).await;
+        for p in parked {
+            // Each refusal accounts for one parked event (two alike are told apart by count).
+            let again = refused.iter().position(|(e, _)| *e == p.event);
+            if let Some((_, why)) = again.map(|i| refused.swap_remove(i)) {
+                report.outbox.push(format!(
                     "{} (parked by an earlier run), refused again: {why}; it goes to the failure queue",
-                    event.detail_type
+                    p.event.detail_type
                 ));
                 continue;
             }
-            match outbox.done(&receipt).await {
+            match outbox.done(&p.receipt).await {
                 Ok(()) => report.resent += 1,
-                // Sent, and still parked: the next run would send it a second time, so it is
-                // left to the redrive policy (the failure queue), and said.
-                Err(e) => report.failed.push(format!(
+                // Sent, and still parked: left to the redrive policy (the failure queue) rather
+                // than sent a second time.
+                Err(e) => report.outbox.push(format!(
                     "{} was sent again and could not be removed from the outbox ({e}): it goes to the failure queue",
-                    event.detail_type
+                    p.event.detail_type
                 )),
             }
+        }
+        for problem in &report.outbox {
+            tracing::warn!(%problem, "event outbox");
         }
     }
 }
 
 impl<B: EventBus + Sync, O: Outbox + Sync> EventSink for Announcer<B, O> {
+    /// The run's own events first. Only when EventBridge took them all does the run send what
+    /// earlier runs parked: during an outage a parked event keeps its one resend for later.
     async fn publish(&self, events: Vec<Event>) -> Published {
         let mut report = Published::default();
-        if let Some(outbox) = &self.outbox {
-            self.resend(outbox, &mut report).await;
-        }
         if events.is_empty() {
             return report;
         }
         let (published, refused) = self.bus.send(events).await;
         report.published = published;
+        let healthy = refused.is_empty();
         for (event, why) in refused {
             let parked = match &self.outbox {
                 Some(outbox) => outbox.park(&event).await.map_err(|e| e.to_string()),
@@ -99,6 +102,9 @@ impl<B: EventBus + Sync, O: Outbox + Sync> EventSink for Announcer<B, O> {
                     .push(format!("{}: {why}; not parked: {e}", event.detail_type)),
             }
         }
+        if let (true, Some(outbox)) = (healthy, &self.outbox) {
+            self.resend(outbox, &mut report).await;
+        }
         report
     }
 }
@@ -109,6 +115,7 @@ mod tests {
 
     use super::*;
     use crate::error::{Error, Result};
+    use crate::ports::ParkedEvent;
 
     /// A bus that refuses the detail types it is told to, and keeps the others.
     #[derive(Default)]
@@ -195,8 +202,12 @@ mod tests {
             "{first:?}"
         );
 
+        // A run with nothing to announce says nothing of EventBridge: it leaves the outbox.
         announcer.bus.refuse.lock().expect("lock").clear();
-        let next = announcer.publish(vec![]).await;
+        let quiet = announcer.publish(vec![]).await;
+        assert_eq!(quiet.resent, 0, "{quiet:?}");
+        // The next run EventBridge takes everything of sends it, once.
+        let next = announcer.publish(vec![event("AMI Shared")]).await;
         assert_eq!((next.resent, next.failed.len()), (1, 0), "{next:?}");
         let taken = announcer.bus.taken.lock().expect("lock").clone();
         assert_eq!(
@@ -206,7 +217,7 @@ mod tests {
                 .count(),
             1
         );
-        let again = announcer.publish(vec![]).await;
+        let again = announcer.publish(vec![event("AMI Shared")]).await;
         assert_eq!(again.resent, 0, "sent once");
     }
 
@@ -215,10 +226,26 @@ mod tests {
     ) {
         let announcer = Announcer::new(Bus::default(), Some(Queue::default()));
         *announcer.bus.refuse.lock().expect("lock") = vec!["AMI Shared".into()];
-        announcer.publish(vec![event("AMI Shared")]).await;
-        let next = announcer.publish(vec![]).await;
-        assert_eq!(next.failed.len(), 1, "{next:?}");
-        assert!(next.failed[0].contains("refused again"), "{next:?}");
+        let during = announcer
+            .publish(vec![event("AMI Shared"), event("AMI Shared")])
+            .await;
+        assert_eq!(during.parked, 2, "{during:?}");
+        // While EventBridge refuses this run's own events, the parked ones keep their resend.
+        let still = announcer.publish(vec![event("AMI Shared")]).await;
+        assert_eq!((still.parked, still.outbox.len()), (1, 0), "{still:?}");
+        // EventBridge takes everything again: the three parked are sent.
+        *announcer.bus.refuse.lock().expect("lock") = vec![];
+        let ok = announcer.publish(vec![event("AMI Deprecated")]).await;
+        assert_eq!(ok.resent, 3, "{ok:?}");
+        *announcer.bus.refuse.lock().expect("lock") = vec!["AMI Retirement Scheduled".into()];
+        announcer
+            .publish(vec![event("AMI Retirement Scheduled")])
+            .await;
+        // EventBridge takes this run's own event and refuses the parked one again.
+        let next = announcer.publish(vec![event("AMI Deprecated")]).await;
+        assert!(next.failed.is_empty(), "not this run's failure: {next:?}");
+        assert_eq!(next.outbox.len(), 1, "{next:?}");
+        assert!(next.outbox[0].contains("refused again"), "{next:?}");
         assert!(
             announcer
                 .outbox

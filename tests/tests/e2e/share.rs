@@ -631,12 +631,17 @@ async fn an_announcement_eventbridge_does_not_take_is_parked_and_sent_by_the_nex
     };
     assert_eq!(shared(&bed), 0);
 
-    // EventBridge takes events again: the next run (a sweep with nothing to change) sends it.
+    // EventBridge takes events again. A run with nothing to announce leaves the outbox; the
+    // next run EventBridge takes announcements of sends it first.
     bed.inject_fault("PutEvents", "AccessDeniedException", 0);
-    let next = function.invoke(&json!({})).ok();
+    let quiet = function.invoke(&json!({})).ok();
+    assert!(quiet["events"].get("resent").is_none(), "{quiet}");
+    let second = seed::image(&ec2, &builder, "web-2", &[("Family", "web-a")]).await;
+    let next = function.invoke(&available(&second)).ok();
     assert_eq!(next["events"]["resent"], 1, "{next}");
-    assert_eq!(shared(&bed), 1);
-    let again = function.invoke(&json!({})).ok();
+    assert_eq!(shared(&bed), 2, "the parked one and the new one");
+    let third = seed::image(&ec2, &builder, "web-3", &[("Family", "web-a")]).await;
+    let again = function.invoke(&available(&third)).ok();
     assert!(again["events"].get("resent").is_none(), "{again}");
-    assert_eq!(shared(&bed), 1, "sent once");
+    assert_eq!(shared(&bed), 3, "the parked one was sent once");
 }

@@ -163,7 +163,8 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
             // Registered and in use: its snapshots are still checked (a restore finished by an
             // earlier request, or one whose snapshots went since).
             let missing = match registered {
-                Some(image) if !dry_run => ec2.missing_snapshots(&image.snapshot_ids).await,
+                // A read: a dry run says what a real run would.
+                Some(image) => ec2.missing_snapshots(&image.snapshot_ids).await,
                 _ => Ok(Vec::new()),
             };
             out.push(match missing {
