@@ -38,9 +38,22 @@ fn allowed(layer: &str) -> &'static [&'static str] {
     }
 }
 
+/// The jobs: each folder of `src/jobs` (its files, such as `proof.rs`, serve every job).
+fn jobs() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/jobs");
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .expect("src/jobs")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+}
+
 /// Every import of `file`'s text that breaks the rules: a lower layer reaching up, or a job
-/// reaching into another job (`crate::jobs::<other>`).
-fn violations(file: &str, text: &str) -> Vec<String> {
+/// reaching into another job (`crate::jobs::<other>`, one of `jobs`).
+fn violations(file: &str, text: &str, jobs: &[String]) -> Vec<String> {
     let Some(layer) = layer(file) else {
         return Vec::new();
     };
@@ -66,7 +79,7 @@ fn violations(file: &str, text: &str) -> Vec<String> {
             let other_job = layer == "jobs"
                 && target == "jobs"
                 && path.len() > 2
-                && ["ageout", "build", "share", "copy"].contains(&path[1])
+                && jobs.iter().any(|j| j == path[1])
                 && Some(path[1]) != own_job;
             if bad_layer || other_job {
                 found.push(format!(
@@ -97,6 +110,7 @@ fn every_import_points_down() {
     let mut files = Vec::new();
     sources(&src, &mut files);
     assert!(files.len() > 20, "found only {files:?}");
+    let jobs = jobs();
     let mut all = Vec::new();
     for path in files {
         let name = path
@@ -107,6 +121,7 @@ fn every_import_points_down() {
         all.extend(violations(
             &name,
             &std::fs::read_to_string(&path).expect("read"),
+            &jobs,
         ));
     }
     assert!(
@@ -134,6 +149,17 @@ fn the_check_finds_each_kind_of_wrong_import() {
         ),
         ("jobs/ageout/mod.rs", "use crate::lambda::app::App;", true),
         (
+            "jobs/publish/execute.rs",
+            "use crate::jobs::share::reconcile;",
+            true,
+        ),
+        (
+            "jobs/share/mod.rs",
+            "use crate::jobs::publish::FUNCTION;",
+            true,
+        ),
+        ("jobs/publish/execute.rs", "use crate::jobs::proof;", false),
+        (
             "jobs/copy/plan.rs",
             "use crate::jobs::copy::FUNCTION;",
             false,
@@ -148,7 +174,33 @@ fn the_check_finds_each_kind_of_wrong_import() {
         ("lambda/handler.rs", "use crate::jobs::ageout;", false),
         ("domain/model.rs", "// see crate::jobs::ageout", false),
     ];
+    let jobs = jobs();
     for (file, line, wrong) in cases {
-        assert_eq!(!violations(file, line).is_empty(), wrong, "{file}: {line}");
+        assert_eq!(
+            !violations(file, line, &jobs).is_empty(),
+            wrong,
+            "{file}: {line}"
+        );
+    }
+}
+
+#[test]
+fn every_job_folder_is_a_module_of_jobs_and_the_check_covers_it() {
+    let declared =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/jobs/mod.rs"))
+            .expect("jobs/mod.rs");
+    let jobs = jobs();
+    assert!(jobs.len() >= 5, "found only {jobs:?}");
+    for job in &jobs {
+        assert!(
+            declared.contains(&format!("pub mod {job};")),
+            "{job} is a folder of src/jobs but no module of jobs"
+        );
+        let reaching = format!("use crate::jobs::{job}::X;");
+        let other = jobs.iter().find(|j| *j != job).expect("another job");
+        assert!(
+            !violations(&format!("jobs/{other}/mod.rs"), &reaching, &jobs).is_empty(),
+            "an import of {job} from {other} is caught"
+        );
     }
 }
