@@ -1907,6 +1907,19 @@ def count_call(environ: dict[str, Any], body: bytes) -> str | None:
     return action
 
 
+#: Test set-up routes answered in JSON under moto's lock: path -> what each does with the
+#: request's JSON body (empty for a GET) and its WSGI environment.
+SETUP_ROUTES: dict[str, Any] = {
+    "/_testbed/fleet": lambda body, environ: seed_fleet(body),
+    "/_testbed/scheduler": lambda body, environ: scheduler(body),
+    "/_testbed/ssm": lambda body, environ: ssm(body),
+    "/_testbed/event-outbox": lambda body, environ: {"url": event_outbox(environ.get("HTTP_HOST", "127.0.0.1"))},
+    "/_testbed/signing-key": lambda body, environ: {"key_arn": signing_key()},
+    "/_testbed/instance": lambda body, environ: set_instance(body),
+    "/_testbed/usage-report": lambda body, environ: complete_usage_report(body),
+}
+
+
 class Testbed:
     def __init__(self, app: Any, check_contract: bool = True):
         self.app = app
@@ -1951,33 +1964,11 @@ class Testbed:
         if environ.get("PATH_INFO", "") == "/_testbed/events":
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/fleet":
+        route = SETUP_ROUTES.get(environ.get("PATH_INFO", ""))
+        if route is not None:
+            body = json.loads(Request(environ).get_data() or b"{}")
             with MOTO_LOCK:
-                out = seed_fleet(json.loads(Request(environ).get_data() or b"{}"))
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/scheduler":
-            with MOTO_LOCK:
-                out = scheduler(json.loads(Request(environ).get_data() or b"{}"))
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/ssm":
-            with MOTO_LOCK:
-                out = ssm(json.loads(Request(environ).get_data() or b"{}"))
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/event-outbox":
-            with MOTO_LOCK:
-                out = {"url": event_outbox(environ.get("HTTP_HOST", "127.0.0.1"))}
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/signing-key":
-            with MOTO_LOCK:
-                out = {"key_arn": signing_key()}
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/instance":
-            with MOTO_LOCK:
-                out = set_instance(json.loads(Request(environ).get_data() or b"{}"))
-            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
-        if environ.get("PATH_INFO", "") == "/_testbed/usage-report":
-            with MOTO_LOCK:
-                out = complete_usage_report(json.loads(Request(environ).get_data() or b"{}"))
+                out = route(body, environ)
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "").startswith("/_testbed/image"):
             request = Request(environ)

@@ -162,17 +162,11 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         if steps.is_empty() {
             // Registered and in use: its snapshots are still checked (a restore finished by an
             // earlier request, or one whose snapshots went since).
-            let missing = match registered {
-                // A read: a dry run says what a real run would.
-                Some(image) => ec2.missing_snapshots(&image.snapshot_ids).await,
-                _ => Ok(Vec::new()),
-            };
-            out.push(match missing {
-                Ok(missing) if missing.is_empty() => {
-                    line(id, steps, RestoreOutcome::NothingToUndo, None)
-                }
-                Ok(missing) => partial(line(id, steps, RestoreOutcome::Partial, None), missing),
-                Err(e) => line(id, steps, outcome_of(&e), Some(e.to_string())),
+            // A read: a dry run says what a real run would.
+            let undone = line(id, steps, RestoreOutcome::NothingToUndo, None);
+            out.push(match registered {
+                Some(image) => with_snapshots(ec2, image, undone).await,
+                None => undone,
             });
             continue;
         }
@@ -240,40 +234,39 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
                 }
             }
         }
-        let missing = match (&failure, &restored) {
-            (None, Some(back)) => match ec2.missing_snapshots(&back.snapshot_ids).await {
-                Ok(missing) => missing,
-                Err(e) => {
-                    failure = Some((
-                        outcome_of(&e),
-                        format!("its snapshots could not be checked: {e}"),
-                    ));
-                    Vec::new()
-                }
-            },
-            _ => Vec::new(),
-        };
-        match failure {
-            None if missing.is_empty() => out.push(line(id, steps, RestoreOutcome::Restored, None)),
-            None => out.push(partial(
-                line(id, steps, RestoreOutcome::Partial, None),
-                missing,
-            )),
-            Some((outcome, error)) => out.push(line(id, steps, outcome, Some(error))),
-        }
+        out.push(match (failure, restored) {
+            (None, Some(back)) => {
+                with_snapshots(ec2, &back, line(id, steps, RestoreOutcome::Restored, None)).await
+            }
+            (None, None) => line(id, steps, RestoreOutcome::Restored, None),
+            (Some((outcome, error)), _) => line(id, steps, outcome, Some(error)),
+        });
     }
     out
 }
 
-/// A `partial` line: the AMI is registered, and these snapshots of it are not in the account.
-fn partial(mut line: Restored, missing: Vec<String>) -> Restored {
-    line.error = Some(format!(
-        "the AMI is back, and {} of its snapshots are not ({}): it cannot launch until they are (restore them from the Recycle Bin if it still holds them)",
-        missing.len(),
-        missing.join(", ")
-    ));
-    line.missing = missing;
-    line
+/// The line of a registered AMI whose steps are done, once its snapshots are checked:
+/// `partial` when the account lacks some of them (it cannot launch), the check's error when
+/// they could not be read.
+async fn with_snapshots<E: RestoreImages>(ec2: &E, image: &Image, line: Restored) -> Restored {
+    match ec2.missing_snapshots(&image.snapshot_ids).await {
+        Ok(missing) if missing.is_empty() => line,
+        Ok(missing) => Restored {
+            outcome: RestoreOutcome::Partial,
+            error: Some(format!(
+                "the AMI is back, and {} of its snapshots are not ({}): it cannot launch until they are (restore them from the Recycle Bin if it still holds them)",
+                missing.len(),
+                missing.join(", ")
+            )),
+            missing,
+            ..line
+        },
+        Err(e) => Restored {
+            outcome: outcome_of(&e),
+            error: Some(format!("its snapshots could not be checked: {e}")),
+            ..line
+        },
+    }
 }
 
 fn outcome_of(e: &crate::error::Error) -> RestoreOutcome {
