@@ -95,8 +95,12 @@ pub trait ConsumerUsage {
         &self,
         image_ids: &[String],
     ) -> impl Future<Output = Result<HashMap<String, Vec<UsageReport>>>> + Send;
-    /// CreateImageUsageReport over instances and launch templates (down to `depth`) in every
-    /// account; the same `token` returns the same report. Returns the report id.
+    /// How many of the account's usage reports in the region EC2 is still building (at most
+    /// [`crate::domain::model::PENDING_REPORTS_QUOTA`] may be).
+    fn pending_usage_reports(&self) -> impl Future<Output = Result<usize>> + Send;
+    /// CreateImageUsageReport over instances, launch templates (down to `depth`) and Image
+    /// Builder recipes in every account; the same `token` returns the same report. Returns the
+    /// report id.
     fn request_usage_report(
         &self,
         image_id: &str,

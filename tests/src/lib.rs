@@ -323,7 +323,9 @@ impl TestBed {
     }
 
     /// EC2 finishes the image's pending usage report (or one made `creation_time` ago is there
-    /// already) with `entries`: `[{"account_id", "resource_type", "usage_count"}]`.
+    /// already) with `entries`: `[{"account_id", "resource_type", "usage_count", "since"?}]`. An
+    /// entry whose use began (`since`) within what EC2's reports can miss (24 hours for
+    /// instances, a few days for launch templates) before the report is left out, as EC2 may.
     pub fn complete_usage_report(&self, region: &str, image_id: &str, extra: Value) -> String {
         let mut body = extra;
         body["region"] = region.into();

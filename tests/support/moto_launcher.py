@@ -1119,6 +1119,12 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
 # it was created (ExpirationTime). Only the owner may ask about an AMI. moto implements none of
 # it. EC2 builds a report from other accounts' resources, which one emulated account cannot hold,
 # so a test completes a pending report with the entries it wants (`POST /_testbed/usage-report`).
+# A report misses recent use (User Guide: "Instance activity from the past 24 hours and launch
+# template activity from the past few days might not appear in the report"): an entry whose use
+# began (`since`) within USAGE_LAG_HOURS before the report was made is left out, the worst case
+# AWS allows. "A few days" is taken as three.
+USAGE_LAG_HOURS = {"ec2:Instance": 24, "ec2:LaunchTemplate": 72}
+USAGE_PENDING_QUOTA = 2000
 USAGE_RESOURCE_TYPES = {"ec2:Instance", "ec2:LaunchTemplate", "imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe"}
 USAGE_REPORTS: dict[str, dict[str, Any]] = {}
 USAGE_TOKENS: dict[tuple[str, str, str], str] = {}
@@ -1157,10 +1163,17 @@ def create_image_usage_report(self: Any) -> ActionResult:
     with USAGE_LOCK:
         if token and key in USAGE_TOKENS:
             return ActionResult({"ReportId": USAGE_TOKENS[key]})
-        for r in USAGE_REPORTS.values():
-            if r["ImageId"] == ami.id and r["State"] == "pending" and r["Region"] == backend.region_name:
+        pending = [r for r in USAGE_REPORTS.values() if r["State"] == "pending"
+                   and r["Region"] == backend.region_name and r["Account"] == backend.account_id]
+        for r in pending:
+            if r["ImageId"] == ami.id:
                 raise ClientError("ResourceLimitExceeded",
                                   f"A usage report for {ami.id} is already in progress ({r['ReportId']}).")
+        # At most 2,000 reports in progress per account and region (User Guide, "View your AMI
+        # usage", quotas).
+        if len(pending) >= USAGE_PENDING_QUOTA:
+            raise ClientError("ResourceLimitExceeded",
+                              f"You have reached the limit of {USAGE_PENDING_QUOTA} usage reports in progress.")
         now = datetime.now(timezone.utc)
         report_id = f"amiur-{secrets.token_hex(9)[:17]}"
         USAGE_REPORTS[report_id] = {
@@ -1223,7 +1236,8 @@ def describe_image_usage_report_entries(self: Any) -> ActionResult:
 def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
     """Test set-up: EC2 finishes the image's pending report with these entries (or, with none
     pending, a report made earlier at `creation_time`, over `resource_types` and `account_ids`,
-    by default every account's instances and launch templates, is there already)."""
+    by default every account's instances, launch templates and Image Builder recipes, is there
+    already). An entry whose use began (`since`) too shortly before the report is left out."""
     import secrets
     from datetime import timedelta
 
@@ -1241,6 +1255,8 @@ def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
                 "Region": body["region"], "Account": account, "ImageId": body["image_id"], "ReportId": report_id,
                 "ResourceTypes": body.get("resource_types") or [
                     {"ResourceType": "ec2:Instance"},
+                    {"ResourceType": "imagebuilder:ImageRecipe"},
+                    {"ResourceType": "imagebuilder:ContainerRecipe"},
                     {"ResourceType": "ec2:LaunchTemplate",
                      "ResourceTypeOptions": [{"OptionName": "version-depth", "OptionValues": ["10000"]}]}],
                 "AccountIds": body.get("account_ids", []), "CreationTime": created,
@@ -1248,8 +1264,19 @@ def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
         report["State"] = body.get("state", "available")
         if report["State"] == "error":
             report["StateReason"] = body.get("state_reason", "The report could not be created.")
-        report["Entries"] = list(body.get("entries", []))
-        return {"report_id": report["ReportId"]}
+        report["Entries"] = [e for e in body.get("entries", []) if _seen_by(report, e)]
+        return {"report_id": report["ReportId"], "missed": len(body.get("entries", [])) - len(report["Entries"])}
+
+
+def _seen_by(report: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Whether a report shows a use that began at the entry's `since` (default: long before)."""
+    from datetime import timedelta
+
+    if "since" not in entry:
+        return True
+    since = moto_amis.parse_timestamp(entry["since"]).replace(tzinfo=timezone.utc)
+    lag = timedelta(hours=USAGE_LAG_HOURS.get(entry["resource_type"], 0))
+    return since <= report["CreationTime"] - lag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1682,6 +1709,10 @@ def seed_image(body: dict[str, Any]) -> dict[str, Any]:
         ami.last_launched_time = body["last_launched_time"]
     if "deregistration_protection" in body:
         ami.deregistration_protection = body["deregistration_protection"]
+    if "deprecation_time" in body:
+        # Deprecated then (EnableImageDeprecation refuses a time in the past, so a test that
+        # needs a deprecation made days ago sets it here).
+        ami.deprecation_time = iso(moto_amis.parse_timestamp(body["deprecation_time"]).replace(tzinfo=timezone.utc))
     if "state" in body:
         # A copy or creation that EC2 failed after accepting it (state `failed`, StateReason).
         ami.state = body["state"]

@@ -457,6 +457,29 @@ pub struct UsageReport {
     pub resource_types: BTreeMap<String, Option<u32>>,
 }
 
+/// The resource types a usage report must cover to prove that no other account uses an AMI:
+/// instances, launch templates and Image Builder's image and container recipes (EC2 API
+/// reference, CreateImageUsageReport, `ImageUsageResourceTypeRequest`).
+pub const REPORT_RESOURCE_TYPES: [&str; 4] = [
+    "ec2:Instance",
+    "ec2:LaunchTemplate",
+    "imagebuilder:ImageRecipe",
+    "imagebuilder:ContainerRecipe",
+];
+
+/// How much recent instance activity a usage report can miss (EC2 User Guide, "View your AMI
+/// usage": "Instance activity from the past 24 hours ... might not appear in the report"). EC2's
+/// `LastLaunchedTime` lags by as much ("there is a 24-hour delay before that usage is reported").
+pub const REPORT_INSTANCE_LAG_HOURS: i64 = 24;
+
+/// How much recent launch template activity a usage report can miss: the User Guide says "a
+/// few days"; a week is taken, so that "few" never means more than the tool waits.
+pub const REPORT_TEMPLATE_LAG_HOURS: i64 = 7 * 24;
+
+/// How many usage reports an account may have in progress in a region (EC2 User Guide, "View
+/// your AMI usage"; CreateImageUsageReport refuses past it).
+pub const PENDING_REPORTS_QUOTA: usize = 2_000;
+
 /// The state of an AMI usage report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -475,11 +498,27 @@ impl UsageReport {
     /// deep. A report someone made for a few accounts or only instances cannot.
     pub fn covers(&self, template_depth: u32) -> bool {
         self.all_accounts
-            && self.resource_types.contains_key("ec2:Instance")
+            && REPORT_RESOURCE_TYPES
+                .iter()
+                .all(|t| self.resource_types.contains_key(*t))
             && self
                 .resource_types
                 .get("ec2:LaunchTemplate")
                 .is_some_and(|d| d.unwrap_or(20) >= template_depth)
+    }
+
+    /// The earliest time a report can be made at and still prove that no other account uses
+    /// `image`, whose consumers were told at `notice` (its deprecation): a report misses the
+    /// launch templates of the few days before it and the instances of the day before it, so it
+    /// must be made that long after the notice, and a day after the last launch EC2 recorded
+    /// (`LastLaunchedTime`, which covers every account's launches). Use that starts in the last
+    /// day before the decision is seen by no source at all: the residual risk the README states.
+    pub fn proves_from(image: &Image, notice: DateTime<Utc>) -> DateTime<Utc> {
+        let templates = notice + chrono::Duration::hours(REPORT_TEMPLATE_LAG_HOURS);
+        let instances = image
+            .last_launched
+            .map(|at| at + chrono::Duration::hours(REPORT_INSTANCE_LAG_HOURS));
+        instances.map_or(templates, |i| i.max(templates))
     }
 
     /// The accounts other than `owner` that use the AMI, each with what uses it

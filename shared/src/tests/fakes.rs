@@ -57,6 +57,8 @@ pub struct RegionState {
     pub references: HashMap<String, BTreeSet<String>>,
     /// AMI usage reports by image, newest first.
     pub usage_reports: HashMap<String, Vec<UsageReport>>,
+    /// Usage reports in progress for AMIs the test does not hold (toward EC2's quota).
+    pub other_pending_reports: usize,
     /// The Recycle Bin's rules.
     pub recycle_bin: RecycleBin,
     /// AMIs in the Recycle Bin.
@@ -273,6 +275,15 @@ impl ConsumerUsage for FakeEc2 {
             })
             .collect())
     }
+    async fn pending_usage_reports(&self) -> Result<usize> {
+        let state = self.check("DescribeImageUsageReports")?;
+        let pending = state
+            .usage_reports
+            .values()
+            .flatten()
+            .filter(|r| r.state == ReportState::Pending);
+        Ok(pending.count() + state.other_pending_reports)
+    }
     async fn request_usage_report(
         &self,
         image_id: &str,
@@ -298,13 +309,14 @@ impl ConsumerUsage for FakeEc2 {
                     created: Utc::now(),
                     accounts: BTreeMap::new(),
                     all_accounts: true,
-                    resource_types: BTreeMap::from([
-                        ("ec2:Instance".to_string(), None),
-                        (
-                            "ec2:LaunchTemplate".to_string(),
-                            Some(depth.consumer_report_depth()),
-                        ),
-                    ]),
+                    resource_types: crate::domain::model::REPORT_RESOURCE_TYPES
+                        .iter()
+                        .map(|t| {
+                            let templates = *t == "ec2:LaunchTemplate";
+                            let depth = templates.then(|| depth.consumer_report_depth());
+                            (t.to_string(), depth)
+                        })
+                        .collect(),
                 },
             );
         state

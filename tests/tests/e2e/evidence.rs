@@ -527,9 +527,18 @@ fn usage_reports(report: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The notice was given `days` ago: the AMIs were deprecated then (EnableImageDeprecation
+/// refuses a past time, so the test bed sets it).
+fn deprecated_days_ago(bed: &TestBed, ids: &[String], days: i64) {
+    for id in ids {
+        let at = (Utc::now() - Duration::days(days)).to_rfc3339();
+        bed.seed_image("us-east-1", id, json!({ "deprecation_time": at }));
+    }
+}
+
 #[tokio::test]
-async fn a_shared_ami_another_account_uses_is_kept_and_one_nobody_uses_is_retired_after_its_report()
-{
+async fn a_shared_ami_is_deprecated_first_then_kept_while_used_and_retired_after_a_report_made_a_week_later(
+) {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     // ids[0] newest (kept), ids[1..=3] past max age: [1] private, [2] shared and used by
@@ -540,13 +549,35 @@ async fn a_shared_ami_another_account_uses_is_kept_and_one_nobody_uses_is_retire
     let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
     let shared: BTreeSet<String> = BTreeSet::from([ids[2].clone(), ids[3].clone()]);
 
-    // A dry run: no report means `consumer_usage_unknown`; it only says it would ask.
+    // A dry run: the shared ones are deprecated first, as notice to whoever uses them.
     let dry = function.invoke(&json!({"dry_run": true})).ok();
-    assert_eq!(kept_with(&dry, "consumer_usage_unknown"), shared, "{dry}");
+    assert_eq!(actions(&dry, "deprecate"), shared, "{dry}");
     assert_eq!(
         actions(&dry, "deregister"),
         BTreeSet::from([ids[1].clone()])
     );
+    assert!(usage_reports(&dry).is_empty(), "{dry}");
+
+    // The real run does exactly that, and asks for no report yet: one made now could miss
+    // the launch templates of the days before the notice.
+    let first = function.invoke(&json!({})).ok();
+    assert_eq!(actions(&first, "deprecate"), shared, "{first}");
+    assert_eq!(
+        actions(&first, "deregister"),
+        BTreeSet::from([ids[1].clone()])
+    );
+    let second = function.invoke(&json!({})).ok();
+    assert_eq!(
+        kept_with(&second, "consumer_usage_unknown"),
+        shared,
+        "{second}"
+    );
+    assert!(usage_reports(&second).is_empty(), "{second}");
+    assert_eq!(bed.calls().get("CreateImageUsageReport"), None);
+
+    // A week after the notice, a report of each is asked.
+    deprecated_days_ago(&bed, &ids[2..=3], 8);
+    let dry = function.invoke(&json!({"dry_run": true})).ok();
     let asked: Vec<String> = usage_reports(&dry)
         .iter()
         .map(|r| r["outcome"].as_str().unwrap_or_default().to_string())
@@ -557,19 +588,13 @@ async fn a_shared_ami_another_account_uses_is_kept_and_one_nobody_uses_is_retire
         None,
         "a dry run asks for nothing"
     );
-
-    // The real run retires the private one and asks EC2 for a report of each shared one.
-    let first = function.invoke(&json!({})).ok();
-    assert_eq!(
-        actions(&first, "deregister"),
-        BTreeSet::from([ids[1].clone()])
-    );
-    assert_eq!(kept_with(&first, "consumer_usage_unknown"), shared);
+    let third = function.invoke(&json!({})).ok();
+    assert_eq!(kept_with(&third, "consumer_usage_unknown"), shared);
     assert!(
-        usage_reports(&first)
+        usage_reports(&third)
             .iter()
             .all(|r| r["outcome"] == "requested" && r["report_id"].is_string()),
-        "{first}"
+        "{third}"
     );
     assert_eq!(bed.calls().get("CreateImageUsageReport"), Some(&2));
 
@@ -608,12 +633,60 @@ async fn a_shared_ami_another_account_uses_is_kept_and_one_nobody_uses_is_retire
 }
 
 #[tokio::test]
+async fn use_a_report_can_miss_keeps_a_shared_ami_until_a_report_made_late_enough() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 2, 40).await;
+    share_with(&ec2, &ids[1], "210987654321").await;
+    share_with(&ec2, &ids[2], "210987654321").await;
+    // ids[1] was deprecated a day ago; another account made a launch template with it the day
+    // before. A report made now misses that template (EC2: launch template activity of the last
+    // few days may not appear), so it shows nobody.
+    deprecated_days_ago(&bed, &ids[1..=1], 1);
+    let two_days_ago = (Utc::now() - Duration::days(2)).to_rfc3339();
+    let missed = json!({"entries": [{"account_id": "210987654321", "resource_type": "ec2:LaunchTemplate",
+        "usage_count": 1, "since": two_days_ago}]});
+    bed.complete_usage_report("us-east-1", &ids[1], missed);
+    // ids[2] was deprecated long ago, and launched (by anyone) twelve hours ago: its report,
+    // made now, can miss that instance.
+    deprecated_days_ago(&bed, &ids[2..=2], 10);
+    bed.complete_usage_report("us-east-1", &ids[2], json!({"entries": []}));
+    let launched = (Utc::now() - Duration::hours(12)).to_rfc3339();
+    bed.seed_image(
+        "us-east-1",
+        &ids[2],
+        json!({ "last_launched_time": launched }),
+    );
+    let function = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 30}"#);
+
+    let report = function.invoke(&json!({})).ok();
+    assert!(actions(&report, "deregister").is_empty(), "{report}");
+    let detail = |id: &str| {
+        let kept = report["regions"][0]["kept"].as_array().expect("kept");
+        let k = kept.iter().find(|k| k["image_id"] == id).cloned();
+        let k = k.unwrap_or_default();
+        assert_eq!(k["reason"], "consumer_usage_unknown", "{report}");
+        k["detail"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(detail(&ids[1]).contains("7 days"), "{}", detail(&ids[1]));
+    assert!(
+        detail(&ids[2]).contains("last launched"),
+        "{}",
+        detail(&ids[2])
+    );
+    // No report asked: none made now could prove either unused.
+    assert!(usage_reports(&report).is_empty(), "{report}");
+    assert_eq!(seed::image_ids(&ec2).await.len(), 3);
+}
+
+#[tokio::test]
 async fn a_stale_or_unreadable_usage_report_keeps_a_shared_ami_and_deprecation_still_goes() {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     let ids = family(&bed, &ec2, 2, 40).await;
     share_with(&ec2, &ids[1], "210987654321").await;
     share_with(&ec2, &ids[2], "210987654321").await;
+    deprecated_days_ago(&bed, &ids[1..=2], 10);
     // A report two days old says nobody uses ids[1]: older than the policy's 24 hours.
     let stale = (Utc::now() - Duration::hours(48)).to_rfc3339();
     bed.complete_usage_report(
@@ -655,6 +728,13 @@ async fn a_stale_or_unreadable_usage_report_keeps_a_shared_ami_and_deprecation_s
 
     // Deprecation stops no launch: shared AMIs past deprecate_after_days are deprecated
     // whatever the reports say.
+    for id in &ids[1..=2] {
+        ec2.disable_image_deprecation()
+            .image_id(id)
+            .send()
+            .await
+            .expect("DisableImageDeprecation");
+    }
     let deprecating = retire(
         &bed,
         r#"{"keep_latest": 1, "deprecate_after_days": 20, "max_age_days": 300}"#,
@@ -904,6 +984,7 @@ async fn a_usage_report_over_some_accounts_only_proves_nothing() {
     let ec2 = bed.ec2("us-east-1").await;
     let ids = family(&bed, &ec2, 1, 40).await;
     share_with(&ec2, &ids[1], "210987654321").await;
+    deprecated_days_ago(&bed, &ids[1..=1], 10);
     // Someone asked EC2 about one account only: nobody there uses it, but other accounts may.
     bed.complete_usage_report(
         "us-east-1",

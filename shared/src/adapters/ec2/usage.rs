@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{ImageUsageResourceTypeOptionRequest, ImageUsageResource
 
 use super::convert::smithy_time;
 use super::Ec2;
-use crate::domain::model::{ReportState, UsageReport};
+use crate::domain::model::{ReportState, UsageReport, REPORT_RESOURCE_TYPES};
 use crate::domain::policy::TemplateDepth;
 use crate::error::Result;
 use crate::ports::ConsumerUsage;
@@ -115,6 +115,26 @@ impl ConsumerUsage for Ec2 {
         Ok(found)
     }
 
+    async fn pending_usage_reports(&self) -> Result<usize> {
+        let mut pages = self
+            .client
+            .describe_image_usage_reports()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("state")
+                    .values("pending")
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        let mut pending = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(self.err("DescribeImageUsageReports"))?;
+            pending += page.image_usage_reports().len();
+        }
+        Ok(pending)
+    }
+
     async fn request_usage_report(
         &self,
         image_id: &str,
@@ -130,16 +150,19 @@ impl ConsumerUsage for Ec2 {
                     .build(),
             )
             .build();
+        let others = REPORT_RESOURCE_TYPES
+            .iter()
+            .filter(|t| **t != "ec2:LaunchTemplate")
+            .map(|t| {
+                ImageUsageResourceTypeRequest::builder()
+                    .resource_type(*t)
+                    .build()
+            });
         let out = self
             .client
             .create_image_usage_report()
             .image_id(image_id)
-            .resource_types(
-                ImageUsageResourceTypeRequest::builder()
-                    .resource_type("ec2:Instance")
-                    .build(),
-            )
-            .resource_types(templates)
+            .set_resource_types(Some(others.chain([templates]).collect()))
             .client_token(token)
             .send()
             .await

@@ -21,7 +21,7 @@ pub use plan::{plan, Action, ActionKind, KeepReason, Kept, Plan, PlanInput};
 use crate::domain::deadline::Deadline;
 use crate::domain::event::{event, Event, Published};
 use crate::domain::ids::Region;
-use crate::domain::model::{EvidenceGap, Image, Usage};
+use crate::domain::model::{EvidenceGap, Image, Usage, PENDING_REPORTS_QUOTA};
 use crate::domain::policy::{PolicyDocument, TemplateDepth};
 use crate::domain::trigger::RunRequest;
 use crate::error::{Error, Result};
@@ -70,8 +70,8 @@ pub struct RegionReport {
 pub struct ReportRequest {
     /// The shared AMI.
     pub image_id: String,
-    /// `requested`, `would_request` (dry run), `deferred` (deadline or throttling: the next
-    /// run asks again) or `failed`.
+    /// `requested`, `would_request` (dry run), `deferred` (deadline, throttling or EC2's quota
+    /// of reports in progress: the next run asks again) or `failed`.
     pub outcome: &'static str,
     /// The report EC2 is building.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,8 +142,10 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
     let runs = regions.iter().map(|region| {
         let ec2 = ctx.cloud.ec2(region);
         let bin = ctx.cloud.recycle_bin(region);
-        // EC2's request buckets are per region: one pacer per region's run.
+        // EC2's request buckets are per region: one pacer per region's run, and one for the
+        // usage reports it asks, which never spend the retirements' tokens.
         let pacer = ctx.cloud.pacer();
+        let report_pacer = ctx.cloud.pacer();
         async move {
             let run = RegionRun {
                 region,
@@ -154,7 +156,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
                 deadline: ctx.deadline,
                 concurrency: ctx.limits.concurrency,
             };
-            run_region(&ec2, &bin, &pacer, &run).await
+            run_region(&ec2, &bin, (&pacer, &report_pacer), &run).await
         }
     });
     let mut regions: Vec<RegionReport> = futures::future::join_all(runs).await;
@@ -351,7 +353,7 @@ pub async fn run_region<
 >(
     ec2: &E,
     bin: &B,
-    pacer: &P,
+    (pacer, report_pacer): (&P, &P),
     run: &RegionRun<'_>,
 ) -> RegionReport {
     let mut report = RegionReport {
@@ -387,6 +389,8 @@ pub async fn run_region<
     let rounds = Rounds {
         ec2,
         pacer,
+        report_pacer,
+        report_room: ReportRoom::Uncounted,
         run,
         scanned: &mut scanned,
         asked: Asked::default(),
@@ -423,18 +427,62 @@ pub async fn run_region<
     report
 }
 
+/// What is left of EC2's quota of usage reports in progress in a region (counted before the
+/// first request of a run, then spent by each request).
+enum ReportRoom {
+    Uncounted,
+    Left(usize),
+    /// The pending reports could not be counted: nothing is asked.
+    Unknown(String),
+}
+
+impl ReportRoom {
+    /// Counts the pending reports, once.
+    async fn count<E: ConsumerUsage + Sync>(&mut self, ec2: &E) {
+        if matches!(self, ReportRoom::Uncounted) {
+            *self = match ec2.pending_usage_reports().await {
+                Ok(n) => ReportRoom::Left(PENDING_REPORTS_QUOTA.saturating_sub(n)),
+                Err(e) => {
+                    ReportRoom::Unknown(format!("usage reports in progress not counted: {e}"))
+                }
+            };
+        }
+    }
+
+    /// Why no report can be asked now, if none can.
+    fn full(&self) -> Option<String> {
+        match self {
+            ReportRoom::Left(0) => Some(format!(
+                "EC2's quota of {PENDING_REPORTS_QUOTA} usage reports in progress is reached"
+            )),
+            ReportRoom::Unknown(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    fn spend(&mut self) {
+        if let ReportRoom::Left(n) = self {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// Asks EC2 for a usage report of each shared AMI that no fresh report covers (CreateImageUsageReport,
-/// paced like the other calls that change the account). The client token is the image and the
-/// hour of the wall clock, so a re-delivered run in the same hour gets the same report, never a
-/// second one.
+/// paced on its own, within what is left of the quota of reports in progress). The client
+/// token is the image and the hour of the wall clock, so a re-delivered run in the same hour
+/// gets the same report, never a second one.
 async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     ec2: &E,
     pacer: &P,
     run: &RegionRun<'_>,
     depth: TemplateDepth,
     images: &[String],
+    room: &mut ReportRoom,
 ) -> Vec<ReportRequest> {
     let mut out = Vec::new();
+    if !images.is_empty() {
+        room.count(ec2).await;
+    }
     for image_id in images {
         let line = |outcome, report_id, error| ReportRequest {
             image_id: image_id.clone(),
@@ -442,7 +490,12 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
             report_id,
             error,
         };
+        if let Some(why) = room.full() {
+            out.push(line("deferred", None, Some(why)));
+            continue;
+        }
         if run.dry_run {
+            room.spend();
             out.push(line("would_request", None, None));
             continue;
         }
@@ -455,7 +508,10 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
         // token for ever.
         let token = format!("{image_id}-{}", Utc::now().format("%Y%m%d%H"));
         match ec2.request_usage_report(image_id, &token, depth).await {
-            Ok(id) => out.push(line("requested", Some(id), None)),
+            Ok(id) => {
+                room.spend();
+                out.push(line("requested", Some(id), None))
+            }
             Err(e) if e.is_transient() => out.push(line("deferred", None, Some(e.to_string()))),
             Err(e) => {
                 tracing::warn!(image_id, error = %e, "usage report not requested: the AMI stays kept");
@@ -741,6 +797,10 @@ fn action_key(a: &Action) -> (ActionKind, String) {
 struct Rounds<'r, 's, E, P> {
     ec2: &'r E,
     pacer: &'r P,
+    /// Paces the usage reports asked, apart from the retirements.
+    report_pacer: &'r P,
+    /// What is left of EC2's quota of usage reports in progress.
+    report_room: ReportRoom,
     run: &'r RegionRun<'r>,
     scanned: &'r mut Scanned<'s>,
     asked: Asked,
@@ -839,10 +899,11 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
         );
         let requested = request_reports(
             self.ec2,
-            self.pacer,
+            self.report_pacer,
             self.run,
             self.scanned.depth,
             &to_request,
+            &mut self.report_room,
         )
         .await;
         self.out.usage_reports.extend(requested);

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::domain::model::{Image, ImageState, ReportState, Snapshot, Usage};
+use crate::domain::model::{
+    Image, ImageState, ReportState, Snapshot, Usage, UsageReport, REPORT_TEMPLATE_LAG_HOURS,
+};
 use crate::domain::policy::{Policy, PolicyDocument, Retain};
 use crate::domain::recycle_bin::{Recovery, RecycleBin};
 use crate::domain::tags;
@@ -659,9 +661,10 @@ fn deferred(kind: ActionKind) -> Decision {
     )
 }
 
-/// For an AMI shared with other accounts (or public), what EC2's usage reports say about
-/// them: `None` when nothing there keeps the AMI (not shared, or a fresh report shows no other
-/// account uses it), else the keep decision and what it waits on.
+/// For an AMI shared with other accounts (or public), what the accounts that may use it allow:
+/// `None` when nothing keeps the AMI (not shared, or a usage report made long enough after the
+/// notice shows no other account uses it), else the decision (a deprecation first, as notice, or
+/// keep) and what it waits on.
 fn consumers(
     image: &Image,
     kind: ActionKind,
@@ -684,6 +687,11 @@ fn consumers(
         }
         _ => {}
     }
+    let notice = match notice(image, kind, input) {
+        Ok(at) => at,
+        Err(decision) => return Some((decision, Needs::default())),
+    };
+
     let Some(reports) = input.usage.consumer_reports.get(&image.id) else {
         let detail = format!("not {}: usage reports not read yet", kind.past());
         let needs = Needs {
@@ -693,52 +701,116 @@ fn consumers(
         return Some((Decision::Keep(ConsumerUsageUnknown, detail), needs));
     };
     let max_age = Duration::hours(i64::from(retain.consumer_report_max_age_hours));
+    let newest = |proves: &dyn Fn(&UsageReport) -> bool| {
+        reports
+            .iter()
+            .filter(|r| r.state == ReportState::Available && input.as_of - r.created <= max_age)
+            .filter(|r| proves(r))
+            .max_by_key(|r| r.created)
+    };
+    // Use any fresh report shows keeps the AMI, whatever else the report covers.
+    if let Some(report) = newest(&|r| !r.consumers(input.account_id).is_empty()) {
+        let users = report.consumers(input.account_id);
+        let detail = format!("{} (usage report {})", users.join("; "), report.report_id);
+        return Some((Decision::Keep(InUseByAccount, detail), Needs::default()));
+    }
+    // A report misses recent use: only one that covers every account and resource type, made
+    // long enough after the notice and the last launch, proves that nobody else uses it.
     let depth = retain
         .in_use
         .launch_template_versions
         .consumer_report_depth();
-    let fresh = reports
-        .iter()
-        .filter(|r| {
-            r.state == ReportState::Available
-                && input.as_of - r.created <= max_age
-                && r.covers(depth)
-        })
-        .max_by_key(|r| r.created);
-    if let Some(report) = fresh {
-        let users = report.consumers(input.account_id);
-        if users.is_empty() {
-            return None;
-        }
-        let detail = format!("{} (usage report {})", users.join("; "), report.report_id);
-        return Some((Decision::Keep(InUseByAccount, detail), Needs::default()));
+    let proves_from = UsageReport::proves_from(image, notice);
+    if newest(&|r| r.covers(depth) && r.created >= proves_from).is_some() {
+        return None;
     }
-    // One in progress is waited for (EC2 allows one per AMI), whatever it covers.
-    let pending = reports.iter().find(|r| r.state == ReportState::Pending);
-    let (detail, new_report) = match pending {
-        Some(p) => (
-            format!(
-                "not {}: usage report {} in progress since {}",
-                kind.past(),
-                p.report_id,
-                p.created.to_rfc3339()
-            ),
-            false,
-        ),
-        None => (
-            format!(
-                "not {}: shared, and no usage report newer than {} hours over every account's instances and launch templates says who uses it: one is requested",
-                kind.past(),
-                retain.consumer_report_max_age_hours
-            ),
-            true,
-        ),
-    };
+    let (detail, new_report) = awaited_report(image, kind, retain, input, reports, notice);
     let needs = Needs {
         new_report,
         ..Needs::default()
     };
     Some((Decision::Keep(ConsumerUsageUnknown, detail), needs))
+}
+
+/// When the accounts that use a shared AMI were told that it retires: its deprecation. Not
+/// deprecated yet: the decision is to deprecate it first (or, when it cannot be, to keep it).
+fn notice(
+    image: &Image,
+    kind: ActionKind,
+    input: PlanInput<'_>,
+) -> Result<DateTime<Utc>, Decision> {
+    use KeepReason::ConsumerUsageUnknown;
+    match image.deprecation_time {
+        Some(at) if at <= input.as_of => Ok(at),
+        Some(at) => Err(Decision::Keep(
+            ConsumerUsageUnknown,
+            format!(
+                "not {}: shared, and its deprecation at {} (the notice to the accounts that use it) has not come",
+                kind.past(),
+                at.to_rfc3339()
+            ),
+        )),
+        None if image.state == ImageState::Available => Err(Decision::Act(
+            ActionKind::Deprecate,
+            format!(
+                "shared, and due to be {0}: deprecated first, as notice to the accounts that use it ({0} once a usage report made {1} days later shows none)",
+                kind.past(),
+                REPORT_TEMPLATE_LAG_HOURS / 24
+            ),
+        )),
+        None => Err(Decision::Keep(
+            ConsumerUsageUnknown,
+            format!(
+                "not {}: shared, never deprecated, and {} AMIs cannot be deprecated",
+                kind.past(),
+                image.state
+            ),
+        )),
+    }
+}
+
+/// Why a shared AMI waits for a usage report, and whether one is to be asked now: one in
+/// progress is waited for (EC2 allows one per AMI); a new one is asked once it can prove
+/// something.
+fn awaited_report(
+    image: &Image,
+    kind: ActionKind,
+    retain: &Retain,
+    input: PlanInput<'_>,
+    reports: &[UsageReport],
+    notice: DateTime<Utc>,
+) -> (String, bool) {
+    let proves_from = UsageReport::proves_from(image, notice);
+    if let Some(p) = reports.iter().find(|r| r.state == ReportState::Pending) {
+        let detail = format!(
+            "not {}: usage report {} in progress since {}",
+            kind.past(),
+            p.report_id,
+            p.created.to_rfc3339()
+        );
+        return (detail, false);
+    }
+    if input.as_of < proves_from {
+        let launched = image
+            .last_launched
+            .map(|at| format!(", last launched {}", at.to_rfc3339()))
+            .unwrap_or_default();
+        let detail = format!(
+            "not {}: shared; a usage report misses the launch templates of the {} days before it and the instances of the day before it, so only one made from {} (deprecated {}{launched}) can prove that no other account uses it",
+            kind.past(),
+            REPORT_TEMPLATE_LAG_HOURS / 24,
+            proves_from.to_rfc3339(),
+            notice.to_rfc3339(),
+        );
+        return (detail, false);
+    }
+    let detail = format!(
+        "not {}: shared, and no usage report made since {} and newer than {} hours, over every account's instances, launch templates and Image Builder recipes, says who uses it: one is requested",
+        kind.past(),
+        proves_from.to_rfc3339(),
+        retain.consumer_report_max_age_hours
+    );
+    (detail, true)
 }
 
 /// The stage an image's age calls for, or why it is kept, before share state and evidence.

@@ -550,12 +550,14 @@ fn sharing_doc(extra: &str) -> PolicyDocument {
 fn a_policy_that_shares_does_not_disable_its_shared_amis_unless_it_opts_out() {
     let mut shared = image("shared", "a", 70);
     shared.shared = Some(true);
+    shared.deprecation_time = Some(now() - Duration::days(10));
     let mut private = image("private", "a", 70);
     private.shared = Some(false);
     let mut unknown = image("unknown", "a", 70);
     unknown.shared = None;
     let mut old_shared = image("old-shared", "a", 100);
     old_shared.shared = Some(true);
+    old_shared.deprecation_time = Some(now() - Duration::days(10));
     let images = [image("n", "a", 1), shared, private, unknown, old_shared];
     // A fresh usage report says no other account uses the old shared AMI.
     let mut usage = Usage::default();
@@ -604,6 +606,8 @@ fn report(id: &str, hours: i64, state: ReportState, users: &[(&str, &str, u64)])
         resource_types: BTreeMap::from([
             ("ec2:Instance".to_string(), None),
             ("ec2:LaunchTemplate".to_string(), Some(10_000)),
+            ("imagebuilder:ImageRecipe".to_string(), None),
+            ("imagebuilder:ContainerRecipe".to_string(), None),
         ]),
     }
 }
@@ -611,15 +615,22 @@ fn report(id: &str, hours: i64, state: ReportState, users: &[(&str, &str, u64)])
 #[test]
 fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account_uses_it() {
     let document = doc(r#"{"keep_latest": 1, "max_age_days": 90, "deprecate_after_days": 30}"#);
+    let not_deprecated = |mut i: Image| {
+        i.deprecation_time = None;
+        i
+    };
+    // Deprecated ten days ago: the notice to the accounts that use them.
     let shared = |id: &str, days| {
         let mut i = image(id, "a", days);
         i.shared = Some(true);
+        i.deprecation_time = Some(now() - Duration::days(10));
         i
     };
     let mut unknown = image("unknown", "a", 200);
     unknown.shared = None;
     let mut public = image("public", "a", 200);
     public.public = true;
+    public.deprecation_time = Some(now() - Duration::days(10));
     let images = [
         image("n", "a", 1),
         shared("used", 200),
@@ -631,7 +642,7 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
         shared("none", 200),
         shared("unread", 200),
         shared("partial", 200),
-        shared("deprecate-only", 40),
+        not_deprecated(shared("deprecate-only", 40)),
         unknown,
         public,
     ];
@@ -750,6 +761,109 @@ fn a_shared_ami_is_retired_only_when_a_fresh_usage_report_shows_no_other_account
 }
 
 #[test]
+fn a_shared_ami_is_deprecated_first_and_retired_only_on_a_report_made_past_what_reports_miss() {
+    // EC2 User Guide, "View your AMI usage": a report can miss the instances of the day before
+    // it and the launch templates of the few days before it.
+    let document = doc(r#"{"keep_latest": 1, "max_age_days": 90}"#);
+    let shared = |id: &str, deprecated_hours: Option<i64>| {
+        let mut i = image(id, "a", 200);
+        i.shared = Some(true);
+        i.deprecation_time = deprecated_hours.map(|h| now() - Duration::hours(h));
+        i
+    };
+    let mut launched = shared("launched", Some(10 * 24));
+    launched.last_launched = Some(now() - Duration::hours(10));
+    let images = [
+        image("n", "a", 1),
+        shared("no-notice", None),
+        shared("notice-ahead", Some(-5)),
+        shared("recent-notice", Some(3 * 24)),
+        shared("report-too-early", Some(7 * 24 + 1)),
+        shared("proven", Some(10 * 24)),
+        launched,
+        shared("used-before-notice", None),
+    ];
+    let mut usage = Usage::default();
+    for image in &images[1..] {
+        let clear = report(&format!("r-{}", image.id), 2, ReportState::Available, &[]);
+        usage.consumer_reports.insert(image.id.clone(), vec![clear]);
+    }
+    // A report that covers only instances still shows use.
+    let mut partial = report(
+        "r-partial",
+        1,
+        ReportState::Available,
+        &[("210987654321", "ec2:Instance", 1)],
+    );
+    partial.resource_types.remove("ec2:LaunchTemplate");
+    usage
+        .consumer_reports
+        .insert("used-before-notice".into(), vec![partial]);
+    let p = run(&document, &images, &usage);
+
+    // Never deprecated: the deprecation is the notice, made now, whatever a report says.
+    assert_eq!(action_of(&p, "no-notice"), Some(ActionKind::Deprecate));
+    assert_eq!(
+        action_of(&p, "used-before-notice"),
+        Some(ActionKind::Deprecate)
+    );
+    let reason = &p
+        .actions
+        .iter()
+        .find(|a| a.image_id.as_deref() == Some("no-notice"))
+        .expect("deprecated")
+        .reason;
+    assert!(
+        reason.contains("notice") && reason.contains("7 days"),
+        "{reason}"
+    );
+    for id in [
+        "notice-ahead",
+        "recent-notice",
+        "report-too-early",
+        "launched",
+    ] {
+        assert_eq!(
+            kept_for(&p, id),
+            Some(KeepReason::ConsumerUsageUnknown),
+            "{id}"
+        );
+    }
+    assert_eq!(action_of(&p, "proven"), Some(ActionKind::Deregister));
+    // A new report is asked only once it can prove something: a week after the notice, a day
+    // after the last launch.
+    assert_eq!(
+        p.usage_reports_to_request,
+        vec!["report-too-early".to_string()]
+    );
+    let detail = |id: &str| {
+        p.kept
+            .iter()
+            .find(|k| k.image_id == id)
+            .map(|k| k.detail.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        detail("launched").contains("last launched"),
+        "{}",
+        detail("launched")
+    );
+
+    // Once deprecated, the AMI another account uses is kept by the report that shows it.
+    let mut deprecated = images.to_vec();
+    for i in &mut deprecated {
+        if i.id == "used-before-notice" {
+            i.deprecation_time = Some(now() - Duration::days(10));
+        }
+    }
+    let p = run(&document, &deprecated, &usage);
+    assert_eq!(
+        kept_for(&p, "used-before-notice"),
+        Some(KeepReason::InUseByAccount)
+    );
+}
+
+#[test]
 fn an_image_belongs_to_the_first_policy_that_selects_it_and_unselected_images_are_ignored() {
     let json = r#"{"policies": [
         {"name": "first", "select": {"name_pattern": "web-*"}, "retain": {"keep_latest": 5}},
@@ -791,6 +905,9 @@ struct Spec {
     /// 0: not read, 1: fresh and clear, 2: fresh and used elsewhere, 3: stale, 4: pending,
     /// 5: read, none.
     report: u8,
+    /// 0: never deprecated, 1: ten days ago (a fresh report can prove), 2: two days ago (none
+    /// can yet).
+    deprecated: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -846,10 +963,16 @@ fn world() -> impl Strategy<Value = World> {
         proptest::array::uniform9(proptest::bool::weighted(0.08)),
         prop::option::of(any::<bool>()),
         (0i64..12, any::<bool>(), 0i64..12),
-        (0usize..8, 0usize..8, 0u8..6),
+        (0usize..8, 0usize..8, 0u8..6, 0u8..3),
     )
         .prop_map(
-            |((policy, family, days, state), flags, shared, template, (snap_a, snap_b, report))| {
+            |(
+                (policy, family, days, state),
+                flags,
+                shared,
+                template,
+                (snap_a, snap_b, report, deprecated),
+            )| {
                 Spec {
                     policy,
                     family,
@@ -860,6 +983,7 @@ fn world() -> impl Strategy<Value = World> {
                     template,
                     snaps: (snap_a, snap_b),
                     report,
+                    deprecated,
                 }
             },
         );
@@ -898,6 +1022,11 @@ fn world() -> impl Strategy<Value = World> {
                     _ => ImageState::Available,
                 };
                 i.shared = s.shared;
+                i.deprecation_time = match s.deprecated {
+                    1 => Some(now() - Duration::days(10)),
+                    2 => Some(now() - Duration::days(2)),
+                    _ => None,
+                };
                 let reports = match s.report {
                     1 => Some(vec![report("r", 1, ReportState::Available, &[])]),
                     2 => Some(vec![report("r", 1, ReportState::Available, &[("210987654321", "ec2:Instance", 1)])]),
@@ -992,19 +1121,31 @@ fn manager<'a>(w: &'a World, image: &Image) -> Option<&'a crate::domain::policy:
         .then_some(p)
 }
 
-/// Whether no other account can be using the image: it is private, or it is known to be shared
-/// and a usage report no older than the default 24 hours shows no other account using it.
+/// Whether no other account can be using the image: it is private, or it is known to be shared,
+/// was deprecated (the notice), and a usage report no older than the default 24 hours, made a
+/// week after the notice and a day after the last launch, shows no other account using it (and
+/// no fresh report shows one).
 fn consumers_clear(w: &World, i: &Image) -> bool {
     let private = !i.public && i.shared == Some(false);
     let shared = i.public || i.shared == Some(true);
+    let Some(notice) = i.deprecation_time else {
+        return private;
+    };
+    let proves_from = (notice + Duration::days(7)).max(
+        i.last_launched
+            .map_or(notice, |at| at + Duration::hours(24)),
+    );
+    let fresh = |r: &&UsageReport| {
+        r.state == ReportState::Available && now() - r.created <= Duration::hours(24)
+    };
     private
         || shared
             && w.usage.consumer_reports.get(&i.id).is_some_and(|rs| {
-                rs.iter().any(|r| {
-                    r.state == ReportState::Available
-                        && now() - r.created <= Duration::hours(24)
-                        && r.consumers(ME).is_empty()
-                })
+                rs.iter().filter(fresh).all(|r| r.consumers(ME).is_empty())
+                    && rs
+                        .iter()
+                        .filter(fresh)
+                        .any(|r| r.created >= proves_from && r.covers(20))
             })
 }
 
@@ -1070,6 +1211,9 @@ proptest! {
             if *kind != ActionKind::Deprecate {
                 prop_assert!(consumers_clear(&w, i), "{} may be used by another account", id);
             }
+            if *kind == ActionKind::Deprecate && (i.public || i.shared == Some(true)) {
+                prop_assert!(i.deprecation_time.is_none(), "{} deprecated twice", id);
+            }
         }
 
         // Never a snapshot that a remaining image uses, or one the account does not own.
@@ -1107,10 +1251,15 @@ proptest! {
             let shared_disable_blocked = policy.share.is_some() && !r.disable_shared_images
                 && (i.public || i.shared != Some(false));
             let clear = consumers_clear(&w, i);
+            // A shared AMI due to be disabled or deregistered is deprecated first, as notice.
+            let notice_first = (i.public || i.shared == Some(true))
+                && i.deprecation_time.is_none()
+                && i.state == ImageState::Available;
+            let retire = |kind| if notice_first { Some(ActionKind::Deprecate) } else { clear.then_some(kind) };
             let want = if older(i, r.max_age_days) {
-                clear.then_some(ActionKind::Deregister)
+                retire(ActionKind::Deregister)
             } else if older(i, r.disable_after_days) {
-                (i.state != ImageState::Disabled && !shared_disable_blocked && clear).then_some(ActionKind::Disable)
+                (i.state != ImageState::Disabled && !shared_disable_blocked).then(|| retire(ActionKind::Disable)).flatten()
             } else if older(i, r.deprecate_after_days) {
                 (i.deprecation_time.is_none() && i.state != ImageState::Disabled).then_some(ActionKind::Deprecate)
             } else {
@@ -1809,7 +1958,7 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
     let ec2 = cloud.ec2(&region);
     let bin = cloud.recycle_bin(&region);
     let run = ten_minute_run(&region, &document, &request);
-    let first = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
+    let first = super::run_region(&ec2, &bin, (&Capacity(1), &Capacity(1)), &run).await;
     // Of the two AMIs past their age, the run can retire one: it reads the oldest's share
     // state, retires it, and leaves the other, undecided, for the next run.
     assert_eq!(deregistered(&first), vec![format!("ami-{:017x}", 0)]);
@@ -1827,7 +1976,7 @@ async fn a_run_reads_share_state_only_for_what_it_can_retire_oldest_first_and_le
         deadline: crate::domain::deadline::Deadline::none(),
         ..run
     };
-    let second = super::run_region(&ec2, &bin, &Capacity(1), &unbounded).await;
+    let second = super::run_region(&ec2, &bin, (&Capacity(1), &Capacity(1)), &unbounded).await;
     assert_eq!(deregistered(&second), vec![format!("ami-{:017x}", 1)]);
     assert!(second.kept.iter().all(|k| k.reason != KeepReason::Deferred));
     assert_eq!(ec2.state().images.len(), 1);
@@ -1887,7 +2036,7 @@ async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
     let dry = super::run_region(
         &ec2,
         &bin,
-        &NoPace,
+        (&NoPace, &NoPace),
         &super::RegionRun {
             dry_run: true,
             ..run
@@ -1895,7 +2044,7 @@ async fn a_run_retires_while_it_reads_and_does_what_a_dry_run_says_once() {
     )
     .await;
     ec2.state().attribute_reads.clear();
-    let real = super::run_region(&ec2, &bin, &NoPace, &run).await;
+    let real = super::run_region(&ec2, &bin, (&NoPace, &NoPace), &run).await;
 
     // It deregistered while it was still reading share states: its first read came before
     // any change, its last after some.
@@ -1962,7 +2111,7 @@ async fn a_snapshot_an_ami_left_registered_by_an_earlier_round_still_uses_is_not
     let request = crate::domain::trigger::RunRequest::default();
     let bin = cloud.recycle_bin(&region);
     let run = ten_minute_run(&region, &document, &request);
-    let report = super::run_region(&ec2, &bin, &NoPace, &run).await;
+    let report = super::run_region(&ec2, &bin, (&NoPace, &NoPace), &run).await;
 
     let outcome = |kind: ActionKind, id: &str| {
         report
@@ -2033,7 +2182,7 @@ async fn shared_amis_that_stay_kept_never_use_up_a_runs_share_state_reads() {
     let run = ten_minute_run(&region, &document, &request);
     // The run can retire one AMI: the shared ones it reads do not count, so it reads on to the
     // one it can retire.
-    let report = super::run_region(&ec2, &bin, &Capacity(1), &run).await;
+    let report = super::run_region(&ec2, &bin, (&Capacity(1), &Capacity(1)), &run).await;
     assert_eq!(deregistered(&report), vec![format!("ami-{:017x}", 3)]);
     let shared = report
         .kept
@@ -2098,4 +2247,51 @@ proptest! {
             recycle_bin: None });
         prop_assert_eq!(with_gone, without);
     }
+}
+
+#[tokio::test]
+async fn usage_reports_are_asked_only_within_ec2s_quota_of_reports_in_progress() {
+    use crate::domain::grant::Grant;
+    use crate::ports::Cloud;
+    use crate::tests::fakes::{FakeCloud, NoPace};
+    let cloud = FakeCloud::default();
+    let document = three_old_amis(&cloud);
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    {
+        // The two old AMIs are shared, and were deprecated (the notice) long ago.
+        let mut state = ec2.state();
+        for image in state.images.iter_mut().take(2) {
+            image.deprecation_time = Some(Utc::now() - Duration::days(30));
+        }
+        for n in 0..2 {
+            let grant = BTreeSet::from([Grant::Account("210987654321".into())]);
+            state.launch.insert(format!("ami-{n:017x}"), grant);
+        }
+        // 1,999 reports of other AMIs are in progress: room for one more.
+        state.other_pending_reports = crate::domain::model::PENDING_REPORTS_QUOTA - 1;
+    }
+    let request = crate::domain::trigger::RunRequest::default();
+    let bin = cloud.recycle_bin(&region);
+    let run = ten_minute_run(&region, &document, &request);
+
+    let report = super::run_region(&ec2, &bin, (&NoPace, &NoPace), &run).await;
+
+    let outcomes: Vec<(String, String)> = report
+        .usage_reports
+        .iter()
+        .map(|r| (r.outcome.to_string(), r.error.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes[0], ("requested".to_string(), String::new()));
+    assert_eq!(outcomes[1].0, "deferred");
+    assert!(outcomes[1].1.contains("2000"), "{outcomes:?}");
+    let asked = ec2
+        .state()
+        .changes
+        .iter()
+        .filter(|c| c.starts_with("CreateImageUsageReport"))
+        .count();
+    assert_eq!(asked, 1);
+    assert!(deregistered(&report).is_empty());
 }
