@@ -31,9 +31,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml  # PyYAML: in the test bed's virtualenv (cfn-lint depends on it)
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+import authorize  # noqa: E402  (the Service Authorization Reference, through the IAM evaluator)
+import cfn  # noqa: E402  (template.yaml as CloudFormation reads it)
 
 # Function resource in template.yaml -> the name it calls AWS as (its `app/` user-agent token).
 FUNCTIONS = {
@@ -90,7 +92,7 @@ REQUIRED_WITH = {
 # DescribeKey and CreateGrant on them, through EC2).
 KEY_PARAMETERS = {
     "ShareFunction": {
-        "ShareKmsKeyArns": {"kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant", "kms:GetKeyPolicy"},
+        "ShareKmsKeyArns": {"kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant"},
     },
     "PublishFunction": {
         "ValidationKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
@@ -111,30 +113,8 @@ def recorded_calls(lines: list[str]) -> dict[str, set[str]]:
     return {function: by_caller.get(caller, set()) for function, caller in FUNCTIONS.items()}
 
 
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (`!Sub`, `!If`, `!Ref`, ...), each read as
-    its long form (`{"Fn::Sub": ...}`, `{"Ref": ...}`)."""
-
-
-def _cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(text: str) -> dict[str, Any]:
-    return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+CfnLoader = cfn.CfnLoader
+load_template = cfn.load_template
 
 
 def _listed(value: Any) -> list[Any]:
@@ -214,7 +194,10 @@ REQUIRED_CONDITIONS = {
 FUNCTION_CONDITIONS = {
     "CopyFunction": {a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
                      for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")},
-    "AgeOutFunction": {a: {"ec2:Owner", "aws:TagKeys"} for a in ("ec2:CreateTags", "ec2:DeleteTags")},
+    # DeleteTags has no ec2:Owner (Service Authorization Reference): it removes the mark only
+    # from an image that carries it.
+    "AgeOutFunction": {"ec2:CreateTags": {"ec2:Owner", "aws:TagKeys"},
+                       "ec2:DeleteTags": {"ec2:ResourceTag/ami-automation:protected-by", "aws:TagKeys"}},
     # The publish function tags test instances at launch and its verdicts and pins on its own
     # AMIs (named tag keys either way), and terminates only the test instances it launched.
     "PublishFunction": {
@@ -248,6 +231,41 @@ def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
             narrow = action in OWNED or action in ("ec2:CreateTags", "ec2:DeleteTags") or action.startswith(NARROW_PREFIXES)
             if narrow and "*" in _resources(st):
                 problems.append(f'{sid}: {action} on every resource ("*")')
+    return problems
+
+
+def _matches_type(resource: str, arn_format: str) -> bool:
+    """Whether a statement's resource (wildcards as "x") can name a resource of this ARN format."""
+    if resource == "*":
+        return True
+    pattern = re.escape(arn_format)
+    pattern = re.sub(r"\\\$\\\{[^}]*\\\}", ".*", pattern)
+    return re.fullmatch(pattern, resource.replace("*", "x")) is not None
+
+
+def condition_key_problems(sts: list[dict[str, Any]]) -> list[str]:
+    """A condition on a key AWS never sets for the action and the resources the statement names
+    matches nothing (Service Authorization Reference): an Allow that never allows, or a Deny
+    that never denies. The keys AWS sets per action and resource type come from iam-data."""
+    problems = []
+    deployment = cfn.Deployment(load_template((ROOT / "template.yaml").read_text()))
+    for st in sts:
+        st = deployment.resolve(st)
+        sid = st.get("Sid", "?")
+        resources = [str(r) for r in _listed(st.get("Resource", "*"))]
+        for action in _listed(st.get("Action", [])):
+            if "*" in action:
+                continue
+            details = authorize.SIDECAR_PROCESS.action(action)
+            types = [rt for rt in details.get("resourceTypes", [])
+                     if any(_matches_type(r, rt["arn"]) for r in resources)]
+            for key in sorted(_condition_keys(st)):
+                usable = any(authorize.key_allowed(key, authorize.allowed_keys(action, rt["name"])) for rt in types) \
+                    or authorize.key_allowed(key, authorize.allowed_keys(action, None))
+                if not usable:
+                    names = ", ".join(rt["name"] for rt in types) or "no resource type"
+                    problems.append(f"{sid}: {action} conditions on {key}, which AWS never sets for it ({names}): "
+                                    "the statement matches nothing")
     return problems
 
 
@@ -311,7 +329,44 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
             if lacking:
                 problems.append(f"{function}: the statement on {parameter} lacks: {', '.join(lacking)}")
         problems += [f"{function}: {p}" for p in statement_problems(function, roles.get(function, []))]
+        problems += [f"{function}: {p}" for p in condition_key_problems(roles.get(function, []))]
     return problems + trigger_problems(template)
+
+
+# Statements no end-to-end test can use, each with the reason (the rest must allow something a
+# test did: least privilege from the same data AWS decides on).
+UNUSED_ALLOWED: dict[str, str] = {
+}
+
+
+def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
+    """What the test bed's IAM evaluation of the end-to-end tests found (AMI_TESTBED_IAM_LOG):
+    a request denied, a call it could not evaluate, and a statement of a role that allowed
+    nothing any test did."""
+    entries = [json.loads(line) for line in lines if line.strip()]
+    by_binary = {binary: function for function, binary in FUNCTIONS.items()}
+    problems = []
+    used: dict[str, set[str]] = {}
+    for e in entries:
+        function = by_binary.get(e["caller"], e["caller"])
+        if e["result"] == "Allowed":
+            used.setdefault(function, set()).update(e.get("allowed_by", []))
+        elif e["result"] in ("Unevaluated", "EvaluatorFailed"):
+            problems.append(f"{function}: {e['call']} was not evaluated by the test bed's IAM "
+                            f"({e.get('error', 'no builder in tests/support/iam_requests.py')})")
+        else:
+            problems.append(f"{function}: denied in the tests: {e['action']} on {e.get('resource_type') or '*'} "
+                            f"(for {e['call']})")
+    for function, sts in template_roles(template).items():
+        if function not in used:
+            continue
+        for st in sts:
+            sid = st.get("Sid")
+            if st.get("Effect") == "Allow" and sid and sid not in used[function] and sid not in UNUSED_ALLOWED \
+                    and not (set(_listed(st.get("Action", []))) & set(ON_FAILURE_ONLY)):
+                problems.append(f"{function}: statement {sid} allowed nothing the end-to-end tests did: "
+                                "test what needs it, or drop it")
+    return problems
 
 
 def main() -> int:
@@ -326,6 +381,10 @@ def main() -> int:
         return 2
     called = recorded_calls(Path(args.calls).read_text().splitlines())
     problems = check((ROOT / "template.yaml").read_text(), called)
+    iam_log = os.environ.get("AMI_TESTBED_IAM_LOG")
+    if iam_log and Path(iam_log).is_file():
+        problems += iam_problems(Path(iam_log).read_text().splitlines(),
+                                 load_template((ROOT / "template.yaml").read_text()))
     for function in FUNCTIONS:
         mine = [p for p in problems if p.startswith(f"{function}:")]
         status = "ok" if not mine else "MISMATCH"

@@ -41,8 +41,11 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     # The copies to eu-west-1 are encrypted with the customer managed key the example policy
     # names (a policy that shares may not copy onto the AWS managed key: it cannot be shared).
     kms = emu.client("kms", "eu-west-1")
-    key = kms.create_key(Description="AMI copies")["KeyMetadata"]["KeyId"]
+    created = kms.create_key(Description="AMI copies")["KeyMetadata"]
+    key = created["KeyId"]
     kms.create_alias(AliasName="alias/ami-copies", TargetKeyId=key)
+    # The stack is deployed with that key as the copies' key (its role may use no other).
+    emu._post("deploy", {"parameters": {"CopyKmsKeyArns": created["Arn"]}})
     ec2 = emu.ec2("us-east-1")
     builder = ec2.run_instances(
         ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
@@ -88,6 +91,8 @@ def seed_account(emu: Emulator) -> dict[str, str]:
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(VpcId=vpc, GroupName="ami-validation", Description="launch tests")["GroupId"]
+    # The stack is deployed with that network for the launch tests (its role allows no other).
+    emu._post("deploy", {"parameters": {"ValidationSubnetId": subnet, "ValidationSecurityGroupIds": [group]}})
     document = {**json.loads(EXAMPLE_POLICIES.read_text()), "dry_run": False}
     web = document["policies"][0]
     web["validate"] = {**web["validate"], "subnet_id": subnet, "security_group_ids": [group]}

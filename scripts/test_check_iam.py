@@ -129,6 +129,14 @@ class CheckIam(unittest.TestCase):
         self.assertFinds(text[:cut] + text[cut + len("                  - kms:Decrypt\n"):],
                          "CopyFunction: the statement on CopySourceKmsKeyArns lacks: kms:Decrypt")
 
+    def test_a_condition_on_a_key_aws_never_sets_for_the_action_fails(self) -> None:
+        # DeleteTags is authorized without ec2:Owner (Service Authorization Reference): the
+        # statement would match nothing, and every unprotect would be denied.
+        self.assertFinds(mutated("                  ec2:ResourceTag/ami-automation:protected-by: ami-age-out\n",
+                                 "                  ec2:Owner: !Ref AWS::AccountId\n"),
+                         "AgeOutFunction: UnmarkImagesItProtected: ec2:DeleteTags conditions on ec2:Owner, "
+                         "which AWS never sets for it")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -22,6 +22,8 @@ pub const ACCOUNT: &str = "123456789012";
 
 /// The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
 pub const DEAD_MAN_ROLE: &str = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man";
+/// The dead-man switch's schedule group the template makes (the test bed has it).
+pub const DEAD_MAN_GROUP: &str = "ami-lifecycle-dead-man";
 
 /// The Amazon images of `support/amis.json` (owned by another account) that instances launch from.
 pub const BASE_X86: &str = "ami-0a1b2c3d4e5f60001";
@@ -75,6 +77,9 @@ pub struct TestBed {
     /// The stack's event outbox (template.yaml `EventOutbox`), which every function is given.
     pub event_outbox: String,
 }
+
+/// The bus the template makes for a stack named `ami-lifecycle` (`${AWS::StackName}-ami-lifecycle`).
+pub const TOOL_BUS: &str = "ami-lifecycle-ami-lifecycle";
 
 impl TestBed {
     /// The test bed with the documented EC2 behaviours added and EC2's API contract enforced.
@@ -143,8 +148,72 @@ impl TestBed {
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("AMI_SIGNING_KEY_ARN".into(), self.signing_key.clone()),
             ("AMI_DEADMAN_ROLE_ARN".into(), DEAD_MAN_ROLE.into()),
+            ("AMI_DEADMAN_GROUP".into(), DEAD_MAN_GROUP.into()),
             ("AMI_EVENT_OUTBOX_URL".into(), self.event_outbox.clone()),
+            // The tool's bus the template makes (the test bed has it).
+            ("EVENT_BUS_NAME".into(), TOOL_BUS.into()),
         ]
+    }
+
+    /// Tells the test bed a function starts with this environment (on top of [`TestBed::env`]):
+    /// what it says of the deployment (the subnet, the bus, ...) is what its role is resolved
+    /// with.
+    fn function_started(&self, binary: &str, env: &[(&str, &str)]) {
+        let mut all: serde_json::Map<String, Value> = self
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect();
+        for (k, v) in env {
+            all.insert(k.to_string(), Value::from(*v));
+        }
+        let body = serde_json::json!({"name": binary, "env": all}).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/function", &body);
+        assert_eq!(status, 200, "registering {binary} failed: {text}");
+    }
+
+    /// Deploys the template with these parameters (on top of its defaults and of what the
+    /// functions' environment says): each function's role is resolved with them.
+    pub fn deploy(&self, parameters: Value) {
+        let body = serde_json::json!({ "parameters": parameters }).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/deploy", &body);
+        assert_eq!(status, 200, "deploying failed: {text}");
+    }
+
+    /// An EC2 client that calls as the function `binary` does (its credentials): the test bed
+    /// authorizes it against that function's role.
+    pub async fn ec2_as(&self, binary: &str, region: &str) -> aws_sdk_ec2::Client {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                format!("testbed-{binary}"),
+                "testing",
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_ec2::Client::new(&config)
+    }
+
+    /// Gives the function `binary` these IAM statements instead of its role in template.yaml
+    /// (to prove what the evaluator denies).
+    pub fn override_role(&self, binary: &str, statements: Value) {
+        let body = serde_json::json!({"name": binary, "statements": statements}).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/role", &body);
+        assert_eq!(
+            status, 200,
+            "overriding the role of {binary} failed: {text}"
+        );
+    }
+
+    /// Every IAM decision the test bed made so far, and the calls it could not evaluate.
+    pub fn iam(&self) -> Value {
+        let (status, text) = http(self.port, "GET", "/_testbed/iam", "");
+        assert_eq!(status, 200, "reading the IAM decisions failed: {text}");
+        serde_json::from_str(&text).expect("IAM JSON")
     }
 
     /// Moves EventBridge Scheduler's clock `minutes` ahead and runs what is due; answers every
@@ -525,6 +594,10 @@ impl Function {
     /// endpoint and the given environment (the policy document and settings).
     pub fn start(bed: &TestBed, binary: &str, env: &[(&str, &str)]) -> Function {
         let cargo_lambda = require(&venv_bin("cargo-lambda"), "cargo-lambda");
+        bed.function_started(binary, env);
+        // Its own credentials: the test bed authorizes each request against this function's
+        // role in template.yaml (tests/support/authorize.py).
+        let access_key = format!("testbed-{binary}");
         let binary = function_binary(binary);
         let port = free_port();
         let watch = Command::new(&cargo_lambda)
@@ -572,6 +645,7 @@ impl Function {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd.env("AWS_ACCESS_KEY_ID", access_key);
         let function = cmd.spawn().expect("start the function binary");
         Function {
             watch,

@@ -219,13 +219,20 @@ class Function:
         self.watch = Watch()
         environment = self.watch.runtime_env(policies, emu.endpoint)
         environment["AMI_SIGNING_KEY_ARN"] = emu.signing_key
+        # The tool's bus the template makes for a stack named ami-lifecycle (the emulator has it).
+        environment["EVENT_BUS_NAME"] = "ami-lifecycle-ami-lifecycle"
         # The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
         environment["AMI_DEADMAN_ROLE_ARN"] = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man"
+        environment["AMI_DEADMAN_GROUP"] = "ami-lifecycle-dead-man"
         for key, value in (env or {}).items():
             if value is None:
                 environment.pop(key, None)
             else:
                 environment[key] = value
+        # Its own credentials: the emulator authorizes each request against this function's
+        # role in template.yaml (tests/support/authorize.py), resolved with this environment.
+        environment["AWS_ACCESS_KEY_ID"] = f"testbed-{name}"
+        emu._post("function", {"name": name, "env": {k: v for k, v in environment.items() if k.startswith(("AMI_", "EVENT_", "ALLOW_"))}})
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([str(binary(name))], env=environment, stdout=self.log, stderr=self.log)
 

@@ -83,7 +83,9 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
+import authorize  # noqa: E402  (tests/support/authorize.py: IAM on every function's request)
 import contract  # noqa: E402  (tests/support/contract.py, next to this file)
+import iam_requests  # noqa: E402  (tests/support/iam_requests.py: what AWS authorizes per call)
 
 REF = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference"
 
@@ -963,6 +965,15 @@ def _to_bin(store: dict[tuple[str, str], dict[str, Any]], kind: str, backend: An
     with BIN_LOCK:
         store[(backend.region_name, resource_id)] = {**entry, "tags": tags, "enter": now,
                                                      "exit": now + timedelta(days=days)}
+
+
+def binned(region: str, resource_id: str) -> dict[str, Any] | None:
+    """The Recycle Bin's entry for an AMI or snapshot, if it holds it (for IAM's context keys)."""
+    with BIN_LOCK:
+        return BIN_IMAGES.get((region, resource_id)) or BIN_SNAPSHOTS.get((region, resource_id))
+
+
+iam_requests.BINNED = binned
 
 
 def bin_image(backend: Any, ami: Any) -> None:
@@ -1872,6 +1883,62 @@ def fault_response(action: str, region: str, json_protocol: bool = False) -> Res
 # MissingParameter, UnknownParameter or InvalidParameterValue
 # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html), in its XML error
 # format; EventBridge, KMS and SSM with ValidationException in their JSON error format.
+def denied_response(environ: dict[str, Any], call: Any, decision: Any) -> Response:
+    """IAM's refusal, as the service sends it: EC2's `UnauthorizedOperation` with an encoded
+    authorization message (here base64 JSON, where AWS encrypts it for sts:DecodeAuthorizationMessage),
+    the JSON services' `AccessDeniedException`."""
+    import base64
+
+    a = decision.authorization
+    role = authorize.roles().role_arn(call.caller)
+    why = f" ({a.why})" if a.why else ""
+    message = (f"User: {role} is not authorized to perform: {a.action} on resource: {a.resource}{why} "
+               f"because no identity-based policy allows the {a.action} action")
+    if "HTTP_X_AMZ_TARGET" not in environ and call.service == "ec2":
+        encoded = base64.b64encode(json.dumps({"action": a.action, "resource": a.resource,
+                                               "context": a.context, "result": decision.result}).encode()).decode()
+        return ec2_error("UnauthorizedOperation", f"You are not authorized to perform this operation. {message}. "
+                         f"Encoded authorization failure message: {encoded}", 403, "iam")
+    body = json.dumps({"__type": "AccessDeniedException", "message": message})
+    return Response(body, status=400, content_type="application/x-amz-json-1.1",
+                    headers={"x-amzn-ErrorType": "AccessDeniedException", "x-amzn-RequestId": "iam"})
+
+
+def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
+    """IAM on a request a function made (tests/support/authorize.py): its denial, or None."""
+    call = authorize.parse(environ, body)
+    if call is None:
+        return None
+    try:
+        with MOTO_LOCK:
+            requests = iam_requests.requests_for(call)
+            if requests is None:
+                with authorize.DECISIONS_LOCK:
+                    UNEVALUATED.add(f"{call.caller} {call.service}:{call.action}")
+                authorize.log({"caller": call.caller, "call": f"{call.service}:{call.action}", "result": "Unevaluated"})
+                return None
+            decision = authorize.authorize(call, requests)
+    except Exception as err:  # noqa: BLE001 - the evaluator's own failure: loud, never an allow
+        import traceback
+
+        traceback.print_exc()
+        with authorize.DECISIONS_LOCK:
+            UNEVALUATED.add(f"{call.caller} {call.service}:{call.action}: evaluator failed: {err!r}")
+        authorize.log({"caller": call.caller, "call": f"{call.service}:{call.action}", "result": "EvaluatorFailed",
+                       "error": repr(err)})
+        return ec2_error("InternalError", f"the test bed's IAM evaluation failed: {err!r}", 500, "iam") \
+            if call.service == "ec2" else Response(json.dumps({"__type": "InternalFailure", "message": repr(err)}),
+                                                   status=500, content_type="application/x-amz-json-1.1")
+    return denied_response(environ, call, decision) if decision is not None else None
+
+
+TOOL_BUS = "ami-lifecycle-ami-lifecycle"
+DEAD_MAN_GROUP = "ami-lifecycle-dead-man"
+
+# Calls no builder of tests/support/iam_requests.py knows: reported, and the test run fails.
+UNEVALUATED: set[str] = set()
+
+
 def contract_response(violation: contract.Violation) -> Response:
     if violation.protocol == "ec2":
         return ec2_error(violation.code, violation.message, 400, "contract")
@@ -1948,13 +2015,17 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/signing-key": lambda body, environ: {"key_arn": signing_key()},
     "/_testbed/instance": lambda body, environ: set_instance(body),
     "/_testbed/usage-report": lambda body, environ: complete_usage_report(body),
+    "/_testbed/function": lambda body, environ: authorize.roles().function_started(body["name"], body.get("env", {})) or {},
+    "/_testbed/deploy": lambda body, environ: authorize.roles().deploy(body.get("parameters", {})) or {},
+    "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
 }
 
 
 class Testbed:
-    def __init__(self, app: Any, check_contract: bool = True):
+    def __init__(self, app: Any, check_contract: bool = True, check_iam: bool = True):
         self.app = app
         self.check_contract = check_contract
+        self.check_iam = check_iam
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO", "") == "/_testbed/faults":
@@ -1992,6 +2063,9 @@ class Testbed:
                 for caller, act in sorted(CALLERS):
                     out.setdefault(caller, []).append(act)
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
+        if environ.get("PATH_INFO", "") == "/_testbed/iam":
+            out = {**authorize.report(), "unevaluated": sorted(UNEVALUATED), "enabled": self.check_iam}
+            return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
         if environ.get("PATH_INFO", "") == "/_testbed/events":
             response = Response(json.dumps(PUBLISHED), status=200, mimetype="application/json")
             return response(environ, start_response)
@@ -2018,6 +2092,9 @@ class Testbed:
             with CALLS_LOCK:
                 CALLS[operation] = CALLS.get(operation, 0) + 1
             record_caller(environ, operation)
+            denial = authorize_call(environ, body) if self.check_iam else None
+            if denial is not None:
+                return denial(environ, start_response)
             injected = fault_response(operation, contract._signing_region(environ), True)
             if injected is not None and injected is not LOSE:
                 return injected(environ, start_response)
@@ -2029,6 +2106,10 @@ class Testbed:
             violation = contract.check_request(environ, body)
             if violation is not None:
                 return contract_response(violation)(environ, start_response)
+        if self.check_iam:
+            denial = authorize_call(environ, body)
+            if denial is not None:
+                return denial(environ, start_response)
         injected = (fault_response(action, contract._signing_region(environ), "HTTP_X_AMZ_TARGET" in environ)
                     if action else None)
         if injected is LOSE:
@@ -2066,12 +2147,22 @@ def main() -> None:
                         help="moto as it is: no EC2 patches, no contract check")
     parser.add_argument("--no-contract", action="store_true",
                         help="the EC2 patches without the contract check (contract.py)")
+    parser.add_argument("--no-iam", action="store_true",
+                        help="no IAM evaluation of the functions' requests (authorize.py); also AMI_TESTBED_IAM=off")
     args = parser.parse_args()
     EventsBackend.put_events = put_events  # observation only: changes no behaviour
     if not args.plain:
         apply_patches()
+        # The tool's bus, as the template makes it (`${AWS::StackName}-ami-lifecycle`, the stack
+        # named ami-lifecycle): the functions publish there, under the bus's resource policy.
+        from moto.events.models import events_backends
+        events_backends["123456789012"]["us-east-1"].create_event_bus(TOOL_BUS)
+        # And the dead-man switch's schedule group (`DeadManGroup`).
+        from moto.scheduler.models import scheduler_backends
+        scheduler_backends["123456789012"]["us-east-1"].create_schedule_group(DEAD_MAN_GROUP, [])
     app = DomainDispatcherApplication(create_backend_app)
-    testbed = Testbed(app, check_contract=not (args.plain or args.no_contract))
+    testbed = Testbed(app, check_contract=not (args.plain or args.no_contract),
+                      check_iam=not (args.plain or args.no_iam or not authorize.ENABLED[0]))
     server = make_server("127.0.0.1", args.port, testbed, True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -33,6 +33,8 @@ async fn account() -> Account {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     let (subnet, group) = seed::network(&ec2).await;
+    // The stack is deployed with this network for the launch tests (its role allows no other).
+    bed.deploy(json!({"ValidationSubnetId": subnet, "ValidationSecurityGroupIds": [group]}));
     let builder = seed::instance(&ec2, 0, &[]).await;
     ec2.create_launch_template()
         .launch_template_name("web-servers")

@@ -476,6 +476,8 @@ async fn kms_grants_are_made_for_target_accounts_and_retired_when_unshared() {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     let (image, key) = encrypted_with_a_customer_key(&bed, &ec2).await;
+    // The stack is deployed with that key among the ones it may grant.
+    bed.deploy(json!({ "ShareKmsKeyArns": key }));
     let document = |accounts: &[&str]| {
         json!({"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
             "share": {"accounts": accounts, "kms_grants": true}}]})

@@ -222,6 +222,9 @@ async fn a_hand_tagged_passed_verdict_is_held_by_the_gate_and_only_a_sealed_one_
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
     let (subnet, group) = seed::network(&ec2).await;
+    bed.deploy(
+        serde_json::json!({"ValidationSubnetId": subnet, "ValidationSecurityGroupIds": [group]}),
+    );
     let document = format!(
         r#"{{"dry_run": false, "policies": [{{"name": "web", "select": {{"tags": {{"Family": "web*"}}}},
         "family_by": "tag:Family",

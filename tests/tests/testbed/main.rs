@@ -2,5 +2,6 @@
 //! shown missing from plain moto, and the adapters against the emulator (EC2, EventBridge).
 
 mod foundation;
+mod iam;
 mod publish;
 mod testbed;

@@ -1,0 +1,521 @@
+"""The authorization requests AWS makes for each call the functions make (tests/support/
+authorize.py evaluates them): per action, the resources the Service Authorization Reference
+lists and the context keys with their values, read from the emulated account. An action without
+a builder here is not evaluated and is reported (`GET /_testbed/iam`, `unevaluated`): the test
+run fails on it, so a new call cannot slip past IAM.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from authorize import ACCOUNT, Authorization, Call, roles
+
+ARN = "arn:aws:{service}:{region}:{account}:{resource}"
+
+
+def ec2_backend(region: str) -> Any:
+    from moto.ec2.models import ec2_backends
+    return ec2_backends[ACCOUNT][region]
+
+
+def tag_keys(prefix: str, tags: dict[str, str]) -> dict[str, Any]:
+    return {f"{prefix}/{k}": v for k, v in tags.items()}
+
+
+def request_tags(tags: dict[str, str]) -> dict[str, Any]:
+    """aws:RequestTag/... and aws:TagKeys of tags a request sets (none: no key at all)."""
+    if not tags:
+        return {}
+    return {**tag_keys("aws:RequestTag", tags), "aws:TagKeys": sorted(tags)}
+
+
+# What the Recycle Bin holds (set by the test bed): (region, id) -> {"ami" or "snapshot", "tags"}.
+# A binned AMI or snapshot is still the account's, with its tags, to IAM.
+BINNED: Callable[[str, str], dict[str, Any] | None] = lambda region, resource_id: None
+
+
+def resource_tags(region: str, resource_id: str) -> dict[str, Any]:
+    tags = dict(ec2_backend(region).tags.get(resource_id, {}))
+    binned = BINNED(region, resource_id)
+    if not tags and binned is not None:
+        tags = dict(binned.get("tags", {}))
+    return {**tag_keys("aws:ResourceTag", tags), **tag_keys("ec2:ResourceTag", tags)}
+
+
+# ---------------------------------------------------------------------------------------------
+# EC2 resources as IAM sees them.
+# ---------------------------------------------------------------------------------------------
+def image(call: Call, image_id: str, region: str | None = None) -> Authorization:
+    region = region or call.region
+    ami = ec2_backend(region).amis.get(image_id) or (BINNED(region, image_id) or {}).get("ami")
+    context: dict[str, Any] = {"ec2:ImageID": image_id, "ec2:ImageType": "machine"}
+    if ami is not None:
+        context.update({
+            "ec2:Owner": ami.owner_id, "ec2:Public": "true" if ami.is_public else "false",
+            "ec2:RootDeviceType": ami.root_device_type or "ebs", **resource_tags(region, image_id)})
+    return Authorization(call.action, f"arn:aws:ec2:{region}::image/{image_id}", "image", context,
+                         missing=ami is None)
+
+
+def new_image(call: Call, action: str | None = None) -> Authorization:
+    context = {"ec2:Owner": ACCOUNT, **request_tags(call.tag_specifications("image"))}
+    return Authorization(action or call.action, f"arn:aws:ec2:{call.region}::image/ami-new", "image", context,
+                         why="the AMI it makes")
+
+
+def snapshot(call: Call, snapshot_id: str) -> Authorization:
+    snap = ec2_backend(call.region).snapshots.get(snapshot_id) or \
+        (BINNED(call.region, snapshot_id) or {}).get("snapshot")
+    context: dict[str, Any] = {"ec2:SnapshotID": snapshot_id}
+    if snap is not None:
+        context.update({
+            "ec2:Owner": snap.owner_id, "ec2:Encrypted": "true" if snap.encrypted else "false",
+            "ec2:VolumeSize": str(snap.volume.size) if getattr(snap, "volume", None) else "8",
+            "ec2:ParentVolume": f"arn:aws:ec2:{call.region}:{ACCOUNT}:volume/{snap.volume.id}"
+            if getattr(snap, "volume", None) else "",
+            **resource_tags(call.region, snapshot_id)})
+    return Authorization(call.action, f"arn:aws:ec2:{call.region}::snapshot/{snapshot_id}", "snapshot", context,
+                         missing=snap is None)
+
+
+def new_snapshot(call: Call) -> Authorization:
+    return Authorization(call.action, f"arn:aws:ec2:{call.region}::snapshot/snap-new", "snapshot",
+                         request_tags(call.tag_specifications("snapshot")), why="the snapshots it makes")
+
+
+def instance(call: Call, instance_id: str) -> Authorization:
+    backend = ec2_backend(call.region)
+    context: dict[str, Any] = {"ec2:InstanceID": instance_id}
+    try:
+        found = backend.get_instance(instance_id)
+    except Exception:  # noqa: BLE001 - a missing instance: EC2 answers for it, not IAM
+        found = None
+    if found is not None:
+        tokens = getattr(getattr(found, "metadata_options", None), "http_tokens", "optional")
+        context.update({
+            "ec2:InstanceType": found.instance_type, "ec2:RootDeviceType": "ebs",
+            "ec2:Tenancy": "default", "ec2:MetadataHttpTokens": tokens,
+            "ec2:AvailabilityZone": str(getattr(found.placement, "zone", found.placement)), **resource_tags(call.region, instance_id)})
+    return Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:instance/{instance_id}", "instance",
+                         context, missing=found is None)
+
+
+def launch_template(call: Call, template_id: str | None, name: str | None) -> Authorization:
+    backend = ec2_backend(call.region)
+    found = None
+    if template_id:
+        found = backend.launch_templates.get(template_id)
+    elif name:
+        ids = getattr(backend, "launch_template_name_to_ids", {})
+        found = backend.launch_templates.get(ids.get(name, ""))
+    ident = found.id if found is not None else (template_id or name or "lt-unknown")
+    context = resource_tags(call.region, ident) if found is not None else {}
+    return Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:launch-template/{ident}",
+                         "launch-template", context)
+
+
+def created_tags(call: Call, tagged: list[tuple[str, str]]) -> list[Authorization]:
+    """CreateTags, which AWS authorizes for each resource a create call tags (ec2:CreateAction)."""
+    out = []
+    for resource_type, arn in tagged:
+        tags = call.tag_specifications(resource_type)
+        if not tags:
+            continue
+        context = {"ec2:CreateAction": call.action, **request_tags(tags)}
+        if resource_type == "image":
+            context["ec2:Owner"] = ACCOUNT
+        out.append(Authorization("ec2:CreateTags", arn, resource_type, context,
+                                 why=f"tags at {call.action}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders, by action.
+# ---------------------------------------------------------------------------------------------
+def wildcard(call: Call) -> list[Authorization]:
+    """An action the reference lists no resource type for: authorized on "*"."""
+    return [Authorization(call.action, "*", None, {})]
+
+
+def on_images(param: str) -> Callable[[Call], list[Authorization]]:
+    return lambda call: [image(call, i) for i in call.values(param)]
+
+
+def on_snapshots(param: str) -> Callable[[Call], list[Authorization]]:
+    return lambda call: [snapshot(call, s) for s in call.values(param)]
+
+
+def on_instances(param: str) -> Callable[[Call], list[Authorization]]:
+    return lambda call: [instance(call, i) for i in call.values(param)]
+
+
+def deregister_image(call: Call) -> list[Authorization]:
+    image_id = call.value("ImageId") or ""
+    out = [image(call, image_id)]
+    if (call.value("DeleteAssociatedSnapshots") or "").lower() == "true":
+        ami = ec2_backend(call.region).amis.get(image_id)
+        for m in (ami.block_device_mappings if ami is not None else []):
+            snap_id = m.get("Ebs", {}).get("SnapshotId")
+            if snap_id:
+                a = snapshot(call, snap_id)
+                out.append(Authorization("ec2:DeleteSnapshot", a.resource, "snapshot", a.context,
+                                         why="DeleteAssociatedSnapshots"))
+    return out
+
+
+def create_image(call: Call) -> list[Authorization]:
+    new = new_image(call)
+    out = [new, new_snapshot(call), instance(call, call.value("InstanceId") or "")]
+    return out + created_tags(call, [("image", new.resource), ("snapshot", f"arn:aws:ec2:{call.region}::snapshot/snap-new")])
+
+
+def register_image(call: Call) -> list[Authorization]:
+    new = new_image(call)
+    snaps = [v for k, v in call.query if re.match(r"BlockDeviceMapping\.\d+\.Ebs\.SnapshotId$", k)]
+    return [new, *(snapshot(call, s) for s in snaps)] + created_tags(call, [("image", new.resource)])
+
+
+def copy_image(call: Call) -> list[Authorization]:
+    new = new_image(call)
+    out = [new, new_snapshot(call)]
+    out += created_tags(call, [("image", new.resource), ("snapshot", f"arn:aws:ec2:{call.region}::snapshot/snap-new")])
+    key = call.value("KmsKeyId")
+    if (call.value("Encrypted") or "").lower() == "true" and key:
+        out += kms_for_ec2(call, key)
+    return out
+
+
+def kms_for_ec2(call: Call, key: str) -> list[Authorization]:
+    """The KMS calls EC2 makes with the caller's permissions to encrypt a copy with `key`
+    (EC2 User Guide, "How EBS encryption works": kms:ViaService ec2.<region>.amazonaws.com)."""
+    arn = key_arn(call.region, key)
+    via = {"kms:ViaService": f"ec2.{call.region}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
+    actions = ["kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom",
+               "kms:ReEncryptTo", "kms:Decrypt"]
+    out = []
+    for action in actions:
+        context = dict(via)
+        if action == "kms:CreateGrant":
+            context["kms:GrantIsForAWSResource"] = "true"
+        out.append(Authorization(action, arn, "key", context, resource_policy=key_policy(call.region, arn),
+                                 why=f"EC2 uses {key} for {call.action}"))
+    return out
+
+
+def run_instances(call: Call) -> list[Authorization]:
+    region = call.region
+    backend = ec2_backend(region)
+    image_id = call.value("ImageId") or ""
+    out = [image(call, image_id)]
+    tags = call.tag_specifications("instance")
+    tokens = call.value("MetadataOptions.HttpTokens") or "optional"
+    instance_type = call.value("InstanceType") or "m1.small"
+    subnet_id = call.value("SubnetId") or call.value("NetworkInterface.1.SubnetId") or ""
+    az, vpc = "", ""
+    try:
+        subnet = backend.get_subnet(subnet_id)
+        az, vpc = subnet.availability_zone, subnet.vpc_id
+    except Exception:  # noqa: BLE001 - no such subnet: EC2 answers for it
+        pass
+    profile = call.value("IamInstanceProfile.Arn") or call.value("IamInstanceProfile.Name")
+    new_instance = {"ec2:InstanceType": instance_type, "ec2:MetadataHttpTokens": tokens,
+                    "ec2:RootDeviceType": "ebs", "ec2:Tenancy": "default", "ec2:AvailabilityZone": az,
+                    **request_tags(tags)}
+    if profile:
+        new_instance["ec2:InstanceProfile"] = profile if profile.startswith("arn:") else \
+            f"arn:aws:iam::{ACCOUNT}:instance-profile/{profile}"
+    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:instance/*", "instance", new_instance,
+                             why="the test instance"))
+    vpc_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:vpc/{vpc}" if vpc else ""
+    subnet_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:subnet/{subnet_id}"
+    out.append(Authorization(call.action, subnet_arn, "subnet",
+                             {"ec2:SubnetID": subnet_id, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
+                              **resource_tags(region, subnet_id)}))
+    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/*", "network-interface",
+                             {"ec2:Subnet": subnet_arn, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
+                              **request_tags(call.tag_specifications("network-interface"))},
+                             why="its network interface"))
+    groups = call.values("SecurityGroupId") or call.values("NetworkInterface.1.SecurityGroupId")
+    for group in groups:
+        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:security-group/{group}",
+                                 "security-group", {"ec2:SecurityGroupID": group, "ec2:Vpc": vpc_arn,
+                                                    **resource_tags(region, group)}))
+    out += volumes(call, image_id, az)
+    out += created_tags(call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/*") for t in sorted(call.tag_types())])
+    if profile:
+        out += pass_role_for_profile(call, profile)
+    return out
+
+
+def volumes(call: Call, image_id: str, az: str) -> list[Authorization]:
+    """One authorization per volume the launch makes: the AMI's mappings, with the request's
+    overrides (BlockDeviceMapping.N)."""
+    region = call.region
+    ami = ec2_backend(region).amis.get(image_id)
+    mappings: dict[str, dict[str, Any]] = {}
+    for m in (ami.block_device_mappings if ami is not None else []):
+        ebs = m.get("Ebs") or {}
+        mappings[m.get("DeviceName", "")] = {"size": ebs.get("VolumeSize"), "encrypted": ebs.get("Encrypted"),
+                                              "snapshot": ebs.get("SnapshotId"), "type": ebs.get("VolumeType")}
+    requested: dict[str, dict[str, Any]] = {}
+    for k, v in call.query:
+        m = re.match(r"BlockDeviceMapping\.(\d+)\.(DeviceName|Ebs\.VolumeSize|Ebs\.Encrypted|Ebs\.VolumeType|NoDevice)$", k)
+        if m:
+            requested.setdefault(m.group(1), {})[m.group(2)] = v
+    for spec in requested.values():
+        device = spec.get("DeviceName", "")
+        if "NoDevice" in spec:
+            mappings.pop(device, None)
+            continue
+        entry = mappings.setdefault(device, {})
+        entry["size"] = spec.get("Ebs.VolumeSize", entry.get("size"))
+        entry["encrypted"] = spec.get("Ebs.Encrypted", entry.get("encrypted"))
+        entry["type"] = spec.get("Ebs.VolumeType", entry.get("type"))
+    tags = request_tags(call.tag_specifications("volume"))
+    out = []
+    for device, entry in sorted(mappings.items()):
+        context: dict[str, Any] = {"ec2:AvailabilityZone": az, "ec2:VolumeType": str(entry.get("type") or "gp3"),
+                                   "ec2:Encrypted": str(entry.get("encrypted") or "false").lower(), **tags}
+        if entry.get("size"):
+            context["ec2:VolumeSize"] = str(entry["size"])
+        if entry.get("snapshot"):
+            context["ec2:ParentSnapshot"] = f"arn:aws:ec2:{region}::snapshot/{entry['snapshot']}"
+        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:volume/*", "volume", context,
+                                 why=f"the volume of {device}"))
+    return out
+
+
+def pass_role_for_profile(call: Call, profile: str) -> list[Authorization]:
+    """iam:PassRole on the role of the instance profile (EC2 User Guide, "IAM role for
+    instances": the caller passes the profile's role to EC2)."""
+    role = roles().deployment().parameter("ValidationInstanceRoleArn")
+    try:
+        from moto.iam.models import iam_backends
+        name = profile.rsplit("/", 1)[-1]
+        found = iam_backends[ACCOUNT]["global"].get_instance_profile(name)
+        role = found.roles[0].arn if found.roles else role
+    except Exception:  # noqa: BLE001 - no such profile in the emulator: the deployed role
+        pass
+    return [Authorization("iam:PassRole", role or f"arn:aws:iam::{ACCOUNT}:role/unknown", "role",
+                          {"iam:PassedToService": "ec2.amazonaws.com"}, why=f"the role of {profile}")]
+
+
+def create_launch_template_version(call: Call) -> list[Authorization]:
+    return [launch_template(call, call.value("LaunchTemplateId"), call.value("LaunchTemplateName"))]
+
+
+def modify_image_attribute(call: Call) -> list[Authorization]:
+    a = image(call, call.value("ImageId") or "")
+    attribute = call.value("Attribute") or ("launchPermission" if any(k.startswith("LaunchPermission") for k, _ in call.query) else "")
+    if attribute:
+        a.context["ec2:Attribute"] = attribute
+    return [a]
+
+
+def modify_snapshot_attribute(call: Call) -> list[Authorization]:
+    a = snapshot(call, call.value("SnapshotId") or "")
+    a.context["ec2:Attribute"] = call.value("Attribute") or "createVolumePermission"
+    adds = [v for k, v in call.query if re.match(r"CreateVolumePermission\.Add\.\d+\.UserId$", k)]
+    removes = [v for k, v in call.query if re.match(r"CreateVolumePermission\.Remove\.\d+\.UserId$", k)]
+    if adds:
+        a.context["ec2:Add/userId"] = adds
+    if removes:
+        a.context["ec2:Remove/userId"] = removes
+    return [a]
+
+
+def tags_on(call: Call) -> list[Authorization]:
+    """CreateTags and DeleteTags called directly (no ec2:CreateAction)."""
+    tags = call.tags()
+    out = []
+    for resource_id in call.values("ResourceId"):
+        if resource_id.startswith("ami-"):
+            a = image(call, resource_id)
+        elif resource_id.startswith("snap-"):
+            a = snapshot(call, resource_id)
+        elif resource_id.startswith("i-"):
+            a = instance(call, resource_id)
+        elif resource_id.startswith("lt-"):
+            a = launch_template(call, resource_id, None)
+        else:
+            a = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:unknown/{resource_id}", None, {})
+        a.context.update({**tag_keys("aws:RequestTag", tags), "aws:TagKeys": sorted(tags)} if tags else {})
+        out.append(a)
+    return out
+
+
+def usage_report(call: Call) -> list[Authorization]:
+    new = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/*",
+                        "image-usage-report", request_tags(call.tag_specifications("image-usage-report")))
+    return [image(call, call.value("ImageId") or ""), new]
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON and REST services.
+# ---------------------------------------------------------------------------------------------
+def key_arn(region: str, key: str) -> str:
+    from moto.kms.models import kms_backends
+    backend = kms_backends[ACCOUNT][region]
+    try:
+        found = backend.describe_key(key)
+        return found.arn
+    except Exception:  # noqa: BLE001 - an unknown key: KMS answers NotFound, not IAM
+        if key.startswith("arn:"):
+            return key.replace("alias/", "alias/") if ":alias/" in key else key
+        return f"arn:aws:kms:{region}:{ACCOUNT}:key/{key}"
+
+
+def key_policy(region: str, arn: str) -> dict[str, Any] | None:
+    """The key policy KMS evaluates with the caller's identity policy."""
+    import json
+    from moto.kms.models import kms_backends
+    try:
+        found = kms_backends[ACCOUNT][region].describe_key(arn)
+        return json.loads(found.policy) if found.policy else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def kms(call: Call) -> list[Authorization]:
+    key = call.document.get("KeyId", "")
+    arn = key_arn(call.region, key)
+    context: dict[str, Any] = {"kms:CallerAccount": ACCOUNT}
+    if call.action == "CreateGrant":
+        context["kms:GrantOperations"] = call.document.get("Operations", [])
+        if call.document.get("GranteePrincipal"):
+            context["kms:GranteePrincipal"] = call.document["GranteePrincipal"]
+        if call.document.get("RetiringPrincipal"):
+            context["kms:RetiringPrincipal"] = call.document["RetiringPrincipal"]
+    if call.action in ("GenerateMac", "VerifyMac"):
+        context["kms:MacAlgorithm"] = call.document.get("MacAlgorithm", "")
+    return [Authorization(f"kms:{call.action}", arn, "key", context, resource_policy=key_policy(call.region, arn))]
+
+
+def ssm_parameter(call: Call) -> list[Authorization]:
+    name = call.document.get("Name", "").lstrip("/")
+    context: dict[str, Any] = {}
+    if call.action == "PutParameter":
+        context["ssm:Overwrite"] = "true" if call.document.get("Overwrite") else "false"
+        tags = {t["Key"]: t.get("Value", "") for t in call.document.get("Tags", [])}
+        context.update(request_tags(tags))
+    arn = f"arn:aws:ssm:{call.region}:{ACCOUNT}:parameter/{name}"
+    out = [Authorization(f"ssm:{call.action}", arn, "parameter", context)]
+    if call.action == "PutParameter" and call.document.get("DataType") == "aws:ec2:image":
+        # SSM validates the AMI with the caller's permissions (SSM User Guide, "Native parameter
+        # support for Amazon Machine Image IDs").
+        out.append(Authorization("ec2:DescribeImages", "*", None, {"aws:CalledVia": ["ssm.amazonaws.com"]},
+                                 why="SSM validates the AMI"))
+    return out
+
+
+def put_events(call: Call) -> list[Authorization]:
+    out = []
+    for entry in call.document.get("Entries", []):
+        bus = entry.get("EventBusName") or "default"
+        arn = bus if bus.startswith("arn:") else f"arn:aws:events:{call.region}:{ACCOUNT}:event-bus/{bus}"
+        context = {"events:source": entry.get("Source", ""), "events:detail-type": entry.get("DetailType", "")}
+        policy = roles().resource_policy("ToolBusPolicy") if bus_is_tool_bus(arn) else None
+        out.append(Authorization("events:PutEvents", arn, "event-bus", context, resource_policy=policy))
+    return out
+
+
+def bus_is_tool_bus(arn: str) -> bool:
+    deployment = roles().deployment()
+    if not deployment.condition("CreateBus"):
+        return False
+    return arn.endswith("/" + str(deployment.attribute("ToolBus", "Ref")))
+
+
+def sqs(call: Call) -> list[Authorization]:
+    url = call.document.get("QueueUrl", "")
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    arn = f"arn:aws:sqs:{call.region}:{ACCOUNT}:{name}"
+    policy = None
+    if name == str(roles().deployment().attribute("EventOutbox", "QueueName")):
+        policy = roles().resource_policy("EventOutboxPolicy")
+    return [Authorization(f"sqs:{call.action}", arn, "queue", {}, resource_policy=policy)]
+
+
+def scheduler(call: Call) -> list[Authorization]:
+    parts = call.path.strip("/").split("/")
+    name = parts[1] if len(parts) > 1 else ""
+    group = call.document.get("GroupName") or "default"
+    arn = f"arn:aws:scheduler:{call.region}:{ACCOUNT}:schedule/{group}/{name}"
+    out = [Authorization(f"scheduler:{call.action}", arn, "schedule", {})]
+    role = (call.document.get("Target") or {}).get("RoleArn")
+    if call.action == "CreateSchedule" and role:
+        out.append(Authorization("iam:PassRole", role, "role", {"iam:PassedToService": "scheduler.amazonaws.com"},
+                                 why="the schedule's target role"))
+    return out
+
+
+def rbin(call: Call) -> list[Authorization]:
+    if call.action == "GetRule":
+        identifier = call.path.rstrip("/").rsplit("/", 1)[-1]
+        return [Authorization("rbin:GetRule", f"arn:aws:rbin:{call.region}:{ACCOUNT}:rule/{identifier}", "rule", {})]
+    return [Authorization(f"rbin:{call.action}", "*", None, {})]
+
+
+EC2: dict[str, Callable[[Call], list[Authorization]]] = {
+    **{a: wildcard for a in (
+        "DescribeImages", "DescribeSnapshots", "DescribeInstances", "DescribeLaunchTemplates",
+        "DescribeLaunchTemplateVersions", "DescribeImageReferences", "DescribeImageUsageReports",
+        "DescribeImageUsageReportEntries", "ListImagesInRecycleBin", "ListSnapshotsInRecycleBin",
+        "DescribeInstanceStatus", "DescribeInstanceTypes", "DescribeSecurityGroups",
+        "GetImageBlockPublicAccessState", "DescribeSubnets", "DescribeVpcs")},
+    "DescribeImageAttribute": on_images("ImageId"),
+    "DescribeSnapshotAttribute": on_snapshots("SnapshotId"),
+    "DeregisterImage": deregister_image,
+    "DisableImage": on_images("ImageId"),
+    "EnableImage": on_images("ImageId"),
+    "EnableImageDeprecation": on_images("ImageId"),
+    "DisableImageDeprecation": on_images("ImageId"),
+    "EnableImageDeregistrationProtection": on_images("ImageId"),
+    "DisableImageDeregistrationProtection": on_images("ImageId"),
+    "RestoreImageFromRecycleBin": on_images("ImageId"),
+    "RestoreSnapshotFromRecycleBin": on_snapshots("SnapshotId"),
+    "DeleteSnapshot": on_snapshots("SnapshotId"),
+    "ModifyImageAttribute": modify_image_attribute,
+    "ModifySnapshotAttribute": modify_snapshot_attribute,
+    "CreateImage": create_image,
+    "RegisterImage": register_image,
+    "CopyImage": copy_image,
+    "RunInstances": run_instances,
+    "TerminateInstances": on_instances("InstanceId"),
+    "GetConsoleOutput": on_instances("InstanceId"),
+    "CreateLaunchTemplateVersion": create_launch_template_version,
+    "ModifyLaunchTemplate": create_launch_template_version,
+    "CreateTags": tags_on,
+    "DeleteTags": tags_on,
+    "CreateImageUsageReport": usage_report,
+}
+
+OTHERS: dict[str, Callable[[Call], list[Authorization]]] = {
+    **{f"kms:{a}": kms for a in ("DescribeKey", "GetKeyPolicy", "ListGrants", "CreateGrant", "RetireGrant",
+                                 "GenerateMac", "VerifyMac", "Decrypt", "Encrypt")},
+    "ssm:GetParameter": ssm_parameter,
+    "ssm:PutParameter": ssm_parameter,
+    "events:PutEvents": put_events,
+    **{f"sqs:{a}": sqs for a in ("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
+    "scheduler:CreateSchedule": scheduler,
+    "scheduler:DeleteSchedule": scheduler,
+    "rbin:ListRules": rbin,
+    "rbin:GetRule": rbin,
+}
+
+
+def requests_for(call: Call) -> list[Authorization] | None:
+    """The authorizations of a call, each with its action set; None when no builder knows it."""
+    if call.service == "ec2":
+        builder = EC2.get(call.action)
+        if builder is None:
+            return None
+        found = builder(call)
+        for a in found:
+            if ":" not in a.action:
+                a.action = f"ec2:{a.action}"
+        return found
+    builder = OTHERS.get(f"{call.service}:{call.action}")
+    return builder(call) if builder is not None else None
