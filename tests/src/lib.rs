@@ -209,6 +209,13 @@ impl TestBed {
         );
     }
 
+    /// Says the test provokes IAM denials on purpose (the IAM check then does not count them).
+    pub fn expect_denials(&self, expected: bool) {
+        let body = serde_json::json!({ "expected": expected }).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/expect-denials", &body);
+        assert_eq!(status, 200, "expecting denials failed: {text}");
+    }
+
     /// Every IAM decision the test bed made so far, and the calls it could not evaluate.
     pub fn iam(&self) -> Value {
         let (status, text) = http(self.port, "GET", "/_testbed/iam", "");

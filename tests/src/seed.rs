@@ -267,3 +267,41 @@ pub async fn server_with_kept_data_volume(ec2: &Client) -> String {
         .expect("instance id")
         .to_string()
 }
+
+/// An AMI whose snapshot is encrypted with a new customer managed key: `(image, key ARN)`.
+pub async fn encrypted_image(
+    ec2: &Client,
+    kms: &aws_sdk_kms::Client,
+    name: &str,
+    tags: &[(&str, &str)],
+) -> (String, String) {
+    let key = kms
+        .create_key()
+        .description("AMI key")
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata()
+        .map(|m| m.arn().unwrap_or_default().to_string())
+        .expect("key");
+    let volume = ec2
+        .create_volume()
+        .availability_zone("us-east-1a")
+        .size(8)
+        .encrypted(true)
+        .kms_key_id(&key)
+        .send()
+        .await
+        .expect("CreateVolume");
+    let snap = ec2
+        .create_snapshot()
+        .volume_id(volume.volume_id().expect("id"))
+        .send()
+        .await
+        .expect("CreateSnapshot")
+        .snapshot_id()
+        .expect("id")
+        .to_string();
+    let image = register(ec2, name, &[snap], tags).await;
+    (image, key)
+}

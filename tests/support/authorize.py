@@ -164,6 +164,8 @@ class Roles:
         # A test's own role for a function, in place of the template's (the proofs that the
         # evaluator denies what AWS denies).
         self.overrides: dict[str, list[dict[str, Any]]] = {}
+        # A test that provokes denials on purpose says so: they are logged as expected.
+        self.denials_expected = False
 
     def deployment(self) -> cfn.Deployment:
         return cfn.Deployment(self.template, parameters=dict(self.parameters), physical=dict(self.physical))
@@ -381,7 +383,9 @@ def parse(environ: dict[str, Any], body: bytes) -> Call | None:
             document = json.loads(body)
         except ValueError:
             document = {}
-    return Call(binary, service, rest_action(service, method, path), region, [], document, path)
+    query = environ.get("QUERY_STRING")
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    return Call(binary, service, rest_action(service, method, path), region, pairs, document, path)
 
 
 def rest_action(service: str, method: str, path: str) -> str:
@@ -445,9 +449,11 @@ def authorize(call: Call, requests: list[Authorization]) -> Decision | None:
                             answer.get("allowedBy", []), answer.get("errors"))
         with DECISIONS_LOCK:
             DECISIONS.append(decision)
-        log({"caller": call.caller, "call": decision.call, "action": request.action,
-             "resource_type": request.resource_type, "result": answer["result"],
-             "allowed_by": sorted(s for s in answer.get("allowedBy", []) if s)})
+        if call.caller not in r.overrides:  # a proof's own role says nothing of the template's
+            log({"caller": call.caller, "call": decision.call, "action": request.action,
+                 "resource_type": request.resource_type, "result": answer["result"],
+                 "allowed_by": sorted(s for s in answer.get("allowedBy", []) if s),
+                 **({"expected": True} if r.denials_expected and answer["result"] != "Allowed" else {})})
         if answer["result"] != "Allowed" and denied is None:
             denied = decision
     return denied

@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 from authorize import ACCOUNT, Authorization, Call, roles
 
-ARN = "arn:aws:{service}:{region}:{account}:{resource}"
+# The ids that stand for a resource a call creates (AWS authorizes the new resource before it
+# has an id; a policy names it with a wildcard, which these match).
+NEW_IDS = {"instance": "i-0new", "volume": "vol-0new", "network-interface": "eni-0new"}
 
 
 def ec2_backend(region: str) -> Any:
@@ -184,22 +186,50 @@ def copy_image(call: Call) -> list[Authorization]:
     key = call.value("KmsKeyId")
     if (call.value("Encrypted") or "").lower() == "true" and key:
         out += kms_for_ec2(call, key)
+    source_region = call.value("SourceRegion") or call.region
+    for source_key in sorted(snapshot_keys(source_region, call.value("SourceImageId") or "")):
+        out += kms_for_ec2(call, source_key, source_region,
+                           ["kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"])
     return out
 
 
-def kms_for_ec2(call: Call, key: str) -> list[Authorization]:
-    """The KMS calls EC2 makes with the caller's permissions to encrypt a copy with `key`
+def snapshot_keys(region: str, image_id: str) -> set[str]:
+    """The customer managed keys of an AMI's encrypted snapshots (the AWS managed key needs no
+    permission of the caller's)."""
+    backend = ec2_backend(region)
+    ami = backend.amis.get(image_id)
+    keys = set()
+    for m in (ami.block_device_mappings if ami is not None else []):
+        snap = backend.snapshots.get((m.get("Ebs") or {}).get("SnapshotId", ""))
+        key = getattr(snap, "kms_key_id", None) if snap is not None and snap.encrypted else None
+        if key and not aws_managed(region, key):
+            keys.add(key)
+    return keys
+
+
+def aws_managed(region: str, key: str) -> bool:
+    from moto.kms.models import kms_backends
+    try:
+        return kms_backends[ACCOUNT][region].describe_key(key).manager == "AWS"
+    except Exception:  # noqa: BLE001 - an unknown key is no AWS managed key
+        return "alias/aws/" in key
+
+
+def kms_for_ec2(call: Call, key: str, region: str | None = None,
+                actions: list[str] | None = None) -> list[Authorization]:
+    """The KMS calls EC2 makes with the caller's permissions to use `key` for a copy or a launch
     (EC2 User Guide, "How EBS encryption works": kms:ViaService ec2.<region>.amazonaws.com)."""
-    arn = key_arn(call.region, key)
-    via = {"kms:ViaService": f"ec2.{call.region}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
-    actions = ["kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptFrom",
-               "kms:ReEncryptTo", "kms:Decrypt"]
+    region = region or call.region
+    arn = key_arn(region, key)
+    via = {"kms:ViaService": f"ec2.{region}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
+    actions = actions or ["kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext",
+                          "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:Decrypt"]
     out = []
     for action in actions:
         context = dict(via)
         if action == "kms:CreateGrant":
             context["kms:GrantIsForAWSResource"] = "true"
-        out.append(Authorization(action, arn, "key", context, resource_policy=key_policy(call.region, arn),
+        out.append(Authorization(action, arn, "key", context, resource_policy=key_policy(region, arn),
                                  why=f"EC2 uses {key} for {call.action}"))
     return out
 
@@ -226,14 +256,14 @@ def run_instances(call: Call) -> list[Authorization]:
     if profile:
         new_instance["ec2:InstanceProfile"] = profile if profile.startswith("arn:") else \
             f"arn:aws:iam::{ACCOUNT}:instance-profile/{profile}"
-    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:instance/*", "instance", new_instance,
+    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-0new", "instance", new_instance,
                              why="the test instance"))
     vpc_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:vpc/{vpc}" if vpc else ""
     subnet_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:subnet/{subnet_id}"
     out.append(Authorization(call.action, subnet_arn, "subnet",
                              {"ec2:SubnetID": subnet_id, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
                               **resource_tags(region, subnet_id)}))
-    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/*", "network-interface",
+    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/eni-0new", "network-interface",
                              {"ec2:Subnet": subnet_arn, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
                               **request_tags(call.tag_specifications("network-interface"))},
                              why="its network interface"))
@@ -243,7 +273,9 @@ def run_instances(call: Call) -> list[Authorization]:
                                  "security-group", {"ec2:SecurityGroupID": group, "ec2:Vpc": vpc_arn,
                                                     **resource_tags(region, group)}))
     out += volumes(call, image_id, az)
-    out += created_tags(call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/*") for t in sorted(call.tag_types())])
+    for key in sorted(snapshot_keys(region, image_id)):
+        out += kms_for_ec2(call, key)
+    out += created_tags(call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/{NEW_IDS.get(t, 'new')}") for t in sorted(call.tag_types())])
     if profile:
         out += pass_role_for_profile(call, profile)
     return out
@@ -282,7 +314,7 @@ def volumes(call: Call, image_id: str, az: str) -> list[Authorization]:
             context["ec2:VolumeSize"] = str(entry["size"])
         if entry.get("snapshot"):
             context["ec2:ParentSnapshot"] = f"arn:aws:ec2:{region}::snapshot/{entry['snapshot']}"
-        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:volume/*", "volume", context,
+        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:volume/vol-0new", "volume", context,
                                  why=f"the volume of {device}"))
     return out
 
@@ -346,8 +378,30 @@ def tags_on(call: Call) -> list[Authorization]:
     return out
 
 
+# What DescribeImageReferences reads with the caller's permissions, per resource type asked
+# (EC2 User Guide, "Identify your resources referencing specified AMIs"; the managed policy
+# AmazonEC2ImageReferencesAccessPolicy), through EC2 (`aws:CalledVia` ec2-images.amazonaws.com).
+REFERENCE_READS = {
+    "ec2:Instance": ["ec2:DescribeInstances"],
+    "ec2:LaunchTemplate": ["ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"],
+    "ssm:Parameter": ["ssm:DescribeParameters", "ssm:GetParameters"],
+    "imagebuilder:ImageRecipe": ["imagebuilder:ListImageRecipes"],
+    "imagebuilder:ContainerRecipe": ["imagebuilder:ListContainerRecipes", "imagebuilder:GetContainerRecipe"],
+}
+
+
+def image_references(call: Call) -> list[Authorization]:
+    kinds = [v for k, v in call.query if re.match(r"ResourceType\.\d+\.ResourceType$", k)] or list(REFERENCE_READS)
+    out = [Authorization(call.action, "*", None, {})]
+    for kind in kinds:
+        for action in REFERENCE_READS.get(kind, []):
+            via = {} if action.startswith("ec2:") else {"aws:CalledVia": ["ec2-images.amazonaws.com"]}
+            out.append(Authorization(action, "*", None, via, why=f"DescribeImageReferences reads {kind}"))
+    return out
+
+
 def usage_report(call: Call) -> list[Authorization]:
-    new = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/*",
+    new = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/amiur-0new",
                         "image-usage-report", request_tags(call.tag_specifications("image-usage-report")))
     return [image(call, call.value("ImageId") or ""), new]
 
@@ -441,7 +495,7 @@ def sqs(call: Call) -> list[Authorization]:
 def scheduler(call: Call) -> list[Authorization]:
     parts = call.path.strip("/").split("/")
     name = parts[1] if len(parts) > 1 else ""
-    group = call.document.get("GroupName") or "default"
+    group = call.document.get("GroupName") or call.value("groupName") or "default"
     arn = f"arn:aws:scheduler:{call.region}:{ACCOUNT}:schedule/{group}/{name}"
     out = [Authorization(f"scheduler:{call.action}", arn, "schedule", {})]
     role = (call.document.get("Target") or {}).get("RoleArn")
@@ -461,10 +515,11 @@ def rbin(call: Call) -> list[Authorization]:
 EC2: dict[str, Callable[[Call], list[Authorization]]] = {
     **{a: wildcard for a in (
         "DescribeImages", "DescribeSnapshots", "DescribeInstances", "DescribeLaunchTemplates",
-        "DescribeLaunchTemplateVersions", "DescribeImageReferences", "DescribeImageUsageReports",
+        "DescribeLaunchTemplateVersions", "DescribeImageUsageReports",
         "DescribeImageUsageReportEntries", "ListImagesInRecycleBin", "ListSnapshotsInRecycleBin",
         "DescribeInstanceStatus", "DescribeInstanceTypes", "DescribeSecurityGroups",
         "GetImageBlockPublicAccessState", "DescribeSubnets", "DescribeVpcs")},
+    "DescribeImageReferences": image_references,
     "DescribeImageAttribute": on_images("ImageId"),
     "DescribeSnapshotAttribute": on_snapshots("SnapshotId"),
     "DeregisterImage": deregister_image,

@@ -2018,6 +2018,8 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/function": lambda body, environ: authorize.roles().function_started(body["name"], body.get("env", {})) or {},
     "/_testbed/deploy": lambda body, environ: authorize.roles().deploy(body.get("parameters", {})) or {},
     "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
+    "/_testbed/expect-denials": lambda body, environ: setattr(authorize.roles(), "denials_expected",
+                                                              bool(body.get("expected", True))) or {},
 }
 
 

@@ -58,9 +58,10 @@ async function simulate(q) {
     return { result: 'Error', errors: out.errors }
   }
   // The identity statements that allowed it (their Sid), for the least-privilege check.
-  const analysis = out.resultType === 'single' ? out.result.analysis : undefined
-  const allowedBy = (analysis?.identityAnalysis?.allowStatements ?? []).map(
-    (s) => s.statement?.Sid ?? s.explain?.identifier
+  const analyses =
+    out.resultType === 'single' ? [out.result.analysis] : out.results.map((r) => r.analysis)
+  const allowedBy = analyses.flatMap((a) =>
+    (a?.identityAnalysis?.allowStatements ?? []).map((s) => s.statement?.Sid ?? s.explain?.identifier)
   )
   return { result: out.overallResult, allowedBy }
 }

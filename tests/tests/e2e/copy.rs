@@ -346,3 +346,36 @@ async fn a_copy_that_fails_after_it_was_accepted_is_announced_replaced_and_copie
         again.as_str()
     );
 }
+
+#[tokio::test]
+async fn a_source_encrypted_with_a_customer_key_is_copied_only_when_the_deployment_names_the_key() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let kms = bed.kms("us-east-1").await;
+    let (image, key) =
+        seed::encrypted_image(&ec2, &kms, "web-20261201", &[("Family", "web-a")]).await;
+    let function = copier(&bed);
+
+    // EC2 decrypts the source with the caller's permissions: a key the deployment does not name
+    // (CopySourceKmsKeyArns) is refused by IAM, and the copy fails saying so.
+    bed.expect_denials(true);
+    let (_, refused) = function.invoke(&available(&image, "us-east-1")).err();
+    bed.expect_denials(false);
+    assert!(refused.contains("kms:"), "{refused}");
+    let denied = bed.iam()["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .any(|d| d["result"] == "ImplicitlyDenied" && d["resource"] == key.as_str());
+    assert!(denied, "the source key was denied");
+
+    bed.deploy(json!({ "CopySourceKmsKeyArns": key }));
+    let report = function.invoke(&available(&image, "us-east-1")).ok();
+    let outcomes: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, vec!["started", "started"], "{report}");
+}

@@ -604,8 +604,12 @@ async fn a_launch_test_refuses_a_security_group_that_lets_traffic_in() {
         message.contains("let traffic in") && message.contains("tcp 22 from 0.0.0.0/0"),
         "{message}"
     );
-    let running = a
-        .ec2
+    assert!(test_instances(&a.ec2).await.is_empty(), "nothing launched");
+}
+
+/// The reservations of the launch tests' instances (tagged `ami-automation:validates`).
+async fn test_instances(ec2: &Client) -> Vec<aws_sdk_ec2::types::Reservation> {
+    let running = ec2
         .describe_instances()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
@@ -616,7 +620,7 @@ async fn a_launch_test_refuses_a_security_group_that_lets_traffic_in() {
         .send()
         .await
         .expect("DescribeInstances");
-    assert!(running.reservations().is_empty(), "nothing launched");
+    running.reservations().to_vec()
 }
 
 #[tokio::test]
@@ -888,4 +892,29 @@ async fn an_ami_its_instance_type_cannot_run_is_refused_loudly_never_launched_an
     let (kind, _) = publish.invoke(&json!({})).err();
     assert_eq!(kind, "PartialFailure", "refused on every sweep until fixed");
     assert_eq!(launches(), before);
+}
+
+#[tokio::test]
+async fn an_ami_encrypted_with_a_customer_key_is_launched_only_when_the_deployment_names_the_key() {
+    let a = account().await;
+    let kms = a.bed.kms("us-east-1").await;
+    let (image, key) =
+        seed::encrypted_image(&a.ec2, &kms, "web-enc-1", &[("Family", "web-a")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+
+    // EC2 decrypts the volumes with the caller's permissions: a key the deployment does not
+    // name (ValidationKmsKeyArns) is refused by IAM, and no instance is launched.
+    a.bed.expect_denials(true);
+    let refused = publish.invoke(&available(&image));
+    a.bed.expect_denials(false);
+    let refused = match refused {
+        e2e_tests::Invocation::Ok(v) => v.to_string(),
+        e2e_tests::Invocation::Err { message, .. } => message,
+    };
+    assert!(refused.contains("kms:"), "{refused}");
+    assert!(test_instances(&a.ec2).await.is_empty(), "{refused}");
+
+    a.bed.deploy(json!({ "ValidationKmsKeyArns": key }));
+    let instance = launched(&publish, &image);
+    assert!(instance.starts_with("i-"));
 }

@@ -425,35 +425,7 @@ async fn when_kms_does_not_answer_an_encrypted_ami_is_not_shared() {
 /// An AMI whose snapshot is encrypted with a new customer managed key: `(image, key ARN)`.
 async fn encrypted_with_a_customer_key(bed: &TestBed, ec2: &Client) -> (String, String) {
     let kms = bed.kms("us-east-1").await;
-    let key = kms
-        .create_key()
-        .description("AMI key")
-        .send()
-        .await
-        .expect("CreateKey")
-        .key_metadata()
-        .map(|m| m.arn().unwrap_or_default().to_string())
-        .expect("key");
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .encrypted(true)
-        .kms_key_id(&key)
-        .send()
-        .await
-        .expect("CreateVolume");
-    let snap = ec2
-        .create_snapshot()
-        .volume_id(volume.volume_id().expect("id"))
-        .send()
-        .await
-        .expect("CreateSnapshot")
-        .snapshot_id()
-        .expect("id")
-        .to_string();
-    let image = seed::register(ec2, "web-cmk", &[snap], &[("Family", "web-a")]).await;
-    (image, key)
+    seed::encrypted_image(ec2, &kms, "web-cmk", &[("Family", "web-a")]).await
 }
 
 async fn grantees(bed: &TestBed, key: &str) -> BTreeSet<String> {
