@@ -977,7 +977,10 @@ iam_requests.BINNED = binned
 
 
 def bin_image(backend: Any, ami: Any) -> None:
-    """Called as DeregisterImage removes an AMI."""
+    """Called as DeregisterImage removes an AMI. The Recycle Bin keeps EBS-backed AMIs only
+    (EC2 User Guide, "Recycle Bin": instance store-backed AMIs are not supported)."""
+    if getattr(ami, "root_device_type", "ebs") == "instance-store":
+        return
     _to_bin(BIN_IMAGES, "EC2_IMAGE", backend, ami.id, {"ami": ami})
 
 
@@ -1644,6 +1647,19 @@ def create_grant(self: Any, key_id: str, grantee_principal: str, operations: lis
                                   retiring_principal)
 
 
+# RetireGrant (KMS API reference, Errors): a grant that does not exist (retired already) is
+# `NotFoundException`; moto retires nothing and answers success.
+_moto_retire_grant = KmsBackend.retire_grant
+
+
+def retire_grant(self: Any, key_id: str, grant_id: str, grant_token: str) -> None:
+    from moto.kms.exceptions import NotFoundException
+
+    if not grant_token and grant_id not in self.describe_key(key_id).grants:
+        raise NotFoundException(f"Grant ID {grant_id} not found")
+    _moto_retire_grant(self, key_id, grant_id, grant_token)
+
+
 # Speed only, no behaviour: moto finds one resource's tags by scanning every tag of the region
 # (describe_tags with a resource-id filter), so listing N resources costs N x (all tags): a
 # 10,000-AMI DescribeImages page spent most of its seconds there. This reads the resource's
@@ -1660,6 +1676,7 @@ def _tags_of_resource(self: Any) -> list[dict[str, str]]:
 def apply_patches() -> None:
     TaggedEC2Resource.get_tags = _tags_of_resource
     KmsBackend.create_grant = create_grant
+    KmsBackend.retire_grant = retire_grant
     InstanceResponse.run_instances = atomic(run_instances)
     moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
     moto_instances.Instance.system_status = property(lambda self: _check(self, "system_status"))

@@ -103,15 +103,21 @@ impl KeyInfo for Kms {
         Ok(out.grant_id().unwrap_or_default().to_string())
     }
 
+    /// RetireGrant; a grant already gone (`NotFoundException`: retired by someone else, or
+    /// listed a moment before KMS dropped it, grants being eventually consistent) is done.
     async fn retire_grant(&self, key_id: &str, grant_id: &str) -> Result<()> {
-        self.client
+        let retired = self
+            .client
             .retire_grant()
             .key_id(key_id)
             .grant_id(grant_id)
             .send()
             .await
-            .map_err(|e| Error::aws("RetireGrant", self.region.as_str(), e))?;
-        Ok(())
+            .map_err(|e| Error::aws("RetireGrant", self.region.as_str(), e));
+        match retired {
+            Err(e) if e.code() == Some("NotFoundException") => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     async fn key_policy(&self, key_id: &str) -> Result<String> {

@@ -99,6 +99,20 @@ pub struct Recovery {
     pub locked: bool,
 }
 
+impl Recovery {
+    /// An AMI the Recycle Bin never keeps, and why.
+    pub fn never(why: &str) -> Recovery {
+        Recovery {
+            recoverable: false,
+            until: None,
+            image_days: None,
+            snapshot_days: None,
+            why_not: Some(why.to_string()),
+            locked: false,
+        }
+    }
+}
+
 impl RecycleBin {
     /// The longest retention of the rules that retain a resource of `kind` with `tags`.
     pub fn retention(&self, kind: BinResource, tags: &Tags) -> Option<u32> {

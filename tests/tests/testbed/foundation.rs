@@ -114,3 +114,54 @@ async fn events_to_a_bus_that_does_not_exist_are_reported_as_failed() {
     assert_eq!(published, 0);
     assert_eq!(refused.len(), 1, "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_grant_already_retired_is_not_found_and_the_adapter_takes_that_as_done() {
+    use ami_lifecycle::adapters::kms::Kms;
+    use ami_lifecycle::ports::KeyInfo;
+    use aws_sdk_kms::error::ProvideErrorMetadata;
+    for plain in [false, true] {
+        let bed = if plain {
+            TestBed::start_plain()
+        } else {
+            TestBed::start()
+        };
+        let client = bed.kms("us-east-1").await;
+        let key = client
+            .create_key()
+            .send()
+            .await
+            .expect("CreateKey")
+            .key_metadata()
+            .map(|m| m.key_id().to_string())
+            .expect("key");
+        let grant = client
+            .create_grant()
+            .key_id(&key)
+            .grantee_principal("arn:aws:iam::111122223333:root")
+            .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+            .send()
+            .await
+            .expect("CreateGrant")
+            .grant_id()
+            .unwrap_or_default()
+            .to_string();
+        let retire = || client.retire_grant().key_id(&key).grant_id(&grant).send();
+        retire().await.expect("the first RetireGrant");
+        let again = retire().await.map_err(|e| e.into_service_error());
+        if plain {
+            assert!(
+                again.is_ok(),
+                "plain moto answers success for a grant that is gone"
+            );
+        } else {
+            let code = again.err().and_then(|e| e.code().map(String::from));
+            assert_eq!(code.as_deref(), Some("NotFoundException"));
+            let adapter = Kms::new(client.clone(), "us-east-1".parse().expect("region"));
+            adapter
+                .retire_grant(&key, &grant)
+                .await
+                .expect("a grant already gone is retired");
+        }
+    }
+}

@@ -211,15 +211,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
         && regions
             .iter()
             .all(|r| r.error.is_none() && r.evidence_gaps.is_empty());
-    let evidence_gaps: Vec<serde_json::Value> = regions
-        .iter()
-        .flat_map(|r| {
-            r.evidence_gaps.iter().map(|g| {
-                serde_json::json!({"region": r.region, "call": g.call, "code": g.code,
-                    "transient": g.transient, "images": g.images})
-            })
-        })
-        .collect();
+    let evidence_gaps = gaps_summary(&regions);
     events.push(event(
         "Policy Run Completed",
         Vec::new(),
@@ -227,7 +219,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
             "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
             "regions": regions.iter().map(|r| r.region.to_string()).collect::<Vec<_>>(),
             "policies": request.policies, "counts": counts, "failed": failed.len(), "remaining": remaining,
-            "evidence_gaps": evidence_gaps, "saved": saved,
+            "evidence_gaps": evidence_gaps.0, "evidence_gaps_total": evidence_gaps.1, "saved": saved,
         }),
     ));
     let published = sink.publish(events).await;
@@ -335,6 +327,35 @@ pub struct RegionRun<'a> {
 /// not count: it is usually kept, so shared AMIs never use up every run's reads), and none
 /// after the deadline. The AMIs not read are kept as `deferred`, left for the next run.
 ///
+/// How many evidence gaps `Policy Run Completed` names, and how many AMI ids of each: the
+/// event stays far under PutEvents' 256 KB an entry however many calls failed (the run's answer
+/// has them all).
+const EVENT_GAPS: usize = 20;
+const EVENT_GAP_IMAGES: usize = 10;
+
+/// The evidence gaps as `Policy Run Completed` carries them (the first [`EVENT_GAPS`], each with
+/// its count of AMIs and the first ids), and how many there are.
+fn gaps_summary(regions: &[RegionReport]) -> (Vec<serde_json::Value>, usize) {
+    let all: Vec<(&RegionReport, &EvidenceGap)> = regions
+        .iter()
+        .flat_map(|r| r.evidence_gaps.iter().map(move |g| (r, g)))
+        .collect();
+    let named = all
+        .iter()
+        .take(EVENT_GAPS)
+        .map(|(r, g)| {
+            let first: Option<Vec<&String>> = g
+                .images
+                .as_ref()
+                .map(|ids| ids.iter().take(EVENT_GAP_IMAGES).collect());
+            serde_json::json!({"region": r.region, "call": g.call, "code": g.code,
+                "transient": g.transient, "images": g.images.as_ref().map(|ids| ids.len()),
+                "first_images": first})
+        })
+        .collect();
+    (named, all.len())
+}
+
 /// A real run acts while it reads: each round plans over everything read so far and without
 /// what earlier rounds deregistered or deleted (gone from the account), gathers the evidence for
 /// the images the round would change, and executes only what earlier rounds did not, while the

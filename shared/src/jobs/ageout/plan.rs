@@ -519,9 +519,16 @@ fn recoverability<'a>(
             .filter(|s| !used_by_remaining.contains(s.as_str()))
             .filter_map(|s| snapshots.get(s.as_str()))
             .map(|s| &s.tags);
-        action.recovery = input
-            .recycle_bin
-            .map(|bin| bin.recovery(&image.tags, deleted, input.as_of));
+        // The Recycle Bin keeps EBS-backed AMIs only (EC2 User Guide, "Recycle Bin":
+        // instance store-backed AMIs are not supported).
+        let instance_store = image.root_device_type.as_deref() == Some("instance-store");
+        action.recovery = input.recycle_bin.map(|bin| {
+            if instance_store {
+                Recovery::never("the Recycle Bin keeps only EBS-backed AMIs: an instance-store AMI is gone once deregistered")
+            } else {
+                bin.recovery(&image.tags, deleted, input.as_of)
+            }
+        });
         let required = input
             .document
             .policy(&action.policy)

@@ -1422,11 +1422,14 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
         }
         i
     };
+    let mut instance_store = old("instance-store", None);
+    instance_store.root_device_type = Some("instance-store".into());
     let images = [
         image("n", "a", 1),
         old("covered", None),
         old("excluded", Some(("NoBin", "x"))),
         old("short-snapshots", Some(("Short", "yes"))),
+        instance_store,
     ];
     let mut snapshots = snapshots_of(&images);
     for s in snapshots.iter_mut() {
@@ -1470,6 +1473,11 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
         (Some(14), Some(30))
     );
     assert_eq!(kept_for(&p, "excluded"), Some(KeepReason::NotRecoverable));
+    // The Recycle Bin keeps only EBS-backed AMIs, whatever its rules say.
+    assert_eq!(
+        kept_for(&p, "instance-store"),
+        Some(KeepReason::NotRecoverable)
+    );
     // Its snapshot leaves the bin after 7 days, the AMI after 14: restorable for 7 days only.
     assert_eq!(
         kept_for(&p, "short-snapshots"),
@@ -1497,6 +1505,9 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
     assert!(recovery("covered").recoverable);
     assert!(!recovery("excluded").recoverable);
     assert_eq!(recovery("short-snapshots").snapshot_days, Some(7));
+    let never = recovery("instance-store");
+    assert!(!never.recoverable && never.until.is_none());
+    assert!(never.why_not.is_some_and(|w| w.contains("EBS-backed")));
 }
 
 #[tokio::test]
@@ -2294,4 +2305,38 @@ async fn usage_reports_are_asked_only_within_ec2s_quota_of_reports_in_progress()
         .count();
     assert_eq!(asked, 1);
     assert!(deregistered(&report).is_empty());
+}
+
+#[test]
+fn the_run_summary_names_the_first_evidence_gaps_and_counts_the_rest_within_puts_limit() {
+    let images: BTreeSet<String> = (0..10_000).map(|n| format!("ami-{n:017x}")).collect();
+    let gap = |n: usize| EvidenceGap {
+        call: format!("DescribeImageAttribute-{n}"),
+        code: Some("UnauthorizedOperation".into()),
+        error: "denied".into(),
+        transient: false,
+        images: Some(images.clone()),
+    };
+    let region = super::RegionReport {
+        region: "us-east-1".parse().expect("region"),
+        plan: Vec::new(),
+        kept: Vec::new(),
+        snapshots_kept: Vec::new(),
+        orphans: Vec::new(),
+        warnings: Vec::new(),
+        evidence_gaps: (0..100).map(gap).collect(),
+        usage_reports: Vec::new(),
+        error: None,
+        planning_ms: 0,
+    };
+
+    let (named, total) = super::gaps_summary(&[region]);
+
+    assert_eq!(total, 100);
+    assert_eq!(named.len(), 20);
+    assert_eq!(named[0]["images"], 10_000);
+    assert_eq!(named[0]["first_images"].as_array().map(Vec::len), Some(10));
+    // PutEvents takes entries up to 256 KB (EventBridge quotas).
+    let size = serde_json::to_string(&named).expect("json").len();
+    assert!(size < 16 * 1024, "{size} bytes");
 }
