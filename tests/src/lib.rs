@@ -209,6 +209,25 @@ impl TestBed {
         );
     }
 
+    /// An instance profile `name` holding a new role `role` (as a person makes them in IAM):
+    /// `(profile ARN, role ARN)`.
+    pub fn instance_profile(&self, name: &str, role: &str) -> (String, String) {
+        let body = serde_json::json!({"name": name, "role": role}).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/instance-profile", &body);
+        assert_eq!(status, 200, "making the instance profile failed: {text}");
+        let made: Value = serde_json::from_str(&text).expect("profile JSON");
+        let arn = |k: &str| made[k].as_str().unwrap_or_default().to_string();
+        (arn("profile_arn"), arn("role_arn"))
+    }
+
+    /// KMS's clock: a retired grant is still listed for `seconds` (grants are eventually
+    /// consistent).
+    pub fn grant_lag(&self, seconds: u32) {
+        let body = serde_json::json!({ "grant_lag_seconds": seconds }).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/kms", &body);
+        assert_eq!(status, 200, "setting the grant lag failed: {text}");
+    }
+
     /// Says the test provokes IAM denials on purpose (the IAM check then does not count them).
     pub fn expect_denials(&self, expected: bool) {
         let body = serde_json::json!({ "expected": expected }).to_string();

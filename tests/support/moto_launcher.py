@@ -1655,9 +1655,39 @@ _moto_retire_grant = KmsBackend.retire_grant
 def retire_grant(self: Any, key_id: str, grant_id: str, grant_token: str) -> None:
     from moto.kms.exceptions import NotFoundException
 
-    if not grant_token and grant_id not in self.describe_key(key_id).grants:
+    key = self.describe_key(key_id)
+    if not grant_token and grant_id not in key.grants:
         raise NotFoundException(f"Grant ID {grant_id} not found")
+    if not grant_token and GRANT_CLOCK["lag_seconds"] > 0:
+        RETIRED_GRANTS[grant_id] = (key.id, key.grants[grant_id], time.monotonic() + GRANT_CLOCK["lag_seconds"])
     _moto_retire_grant(self, key_id, grant_id, grant_token)
+
+
+# Grants are eventually consistent (KMS Developer Guide, "Grants in AWS KMS", eventual
+# consistency: a created or retired grant can take a while to be seen everywhere). A retired
+# grant stays in ListGrants for `lag_seconds` (`POST /_testbed/kms {"grant_lag_seconds"}`;
+# default 0), while RetireGrant of it answers NotFoundException, as it is gone.
+GRANT_CLOCK = {"lag_seconds": 0.0}
+RETIRED_GRANTS: dict[str, tuple[str, Any, float]] = {}
+_moto_list_grants = KmsBackend.list_grants
+
+
+def list_grants(self: Any, key_id: str, grant_id: str) -> list[Any]:
+    grants = list(_moto_list_grants(self, key_id, grant_id))
+    key = self.describe_key(key_id)
+    now = time.monotonic()
+    for gid, (kid, grant, until) in list(RETIRED_GRANTS.items()):
+        if until <= now:
+            del RETIRED_GRANTS[gid]
+        elif kid == key.id and (not grant_id or grant_id == gid):
+            grants.append(grant)
+    return grants
+
+
+def kms_clock(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: how long a retired grant is still listed (`grant_lag_seconds`)."""
+    GRANT_CLOCK["lag_seconds"] = float(body.get("grant_lag_seconds", GRANT_CLOCK["lag_seconds"]))
+    return {"grant_lag_seconds": GRANT_CLOCK["lag_seconds"]}
 
 
 # Speed only, no behaviour: moto finds one resource's tags by scanning every tag of the region
@@ -1677,6 +1707,7 @@ def apply_patches() -> None:
     TaggedEC2Resource.get_tags = _tags_of_resource
     KmsBackend.create_grant = create_grant
     KmsBackend.retire_grant = retire_grant
+    KmsBackend.list_grants = list_grants
     InstanceResponse.run_instances = atomic(run_instances)
     moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
     moto_instances.Instance.system_status = property(lambda self: _check(self, "system_status"))
@@ -1949,6 +1980,18 @@ def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
     return denied_response(environ, call, decision) if decision is not None else None
 
 
+def instance_profile(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: an instance profile `name` with a role `role` in it (IAM, as a person makes
+    them): `{"profile_arn", "role_arn"}`."""
+    from moto.iam.models import iam_backends
+
+    backend = iam_backends["123456789012"]["global"]
+    role = backend.create_role(body["role"], "{}", "/", None, "", [], None, None)
+    profile = backend.create_instance_profile(body["name"], "/", [], [])
+    backend.add_role_to_instance_profile(body["name"], body["role"])
+    return {"profile_arn": profile.arn, "role_arn": role.arn}
+
+
 TOOL_BUS = "ami-lifecycle-ami-lifecycle"
 DEAD_MAN_GROUP = "ami-lifecycle-dead-man"
 
@@ -2034,6 +2077,8 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/usage-report": lambda body, environ: complete_usage_report(body),
     "/_testbed/function": lambda body, environ: authorize.roles().function_started(body["name"], body.get("env", {})) or {},
     "/_testbed/deploy": lambda body, environ: authorize.roles().deploy(body.get("parameters", {})) or {},
+    "/_testbed/instance-profile": lambda body, environ: instance_profile(body),
+    "/_testbed/kms": lambda body, environ: kms_clock(body),
     "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
     "/_testbed/expect-denials": lambda body, environ: setattr(authorize.roles(), "denials_expected",
                                                               bool(body.get("expected", True))) or {},

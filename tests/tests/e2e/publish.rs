@@ -918,3 +918,36 @@ async fn an_ami_encrypted_with_a_customer_key_is_launched_only_when_the_deployme
     let instance = launched(&publish, &image);
     assert!(instance.starts_with("i-"));
 }
+
+#[tokio::test]
+async fn a_launch_test_passes_only_the_instance_role_the_deployment_names() {
+    let a = account().await;
+    let (_, role) = a.bed.instance_profile("web-test", "web-test-role");
+    let (_, other) = a.bed.instance_profile("admin", "admin-role");
+    let with_profile = |profile: &str| {
+        let mut doc: Value = serde_json::from_str(&a.document).expect("document");
+        doc["policies"][0]["validate"]["instance_profile"] = profile.into();
+        doc.to_string()
+    };
+    a.bed.deploy(json!({ "ValidationInstanceRoleArn": role }));
+
+    // A policy naming a profile whose role the deployment does not name: iam:PassRole is
+    // refused, and nothing is launched.
+    let admin = with_profile("admin");
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &admin)]);
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    a.bed.expect_denials(true);
+    let refused = match publish.invoke(&available(&image)) {
+        e2e_tests::Invocation::Ok(v) => v.to_string(),
+        e2e_tests::Invocation::Err { message, .. } => message,
+    };
+    a.bed.expect_denials(false);
+    assert!(refused.contains("iam:PassRole"), "{refused}");
+    assert!(refused.contains(&other), "{refused}");
+    assert!(test_instances(&a.ec2).await.is_empty(), "{refused}");
+
+    let own = with_profile("web-test");
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &own)]);
+    let instance = launched(&publish, &image);
+    assert!(instance.starts_with("i-"));
+}

@@ -505,6 +505,47 @@ async fn kms_grants_are_made_for_target_accounts_and_retired_when_unshared() {
 }
 
 #[tokio::test]
+async fn a_retired_grant_kms_still_lists_is_retired_again_as_done_not_failed() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let (image, key) = encrypted_with_a_customer_key(&bed, &ec2).await;
+    bed.deploy(json!({ "ShareKmsKeyArns": key }));
+    // Grants are eventually consistent: a retired grant is still listed for a while.
+    bed.grant_lag(600);
+    let document = |accounts: &[&str]| {
+        json!({"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+            "share": {"accounts": accounts, "kms_grants": true}}]})
+        .to_string()
+    };
+    let two = share(&bed, &document(&["111122223333", "444455556666"]), &[]);
+    two.invoke(&json!({"image_ids": [image]})).ok();
+    let one = share(&bed, &document(&["111122223333"]), &[]);
+    let first = one.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(
+        first["results"][0]["kms_grants_retired"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{first}"
+    );
+
+    // Re-delivered while KMS still lists the retired grant: retiring it again is done.
+    let again = one.invoke(&json!({"image_ids": [image]})).ok();
+    assert_eq!(
+        again["results"][0]["kms_grants_retired"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "KMS still listed it: {again}"
+    );
+    assert_ne!(again["results"][0]["outcome"], "failed", "{again}");
+    assert!(
+        again["failed"].as_array().is_none_or(Vec::is_empty),
+        "{again}"
+    );
+}
+
+#[tokio::test]
 async fn an_organization_target_of_an_encrypted_ami_gets_the_key_policy_statement_it_needs() {
     let bed = TestBed::start();
     let ec2 = bed.ec2("us-east-1").await;
