@@ -220,6 +220,17 @@ impl TestBed {
         (arn("profile_arn"), arn("role_arn"))
     }
 
+    /// EC2's clock: for `seconds` after an AMI or instance is made, describing it by id answers
+    /// NotFound and listing leaves it out (0 ends every window now).
+    pub fn read_after_create(&self, seconds: u32) {
+        let body = serde_json::json!({ "read_after_create_seconds": seconds }).to_string();
+        let (status, text) = http(self.port, "POST", "/_testbed/clock", &body);
+        assert_eq!(
+            status, 200,
+            "setting the read-after-create window failed: {text}"
+        );
+    }
+
     /// KMS's clock: a retired grant is still listed for `seconds` (grants are eventually
     /// consistent).
     pub fn grant_lag(&self, seconds: u32) {

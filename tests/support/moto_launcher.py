@@ -267,10 +267,78 @@ def register_image(self: Any) -> ActionResult:
     return ActionResult({"ImageId": ami_id})
 
 
+# Eventual consistency ({REF}/eventual-consistency.html, "Eventual consistency in the Amazon EC2
+# API": a resource just created "might not be immediately available" to describe; describing it
+# by id can answer `InvalidAMIID.NotFound` / `InvalidInstanceID.NotFound` for a short while).
+# For `read_after_create_seconds` after CreateImage, CopyImage, RegisterImage and
+# RestoreImageFromRecycleBin (the AMI) and RunInstances (its instances), describing them by id
+# answers NotFound and listing leaves them out. `POST /_testbed/clock` sets it (default 0: moto
+# answers everything at once).
+READ_AFTER_CREATE = {"seconds": 0.0}
+UNSEEN: dict[tuple[str, str], float] = {}  # (region, id) -> monotonic time it becomes visible
+_NEW_ID = {"CreateImage": r"<imageId>(ami-[0-9a-f]+)</imageId>", "CopyImage": r"<imageId>(ami-[0-9a-f]+)</imageId>",
+           "RegisterImage": r"<imageId>(ami-[0-9a-f]+)</imageId>", "RunInstances": r"<instanceId>(i-[0-9a-f]+)</instanceId>"}
+
+
+def note_created(action: str | None, environ: dict[str, Any], body: bytes, served: list[bytes]) -> None:
+    """Records what a create call made, to hide it for the read-after-create window."""
+    if not action or READ_AFTER_CREATE["seconds"] <= 0:
+        return
+    region = contract._signing_region(environ)
+    text = b"".join(served).decode("utf-8", "replace")
+    if action == "RestoreImageFromRecycleBin" and "<return>true</return>" in text.lower().replace(" ", ""):
+        from urllib.parse import parse_qsl
+        ids = [v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k == "ImageId"]
+    elif action in _NEW_ID:
+        ids = re.findall(_NEW_ID[action], text)
+    else:
+        return
+    until = time.monotonic() + READ_AFTER_CREATE["seconds"]
+    for resource_id in ids:
+        UNSEEN[(region, resource_id)] = until
+
+
+def unseen(region: str) -> set[str]:
+    now = time.monotonic()
+    for key in [k for k, until in UNSEEN.items() if until <= now]:
+        del UNSEEN[key]
+    return {rid for (reg, rid) in UNSEEN if reg == region}
+
+
+def clock(body: dict[str, Any]) -> dict[str, Any]:
+    """Test set-up: the read-after-create window (`read_after_create_seconds`); 0 also ends
+    every window now."""
+    READ_AFTER_CREATE["seconds"] = float(body.get("read_after_create_seconds", READ_AFTER_CREATE["seconds"]))
+    if READ_AFTER_CREATE["seconds"] <= 0:
+        UNSEEN.clear()
+    return {"read_after_create_seconds": READ_AFTER_CREATE["seconds"]}
+
+
+_moto_reservations_by_ids = moto_instances.InstanceBackend.get_reservations_by_instance_ids
+_moto_describe_reservations = moto_instances.InstanceBackend.describe_instances
+
+
+def reservations_by_ids(self: Any, instance_ids: list[str], filters: Any = None) -> Any:
+    hidden = unseen(self.region_name) & set(instance_ids)
+    if hidden:
+        raise ClientError("InvalidInstanceID.NotFound", f"The instance IDs '{', '.join(sorted(hidden))}' do not exist")
+    return _moto_reservations_by_ids(self, instance_ids, filters=filters)
+
+
+def describe_reservations(self: Any, filters: Any = None) -> Any:
+    hidden = unseen(self.region_name)
+    found = _moto_describe_reservations(self, filters=filters)
+    return [r for r in found if not hidden or any(i.id not in hidden for i in r.instances)]
+
+
 # DescribeImages ({REF}/API_DescribeImages.html): MaxResults (1-1000) pages the result with
 # NextToken; disabled AMIs are listed only with IncludeDisabled=true.
 def describe_images(self: Any) -> ActionResult:
     self.error_on_dryrun()
+    hidden = unseen(self.ec2_backend.region_name)
+    asked = set(self._get_param("ImageIds", []))
+    if hidden & asked:
+        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{', '.join(sorted(hidden & asked))}]' does not exist")
     images = self.ec2_backend.describe_images(
         ami_ids=self._get_param("ImageIds", []),
         filters=self._filters_from_querystring(),
@@ -279,6 +347,7 @@ def describe_images(self: Any) -> ActionResult:
     )
     if str(self._get_param("IncludeDisabled", "false")).lower() != "true":
         images = [i for i in images if i.state != "disabled"]
+    images = [i for i in images if i.id not in hidden]
     page, token = _page(self, sorted(images, key=lambda i: i.id))
     result: dict[str, Any] = {"Images": page}
     if token:
@@ -1707,6 +1776,8 @@ def apply_patches() -> None:
     TaggedEC2Resource.get_tags = _tags_of_resource
     KmsBackend.create_grant = create_grant
     KmsBackend.retire_grant = retire_grant
+    moto_instances.InstanceBackend.get_reservations_by_instance_ids = reservations_by_ids
+    moto_instances.InstanceBackend.describe_instances = describe_reservations
     KmsBackend.list_grants = list_grants
     InstanceResponse.run_instances = atomic(run_instances)
     moto_instances.Instance.instance_status = property(lambda self: _check(self, "instance_status"))
@@ -2079,6 +2150,7 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/deploy": lambda body, environ: authorize.roles().deploy(body.get("parameters", {})) or {},
     "/_testbed/instance-profile": lambda body, environ: instance_profile(body),
     "/_testbed/kms": lambda body, environ: kms_clock(body),
+    "/_testbed/clock": lambda body, environ: clock(body),
     "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
     "/_testbed/expect-denials": lambda body, environ: setattr(authorize.roles(), "denials_expected",
                                                               bool(body.get("expected", True))) or {},
@@ -2196,6 +2268,7 @@ class Testbed:
             finally:
                 if hasattr(answer, "close"):
                     answer.close()
+        note_created(action, environ, body, served)
         if action:
             with CALLS_LOCK:
                 SERVED_S[action] = SERVED_S.get(action, 0.0) + time.perf_counter() - started

@@ -379,3 +379,22 @@ async fn a_source_encrypted_with_a_customer_key_is_copied_only_when_the_deployme
         .collect();
     assert_eq!(outcomes, vec!["started", "started"], "{report}");
 }
+
+#[tokio::test]
+async fn a_copy_re_delivered_before_ec2_lists_it_makes_no_second_copy() {
+    let bed = TestBed::start();
+    let image = source(&bed, "web-20261125").await;
+    let function = copier(&bed);
+    // EC2 is eventually consistent: a copy it just started is not listed for a while.
+    bed.read_after_create(600);
+
+    function.invoke(&available(&image, "us-east-1")).ok();
+    let again = function.invoke(&available(&image, "us-east-1")).ok();
+    let sweep = function.invoke(&json!({})).ok();
+
+    bed.read_after_create(0);
+    for region in ["eu-west-1", "us-west-2"] {
+        let copies = images(&bed.ec2(region).await).await;
+        assert_eq!(copies.len(), 1, "{region}: one copy: {again} {sweep}");
+    }
+}

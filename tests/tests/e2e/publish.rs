@@ -951,3 +951,25 @@ async fn a_launch_test_passes_only_the_instance_role_the_deployment_names() {
     let instance = launched(&publish, &image);
     assert!(instance.starts_with("i-"));
 }
+
+#[tokio::test]
+async fn a_launch_re_delivered_before_ec2_lists_the_instance_launches_nothing_more() {
+    let a = account().await;
+    let image = seed::image(&a.ec2, &a.builder, "web-1", &[("Family", "web-a")]).await;
+    let publish = Function::start(&a.bed, "ami-publish", &[("AMI_POLICIES", &a.document)]);
+    // EC2 is eventually consistent: the instance it just launched is not listed for a while.
+    a.bed.read_after_create(600);
+
+    let first = publish.invoke(&available(&image)).ok();
+    assert_eq!(lines(&first, "launch").len(), 1, "{first}");
+    let again = publish.invoke(&available(&image)).ok();
+    let sweep = publish.invoke(&json!({})).ok();
+
+    a.bed.read_after_create(0);
+    let instances: usize = test_instances(&a.ec2)
+        .await
+        .iter()
+        .map(|r| r.instances().len())
+        .sum();
+    assert_eq!(instances, 1, "launched once: {again} {sweep}");
+}
