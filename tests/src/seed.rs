@@ -305,3 +305,25 @@ pub async fn encrypted_image(
     let image = register(ec2, name, &[snap], tags).await;
     (image, key)
 }
+
+/// Who may launch the image: account ids, organization and OU ARNs, `all`.
+pub async fn launch_permissions(ec2: &Client, image: &str) -> std::collections::BTreeSet<String> {
+    let out = ec2
+        .describe_image_attribute()
+        .image_id(image)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .expect("DescribeImageAttribute");
+    out.launch_permissions()
+        .iter()
+        .map(|p| {
+            p.user_id()
+                .or(p.organization_arn())
+                .or(p.organizational_unit_arn())
+                .map(str::to_string)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+                .unwrap_or_default()
+        })
+        .collect()
+}

@@ -15,7 +15,7 @@ use crate::domain::register::RegisterRequest;
 use crate::error::{Error, Result};
 
 /// What the accepted payloads are, for error messages.
-pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated` and age-out's sealed `Policy Run Continued` (source ami.automation)";
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated`, `AMI Restored` and age-out's sealed `Policy Run Continued` (source ami.automation)";
 
 /// At most this many AMI ids in one run request.
 pub const MAX_IMAGE_IDS: usize = 1000;
@@ -199,6 +199,12 @@ pub enum Trigger {
         region: Option<Region>,
         detail: ValidatedDetail,
     },
+    /// Age-out's own `AMI Restored`: an AMI came back from the Recycle Bin (its launch
+    /// permissions did not: EnableImage and RestoreImageFromRecycleBin bring none back).
+    Restored {
+        region: Option<Region>,
+        detail: ValidatedDetail,
+    },
     /// Age-out's own `Policy Run Continued`: run the sealed request next, once the seal holds.
     Continued {
         region: Option<Region>,
@@ -272,6 +278,11 @@ impl Trigger {
                 check_id("ami", &detail.image_id, "$.detail.image_id")?;
                 Ok(Trigger::Validated { region, detail })
             }
+            (crate::domain::event::SOURCE, "AMI Restored") => {
+                let detail: ValidatedDetail = from_value(detail, "$.detail")?;
+                check_id("ami", &detail.image_id, "$.detail.image_id")?;
+                Ok(Trigger::Restored { region, detail })
+            }
             (crate::domain::event::SOURCE, "Policy Run Continued") => {
                 let wire: ContinuedWire = from_value(detail, "$.detail")?;
                 let request = run_request(wire.request, "$.detail.request")?;
@@ -315,6 +326,7 @@ impl Trigger {
             Trigger::InstanceState { .. } => TriggerKind::InstanceStateChange,
             Trigger::Snapshot { .. } => TriggerKind::SnapshotNotification,
             Trigger::Validated { .. } => TriggerKind::Validated,
+            Trigger::Restored { .. } => TriggerKind::Restored,
             Trigger::Continued { .. } => TriggerKind::Continued,
         }
     }
@@ -335,6 +347,8 @@ pub enum TriggerKind {
     SnapshotNotification,
     /// `AMI Validated` (this tool's own event).
     Validated,
+    /// `AMI Restored` (age-out's own event).
+    Restored,
     /// `Policy Run Continued` (age-out's own, sealed).
     Continued,
 }
@@ -349,6 +363,7 @@ impl TriggerKind {
             TriggerKind::InstanceStateChange => "EC2 Instance State-change Notification",
             TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
             TriggerKind::Validated => "AMI Validated",
+            TriggerKind::Restored => "AMI Restored",
             TriggerKind::Continued => "Policy Run Continued",
         }
     }
@@ -695,6 +710,10 @@ mod tests {
             "publish-rollback.json",
             include_str!("../../../events/publish-rollback.json"),
         ),
+        (
+            "share-ami-restored.json",
+            include_str!("../../../events/share-ami-restored.json"),
+        ),
     ];
 
     #[test]
@@ -709,6 +728,7 @@ mod tests {
                     "EC2 Instance State-change Notification"
                 }
                 n if n.contains("ami-validated") => "AMI Validated",
+                n if n.contains("ami-restored") => "AMI Restored",
                 n if n.contains("snapshot-created") => "EBS Snapshot Notification",
                 n if n.contains("ami-failed") || n.contains("ami-available") => {
                     "EC2 AMI State Change"

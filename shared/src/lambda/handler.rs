@@ -698,11 +698,13 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
                 ..RunRequest::default()
             }))
         }
-        Trigger::Validated { region, detail } => Ok(Decision::Act(RunRequest {
-            regions: region.map(|r| vec![r]),
-            image_ids: Some(vec![detail.image_id]),
-            ..RunRequest::default()
-        })),
+        Trigger::Validated { region, detail } | Trigger::Restored { region, detail } => {
+            Ok(Decision::Act(RunRequest {
+                regions: region.map(|r| vec![r]),
+                image_ids: Some(vec![detail.image_id]),
+                ..RunRequest::default()
+            }))
+        }
         Trigger::AmiState { detail, .. } => Ok(Decision::Ignore(format!(
             "image {} is {}: {name} acts only on `available` AMIs",
             detail.image_id, detail.state
@@ -710,7 +712,7 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
         other => Err(Error::event(
             "$.detail-type",
             format!(
-                "{name} runs on a schedule, a run request, `EC2 AMI State Change` or `AMI Validated`, not on `{}`",
+                "{name} runs on a schedule, a run request, `EC2 AMI State Change`, `AMI Validated` or `AMI Restored`, not on `{}`",
                 other.kind()
             ),
         )),

@@ -999,3 +999,39 @@ async fn a_usage_report_over_some_accounts_only_proves_nothing() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn a_restored_ami_is_shared_again_by_the_share_run_its_restore_starts() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let ids = family(&bed, &ec2, 1, 40).await;
+    share_with(&ec2, &ids[1], "210987654321").await;
+    // Disabled: DisableImage takes away every launch permission, EnableImage gives none back.
+    ec2.disable_image()
+        .image_id(&ids[1])
+        .send()
+        .await
+        .expect("DisableImage");
+    let age_out = retire(&bed, r#"{"keep_latest": 1, "max_age_days": 300}"#);
+    let restored = age_out
+        .invoke(&json!({"restore": {"image_ids": [ids[1]]}}))
+        .ok();
+    assert_eq!(restored["results"][0]["outcome"], "restored", "{restored}");
+    assert!(seed::launch_permissions(&ec2, &ids[1]).await.is_empty());
+
+    // The restore's `AMI Restored`, delivered to ami-share by its rule, shares it again.
+    let event = bed
+        .published()
+        .into_iter()
+        .find(|e| e["detail_type"] == "AMI Restored")
+        .expect("AMI Restored");
+    let policies = r#"{"dry_run": false, "policies": [{"name": "web", "select": {"tags": {"Family": "web*"}},
+        "family_by": "tag:Family", "share": {"accounts": ["210987654321"]}}]}"#;
+    let share = Function::start(&bed, "ami-share", &[("AMI_POLICIES", policies)]);
+    let report = share.invoke(&bed.delivered(&event)).ok();
+    assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
+    assert_eq!(
+        seed::launch_permissions(&ec2, &ids[1]).await,
+        BTreeSet::from(["210987654321".to_string()])
+    );
+}

@@ -3,8 +3,7 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{
-    ImageAttributeName, LaunchPermission, LaunchPermissionModifications, PermissionGroup,
-    SnapshotAttributeName,
+    LaunchPermission, LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
 };
 use aws_sdk_ec2::Client;
 use e2e_tests::{Function, TestBed};
@@ -28,27 +27,6 @@ fn share(bed: &TestBed, document: &str, extra: &[(&str, &str)]) -> Function {
     let mut env = vec![("AMI_POLICIES", document)];
     env.extend_from_slice(extra);
     Function::start(bed, "ami-share", &env)
-}
-
-async fn launch_permissions(ec2: &Client, image: &str) -> BTreeSet<String> {
-    let out = ec2
-        .describe_image_attribute()
-        .image_id(image)
-        .attribute(ImageAttributeName::LaunchPermission)
-        .send()
-        .await
-        .expect("DescribeImageAttribute");
-    out.launch_permissions()
-        .iter()
-        .map(|p| {
-            p.user_id()
-                .or(p.organization_arn())
-                .or(p.organizational_unit_arn())
-                .map(str::to_string)
-                .or_else(|| p.group().map(|g| g.as_str().to_string()))
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 async fn volume_permissions(ec2: &Client, snapshot: &str) -> BTreeSet<String> {
@@ -91,7 +69,7 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
 
     assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
     assert_eq!(
-        launch_permissions(&ec2, &image).await,
+        seed::launch_permissions(&ec2, &image).await,
         set(&["111122223333", "444455556666", ORG, OU])
     );
     for snap in seed::snapshots_of(&ec2, &image).await {
@@ -102,7 +80,7 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
         );
     }
     assert!(
-        launch_permissions(&ec2, &unmanaged).await.is_empty(),
+        seed::launch_permissions(&ec2, &unmanaged).await.is_empty(),
         "an AMI no policy shares is untouched"
     );
     let shared: Vec<Value> = bed
@@ -155,7 +133,7 @@ async fn permissions_the_policy_no_longer_lists_are_revoked() {
         "{report}"
     );
     assert_eq!(
-        launch_permissions(&ec2, &image).await,
+        seed::launch_permissions(&ec2, &image).await,
         set(&["111122223333", ORG, OU])
     );
     let snap = &seed::snapshots_of(&ec2, &image).await[0];
@@ -192,7 +170,7 @@ async fn public_sharing_needs_the_deployment_switch_and_a_public_ami_not_allowed
         &[("ALLOW_PUBLIC_SHARING", "true")],
     );
     allowed.invoke(&available(&open)).ok();
-    assert_eq!(launch_permissions(&ec2, &open).await, set(&["all"]));
+    assert_eq!(seed::launch_permissions(&ec2, &open).await, set(&["all"]));
 
     // An AMI made public by hand whose policy does not allow it: made private, reported.
     let public = LaunchPermissionModifications::builder()
@@ -209,7 +187,7 @@ async fn public_sharing_needs_the_deployment_switch_and_a_public_ami_not_allowed
         .await
         .expect("make public");
     let report = allowed.invoke(&json!({"image_ids": [web]})).ok();
-    assert!(!launch_permissions(&ec2, &web).await.contains("all"));
+    assert!(!seed::launch_permissions(&ec2, &web).await.contains("all"));
     let findings = report["results"][0]["findings"].to_string();
     assert!(findings.contains("made private"), "{report}");
 }
@@ -227,7 +205,7 @@ async fn a_dry_run_changes_nothing_and_says_what_it_would_do() {
         report["results"][0]["add"].as_array().map(Vec::len),
         Some(3)
     );
-    assert!(launch_permissions(&ec2, &image).await.is_empty());
+    assert!(seed::launch_permissions(&ec2, &image).await.is_empty());
     assert_eq!(bed.calls().get("ModifyImageAttribute"), None);
 }
 
@@ -289,7 +267,7 @@ async fn foreign_unknown_disabled_and_aws_key_encrypted_amis_are_not_shared_and_
     assert!(message.contains("AWS managed key"), "{message}");
     for image in [&foreign, &encrypted] {
         assert!(
-            launch_permissions(&ec2, image).await.is_empty(),
+            seed::launch_permissions(&ec2, image).await.is_empty(),
             "{image} untouched"
         );
     }
@@ -333,7 +311,7 @@ async fn a_sweep_out_of_time_defers_the_rest_and_changes_nothing_it_did_not_fini
     );
     let report = function.invoke(&json!({})).ok();
     assert_eq!(report["results"][0]["outcome"], "deferred", "{report}");
-    assert!(launch_permissions(&ec2, &image).await.is_empty());
+    assert!(seed::launch_permissions(&ec2, &image).await.is_empty());
 }
 
 #[tokio::test]
@@ -369,7 +347,7 @@ async fn a_refused_public_share_is_reported_and_keeps_the_account_grants_of_the_
         "{report}"
     );
     assert_eq!(
-        launch_permissions(&ec2, &image).await,
+        seed::launch_permissions(&ec2, &image).await,
         set(&["111122223333", ORG]),
         "the account and organization grants are made, public is not"
     );
@@ -389,7 +367,7 @@ async fn a_refused_public_share_is_reported_and_keeps_the_account_grants_of_the_
     let report = function.invoke(&available(&image)).ok();
     assert_eq!(report["results"][0]["outcome"], "changed", "{report}");
     assert_eq!(
-        launch_permissions(&ec2, &image).await,
+        seed::launch_permissions(&ec2, &image).await,
         set(&["111122223333", ORG, "all"])
     );
 }
@@ -414,7 +392,7 @@ async fn when_kms_does_not_answer_an_encrypted_ami_is_not_shared() {
 
     assert_eq!(kind, "PartialFailure", "{message}");
     assert!(message.contains("DescribeKey"), "{message}");
-    assert!(launch_permissions(&ec2, &encrypted).await.is_empty());
+    assert!(seed::launch_permissions(&ec2, &encrypted).await.is_empty());
     assert!(volume_permissions(&ec2, &snap).await.is_empty());
     assert!(bed
         .published()
@@ -495,7 +473,7 @@ async fn kms_grants_are_made_for_target_accounts_and_retired_when_unshared() {
         "{report}"
     );
     assert_eq!(
-        launch_permissions(&ec2, &image).await,
+        seed::launch_permissions(&ec2, &image).await,
         set(&["111122223333"])
     );
     assert_eq!(
@@ -620,7 +598,7 @@ async fn an_announcement_that_can_be_neither_published_nor_parked_fails_the_invo
         Some(1),
         "{report}"
     );
-    assert!(launch_permissions(&ec2, &image)
+    assert!(seed::launch_permissions(&ec2, &image)
         .await
         .contains("111122223333"));
 }

@@ -135,6 +135,12 @@ pub fn work(
                 "ami-build does not act on `AMI Validated`: share and copy do",
             ))
         }
+        Trigger::Restored { .. } => {
+            return Err(Error::event(
+                "$.detail-type",
+                "ami-build does not act on `AMI Restored`: share does",
+            ))
+        }
         Trigger::Continued { .. } => {
             return Err(Error::event(
                 "$.detail-type",
