@@ -351,13 +351,20 @@ def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
         function = by_binary.get(e["caller"], e["caller"])
         if e["result"] == "Allowed":
             used.setdefault(function, set()).update(e.get("allowed_by", []))
+        elif e["result"] == "Missing":
+            continue
         elif e["result"] in ("Unevaluated", "EvaluatorFailed"):
             problems.append(f"{function}: {e['call']} was not evaluated by the test bed's IAM "
                             f"({e.get('error', 'no builder in tests/support/iam_requests.py')})")
         elif not e.get("expected"):
             problems.append(f"{function}: denied in the tests: {e['action']} on {e.get('resource_type') or '*'} "
                             f"(for {e['call']})")
+    decided = {by_binary.get(e["caller"], e["caller"]) for e in entries}
     for function, sts in template_roles(template).items():
+        if function not in decided:
+            problems.append(f"{function}: no IAM decision recorded: the test bed evaluated none of its calls "
+                            "(AMI_TESTBED_IAM=off?)")
+            continue
         if function not in used:
             continue
         for st in sts:

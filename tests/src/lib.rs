@@ -239,9 +239,10 @@ impl TestBed {
         assert_eq!(status, 200, "setting the grant lag failed: {text}");
     }
 
-    /// Says the test provokes IAM denials on purpose (the IAM check then does not count them).
-    pub fn expect_denials(&self, expected: bool) {
-        let body = serde_json::json!({ "expected": expected }).to_string();
+    /// Says the test provokes IAM denials of these actions on purpose (the IAM check then does
+    /// not count them); an empty list ends it.
+    pub fn expect_denials(&self, actions: &[&str]) {
+        let body = serde_json::json!({ "actions": actions }).to_string();
         let (status, text) = http(self.port, "POST", "/_testbed/expect-denials", &body);
         assert_eq!(status, 200, "expecting denials failed: {text}");
     }

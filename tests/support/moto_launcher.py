@@ -2153,7 +2153,7 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/clock": lambda body, environ: clock(body),
     "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
     "/_testbed/expect-denials": lambda body, environ: setattr(authorize.roles(), "denials_expected",
-                                                              bool(body.get("expected", True))) or {},
+                                                              set(body.get("actions", []))) or {},
 }
 
 

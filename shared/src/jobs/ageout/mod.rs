@@ -453,20 +453,39 @@ pub async fn run_region<
 enum ReportRoom {
     Uncounted,
     Left(usize),
-    /// The pending reports could not be counted: nothing is asked.
+    /// The pending reports could not be counted (not by throttling): nothing is asked.
     Unknown(String),
 }
 
 impl ReportRoom {
-    /// Counts the pending reports, once.
-    async fn count<E: ConsumerUsage + Sync>(&mut self, ec2: &E) {
-        if matches!(self, ReportRoom::Uncounted) {
-            *self = match ec2.pending_usage_reports().await {
-                Ok(n) => ReportRoom::Left(PENDING_REPORTS_QUOTA.saturating_sub(n)),
-                Err(e) => {
-                    ReportRoom::Unknown(format!("usage reports in progress not counted: {e}"))
+    /// Counts the pending reports, once (again in a later round after throttling). A failed
+    /// count is an evidence gap over the AMIs whose reports wait on it: it never goes unseen.
+    async fn count<E: ConsumerUsage + Sync>(
+        &mut self,
+        ec2: &E,
+        images: &[String],
+        gaps: &mut Vec<EvidenceGap>,
+    ) -> Option<String> {
+        if !matches!(self, ReportRoom::Uncounted) {
+            return None;
+        }
+        match ec2.pending_usage_reports().await {
+            Ok(n) => {
+                *self = ReportRoom::Left(PENDING_REPORTS_QUOTA.saturating_sub(n));
+                None
+            }
+            Err(e) => {
+                let why = format!("usage reports in progress not counted: {e}");
+                gaps.push(gap(
+                    e.operation().unwrap_or("DescribeImageUsageReports"),
+                    &e,
+                    Some(images.iter().cloned().collect()),
+                ));
+                if !e.is_transient() {
+                    *self = ReportRoom::Unknown(why.clone());
                 }
-            };
+                Some(why)
+            }
         }
     }
 
@@ -499,11 +518,14 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
     depth: TemplateDepth,
     images: &[String],
     room: &mut ReportRoom,
+    gaps: &mut Vec<EvidenceGap>,
 ) -> Vec<ReportRequest> {
     let mut out = Vec::new();
-    if !images.is_empty() {
-        room.count(ec2).await;
-    }
+    let uncounted = if images.is_empty() {
+        None
+    } else {
+        room.count(ec2, images, gaps).await
+    };
     for image_id in images {
         let line = |outcome, report_id, error| ReportRequest {
             image_id: image_id.clone(),
@@ -511,7 +533,7 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
             report_id,
             error,
         };
-        if let Some(why) = room.full() {
+        if let Some(why) = uncounted.clone().or_else(|| room.full()) {
             out.push(line("deferred", None, Some(why)));
             continue;
         }
@@ -535,7 +557,11 @@ async fn request_reports<E: ConsumerUsage + Sync, P: Pace + Sync>(
             }
             Err(e) if e.is_transient() => out.push(line("deferred", None, Some(e.to_string()))),
             Err(e) => {
-                tracing::warn!(image_id, error = %e, "usage report not requested: the AMI stays kept");
+                gaps.push(gap(
+                    "CreateImageUsageReport",
+                    &e,
+                    Some(BTreeSet::from([image_id.clone()])),
+                ));
                 out.push(line("failed", None, Some(e.to_string())));
             }
         }
@@ -925,6 +951,7 @@ impl<E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + Sync> Ro
             self.scanned.depth,
             &to_request,
             &mut self.report_room,
+            &mut self.scanned.usage.gaps,
         )
         .await;
         self.out.usage_reports.extend(requested);

@@ -747,14 +747,27 @@ fn notice(
     input: PlanInput<'_>,
 ) -> Result<DateTime<Utc>, Decision> {
     use KeepReason::ConsumerUsageUnknown;
+    // A deprecation an earlier run set a minute ahead comes in a minute; one further ahead (EC2
+    // deprecates public AMIs two years after creation by default; anyone may set one years
+    // ahead) is brought forward to now, as the notice.
+    let soon = input.as_of + Duration::minutes(NOTICE_SLACK_MINUTES);
     match image.deprecation_time {
         Some(at) if at <= input.as_of => Ok(at),
-        Some(at) => Err(Decision::Keep(
+        Some(at) if at <= soon => Err(Decision::Keep(
             ConsumerUsageUnknown,
             format!(
                 "not {}: shared, and its deprecation at {} (the notice to the accounts that use it) has not come",
                 kind.past(),
                 at.to_rfc3339()
+            ),
+        )),
+        Some(at) if image.state == ImageState::Available => Err(Decision::Act(
+            ActionKind::Deprecate,
+            format!(
+                "shared, and due to be {0}: its deprecation, set for {1}, is brought forward to now as notice to the accounts that use it ({0} once a usage report made {2} days later shows none)",
+                kind.past(),
+                at.to_rfc3339(),
+                REPORT_TEMPLATE_LAG_HOURS / 24
             ),
         )),
         None if image.state == ImageState::Available => Err(Decision::Act(
@@ -765,16 +778,20 @@ fn notice(
                 REPORT_TEMPLATE_LAG_HOURS / 24
             ),
         )),
-        None => Err(Decision::Keep(
+        _ => Err(Decision::Keep(
             ConsumerUsageUnknown,
             format!(
-                "not {}: shared, never deprecated, and {} AMIs cannot be deprecated",
+                "not {}: shared, not deprecated by now, and {} AMIs cannot be deprecated",
                 kind.past(),
                 image.state
             ),
         )),
     }
 }
+
+/// How far ahead a deprecation may be and still count as the notice an earlier run gave (it
+/// deprecates a minute ahead: EC2 refuses a time in the past).
+const NOTICE_SLACK_MINUTES: i64 = 5;
 
 /// Why a shared AMI waits for a usage report, and whether one is to be asked now: one in
 /// progress is waited for (EC2 allows one per AMI); a new one is asked once it can prove
@@ -924,9 +941,14 @@ fn stage(image: &Image, rank: Option<usize>, retain: &Retain, input: PlanInput<'
 /// The dates on which the policy disables and deregisters an AMI it deprecates, and the other
 /// accounts known to use it.
 fn retirement(image: &Image, retain: &Retain, input: PlanInput<'_>) -> Retirement {
+    // A shared AMI is disabled or deregistered no sooner than a report made long enough after
+    // this notice can prove nobody uses it.
+    let shared = image.public || image.shared == Some(true);
+    let earliest = shared.then(|| UsageReport::proves_from(image, input.as_of));
     let on = |days: Option<u32>| {
         let created = image.created?;
-        Some(created + Duration::days(i64::from(days?)))
+        let due = created + Duration::days(i64::from(days?));
+        Some(earliest.map_or(due, |e| due.max(e)))
     };
     let consumers = input
         .usage

@@ -773,10 +773,15 @@ fn a_shared_ami_is_deprecated_first_and_retired_only_on_a_report_made_past_what_
     };
     let mut launched = shared("launched", Some(10 * 24));
     launched.last_launched = Some(now() - Duration::hours(10));
+    // Deprecated a minute ahead by an earlier run (EC2 refuses a time in the past).
+    let mut in_a_minute = shared("notice-ahead", None);
+    in_a_minute.deprecation_time = Some(now() + Duration::minutes(1));
     let images = [
         image("n", "a", 1),
         shared("no-notice", None),
-        shared("notice-ahead", Some(-5)),
+        in_a_minute,
+        // EC2 deprecates public AMIs two years after creation by default.
+        shared("notice-years-ahead", Some(-2 * 365 * 24)),
         shared("recent-notice", Some(3 * 24)),
         shared("report-too-early", Some(7 * 24 + 1)),
         shared("proven", Some(10 * 24)),
@@ -816,6 +821,23 @@ fn a_shared_ami_is_deprecated_first_and_retired_only_on_a_report_made_past_what_
     assert!(
         reason.contains("notice") && reason.contains("7 days"),
         "{reason}"
+    );
+    // A deprecation years ahead is brought forward to now: the notice is given now.
+    assert_eq!(
+        action_of(&p, "notice-years-ahead"),
+        Some(ActionKind::Deprecate)
+    );
+    // The notice tells the earliest date a report can allow, not the policy's date long past.
+    let deregister_on = p
+        .actions
+        .iter()
+        .find(|a| a.image_id.as_deref() == Some("no-notice"))
+        .and_then(|a| a.retirement.as_ref())
+        .and_then(|r| r.deregister_on)
+        .expect("deregister_on");
+    assert!(
+        deregister_on >= now() + Duration::days(7),
+        "{deregister_on}"
     );
     for id in [
         "notice-ahead",
@@ -2339,4 +2361,38 @@ fn the_run_summary_names_the_first_evidence_gaps_and_counts_the_rest_within_puts
     // PutEvents takes entries up to 256 KB (EventBridge quotas).
     let size = serde_json::to_string(&named).expect("json").len();
     assert!(size < 16 * 1024, "{size} bytes");
+}
+
+#[tokio::test]
+async fn a_usage_report_ec2_refuses_to_make_is_an_evidence_gap_not_a_silent_keep() {
+    use crate::domain::grant::Grant;
+    use crate::ports::Cloud;
+    use crate::tests::fakes::{FakeCloud, NoPace};
+    let cloud = FakeCloud::default();
+    let document = three_old_amis(&cloud);
+    let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
+    let ec2 = cloud.ec2(&region);
+    {
+        let mut state = ec2.state();
+        let first = state.images.first_mut().expect("image");
+        first.deprecation_time = Some(Utc::now() - Duration::days(30));
+        let grant = BTreeSet::from([Grant::Account("210987654321".into())]);
+        state.launch.insert(format!("ami-{:017x}", 0), grant);
+        state
+            .failing
+            .insert("CreateImageUsageReport", "UnauthorizedOperation".into());
+    }
+    let request = crate::domain::trigger::RunRequest::default();
+    let bin = cloud.recycle_bin(&region);
+    let run = ten_minute_run(&region, &document, &request);
+
+    let report = super::run_region(&ec2, &bin, (&NoPace, &NoPace), &run).await;
+
+    let gap = report
+        .evidence_gaps
+        .iter()
+        .find(|g| g.call == "CreateImageUsageReport")
+        .expect("the refused request is a gap");
+    assert!(!gap.transient);
+    assert_eq!(report.usage_reports[0].outcome, "failed");
 }
