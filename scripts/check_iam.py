@@ -37,14 +37,9 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 import authorize  # noqa: E402  (the Service Authorization Reference, through the IAM evaluator)
 import cfn  # noqa: E402  (template.yaml as CloudFormation reads it)
 
-# Function resource in template.yaml -> the name it calls AWS as (its `app/` user-agent token).
-FUNCTIONS = {
-    "AgeOutFunction": "ami-age-out",
-    "BuildFunction": "ami-build",
-    "ShareFunction": "ami-share",
-    "CopyFunction": "ami-copy",
-    "PublishFunction": "ami-publish",
-}
+# Function resource in template.yaml -> the name it calls AWS as (its `app/` user-agent token and
+# its test bed credentials): one list, the test bed's.
+FUNCTIONS = authorize.FUNCTIONS
 
 # Actions IAM requires together with a call the code makes.
 # Actions of a path only a failure takes (EventBridge refusing an event), which the end-to-end

@@ -73,13 +73,7 @@ async fn an_available_ami_is_copied_to_each_destination_with_its_lineage_and_onl
 
     let report = function.invoke(&available(&image, "us-east-1")).ok();
 
-    let outcomes: Vec<&str> = report["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .filter_map(|r| r["outcome"].as_str())
-        .collect();
-    assert_eq!(outcomes, vec!["started", "started"], "{report}");
+    assert_eq!(outcomes(&report), vec!["started", "started"], "{report}");
     for (region, encrypted) in [("eu-west-1", true), ("us-west-2", false)] {
         let ec2 = bed.ec2(region).await;
         let copies = images(&ec2).await;
@@ -377,13 +371,17 @@ async fn a_source_encrypted_with_a_customer_key_is_copied_only_when_the_deployme
 
     bed.deploy(json!({ "CopySourceKmsKeyArns": key }));
     let report = function.invoke(&available(&image, "us-east-1")).ok();
-    let outcomes: Vec<&str> = report["results"]
+    assert_eq!(outcomes(&report), vec!["started", "started"], "{report}");
+}
+
+/// The outcome of each line of a report.
+fn outcomes(report: &Value) -> Vec<&str> {
+    report["results"]
         .as_array()
         .expect("results")
         .iter()
         .filter_map(|r| r["outcome"].as_str())
-        .collect();
-    assert_eq!(outcomes, vec!["started", "started"], "{report}");
+        .collect()
 }
 
 #[tokio::test]
