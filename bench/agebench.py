@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from harness import ROOT, Emulator, Function  # noqa: E402
@@ -35,8 +36,16 @@ MAX_AGE = 90
 NOW = datetime.now(timezone.utc)
 C7N = Path(os.environ.get("AMI_C7N_VENV", ROOT / ".venv-c7n")) / "bin" / "custodian"
 
-POLICY = {"dry_run": False, "policies": [{"name": "fleet", "select": {"tags": {"Bench": "*"}},
-                                           "retain": {"keep_latest": 0, "allow_empty_family": True, "max_age_days": MAX_AGE}}]}
+POLICY = {
+    "dry_run": False,
+    "policies": [
+        {
+            "name": "fleet",
+            "select": {"tags": {"Bench": "*"}},
+            "retain": {"keep_latest": 0, "allow_empty_family": True, "max_age_days": MAX_AGE},
+        }
+    ],
+}
 CUSTODIAN = f"""policies:
   - name: ami-age-out
     resource: aws.ami
@@ -65,18 +74,30 @@ def seed(emu: Emulator, size: int) -> dict:
     for region in REGIONS:
         ec2 = emu.ec2(region)
         builder = ec2.run_instances(
-            ImageId=BASE_AMI, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
-                                 {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 8}}],
+            ImageId=BASE_AMI,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            BlockDeviceMappings=[
+                {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
+                {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 8}},
+            ],
         )["Instances"][0]["InstanceId"]
         specs = [(i, rng.randrange(0, 365), rng.random()) for i in range(per_region)]
 
-        def make(spec: tuple[int, int, float]) -> tuple[str, int, float]:
+        # The loop's client, builder and region, bound now (the pool runs within this iteration).
+        def make(
+            spec: tuple[int, int, float], ec2: Any = ec2, builder: str = builder, region: str = region
+        ) -> tuple[str, int, float]:
             i, days, _ = spec
             created = NOW - timedelta(days=days)
             tags = [{"Key": "Bench", "Value": "yes"}, {"Key": "Family", "Value": f"f{i % 10}"}]
-            image = ec2.create_image(InstanceId=builder, Name=f"f{i % 10}-{region}-{i:05d}", NoReboot=True,
-                                     TagSpecifications=[{"ResourceType": "image", "Tags": tags}])["ImageId"]
+            image = ec2.create_image(
+                InstanceId=builder,
+                Name=f"f{i % 10}-{region}-{i:05d}",
+                NoReboot=True,
+                TagSpecifications=[{"ResourceType": "image", "Tags": tags}],
+            )["ImageId"]
             emu.seed(region, image, creation_date=created.isoformat())
             return image, days, spec[2]
 
@@ -97,10 +118,16 @@ def seed(emu: Emulator, size: int) -> dict:
         for n, image in enumerate(old):
             snap = ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
             young = ec2.register_image(
-                Name=f"shared-{region}-{n}", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+                Name=f"shared-{region}-{n}",
+                RootDeviceName="/dev/xvda",
+                VirtualizationType="hvm",
                 BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snap}}],
-                TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "Bench", "Value": "yes"},
-                                                                    {"Key": "Family", "Value": "shared"}]}],
+                TagSpecifications=[
+                    {
+                        "ResourceType": "image",
+                        "Tags": [{"Key": "Bench", "Value": "yes"}, {"Key": "Family", "Value": "shared"}],
+                    }
+                ],
             )["ImageId"]
             emu.seed(region, young, creation_date=(NOW - timedelta(days=1)).isoformat())
             truth["shared_snapshots"][snap] = young
@@ -115,18 +142,34 @@ def verdict(emu: Emulator, truth: dict) -> dict:
         left_images |= {i["ImageId"] for i in ec2.describe_images(Owners=["self"], IncludeDisabled=True)["Images"]}
         left_snaps |= {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     wrong_amis = len(truth["in_use"] - left_images)
-    wrong_snaps = sum(1 for snap, user in truth["shared_snapshots"].items() if user in left_images and snap not in left_snaps)
+    wrong_snaps = sum(
+        1 for snap, user in truth["shared_snapshots"].items() if user in left_images and snap not in left_snaps
+    )
     missed = len(truth["old_unused"] & left_images)
-    return {"wrong_amis": wrong_amis, "wrong_snapshots": wrong_snaps, "missed": missed,
-            "retired": len(truth["old_unused"]) - missed}
+    return {
+        "wrong_amis": wrong_amis,
+        "wrong_snapshots": wrong_snaps,
+        "missed": missed,
+        "retired": len(truth["old_unused"]) - missed,
+    }
 
 
 # EC2's request buckets per account and region, at their published rates: DeregisterImage,
 # DeleteSnapshot and the other mutating image calls share one of 100 tokens refilled at 5 per
 # second (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html).
-EC2_BUCKETS = {"mutating": {"actions": ["DeregisterImage", "DeleteSnapshot", "ModifyImageAttribute",
-                                        "DisableImage", "EnableImageDeprecation"],
-                            "size": 100, "refill": 5}}
+EC2_BUCKETS = {
+    "mutating": {
+        "actions": [
+            "DeregisterImage",
+            "DeleteSnapshot",
+            "ModifyImageAttribute",
+            "DisableImage",
+            "EnableImageDeprecation",
+        ],
+        "size": 100,
+        "refill": 5,
+    }
+}
 THROTTLED = False
 
 
@@ -159,13 +202,30 @@ def run_ours(emu: Emulator) -> tuple[float, int]:
 def run_custodian(emu: Emulator) -> tuple[float, int]:
     work = Path(tempfile.mkdtemp())
     (work / "policy.yml").write_text(CUSTODIAN)
-    env = dict(os.environ, AWS_ENDPOINT_URL=emu.endpoint, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    env = dict(
+        os.environ,
+        AWS_ENDPOINT_URL=emu.endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     # Custodian's own peak RSS: its entry point run under a wrapper that reports it on exit.
-    wrapper = ("import resource, sys\nfrom c7n.cli import main\nsys.argv = ['custodian'] + sys.argv[1:]\n"
-               "try:\n    sys.exit(main())\nfinally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    wrapper = (
+        "import resource, sys\nfrom c7n.cli import main\nsys.argv = ['custodian'] + sys.argv[1:]\n"
+        "try:\n    sys.exit(main())\nfinally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    )
     # --cache-period 0: no resource cache between runs (it would reuse another account's listing).
-    cmd = [str(C7N.parent / "python"), "-c", wrapper, "run", "--cache-period", "0", "-s", str(work / "out"), str(work / "policy.yml")]
+    cmd = [
+        str(C7N.parent / "python"),
+        "-c",
+        wrapper,
+        "run",
+        "--cache-period",
+        "0",
+        "-s",
+        str(work / "out"),
+        str(work / "policy.yml"),
+    ]
     for region in REGIONS:
         cmd += ["--region", region]
     t = time.perf_counter()
@@ -183,8 +243,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--write", action="store_true", help="rewrite the results in BENCHMARKS.md")
-    parser.add_argument("--throttle", action="store_true",
-                        help="the test bed throttles like EC2 (100 tokens, 5/s); ours paces at its defaults")
+    parser.add_argument(
+        "--throttle",
+        action="store_true",
+        help="the test bed throttles like EC2 (100 tokens, 5/s); ours paces at its defaults",
+    )
     args = parser.parse_args()
     global THROTTLED
     THROTTLED = args.throttle
@@ -205,28 +268,43 @@ def main() -> int:
                 used = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
                 v = verdict(emu, truth)
                 ec2_requests = sum(n for k, n in used.items() if k not in NOT_EC2)
-                result[tool] = {"wall": wall, "rss_mb": rss / 1024, "requests": ec2_requests, "events": used.get("PutEvents", 0),
-                                "by_action": used, **v}
-                print(f"{size} AMIs, {tool}: {wall:.2f} s, {ec2_requests} EC2 requests, {rss / 1024:.1f} MB, "
-                      f"retired {v['retired']}, missed {v['missed']}, wrong AMIs {v['wrong_amis']}, "
-                      f"wrong snapshots {v['wrong_snapshots']} (seeded in {seeded:.0f} s)", flush=True)
+                result[tool] = {
+                    "wall": wall,
+                    "rss_mb": rss / 1024,
+                    "requests": ec2_requests,
+                    "events": used.get("PutEvents", 0),
+                    "by_action": used,
+                    **v,
+                }
+                print(
+                    f"{size} AMIs, {tool}: {wall:.2f} s, {ec2_requests} EC2 requests, {rss / 1024:.1f} MB, "
+                    f"retired {v['retired']}, missed {v['missed']}, wrong AMIs {v['wrong_amis']}, "
+                    f"wrong snapshots {v['wrong_snapshots']} (seeded in {seeded:.0f} s)",
+                    flush=True,
+                )
                 print(f"    requests by action: {json.dumps(used, sort_keys=True)}", flush=True)
             finally:
                 emu.stop()
         rows.append((size, result))
-    table = ["| AMIs | tool | pacing | wall time | EC2 requests | PutEvents | peak RSS | retired | missed | wrong AMIs | wrong snapshots |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    table = [
+        "| AMIs | tool | pacing | wall time | EC2 requests | PutEvents | peak RSS | retired | missed | wrong AMIs | wrong snapshots |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, result in rows:
         for tool, r in result.items():
             if tool == "ami-age-out":
                 pacing = "on: 5/s, burst 100 (EC2's)" if THROTTLED else "off (AMI_MUTATION_RATE=100000)"
             else:
                 pacing = "none (botocore retries)"
-            table.append(f"| {size} | {tool} | {pacing} | {r['wall']:.2f} s | {r['requests']} | {r['events']} | {r['rss_mb']:.1f} MB | "
-                         f"{r['retired']} | {r['missed']} | {r['wrong_amis']} | {r['wrong_snapshots']} |")
+            table.append(
+                f"| {size} | {tool} | {pacing} | {r['wall']:.2f} s | {r['requests']} | {r['events']} | {r['rss_mb']:.1f} MB | "
+                f"{r['retired']} | {r['missed']} | {r['wrong_amis']} | {r['wrong_snapshots']} |"
+            )
         ours, theirs = result["ami-age-out"], result["cloud-custodian"]
-        table.append(f"| {size} | ratio (custodian / ours) | | {theirs['wall'] / ours['wall']:.1f}× | "
-                     f"{theirs['requests'] / max(ours['requests'], 1):.1f}× | | | | | | |")
+        table.append(
+            f"| {size} | ratio (custodian / ours) | | {theirs['wall'] / ours['wall']:.1f}× | "
+            f"{theirs['requests'] / max(ours['requests'], 1):.1f}× | | | | | | |"
+        )
     text = "\n".join(table)
     print(text)
     if args.write:
@@ -240,8 +318,10 @@ def main() -> int:
         prefix = f"cargo build --release --bins && AMI_PROFILE={profile} " if profile != "debug" else ""
         flag = " --throttle" if THROTTLED else ""
         contract = "the test bed's EC2 contract check on"
-        stamp = (f"Measured {NOW:%Y-%m-%d} with `{prefix}scripts/bench --sizes {args.sizes}{flag} --write` "
-                 f"({profile} build of ami-age-out; {contract}).\n\n")
+        stamp = (
+            f"Measured {NOW:%Y-%m-%d} with `{prefix}scripts/bench --sizes {args.sizes}{flag} --write` "
+            f"({profile} build of ami-age-out; {contract}).\n\n"
+        )
         path.write_text(f"{head}{start}\n{stamp}{text}\n{end}{tail}")
     return 0
 

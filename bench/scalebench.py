@@ -21,23 +21,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from harness import Emulator, Function  # noqa: E402
 
-POLICY = {"dry_run": True, "policies": [{"name": "fleet", "select": {"tags": {"Bench": "*"}}, "family_by": "tag:Family",
-                                          "retain": {"keep_latest": 1, "max_age_days": 90}}]}
+POLICY = {
+    "dry_run": True,
+    "policies": [
+        {
+            "name": "fleet",
+            "select": {"tags": {"Bench": "*"}},
+            "family_by": "tag:Family",
+            "retain": {"keep_latest": 1, "max_age_days": 90},
+        }
+    ],
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--amis", type=int, default=50_000)
     parser.add_argument("--real", action="store_true", help="a real run instead of a dry run")
-    parser.add_argument("--unbounded", action="store_true",
-                        help="no deadline and no pacing: the run reads every candidate's share state")
+    parser.add_argument(
+        "--unbounded",
+        action="store_true",
+        help="no deadline and no pacing: the run reads every candidate's share state",
+    )
     args = parser.parse_args()
     with Emulator() as emu:
         ec2 = emu.ec2("us-east-1")
         builder = ec2.run_instances(
-            ImageId="ami-0a1b2c3d4e5f60001", MinCount=1, MaxCount=1, InstanceType="t3.micro",
-            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
-                                 {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 8}}],
+            ImageId="ami-0a1b2c3d4e5f60001",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            BlockDeviceMappings=[
+                {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}},
+                {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 8}},
+            ],
         )["Instances"][0]["InstanceId"]
         t = time.perf_counter()
         seeded = emu.seed_fleet("us-east-1", builder, args.amis, tags={"Bench": "yes"})
@@ -49,8 +66,12 @@ def main() -> int:
         # emulator is slower than EC2, so each call may take longer.
         env = {"AMI_CALL_TIMEOUT_MS": "120000", "AMI_DEADLINE_MARGIN_MS": "120000", "AMI_RUN_BUDGET_MS": "870000"}
         if args.unbounded:
-            env = {"AMI_CALL_TIMEOUT_MS": "900000", "AMI_DEADLINE_MARGIN_MS": "900000",
-                   "AMI_MUTATION_RATE": "100000", "AMI_MUTATION_BURST": "100000"}
+            env = {
+                "AMI_CALL_TIMEOUT_MS": "900000",
+                "AMI_DEADLINE_MARGIN_MS": "900000",
+                "AMI_MUTATION_RATE": "100000",
+                "AMI_MUTATION_BURST": "100000",
+            }
         before = emu.calls()
         with Function(emu, "ami-age-out", policy, env) as function:
             t = time.perf_counter()
@@ -63,10 +84,12 @@ def main() -> int:
         after = emu.calls()
         used = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
         size = len(json.dumps(report))
-        print(f"{args.amis} AMIs, {'real' if args.real else 'dry'} run: peak RSS {rss_mb:.1f} MB, {wall:.1f} s, "
-              f"{report['counts'].get('planned', 0)} actions planned, kept {report['counts'].get('kept', 0)} "
-              f"({report['kept_by_reason'].get('deferred', 0)} deferred), answer {size / 1e6:.2f} MB"
-              f"{' (truncated)' if 'truncated' in report else ''}")
+        print(
+            f"{args.amis} AMIs, {'real' if args.real else 'dry'} run: peak RSS {rss_mb:.1f} MB, {wall:.1f} s, "
+            f"{report['counts'].get('planned', 0)} actions planned, kept {report['counts'].get('kept', 0)} "
+            f"({report['kept_by_reason'].get('deferred', 0)} deferred), answer {size / 1e6:.2f} MB"
+            f"{' (truncated)' if 'truncated' in report else ''}"
+        )
         planning = sum(r.get("planning_ms", 0) for r in report.get("regions", []))
         print(f"    planning (the pure planner, every pass): {planning} ms")
         print(f"    requests by action: {json.dumps(used, sort_keys=True)}")

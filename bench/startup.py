@@ -43,10 +43,11 @@ def main() -> int:
             for _ in range(args.runs):
                 answer: dict = {}
 
-                def invoke() -> None:
+                def invoke(answer: dict = answer) -> None:
                     body = json.dumps({"policies": ["no-such-policy"]}).encode()
-                    req = urllib.request.Request(f"http://127.0.0.1:{port}/2015-03-31/functions/_/invocations",
-                                                 data=body, method="POST")
+                    req = urllib.request.Request(
+                        f"http://127.0.0.1:{port}/2015-03-31/functions/_/invocations", data=body, method="POST"
+                    )
                     try:
                         answer["body"] = urllib.request.urlopen(req).read()
                     except urllib.error.HTTPError as err:  # a function error comes back as a 500
@@ -65,8 +66,11 @@ def main() -> int:
                     raise SystemExit(f"{name}: unexpected answer {answer}")
                 times.append((answer["at"] - t0) * 1000)
             rows.append((name, statistics.median(times), max(times)))
-            print(f"{name} ({args.profile}): start-up to first answer median {statistics.median(times):.1f} ms, "
-                  f"max {max(times):.1f} ms over {args.runs} runs", flush=True)
+            print(
+                f"{name} ({args.profile}): start-up to first answer median {statistics.median(times):.1f} ms, "
+                f"max {max(times):.1f} ms over {args.runs} runs",
+                flush=True,
+            )
     finally:
         watch.stop()
     return 0

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,12 +34,19 @@ def main() -> int:
     parser.add_argument("--amis", type=int, default=300)
     parser.add_argument("--size", type=float, default=20)
     parser.add_argument("--rate", type=float, default=20)
-    parser.add_argument("--budget-ms", type=int, default=0,
-                        help="each run's time (AMI_RUN_BUDGET_MS); runs then continue themselves "
-                             "(Policy Run Continued, delivered as the template's rule would)")
-    parser.add_argument("--read-bucket", action="store_true",
-                        help="throttle DescribeImageAttribute too, as EC2 throttles each non-mutating API "
-                             "(100 tokens refilled at 20/s: the mutating bucket's size, 4x its rate)")
+    parser.add_argument(
+        "--budget-ms",
+        type=int,
+        default=0,
+        help="each run's time (AMI_RUN_BUDGET_MS); runs then continue themselves "
+        "(Policy Run Continued, delivered as the template's rule would)",
+    )
+    parser.add_argument(
+        "--read-bucket",
+        action="store_true",
+        help="throttle DescribeImageAttribute too, as EC2 throttles each non-mutating API "
+        "(100 tokens refilled at 20/s: the mutating bucket's size, 4x its rate)",
+    )
     args = parser.parse_args()
     emu = Emulator()
     try:
@@ -53,8 +60,12 @@ def main() -> int:
         policy.write_text(json.dumps(agebench.POLICY))
         # The deployment is told the account's limits (EC2's defaults are 5/s and 100).
         # The emulator is slower than EC2 at large pages: widen the call timeout (see agebench).
-        env = {"AMI_CALL_TIMEOUT_MS": "600000", "AMI_DEADLINE_MARGIN_MS": "600000",
-               "AMI_MUTATION_RATE": f"{args.rate:g}", "AMI_MUTATION_BURST": f"{args.size:g}"}
+        env = {
+            "AMI_CALL_TIMEOUT_MS": "600000",
+            "AMI_DEADLINE_MARGIN_MS": "600000",
+            "AMI_MUTATION_RATE": f"{args.rate:g}",
+            "AMI_MUTATION_BURST": f"{args.size:g}",
+        }
         if args.budget_ms:
             env.update({"AMI_RUN_BUDGET_MS": str(args.budget_ms), "AMI_DEADLINE_MARGIN_MS": "0"})
         function = Function(emu, "ami-age-out", policy, env)
@@ -99,12 +110,16 @@ def main() -> int:
         first, last = emu.spans().get("DeregisterImage", [0.0, 0.0])
         throughput = done / wall
         announced = sum(1 for e in emu.published() if e["detail_type"] == "AMI Deregistered")
-        print(f"{args.amis} AMIs, bucket {args.size:g} refill {args.rate:g}/s, run budget "
-              f"{args.budget_ms or 'none'} ms{', reads throttled' if args.read_bucket else ''}: {done} deregistered ({announced} announced, {already} found already gone) in {runs} run(s), "
-              f"{wall:.1f} s (ideal {ideal:.1f} s: {100 * ideal / wall:.0f}% of the buckets' ceiling; "
-              f"per region {per_region}); first to last deregistration {last - first:.1f} s "
-              f"({100 * ideal / max(last - first, 1e-9):.0f}% of the ceiling); throughput {throughput:.1f}/s; DeregisterImage requests sent {sent} ({throttled} throttled by the bucket); "
-              f"deferred at the end {deferred}; missed {v['missed']}, wrong {v['wrong_amis']}")
+        print(
+            f"{args.amis} AMIs, bucket {args.size:g} refill {args.rate:g}/s, run budget "
+            f"{args.budget_ms or 'none'} ms{', reads throttled' if args.read_bucket else ''}: {done} deregistered "
+            f"({announced} announced, {already} found already gone) in {runs} run(s), "
+            f"{wall:.1f} s (ideal {ideal:.1f} s: {100 * ideal / wall:.0f}% of the buckets' ceiling; "
+            f"per region {per_region}); first to last deregistration {last - first:.1f} s "
+            f"({100 * ideal / max(last - first, 1e-9):.0f}% of the ceiling); throughput {throughput:.1f}/s; "
+            f"DeregisterImage requests sent {sent} ({throttled} throttled by the bucket); "
+            f"deferred at the end {deferred}; missed {v['missed']}, wrong {v['wrong_amis']}"
+        )
     finally:
         emu.stop()
     return 0

@@ -90,13 +90,19 @@ KEY_PARAMETERS = {
         "ShareKmsKeyArns": {"kms:CreateGrant", "kms:ListGrants", "kms:RetireGrant"},
     },
     "PublishFunction": {
-        "ValidationKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
+        "ValidationKmsKeyArns": {
+            "kms:CreateGrant",
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:GenerateDataKeyWithoutPlaintext",
+        },
     },
     "CopyFunction": {
         "CopyKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"},
         "CopySourceKmsKeyArns": {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"},
     },
 }
+
 
 def recorded_calls(lines: list[str]) -> dict[str, set[str]]:
     """Function resource -> the IAM actions it called, from the test bed's call log."""
@@ -157,7 +163,8 @@ def key_statements(template: dict[str, Any]) -> dict[str, dict[str, set[str]]]:
         for st in sts:
             for parameter in re.findall(r"'Ref': '(\w+KmsKeyArns)'", repr(st.get("Resource"))):
                 out.setdefault(function, {}).setdefault(parameter, set()).update(
-                    a for a in _listed(st.get("Action", [])) if a.startswith("kms:"))
+                    a for a in _listed(st.get("Action", [])) if a.startswith("kms:")
+                )
     return out
 
 
@@ -170,11 +177,20 @@ def _resources(statement: dict[str, Any]) -> list[Any]:
 
 
 # What SECURITY.md promises of the roles, beyond which actions they allow.
-OWNED = {"ec2:DeregisterImage", "ec2:DisableImage", "ec2:EnableImageDeprecation", "ec2:DeleteSnapshot",
-         "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute",
-         "ec2:EnableImageDeregistrationProtection", "ec2:DisableImageDeregistrationProtection",
-         "ec2:RestoreImageFromRecycleBin", "ec2:RestoreSnapshotFromRecycleBin", "ec2:EnableImage",
-         "ec2:DisableImageDeprecation"}
+OWNED = {
+    "ec2:DeregisterImage",
+    "ec2:DisableImage",
+    "ec2:EnableImageDeprecation",
+    "ec2:DeleteSnapshot",
+    "ec2:ModifyImageAttribute",
+    "ec2:ModifySnapshotAttribute",
+    "ec2:EnableImageDeregistrationProtection",
+    "ec2:DisableImageDeregistrationProtection",
+    "ec2:RestoreImageFromRecycleBin",
+    "ec2:RestoreSnapshotFromRecycleBin",
+    "ec2:EnableImage",
+    "ec2:DisableImageDeprecation",
+}
 REQUIRED_CONDITIONS = {
     **{a: {"ec2:Owner"} for a in OWNED},
     "ec2:CreateTags": {"ec2:CreateAction"},
@@ -187,17 +203,24 @@ REQUIRED_CONDITIONS = {
 # A function's own conditions, in place of the ones above: the copy function deregisters only
 # the copies it made; age-out tags only its own images, and only with its protection tag.
 FUNCTION_CONDITIONS = {
-    "CopyFunction": {a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
-                     for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")},
+    "CopyFunction": {
+        a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
+        for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")
+    },
     # DeleteTags has no ec2:Owner (Service Authorization Reference): it removes the mark only
     # from an image that carries it.
-    "AgeOutFunction": {"ec2:CreateTags": {"ec2:Owner", "aws:TagKeys"},
-                       "ec2:DeleteTags": {"ec2:ResourceTag/ami-automation:protected-by", "aws:TagKeys"}},
+    "AgeOutFunction": {
+        "ec2:CreateTags": {"ec2:Owner", "aws:TagKeys"},
+        "ec2:DeleteTags": {"ec2:ResourceTag/ami-automation:protected-by", "aws:TagKeys"},
+    },
     # The publish function tags test instances at launch and its verdicts and pins on its own
     # AMIs (named tag keys either way), and terminates only the test instances it launched.
     "PublishFunction": {
         "ec2:CreateTags": {"aws:TagKeys"},
-        "ec2:TerminateInstances": {"aws:ResourceTag/ami-automation:created-by", "aws:ResourceTag/ami-automation:validates"},
+        "ec2:TerminateInstances": {
+            "aws:ResourceTag/ami-automation:created-by",
+            "aws:ResourceTag/ami-automation:validates",
+        },
         "ec2:GetConsoleOutput": {"aws:ResourceTag/ami-automation:created-by"},
         "ec2:CreateLaunchTemplateVersion": {"aws:ResourceTag/ami-automation:publish"},
         "ec2:ModifyLaunchTemplate": {"aws:ResourceTag/ami-automation:publish"},
@@ -207,8 +230,16 @@ FUNCTION_CONDITIONS = {
     "ShareFunction": {"kms:CreateGrant": {"kms:GrantOperations", "kms:GranteePrincipal"}},
 }
 # Actions that must name their resources (never "*").
-NARROW_PREFIXES = ("kms:", "events:", "ssm:PutParameter", "ec2:RunInstances", "ec2:TerminateInstances",
-                   "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "iam:PassRole")
+NARROW_PREFIXES = (
+    "kms:",
+    "events:",
+    "ssm:PutParameter",
+    "ec2:RunInstances",
+    "ec2:TerminateInstances",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:ModifyLaunchTemplate",
+    "iam:PassRole",
+)
 
 
 def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
@@ -223,7 +254,9 @@ def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
             missing = wanted - keys
             if missing:
                 problems.append(f"{sid}: {action} without the condition {', '.join(sorted(missing))}")
-            narrow = action in OWNED or action in ("ec2:CreateTags", "ec2:DeleteTags") or action.startswith(NARROW_PREFIXES)
+            narrow = (
+                action in OWNED or action in ("ec2:CreateTags", "ec2:DeleteTags") or action.startswith(NARROW_PREFIXES)
+            )
             if narrow and "*" in _resources(st):
                 problems.append(f'{sid}: {action} on every resource ("*")')
     return problems
@@ -252,15 +285,19 @@ def condition_key_problems(sts: list[dict[str, Any]]) -> list[str]:
             if "*" in action:
                 continue
             details = authorize.SIDECAR_PROCESS.action(action)
-            types = [rt for rt in details.get("resourceTypes", [])
-                     if any(_matches_type(r, rt["arn"]) for r in resources)]
+            types = [
+                rt for rt in details.get("resourceTypes", []) if any(_matches_type(r, rt["arn"]) for r in resources)
+            ]
             for key in sorted(_condition_keys(st)):
-                usable = any(authorize.key_allowed(key, authorize.allowed_keys(action, rt["name"])) for rt in types) \
-                    or authorize.key_allowed(key, authorize.allowed_keys(action, None))
+                usable = any(
+                    authorize.key_allowed(key, authorize.allowed_keys(action, rt["name"])) for rt in types
+                ) or authorize.key_allowed(key, authorize.allowed_keys(action, None))
                 if not usable:
                     names = ", ".join(rt["name"] for rt in types) or "no resource type"
-                    problems.append(f"{sid}: {action} conditions on {key}, which AWS never sets for it ({names}): "
-                                    "the statement matches nothing")
+                    problems.append(
+                        f"{sid}: {action} conditions on {key}, which AWS never sets for it ({names}): "
+                        "the statement matches nothing"
+                    )
     return problems
 
 
@@ -280,8 +317,12 @@ def trigger_problems(template: dict[str, Any]) -> list[str]:
             pattern = props.get("Pattern", {})
             if pattern.get("account") != [{"Ref": "AWS::AccountId"}]:
                 problems.append(f"{function}: rule {name} does not match only the stack's account")
-            if function == "PublishFunction" and "EC2 Instance State-change Notification" in pattern.get("detail-type", []):
-                problems.append(f"{function}: rule {name} on instance state changes takes its only slot for every instance")
+            if function == "PublishFunction" and "EC2 Instance State-change Notification" in pattern.get(
+                "detail-type", []
+            ):
+                problems.append(
+                    f"{function}: rule {name} on instance state changes takes its only slot for every instance"
+                )
             if "Policy Run Continued" in pattern.get("detail-type", []) and ("InputPath" in props or "Input" in props):
                 problems.append(f"{function}: rule {name} must deliver the sealed continuation whole (no InputPath)")
     policy = resources.get("ToolBusPolicy", {}).get("Properties", {}).get("Statement", {})
@@ -290,7 +331,9 @@ def trigger_problems(template: dict[str, Any]) -> list[str]:
     wanted = sorted(f"{f}Role" for f in FUNCTIONS)
     denies = (policy.get("Effect"), policy.get("Principal"), policy.get("Action")) == ("Deny", "*", "events:PutEvents")
     if not denies or roles != wanted:
-        problems.append(f"ToolBusPolicy: must deny events:PutEvents to every principal but {', '.join(wanted)} (has {roles})")
+        problems.append(
+            f"ToolBusPolicy: must deny events:PutEvents to every principal but {', '.join(wanted)} (has {roles})"
+        )
     return problems
 
 
@@ -317,8 +360,11 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
             if trigger in used:
                 required |= set(needs)
         problems += [f"{function}: called but not allowed: {a}" for a in sorted(required - granted)]
-        problems += [f"{function}: allowed but never called: {a}"
-                     for a in sorted(granted - required) if a not in IMPLIED and a not in ON_FAILURE_ONLY]
+        problems += [
+            f"{function}: allowed but never called: {a}"
+            for a in sorted(granted - required)
+            if a not in IMPLIED and a not in ON_FAILURE_ONLY
+        ]
         for parameter, actions in KEY_PARAMETERS.get(function, {}).items():
             lacking = sorted(actions - keys.get(function, {}).get(parameter, set()))
             if lacking:
@@ -330,8 +376,7 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
 
 # Statements no end-to-end test can use, each with the reason (the rest must allow something a
 # test did: least privilege from the same data AWS decides on).
-UNUSED_ALLOWED: dict[str, str] = {
-}
+UNUSED_ALLOWED: dict[str, str] = {}
 
 
 def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
@@ -349,50 +394,67 @@ def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
         elif e["result"] == "Missing":
             continue
         elif e["result"] in ("Unevaluated", "EvaluatorFailed"):
-            problems.append(f"{function}: {e['call']} was not evaluated by the test bed's IAM "
-                            f"({e.get('error', 'no builder in tests/support/iam_requests.py')})")
+            problems.append(
+                f"{function}: {e['call']} was not evaluated by the test bed's IAM "
+                f"({e.get('error', 'no builder in tests/support/iam_requests.py')})"
+            )
         elif not e.get("expected"):
-            problems.append(f"{function}: denied in the tests: {e['action']} on {e.get('resource_type') or '*'} "
-                            f"(for {e['call']})")
+            problems.append(
+                f"{function}: denied in the tests: {e['action']} on {e.get('resource_type') or '*'} (for {e['call']})"
+            )
     decided = {by_binary.get(e["caller"], e["caller"]) for e in entries}
     for function, sts in template_roles(template).items():
         if function not in decided:
-            problems.append(f"{function}: no IAM decision recorded: the test bed evaluated none of its calls "
-                            "(AMI_TESTBED_IAM=off?)")
+            problems.append(
+                f"{function}: no IAM decision recorded: the test bed evaluated none of its calls (AMI_TESTBED_IAM=off?)"
+            )
             continue
         if function not in used:
             continue
         for st in sts:
             sid = st.get("Sid")
-            if st.get("Effect") == "Allow" and sid and sid not in used[function] and sid not in UNUSED_ALLOWED \
-                    and not (set(_listed(st.get("Action", []))) & set(ON_FAILURE_ONLY)):
-                problems.append(f"{function}: statement {sid} allowed nothing the end-to-end tests did: "
-                                "test what needs it, or drop it")
+            if (
+                st.get("Effect") == "Allow"
+                and sid
+                and sid not in used[function]
+                and sid not in UNUSED_ALLOWED
+                and not (set(_listed(st.get("Action", []))) & set(ON_FAILURE_ONLY))
+            ):
+                problems.append(
+                    f"{function}: statement {sid} allowed nothing the end-to-end tests did: "
+                    "test what needs it, or drop it"
+                )
     return problems
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", default=os.environ.get("AMI_TESTBED_CALL_LOG"),
-                        help="the test bed's call log (default: $AMI_TESTBED_CALL_LOG)")
+    parser.add_argument(
+        "--calls",
+        default=os.environ.get("AMI_TESTBED_CALL_LOG"),
+        help="the test bed's call log (default: $AMI_TESTBED_CALL_LOG)",
+    )
     args = parser.parse_args()
     if not args.calls or not Path(args.calls).is_file():
-        print("check_iam: no call log: run `scripts/test` (it records the calls and runs this check), "
-              "or pass --calls with the file AMI_TESTBED_CALL_LOG named during the end-to-end tests",
-              file=sys.stderr)
+        print(
+            "check_iam: no call log: run `scripts/test` (it records the calls and runs this check), "
+            "or pass --calls with the file AMI_TESTBED_CALL_LOG named during the end-to-end tests",
+            file=sys.stderr,
+        )
         return 2
     called = recorded_calls(Path(args.calls).read_text().splitlines())
     problems = check((ROOT / "template.yaml").read_text(), called)
     iam_log = os.environ.get("AMI_TESTBED_IAM_LOG")
     if iam_log and Path(iam_log).is_file():
-        problems += iam_problems(Path(iam_log).read_text().splitlines(),
-                                 load_template((ROOT / "template.yaml").read_text()))
+        problems += iam_problems(
+            Path(iam_log).read_text().splitlines(), load_template((ROOT / "template.yaml").read_text())
+        )
     for function in FUNCTIONS:
         mine = [p for p in problems if p.startswith(f"{function}:")]
         status = "ok" if not mine else "MISMATCH"
         print(f"{function}: {status}: called {len(called[function])} actions in the end-to-end tests")
         for p in mine:
-            print(f"  {p[len(function) + 2:]}")
+            print(f"  {p[len(function) + 2 :]}")
     return 1 if problems else 0
 
 

@@ -72,15 +72,17 @@ class Sidecar:
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self.proc = subprocess.Popen(
-                    ["node", str(SIDECAR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                    cwd=SIDECAR.parent)
+                    ["node", str(SIDECAR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=SIDECAR.parent
+                )
             assert self.proc.stdin is not None and self.proc.stdout is not None
             self.proc.stdin.write(json.dumps(question, default=str) + "\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("the IAM evaluator (tests/support/iam/authorize.mjs) stopped: "
-                               "run scripts/setup (it installs it with npm ci)")
+            raise RuntimeError(
+                "the IAM evaluator (tests/support/iam/authorize.mjs) stopped: "
+                "run scripts/setup (it installs it with npm ci)"
+            )
         answer = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"IAM evaluator: {answer['error']} (asked {question.get('op')})")
@@ -182,8 +184,9 @@ class Roles:
         function = next((f for f, b in FUNCTIONS.items() if b == binary), None)
         if function is None:
             return
-        variables = dict(self.template.get("Globals", {}).get("Function", {}).get("Environment", {})
-                         .get("Variables", {}))
+        variables = dict(
+            self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        )
         own = self.template["Resources"][function].get("Properties", {}).get("Environment", {})
         variables.update(own.get("Variables", {}))
         with self.lock:
@@ -195,7 +198,7 @@ class Roles:
     def _learn(self, source: Any, value: str) -> None:
         if not isinstance(source, dict) or len(source) != 1:
             return
-        (kind, arg), = source.items()
+        ((kind, arg),) = source.items()
         if not value and kind != "Ref":
             return  # an empty value names no resource (a test's function without one)
         if kind == "Ref" and arg in self.template.get("Resources", {}) and not value:
@@ -207,8 +210,7 @@ class Roles:
             kind_of = self.template["Resources"][arg].get("Type")
             if kind_of == "AWS::SQS::Queue":
                 name = value.rstrip("/").rsplit("/", 1)[-1]
-                self.physical[arg] = {"Ref": value, "QueueName": name,
-                                      "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"}
+                self.physical[arg] = {"Ref": value, "QueueName": name, "Arn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"}
             else:
                 self.physical.setdefault(arg, {})["Ref"] = value
         elif kind == "Fn::GetAtt":
@@ -228,8 +230,9 @@ class Roles:
 
     def override(self, binary: str, statements: list[dict[str, Any]]) -> None:
         with self.lock:
-            self.overrides[binary] = [{"name": "test-override",
-                                       "policy": {"Version": "2012-10-17", "Statement": statements}}]
+            self.overrides[binary] = [
+                {"name": "test-override", "policy": {"Version": "2012-10-17", "Statement": statements}}
+            ]
 
     def policies(self, binary: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -272,9 +275,16 @@ def sam_policy(policy: Any, deployment: cfn.Deployment) -> dict[str, Any] | None
         return {"Version": "2012-10-17", "Statement": cfn.listed(resolved["Statement"])}
     if isinstance(resolved, dict) and "SQSSendMessagePolicy" in resolved:
         name = resolved["SQSSendMessagePolicy"]["QueueName"]
-        return {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": ["sqs:SendMessage*"],
-            "Resource": f"arn:aws:sqs:{deployment.region}:{deployment.account}:{name}"}]}
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["sqs:SendMessage*"],
+                    "Resource": f"arn:aws:sqs:{deployment.region}:{deployment.account}:{name}",
+                }
+            ],
+        }
     if isinstance(resolved, dict) and "PolicyDocument" in resolved:
         return resolved["PolicyDocument"]
     raise ValueError(f"tests/support/authorize.py does not know this entry of Policies: {policy}")
@@ -308,8 +318,13 @@ class Call:
     def values(self, name: str) -> list[str]:
         """EC2 query values of `name` and `name.N` (in order)."""
         exact = [v for k, v in self.query if k == name]
-        numbered = sorted(((int(k[len(name) + 1:]), v) for k, v in self.query
-                           if k.startswith(name + ".") and k[len(name) + 1:].isdigit()))
+        numbered = sorted(
+            (
+                (int(k[len(name) + 1 :]), v)
+                for k, v in self.query
+                if k.startswith(name + ".") and k[len(name) + 1 :].isdigit()
+            )
+        )
         return exact + [v for _, v in numbered]
 
     def value(self, name: str) -> str | None:
@@ -355,7 +370,7 @@ def caller_of(environ: dict[str, Any]) -> tuple[str, str, str] | None:
     m = _CREDENTIAL.search(auth)
     if not m or not m.group(1).startswith(KEY_PREFIX):
         return None
-    return m.group(1)[len(KEY_PREFIX):], m.group(2), m.group(3)
+    return m.group(1)[len(KEY_PREFIX) :], m.group(2), m.group(3)
 
 
 def parse(environ: dict[str, Any], body: bytes) -> Call | None:
@@ -391,8 +406,12 @@ def parse(environ: dict[str, Any], body: bytes) -> Call | None:
 
 def rest_action(service: str, method: str, path: str) -> str:
     if service == "scheduler" and path.startswith("/schedules/"):
-        return {"POST": "CreateSchedule", "DELETE": "DeleteSchedule", "GET": "GetSchedule",
-                "PUT": "UpdateSchedule"}.get(method, method)
+        return {
+            "POST": "CreateSchedule",
+            "DELETE": "DeleteSchedule",
+            "GET": "GetSchedule",
+            "PUT": "UpdateSchedule",
+        }.get(method, method)
     if service == "rbin":
         if path == "/list-rules":
             return "ListRules"
@@ -435,30 +454,61 @@ def authorize(call: Call, requests: list[Authorization]) -> Decision | None:
     for request in requests:
         if request.missing:
             # EC2 answers NotFound for it; IAM has nothing to decide on. Logged, never hidden.
-            log({"caller": call.caller, "call": f"{call.service}:{call.action}", "action": request.action,
-                 "resource_type": request.resource_type, "result": "Missing", "allowed_by": []})
+            log(
+                {
+                    "caller": call.caller,
+                    "call": f"{call.service}:{call.action}",
+                    "action": request.action,
+                    "resource_type": request.resource_type,
+                    "result": "Missing",
+                    "allowed_by": [],
+                }
+            )
             continue
-        context = {k: v for k, v in request.context.items()
-                   if key_allowed(k, allowed_keys(request.action, request.resource_type))}
+        context = {
+            k: v
+            for k, v in request.context.items()
+            if key_allowed(k, allowed_keys(request.action, request.resource_type))
+        }
         question: dict[str, Any] = {
-            "op": "simulate", "principal": f"arn:aws:sts::{ACCOUNT}:assumed-role/"
+            "op": "simulate",
+            "principal": f"arn:aws:sts::{ACCOUNT}:assumed-role/"
             f"{r.role_arn(call.caller).rsplit('/', 1)[-1]}/{call.caller}",
-            "action": request.action, "resource": request.resource, "account": resource_account(request.resource),
-            "context": {**principal_context(call), **context}, "policies": policies,
+            "action": request.action,
+            "resource": request.resource,
+            "account": resource_account(request.resource),
+            "context": {**principal_context(call), **context},
+            "policies": policies,
         }
         if request.resource_policy is not None:
             question["resourcePolicy"] = request.resource_policy
         answer = SIDECAR_PROCESS.ask(question)
-        decision = Decision(call.caller, f"{call.service}:{call.action}", request, answer["result"],
-                            answer.get("allowedBy", []), answer.get("errors"))
+        decision = Decision(
+            call.caller,
+            f"{call.service}:{call.action}",
+            request,
+            answer["result"],
+            answer.get("allowedBy", []),
+            answer.get("errors"),
+        )
         with DECISIONS_LOCK:
             DECISIONS.append(decision)
         if call.caller not in r.overrides:  # a proof's own role says nothing of the template's
-            log({"caller": call.caller, "call": decision.call, "action": request.action,
-                 "resource_type": request.resource_type, "result": answer["result"],
-                 "allowed_by": sorted(s for s in answer.get("allowedBy", []) if s),
-                 **({"expected": True} if request.action in r.denials_expected
-                    and answer["result"] != "Allowed" else {})})
+            log(
+                {
+                    "caller": call.caller,
+                    "call": decision.call,
+                    "action": request.action,
+                    "resource_type": request.resource_type,
+                    "result": answer["result"],
+                    "allowed_by": sorted(s for s in answer.get("allowedBy", []) if s),
+                    **(
+                        {"expected": True}
+                        if request.action in r.denials_expected and answer["result"] != "Allowed"
+                        else {}
+                    ),
+                }
+            )
         if answer["result"] != "Allowed" and denied is None:
             denied = decision
     return denied
@@ -473,8 +523,13 @@ def resource_account(arn: str) -> str:
 
 def principal_context(call: Call) -> dict[str, Any]:
     role = roles().role_arn(call.caller)
-    return {"aws:PrincipalArn": role, "aws:PrincipalAccount": ACCOUNT, "aws:RequestedRegion": call.region,
-            "aws:PrincipalType": "AssumedRole", "aws:SecureTransport": "true"}
+    return {
+        "aws:PrincipalArn": role,
+        "aws:PrincipalAccount": ACCOUNT,
+        "aws:RequestedRegion": call.region,
+        "aws:PrincipalType": "AssumedRole",
+        "aws:SecureTransport": "true",
+    }
 
 
 def report() -> dict[str, Any]:
@@ -484,10 +539,17 @@ def report() -> dict[str, Any]:
         decisions = list(DECISIONS)
     return {
         "decisions": [
-            {"caller": d.caller, "call": d.call, "action": d.authorization.action,
-             "resource": d.authorization.resource, "result": d.result, "allowed_by": d.allowed_by,
-             "why": d.authorization.why, "context": d.authorization.context,
-             **({"errors": d.errors} if d.errors else {})}
+            {
+                "caller": d.caller,
+                "call": d.call,
+                "action": d.authorization.action,
+                "resource": d.authorization.resource,
+                "result": d.result,
+                "allowed_by": d.allowed_by,
+                "why": d.authorization.why,
+                "context": d.authorization.context,
+                **({"errors": d.errors} if d.errors else {}),
+            }
             for d in decisions
         ],
     }

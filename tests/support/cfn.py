@@ -50,8 +50,11 @@ def _attributes(kind: str, name: str, account: str, region: str) -> dict[str, st
     if kind == "AWS::KMS::Key":
         return {"Ref": name, "Arn": arn.format("kms", f"key/{name}"), "KeyId": name}
     if kind == "AWS::SQS::Queue":
-        return {"Ref": f"https://sqs.{region}.amazonaws.com/{account}/{name}", "QueueName": name,
-                "Arn": arn.format("sqs", name)}
+        return {
+            "Ref": f"https://sqs.{region}.amazonaws.com/{account}/{name}",
+            "QueueName": name,
+            "Arn": arn.format("sqs", name),
+        }
     if kind == "AWS::Events::EventBus":
         return {"Ref": name, "Name": name, "Arn": arn.format("events", f"event-bus/{name}")}
     if kind == "AWS::IAM::Role":
@@ -110,7 +113,7 @@ class Deployment:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             function = getattr(self, "_" + key.replace("::", "_").replace("Fn_", "fn_"), None)
             if key == "Ref" or key.startswith("Fn::") or key == "Condition":
                 if function is None:
@@ -120,8 +123,14 @@ class Deployment:
         return {k: v for k, v in out.items() if v is not NO_VALUE}
 
     def _Ref(self, name: str) -> Any:
-        pseudo = {"AWS::AccountId": self.account, "AWS::Region": self.region, "AWS::Partition": "aws",
-                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "ami-lifecycle", "AWS::NoValue": NO_VALUE}
+        pseudo = {
+            "AWS::AccountId": self.account,
+            "AWS::Region": self.region,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": "ami-lifecycle",
+            "AWS::NoValue": NO_VALUE,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.template.get("Parameters", {}):

@@ -59,7 +59,10 @@ class Emulator:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [str(VENV / "bin" / "python"), str(ROOT / "tests" / "support" / "moto_launcher.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("READY "):
@@ -85,7 +88,9 @@ class Emulator:
         return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/{route}").read())
 
     def _post(self, route: str, body: dict) -> None:
-        request = urllib.request.Request(f"{self.endpoint}/_testbed/{route}", data=json.dumps(body).encode(), method="POST")
+        request = urllib.request.Request(
+            f"{self.endpoint}/_testbed/{route}", data=json.dumps(body).encode(), method="POST"
+        )
         urllib.request.urlopen(request).read()
 
     def seed(self, region: str, image_id: str, **fields) -> None:
@@ -101,14 +106,19 @@ class Emulator:
         """Tags an AMI with a `passed` verdict as ami-publish writes it: sealed with the stack's
         key over the bytes `ami_lifecycle::domain::seal::verdict` makes, so the gate accepts it."""
         at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        message = (f"ami-automation verdict v1\nimage={image_id}\nregion={region}\npolicy={policy}"
-                   f"\nverdict=passed\nat={at}")
+        message = (
+            f"ami-automation verdict v1\nimage={image_id}\nregion={region}\npolicy={policy}\nverdict=passed\nat={at}"
+        )
         mac = self.client("kms", "us-east-1").generate_mac(
-            KeyId=self.signing_key, MacAlgorithm="HMAC_SHA_256", Message=message.encode())["Mac"]
-        self.ec2(region).create_tags(Resources=[image_id], Tags=[
-            {"Key": "ami-automation:validation", "Value": "passed"},
-            {"Key": "ami-automation:validation-seal", "Value": f"{at} {base64.b64encode(mac).decode()}"},
-        ])
+            KeyId=self.signing_key, MacAlgorithm="HMAC_SHA_256", Message=message.encode()
+        )["Mac"]
+        self.ec2(region).create_tags(
+            Resources=[image_id],
+            Tags=[
+                {"Key": "ami-automation:validation", "Value": "passed"},
+                {"Key": "ami-automation:validation-seal", "Value": f"{at} {base64.b64encode(mac).decode()}"},
+            ],
+        )
 
     def set_instance(self, instance_id: str, **fields) -> None:
         """What EC2 reports for an instance: `system_status`, `instance_status`, `console`."""
@@ -117,8 +127,10 @@ class Emulator:
     def seed_fleet(self, region: str, instance_id: str, count: int, **fields) -> int:
         """`count` AMIs made from `instance_id` straight in the backend (scale benchmarks)."""
         request = urllib.request.Request(
-            f"{self.endpoint}/_testbed/fleet", method="POST",
-            data=json.dumps({"region": region, "instance_id": instance_id, "count": count, **fields}).encode())
+            f"{self.endpoint}/_testbed/fleet",
+            method="POST",
+            data=json.dumps({"region": region, "instance_id": instance_id, "count": count, **fields}).encode(),
+        )
         return json.loads(urllib.request.urlopen(request, timeout=3600).read())["count"]
 
     def published(self) -> list[dict]:
@@ -155,26 +167,39 @@ class Watch:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "cargo-lambda"), "lambda", "watch", "--only-lambda-apis", "--invoke-address",
-             "127.0.0.1", "--invoke-port", str(self.port)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(VENV / "bin" / "cargo-lambda"),
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_listening(self.port, "cargo lambda watch")
 
     def runtime_env(self, policies: Path, endpoint: str | None = None) -> dict[str, str]:
         """The environment Lambda gives a function, pointed at this runtime API and the emulator."""
         env = {k: v for k, v in os.environ.items() if k != "AMI_POLICIES"}
-        env.update({
-            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
-            "AWS_LAMBDA_FUNCTION_NAME": "_",
-            "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AMI_POLICIES_FILE": str(policies),
-            "RUST_LOG": "warn",
-        })
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
+                "AWS_LAMBDA_FUNCTION_NAME": "_",
+                "AWS_LAMBDA_FUNCTION_VERSION": "1",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AMI_POLICIES_FILE": str(policies),
+                "RUST_LOG": "warn",
+            }
+        )
         if endpoint:
             env["AWS_ENDPOINT_URL"] = endpoint
         return env
@@ -186,9 +211,24 @@ class Watch:
             json.dump(payload, f)
         try:
             with subprocess.Popen(
-                [str(VENV / "bin" / "cargo-lambda"), "lambda", "invoke", "_", "--invoke-address", "127.0.0.1",
-                 "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    str(VENV / "bin" / "cargo-lambda"),
+                    "lambda",
+                    "invoke",
+                    "_",
+                    "--invoke-address",
+                    "127.0.0.1",
+                    "--invoke-port",
+                    str(self.port),
+                    "--data-file",
+                    f.name,
+                    "--output-format",
+                    "json",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             ) as call:
                 while True:
                     try:
@@ -198,7 +238,7 @@ class Watch:
                         why = died() if died else None
                         if why is not None:
                             call.kill()
-                            raise RuntimeError(f"the function exited before it answered: {why}")
+                            raise RuntimeError(f"the function exited before it answered: {why}") from None
         finally:
             os.unlink(f.name)
         if call.returncode == 0:
@@ -232,7 +272,10 @@ class Function:
         # Its own credentials: the emulator authorizes each request against this function's
         # role in template.yaml (tests/support/authorize.py), resolved with this environment.
         environment["AWS_ACCESS_KEY_ID"] = f"testbed-{name}"
-        emu._post("function", {"name": name, "env": {k: v for k, v in environment.items() if k.startswith(("AMI_", "EVENT_", "ALLOW_"))}})
+        emu._post(
+            "function",
+            {"name": name, "env": {k: v for k, v in environment.items() if k.startswith(("AMI_", "EVENT_", "ALLOW_"))}},
+        )
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([str(binary(name))], env=environment, stdout=self.log, stderr=self.log)
 

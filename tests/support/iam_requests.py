@@ -19,6 +19,7 @@ NEW_IDS = {"instance": "i-0new", "volume": "vol-0new", "network-interface": "eni
 
 def ec2_backend(region: str) -> Any:
     from moto.ec2.models import ec2_backends
+
     return ec2_backends[ACCOUNT][region]
 
 
@@ -35,7 +36,11 @@ def request_tags(tags: dict[str, str]) -> dict[str, Any]:
 
 # What the Recycle Bin holds (set by the test bed): (region, id) -> {"ami" or "snapshot", "tags"}.
 # A binned AMI or snapshot is still the account's, with its tags, to IAM.
-BINNED: Callable[[str, str], dict[str, Any] | None] = lambda region, resource_id: None
+def _nothing_binned(region: str, resource_id: str) -> dict[str, Any] | None:
+    return None
+
+
+BINNED: Callable[[str, str], dict[str, Any] | None] = _nothing_binned
 
 
 def resource_tags(region: str, resource_id: str) -> dict[str, Any]:
@@ -54,37 +59,54 @@ def image(call: Call, image_id: str, region: str | None = None) -> Authorization
     ami = ec2_backend(region).amis.get(image_id) or (BINNED(region, image_id) or {}).get("ami")
     context: dict[str, Any] = {"ec2:ImageID": image_id, "ec2:ImageType": "machine"}
     if ami is not None:
-        context.update({
-            "ec2:Owner": ami.owner_id, "ec2:Public": "true" if ami.is_public else "false",
-            "ec2:RootDeviceType": ami.root_device_type or "ebs", **resource_tags(region, image_id)})
-    return Authorization(call.action, f"arn:aws:ec2:{region}::image/{image_id}", "image", context,
-                         missing=ami is None)
+        context.update(
+            {
+                "ec2:Owner": ami.owner_id,
+                "ec2:Public": "true" if ami.is_public else "false",
+                "ec2:RootDeviceType": ami.root_device_type or "ebs",
+                **resource_tags(region, image_id),
+            }
+        )
+    return Authorization(call.action, f"arn:aws:ec2:{region}::image/{image_id}", "image", context, missing=ami is None)
 
 
 def new_image(call: Call, action: str | None = None) -> Authorization:
     context = {"ec2:Owner": ACCOUNT, **request_tags(call.tag_specifications("image"))}
-    return Authorization(action or call.action, f"arn:aws:ec2:{call.region}::image/ami-new", "image", context,
-                         why="the AMI it makes")
+    return Authorization(
+        action or call.action, f"arn:aws:ec2:{call.region}::image/ami-new", "image", context, why="the AMI it makes"
+    )
 
 
 def snapshot(call: Call, snapshot_id: str) -> Authorization:
-    snap = ec2_backend(call.region).snapshots.get(snapshot_id) or \
-        (BINNED(call.region, snapshot_id) or {}).get("snapshot")
+    snap = ec2_backend(call.region).snapshots.get(snapshot_id) or (BINNED(call.region, snapshot_id) or {}).get(
+        "snapshot"
+    )
     context: dict[str, Any] = {"ec2:SnapshotID": snapshot_id}
     if snap is not None:
-        context.update({
-            "ec2:Owner": snap.owner_id, "ec2:Encrypted": "true" if snap.encrypted else "false",
-            "ec2:VolumeSize": str(snap.volume.size) if getattr(snap, "volume", None) else "8",
-            "ec2:ParentVolume": f"arn:aws:ec2:{call.region}:{ACCOUNT}:volume/{snap.volume.id}"
-            if getattr(snap, "volume", None) else "",
-            **resource_tags(call.region, snapshot_id)})
-    return Authorization(call.action, f"arn:aws:ec2:{call.region}::snapshot/{snapshot_id}", "snapshot", context,
-                         missing=snap is None)
+        context.update(
+            {
+                "ec2:Owner": snap.owner_id,
+                "ec2:Encrypted": "true" if snap.encrypted else "false",
+                "ec2:VolumeSize": str(snap.volume.size) if getattr(snap, "volume", None) else "8",
+                "ec2:ParentVolume": f"arn:aws:ec2:{call.region}:{ACCOUNT}:volume/{snap.volume.id}"
+                if getattr(snap, "volume", None)
+                else "",
+                **resource_tags(call.region, snapshot_id),
+            }
+        )
+    return Authorization(
+        call.action, f"arn:aws:ec2:{call.region}::snapshot/{snapshot_id}", "snapshot", context, missing=snap is None
+    )
 
 
 def new_snapshot(call: Call) -> Authorization:
-    return Authorization(call.action, f"arn:aws:ec2:{call.region}::snapshot/snap-new", "snapshot",
-                         request_tags(call.tag_specifications("snapshot")), why="the snapshots it makes")
+    return Authorization(
+        call.action,
+        f"arn:aws:ec2:{call.region}::snapshot/snap-new",
+        "snapshot",
+        request_tags(call.tag_specifications("snapshot")),
+        why="the snapshots it makes",
+    )
 
 
 def instance(call: Call, instance_id: str) -> Authorization:
@@ -96,12 +118,23 @@ def instance(call: Call, instance_id: str) -> Authorization:
         found = None
     if found is not None:
         tokens = getattr(getattr(found, "metadata_options", None), "http_tokens", "optional")
-        context.update({
-            "ec2:InstanceType": found.instance_type, "ec2:RootDeviceType": "ebs",
-            "ec2:Tenancy": "default", "ec2:MetadataHttpTokens": tokens,
-            "ec2:AvailabilityZone": str(getattr(found.placement, "zone", found.placement)), **resource_tags(call.region, instance_id)})
-    return Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:instance/{instance_id}", "instance",
-                         context, missing=found is None)
+        context.update(
+            {
+                "ec2:InstanceType": found.instance_type,
+                "ec2:RootDeviceType": "ebs",
+                "ec2:Tenancy": "default",
+                "ec2:MetadataHttpTokens": tokens,
+                "ec2:AvailabilityZone": str(getattr(found.placement, "zone", found.placement)),
+                **resource_tags(call.region, instance_id),
+            }
+        )
+    return Authorization(
+        call.action,
+        f"arn:aws:ec2:{call.region}:{ACCOUNT}:instance/{instance_id}",
+        "instance",
+        context,
+        missing=found is None,
+    )
 
 
 def launch_template(call: Call, template_id: str | None, name: str | None) -> Authorization:
@@ -114,8 +147,9 @@ def launch_template(call: Call, template_id: str | None, name: str | None) -> Au
         found = backend.launch_templates.get(ids.get(name, ""))
     ident = found.id if found is not None else (template_id or name or "lt-unknown")
     context = resource_tags(call.region, ident) if found is not None else {}
-    return Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:launch-template/{ident}",
-                         "launch-template", context)
+    return Authorization(
+        call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:launch-template/{ident}", "launch-template", context
+    )
 
 
 def created_tags(call: Call, tagged: list[tuple[str, str]]) -> list[Authorization]:
@@ -128,8 +162,7 @@ def created_tags(call: Call, tagged: list[tuple[str, str]]) -> list[Authorizatio
         context = {"ec2:CreateAction": call.action, **request_tags(tags)}
         if resource_type == "image":
             context["ec2:Owner"] = ACCOUNT
-        out.append(Authorization("ec2:CreateTags", arn, resource_type, context,
-                                 why=f"tags at {call.action}"))
+        out.append(Authorization("ec2:CreateTags", arn, resource_type, context, why=f"tags at {call.action}"))
     return out
 
 
@@ -158,19 +191,24 @@ def deregister_image(call: Call) -> list[Authorization]:
     out = [image(call, image_id)]
     if (call.value("DeleteAssociatedSnapshots") or "").lower() == "true":
         ami = ec2_backend(call.region).amis.get(image_id)
-        for m in (ami.block_device_mappings if ami is not None else []):
+        for m in ami.block_device_mappings if ami is not None else []:
             snap_id = m.get("Ebs", {}).get("SnapshotId")
             if snap_id:
                 a = snapshot(call, snap_id)
-                out.append(Authorization("ec2:DeleteSnapshot", a.resource, "snapshot", a.context,
-                                         why="DeleteAssociatedSnapshots"))
+                out.append(
+                    Authorization(
+                        "ec2:DeleteSnapshot", a.resource, "snapshot", a.context, why="DeleteAssociatedSnapshots"
+                    )
+                )
     return out
 
 
 def create_image(call: Call) -> list[Authorization]:
     new = new_image(call)
     out = [new, new_snapshot(call), instance(call, call.value("InstanceId") or "")]
-    return out + created_tags(call, [("image", new.resource), ("snapshot", f"arn:aws:ec2:{call.region}::snapshot/snap-new")])
+    return out + created_tags(
+        call, [("image", new.resource), ("snapshot", f"arn:aws:ec2:{call.region}::snapshot/snap-new")]
+    )
 
 
 def register_image(call: Call) -> list[Authorization]:
@@ -188,8 +226,9 @@ def copy_image(call: Call) -> list[Authorization]:
         out += kms_for_ec2(call, key)
     source_region = call.value("SourceRegion") or call.region
     for source_key in sorted(snapshot_keys(source_region, call.value("SourceImageId") or "")):
-        out += kms_for_ec2(call, source_key, source_region,
-                           ["kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"])
+        out += kms_for_ec2(
+            call, source_key, source_region, ["kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt", "kms:ReEncryptFrom"]
+        )
     return out
 
 
@@ -199,7 +238,7 @@ def snapshot_keys(region: str, image_id: str) -> set[str]:
     backend = ec2_backend(region)
     ami = backend.amis.get(image_id)
     keys = set()
-    for m in (ami.block_device_mappings if ami is not None else []):
+    for m in ami.block_device_mappings if ami is not None else []:
         snap = backend.snapshots.get((m.get("Ebs") or {}).get("SnapshotId", ""))
         key = getattr(snap, "kms_key_id", None) if snap is not None and snap.encrypted else None
         if key and not aws_managed(region, key):
@@ -209,28 +248,44 @@ def snapshot_keys(region: str, image_id: str) -> set[str]:
 
 def aws_managed(region: str, key: str) -> bool:
     from moto.kms.models import kms_backends
+
     try:
         return kms_backends[ACCOUNT][region].describe_key(key).manager == "AWS"
     except Exception:  # noqa: BLE001 - an unknown key is no AWS managed key
         return "alias/aws/" in key
 
 
-def kms_for_ec2(call: Call, key: str, region: str | None = None,
-                actions: list[str] | None = None) -> list[Authorization]:
+def kms_for_ec2(
+    call: Call, key: str, region: str | None = None, actions: list[str] | None = None
+) -> list[Authorization]:
     """The KMS calls EC2 makes with the caller's permissions to use `key` for a copy or a launch
     (EC2 User Guide, "How EBS encryption works": kms:ViaService ec2.<region>.amazonaws.com)."""
     region = region or call.region
     arn = key_arn(region, key)
     via = {"kms:ViaService": f"ec2.{region}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
-    actions = actions or ["kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext",
-                          "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:Decrypt"]
+    actions = actions or [
+        "kms:DescribeKey",
+        "kms:CreateGrant",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:Decrypt",
+    ]
     out = []
     for action in actions:
         context = dict(via)
         if action == "kms:CreateGrant":
             context["kms:GrantIsForAWSResource"] = "true"
-        out.append(Authorization(action, arn, "key", context, resource_policy=key_policy(region, arn),
-                                 why=f"EC2 uses {key} for {call.action}"))
+        out.append(
+            Authorization(
+                action,
+                arn,
+                "key",
+                context,
+                resource_policy=key_policy(region, arn),
+                why=f"EC2 uses {key} for {call.action}",
+            )
+        )
     return out
 
 
@@ -250,32 +305,72 @@ def run_instances(call: Call) -> list[Authorization]:
     except Exception:  # noqa: BLE001 - no such subnet: EC2 answers for it
         pass
     profile = call.value("IamInstanceProfile.Arn") or call.value("IamInstanceProfile.Name")
-    new_instance = {"ec2:InstanceType": instance_type, "ec2:MetadataHttpTokens": tokens,
-                    "ec2:RootDeviceType": "ebs", "ec2:Tenancy": "default", "ec2:AvailabilityZone": az,
-                    **request_tags(tags)}
+    new_instance = {
+        "ec2:InstanceType": instance_type,
+        "ec2:MetadataHttpTokens": tokens,
+        "ec2:RootDeviceType": "ebs",
+        "ec2:Tenancy": "default",
+        "ec2:AvailabilityZone": az,
+        **request_tags(tags),
+    }
     if profile:
-        new_instance["ec2:InstanceProfile"] = profile if profile.startswith("arn:") else \
-            f"arn:aws:iam::{ACCOUNT}:instance-profile/{profile}"
-    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-0new", "instance", new_instance,
-                             why="the test instance"))
+        new_instance["ec2:InstanceProfile"] = (
+            profile if profile.startswith("arn:") else f"arn:aws:iam::{ACCOUNT}:instance-profile/{profile}"
+        )
+    out.append(
+        Authorization(
+            call.action,
+            f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-0new",
+            "instance",
+            new_instance,
+            why="the test instance",
+        )
+    )
     vpc_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:vpc/{vpc}" if vpc else ""
     subnet_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:subnet/{subnet_id}"
-    out.append(Authorization(call.action, subnet_arn, "subnet",
-                             {"ec2:SubnetID": subnet_id, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
-                              **resource_tags(region, subnet_id)}))
-    out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/eni-0new", "network-interface",
-                             {"ec2:Subnet": subnet_arn, "ec2:Vpc": vpc_arn, "ec2:AvailabilityZone": az,
-                              **request_tags(call.tag_specifications("network-interface"))},
-                             why="its network interface"))
+    out.append(
+        Authorization(
+            call.action,
+            subnet_arn,
+            "subnet",
+            {
+                "ec2:SubnetID": subnet_id,
+                "ec2:Vpc": vpc_arn,
+                "ec2:AvailabilityZone": az,
+                **resource_tags(region, subnet_id),
+            },
+        )
+    )
+    out.append(
+        Authorization(
+            call.action,
+            f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/eni-0new",
+            "network-interface",
+            {
+                "ec2:Subnet": subnet_arn,
+                "ec2:Vpc": vpc_arn,
+                "ec2:AvailabilityZone": az,
+                **request_tags(call.tag_specifications("network-interface")),
+            },
+            why="its network interface",
+        )
+    )
     groups = call.values("SecurityGroupId") or call.values("NetworkInterface.1.SecurityGroupId")
     for group in groups:
-        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:security-group/{group}",
-                                 "security-group", {"ec2:SecurityGroupID": group, "ec2:Vpc": vpc_arn,
-                                                    **resource_tags(region, group)}))
+        out.append(
+            Authorization(
+                call.action,
+                f"arn:aws:ec2:{region}:{ACCOUNT}:security-group/{group}",
+                "security-group",
+                {"ec2:SecurityGroupID": group, "ec2:Vpc": vpc_arn, **resource_tags(region, group)},
+            )
+        )
     out += volumes(call, image_id, az)
     for key in sorted(snapshot_keys(region, image_id)):
         out += kms_for_ec2(call, key)
-    out += created_tags(call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/{NEW_IDS.get(t, 'new')}") for t in sorted(call.tag_types())])
+    out += created_tags(
+        call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/{NEW_IDS.get(t, 'new')}") for t in sorted(call.tag_types())]
+    )
     if profile:
         out += pass_role_for_profile(call, profile)
     return out
@@ -287,13 +382,19 @@ def volumes(call: Call, image_id: str, az: str) -> list[Authorization]:
     region = call.region
     ami = ec2_backend(region).amis.get(image_id)
     mappings: dict[str, dict[str, Any]] = {}
-    for m in (ami.block_device_mappings if ami is not None else []):
+    for m in ami.block_device_mappings if ami is not None else []:
         ebs = m.get("Ebs") or {}
-        mappings[m.get("DeviceName", "")] = {"size": ebs.get("VolumeSize"), "encrypted": ebs.get("Encrypted"),
-                                              "snapshot": ebs.get("SnapshotId"), "type": ebs.get("VolumeType")}
+        mappings[m.get("DeviceName", "")] = {
+            "size": ebs.get("VolumeSize"),
+            "encrypted": ebs.get("Encrypted"),
+            "snapshot": ebs.get("SnapshotId"),
+            "type": ebs.get("VolumeType"),
+        }
     requested: dict[str, dict[str, Any]] = {}
     for k, v in call.query:
-        m = re.match(r"BlockDeviceMapping\.(\d+)\.(DeviceName|Ebs\.VolumeSize|Ebs\.Encrypted|Ebs\.VolumeType|NoDevice)$", k)
+        m = re.match(
+            r"BlockDeviceMapping\.(\d+)\.(DeviceName|Ebs\.VolumeSize|Ebs\.Encrypted|Ebs\.VolumeType|NoDevice)$", k
+        )
         if m:
             requested.setdefault(m.group(1), {})[m.group(2)] = v
     for spec in requested.values():
@@ -308,14 +409,25 @@ def volumes(call: Call, image_id: str, az: str) -> list[Authorization]:
     tags = request_tags(call.tag_specifications("volume"))
     out = []
     for device, entry in sorted(mappings.items()):
-        context: dict[str, Any] = {"ec2:AvailabilityZone": az, "ec2:VolumeType": str(entry.get("type") or "gp3"),
-                                   "ec2:Encrypted": str(entry.get("encrypted") or "false").lower(), **tags}
+        context: dict[str, Any] = {
+            "ec2:AvailabilityZone": az,
+            "ec2:VolumeType": str(entry.get("type") or "gp3"),
+            "ec2:Encrypted": str(entry.get("encrypted") or "false").lower(),
+            **tags,
+        }
         if entry.get("size"):
             context["ec2:VolumeSize"] = str(entry["size"])
         if entry.get("snapshot"):
             context["ec2:ParentSnapshot"] = f"arn:aws:ec2:{region}::snapshot/{entry['snapshot']}"
-        out.append(Authorization(call.action, f"arn:aws:ec2:{region}:{ACCOUNT}:volume/vol-0new", "volume", context,
-                                 why=f"the volume of {device}"))
+        out.append(
+            Authorization(
+                call.action,
+                f"arn:aws:ec2:{region}:{ACCOUNT}:volume/vol-0new",
+                "volume",
+                context,
+                why=f"the volume of {device}",
+            )
+        )
     return out
 
 
@@ -325,13 +437,21 @@ def pass_role_for_profile(call: Call, profile: str) -> list[Authorization]:
     role = roles().deployment().parameter("ValidationInstanceRoleArn")
     try:
         from moto.iam.models import iam_backends
+
         name = profile.rsplit("/", 1)[-1]
         found = iam_backends[ACCOUNT]["global"].get_instance_profile(name)
         role = found.roles[0].arn if found.roles else role
     except Exception:  # noqa: BLE001 - no such profile in the emulator: the deployed role
         pass
-    return [Authorization("iam:PassRole", role or f"arn:aws:iam::{ACCOUNT}:role/unknown", "role",
-                          {"iam:PassedToService": "ec2.amazonaws.com"}, why=f"the role of {profile}")]
+    return [
+        Authorization(
+            "iam:PassRole",
+            role or f"arn:aws:iam::{ACCOUNT}:role/unknown",
+            "role",
+            {"iam:PassedToService": "ec2.amazonaws.com"},
+            why=f"the role of {profile}",
+        )
+    ]
 
 
 def create_launch_template_version(call: Call) -> list[Authorization]:
@@ -340,7 +460,9 @@ def create_launch_template_version(call: Call) -> list[Authorization]:
 
 def modify_image_attribute(call: Call) -> list[Authorization]:
     a = image(call, call.value("ImageId") or "")
-    attribute = call.value("Attribute") or ("launchPermission" if any(k.startswith("LaunchPermission") for k, _ in call.query) else "")
+    attribute = call.value("Attribute") or (
+        "launchPermission" if any(k.startswith("LaunchPermission") for k, _ in call.query) else ""
+    )
     if attribute:
         a.context["ec2:Attribute"] = attribute
     return [a]
@@ -401,8 +523,12 @@ def image_references(call: Call) -> list[Authorization]:
 
 
 def usage_report(call: Call) -> list[Authorization]:
-    new = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/amiur-0new",
-                        "image-usage-report", request_tags(call.tag_specifications("image-usage-report")))
+    new = Authorization(
+        call.action,
+        f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/amiur-0new",
+        "image-usage-report",
+        request_tags(call.tag_specifications("image-usage-report")),
+    )
     return [image(call, call.value("ImageId") or ""), new]
 
 
@@ -411,6 +537,7 @@ def usage_report(call: Call) -> list[Authorization]:
 # ---------------------------------------------------------------------------------------------
 def key_arn(region: str, key: str) -> str:
     from moto.kms.models import kms_backends
+
     backend = kms_backends[ACCOUNT][region]
     try:
         found = backend.describe_key(key)
@@ -424,7 +551,9 @@ def key_arn(region: str, key: str) -> str:
 def key_policy(region: str, arn: str) -> dict[str, Any] | None:
     """The key policy KMS evaluates with the caller's identity policy."""
     import json
+
     from moto.kms.models import kms_backends
+
     try:
         found = kms_backends[ACCOUNT][region].describe_key(arn)
         return json.loads(found.policy) if found.policy else None
@@ -459,8 +588,11 @@ def ssm_parameter(call: Call) -> list[Authorization]:
     if call.action == "PutParameter" and call.document.get("DataType") == "aws:ec2:image":
         # SSM validates the AMI with the caller's permissions (SSM User Guide, "Native parameter
         # support for Amazon Machine Image IDs").
-        out.append(Authorization("ec2:DescribeImages", "*", None, {"aws:CalledVia": ["ssm.amazonaws.com"]},
-                                 why="SSM validates the AMI"))
+        out.append(
+            Authorization(
+                "ec2:DescribeImages", "*", None, {"aws:CalledVia": ["ssm.amazonaws.com"]}, why="SSM validates the AMI"
+            )
+        )
     return out
 
 
@@ -500,8 +632,15 @@ def scheduler(call: Call) -> list[Authorization]:
     out = [Authorization(f"scheduler:{call.action}", arn, "schedule", {})]
     role = (call.document.get("Target") or {}).get("RoleArn")
     if call.action == "CreateSchedule" and role:
-        out.append(Authorization("iam:PassRole", role, "role", {"iam:PassedToService": "scheduler.amazonaws.com"},
-                                 why="the schedule's target role"))
+        out.append(
+            Authorization(
+                "iam:PassRole",
+                role,
+                "role",
+                {"iam:PassedToService": "scheduler.amazonaws.com"},
+                why="the schedule's target role",
+            )
+        )
     return out
 
 
@@ -513,12 +652,26 @@ def rbin(call: Call) -> list[Authorization]:
 
 
 EC2: dict[str, Callable[[Call], list[Authorization]]] = {
-    **{a: wildcard for a in (
-        "DescribeImages", "DescribeSnapshots", "DescribeInstances", "DescribeLaunchTemplates",
-        "DescribeLaunchTemplateVersions", "DescribeImageUsageReports",
-        "DescribeImageUsageReportEntries", "ListImagesInRecycleBin", "ListSnapshotsInRecycleBin",
-        "DescribeInstanceStatus", "DescribeInstanceTypes", "DescribeSecurityGroups",
-        "GetImageBlockPublicAccessState", "DescribeSubnets", "DescribeVpcs")},
+    **{
+        a: wildcard
+        for a in (
+            "DescribeImages",
+            "DescribeSnapshots",
+            "DescribeInstances",
+            "DescribeLaunchTemplates",
+            "DescribeLaunchTemplateVersions",
+            "DescribeImageUsageReports",
+            "DescribeImageUsageReportEntries",
+            "ListImagesInRecycleBin",
+            "ListSnapshotsInRecycleBin",
+            "DescribeInstanceStatus",
+            "DescribeInstanceTypes",
+            "DescribeSecurityGroups",
+            "GetImageBlockPublicAccessState",
+            "DescribeSubnets",
+            "DescribeVpcs",
+        )
+    },
     "DescribeImageReferences": image_references,
     "DescribeImageAttribute": on_images("ImageId"),
     "DescribeSnapshotAttribute": on_snapshots("SnapshotId"),
@@ -548,8 +701,20 @@ EC2: dict[str, Callable[[Call], list[Authorization]]] = {
 }
 
 OTHERS: dict[str, Callable[[Call], list[Authorization]]] = {
-    **{f"kms:{a}": kms for a in ("DescribeKey", "GetKeyPolicy", "ListGrants", "CreateGrant", "RetireGrant",
-                                 "GenerateMac", "VerifyMac", "Decrypt", "Encrypt")},
+    **{
+        f"kms:{a}": kms
+        for a in (
+            "DescribeKey",
+            "GetKeyPolicy",
+            "ListGrants",
+            "CreateGrant",
+            "RetireGrant",
+            "GenerateMac",
+            "VerifyMac",
+            "Decrypt",
+            "Encrypt",
+        )
+    },
     "ssm:GetParameter": ssm_parameter,
     "ssm:PutParameter": ssm_parameter,
     "events:PutEvents": put_events,

@@ -58,21 +58,23 @@ from xml.sax.saxutils import escape
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("MOTO_AMIS_PATH", os.path.join(HERE, "amis.json"))
 
+import authorize  # noqa: E402  (tests/support/authorize.py: IAM on every function's request)
+import contract  # noqa: E402  (tests/support/contract.py, next to this file)
+import iam_requests  # noqa: E402  (tests/support/iam_requests.py: what AWS authorizes per call)
 from moto.core.responses import ActionResult, EmptyResult  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import amis as moto_amis  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
-from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
-from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 from moto.ec2.models import instances as moto_instances  # noqa: E402
 from moto.ec2.models import launch_templates as moto_launch_templates  # noqa: E402
-from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse  # noqa: E402
+from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
 from moto.ec2.models.elastic_block_store import EBSBackend  # noqa: E402
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
 from moto.ec2.responses.general import General as GeneralResponse  # noqa: E402
 from moto.ec2.responses.instances import InstanceResponse  # noqa: E402
-from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
-from moto.ec2.responses.elastic_block_store import ElasticBlockStore  # noqa: E402
+from moto.ec2.responses.launch_templates import LaunchTemplates as LaunchTemplatesResponse  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 from moto.events.models import EventsBackend  # noqa: E402
 from moto.kms.models import KmsBackend  # noqa: E402
 from moto.moto_server.werkzeug_app import (  # noqa: E402
@@ -80,12 +82,9 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.ssm.responses import SimpleSystemManagerResponse  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
-
-import authorize  # noqa: E402  (tests/support/authorize.py: IAM on every function's request)
-import contract  # noqa: E402  (tests/support/contract.py, next to this file)
-import iam_requests  # noqa: E402  (tests/support/iam_requests.py: what AWS authorizes per call)
 
 REF = "https://docs.aws.amazon.com/AWSEC2/latest/APIReference"
 
@@ -276,8 +275,12 @@ def register_image(self: Any) -> ActionResult:
 # answers everything at once).
 READ_AFTER_CREATE = {"seconds": 0.0}
 UNSEEN: dict[tuple[str, str], float] = {}  # (region, id) -> monotonic time it becomes visible
-_NEW_ID = {"CreateImage": r"<imageId>(ami-[0-9a-f]+)</imageId>", "CopyImage": r"<imageId>(ami-[0-9a-f]+)</imageId>",
-           "RegisterImage": r"<imageId>(ami-[0-9a-f]+)</imageId>", "RunInstances": r"<instanceId>(i-[0-9a-f]+)</instanceId>"}
+_NEW_ID = {
+    "CreateImage": r"<imageId>(ami-[0-9a-f]+)</imageId>",
+    "CopyImage": r"<imageId>(ami-[0-9a-f]+)</imageId>",
+    "RegisterImage": r"<imageId>(ami-[0-9a-f]+)</imageId>",
+    "RunInstances": r"<instanceId>(i-[0-9a-f]+)</instanceId>",
+}
 
 
 def note_created(action: str | None, environ: dict[str, Any], body: bytes, served: list[bytes]) -> None:
@@ -288,6 +291,7 @@ def note_created(action: str | None, environ: dict[str, Any], body: bytes, serve
     text = b"".join(served).decode("utf-8", "replace")
     if action == "RestoreImageFromRecycleBin" and "<return>true</return>" in text.lower().replace(" ", ""):
         from urllib.parse import parse_qsl
+
         ids = [v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k == "ImageId"]
     elif action in _NEW_ID:
         ids = re.findall(_NEW_ID[action], text)
@@ -338,7 +342,9 @@ def describe_images(self: Any) -> ActionResult:
     hidden = unseen(self.ec2_backend.region_name)
     asked = set(self._get_param("ImageIds", []))
     if hidden & asked:
-        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{', '.join(sorted(hidden & asked))}]' does not exist")
+        raise ClientError(
+            "InvalidAMIID.NotFound", f"The image id '[{', '.join(sorted(hidden & asked))}]' does not exist"
+        )
     images = self.ec2_backend.describe_images(
         ami_ids=self._get_param("ImageIds", []),
         filters=self._filters_from_querystring(),
@@ -397,9 +403,7 @@ def deregister_image(self: Any) -> ActionResult:
     if ami is not None:
         _check_owner(backend, ami)
     if ami is not None and _protected(ami):
-        raise ClientError(
-            "InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}."
-        )
+        raise ClientError("InvalidParameterValue", f"Deregistration protection is enabled for image {ami_id}.")
     snaps = snapshot_ids_of(ami) if ami is not None else []
     if ami is not None:
         bin_image(backend, ami)
@@ -430,9 +434,7 @@ _moto_delete_snapshot = EBSBackend.delete_snapshot
 def delete_snapshot(self: Any, snapshot_id: str) -> Any:
     for ami in self.amis.values():
         if snapshot_id in snapshot_ids_of(ami):
-            raise ClientError(
-                "InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {ami.id}"
-            )
+            raise ClientError("InvalidSnapshot.InUse", f"The snapshot {snapshot_id} is currently in use by {ami.id}")
     snap = self.snapshots.get(snapshot_id)
     if snap is not None:
         bin_snapshot(self, snap)
@@ -504,7 +506,7 @@ _moto_put_events = EventsBackend.put_events
 
 def put_events(self: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     entries = _moto_put_events(self, events)
-    for event, entry in zip(events, entries):
+    for event, entry in zip(events, entries, strict=True):
         if not entry.get("ErrorCode"):
             PUBLISHED.append(
                 {
@@ -547,24 +549,27 @@ def _requested_mappings(self: Any) -> list[dict[str, Any]]:
     for m in self._get_param("BlockDeviceMappings", []):
         ebs = m.get("Ebs") or {}
         given = ebs.get("DeleteOnTermination")
-        out.append({
-            "DeviceName": m.get("DeviceName"),
-            "NoDevice": m.get("NoDevice"),
-            "Ebs": {
-                "SnapshotId": ebs.get("SnapshotId"),
-                "VolumeSize": ebs.get("VolumeSize"),
-                "VolumeType": ebs.get("VolumeType"),
-                "Encrypted": ebs.get("Encrypted"),
-                "KmsKeyId": ebs.get("KmsKeyId"),
-                "Iops": ebs.get("Iops"),
-                "DeleteOnTermination": None if given is None else str(given).lower() == "true",
-            },
-        })
+        out.append(
+            {
+                "DeviceName": m.get("DeviceName"),
+                "NoDevice": m.get("NoDevice"),
+                "Ebs": {
+                    "SnapshotId": ebs.get("SnapshotId"),
+                    "VolumeSize": ebs.get("VolumeSize"),
+                    "VolumeType": ebs.get("VolumeType"),
+                    "Encrypted": ebs.get("Encrypted"),
+                    "KmsKeyId": ebs.get("KmsKeyId"),
+                    "Iops": ebs.get("Iops"),
+                    "DeleteOnTermination": None if given is None else str(given).lower() == "true",
+                },
+            }
+        )
     return out
 
 
-def run_instances_with_ami_volumes(self: Any, image_id: str, count: int, user_data: Any,
-                                   security_group_names: Any, **kwargs: Any) -> Any:
+def run_instances_with_ami_volumes(
+    self: Any, image_id: str, count: int, user_data: Any, security_group_names: Any, **kwargs: Any
+) -> Any:
     ami = self.amis.get(image_id)
     ami_mappings = getattr(ami, "_mappings", None) if ami is not None else None
     if ami_mappings and not kwargs.get("launch_template"):
@@ -666,13 +671,15 @@ def copy_image(self: Any) -> ActionResult:
     key = (backend.account_id, backend.region_name, token or "")
     # "IdempotentParameterMismatch: ... Do not reuse a client token with different requests,
     # unless the requests are identical" ({REF}/errors-overview.html).
-    request = json.dumps([source_id, source_region, name, encrypted, kms_key_id, tag_specs, copy_tags],
-                         sort_keys=True, default=str)
+    request = json.dumps(
+        [source_id, source_region, name, encrypted, kms_key_id, tag_specs, copy_tags], sort_keys=True, default=str
+    )
     if token and key in CLIENT_TOKENS:
         image_id, seen = CLIENT_TOKENS[key]
         if seen != request:
-            raise ClientError("IdempotentParameterMismatch",
-                              f"The client token {token} was used for a different CopyImage request.")
+            raise ClientError(
+                "IdempotentParameterMismatch", f"The client token {token} was used for a different CopyImage request."
+            )
         return ActionResult({"ImageId": image_id})
     source_backend = ec2_backends[backend.account_id][source_region]
     source = source_backend.amis.get(source_id)
@@ -682,9 +689,16 @@ def copy_image(self: Any) -> ActionResult:
         raise ClientError("IncorrectState", f"The image {source_id} is {source.state}, not available")
     _check_unique_name(backend, name)
     ami_id = moto_amis.random_ami_id()
-    ami = Ami(backend, ami_id, source_ami=source, name=name, description=self._get_param("Description"),
-              root_device_type=source.root_device_type, root_device_name=source.root_device_name,
-              boot_mode=source.boot_mode)
+    ami = Ami(
+        backend,
+        ami_id,
+        source_ami=source,
+        name=name,
+        description=self._get_param("Description"),
+        root_device_type=source.root_device_type,
+        root_device_name=source.root_device_name,
+        boot_mode=source.boot_mode,
+    )
     _drop_auto_snapshot(backend, ami)
     if encrypted and not kms_key_id:
         kms_key_id = backend.default_kms_key_id or backend._create_default_encryption_key()
@@ -694,9 +708,12 @@ def copy_image(self: Any) -> ActionResult:
         snap_id = ebs.get("SnapshotId")
         if snap_id:
             src_snap = source_backend.snapshots[snap_id]
-            snap = backend.copy_snapshot(snap_id, source_region,
+            snap = backend.copy_snapshot(
+                snap_id,
+                source_region,
                 f"Copied for DestinationAmi {ami_id} from SourceAmi {source_id} for SourceSnapshot {snap_id}",
-                kms_key_id if (encrypted or src_snap.encrypted) else None)
+                kms_key_id if (encrypted or src_snap.encrypted) else None,
+            )
             snap.encrypted = encrypted or src_snap.encrypted
             snap.from_ami = ami_id
             snap.add_tags(_tags_for(tag_specs, "snapshot"))
@@ -739,8 +756,17 @@ def describe_image_references(self: Any) -> ActionResult:
     requested = {t.get("ResourceType"): t.get("ResourceTypeOptions", []) for t in self._get_param("ResourceTypes", [])}
     if not every and not requested:
         raise ClientError("MissingParameter", "Either IncludeAllResourceTypes or ResourceTypes must be specified.")
-    kinds = ["ec2:Instance", "ec2:LaunchTemplate", "ssm:Parameter", "imagebuilder:ImageRecipe",
-             "imagebuilder:ContainerRecipe"] if every else list(requested)
+    kinds = (
+        [
+            "ec2:Instance",
+            "ec2:LaunchTemplate",
+            "ssm:Parameter",
+            "imagebuilder:ImageRecipe",
+            "imagebuilder:ContainerRecipe",
+        ]
+        if every
+        else list(requested)
+    )
 
     def option(kind: str, name: str) -> list[str] | None:
         for o in requested.get(kind, []):
@@ -782,7 +808,7 @@ def _resolved(backend: Any, image_id: str | None) -> str | None:
         return image_id
     from moto.ssm.models import ssm_backends
 
-    name = image_id[len("resolve:ssm:"):].split(":")[0]
+    name = image_id[len("resolve:ssm:") :].split(":")[0]
     versions = ssm_backends[backend.account_id][backend.region_name]._parameters.get(name)
     return versions[-1].value if versions else image_id
 
@@ -816,17 +842,28 @@ def describe_launch_template_versions(self: Any) -> ActionResult:
     elif versions:
         found = [(template, _version(template, v)) for v in versions]
     else:
-        found = [(template, v) for v in template.versions
-                 if (low is None or v.number > int(low)) and (high is None or v.number <= int(high))]
+        found = [
+            (template, v)
+            for v in template.versions
+            if (low is None or v.number > int(low)) and (high is None or v.number <= int(high))
+        ]
     page, token = _page_of(self, found, 200)
     out = []
     for t, v in page:
         data = dict(v.data)
         if resolve and data.get("ImageId"):
             data["ImageId"] = _resolved(backend, data["ImageId"])
-        out.append({"CreateTime": v.create_time, "DefaultVersion": t.default_version_number == v.number,
-                    "LaunchTemplateData": data, "LaunchTemplateId": t.id, "LaunchTemplateName": t.name,
-                    "VersionDescription": v.description, "VersionNumber": v.number})
+        out.append(
+            {
+                "CreateTime": v.create_time,
+                "DefaultVersion": t.default_version_number == v.number,
+                "LaunchTemplateData": data,
+                "LaunchTemplateId": t.id,
+                "LaunchTemplateName": t.name,
+                "VersionDescription": v.description,
+                "VersionNumber": v.number,
+            }
+        )
     result: dict[str, Any] = {"LaunchTemplateVersions": out}
     if token:
         result["NextToken"] = token
@@ -840,8 +877,9 @@ def _version(template: Any, wanted: str) -> Any:
     for v in template.versions:
         if v.number == number:
             return v
-    raise ClientError("InvalidLaunchTemplateId.VersionNotFound",
-                      f"Could not find launch template version {wanted} for {template.id}")
+    raise ClientError(
+        "InvalidLaunchTemplateId.VersionNotFound", f"Could not find launch template version {wanted} for {template.id}"
+    )
 
 
 def _page_of(self: Any, items: list[Any], most: int) -> tuple[list[Any], str | None]:
@@ -854,8 +892,11 @@ def _page_of(self: Any, items: list[Any], most: int) -> tuple[list[Any], str | N
 def delete_launch_template_versions(self: Any) -> ActionResult:
     backend = self.ec2_backend
     name = self._get_param("LaunchTemplateName")
-    template = backend.get_launch_template_by_name(name) if name else backend.get_launch_template(
-        self._get_param("LaunchTemplateId"))
+    template = (
+        backend.get_launch_template_by_name(name)
+        if name
+        else backend.get_launch_template(self._get_param("LaunchTemplateId"))
+    )
     self.error_on_dryrun()
     deleted, failed = [], []
     for wanted in self._get_param("Versions", []):
@@ -863,14 +904,20 @@ def delete_launch_template_versions(self: Any) -> ActionResult:
         match = [v for v in template.versions if v.number == number]
         if not match or number == template.default_version_number:
             code = "launchTemplateVersionDoesNotExist" if not match else "launchTemplateVersionIsDefaultVersion"
-            failed.append({"LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
-                           "VersionNumber": number, "ResponseError": {"Code": code, "Message": code}})
+            failed.append(
+                {
+                    "LaunchTemplateId": template.id,
+                    "LaunchTemplateName": template.name,
+                    "VersionNumber": number,
+                    "ResponseError": {"Code": code, "Message": code},
+                }
+            )
             continue
         template.versions.remove(match[0])
-        deleted.append({"LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
-                        "VersionNumber": number})
-    return ActionResult({"SuccessfullyDeletedLaunchTemplateVersions": deleted,
-                         "UnsuccessfullyDeletedLaunchTemplateVersions": failed})
+        deleted.append({"LaunchTemplateId": template.id, "LaunchTemplateName": template.name, "VersionNumber": number})
+    return ActionResult(
+        {"SuccessfullyDeletedLaunchTemplateVersions": deleted, "UnsuccessfullyDeletedLaunchTemplateVersions": failed}
+    )
 
 
 def _create_version(self: Any, data: dict[str, Any], description: str) -> Any:
@@ -933,8 +980,10 @@ def _check_public(self: Any, ami: Any) -> None:
         return
     backend = self.ec2_backend
     if BLOCK_PUBLIC.get((backend.account_id, backend.region_name)) == "block-new-sharing":
-        raise ClientError("OperationNotPermitted",
-                          "You can't publicly share this image because block public access for AMIs is enabled for this account.")
+        raise ClientError(
+            "OperationNotPermitted",
+            "You can't publicly share this image because block public access for AMIs is enabled for this account.",
+        )
     if any((m.get("Ebs") or {}).get("Encrypted") for m in ami.block_device_mappings):
         raise ClientError("InvalidParameterValue", f"Encrypted image {ami.id} cannot be made public.")
     if ami.product_codes:
@@ -951,7 +1000,7 @@ def _check_public(self: Any, ami: Any) -> None:
 def _protected(ami: Any) -> bool:
     state = getattr(ami, "deregistration_protection", "disabled") or "disabled"
     if state.startswith("disabled-until "):
-        until = moto_amis.parse_timestamp(state[len("disabled-until "):]).replace(tzinfo=timezone.utc)
+        until = moto_amis.parse_timestamp(state[len("disabled-until ") :]).replace(tzinfo=timezone.utc)
         if datetime.now(timezone.utc) >= until:
             ami.deregistration_protection = "disabled"
             return False
@@ -1003,17 +1052,26 @@ def _rule_retains(rule: dict[str, Any], tags: dict[str, str]) -> bool:
         return False
     wanted = rule.get("ResourceTags") or []
     if wanted:
-        return any(tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags.get(t["ResourceTagKey"]))
-                   and t["ResourceTagKey"] in tags for t in wanted)
+        return any(
+            tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags.get(t["ResourceTagKey"]))
+            and t["ResourceTagKey"] in tags
+            for t in wanted
+        )
     excluded = rule.get("ExcludeResourceTags") or []
-    return not any(t["ResourceTagKey"] in tags and tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags[t["ResourceTagKey"]])
-                   for t in excluded)
+    return not any(
+        t["ResourceTagKey"] in tags
+        and tags.get(t["ResourceTagKey"]) == t.get("ResourceTagValue", tags[t["ResourceTagKey"]])
+        for t in excluded
+    )
 
 
 def _retention_days(region: str, kind: str, tags: dict[str, str]) -> int | None:
     with BIN_LOCK:
-        days = [r["RetentionPeriod"]["RetentionPeriodValue"] for (reg, _), r in RBIN_RULES.items()
-                if reg == region and r["ResourceType"] == kind and _rule_retains(r, tags)]
+        days = [
+            r["RetentionPeriod"]["RetentionPeriodValue"]
+            for (reg, _), r in RBIN_RULES.items()
+            if reg == region and r["ResourceType"] == kind and _rule_retains(r, tags)
+        ]
     return max(days) if days else None
 
 
@@ -1021,8 +1079,9 @@ def _tags_of(backend: Any, resource_id: str) -> dict[str, str]:
     return dict(backend.tags.get(resource_id, {}))
 
 
-def _to_bin(store: dict[tuple[str, str], dict[str, Any]], kind: str, backend: Any, resource_id: str,
-            entry: dict[str, Any]) -> None:
+def _to_bin(
+    store: dict[tuple[str, str], dict[str, Any]], kind: str, backend: Any, resource_id: str, entry: dict[str, Any]
+) -> None:
     """Keeps a resource that is being removed in the bin, when a rule of `kind` retains it."""
     from datetime import timedelta
 
@@ -1032,8 +1091,12 @@ def _to_bin(store: dict[tuple[str, str], dict[str, Any]], kind: str, backend: An
         return
     now = datetime.now(timezone.utc)
     with BIN_LOCK:
-        store[(backend.region_name, resource_id)] = {**entry, "tags": tags, "enter": now,
-                                                     "exit": now + timedelta(days=days)}
+        store[(backend.region_name, resource_id)] = {
+            **entry,
+            "tags": tags,
+            "enter": now,
+            "exit": now + timedelta(days=days),
+        }
 
 
 def binned(region: str, resource_id: str) -> dict[str, Any] | None:
@@ -1070,9 +1133,17 @@ def list_images_in_recycle_bin(self: Any) -> ActionResult:
     self.error_on_dryrun()
     wanted = self._get_param("ImageIds", [])
     found = _in_bin(BIN_IMAGES, self.ec2_backend.region_name)
-    rows = [{"ImageId": i, "Name": v["ami"].name, "Description": v["ami"].description or "",
-             "RecycleBinEnterTime": v["enter"], "RecycleBinExitTime": v["exit"]}
-            for i, v in sorted(found.items()) if not wanted or i in wanted]
+    rows = [
+        {
+            "ImageId": i,
+            "Name": v["ami"].name,
+            "Description": v["ami"].description or "",
+            "RecycleBinEnterTime": v["enter"],
+            "RecycleBinExitTime": v["exit"],
+        }
+        for i, v in sorted(found.items())
+        if not wanted or i in wanted
+    ]
     page, token = _page_of(self, rows, 1000)
     return ActionResult({"Images": page, **({"NextToken": token} if token else {})})
 
@@ -1081,9 +1152,17 @@ def list_snapshots_in_recycle_bin(self: Any) -> ActionResult:
     self.error_on_dryrun()
     wanted = self._get_param("SnapshotIds", [])
     found = _in_bin(BIN_SNAPSHOTS, self.ec2_backend.region_name)
-    rows = [{"SnapshotId": i, "Description": v["snapshot"].description or "", "VolumeId": v["snapshot"].volume.id,
-             "RecycleBinEnterTime": v["enter"], "RecycleBinExitTime": v["exit"]}
-            for i, v in sorted(found.items()) if not wanted or i in wanted]
+    rows = [
+        {
+            "SnapshotId": i,
+            "Description": v["snapshot"].description or "",
+            "VolumeId": v["snapshot"].volume.id,
+            "RecycleBinEnterTime": v["enter"],
+            "RecycleBinExitTime": v["exit"],
+        }
+        for i, v in sorted(found.items())
+        if not wanted or i in wanted
+    ]
     page, token = _page_of(self, rows, 1000)
     return ActionResult({"Snapshots": page, **({"NextToken": token} if token else {})})
 
@@ -1101,9 +1180,18 @@ def restore_snapshot_from_recycle_bin(self: Any) -> ActionResult:
     backend.snapshots[snapshot_id] = snap
     for key, value in entry["tags"].items():
         backend.tags.setdefault(snapshot_id, {})[key] = value
-    return ActionResult({"SnapshotId": snapshot_id, "Description": snap.description or "", "Encrypted": bool(snap.encrypted),
-                         "OwnerId": snap.owner_id, "State": "completed", "VolumeId": snap.volume.id,
-                         "VolumeSize": int(snap.volume.size), "StartTime": snap.start_time})
+    return ActionResult(
+        {
+            "SnapshotId": snapshot_id,
+            "Description": snap.description or "",
+            "Encrypted": bool(snap.encrypted),
+            "OwnerId": snap.owner_id,
+            "State": "completed",
+            "VolumeId": snap.volume.id,
+            "VolumeSize": int(snap.volume.size),
+            "StartTime": snap.start_time,
+        }
+    )
 
 
 def restore_image_from_recycle_bin(self: Any) -> ActionResult:
@@ -1117,8 +1205,10 @@ def restore_image_from_recycle_bin(self: Any) -> ActionResult:
         ami = entry["ami"]
         missing = [s for s in snapshot_ids_of(ami) if s not in backend.snapshots]
         if missing:
-            raise ClientError("InvalidSnapshot.NotFound",
-                              f"Restore the snapshots of {image_id} from the Recycle Bin first: {', '.join(missing)}")
+            raise ClientError(
+                "InvalidSnapshot.NotFound",
+                f"Restore the snapshots of {image_id} from the Recycle Bin first: {', '.join(missing)}",
+            )
         del BIN_IMAGES[(backend.region_name, image_id)]
     backend.amis[image_id] = ami
     for key, value in entry["tags"].items():
@@ -1142,20 +1232,28 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
     model = contract._SESSION.get_service_model("rbin")
 
     def answer(payload: dict[str, Any], status: int = 200) -> Response:
-        return Response(json.dumps(payload, default=lambda t: t.timestamp()), status=status,
-                        content_type="application/json")
+        return Response(
+            json.dumps(payload, default=lambda t: t.timestamp()), status=status, content_type="application/json"
+        )
 
     def invalid(message: str, status: int = 400, code: str = "ValidationException") -> Response:
-        return Response(json.dumps({"Message": message}), status=status, content_type="application/json",
-                        headers={"x-amzn-ErrorType": code})
+        return Response(
+            json.dumps({"Message": message}),
+            status=status,
+            content_type="application/json",
+            headers={"x-amzn-ErrorType": code},
+        )
 
     document = json.loads(body) if body.strip() else {}
     operation = {("POST", "/rules"): "CreateRule", ("POST", "/list-rules"): "ListRules"}.get((method, path))
     if operation is None and method == "GET" and path.startswith("/rules/"):
         operation = "GetRule"
     if operation is None:
-        return invalid(f"{method} {path} is not an operation of the Recycle Bin this test bed serves", 404,
-                       "ResourceNotFoundException")
+        return invalid(
+            f"{method} {path} is not an operation of the Recycle Bin this test bed serves",
+            404,
+            "ResourceNotFoundException",
+        )
     if operation != "GetRule":
         found = contract.check_json(model, operation, document)
         if found:
@@ -1163,27 +1261,36 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
     with BIN_LOCK:
         if operation == "CreateRule":
             identifier = secrets.token_hex(6)[:11]
-            rule = {"Identifier": identifier, "Description": document.get("Description", ""),
-                    "ResourceType": document["ResourceType"], "RetentionPeriod": document["RetentionPeriod"],
-                    "ResourceTags": document.get("ResourceTags", []),
-                    "ExcludeResourceTags": document.get("ExcludeResourceTags", []),
-                    "Status": "available", "LockState": "unlocked",
-                    "RuleArn": f"arn:aws:rbin:{region}:123456789012:rule/{identifier}"}
+            rule = {
+                "Identifier": identifier,
+                "Description": document.get("Description", ""),
+                "ResourceType": document["ResourceType"],
+                "RetentionPeriod": document["RetentionPeriod"],
+                "ResourceTags": document.get("ResourceTags", []),
+                "ExcludeResourceTags": document.get("ExcludeResourceTags", []),
+                "Status": "available",
+                "LockState": "unlocked",
+                "RuleArn": f"arn:aws:rbin:{region}:123456789012:rule/{identifier}",
+            }
             if rule["ResourceTags"] and rule["ExcludeResourceTags"]:
                 return invalid("ExcludeResourceTags is only for region-level rules (no ResourceTags).")
             RBIN_RULES[(region, identifier)] = rule
             return answer(_rbin_rule_view(rule, True), 201)
         if operation == "GetRule":
-            rule = RBIN_RULES.get((region, path[len("/rules/"):]))
+            rule = RBIN_RULES.get((region, path[len("/rules/") :]))
             if rule is None:
                 return invalid("No such rule.", 404, "ResourceNotFoundException")
             return answer(_rbin_rule_view(rule, True))
-        rules = [r for (reg, _), r in sorted(RBIN_RULES.items()) if reg == region
-                 and r["ResourceType"] == document["ResourceType"]
-                 and ("LockState" not in document or r["LockState"] == document["LockState"])]
+        rules = [
+            r
+            for (reg, _), r in sorted(RBIN_RULES.items())
+            if reg == region
+            and r["ResourceType"] == document["ResourceType"]
+            and ("LockState" not in document or r["LockState"] == document["LockState"])
+        ]
         start = int(document.get("NextToken") or 0)
         size = int(document.get("MaxResults") or 1000)
-        page = rules[start:start + size]
+        page = rules[start : start + size]
         out: dict[str, Any] = {"Rules": [_rbin_rule_view(r, False) for r in page]}
         if start + size < len(rules):
             out["NextToken"] = str(start + size)
@@ -1208,7 +1315,12 @@ def rbin_response(environ: dict[str, Any], body: bytes) -> Response:
 # AWS allows. "A few days" is taken as three.
 USAGE_LAG_HOURS = {"ec2:Instance": 24, "ec2:LaunchTemplate": 72}
 USAGE_PENDING_QUOTA = 2000
-USAGE_RESOURCE_TYPES = {"ec2:Instance", "ec2:LaunchTemplate", "imagebuilder:ImageRecipe", "imagebuilder:ContainerRecipe"}
+USAGE_RESOURCE_TYPES = {
+    "ec2:Instance",
+    "ec2:LaunchTemplate",
+    "imagebuilder:ImageRecipe",
+    "imagebuilder:ContainerRecipe",
+}
 USAGE_REPORTS: dict[str, dict[str, Any]] = {}
 USAGE_TOKENS: dict[tuple[str, str, str], str] = {}
 USAGE_LOCK = threading.RLock()
@@ -1246,27 +1358,42 @@ def create_image_usage_report(self: Any) -> ActionResult:
     with USAGE_LOCK:
         if token and key in USAGE_TOKENS:
             return ActionResult({"ReportId": USAGE_TOKENS[key]})
-        pending = [r for r in USAGE_REPORTS.values() if r["State"] == "pending"
-                   and r["Region"] == backend.region_name and r["Account"] == backend.account_id]
+        pending = [
+            r
+            for r in USAGE_REPORTS.values()
+            if r["State"] == "pending" and r["Region"] == backend.region_name and r["Account"] == backend.account_id
+        ]
         for r in pending:
             if r["ImageId"] == ami.id:
-                raise ClientError("ResourceLimitExceeded",
-                                  f"A usage report for {ami.id} is already in progress ({r['ReportId']}).")
+                raise ClientError(
+                    "ResourceLimitExceeded", f"A usage report for {ami.id} is already in progress ({r['ReportId']})."
+                )
         # At most 2,000 reports in progress per account and region (User Guide, "View your AMI
         # usage", quotas).
         if len(pending) >= USAGE_PENDING_QUOTA:
-            raise ClientError("ResourceLimitExceeded",
-                              f"You have reached the limit of {USAGE_PENDING_QUOTA} usage reports in progress.")
+            raise ClientError(
+                "ResourceLimitExceeded",
+                f"You have reached the limit of {USAGE_PENDING_QUOTA} usage reports in progress.",
+            )
         now = datetime.now(timezone.utc)
         report_id = f"amiur-{secrets.token_hex(9)[:17]}"
         USAGE_REPORTS[report_id] = {
-            "Region": backend.region_name, "Account": backend.account_id,
-            "ImageId": ami.id, "ReportId": report_id,
-            "ResourceTypes": [{"ResourceType": t["ResourceType"],
-                               **({"ResourceTypeOptions": t["ResourceTypeOptions"]} if t.get("ResourceTypeOptions") else {})}
-                              for t in types],
+            "Region": backend.region_name,
+            "Account": backend.account_id,
+            "ImageId": ami.id,
+            "ReportId": report_id,
+            "ResourceTypes": [
+                {
+                    "ResourceType": t["ResourceType"],
+                    **({"ResourceTypeOptions": t["ResourceTypeOptions"]} if t.get("ResourceTypeOptions") else {}),
+                }
+                for t in types
+            ],
             "AccountIds": list(self._get_param("AccountIds", [])),
-            "State": "pending", "CreationTime": now, "ExpirationTime": now + timedelta(days=30), "Entries": [],
+            "State": "pending",
+            "CreationTime": now,
+            "ExpirationTime": now + timedelta(days=30),
+            "Entries": [],
         }
         if token:
             USAGE_TOKENS[key] = report_id
@@ -1282,11 +1409,15 @@ def _usage_reports_in(self: Any) -> list[dict[str, Any]]:
     with USAGE_LOCK:
         for rid in [r for r, v in USAGE_REPORTS.items() if v["ExpirationTime"] <= now]:
             del USAGE_REPORTS[rid]
-        found = [r for r in USAGE_REPORTS.values()
-                 if r["Region"] == backend.region_name and r["Account"] == backend.account_id
-                 and (not image_ids or r["ImageId"] in image_ids)
-                 and (not report_ids or r["ReportId"] in report_ids)
-                 and ("state" not in filters or r["State"] in filters["state"])]
+        found = [
+            r
+            for r in USAGE_REPORTS.values()
+            if r["Region"] == backend.region_name
+            and r["Account"] == backend.account_id
+            and (not image_ids or r["ImageId"] in image_ids)
+            and (not report_ids or r["ReportId"] in report_ids)
+            and ("state" not in filters or r["State"] in filters["state"])
+        ]
     return sorted(found, key=lambda r: (r["CreationTime"], r["ReportId"]))
 
 
@@ -1303,9 +1434,17 @@ def describe_image_usage_report_entries(self: Any) -> ActionResult:
     self.error_on_dryrun()
     filters = {f["Name"]: f.get("Values", []) for f in self._get_param("Filters", [])}
     entries = [
-        {"ResourceType": e["resource_type"], "ReportId": r["ReportId"], "UsageCount": int(e["usage_count"]),
-         "AccountId": e["account_id"], "ImageId": r["ImageId"], "ReportCreationTime": r["CreationTime"]}
-        for r in _usage_reports_in(self) if r["State"] == "available" for e in r["Entries"]
+        {
+            "ResourceType": e["resource_type"],
+            "ReportId": r["ReportId"],
+            "UsageCount": int(e["usage_count"]),
+            "AccountId": e["account_id"],
+            "ImageId": r["ImageId"],
+            "ReportCreationTime": r["CreationTime"],
+        }
+        for r in _usage_reports_in(self)
+        if r["State"] == "available"
+        for e in r["Entries"]
         if ("account-id" not in filters or e["account_id"] in filters["account-id"])
         and ("resource-type" not in filters or e["resource_type"] in filters["resource-type"])
     ]
@@ -1325,25 +1464,40 @@ def complete_usage_report(body: dict[str, Any]) -> dict[str, Any]:
     from datetime import timedelta
 
     account = body.get("account_id", "123456789012")
-    created = (moto_amis.parse_timestamp(body["creation_time"]).replace(tzinfo=timezone.utc)
-               if "creation_time" in body else datetime.now(timezone.utc))
+    created = (
+        moto_amis.parse_timestamp(body["creation_time"]).replace(tzinfo=timezone.utc)
+        if "creation_time" in body
+        else datetime.now(timezone.utc)
+    )
     with USAGE_LOCK:
-        pending = [r for r in USAGE_REPORTS.values() if r["ImageId"] == body["image_id"]
-                   and r["Region"] == body["region"] and r["State"] == "pending"]
+        pending = [
+            r
+            for r in USAGE_REPORTS.values()
+            if r["ImageId"] == body["image_id"] and r["Region"] == body["region"] and r["State"] == "pending"
+        ]
         if pending:
             report = pending[0]
         else:
             report_id = f"amiur-{secrets.token_hex(9)[:17]}"
             report = USAGE_REPORTS[report_id] = {
-                "Region": body["region"], "Account": account, "ImageId": body["image_id"], "ReportId": report_id,
-                "ResourceTypes": body.get("resource_types") or [
+                "Region": body["region"],
+                "Account": account,
+                "ImageId": body["image_id"],
+                "ReportId": report_id,
+                "ResourceTypes": body.get("resource_types")
+                or [
                     {"ResourceType": "ec2:Instance"},
                     {"ResourceType": "imagebuilder:ImageRecipe"},
                     {"ResourceType": "imagebuilder:ContainerRecipe"},
-                    {"ResourceType": "ec2:LaunchTemplate",
-                     "ResourceTypeOptions": [{"OptionName": "version-depth", "OptionValues": ["10000"]}]}],
-                "AccountIds": body.get("account_ids", []), "CreationTime": created,
-                "ExpirationTime": created + timedelta(days=30)}
+                    {
+                        "ResourceType": "ec2:LaunchTemplate",
+                        "ResourceTypeOptions": [{"OptionName": "version-depth", "OptionValues": ["10000"]}],
+                    },
+                ],
+                "AccountIds": body.get("account_ids", []),
+                "CreationTime": created,
+                "ExpirationTime": created + timedelta(days=30),
+            }
         report["State"] = body.get("state", "available")
         if report["State"] == "error":
             report["StateReason"] = body.get("state_reason", "The report could not be created.")
@@ -1375,8 +1529,11 @@ _moto_run_instances = InstanceResponse.run_instances
 
 
 def _signature(self: Any, *skip: str) -> str:
-    return json.dumps({k: v for k, v in sorted(self.querystring.items())
-                       if k not in {"Action", "Version", *skip}}, sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in sorted(self.querystring.items()) if k not in {"Action", "Version", *skip}},
+        sort_keys=True,
+        default=str,
+    )
 
 
 # RunInstances of an AMI on an instance type of another architecture: EC2 refuses it with
@@ -1397,7 +1554,8 @@ def _check_architecture(self: Any) -> None:
             "InvalidParameterValue",
             f"The architecture '{supported[0]}' of the specified instance type does not match the architecture "
             f"'{ami.architecture}' of the specified AMI. Specify an instance type and an AMI that have matching "
-            "architectures, and try again.")
+            "architectures, and try again.",
+        )
 
 
 def run_instances(self: Any) -> ActionResult:
@@ -1410,8 +1568,10 @@ def run_instances(self: Any) -> ActionResult:
     if key in RUN_TOKENS:
         seen, reservation = RUN_TOKENS[key]
         if seen != signature:
-            raise ClientError("IdempotentParameterMismatch",
-                              "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+            raise ClientError(
+                "IdempotentParameterMismatch",
+                "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+            )
         return ActionResult(reservation)
     result = _moto_run_instances(self)
     RUN_TOKENS[key] = (signature, result.result)
@@ -1462,6 +1622,7 @@ def get_console_output(self: Any) -> ActionResult:
     result: dict[str, Any] = {"InstanceId": instance.id, "Timestamp": datetime.now(timezone.utc)}
     if text:
         from moto.ec2.utils import Base64EncodedString
+
         result["Output"] = Base64EncodedString.from_raw_string(text[-65536:])
     return ActionResult(result)
 
@@ -1481,11 +1642,15 @@ OUTBOX: list[str] = []
 
 def event_outbox(host: str) -> str:
     from moto.sqs.models import sqs_backends
+
     if not OUTBOX:
         backend = sqs_backends["123456789012"]["us-east-1"]
         failures = backend.create_queue("ami-lifecycle-failures")
-        backend.create_queue("ami-lifecycle-event-outbox", VisibilityTimeout="900", RedrivePolicy=json.dumps(
-            {"deadLetterTargetArn": failures.queue_arn, "maxReceiveCount": 1}))
+        backend.create_queue(
+            "ami-lifecycle-event-outbox",
+            VisibilityTimeout="900",
+            RedrivePolicy=json.dumps({"deadLetterTargetArn": failures.queue_arn, "maxReceiveCount": 1}),
+        )
         OUTBOX.append(f"http://{host}/123456789012/ami-lifecycle-event-outbox")
     return OUTBOX[0]
 
@@ -1493,9 +1658,14 @@ def event_outbox(host: str) -> str:
 def signing_key() -> str:
     if not SIGNING_KEY:
         from moto.kms.models import kms_backends
+
         key = kms_backends["123456789012"]["us-east-1"].create_key(
-            policy=None, key_usage="GENERATE_VERIFY_MAC", key_spec="HMAC_256",
-            description="ami-lifecycle signing key (test bed)", tags=None)
+            policy=None,
+            key_usage="GENERATE_VERIFY_MAC",
+            key_spec="HMAC_256",
+            description="ami-lifecycle signing key (test bed)",
+            tags=None,
+        )
         SIGNING_KEY.append(key.arn)
     return SIGNING_KEY[0]
 
@@ -1515,6 +1685,7 @@ TERMINATE_TARGET = re.compile(r"^arn:aws[a-z-]*:scheduler:::aws-sdk:ec2:terminat
 
 def run_due_schedules() -> None:
     from moto.scheduler.models import scheduler_backends
+
     now = datetime.now(timezone.utc) + timedelta(minutes=SCHEDULER_CLOCK[0])
     for account, by_region in list(scheduler_backends.items()):
         for region, backend in list(by_region.items()):
@@ -1530,8 +1701,9 @@ def run_due_schedules() -> None:
                     try:
                         ec2_backends[account][region].terminate_instances(ids)
                     except Exception as err:  # noqa: BLE001 - a failed run, as Scheduler retries it
-                        SCHEDULES_RUN.append({"name": schedule.name, "instance_ids": ids, "region": region,
-                                              "error": repr(err)})
+                        SCHEDULES_RUN.append(
+                            {"name": schedule.name, "instance_ids": ids, "region": region, "error": repr(err)}
+                        )
                         continue
                     SCHEDULES_RUN.append({"name": schedule.name, "instance_ids": ids, "region": region})
                     if schedule.action_after_completion == "DELETE":
@@ -1585,8 +1757,10 @@ def create_launch_template_version(self: Any) -> ActionResult:
     if token and key in TEMPLATE_TOKENS:
         seen, tid, number = TEMPLATE_TOKENS[key]
         if seen != signature or tid != template.id:
-            raise ClientError("IdempotentParameterMismatch",
-                              "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
+            raise ClientError(
+                "IdempotentParameterMismatch",
+                "Arguments on this idempotent request are inconsistent with arguments used in previous request(s).",
+            )
         version = _version(template, str(number))
     else:
         data = dict(self._get_param("LaunchTemplateData", {}))
@@ -1598,18 +1772,28 @@ def create_launch_template_version(self: Any) -> ActionResult:
             if "BlockDeviceMappings" in inherited and "BlockDeviceMappings" not in data:
                 inherited["BlockDeviceMappings"] = [
                     {**m, "Ebs": {k: v for k, v in (m.get("Ebs") or {}).items() if k != "SnapshotId"}}
-                    if m.get("Ebs") else m
-                    for m in inherited["BlockDeviceMappings"]]
+                    if m.get("Ebs")
+                    else m
+                    for m in inherited["BlockDeviceMappings"]
+                ]
             data = {**inherited, **data}
         version = template.create_version(data, self._get_param("VersionDescription"))
         if token:
             TEMPLATE_TOKENS[key] = (signature, template.id, version.number)
-    return ActionResult({"LaunchTemplateVersion": {
-        "CreateTime": version.create_time,
-        "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
-        "DefaultVersion": template.is_default(version), "LaunchTemplateData": version.data,
-        "LaunchTemplateId": template.id, "LaunchTemplateName": template.name,
-        "VersionDescription": version.description, "VersionNumber": version.number}})
+    return ActionResult(
+        {
+            "LaunchTemplateVersion": {
+                "CreateTime": version.create_time,
+                "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                "DefaultVersion": template.is_default(version),
+                "LaunchTemplateData": version.data,
+                "LaunchTemplateId": template.id,
+                "LaunchTemplateName": template.name,
+                "VersionDescription": version.description,
+                "VersionNumber": version.number,
+            }
+        }
+    )
 
 
 # PutParameter with DataType `aws:ec2:image` (SSM API reference, PutParameter; SSM User Guide,
@@ -1642,6 +1826,7 @@ def _ssm_now() -> float:
 def settle_parameters() -> None:
     """Stores each update whose validation is done, as SSM does when it ends."""
     from moto.ssm.models import ssm_backends
+
     for key, pending in list(SSM_VALIDATING.items()):
         if pending["done_at"] > _ssm_now():
             continue
@@ -1649,13 +1834,23 @@ def settle_parameters() -> None:
         account, region, name = key
         r = pending["request"]
         ssm_backends[account][region].put_parameter(
-            name, r.get("Description"), r["Value"], r.get("Type"), r.get("AllowedPattern"),
-            r.get("KeyId"), bool(r.get("Overwrite")), r.get("Tags"), "aws:ec2:image",
-            tier=r.get("Tier"), policies=r.get("Policies"))
+            name,
+            r.get("Description"),
+            r["Value"],
+            r.get("Type"),
+            r.get("AllowedPattern"),
+            r.get("KeyId"),
+            bool(r.get("Overwrite")),
+            r.get("Tags"),
+            "aws:ec2:image",
+            tier=r.get("Tier"),
+            policies=r.get("Policies"),
+        )
 
 
 def put_parameter(self: Any) -> ActionResult:
     from moto.ssm.exceptions import SSMException, ValidationException
+
     settle_parameters()
     name = self._get_param("Name")
     data_type = self._get_param("DataType", "text")
@@ -1664,14 +1859,19 @@ def put_parameter(self: Any) -> ActionResult:
         existing = self.ssm_backend.get_parameter(name)
     except Exception:  # noqa: BLE001 (moto raises ParameterNotFound for a new one)
         existing = None
-    if existing is not None and data_type != existing.data_type and (
-            data_type in FIXED_DATA_TYPES or existing.data_type in FIXED_DATA_TYPES):
+    if (
+        existing is not None
+        and data_type != existing.data_type
+        and (data_type in FIXED_DATA_TYPES or existing.data_type in FIXED_DATA_TYPES)
+    ):
         raise ValidationException(
             f"Parameter {name} has data type {existing.data_type}: a parameter can't be changed to or from "
-            f"data type {data_type}")
+            f"data type {data_type}"
+        )
     if key in SSM_VALIDATING:
-        raise SSMException("TooManyUpdates",
-                           "There are concurrent updates for a resource that supports one update at a time.")
+        raise SSMException(
+            "TooManyUpdates", "There are concurrent updates for a resource that supports one update at a time."
+        )
     if data_type != "aws:ec2:image":
         return _moto_put_parameter(self)
     current = existing.version if existing is not None else 0
@@ -1680,8 +1880,10 @@ def put_parameter(self: Any) -> ActionResult:
         return ActionResult({"Version": current + 1, "Tier": "Standard"})
     if SSM_CLOCK["validation_seconds"] <= 0:
         return _moto_put_parameter(self)
-    SSM_VALIDATING[key] = {"done_at": _ssm_now() + SSM_CLOCK["validation_seconds"],
-                           "request": json.loads(self.body or "{}")}
+    SSM_VALIDATING[key] = {
+        "done_at": _ssm_now() + SSM_CLOCK["validation_seconds"],
+        "request": json.loads(self.body or "{}"),
+    }
     return ActionResult({"Version": current + 1, "Tier": "Standard"})
 
 
@@ -1702,18 +1904,28 @@ def ssm(body: dict[str, Any]) -> dict[str, Any]:
 _moto_create_grant = KmsBackend.create_grant
 
 
-def create_grant(self: Any, key_id: str, grantee_principal: str, operations: list[str], name: str,
-                 constraints: dict[str, Any], retiring_principal: str) -> tuple[str, str]:
+def create_grant(
+    self: Any,
+    key_id: str,
+    grantee_principal: str,
+    operations: list[str],
+    name: str,
+    constraints: dict[str, Any],
+    retiring_principal: str,
+) -> tuple[str, str]:
     with CREATE_LOCK:
         if name:
             key = self.describe_key(key_id)
             for grant in key.grants.values():
                 if (grant.name, grant.grantee_principal, sorted(grant.operations or [])) == (
-                        name, grantee_principal, sorted(operations or [])):
+                    name,
+                    grantee_principal,
+                    sorted(operations or []),
+                ):
                     from moto.moto_api._internal import mock_random
+
                     return grant.id, mock_random.get_random_hex()
-        return _moto_create_grant(self, key_id, grantee_principal, operations, name, constraints,
-                                  retiring_principal)
+        return _moto_create_grant(self, key_id, grantee_principal, operations, name, constraints, retiring_principal)
 
 
 # RetireGrant (KMS API reference, Errors): a grant that does not exist (retired already) is
@@ -1876,18 +2088,35 @@ def seed_fleet(body: dict[str, Any]) -> dict[str, Any]:
     made = []
     for n in range(int(body["count"])):
         ami_id = moto_amis.random_ami_id()
-        ami = Ami(backend, ami_id, instance=instance, name=f"{prefix}-{n:06d}", description="",
-                  root_device_type="ebs", root_device_name=instance.root_device_name,
-                  snapshot_description=f"Created by CreateImage({instance.id}) for {ami_id}")
+        ami = Ami(
+            backend,
+            ami_id,
+            instance=instance,
+            name=f"{prefix}-{n:06d}",
+            description="",
+            root_device_type="ebs",
+            root_device_name=instance.root_device_name,
+            snapshot_description=f"Created by CreateImage({instance.id}) for {ami_id}",
+        )
         _drop_auto_snapshot(backend, ami)
         mappings = []
         for device, block in instance.get_block_device_mapping:
             volume = backend.get_volume(block.volume_id)
-            snap = backend.create_snapshot(volume.id, f"Created by CreateImage({instance.id}) for {ami_id}",
-                                           from_ami=ami_id)
-            mappings.append({"DeviceName": device, "Ebs": {"SnapshotId": snap.id, "VolumeSize": volume.size,
-                                                           "DeleteOnTermination": True, "VolumeType": "gp3",
-                                                           "Encrypted": False}})
+            snap = backend.create_snapshot(
+                volume.id, f"Created by CreateImage({instance.id}) for {ami_id}", from_ami=ami_id
+            )
+            mappings.append(
+                {
+                    "DeviceName": device,
+                    "Ebs": {
+                        "SnapshotId": snap.id,
+                        "VolumeSize": volume.size,
+                        "DeleteOnTermination": True,
+                        "VolumeType": "gp3",
+                        "Encrypted": False,
+                    },
+                }
+            )
         ami._mappings = mappings
         ami.add_tags({**tags, "Family": f"f{n % families}"})
         ami.ena_support = True
@@ -1943,13 +2172,16 @@ def take_token(action: str, region: str) -> bool:
 
 def ec2_error(code: str, message: str, status: int, request_id: str) -> Response:
     """An error in EC2's XML error format (as EC2 and the SDKs' ec2 protocol parsers have it)."""
-    body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{escape(code)}</Code>'
-            f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{escape(code)}</Code>'
+        f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+    )
     return Response(body, status=status, mimetype="text/xml")
 
 
 def dropped() -> Response:
     """A dropped connection: headers promise a body that never comes."""
+
     def broken() -> Any:
         yield b"<?xml"
         raise ConnectionAbortedError("dropped by the test bed")
@@ -1992,8 +2224,12 @@ def fault_response(action: str, region: str, json_protocol: bool = False) -> Res
     if json_protocol:
         # KMS, SSM, EventBridge: their JSON error format.
         body = json.dumps({"__type": code, "message": "injected by the test bed"})
-        return Response(body, status=status, content_type="application/x-amz-json-1.1",
-                        headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": "fault"})
+        return Response(
+            body,
+            status=status,
+            content_type="application/x-amz-json-1.1",
+            headers={"x-amzn-ErrorType": code, "x-amzn-RequestId": "fault"},
+        )
     return ec2_error(code, "injected by the test bed", status, "fault")
 
 
@@ -2011,16 +2247,30 @@ def denied_response(environ: dict[str, Any], call: Any, decision: Any) -> Respon
     a = decision.authorization
     role = authorize.roles().role_arn(call.caller)
     why = f" ({a.why})" if a.why else ""
-    message = (f"User: {role} is not authorized to perform: {a.action} on resource: {a.resource}{why} "
-               f"because no identity-based policy allows the {a.action} action")
+    message = (
+        f"User: {role} is not authorized to perform: {a.action} on resource: {a.resource}{why} "
+        f"because no identity-based policy allows the {a.action} action"
+    )
     if "HTTP_X_AMZ_TARGET" not in environ and call.service == "ec2":
-        encoded = base64.b64encode(json.dumps({"action": a.action, "resource": a.resource,
-                                               "context": a.context, "result": decision.result}).encode()).decode()
-        return ec2_error("UnauthorizedOperation", f"You are not authorized to perform this operation. {message}. "
-                         f"Encoded authorization failure message: {encoded}", 403, "iam")
+        encoded = base64.b64encode(
+            json.dumps(
+                {"action": a.action, "resource": a.resource, "context": a.context, "result": decision.result}
+            ).encode()
+        ).decode()
+        return ec2_error(
+            "UnauthorizedOperation",
+            f"You are not authorized to perform this operation. {message}. "
+            f"Encoded authorization failure message: {encoded}",
+            403,
+            "iam",
+        )
     body = json.dumps({"__type": "AccessDeniedException", "message": message})
-    return Response(body, status=400, content_type="application/x-amz-json-1.1",
-                    headers={"x-amzn-ErrorType": "AccessDeniedException", "x-amzn-RequestId": "iam"})
+    return Response(
+        body,
+        status=400,
+        content_type="application/x-amz-json-1.1",
+        headers={"x-amzn-ErrorType": "AccessDeniedException", "x-amzn-RequestId": "iam"},
+    )
 
 
 def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
@@ -2043,11 +2293,23 @@ def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
         traceback.print_exc()
         with authorize.DECISIONS_LOCK:
             UNEVALUATED.add(f"{call.caller} {call.service}:{call.action}: evaluator failed: {err!r}")
-        authorize.log({"caller": call.caller, "call": f"{call.service}:{call.action}", "result": "EvaluatorFailed",
-                       "error": repr(err)})
-        return ec2_error("InternalError", f"the test bed's IAM evaluation failed: {err!r}", 500, "iam") \
-            if call.service == "ec2" else Response(json.dumps({"__type": "InternalFailure", "message": repr(err)}),
-                                                   status=500, content_type="application/x-amz-json-1.1")
+        authorize.log(
+            {
+                "caller": call.caller,
+                "call": f"{call.service}:{call.action}",
+                "result": "EvaluatorFailed",
+                "error": repr(err),
+            }
+        )
+        return (
+            ec2_error("InternalError", f"the test bed's IAM evaluation failed: {err!r}", 500, "iam")
+            if call.service == "ec2"
+            else Response(
+                json.dumps({"__type": "InternalFailure", "message": repr(err)}),
+                status=500,
+                content_type="application/x-amz-json-1.1",
+            )
+        )
     return denied_response(environ, call, decision) if decision is not None else None
 
 
@@ -2074,8 +2336,12 @@ def contract_response(violation: contract.Violation) -> Response:
     if violation.protocol == "ec2":
         return ec2_error(violation.code, violation.message, 400, "contract")
     body = json.dumps({"__type": violation.code, "message": violation.message})
-    return Response(body, status=400, content_type="application/x-amz-json-1.1",
-                    headers={"x-amzn-ErrorType": violation.code, "x-amzn-RequestId": "contract"})
+    return Response(
+        body,
+        status=400,
+        content_type="application/x-amz-json-1.1",
+        headers={"x-amzn-ErrorType": violation.code, "x-amzn-RequestId": "contract"},
+    )
 
 
 def read_body(environ: dict[str, Any]) -> bytes:
@@ -2121,13 +2387,17 @@ def count_call(environ: dict[str, Any], body: bytes) -> str | None:
         # REST-JSON (EventBridge Scheduler API reference): the method and the path name it.
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
         one = path.startswith("/schedules/")
-        action = {("POST", True): "CreateSchedule", ("DELETE", True): "DeleteSchedule",
-                  ("GET", True): "GetSchedule", ("PUT", True): "UpdateSchedule",
-                  ("GET", False): "ListSchedules"}.get((method, one))
+        action = {
+            ("POST", True): "CreateSchedule",
+            ("DELETE", True): "DeleteSchedule",
+            ("GET", True): "GetSchedule",
+            ("PUT", True): "UpdateSchedule",
+            ("GET", False): "ListSchedules",
+        }.get((method, one))
     else:
         for pair in body.decode("utf-8", "replace").split("&"):
             if pair.startswith("Action="):
-                action = pair[len("Action="):]
+                action = pair[len("Action=") :]
                 break
     if action:
         with CALLS_LOCK:
@@ -2146,14 +2416,17 @@ SETUP_ROUTES: dict[str, Any] = {
     "/_testbed/signing-key": lambda body, environ: {"key_arn": signing_key()},
     "/_testbed/instance": lambda body, environ: set_instance(body),
     "/_testbed/usage-report": lambda body, environ: complete_usage_report(body),
-    "/_testbed/function": lambda body, environ: authorize.roles().function_started(body["name"], body.get("env", {})) or {},
+    "/_testbed/function": lambda body, environ: (
+        authorize.roles().function_started(body["name"], body.get("env", {})) or {}
+    ),
     "/_testbed/deploy": lambda body, environ: authorize.roles().deploy(body.get("parameters", {})) or {},
     "/_testbed/instance-profile": lambda body, environ: instance_profile(body),
     "/_testbed/kms": lambda body, environ: kms_clock(body),
     "/_testbed/clock": lambda body, environ: clock(body),
     "/_testbed/role": lambda body, environ: authorize.roles().override(body["name"], body["statements"]) or {},
-    "/_testbed/expect-denials": lambda body, environ: setattr(authorize.roles(), "denials_expected",
-                                                              set(body.get("actions", []))) or {},
+    "/_testbed/expect-denials": lambda body, environ: (
+        setattr(authorize.roles(), "denials_expected", set(body.get("actions", []))) or {}
+    ),
 }
 
 
@@ -2176,8 +2449,13 @@ class Testbed:
                 with CALLS_LOCK:
                     BUCKETS.clear()
                     for name, b in body.items():
-                        BUCKETS[name] = {"actions": set(b["actions"]), "size": float(b["size"]),
-                                         "refill": float(b["refill"]), "regions": {}, "throttled": 0}
+                        BUCKETS[name] = {
+                            "actions": set(b["actions"]),
+                            "size": float(b["size"]),
+                            "refill": float(b["refill"]),
+                            "regions": {},
+                            "throttled": 0,
+                        }
             with CALLS_LOCK:
                 out = {k: {"throttled": v["throttled"]} for k, v in BUCKETS.items()}
             return Response(json.dumps(out), status=200, mimetype="application/json")(environ, start_response)
@@ -2224,7 +2502,8 @@ class Testbed:
         if contract._signing_service(environ) == "rbin" and self.check_contract:
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
             operation = {("POST", "/rules"): "CreateRule", ("POST", "/list-rules"): "ListRules"}.get(
-                (method, path), "GetRule" if method == "GET" and path.startswith("/rules/") else f"{method} {path}")
+                (method, path), "GetRule" if method == "GET" and path.startswith("/rules/") else f"{method} {path}"
+            )
             with CALLS_LOCK:
                 CALLS[operation] = CALLS.get(operation, 0) + 1
             record_caller(environ, operation)
@@ -2246,8 +2525,11 @@ class Testbed:
             denial = authorize_call(environ, body)
             if denial is not None:
                 return denial(environ, start_response)
-        injected = (fault_response(action, contract._signing_region(environ), "HTTP_X_AMZ_TARGET" in environ)
-                    if action else None)
+        injected = (
+            fault_response(action, contract._signing_region(environ), "HTTP_X_AMZ_TARGET" in environ)
+            if action
+            else None
+        )
         if injected is LOSE:
             with MOTO_LOCK:
                 served = self.app(environ, lambda status, headers, exc_info=None: None)
@@ -2280,12 +2562,15 @@ class Testbed:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--plain", action="store_true",
-                        help="moto as it is: no EC2 patches, no contract check")
-    parser.add_argument("--no-contract", action="store_true",
-                        help="the EC2 patches without the contract check (contract.py)")
-    parser.add_argument("--no-iam", action="store_true",
-                        help="no IAM evaluation of the functions' requests (authorize.py); also AMI_TESTBED_IAM=off")
+    parser.add_argument("--plain", action="store_true", help="moto as it is: no EC2 patches, no contract check")
+    parser.add_argument(
+        "--no-contract", action="store_true", help="the EC2 patches without the contract check (contract.py)"
+    )
+    parser.add_argument(
+        "--no-iam",
+        action="store_true",
+        help="no IAM evaluation of the functions' requests (authorize.py); also AMI_TESTBED_IAM=off",
+    )
     args = parser.parse_args()
     EventsBackend.put_events = put_events  # observation only: changes no behaviour
     if not args.plain:
@@ -2293,13 +2578,18 @@ def main() -> None:
         # The tool's bus, as the template makes it (`${AWS::StackName}-ami-lifecycle`, the stack
         # named ami-lifecycle): the functions publish there, under the bus's resource policy.
         from moto.events.models import events_backends
+
         events_backends["123456789012"]["us-east-1"].create_event_bus(TOOL_BUS)
         # And the dead-man switch's schedule group (`DeadManGroup`).
         from moto.scheduler.models import scheduler_backends
+
         scheduler_backends["123456789012"]["us-east-1"].create_schedule_group(DEAD_MAN_GROUP, [])
     app = DomainDispatcherApplication(create_backend_app)
-    testbed = Testbed(app, check_contract=not (args.plain or args.no_contract),
-                      check_iam=not (args.plain or args.no_iam or not authorize.ENABLED[0]))
+    testbed = Testbed(
+        app,
+        check_contract=not (args.plain or args.no_contract),
+        check_iam=not (args.plain or args.no_iam or not authorize.ENABLED[0]),
+    )
     server = make_server("127.0.0.1", args.port, testbed, True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -2318,6 +2608,7 @@ def main() -> None:
     threading.Thread(target=watch_stdin, daemon=True).start()
     SCHEDULER_RUNS[0] = not args.plain
     if not args.plain:
+
         def run_schedules() -> None:
             while not stop.wait(1.0):
                 with MOTO_LOCK:
