@@ -361,7 +361,10 @@ async fn a_source_encrypted_with_a_customer_key_is_copied_only_when_the_deployme
     bed.expect_denials(&source_key);
     let (_, refused) = function.invoke(&available(&image, "us-east-1")).err();
     bed.expect_denials(&[]);
-    assert!(refused.contains("kms:"), "{refused}");
+    assert!(
+        refused.contains("kms:") && refused.contains("CopySourceKmsKeyArns"),
+        "{refused}"
+    );
     let denied = bed.iam()["decisions"]
         .as_array()
         .expect("decisions")

@@ -222,8 +222,15 @@ pub fn copy_tags(
     out
 }
 
-/// An error in a destination region, explained: a region not enabled says so.
+/// An error in a destination region, explained: a KMS key the role may not use names the
+/// deployment's key lists; a region not enabled says so.
 pub fn explain_destination_error(e: &Error, destination: &Region) -> String {
+    let message = e.to_string();
+    if e.code() == Some("UnauthorizedOperation") && message.contains("kms:") {
+        return format!(
+            "the copy role may not use a KMS key this copy needs in {destination}: list the source AMI's customer managed keys in CopySourceKmsKeyArns and the copies' keys in CopyKmsKeyArns ({message})"
+        );
+    }
     match e.code() {
         Some("OptInRequired" | "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId") => format!(
             "destination region {destination} is not enabled for the account (or not allowed): enable it, or remove it from the policy's copy.regions ({e})"
