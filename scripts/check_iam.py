@@ -226,8 +226,12 @@ FUNCTION_CONDITIONS = {
         "ec2:ModifyLaunchTemplate": {"aws:ResourceTag/ami-automation:publish"},
         "iam:PassRole": {"iam:PassedToService"},
     },
-    # The share function grants only the launch operations, only to account roots.
-    "ShareFunction": {"kms:CreateGrant": {"kms:GrantOperations", "kms:GranteePrincipal"}},
+    # The share function grants only the launch operations, only to account roots, and tags only
+    # its own AMIs, with one key (when it gave one to a new target).
+    "ShareFunction": {
+        "kms:CreateGrant": {"kms:GrantOperations", "kms:GranteePrincipal"},
+        "ec2:CreateTags": {"ec2:Owner", "aws:TagKeys"},
+    },
 }
 # Actions that must name their resources (never "*").
 NARROW_PREFIXES = (

@@ -564,8 +564,15 @@ def main() -> int:
         noticed = [
             (a["region"], a["image_id"]) for a in real["plan"] if a["action"] == "deprecate" and "notice" in a["reason"]
         ]
+        week_ago = (datetime.now(timezone.utc) - timedelta(days=8)).isoformat()
         for region, image_id in noticed:
-            emu.seed(region, image_id, deprecation_time=(datetime.now(timezone.utc) - timedelta(days=8)).isoformat())
+            emu.seed(region, image_id, deprecation_time=week_ago)
+            # ami-share marked when it gave the AMI to its targets: that was a week ago too.
+            tags = emu.ec2(region).describe_images(ImageIds=[image_id])["Images"][0].get("Tags", [])
+            if any(t["Key"] == "ami-automation:shared-at" for t in tags):
+                emu.ec2(region).create_tags(
+                    Resources=[image_id], Tags=[{"Key": "ami-automation:shared-at", "Value": week_ago}]
+                )
         ok, asking = function.invoke({**request, "dry_run": False})
         if not ok:
             print(f"the run a week later failed:\n{asking}")

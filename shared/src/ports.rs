@@ -221,6 +221,12 @@ pub trait Permissions: Regional {
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Whether block public access for AMIs is on in the region.
     fn image_block_public_access(&self) -> impl Future<Output = Result<bool>> + Send;
+    /// Marks the AMI as given to a new target at `at` ([`crate::domain::tags::SHARED_AT`]).
+    fn mark_shared(
+        &self,
+        image_id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Cross-region copies, seen from the destination region.

@@ -33,6 +33,10 @@ pub const COPY_ATTEMPT: &str = "ami-automation:copy-attempt";
 /// On an AMI: age-out turned its deregistration protection on (`retain.protect_latest`), so
 /// age-out may turn it off again; a protection without it was set by someone else and stays.
 pub const PROTECTED_BY: &str = "ami-automation:protected-by";
+/// When ami-share last gave the AMI to a new target (RFC 3339): age-out takes it as a notice no
+/// older than that, since a new consumer was told nothing by an earlier deprecation. Anyone who
+/// may tag the AMI can move it later, which only keeps the AMI longer.
+pub const SHARED_AT: &str = "ami-automation:shared-at";
 /// The value of [`PROTECTED_BY`]: the function that turns the protection on and off.
 pub const PROTECTED_BY_AGE_OUT: &str = "ami-age-out";
 

@@ -500,6 +500,15 @@ impl Permissions for FakeEc2 {
         state.attribute_reads.push(changed);
         Ok(state.launch.get(image_id).cloned().unwrap_or_default())
     }
+    async fn mark_shared(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut state = self.check("CreateTags")?;
+        let when = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for image in state.images.iter_mut().filter(|i| i.id == image_id) {
+            image.tags.insert(tags::SHARED_AT.into(), when.clone());
+        }
+        state.changes.push(format!("CreateTags {image_id}"));
+        Ok(())
+    }
     async fn modify_launch_permissions(
         &self,
         image_id: &str,

@@ -108,6 +108,32 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
         before,
         "nothing to change: no Modify call"
     );
+    // Given to new targets, the AMI says when (age-out's notice to them starts then), and a run
+    // that gives it to nobody new leaves that time alone.
+    let marked = shared_at(&ec2, &image).await;
+    assert!(
+        marked
+            .as_deref()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
+        "{marked:?}"
+    );
+    function.invoke(&json!({})).ok();
+    assert_eq!(shared_at(&ec2, &image).await, marked);
+}
+
+/// The AMI's `ami-automation:shared-at` tag.
+async fn shared_at(ec2: &Client, image: &str) -> Option<String> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .expect("DescribeImages");
+    out.images()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("ami-automation:shared-at"))
+        .and_then(|t| t.value().map(String::from))
 }
 
 #[tokio::test]

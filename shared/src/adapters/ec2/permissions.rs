@@ -4,12 +4,14 @@ use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{
     CreateVolumePermission, CreateVolumePermissionModifications, ImageAttributeName,
-    LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName,
+    LaunchPermissionModifications, PermissionGroup, SnapshotAttributeName, Tag,
 };
+use chrono::{DateTime, Utc};
 
 use super::convert::{grant_of, launch_permission};
 use super::Ec2;
 use crate::domain::grant::Grant;
+use crate::domain::tags;
 use crate::error::Result;
 use crate::ports::Permissions;
 
@@ -61,6 +63,19 @@ impl Permissions for Ec2 {
             .send()
             .await
             .map_err(self.err("ModifyImageAttribute"))?;
+        Ok(())
+    }
+
+    /// CreateTags of [`tags::SHARED_AT`] on the AMI.
+    async fn mark_shared(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
+        let when = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.client
+            .create_tags()
+            .resources(image_id)
+            .tags(Tag::builder().key(tags::SHARED_AT).value(when).build())
+            .send()
+            .await
+            .map_err(self.err("CreateTags"))?;
         Ok(())
     }
 

@@ -752,7 +752,7 @@ fn notice(
     // ahead) is brought forward to now, as the notice.
     let soon = input.as_of + Duration::minutes(NOTICE_SLACK_MINUTES);
     match image.deprecation_time {
-        Some(at) if at <= input.as_of => Ok(at),
+        Some(at) if at <= input.as_of => shared_since(image, at, kind, input),
         Some(at) if at <= soon => Err(Decision::Keep(
             ConsumerUsageUnknown,
             format!(
@@ -789,6 +789,34 @@ fn notice(
     }
 }
 
+/// The notice, once the AMI is deprecated: the deprecation, or the last time ami-share gave the
+/// AMI to a new target when that came later (a new consumer was told nothing by the deprecation).
+fn shared_since(
+    image: &Image,
+    deprecated: DateTime<Utc>,
+    kind: ActionKind,
+    input: PlanInput<'_>,
+) -> Result<DateTime<Utc>, Decision> {
+    let shared = image
+        .tags
+        .get(tags::SHARED_AT)
+        .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        .map(|t| t.with_timezone(&Utc));
+    match shared {
+        Some(at) if at > input.as_of => Err(Decision::Keep(
+            KeepReason::ConsumerUsageUnknown,
+            format!(
+                "not {}: shared with a new target at {} ({}), after this run's clock",
+                kind.past(),
+                at.to_rfc3339(),
+                tags::SHARED_AT
+            ),
+        )),
+        Some(at) if at > deprecated => Ok(at),
+        _ => Ok(deprecated),
+    }
+}
+
 /// How far ahead a deprecation may be and still count as the notice an earlier run gave (it
 /// deprecates a minute ahead: EC2 refuses a time in the past).
 const NOTICE_SLACK_MINUTES: i64 = 5;
@@ -820,7 +848,7 @@ fn awaited_report(
             .map(|at| format!(", last launched {}", at.to_rfc3339()))
             .unwrap_or_default();
         let detail = format!(
-            "not {}: shared; a usage report misses the launch templates of the {} days before it and the instances of the day before it, so only one made from {} (deprecated {}{launched}) can prove that no other account uses it",
+            "not {}: shared; a usage report misses the launch templates of the {} days before it and the instances of the day before it, so only one made from {} (notice {}{launched}) can prove that no other account uses it",
             kind.past(),
             REPORT_TEMPLATE_LAG_HOURS / 24,
             proves_from.to_rfc3339(),

@@ -776,9 +776,16 @@ fn a_shared_ami_is_deprecated_first_and_retired_only_on_a_report_made_past_what_
     // Deprecated a minute ahead by an earlier run (EC2 refuses a time in the past).
     let mut in_a_minute = shared("notice-ahead", None);
     in_a_minute.deprecation_time = Some(now() + Duration::minutes(1));
+    // Given to a new account two days ago, long after its deprecation: that is its notice.
+    let mut shared_again = shared("shared-again", Some(10 * 24));
+    shared_again.tags.insert(
+        crate::domain::tags::SHARED_AT.into(),
+        (now() - Duration::days(2)).to_rfc3339(),
+    );
     let images = [
         image("n", "a", 1),
         shared("no-notice", None),
+        shared_again,
         in_a_minute,
         // EC2 deprecates public AMIs two years after creation by default.
         shared("notice-years-ahead", Some(-2 * 365 * 24)),
@@ -840,6 +847,7 @@ fn a_shared_ami_is_deprecated_first_and_retired_only_on_a_report_made_past_what_
         "{deregister_on}"
     );
     for id in [
+        "shared-again",
         "notice-ahead",
         "recent-notice",
         "report-too-early",

@@ -1,6 +1,7 @@
 //! Reconciles each selected AMI through the ports: reads its permissions, decides (see
 //! [`super::plan`]) and changes them in at most three calls (grants, snapshots, public).
 
+use chrono::Utc;
 use futures::StreamExt;
 
 use super::plan;
@@ -315,6 +316,11 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
     if dry_run {
         r.outcome = ShareOutcome::Planned;
         return Ok(());
+    }
+    // A new target is marked first: age-out gives it a week's notice from now, even for an AMI
+    // deprecated long ago (a mark left by a share that then failed only keeps the AMI longer).
+    if !add.is_empty() || make_public {
+        ec2.mark_shared(&image.id, Utc::now()).await?;
     }
     if !add.is_empty() || !remove.is_empty() {
         ec2.modify_launch_permissions(&image.id, &add, &remove)
