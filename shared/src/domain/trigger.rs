@@ -88,6 +88,17 @@ pub struct ValidatedDetail {
     pub image_id: String,
 }
 
+/// The detail of age-out's own `AMI Restored`: the AMI and the region it was restored in (age-out
+/// restores in every region of its request; the event goes to the home region's bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoredDetail {
+    /// The AMI given back.
+    pub image_id: String,
+    /// Where it is.
+    #[serde(default)]
+    pub region: Option<Region>,
+}
+
 /// The detail of age-out's own `Policy Run Continued`: the next run's request and the seal that
 /// proves the stack made it ([`crate::domain::seal::continuation`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -203,7 +214,7 @@ pub enum Trigger {
     /// permissions did not: EnableImage and RestoreImageFromRecycleBin bring none back).
     Restored {
         region: Option<Region>,
-        detail: ValidatedDetail,
+        detail: RestoredDetail,
     },
     /// Age-out's own `Policy Run Continued`: run the sealed request next, once the seal holds.
     Continued {
@@ -279,7 +290,7 @@ impl Trigger {
                 Ok(Trigger::Validated { region, detail })
             }
             (crate::domain::event::SOURCE, "AMI Restored") => {
-                let detail: ValidatedDetail = from_value(detail, "$.detail")?;
+                let detail: RestoredDetail = from_value(detail, "$.detail")?;
                 check_id("ami", &detail.image_id, "$.detail.image_id")?;
                 Ok(Trigger::Restored { region, detail })
             }

@@ -698,13 +698,17 @@ pub fn ami_request(trigger: Trigger, function: Function) -> Result<Decision<RunR
                 ..RunRequest::default()
             }))
         }
-        Trigger::Validated { region, detail } | Trigger::Restored { region, detail } => {
-            Ok(Decision::Act(RunRequest {
-                regions: region.map(|r| vec![r]),
-                image_ids: Some(vec![detail.image_id]),
-                ..RunRequest::default()
-            }))
-        }
+        Trigger::Validated { region, detail } => Ok(Decision::Act(RunRequest {
+            regions: region.map(|r| vec![r]),
+            image_ids: Some(vec![detail.image_id]),
+            ..RunRequest::default()
+        })),
+        // The AMI's own region, not the bus's: a restore may be in any region.
+        Trigger::Restored { region, detail } => Ok(Decision::Act(RunRequest {
+            regions: detail.region.or(region).map(|r| vec![r]),
+            image_ids: Some(vec![detail.image_id]),
+            ..RunRequest::default()
+        })),
         Trigger::AmiState { detail, .. } => Ok(Decision::Ignore(format!(
             "image {} is {}: {name} acts only on `available` AMIs",
             detail.image_id, detail.state
@@ -725,6 +729,29 @@ mod tests {
 
     fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
         text.parse().expect("a time")
+    }
+
+    #[test]
+    fn a_restored_ami_is_shared_in_the_region_it_was_restored_in_not_the_buss() {
+        let event = serde_json::json!({"version": "0", "id": "x", "detail-type": "AMI Restored",
+            "source": "ami.automation", "account": "123456789012", "time": "2026-12-05T09:15:00Z",
+            "region": "us-east-1", "resources": [],
+            "detail": {"image_id": "ami-0123456789abcdef0", "region": "eu-west-1", "outcome": "restored"}});
+        let trigger = Trigger::parse(event).expect("AMI Restored");
+        let Ok(Decision::Act(request)) = ami_request(trigger, Function::Share) else {
+            panic!("share acts on AMI Restored");
+        };
+        let regions: Vec<String> = request
+            .regions
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(regions, vec!["eu-west-1".to_string()]);
+        assert_eq!(
+            request.image_ids,
+            Some(vec!["ami-0123456789abcdef0".to_string()])
+        );
     }
 
     #[test]

@@ -108,8 +108,28 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
         before,
         "nothing to change: no Modify call"
     );
-    // Given to new targets, the AMI says when (age-out's notice to them starts then), and a run
-    // that gives it to nobody new leaves that time alone.
+    // Not deprecated: its deprecation will be the notice; nothing is marked.
+    assert_eq!(shared_at(&ec2, &image).await, None);
+}
+
+#[tokio::test]
+async fn a_deprecated_ami_given_to_a_new_target_says_when_and_only_then() {
+    let bed = TestBed::start();
+    let ec2 = bed.ec2("us-east-1").await;
+    let builder = seed::instance(&ec2, 1, &[]).await;
+    let image = seed::image(&ec2, &builder, "web-1", &[("Family", "web-a")]).await;
+    let deprecated = (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339();
+    bed.seed_image(
+        "us-east-1",
+        &image,
+        json!({ "deprecation_time": deprecated }),
+    );
+    let function = share(&bed, &policies(&["111122223333"], false), &[]);
+
+    function.invoke(&available(&image)).ok();
+
+    // The new target's notice starts now (age-out counts from the later of this and the
+    // deprecation).
     let marked = shared_at(&ec2, &image).await;
     assert!(
         marked
@@ -117,8 +137,20 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
             .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
         "{marked:?}"
     );
+    // A sweep that gives it to nobody new writes nothing.
+    let tags = |calls: &std::collections::BTreeMap<String, u64>| calls.get("CreateTags").copied();
+    let before = tags(&bed.calls());
     function.invoke(&json!({})).ok();
+    assert_eq!(tags(&bed.calls()), before);
     assert_eq!(shared_at(&ec2, &image).await, marked);
+    // A dry run marks nothing either.
+    let more = share(
+        &bed,
+        &policies(&["111122223333", "444455556666"], false),
+        &[],
+    );
+    more.invoke(&json!({"dry_run": true})).ok();
+    assert_eq!(tags(&bed.calls()), before);
 }
 
 /// The AMI's `ami-automation:shared-at` tag.

@@ -752,7 +752,7 @@ fn notice(
     // ahead) is brought forward to now, as the notice.
     let soon = input.as_of + Duration::minutes(NOTICE_SLACK_MINUTES);
     match image.deprecation_time {
-        Some(at) if at <= input.as_of => shared_since(image, at, kind, input),
+        Some(at) if at <= input.as_of => Ok(notice_from(image, at, input.as_of)),
         Some(at) if at <= soon => Err(Decision::Keep(
             ConsumerUsageUnknown,
             format!(
@@ -791,30 +791,16 @@ fn notice(
 
 /// The notice, once the AMI is deprecated: the deprecation, or the last time ami-share gave the
 /// AMI to a new target when that came later (a new consumer was told nothing by the deprecation).
-fn shared_since(
-    image: &Image,
-    deprecated: DateTime<Utc>,
-    kind: ActionKind,
-    input: PlanInput<'_>,
-) -> Result<DateTime<Utc>, Decision> {
-    let shared = image
+/// ami-share writes the time it shares; one after the run's clock was written by hand and is
+/// ignored (else a tag could keep a shared AMI for ever, which no policy could turn off).
+fn notice_from(image: &Image, deprecated: DateTime<Utc>, as_of: DateTime<Utc>) -> DateTime<Utc> {
+    image
         .tags
         .get(tags::SHARED_AT)
         .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-        .map(|t| t.with_timezone(&Utc));
-    match shared {
-        Some(at) if at > input.as_of => Err(Decision::Keep(
-            KeepReason::ConsumerUsageUnknown,
-            format!(
-                "not {}: shared with a new target at {} ({}), after this run's clock",
-                kind.past(),
-                at.to_rfc3339(),
-                tags::SHARED_AT
-            ),
-        )),
-        Some(at) if at > deprecated => Ok(at),
-        _ => Ok(deprecated),
-    }
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|at| *at > deprecated && *at <= as_of)
+        .unwrap_or(deprecated)
 }
 
 /// How far ahead a deprecation may be and still count as the notice an earlier run gave (it

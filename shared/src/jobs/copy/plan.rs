@@ -232,8 +232,11 @@ pub fn explain_destination_error(e: &Error, destination: &Region) -> String {
         );
     }
     match e.code() {
-        Some("OptInRequired" | "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId") => format!(
+        Some("OptInRequired" | "AuthFailure" | "InvalidClientTokenId") => format!(
             "destination region {destination} is not enabled for the account (or not allowed): enable it, or remove it from the policy's copy.regions ({e})"
+        ),
+        Some("UnauthorizedOperation") => format!(
+            "not allowed in {destination}: the region is not enabled for the account (enable it, or remove it from copy.regions), or the copy role may not use a KMS key the copy needs (list the source AMI's customer managed keys in CopySourceKmsKeyArns, the copies' keys in CopyKmsKeyArns) ({e})"
         ),
         _ => e.to_string(),
     }

@@ -317,10 +317,13 @@ async fn reconcile_inner<E: Permissions, K: KeyInfo>(
         r.outcome = ShareOutcome::Planned;
         return Ok(());
     }
-    // A new target is marked first: age-out gives it a week's notice from now, even for an AMI
-    // deprecated long ago (a mark left by a share that then failed only keeps the AMI longer).
-    if !add.is_empty() || make_public {
-        ec2.mark_shared(&image.id, Utc::now()).await?;
+    // A new target of an AMI deprecated already is marked first: age-out gives it a week's
+    // notice from now (a later deprecation is its notice otherwise). A mark left by a share that
+    // then failed only keeps the AMI longer.
+    let now = Utc::now();
+    let deprecated = image.deprecation_time.is_some_and(|at| at <= now);
+    if deprecated && (!add.is_empty() || make_public) {
+        ec2.mark_shared(&image.id, now).await?;
     }
     if !add.is_empty() || !remove.is_empty() {
         ec2.modify_launch_permissions(&image.id, &add, &remove)
