@@ -327,3 +327,18 @@ pub async fn launch_permissions(ec2: &Client, image: &str) -> std::collections::
         })
         .collect()
 }
+
+/// The value of one of the image's tags.
+pub async fn image_tag(ec2: &Client, image: &str, key: &str) -> Option<String> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .expect("DescribeImages");
+    out.images()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value().map(str::to_string))
+}

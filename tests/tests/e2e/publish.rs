@@ -68,20 +68,6 @@ fn lines<'a>(report: &'a Value, action: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
-async fn tag(ec2: &Client, image: &str, key: &str) -> Option<String> {
-    let out = ec2
-        .describe_images()
-        .image_ids(image)
-        .send()
-        .await
-        .expect("DescribeImages");
-    out.images()[0]
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(key))
-        .and_then(|t| t.value().map(str::to_string))
-}
-
 async fn instance_state(ec2: &Client, id: &str) -> String {
     let out = ec2
         .describe_instances()
@@ -157,7 +143,7 @@ async fn an_ami_that_boots_passes_is_shared_once_validated_and_published_idempot
     let report = publish.invoke(&state_change).ok();
     assert_eq!(lines(&report, "pass")[0]["outcome"], "passed", "{report}");
     assert_eq!(
-        tag(&a.ec2, &image, "ami-automation:validation")
+        seed::image_tag(&a.ec2, &image, "ami-automation:validation")
             .await
             .as_deref(),
         Some("passed")
@@ -278,7 +264,7 @@ async fn an_ami_whose_console_never_shows_the_prompt_fails_at_its_timeout_and_is
         .unwrap_or_default()
         .contains("timed out after 15 minutes"));
     assert_eq!(
-        tag(&a.ec2, &image, "ami-automation:validation")
+        seed::image_tag(&a.ec2, &image, "ami-automation:validation")
             .await
             .as_deref(),
         Some("failed")
@@ -347,7 +333,7 @@ async fn an_instance_that_never_initializes_times_out_and_one_that_stops_fails_a
         .contains("system status initializing"));
     for image in [&slow, &stops] {
         assert_eq!(
-            tag(&a.ec2, image, "ami-automation:validation")
+            seed::image_tag(&a.ec2, image, "ami-automation:validation")
                 .await
                 .as_deref(),
             Some("failed")
@@ -527,7 +513,10 @@ async fn an_instance_tagged_like_a_test_instance_but_launched_by_someone_else_is
     assert!(instance != posing && instance != earlier);
     let report = publish.invoke(&json!({})).ok();
     assert!(lines(&report, "pass").is_empty(), "{report}");
-    assert_eq!(tag(&a.ec2, &image, "ami-automation:validation").await, None);
+    assert_eq!(
+        seed::image_tag(&a.ec2, &image, "ami-automation:validation").await,
+        None
+    );
     assert_eq!(instance_state(&a.ec2, &posing).await, "running");
     assert_eq!(instance_state(&a.ec2, &earlier).await, "terminated");
 
@@ -884,7 +873,7 @@ async fn an_ami_its_instance_type_cannot_run_is_refused_loudly_never_launched_an
         "{report}"
     );
     assert_eq!(
-        tag(&a.ec2, &arm, "ami-automation:validation").await,
+        seed::image_tag(&a.ec2, &arm, "ami-automation:validation").await,
         None,
         "no verdict: the configuration is at fault, not the AMI"
     );

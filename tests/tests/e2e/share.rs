@@ -109,7 +109,10 @@ async fn an_available_ami_is_shared_exactly_as_its_policy_says_and_a_second_run_
         "nothing to change: no Modify call"
     );
     // Not deprecated: its deprecation will be the notice; nothing is marked.
-    assert_eq!(shared_at(&ec2, &image).await, None);
+    assert_eq!(
+        seed::image_tag(&ec2, &image, "ami-automation:shared-at").await,
+        None
+    );
 }
 
 #[tokio::test]
@@ -130,7 +133,7 @@ async fn a_deprecated_ami_given_to_a_new_target_says_when_and_only_then() {
 
     // The new target's notice starts now (age-out counts from the later of this and the
     // deprecation).
-    let marked = shared_at(&ec2, &image).await;
+    let marked = seed::image_tag(&ec2, &image, "ami-automation:shared-at").await;
     assert!(
         marked
             .as_deref()
@@ -142,7 +145,10 @@ async fn a_deprecated_ami_given_to_a_new_target_says_when_and_only_then() {
     let before = tags(&bed.calls());
     function.invoke(&json!({})).ok();
     assert_eq!(tags(&bed.calls()), before);
-    assert_eq!(shared_at(&ec2, &image).await, marked);
+    assert_eq!(
+        seed::image_tag(&ec2, &image, "ami-automation:shared-at").await,
+        marked
+    );
     // A dry run marks nothing either.
     let more = share(
         &bed,
@@ -151,21 +157,6 @@ async fn a_deprecated_ami_given_to_a_new_target_says_when_and_only_then() {
     );
     more.invoke(&json!({"dry_run": true})).ok();
     assert_eq!(tags(&bed.calls()), before);
-}
-
-/// The AMI's `ami-automation:shared-at` tag.
-async fn shared_at(ec2: &Client, image: &str) -> Option<String> {
-    let out = ec2
-        .describe_images()
-        .image_ids(image)
-        .send()
-        .await
-        .expect("DescribeImages");
-    out.images()[0]
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some("ami-automation:shared-at"))
-        .and_then(|t| t.value().map(String::from))
 }
 
 #[tokio::test]
