@@ -275,12 +275,12 @@ def _matches_type(resource: str, arn_format: str) -> bool:
     return re.fullmatch(pattern, resource.replace("*", "x")) is not None
 
 
-def condition_key_problems(sts: list[dict[str, Any]]) -> list[str]:
+def condition_key_problems(sts: list[dict[str, Any]], template: dict[str, Any]) -> list[str]:
     """A condition on a key AWS never sets for the action and the resources the statement names
     matches nothing (Service Authorization Reference): an Allow that never allows, or a Deny
     that never denies. The keys AWS sets per action and resource type come from iam-data."""
     problems = []
-    deployment = cfn.Deployment(load_template((ROOT / "template.yaml").read_text()))
+    deployment = cfn.Deployment(template)
     for st in sts:
         st = deployment.resolve(st)
         sid = st.get("Sid", "?")
@@ -374,7 +374,7 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
             if lacking:
                 problems.append(f"{function}: the statement on {parameter} lacks: {', '.join(lacking)}")
         problems += [f"{function}: {p}" for p in statement_problems(function, roles.get(function, []))]
-        problems += [f"{function}: {p}" for p in condition_key_problems(roles.get(function, []))]
+        problems += [f"{function}: {p}" for p in condition_key_problems(roles.get(function, []), template)]
     return problems + trigger_problems(template)
 
 

@@ -268,6 +268,18 @@ pub async fn server_with_kept_data_volume(ec2: &Client) -> String {
         .to_string()
 }
 
+/// A new customer managed KMS key: its ARN.
+pub async fn kms_key(kms: &aws_sdk_kms::Client) -> String {
+    kms.create_key()
+        .description("AMI key")
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata()
+        .map(|m| m.arn().unwrap_or_default().to_string())
+        .expect("key")
+}
+
 /// An AMI whose snapshot is encrypted with a new customer managed key: `(image, key ARN)`.
 pub async fn encrypted_image(
     ec2: &Client,
@@ -275,15 +287,7 @@ pub async fn encrypted_image(
     name: &str,
     tags: &[(&str, &str)],
 ) -> (String, String) {
-    let key = kms
-        .create_key()
-        .description("AMI key")
-        .send()
-        .await
-        .expect("CreateKey")
-        .key_metadata()
-        .map(|m| m.arn().unwrap_or_default().to_string())
-        .expect("key");
+    let key = kms_key(kms).await;
     let volume = ec2
         .create_volume()
         .availability_zone("us-east-1a")

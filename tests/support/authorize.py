@@ -28,6 +28,7 @@ the test run can tell which statements were used.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -115,9 +116,11 @@ def key_allowed(key: str, listed: list[str]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=None)
 def allowed_keys(action: str, resource_type: str | None) -> list[str]:
     """The context keys AWS sets for `action` on `resource_type`: the action's own, that resource
-    type's row in the reference, and the global keys it does not list per action."""
+    type's row in the reference, and the global keys it does not list per action (read once per
+    pair: the reference is pinned)."""
     details = SIDECAR_PROCESS.action(action)
     keys = list(details.get("conditionKeys", []))
     for rt in details.get("resourceTypes", []):
@@ -251,6 +254,14 @@ class Roles:
             return self.cache[binary]
 
     def resource_policy(self, logical: str) -> dict[str, Any] | None:
+        """A resource's policy (the tool bus's, the outbox's), resolved once per deployment."""
+        key = f"resource:{logical}"
+        with self.lock:
+            if key not in self.cache:
+                self.cache[key] = [self._resource_policy(logical) or {}]
+            return self.cache[key][0] or None
+
+    def _resource_policy(self, logical: str) -> dict[str, Any] | None:
         resource = self.template.get("Resources", {}).get(logical)
         if resource is None:
             return None

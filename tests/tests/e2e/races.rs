@@ -162,21 +162,10 @@ async fn two_share_sweeps_at_once_leave_the_permissions_the_policy_says() {
         assert_eq!(report["counts"]["failed"], Value::Null, "{report}");
     }
     for image in &images {
-        let perms = ec2
-            .describe_image_attribute()
-            .image_id(image)
-            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
-            .send()
-            .await
-            .expect("DescribeImageAttribute");
-        let accounts: BTreeSet<&str> = perms
-            .launch_permissions()
-            .iter()
-            .filter_map(|p| p.user_id())
-            .collect();
+        let accounts = seed::launch_permissions(&ec2, image).await;
         assert_eq!(
             accounts,
-            BTreeSet::from(["111122223333", "444455556666"]),
+            BTreeSet::from(["111122223333".to_string(), "444455556666".to_string()]),
             "{image}"
         );
     }

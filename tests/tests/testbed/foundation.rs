@@ -127,14 +127,7 @@ async fn a_grant_already_retired_is_not_found_and_the_adapter_takes_that_as_done
             TestBed::start()
         };
         let client = bed.kms("us-east-1").await;
-        let key = client
-            .create_key()
-            .send()
-            .await
-            .expect("CreateKey")
-            .key_metadata()
-            .map(|m| m.key_id().to_string())
-            .expect("key");
+        let key = seed::kms_key(&client).await;
         let grant = client
             .create_grant()
             .key_id(&key)

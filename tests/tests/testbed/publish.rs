@@ -361,14 +361,7 @@ async fn a_named_kms_grant_is_created_once() {
     for plain in [false, true] {
         let bed = bed(plain);
         let kms = bed.kms("us-east-1").await;
-        let key = kms
-            .create_key()
-            .send()
-            .await
-            .expect("CreateKey")
-            .key_metadata()
-            .map(|m| m.key_id().to_string())
-            .expect("key");
+        let key = seed::kms_key(&kms).await;
         let grant = || {
             kms.create_grant()
                 .key_id(&key)

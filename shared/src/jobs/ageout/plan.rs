@@ -731,7 +731,8 @@ fn consumers(
     if newest(&|r| r.covers(depth) && r.created >= proves_from).is_some() {
         return None;
     }
-    let (detail, new_report) = awaited_report(image, kind, retain, input, reports, notice);
+    let (detail, new_report) =
+        awaited_report(image, kind, retain, input, reports, (notice, proves_from));
     let needs = Needs {
         new_report,
         ..Needs::default()
@@ -816,9 +817,8 @@ fn awaited_report(
     retain: &Retain,
     input: PlanInput<'_>,
     reports: &[UsageReport],
-    notice: DateTime<Utc>,
+    (notice, proves_from): (DateTime<Utc>, DateTime<Utc>),
 ) -> (String, bool) {
-    let proves_from = UsageReport::proves_from(image, notice);
     if let Some(p) = reports.iter().find(|r| r.state == ReportState::Pending) {
         let detail = format!(
             "not {}: usage report {} in progress since {}",
