@@ -46,13 +46,7 @@ SIDECAR = Path(__file__).resolve().parent / "iam" / "authorize.mjs"
 ACCOUNT = "123456789012"
 
 # Function resource in template.yaml -> its binary (the access key `testbed-<binary>`).
-FUNCTIONS = {
-    "AgeOutFunction": "ami-age-out",
-    "BuildFunction": "ami-build",
-    "ShareFunction": "ami-share",
-    "CopyFunction": "ami-copy",
-    "PublishFunction": "ami-publish",
-}
+FUNCTIONS = cfn.functions(cfn.load_template((ROOT / "template.yaml").read_text()))
 KEY_PREFIX = "testbed-"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 

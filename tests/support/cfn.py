@@ -40,6 +40,16 @@ def load_template(text: str) -> dict[str, Any]:
     return yaml.load(text, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def functions(template: dict[str, Any]) -> dict[str, str]:
+    """Each function resource of the template and its binary (`Metadata.BuildProperties.Binary`):
+    the stack's functions, as the library's `Function` names them (a unit test checks both)."""
+    return {
+        name: resource["Metadata"]["BuildProperties"]["Binary"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
 def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 

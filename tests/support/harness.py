@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 import boto3
+import cfn
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 VENV = Path(os.environ.get("AMI_VENV", ROOT / ".venv"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-FUNCTIONS = ("ami-build", "ami-share", "ami-copy", "ami-age-out", "ami-publish")
+# The stack's functions (their binaries), as template.yaml names them.
+FUNCTIONS = tuple(cfn.functions(cfn.load_template((ROOT / "template.yaml").read_text())).values())
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 

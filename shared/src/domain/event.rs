@@ -123,6 +123,79 @@ pub fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value> {
         .map_err(|e| Error::Refused(format!("cannot encode the report: {e}")))
 }
 
+/// The detail-types the stack publishes, all with source [`SOURCE`]: the one place they are
+/// written. `docs/events.md` lists exactly these (a unit test checks).
+pub mod detail_type {
+    /// `AMI Build Started`.
+    pub const AMI_BUILD_STARTED: &str = "AMI Build Started";
+    /// `AMI Available`.
+    pub const AMI_AVAILABLE: &str = "AMI Available";
+    /// `AMI Build Failed`.
+    pub const AMI_BUILD_FAILED: &str = "AMI Build Failed";
+    /// `AMI Shared`.
+    pub const AMI_SHARED: &str = "AMI Shared";
+    /// `AMI Unshared`.
+    pub const AMI_UNSHARED: &str = "AMI Unshared";
+    /// `AMI Copy Started`.
+    pub const AMI_COPY_STARTED: &str = "AMI Copy Started";
+    /// `AMI Copy Failed`.
+    pub const AMI_COPY_FAILED: &str = "AMI Copy Failed";
+    /// `AMI Validated`.
+    pub const AMI_VALIDATED: &str = "AMI Validated";
+    /// `AMI Validation Failed`.
+    pub const AMI_VALIDATION_FAILED: &str = "AMI Validation Failed";
+    /// `AMI Published`.
+    pub const AMI_PUBLISHED: &str = "AMI Published";
+    /// `AMI Publish Held`.
+    pub const AMI_PUBLISH_HELD: &str = "AMI Publish Held";
+    /// `AMI Deprecated`.
+    pub const AMI_DEPRECATED: &str = "AMI Deprecated";
+    /// `AMI Retirement Scheduled`.
+    pub const AMI_RETIREMENT_SCHEDULED: &str = "AMI Retirement Scheduled";
+    /// `AMI Disabled`.
+    pub const AMI_DISABLED: &str = "AMI Disabled";
+    /// `AMI Deregistered`.
+    pub const AMI_DEREGISTERED: &str = "AMI Deregistered";
+    /// `AMI Snapshot Deleted`.
+    pub const AMI_SNAPSHOT_DELETED: &str = "AMI Snapshot Deleted";
+    /// `AMI Deregistration Protection Enabled`.
+    pub const AMI_DEREGISTRATION_PROTECTION_ENABLED: &str = "AMI Deregistration Protection Enabled";
+    /// `AMI Deregistration Protection Disabled`.
+    pub const AMI_DEREGISTRATION_PROTECTION_DISABLED: &str =
+        "AMI Deregistration Protection Disabled";
+    /// `AMI Restored`.
+    pub const AMI_RESTORED: &str = "AMI Restored";
+    /// `Policy Run Completed`.
+    pub const POLICY_RUN_COMPLETED: &str = "Policy Run Completed";
+    /// `Policy Run Continued`.
+    pub const POLICY_RUN_CONTINUED: &str = "Policy Run Continued";
+
+    /// Every detail-type, in the order `docs/events.md` lists them.
+    pub const ALL: [&str; 21] = [
+        AMI_BUILD_STARTED,
+        AMI_AVAILABLE,
+        AMI_BUILD_FAILED,
+        AMI_SHARED,
+        AMI_UNSHARED,
+        AMI_COPY_STARTED,
+        AMI_COPY_FAILED,
+        AMI_VALIDATED,
+        AMI_VALIDATION_FAILED,
+        AMI_PUBLISHED,
+        AMI_PUBLISH_HELD,
+        AMI_DEPRECATED,
+        AMI_RETIREMENT_SCHEDULED,
+        AMI_DISABLED,
+        AMI_DEREGISTERED,
+        AMI_SNAPSHOT_DELETED,
+        AMI_DEREGISTRATION_PROTECTION_ENABLED,
+        AMI_DEREGISTRATION_PROTECTION_DISABLED,
+        AMI_RESTORED,
+        POLICY_RUN_COMPLETED,
+        POLICY_RUN_CONTINUED,
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,15 +188,20 @@ impl Region {
     }
 }
 
+/// Regions newer than this release, which the deployment allows (`AMI_EXTRA_REGIONS`, set by
+/// the wiring at cold start: the domain never reads the environment).
+static EXTRA_REGIONS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Allows these regions besides the known ones (replacing any allowed before).
+pub fn allow_regions(regions: Vec<String>) {
+    *EXTRA_REGIONS.write().unwrap_or_else(|e| e.into_inner()) = regions;
+}
+
 fn extra_regions() -> Vec<String> {
-    std::env::var("AMI_EXTRA_REGIONS")
-        .map(|v| {
-            v.split(',')
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
+    EXTRA_REGIONS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// An AWS Organizations organization ARN: `arn:aws:organizations::<account>:organization/o-<id>`.

@@ -4,6 +4,7 @@
 
 pub mod deadline;
 pub mod event;
+pub mod function;
 pub mod grant;
 pub mod ids;
 pub mod model;

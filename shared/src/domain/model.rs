@@ -512,7 +512,7 @@ impl UsageReport {
     /// launch templates of the few days before it and the instances of the day before it, so it
     /// must be made that long after the notice, and a day after the last launch EC2 recorded
     /// (`LastLaunchedTime`, which covers every account's launches). Use that starts in the last
-    /// day before the decision is seen by no source at all: the residual risk the README states.
+    /// day before the decision is seen by no source at all: the residual risk docs/functions/age-out.md states.
     pub fn proves_from(image: &Image, notice: DateTime<Utc>) -> DateTime<Utc> {
         let templates = notice + chrono::Duration::hours(REPORT_TEMPLATE_LAG_HOURS);
         let instances = image

@@ -627,34 +627,6 @@ impl PolicyDocument {
         Ok(doc)
     }
 
-    /// Reads the document from `AMI_POLICIES` (inline JSON) or `AMI_POLICIES_FILE` (a path).
-    pub fn from_env(deployment: Deployment) -> Result<Self> {
-        let inline = std::env::var("AMI_POLICIES")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        let file = std::env::var("AMI_POLICIES_FILE")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        match (inline, file) {
-            (Some(json), None) => Self::parse(&json, deployment)
-                .map_err(|e| prefix_source(e, "AMI_POLICIES")),
-            (None, Some(path)) => {
-                let json = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::config("AMI_POLICIES_FILE", format!("cannot read `{path}`: {e}"))
-                })?;
-                Self::parse(&json, deployment).map_err(|e| prefix_source(e, &path))
-            }
-            (Some(_), Some(_)) => Err(Error::config(
-                "AMI_POLICIES",
-                "both AMI_POLICIES and AMI_POLICIES_FILE are set: set exactly one",
-            )),
-            (None, None) => Err(Error::config(
-                "AMI_POLICIES",
-                "no policy document: set AMI_POLICIES to the JSON document or AMI_POLICIES_FILE to its path",
-            )),
-        }
-    }
-
     /// The policy with this name.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| p.name == name)
@@ -776,13 +748,6 @@ impl PolicyDocument {
             }
         }
         Ok(())
-    }
-}
-
-fn prefix_source(err: Error, source: &str) -> Error {
-    match err {
-        Error::Config { path, message } => Error::config(format!("{source}: {path}"), message),
-        other => other,
     }
 }
 

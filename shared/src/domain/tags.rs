@@ -38,13 +38,13 @@ pub const PROTECTED_BY: &str = "ami-automation:protected-by";
 /// may tag the AMI can move it later, which only keeps the AMI longer.
 pub const SHARED_AT: &str = "ami-automation:shared-at";
 /// The value of [`PROTECTED_BY`]: the function that turns the protection on and off.
-pub const PROTECTED_BY_AGE_OUT: &str = "ami-age-out";
+pub const PROTECTED_BY_AGE_OUT: &str = super::function::Function::AgeOut.name();
 
 /// On a test instance: the AMI it launch-tests (set by the publish function at RunInstances;
 /// the only instances it ever terminates carry it).
 pub const VALIDATES: &str = "ami-automation:validates";
 /// The function that launch-tests AMIs (the [`CREATED_BY`] of its test instances).
-pub const VALIDATOR: &str = "ami-publish";
+pub const VALIDATOR: &str = super::function::Function::Publish.name();
 /// On an AMI: the launch test's verdict, [`PASSED`] or [`FAILED`]. A copy carries its source's.
 pub const VALIDATION: &str = "ami-automation:validation";
 /// The value of [`VALIDATION`] when the launch test passed.

@@ -9,6 +9,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::event::detail_type;
 use crate::domain::ids::Region;
 pub use crate::domain::payload::Payload;
 use crate::domain::register::RegisterRequest;
@@ -284,17 +285,17 @@ impl Trigger {
                 check_id("snap", detail.snapshot(), "$.detail.snapshot_id")?;
                 Ok(Trigger::Snapshot { region, detail })
             }
-            (crate::domain::event::SOURCE, "AMI Validated") => {
+            (crate::domain::event::SOURCE, detail_type::AMI_VALIDATED) => {
                 let detail: ValidatedDetail = from_value(detail, "$.detail")?;
                 check_id("ami", &detail.image_id, "$.detail.image_id")?;
                 Ok(Trigger::Validated { region, detail })
             }
-            (crate::domain::event::SOURCE, "AMI Restored") => {
+            (crate::domain::event::SOURCE, detail_type::AMI_RESTORED) => {
                 let detail: RestoredDetail = from_value(detail, "$.detail")?;
                 check_id("ami", &detail.image_id, "$.detail.image_id")?;
                 Ok(Trigger::Restored { region, detail })
             }
-            (crate::domain::event::SOURCE, "Policy Run Continued") => {
+            (crate::domain::event::SOURCE, detail_type::POLICY_RUN_CONTINUED) => {
                 let wire: ContinuedWire = from_value(detail, "$.detail")?;
                 let request = run_request(wire.request, "$.detail.request")?;
                 if request.continuation != Some(wire.continuation)
@@ -373,9 +374,9 @@ impl TriggerKind {
             TriggerKind::AmiStateChange => "EC2 AMI State Change",
             TriggerKind::InstanceStateChange => "EC2 Instance State-change Notification",
             TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
-            TriggerKind::Validated => "AMI Validated",
-            TriggerKind::Restored => "AMI Restored",
-            TriggerKind::Continued => "Policy Run Continued",
+            TriggerKind::Validated => detail_type::AMI_VALIDATED,
+            TriggerKind::Restored => detail_type::AMI_RESTORED,
+            TriggerKind::Continued => detail_type::POLICY_RUN_CONTINUED,
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -18,94 +17,13 @@ use crate::adapters::sqs::SqsOutbox;
 use crate::adapters::ssm::Ssm;
 use crate::domain::deadline::Deadline;
 use crate::domain::ids::Region;
-use crate::domain::policy::{Deployment, PolicyDocument};
+use crate::domain::policy::PolicyDocument;
 use crate::error::{Error, Result};
 use crate::jobs::announce::Announcer;
 use crate::jobs::Limits;
 use crate::ports::Cloud;
 
-/// Deployment settings read from the environment.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The function's own region (`AWS_REGION`): the default of a run request's `regions`.
-    pub home_region: Region,
-    /// The bus the tool's events go to (`EVENT_BUS_NAME`, default `default`).
-    pub event_bus: String,
-    /// The queue where events EventBridge did not take wait for the next run
-    /// (`AMI_EVENT_OUTBOX_URL`, from the template's `EventOutbox`); none: such events are lost,
-    /// and the invocation fails.
-    pub event_outbox: Option<String>,
-    /// Mutating calls in flight at once per region (`AMI_CONCURRENCY`, default 8).
-    pub concurrency: usize,
-    /// Stop this long before the Lambda deadline (`AMI_DEADLINE_MARGIN_MS`, default 10000).
-    pub deadline_margin: Duration,
-    /// An upper bound on one run (`AMI_RUN_BUDGET_MS`); the only bound where no deadline is
-    /// known (`cargo lambda watch` sends a constant deadline in 1970).
-    pub run_budget: Option<Duration>,
-    /// `ALLOW_PUBLIC_SHARING`.
-    pub deployment: Deployment,
-    /// Attempts per AWS call, retries included, with adaptive backoff on throttling
-    /// (`AMI_MAX_ATTEMPTS`, default 5).
-    pub max_attempts: u32,
-    /// Mutating calls per second per region (`AMI_MUTATION_RATE`, default 5: EC2's refill rate).
-    pub mutation_rate: f64,
-    /// Mutating calls sent at once before pacing starts (`AMI_MUTATION_BURST`, default 100:
-    /// EC2's bucket size).
-    pub mutation_burst: f64,
-    /// How many times one age-out run may continue itself (`AMI_MAX_CONTINUATIONS`, default
-    /// 24, 0 turns continuation off).
-    pub max_continuations: u32,
-    /// The price of a GB-month of snapshot storage in USD, for the estimated saving of a run
-    /// (`AMI_SNAPSHOT_PRICE_PER_GB_MONTH`, default 0.05: EBS snapshots, standard tier,
-    /// us-east-1).
-    pub snapshot_price: f64,
-    /// The schedule window the build names are made from (`AMI_BUILD_WINDOW_MINUTES`, default
-    /// 60): every delivery of the same schedule within it makes the same names.
-    pub build_window_minutes: u32,
-    /// The most one AWS call may take, all its attempts included (`AMI_CALL_TIMEOUT_MS`); each
-    /// attempt gets half of it. A call that hangs ends within it, so a run that stops starting
-    /// work at the deadline margin still answers before Lambda's deadline.
-    pub call_timeout: Duration,
-    /// The stack's HMAC key in KMS (`AMI_SIGNING_KEY_ARN`), with which it seals what it makes
-    /// and checks what claims to be its own. Without it nothing sealed is made or accepted.
-    pub signing_key: Option<String>,
-    /// The role the dead-man schedules terminate test instances as (`AMI_DEADMAN_ROLE_ARN`)
-    /// and their schedule group (`AMI_DEADMAN_GROUP`, default `default`).
-    pub dead_man: Option<(String, String)>,
-    /// Launch-test instances up at once per region (`AMI_MAX_TEST_INSTANCES`, default 5, 1 to
-    /// 100); further launches wait for a later sweep.
-    pub max_test_instances: usize,
-    /// The instance types launch tests may use (`AMI_VALIDATION_INSTANCE_TYPES`, from the
-    /// template's `ValidationInstanceTypes`, which IAM enforces too); none: any.
-    pub validation_instance_types: Option<Vec<String>>,
-    /// The network the deployment declares isolated for launch tests
-    /// (`AMI_VALIDATION_SUBNET` and `AMI_VALIDATION_SECURITY_GROUPS`, from the template's
-    /// `ValidationSubnetId` and `ValidationSecurityGroupIds`, which IAM enforces too); none: any.
-    pub validation_network: Option<(String, Vec<String>)>,
-    /// The template's age-out kill switch (`AMI_AGE_OUT_DRY_RUN`, from `AgeOutDryRun`, default
-    /// false). Each link of a continuation chain reads it again: true stops every chain.
-    pub age_out_dry_run: bool,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn env_number(name: &str, default: Option<u64>, min: u64, max: u64) -> Result<Option<u64>> {
-    match env(name) {
-        None => Ok(default),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::config(
-                name,
-                format!("`{v}` is not a whole number from {min} to {max}"),
-            )),
-        },
-    }
-}
+pub use super::settings::Settings;
 
 /// Every policy's `validate.instance_type` is one the deployment allows (IAM refuses any other
 /// at RunInstances: better said at cold start, naming the field and the fix).
@@ -129,14 +47,6 @@ fn check_instance_types(document: &PolicyDocument, allowed: Option<&[String]>) -
         }
     }
     Ok(())
-}
-
-/// The items of a comma-separated list, trimmed, empty ones left out.
-fn list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
 }
 
 /// Every launch test in the network the deployment declared isolated (`ValidationSubnetId`,
@@ -180,104 +90,6 @@ fn check_network(
         }
     }
     Ok(())
-}
-
-/// `true` or `false`; unset is false.
-fn env_bool(name: &str) -> Result<bool> {
-    match env(name).as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(Error::config(
-            name,
-            format!("`{other}`: expected true or false"),
-        )),
-    }
-}
-
-impl Settings {
-    /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self> {
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .ok_or_else(|| {
-                Error::config(
-                    "AWS_REGION",
-                    "not set: Lambda sets it; locally export AWS_REGION=us-east-1",
-                )
-            })?;
-        let home_region = region
-            .parse::<Region>()
-            .map_err(|m| Error::config("AWS_REGION", m))?;
-        let allow_public_sharing = env_bool("ALLOW_PUBLIC_SHARING")?;
-        let settings = Settings {
-            deployment: Deployment {
-                allow_public_sharing,
-                partition: Some(home_region.partition()),
-            },
-            home_region,
-            event_bus: env("EVENT_BUS_NAME").unwrap_or_else(|| "default".into()),
-            event_outbox: env("AMI_EVENT_OUTBOX_URL"),
-            concurrency: env_number("AMI_CONCURRENCY", Some(8), 1, 100)?.unwrap_or(8) as usize,
-            deadline_margin: Duration::from_millis(
-                env_number("AMI_DEADLINE_MARGIN_MS", Some(30_000), 0, 900_000)?.unwrap_or(30_000),
-            ),
-            run_budget: env_number("AMI_RUN_BUDGET_MS", None, 0, 86_400_000)?
-                .map(Duration::from_millis),
-            build_window_minutes: env_number("AMI_BUILD_WINDOW_MINUTES", Some(60), 1, 10_080)?
-                .unwrap_or(60) as u32,
-            max_attempts: env_number("AMI_MAX_ATTEMPTS", Some(5), 1, 20)?.unwrap_or(5) as u32,
-            call_timeout: Duration::from_millis(
-                env_number("AMI_CALL_TIMEOUT_MS", Some(25_000), 200, 900_000)?.unwrap_or(25_000),
-            ),
-            mutation_rate: env_number("AMI_MUTATION_RATE", Some(5), 1, 100_000)?.unwrap_or(5)
-                as f64,
-            mutation_burst: env_number("AMI_MUTATION_BURST", Some(100), 1, 100_000)?.unwrap_or(100)
-                as f64,
-            max_continuations: env_number("AMI_MAX_CONTINUATIONS", Some(24), 0, 1000)?.unwrap_or(24)
-                as u32,
-            signing_key: env("AMI_SIGNING_KEY_ARN"),
-            dead_man: env("AMI_DEADMAN_ROLE_ARN").map(|role| {
-                (
-                    role,
-                    env("AMI_DEADMAN_GROUP").unwrap_or_else(|| "default".into()),
-                )
-            }),
-            max_test_instances: env_number("AMI_MAX_TEST_INSTANCES", Some(5), 1, 100)?.unwrap_or(5)
-                as usize,
-            validation_instance_types: env("AMI_VALIDATION_INSTANCE_TYPES").map(|v| list(&v)),
-            // Set but empty (the template's default) declares no isolated subnet; unset (a
-            // local run) declares nothing.
-            validation_network: std::env::var("AMI_VALIDATION_SUBNET").ok().map(|subnet| {
-                let groups = env("AMI_VALIDATION_SECURITY_GROUPS").unwrap_or_default();
-                (subnet.trim().to_string(), list(&groups))
-            }),
-            age_out_dry_run: env_bool("AMI_AGE_OUT_DRY_RUN")?,
-            snapshot_price: match env("AMI_SNAPSHOT_PRICE_PER_GB_MONTH") {
-                None => 0.05,
-                Some(v) => v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|p| (0.0..=10.0).contains(p))
-                    .ok_or_else(|| {
-                        Error::config(
-                            "AMI_SNAPSHOT_PRICE_PER_GB_MONTH",
-                            format!("`{v}` is not a price in USD from 0 to 10 (default 0.05)"),
-                        )
-                    })?,
-            },
-        };
-        if !settings.deadline_margin.is_zero() && settings.call_timeout > settings.deadline_margin {
-            return Err(Error::config(
-                "AMI_CALL_TIMEOUT_MS",
-                format!(
-                    "{} ms is longer than AMI_DEADLINE_MARGIN_MS ({} ms): a call started just before the run stops could outlive the Lambda deadline; make the timeout shorter or the margin longer",
-                    settings.call_timeout.as_millis(),
-                    settings.deadline_margin.as_millis()
-                ),
-            ));
-        }
-        Ok(settings)
-    }
 }
 
 /// Everything a function needs, built once per cold start.
@@ -325,7 +137,7 @@ impl App {
     /// each call.
     pub async fn from_env(function: &str) -> Result<Self> {
         let settings = Settings::from_env()?;
-        let document = PolicyDocument::from_env(settings.deployment)?;
+        let document = super::settings::policy_document(settings.deployment)?;
         check_instance_types(&document, settings.validation_instance_types.as_deref())?;
         check_network(&document, settings.validation_network.as_ref())?;
         if settings.signing_key.is_none() && document.policies.iter().any(|p| p.validate.is_some())

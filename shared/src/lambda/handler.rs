@@ -13,6 +13,7 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use super::app::App;
 use super::metrics;
 use super::report::{answer, Run};
+use crate::domain::function::Function;
 use crate::domain::ids::Region;
 use crate::domain::payload::Payload;
 use crate::domain::seal;
@@ -21,34 +22,6 @@ use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::jobs::{ageout, build, copy, publish, share, Context, Line};
 use crate::ports::{Cloud, Seal, ValidateImages};
-
-/// The five functions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    /// `ami-age-out`: deprecate, disable, deregister, delete.
-    AgeOut,
-    /// `ami-build`: CreateImage, RegisterImage.
-    Build,
-    /// `ami-share`: launch and snapshot permissions.
-    Share,
-    /// `ami-copy`: copies into other regions.
-    Copy,
-    /// `ami-publish`: launch tests, SSM parameters, launch templates.
-    Publish,
-}
-
-impl Function {
-    /// Its name in reports, events and tags.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Function::AgeOut => ageout::FUNCTION,
-            Function::Build => build::FUNCTION,
-            Function::Share => share::FUNCTION,
-            Function::Copy => copy::FUNCTION,
-            Function::Publish => publish::FUNCTION,
-        }
-    }
-}
 
 /// One function's job behind the common prologue.
 pub trait Job: Copy + Send + Sync + 'static {

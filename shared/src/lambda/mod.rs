@@ -5,5 +5,7 @@ pub mod app;
 pub mod handler;
 pub mod metrics;
 pub mod report;
+pub mod settings;
 
-pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Function, Job, PublishJob, ShareJob};
+pub use crate::domain::function::Function;
+pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Job, PublishJob, ShareJob};

@@ -1,3 +1,5 @@
 //! Test support of the library's unit tests (compiled only for tests).
 
+mod docs;
 pub mod fakes;
+mod names;

@@ -138,7 +138,7 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
     assert!(bed.published().is_empty(), "nothing announced");
 }
 
-/// The README tells operators to run the dry-run samples against production first: each one,
+/// docs/deploy.md tells operators to run the dry-run samples against production first: each one,
 /// sent to its function with a document that says `dry_run: false`, changes nothing.
 #[tokio::test]
 async fn every_dry_run_sample_changes_nothing_in_an_account_with_work_to_do() {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::execute::Outcome;
 use super::Report;
+use crate::domain::event::detail_type;
 use crate::domain::trigger::RunRequest;
 use crate::domain::Decision;
 
@@ -90,7 +91,7 @@ pub struct Sealed {
 /// ([`crate::domain::seal::continuation`]) until `expires`.
 pub fn event(report: &Report, next: &RunRequest, sealed: &Sealed) -> crate::domain::event::Event {
     crate::domain::event::event(
-        "Policy Run Continued",
+        detail_type::POLICY_RUN_CONTINUED,
         Vec::new(),
         serde_json::json!({
             "function": super::FUNCTION,

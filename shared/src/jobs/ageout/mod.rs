@@ -19,6 +19,7 @@ pub use execute::{execute, ActionReport, Outcome};
 pub use plan::{plan, Action, ActionKind, KeepReason, Kept, Plan, PlanInput};
 
 use crate::domain::deadline::Deadline;
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event, Published};
 use crate::domain::ids::Region;
 use crate::domain::model::{EvidenceGap, Image, Usage, PENDING_REPORTS_QUOTA};
@@ -32,7 +33,7 @@ use crate::ports::{
 };
 
 /// The function's name in reports and events.
-pub const FUNCTION: &str = "ami-age-out";
+pub const FUNCTION: &str = crate::domain::function::Function::AgeOut.name();
 
 /// What one region's run did.
 #[derive(Debug, Clone, Serialize)]
@@ -213,7 +214,7 @@ pub async fn run<C: Cloud, S: EventSink + Sync>(
             .all(|r| r.error.is_none() && r.evidence_gaps.is_empty());
     let evidence_gaps = gaps_summary(&regions);
     events.push(event(
-        "Policy Run Completed",
+        detail_type::POLICY_RUN_COMPLETED,
         Vec::new(),
         serde_json::json!({
             "function": FUNCTION, "dry_run": dry_run, "complete": complete, "as_of": as_of,
@@ -248,7 +249,7 @@ fn action_events(a: &ActionReport) -> Vec<Event> {
     let mut out = vec![action_event(a)];
     if let (Some(retirement), Some(image)) = (&a.action.retirement, &a.action.image_id) {
         out.push(event(
-            "AMI Retirement Scheduled",
+            detail_type::AMI_RETIREMENT_SCHEDULED,
             vec![a.region.image_arn(image)],
             serde_json::json!({
                 "image_id": image, "region": a.region, "policy": a.action.policy,
@@ -263,12 +264,12 @@ fn action_events(a: &ActionReport) -> Vec<Event> {
 
 fn action_event(a: &ActionReport) -> Event {
     let detail_type = match a.action.action {
-        ActionKind::Deprecate => "AMI Deprecated",
-        ActionKind::Disable => "AMI Disabled",
-        ActionKind::Deregister => "AMI Deregistered",
-        ActionKind::DeleteSnapshot => "AMI Snapshot Deleted",
-        ActionKind::Protect => "AMI Deregistration Protection Enabled",
-        ActionKind::Unprotect => "AMI Deregistration Protection Disabled",
+        ActionKind::Deprecate => detail_type::AMI_DEPRECATED,
+        ActionKind::Disable => detail_type::AMI_DISABLED,
+        ActionKind::Deregister => detail_type::AMI_DEREGISTERED,
+        ActionKind::DeleteSnapshot => detail_type::AMI_SNAPSHOT_DELETED,
+        ActionKind::Protect => detail_type::AMI_DEREGISTRATION_PROTECTION_ENABLED,
+        ActionKind::Unprotect => detail_type::AMI_DEREGISTRATION_PROTECTION_DISABLED,
     };
     // PutEvents' Resources are ARNs, so rules that match on ARNs work.
     let resources = match (&a.action.snapshot_id, &a.action.image_id) {

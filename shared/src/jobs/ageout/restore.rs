@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::domain::deadline::Deadline;
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 use crate::domain::model::{Image, ImageState};
@@ -308,7 +309,7 @@ pub fn events(results: &[Restored]) -> Vec<Event> {
                 .map(|region| vec![region.image_arn(&r.image_id)])
                 .unwrap_or_default();
             event(
-                "AMI Restored",
+                detail_type::AMI_RESTORED,
                 resources,
                 serde_json::to_value(r).unwrap_or_default(),
             )

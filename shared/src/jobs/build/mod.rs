@@ -17,7 +17,7 @@ pub use plan::{work, Work};
 use crate::domain::ids::Region;
 
 /// The function's name in reports, events and the `created-by` tag.
-pub const FUNCTION: &str = "ami-build";
+pub const FUNCTION: &str = crate::domain::function::Function::Build.name();
 
 /// What happened to one source (instance or snapshot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

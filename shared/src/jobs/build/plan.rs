@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{BuildOutcome, BuildResult, FUNCTION};
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 use crate::domain::model::InstanceInfo;
@@ -352,10 +353,10 @@ pub fn announce(
     let resources = vec![region.image_arn(&detail.image_id)];
     match detail.state.as_str() {
         "failed" if image_tags.get(tags::CREATED_BY).map(String::as_str) == Some(FUNCTION) => {
-            Decision::Act(event("AMI Build Failed", resources, body))
+            Decision::Act(event(detail_type::AMI_BUILD_FAILED, resources, body))
         }
         "available" if image_tags.contains_key(tags::POLICY) => {
-            Decision::Act(event("AMI Available", resources, body))
+            Decision::Act(event(detail_type::AMI_AVAILABLE, resources, body))
         }
         state => Decision::Ignore(format!(
             "image {} is {state} and not one this tool announces",
@@ -371,7 +372,7 @@ pub fn started_events(results: &[BuildResult]) -> Vec<Event> {
         .filter(|r| r.outcome == BuildOutcome::Created)
         .map(|r| {
             event(
-                "AMI Build Started",
+                detail_type::AMI_BUILD_STARTED,
                 r.image_id.iter().map(|id| r.region.image_arn(id)).collect(),
                 serde_json::to_value(r).unwrap_or_default(),
             )

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 pub use execute::run;
 
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 use crate::domain::model::Image;
@@ -20,7 +21,7 @@ use crate::domain::policy::CopyDestination;
 use crate::domain::tags;
 
 /// The function's name in reports and events.
-pub const FUNCTION: &str = "ami-copy";
+pub const FUNCTION: &str = crate::domain::function::Function::Copy.name();
 /// CopyImage copies in flight at once per destination region (an EC2 quota).
 pub const MAX_IN_FLIGHT: usize = 100;
 
@@ -175,7 +176,7 @@ pub fn events(results: &[CopyResult]) -> Vec<Event> {
         r.failed_copies.iter().map(move |f| {
             let region = r.destination.as_ref().unwrap_or(&r.source_region);
             event(
-                "AMI Copy Failed",
+                detail_type::AMI_COPY_FAILED,
                 vec![
                     region.image_arn(&f.image_id),
                     r.source_region.image_arn(&r.source_image_id),
@@ -192,7 +193,7 @@ pub fn events(results: &[CopyResult]) -> Vec<Event> {
         .filter(|r| r.outcome == CopyOutcome::Started)
         .map(|r| {
             event(
-                "AMI Copy Started",
+                detail_type::AMI_COPY_STARTED,
                 r.copy_image_id
                     .iter()
                     .zip(r.destination.iter())

@@ -20,11 +20,12 @@ use serde::Serialize;
 
 pub use execute::{rollback, run};
 
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 
 /// The function's name in reports, events and tags.
-pub const FUNCTION: &str = crate::domain::tags::VALIDATOR;
+pub const FUNCTION: &str = crate::domain::function::Function::Publish.name();
 
 /// Which step a line is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -157,10 +158,10 @@ pub fn events(results: &[PublishResult]) -> Vec<Event> {
         .iter()
         .filter_map(|r| {
             let detail_type = match r.outcome {
-                PublishOutcome::Kept if r.action == execute::HELD => "AMI Publish Held",
-                PublishOutcome::Passed => "AMI Validated",
-                PublishOutcome::ValidationFailed => "AMI Validation Failed",
-                PublishOutcome::Published => "AMI Published",
+                PublishOutcome::Kept if r.action == execute::HELD => detail_type::AMI_PUBLISH_HELD,
+                PublishOutcome::Passed => detail_type::AMI_VALIDATED,
+                PublishOutcome::ValidationFailed => detail_type::AMI_VALIDATION_FAILED,
+                PublishOutcome::Published => detail_type::AMI_PUBLISHED,
                 _ => return None,
             };
             Some(event(

@@ -14,12 +14,13 @@ use serde::Serialize;
 pub use execute::run;
 pub use plan::{desired, diff};
 
+use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::grant::Grant;
 use crate::domain::ids::Region;
 
 /// The function's name in reports and events.
-pub const FUNCTION: &str = "ami-share";
+pub const FUNCTION: &str = crate::domain::function::Function::Share.name();
 
 /// What happened to one AMI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -153,14 +154,14 @@ pub fn events(results: &[ShareResult]) -> Vec<Event> {
         let detail = serde_json::to_value(r).unwrap_or_default();
         if !r.add.is_empty() || !r.snapshot_add.is_empty() {
             events.push(event(
-                "AMI Shared",
+                detail_type::AMI_SHARED,
                 vec![r.region.image_arn(&r.image_id)],
                 detail.clone(),
             ));
         }
         if !r.remove.is_empty() || !r.snapshot_remove.is_empty() {
             events.push(event(
-                "AMI Unshared",
+                detail_type::AMI_UNSHARED,
                 vec![r.region.image_arn(&r.image_id)],
                 detail,
             ));
