@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::plan::{Action, ActionKind, Plan};
-use crate::domain::deadline::Deadline;
+use super::RegionRun;
 use crate::domain::ids::Region;
 use crate::error::{Disposition, Error};
 use crate::ports::{Pace, RetireImages};
@@ -94,22 +94,18 @@ pub fn deprecate_at(now: DateTime<Utc>, as_of: DateTime<Utc>) -> DateTime<Utc> {
         .max(as_of)
 }
 
-/// Runs a plan. Image stages first (concurrently, at most `concurrency` in flight), then the
-/// snapshots, skipping those DeregisterImage already deleted. Stops starting new calls once the
-/// deadline has passed and reports the rest as deferred.
-#[allow(clippy::too_many_arguments)]
+/// Runs a plan for the region run it belongs to. Image stages first (concurrently, at most
+/// the run's `concurrency` in flight), then the snapshots, skipping those DeregisterImage
+/// already deleted. Stops starting new calls once the deadline has passed and reports the rest
+/// as deferred. A dry run calls nothing and reports every action as planned.
 pub async fn execute<W: RetireImages + Sync>(
     plan: &mut Plan,
-    ec2: &W,
-    region: &Region,
-    dry_run: bool,
-    as_of: DateTime<Utc>,
-    deadline: Deadline,
-    concurrency: usize,
-    pacer: &(impl Pace + Sync),
+    run: &RegionRun<'_>,
+    (ec2, pacer): (&W, &(impl Pace + Sync)),
     clock: &(dyn Fn() -> DateTime<Utc> + Sync),
 ) -> Vec<ActionReport> {
-    if dry_run {
+    let region = run.region;
+    if run.dry_run {
         // The actions move into their reports: a large plan is never held twice.
         return std::mem::take(&mut plan.actions)
             .into_iter()
@@ -122,13 +118,58 @@ pub async fn execute<W: RetireImages + Sync>(
             })
             .collect();
     }
+
     let (stages, snapshots): (Vec<&Action>, Vec<&Action>) = plan
         .actions
         .iter()
         .partition(|a| a.action != ActionKind::DeleteSnapshot);
+    let results = run_stages(stages, run, (ec2, pacer), clock).await;
+    let order: HashMap<(&Option<String>, ActionKind), usize> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ((&a.image_id, a.action), i))
+        .collect();
+    let mut results = results;
+    results.sort_by_key(|(r, _)| {
+        order
+            .get(&(&r.action.image_id, r.action.action))
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+
+    let (mut snapshot_reports, to_delete) = triage_snapshots(snapshots, &results, region);
+    snapshot_reports.extend(delete_snapshots(to_delete, run, (ec2, pacer)).await);
+    let snap_order: HashMap<&Option<String>, usize> = plan
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (&a.snapshot_id, i))
+        .collect();
+    snapshot_reports.sort_by_key(|r| {
+        snap_order
+            .get(&r.action.snapshot_id)
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+
+    let mut out: Vec<ActionReport> = Vec::with_capacity(plan.actions.len());
+    out.extend(results.into_iter().map(|(r, _)| r));
+    out.extend(snapshot_reports);
+    out
+}
+
+/// Runs the image stages, each with the snapshots DeregisterImage deleted with it.
+async fn run_stages<W: RetireImages + Sync>(
+    stages: Vec<&Action>,
+    run: &RegionRun<'_>,
+    (ec2, pacer): (&W, &(impl Pace + Sync)),
+    clock: &(dyn Fn() -> DateTime<Utc> + Sync),
+) -> Vec<(ActionReport, Vec<String>)> {
+    let (region, deadline) = (run.region, run.deadline);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = stages.len();
-    let mut results: Vec<(ActionReport, Vec<String>)> = futures::stream::iter(stages)
+    futures::stream::iter(stages)
         .map(|action| {
             let done = &done;
             async move {
@@ -140,18 +181,7 @@ pub async fn execute<W: RetireImages + Sync>(
                 if deadline.passed() {
                     return (report(action, region, Outcome::Deferred, None), Vec::new());
                 }
-                let id = action.image_id.as_deref().unwrap_or_default();
-                let result = match action.action {
-                    ActionKind::Deprecate => ec2
-                        .deprecate(id, deprecate_at(clock(), as_of))
-                        .await
-                        .map(|_| Vec::new()),
-                    ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
-                    ActionKind::Deregister => ec2.deregister(id).await,
-                    ActionKind::Protect => ec2.protect(id).await.map(|_| Vec::new()),
-                    ActionKind::Unprotect => ec2.unprotect(id).await.map(|_| Vec::new()),
-                    ActionKind::DeleteSnapshot => Ok(Vec::new()),
-                };
+                let result = stage(action, ec2, deprecate_at(clock(), run.as_of)).await;
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if n % 100 == 0 {
                     tracing::info!(region = %region, done = n, total, "age-out progress");
@@ -162,26 +192,38 @@ pub async fn execute<W: RetireImages + Sync>(
                 }
             }
         })
-        .buffer_unordered(concurrency.max(1))
+        .buffer_unordered(run.concurrency.max(1))
         .collect()
-        .await;
-    // Keep the plan's order in the report.
-    let order: HashMap<(&Option<String>, ActionKind), usize> = plan
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| ((&a.image_id, a.action), i))
-        .collect();
-    results.sort_by_key(|(r, _)| {
-        order
-            .get(&(&r.action.image_id, r.action.action))
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
+        .await
+}
 
-    let deleted_with_image: HashSet<String> = results
+/// One image stage through EC2; a deregistration answers the snapshots it deleted.
+async fn stage<W: RetireImages + Sync>(
+    action: &Action,
+    ec2: &W,
+    deprecate_at: DateTime<Utc>,
+) -> Result<Vec<String>, Error> {
+    let id = action.image_id.as_deref().unwrap_or_default();
+    match action.action {
+        ActionKind::Deprecate => ec2.deprecate(id, deprecate_at).await.map(|_| Vec::new()),
+        ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
+        ActionKind::Deregister => ec2.deregister(id).await,
+        ActionKind::Protect => ec2.protect(id).await.map(|_| Vec::new()),
+        ActionKind::Unprotect => ec2.unprotect(id).await.map(|_| Vec::new()),
+        ActionKind::DeleteSnapshot => Ok(Vec::new()),
+    }
+}
+
+/// The snapshot deletions already settled by the stages (deleted with their AMI, deferred or
+/// skipped with it), reported; and those still to delete.
+fn triage_snapshots<'a>(
+    snapshots: Vec<&'a Action>,
+    results: &[(ActionReport, Vec<String>)],
+    region: &Region,
+) -> (Vec<ActionReport>, Vec<&'a Action>) {
+    let deleted_with_image: HashSet<&str> = results
         .iter()
-        .flat_map(|(_, d)| d.iter().cloned())
+        .flat_map(|(_, d)| d.iter().map(String::as_str))
         .collect();
     let deregistered: HashSet<&str> = results
         .iter()
@@ -191,36 +233,38 @@ pub async fn execute<W: RetireImages + Sync>(
         })
         .filter_map(|(r, _)| r.action.image_id.as_deref())
         .collect();
-
     let deferred: HashSet<&str> = results
         .iter()
         .filter(|(r, _)| r.outcome == Outcome::Deferred)
         .filter_map(|(r, _)| r.action.image_id.as_deref())
         .collect();
-    let mut out: Vec<ActionReport> = Vec::with_capacity(plan.actions.len());
-    let mut snapshot_reports = Vec::new();
+
+    let mut reports = Vec::new();
     let mut to_delete = Vec::new();
     for action in snapshots {
         let snap = action.snapshot_id.as_deref().unwrap_or_default();
+        let image = action.image_id.as_deref();
         if deleted_with_image.contains(snap) {
-            snapshot_reports.push(report(action, region, Outcome::DeletedWithImage, None));
-        } else if action
-            .image_id
-            .as_deref()
-            .is_some_and(|i| deferred.contains(i))
-        {
-            snapshot_reports.push(report(action, region, Outcome::Deferred, None));
-        } else if action
-            .image_id
-            .as_deref()
-            .is_some_and(|i| !deregistered.contains(i))
-        {
-            snapshot_reports.push(report(action, region, Outcome::Skipped, None));
+            reports.push(report(action, region, Outcome::DeletedWithImage, None));
+        } else if image.is_some_and(|i| deferred.contains(i)) {
+            reports.push(report(action, region, Outcome::Deferred, None));
+        } else if image.is_some_and(|i| !deregistered.contains(i)) {
+            reports.push(report(action, region, Outcome::Skipped, None));
         } else {
             to_delete.push(action);
         }
     }
-    let deleted: Vec<ActionReport> = futures::stream::iter(to_delete)
+    (reports, to_delete)
+}
+
+/// Deletes the snapshots, paced, until the deadline.
+async fn delete_snapshots<W: RetireImages + Sync>(
+    to_delete: Vec<&Action>,
+    run: &RegionRun<'_>,
+    (ec2, pacer): (&W, &(impl Pace + Sync)),
+) -> Vec<ActionReport> {
+    let (region, deadline) = (run.region, run.deadline);
+    futures::stream::iter(to_delete)
         .map(|action| async move {
             if deadline.passed() {
                 return report(action, region, Outcome::Deferred, None);
@@ -238,25 +282,9 @@ pub async fn execute<W: RetireImages + Sync>(
                 Err(e) => from_error(action, region, &e),
             }
         })
-        .buffer_unordered(concurrency.max(1))
+        .buffer_unordered(run.concurrency.max(1))
         .collect()
-        .await;
-    snapshot_reports.extend(deleted);
-    out.extend(results.into_iter().map(|(r, _)| r));
-    let snap_order: HashMap<&Option<String>, usize> = plan
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (&a.snapshot_id, i))
-        .collect();
-    snapshot_reports.sort_by_key(|r| {
-        snap_order
-            .get(&r.action.snapshot_id)
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
-    out.extend(snapshot_reports);
-    out
+        .await
 }
 
 #[cfg(test)]
@@ -349,18 +377,22 @@ mod tests {
         let pacer = crate::tests::fakes::NoPace;
         let clock = || ec2.now();
         // An as_of in the past (a run without as_of: the clock at its start).
-        let reports = execute(
-            &mut plan,
-            &ec2,
-            &region,
-            false,
-            start,
-            Deadline::none(),
-            1,
-            &pacer,
-            &clock,
+        let document = crate::domain::policy::PolicyDocument::parse(
+            r#"{"policies": [{"name": "web", "retain": {"deprecate_after_days": 1}}]}"#,
+            Default::default(),
         )
-        .await;
+        .expect("document");
+        let request = crate::domain::trigger::RunRequest::default();
+        let run = RegionRun {
+            region: &region,
+            document: &document,
+            request: &request,
+            as_of: start,
+            dry_run: false,
+            deadline: crate::domain::deadline::Deadline::none(),
+            concurrency: 1,
+        };
+        let reports = execute(&mut plan, &run, (&ec2, &pacer), &clock).await;
         assert!(
             reports.iter().all(|r| r.outcome == Outcome::Done),
             "{reports:?}"
