@@ -1,13 +1,13 @@
 //! The common library of the AMI lifecycle functions.
 //!
 //! Layers with one-way doors, each importing only the layers below it (a unit test,
-//! `layers::every_import_points_down`, checks every `crate::` path):
+//! `tests::layers::every_import_points_down`, checks every `crate::` path):
 //!
 //! 1. [`domain`] and [`error`]: the vocabulary: ids, tag keys, the model of the account, the
 //!    policy document, AMI names, grants, the payloads a function accepts, events, deadlines.
 //! 2. [`ports`]: one narrow trait per capability the jobs act through (inventory, retire,
 //!    build, permissions, copy, key info, events, pacing).
-//! 3. [`jobs`]: `ageout`, `build`, `share`, `copy`, each a pure `plan` (inputs → decisions with
+//! 3. [`jobs`]: `ageout`, `build`, `share`, `copy`, `publish`, each a pure `plan` (inputs → decisions with
 //!    reasons) and an `execute` that runs the decisions through the ports. A job never
 //!    imports an adapter, another job or the wiring.
 //! 4. [`adapters`]: the ports implemented against AWS (EC2 split by concern, KMS,
@@ -22,10 +22,6 @@ pub mod jobs;
 pub mod lambda;
 pub mod ports;
 
-#[cfg(test)]
-mod layers;
-#[cfg(test)]
-mod properties;
 #[cfg(test)]
 mod tests;
 

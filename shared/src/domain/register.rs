@@ -15,16 +15,16 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub name: Option<String>,
     /// `x86_64` (default), `arm64` or `i386`.
-    #[serde(default = "x86")]
+    #[serde(default = "default_architecture")]
     pub architecture: Architecture,
     /// `legacy-bios`, `uefi` or `uefi-preferred` (default: EC2's).
     #[serde(default)]
     pub boot_mode: Option<BootMode>,
     /// ENA support (default true: current instance types need it).
-    #[serde(default = "yes")]
+    #[serde(default = "default_ena_support")]
     pub ena_support: bool,
     /// The root device (default `/dev/xvda`).
-    #[serde(default = "xvda")]
+    #[serde(default = "default_root_device_name")]
     pub root_device_name: String,
     /// `gp3` (default), `gp2`, `io1`, `io2` or `standard`: the types EC2 boots from (st1 and
     /// sc1 cannot be boot volumes, and are refused).
@@ -35,7 +35,7 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub iops: Option<u32>,
     /// Delete the root volume when the instance terminates (always set explicitly; default true).
-    #[serde(default = "yes")]
+    #[serde(default = "default_delete_on_termination")]
     pub delete_on_termination: bool,
     /// Only `hvm`: paravirtual is refused.
     #[serde(default)]
@@ -44,16 +44,20 @@ pub struct RegisterRequest {
     pub policy: String,
 }
 
-fn x86() -> Architecture {
+fn default_architecture() -> Architecture {
     Architecture::X86_64
 }
-fn yes() -> bool {
+fn default_ena_support() -> bool {
+    true
+}
+
+fn default_delete_on_termination() -> bool {
     true
 }
 /// The root device when none is given.
 pub const DEFAULT_ROOT_DEVICE: &str = "/dev/xvda";
 
-fn xvda() -> String {
+fn default_root_device_name() -> String {
     DEFAULT_ROOT_DEVICE.into()
 }
 

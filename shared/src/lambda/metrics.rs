@@ -50,7 +50,7 @@ pub fn age_out(report: &Report, sweep: bool, timestamp_ms: i64) -> Vec<Value> {
     for a in &report.plan {
         let policy = a.action.policy.clone();
         *actions
-            .entry((policy.clone(), label(&a.action.action), label(&a.outcome)))
+            .entry((policy.clone(), label(&a.action.kind), label(&a.outcome)))
             .or_insert(0.0) += 1.0;
         let totals = per_policy.entry(policy).or_insert([0.0; 3]);
         match a.outcome {

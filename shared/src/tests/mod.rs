@@ -2,4 +2,7 @@
 
 mod docs;
 pub mod fakes;
+mod layers;
+mod model;
 mod names;
+mod properties;

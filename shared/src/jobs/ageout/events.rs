@@ -26,7 +26,7 @@ pub(super) fn action_events(a: &ActionReport) -> Vec<Event> {
 }
 
 fn action_event(a: &ActionReport) -> Event {
-    let detail_type = match a.action.action {
+    let detail_type = match a.action.kind {
         ActionKind::Deprecate => detail_type::AMI_DEPRECATED,
         ActionKind::Disable => detail_type::AMI_DISABLED,
         ActionKind::Deregister => detail_type::AMI_DEREGISTERED,

@@ -78,7 +78,7 @@ fn from_error(action: &Action, region: &Region, err: &Error) -> ActionReport {
         Disposition::Failed => Outcome::Failed,
     };
     if outcome == Outcome::Failed {
-        tracing::warn!(region = %region, action = ?action.action, image_id = ?action.image_id,
+        tracing::warn!(region = %region, action = ?action.kind, image_id = ?action.image_id,
             snapshot_id = ?action.snapshot_id, error = %err, "action failed");
     }
     report(action, region, outcome, Some(err))
@@ -122,18 +122,18 @@ pub async fn execute<W: RetireImages + Sync>(
     let (stages, snapshots): (Vec<&Action>, Vec<&Action>) = plan
         .actions
         .iter()
-        .partition(|a| a.action != ActionKind::DeleteSnapshot);
+        .partition(|a| a.kind != ActionKind::DeleteSnapshot);
     let results = run_stages(stages, run, (ec2, pacer), clock).await;
     let order: HashMap<(&Option<String>, ActionKind), usize> = plan
         .actions
         .iter()
         .enumerate()
-        .map(|(i, a)| ((&a.image_id, a.action), i))
+        .map(|(i, a)| ((&a.image_id, a.kind), i))
         .collect();
     let mut results = results;
     results.sort_by_key(|(r, _)| {
         order
-            .get(&(&r.action.image_id, r.action.action))
+            .get(&(&r.action.image_id, r.action.kind))
             .copied()
             .unwrap_or(usize::MAX)
     });
@@ -204,7 +204,7 @@ async fn stage<W: RetireImages + Sync>(
     deprecate_at: DateTime<Utc>,
 ) -> Result<Vec<String>, Error> {
     let id = action.image_id.as_deref().unwrap_or_default();
-    match action.action {
+    match action.kind {
         ActionKind::Deprecate => ec2.deprecate(id, deprecate_at).await.map(|_| Vec::new()),
         ActionKind::Disable => ec2.disable(id).await.map(|_| Vec::new()),
         ActionKind::Deregister => ec2.deregister(id).await,
@@ -228,7 +228,7 @@ fn triage_snapshots<'a>(
     let deregistered: HashSet<&str> = results
         .iter()
         .filter(|(r, _)| {
-            r.action.action == ActionKind::Deregister
+            r.action.kind == ActionKind::Deregister
                 && matches!(r.outcome, Outcome::Done | Outcome::AlreadyDone)
         })
         .filter_map(|(r, _)| r.action.image_id.as_deref())
@@ -359,7 +359,7 @@ mod tests {
         let mut plan = Plan {
             actions: (0..6)
                 .map(|n| Action {
-                    action: ActionKind::Deprecate,
+                    kind: ActionKind::Deprecate,
                     image_id: Some(format!("ami-{n}")),
                     snapshot_id: None,
                     policy: "web".into(),

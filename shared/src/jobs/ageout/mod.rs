@@ -250,7 +250,7 @@ impl Totals {
     fn of(plan: &[ActionReport], regions: &[RegionReport]) -> Self {
         let mut counts = BTreeMap::new();
         for a in plan {
-            *counts.entry(label(&a.action.action)).or_insert(0) += 1;
+            *counts.entry(label(&a.action.kind)).or_insert(0) += 1;
             *counts
                 .entry(format!("outcome_{}", label(&a.outcome)))
                 .or_insert(0) += 1;

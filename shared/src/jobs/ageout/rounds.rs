@@ -30,11 +30,11 @@ pub(super) fn not_asked(wanted: &[String], asked: &mut HashSet<String>) -> Vec<S
 
 /// An action's identity across rounds: its kind and the image or snapshot it changes.
 pub(super) fn action_key(a: &Action) -> (ActionKind, String) {
-    let id = match a.action {
+    let id = match a.kind {
         ActionKind::DeleteSnapshot => &a.snapshot_id,
         _ => &a.image_id,
     };
-    (a.action, id.clone().unwrap_or_default())
+    (a.kind, id.clone().unwrap_or_default())
 }
 
 /// The rounds of a region's run.
@@ -213,7 +213,7 @@ impl<'r, 's, E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + 
     fn note_snapshots_kept(&mut self, planned: &Plan, new: &[Action]) {
         let deregistering: HashSet<&str> = new
             .iter()
-            .filter(|a| a.action == ActionKind::Deregister)
+            .filter(|a| a.kind == ActionKind::Deregister)
             .filter_map(|a| a.image_id.as_deref())
             .collect();
         self.out.snapshots_kept.extend(
@@ -230,7 +230,7 @@ impl<'r, 's, E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + 
     fn note_gone(&mut self, reports: &[ActionReport]) {
         let gone = &mut self.scanned.usage.gone;
         for r in reports {
-            if r.action.action == ActionKind::Deregister
+            if r.action.kind == ActionKind::Deregister
                 && matches!(
                     r.outcome,
                     Outcome::Deferred | Outcome::Failed | Outcome::Skipped
@@ -238,7 +238,7 @@ impl<'r, 's, E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + 
             {
                 self.undone.extend(r.action.image_id.clone());
             }
-            let removed = match r.action.action {
+            let removed = match r.action.kind {
                 ActionKind::Deregister => matches!(r.outcome, Outcome::Done | Outcome::AlreadyDone)
                     .then_some(&r.action.image_id),
                 ActionKind::DeleteSnapshot => matches!(
@@ -271,7 +271,7 @@ impl<'r, 's, E: ImageInventory + ConsumerUsage + RetireImages + Sync, P: Pace + 
             .flat_map(|i| i.snapshot_ids.iter().map(String::as_str))
             .collect();
         let (held, go): (Vec<Action>, Vec<Action>) = actions.into_iter().partition(|a| {
-            a.action == ActionKind::DeleteSnapshot
+            a.kind == ActionKind::DeleteSnapshot
                 && a.snapshot_id.as_deref().is_some_and(|s| needed.contains(s))
         });
         let held = held

@@ -37,7 +37,7 @@ pub fn savings(actions: &[ActionReport], dry_run: bool, price_per_gb_month: f64)
     };
     for a in actions
         .iter()
-        .filter(|a| a.action.action == ActionKind::DeleteSnapshot)
+        .filter(|a| a.action.kind == ActionKind::DeleteSnapshot)
     {
         let counted = if dry_run {
             a.outcome == Outcome::Planned

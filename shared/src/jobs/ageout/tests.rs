@@ -82,14 +82,14 @@ fn run_with(
 fn action_of(p: &Plan, id: &str) -> Option<ActionKind> {
     p.actions
         .iter()
-        .find(|a| a.image_id.as_deref() == Some(id) && a.action != ActionKind::DeleteSnapshot)
-        .map(|a| a.action)
+        .find(|a| a.image_id.as_deref() == Some(id) && a.kind != ActionKind::DeleteSnapshot)
+        .map(|a| a.kind)
 }
 
 fn deleted_snapshots(p: &Plan) -> BTreeSet<&str> {
     p.actions
         .iter()
-        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter(|a| a.kind == ActionKind::DeleteSnapshot)
         .filter_map(|a| a.snapshot_id.as_deref())
         .collect()
 }
@@ -316,7 +316,7 @@ fn a_snapshot_two_deregistered_amis_share_is_deleted_once() {
     let deletes: Vec<&str> = p
         .actions
         .iter()
-        .filter(|a| a.action == ActionKind::DeleteSnapshot)
+        .filter(|a| a.kind == ActionKind::DeleteSnapshot)
         .filter_map(|a| a.snapshot_id.as_deref())
         .collect();
     assert_eq!(deletes, vec!["snap-both"]);
@@ -490,7 +490,7 @@ fn a_failed_evidence_call_keeps_the_images_it_covers_from_disable_and_deregister
     assert!(p
         .actions
         .iter()
-        .all(|a| a.action != ActionKind::DeleteSnapshot));
+        .all(|a| a.kind != ActionKind::DeleteSnapshot));
     // A DescribeImageReferences batch failed: only its images are kept.
     let usage = Usage {
         gaps: vec![gap(Some(&["old"]))],
@@ -1197,8 +1197,8 @@ proptest! {
             recycle_bin: None });
         let by_id: HashMap<&str, &Image> = w.images.iter().map(|i| (i.id.as_str(), i)).collect();
         let acted: HashMap<&str, ActionKind> = p.actions.iter()
-            .filter(|a| a.action != ActionKind::DeleteSnapshot)
-            .filter_map(|a| Some((a.image_id.as_deref()?, a.action))).collect();
+            .filter(|a| a.kind != ActionKind::DeleteSnapshot)
+            .filter_map(|a| Some((a.image_id.as_deref()?, a.kind))).collect();
 
         // The newest keep_latest launchable AMIs of each family.
         let mut families: BTreeMap<(String, String), Vec<&Image>> = BTreeMap::new();
@@ -1251,7 +1251,7 @@ proptest! {
         let still_used: HashSet<&str> = w.images.iter().filter(|i| !deregistered.contains(i.id.as_str()))
             .flat_map(|i| i.snapshot_ids.iter().map(String::as_str)).collect();
         let mut deleted = HashSet::new();
-        for a in p.actions.iter().filter(|a| a.action == ActionKind::DeleteSnapshot) {
+        for a in p.actions.iter().filter(|a| a.kind == ActionKind::DeleteSnapshot) {
             let snap = a.snapshot_id.as_deref().unwrap_or_default();
             prop_assert!(!still_used.contains(snap), "{} is still used", snap);
             prop_assert!(w.snapshots.iter().any(|s| s.id == snap && s.owner_id == ME));
@@ -1394,7 +1394,7 @@ fn protect_latest_turns_protection_on_for_the_newest_and_off_only_where_age_out_
         p.actions
             .iter()
             .filter(|a| a.image_id.as_deref() == Some(id))
-            .map(|a| a.action)
+            .map(|a| a.kind)
             .collect()
     };
     // A failed AMI is not among the newest: the newest two launchable ones are.
@@ -1493,7 +1493,7 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
     let covered = p
         .actions
         .iter()
-        .find(|a| a.image_id.as_deref() == Some("covered") && a.action == ActionKind::Deregister)
+        .find(|a| a.image_id.as_deref() == Some("covered") && a.kind == ActionKind::Deregister)
         .and_then(|a| a.recovery.clone())
         .expect("recovery");
     assert!(covered.recoverable);
@@ -1528,7 +1528,7 @@ fn require_recoverable_deregisters_only_what_the_recycle_bin_keeps_with_its_snap
     let recovery = |id: &str| {
         p.actions
             .iter()
-            .find(|a| a.image_id.as_deref() == Some(id) && a.action == ActionKind::Deregister)
+            .find(|a| a.image_id.as_deref() == Some(id) && a.kind == ActionKind::Deregister)
             .and_then(|a| a.recovery.clone())
             .expect("a deregistration with its recovery")
     };
@@ -1671,7 +1671,7 @@ fn savings_count_what_was_deleted_measured_or_estimated_per_family() {
     let line = |family: Option<&str>, bytes: Option<u64>, estimated: bool, outcome: Outcome| {
         ActionReport {
             action: super::plan::Action {
-                action: ActionKind::DeleteSnapshot,
+                kind: ActionKind::DeleteSnapshot,
                 image_id: None,
                 snapshot_id: Some("snap-1".into()),
                 policy: "web".into(),
@@ -1814,7 +1814,7 @@ fn a_run_continues_only_when_time_alone_stopped_it() {
     let region: crate::domain::ids::Region = "us-east-1".parse().expect("region");
     let line = |outcome| ActionReport {
         action: super::plan::Action {
-            action: ActionKind::Deregister,
+            kind: ActionKind::Deregister,
             image_id: Some("ami-1".into()),
             snapshot_id: None,
             policy: "web".into(),
@@ -1973,7 +1973,7 @@ fn deregistered(report: &super::RegionReport) -> Vec<String> {
     report
         .plan
         .iter()
-        .filter(|a| a.action.action == ActionKind::Deregister)
+        .filter(|a| a.action.kind == ActionKind::Deregister)
         .filter_map(|a| a.action.image_id.clone())
         .collect()
 }
@@ -2159,7 +2159,7 @@ async fn a_snapshot_an_ami_left_registered_by_an_earlier_round_still_uses_is_not
             .plan
             .iter()
             .find(|a| {
-                a.action.action == kind
+                a.action.kind == kind
                     && (a.action.image_id.as_deref() == Some(id)
                         || a.action.snapshot_id.as_deref() == Some(id))
             })
@@ -2257,7 +2257,7 @@ proptest! {
         }
         let first = input(&images, &usage);
         let mut usage = w.usage.clone();
-        usage.gone = first.actions.iter().filter_map(|a| match a.action {
+        usage.gone = first.actions.iter().filter_map(|a| match a.kind {
             ActionKind::Deregister => a.image_id.clone(),
             ActionKind::DeleteSnapshot => a.snapshot_id.clone(),
             _ => None,

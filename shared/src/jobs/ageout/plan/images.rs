@@ -348,8 +348,8 @@ fn decide_image<'a>(
     stages: &mut Stages<'a>,
     out: &mut Plan,
 ) {
-    let image_action = |action, reason, retirement| Action {
-        action,
+    let image_action = |kind, reason, retirement| Action {
+        kind,
         image_id: Some(image.id.clone()),
         snapshot_id: None,
         policy: policy.name.clone(),

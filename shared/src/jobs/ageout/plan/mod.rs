@@ -88,7 +88,9 @@ impl ActionKind {
 /// One planned change, with the reason for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Action {
-    pub action: ActionKind,
+    /// What is done (the report's `action`).
+    #[serde(rename = "action")]
+    pub kind: ActionKind,
     /// The image acted on (for a snapshot: the image it belonged to, if any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
@@ -351,7 +353,7 @@ impl Plan {
             .iter()
             .filter(|a| {
                 matches!(
-                    a.action,
+                    a.kind,
                     ActionKind::Deprecate | ActionKind::Disable | ActionKind::Deregister
                 )
             })

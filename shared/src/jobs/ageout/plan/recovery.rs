@@ -26,7 +26,7 @@ pub(super) fn recoverability<'a>(
     let mut refused: HashSet<String> = HashSet::new();
     for action in stage_actions
         .iter_mut()
-        .filter(|a| a.action == ActionKind::Deregister)
+        .filter(|a| a.kind == ActionKind::Deregister)
     {
         let Some(image) = action.image_id.as_deref().and_then(|id| by_id.get(id)) else {
             continue;
@@ -71,7 +71,7 @@ pub(super) fn recoverability<'a>(
     }
     if !refused.is_empty() {
         stage_actions.retain(|a| {
-            !(a.action == ActionKind::Deregister
+            !(a.kind == ActionKind::Deregister
                 && a.image_id.as_ref().is_some_and(|id| refused.contains(id)))
         });
         deregistered.retain(|id| !refused.contains(*id));

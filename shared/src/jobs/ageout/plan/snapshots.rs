@@ -47,7 +47,7 @@ pub(super) fn of_deregistered(
     for action in stages
         .actions
         .iter()
-        .filter(|a| a.action == ActionKind::Deregister)
+        .filter(|a| a.kind == ActionKind::Deregister)
     {
         let Some(image) = action.image_id.as_deref().and_then(|id| by_id.get(id)) else {
             continue;
@@ -69,7 +69,7 @@ pub(super) fn of_deregistered(
                 None if deletions.planned.insert(snap.clone()) => {
                     let size = owned.get(snap.as_str()).and_then(|s| s.size.bytes());
                     deletions.actions.push(Action {
-                        action: ActionKind::DeleteSnapshot,
+                        kind: ActionKind::DeleteSnapshot,
                         image_id: Some(image.id.clone()),
                         snapshot_id: Some(snap.clone()),
                         policy: action.policy.clone(),
@@ -135,7 +135,7 @@ pub(super) fn orphans(
         });
         if retain.delete_orphan_snapshots && deletions.planned.insert(snap.id.clone()) {
             deletions.actions.push(Action {
-                action: ActionKind::DeleteSnapshot,
+                kind: ActionKind::DeleteSnapshot,
                 image_id: None,
                 snapshot_id: Some(snap.id.clone()),
                 policy: policy.name.clone(),

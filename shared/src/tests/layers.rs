@@ -136,7 +136,7 @@ fn the_check_finds_each_kind_of_wrong_import() {
     let cases = [
         ("domain/model.rs", "use crate::jobs::share::Grant;", true),
         (
-            "domain/policy.rs",
+            "domain/policy/validation.rs",
             "x = crate::jobs::build::render_name(a);",
             true,
         ),

@@ -165,7 +165,7 @@ proptest! {
 
     #[test]
     fn mangled_documents_never_panic(cut in 0usize..2000, byte in any::<u8>(), at in 0usize..2000) {
-        let text = include_str!("../../examples/policies.json");
+        let text = include_str!("../../../examples/policies.json");
         let mut bytes = text.as_bytes().to_vec();
         let at = at % bytes.len();
         bytes[at] = byte;
