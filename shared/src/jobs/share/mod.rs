@@ -2,8 +2,10 @@
 //! createVolumePermission) equal to its policy, and no wider. Reconcile, not append: one
 //! ModifyImageAttribute with exactly the additions and removals, none when nothing differs.
 
+pub mod decide;
 mod execute;
 pub mod plan;
+pub mod read;
 #[cfg(test)]
 mod tests;
 

@@ -107,6 +107,18 @@ pub fn state_skip(state: &ImageState) -> Option<String> {
     }
 }
 
+/// Why an AMI is not shared at all, if it is not: its state, or the promotion gate holds it
+/// (nothing is granted before the launch test passed, and nothing already granted is taken
+/// away: holding is not unsharing; `AMI Validated` brings the AMI back).
+pub fn skip(image: &Image, policy: &Policy) -> Option<String> {
+    if let Some(why) = state_skip(&image.state) {
+        return Some(why);
+    }
+    image
+        .held_by_gate(policy)
+        .map(|why| format!("held by the promotion gate: {why}"))
+}
+
 /// The finding when reconciling removes public from an AMI.
 pub fn public_finding(image_id: &str, policy: &str, policy_asks_public: bool) -> String {
     format!(
@@ -129,6 +141,13 @@ pub fn never_public(image: &Image) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Whether a target needs no key policy to use the AMI's customer managed keys: public (EC2
+/// never makes an encrypted AMI public) or an account the share grants the keys to.
+pub fn granted_or_public(share: &Share, target: &Grant) -> bool {
+    let granted = share.kms_grants && matches!(target, Grant::Account(_));
+    granted || *target == Grant::Public
 }
 
 /// Why an encrypted AMI cannot be shared: its key is AWS managed.
