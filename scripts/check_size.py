@@ -26,7 +26,6 @@ KNOWN: dict[str, int] = {
     "shared/src/jobs/publish/execute.rs": 771,
     "shared/src/jobs/publish/execute.rs fn publish_template": 97,
     "shared/src/jobs/publish/execute.rs fn validation_step": 82,
-    "shared/src/jobs/publish/targets.rs fn targets": 186,
     "shared/src/jobs/publish/validate.rs fn plan": 163,
     "shared/src/lambda/handler.rs": 698,
     "shared/src/lambda/handler.rs fn handle": 98,

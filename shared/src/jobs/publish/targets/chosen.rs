@@ -1,0 +1,170 @@
+//! Which AMI each family of each publishing policy should name: a sweep's newest promotable
+//! AMI (or a rollback's pin that still holds), or a rollback's pinned AMI.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{keep_line, pinnable, promotable, Scope, ABSENT};
+use crate::domain::model::Image;
+use crate::domain::policy::Policy;
+use crate::domain::tags;
+use crate::domain::trigger::PublishRequest;
+use crate::jobs::publish::{PublishOutcome, PublishResult};
+
+/// A family of a policy with the AMI its destinations should name.
+#[derive(Debug, Clone)]
+pub struct Chosen<'a> {
+    pub policy: &'a Policy,
+    pub family: String,
+    pub image: &'a Image,
+    /// A rollback's pin: published even if older than what a destination names.
+    pub pinned: bool,
+}
+
+/// Each publishing policy's families (those this run serves: `policies`, or the pin's) and
+/// the AMI each should name; a line for a pin that cannot be carried out.
+pub fn chosen<'a>(
+    scope: &Scope<'a, '_>,
+    policies: Option<&[String]>,
+    pin: Option<&PublishRequest>,
+    now: DateTime<Utc>,
+    lines: &mut Vec<PublishResult>,
+) -> Vec<Chosen<'a>> {
+    let mut out = Vec::new();
+    for policy in &scope.document.policies {
+        if policy.publish.is_none()
+            || policies.is_some_and(|ps| !ps.contains(&policy.name))
+            || pin.is_some_and(|p| p.policy != policy.name)
+        {
+            continue;
+        }
+        let families = families_of(scope, policy);
+        match pin {
+            Some(pin) => out.extend(pinned_choice(scope, policy, &families, pin, lines)),
+            None => out.extend(families.iter().filter_map(|(family, members)| {
+                let (image, pinned) = sweep_choice(members, policy, now)?;
+                Some(Chosen {
+                    policy,
+                    family: family.clone(),
+                    image,
+                    pinned,
+                })
+            })),
+        }
+    }
+    out
+}
+
+/// The policy's AMIs in the region, by family.
+fn families_of<'a>(scope: &Scope<'a, '_>, policy: &Policy) -> BTreeMap<String, Vec<&'a Image>> {
+    let mut families: BTreeMap<String, Vec<&'a Image>> = BTreeMap::new();
+    let document = scope.document;
+    for image in scope
+        .images
+        .iter()
+        .filter(|i| i.policy_in(document).is_some_and(|p| p.name == policy.name))
+    {
+        families
+            .entry(image.family(&policy.family_by))
+            .or_default()
+            .push(image);
+    }
+    families
+}
+
+/// A rollback's AMI in this region: the pinned AMI or its copy. A rollback that cannot be
+/// carried out in a region is refused there, loudly: the destinations there keep naming what
+/// the rollback was sent to replace.
+fn pinned_choice<'a>(
+    scope: &Scope<'a, '_>,
+    policy: &'a Policy,
+    families: &BTreeMap<String, Vec<&'a Image>>,
+    pin: &PublishRequest,
+    lines: &mut Vec<PublishResult>,
+) -> Option<Chosen<'a>> {
+    let region = scope.region;
+    let refused = |image: &str, why: String| {
+        keep_line(region, &policy.name, image, Some(&pin.family)).with(PublishOutcome::Refused, why)
+    };
+    let Some(members) = families.get(&pin.family) else {
+        let mut absent = refused(
+            &pin.image_id,
+            format!(
+                "policy `{}` has no AMI of family `{}` in {region}",
+                policy.name, pin.family
+            ),
+        );
+        absent.action = ABSENT;
+        lines.push(absent);
+        return None;
+    };
+
+    let found = members
+        .iter()
+        .find(|i| i.id == pin.image_id || i.tags.get(tags::SOURCE_IMAGE) == Some(&pin.image_id));
+    let refusal = match found.map(|i| (*i, pinnable(i, policy))) {
+        Some((image, Ok(()))) => {
+            return Some(Chosen {
+                policy,
+                family: pin.family.clone(),
+                image,
+                pinned: true,
+            })
+        }
+        Some((image, Err(why))) => refused(&image.id, format!("cannot pin it: {why}")),
+        None => refused(
+            &pin.image_id,
+            format!(
+                "neither {} nor a copy of it is an AMI of family `{}` in {region}",
+                pin.image_id, pin.family
+            ),
+        ),
+    };
+    lines.push(refusal);
+    None
+}
+
+/// A sweep's AMI for one family: the newest promotable one, unless a rollback pinned one and
+/// no promotable AMI was created after the pin (then the pinned one, `true`: a destination the
+/// rollback could not reach, or a sweep that raced it, still ends on the pin).
+pub fn sweep_choice<'a>(
+    members: &[&'a Image],
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<(&'a Image, bool)> {
+    let ready: Vec<&'a Image> = members
+        .iter()
+        .copied()
+        .filter(|i| promotable(i, policy, now).is_ok())
+        .collect();
+    let newest = ready
+        .iter()
+        .copied()
+        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)));
+    // A pinned AMI stays pinned once deprecated (age-out deprecates what a newer AMI replaced).
+    let pin = members
+        .iter()
+        .filter(|i| pinnable(i, policy).is_ok())
+        .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
+        .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    match (newest, pin) {
+        (Some(newest), Some((at, _))) if newest.made().is_some_and(|c| c > at) => {
+            Some((newest, false))
+        }
+        // The pin holds, also when nothing else can be published (the AMI rolled back from
+        // deregistered or failed).
+        (_, Some((_, pinned))) => Some((pinned, true)),
+        (Some(newest), None) => Some((newest, false)),
+        (None, None) => None,
+    }
+}
+
+/// When a rollback pinned the AMI, if it did.
+pub fn pinned_at(image: &Image) -> Option<DateTime<Utc>> {
+    image
+        .tags
+        .get(tags::PINNED_AT)
+        .and_then(|t| DateTime::parse_from_rfc3339(t.split(' ').next().unwrap_or(t)).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
