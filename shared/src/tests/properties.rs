@@ -53,13 +53,8 @@ fn with_duplicate(value: &Value, target: usize) -> (String, Option<String>) {
 
 /// Arbitrary JSON, biased towards the field names the parsers know.
 fn json() -> impl Strategy<Value = Value> {
-    let names = prop::sample::select(vec![
-        "policies",
-        "regions",
-        "dry_run",
-        "as_of",
-        "image_ids",
-        "register",
+    let mut names = crate::domain::trigger::RUN_REQUEST_FIELDS.to_vec();
+    names.extend([
         "detail-type",
         "source",
         "detail",
@@ -83,6 +78,7 @@ fn json() -> impl Strategy<Value = Value> {
         "tags",
         "x",
     ]);
+    let names = prop::sample::select(names);
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),

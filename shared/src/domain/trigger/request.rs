@@ -77,7 +77,7 @@ pub struct PublishRequest {
 }
 
 /// The fields of a run request, each of which may not be null.
-const FIELDS: [&str; 10] = [
+pub const RUN_REQUEST_FIELDS: [&str; 10] = [
     "policies",
     "regions",
     "dry_run",
@@ -100,7 +100,7 @@ impl RunRequest {
                 format!("expected a JSON object: {ACCEPTED}"),
             ));
         }
-        if let Some(field) = FIELDS
+        if let Some(field) = RUN_REQUEST_FIELDS
             .iter()
             .find(|f| value.get(**f).is_some_and(serde_json::Value::is_null))
         {
