@@ -25,8 +25,6 @@ KNOWN: dict[str, int] = {
     "shared/src/jobs/publish/execute.rs fn publish_template": 97,
     "shared/src/jobs/publish/execute.rs fn validation_step": 82,
     "shared/src/jobs/publish/validate.rs fn plan": 163,
-    "shared/src/lambda/handler.rs": 698,
-    "shared/src/lambda/handler.rs fn handle": 98,
 }
 FN = re.compile(r"^\s*(pub(\([a-z]+\))? )?(const )?(async )?(unsafe )?fn (\w+)")
 TEST_ONLY_MODULES = re.compile(r"#\[cfg\(test\)\]\s*\n\s*(pub )?mod (\w+);")

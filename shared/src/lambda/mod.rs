@@ -1,11 +1,16 @@
 //! The Lambda wiring, the top layer: configuration and clients loaded once per cold start
-//! ([`app`]), the handler every function shares ([`handler`]) and the reports ([`report`]).
+//! ([`app`], [`settings`]), the handler every function shares ([`handler`]), the five
+//! functions' jobs behind it ([`functions`]), age-out's continuations ([`continuation`]) and
+//! the reports ([`report`], [`metrics`]).
 
 pub mod app;
+pub mod continuation;
+pub mod functions;
 pub mod handler;
 pub mod metrics;
 pub mod report;
 pub mod settings;
 
 pub use crate::domain::function::Function;
-pub use handler::{serve, AgeOutJob, BuildJob, CopyJob, Job, PublishJob, ShareJob};
+pub use functions::{AgeOutJob, BuildJob, CopyJob, PublishJob, ShareJob};
+pub use handler::{serve, Job};

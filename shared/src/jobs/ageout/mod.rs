@@ -33,7 +33,7 @@ use crate::domain::event::{event, Published};
 use crate::domain::ids::Region;
 use crate::domain::model::EvidenceGap;
 use crate::domain::policy::{PolicyDocument, TemplateDepth};
-use crate::domain::trigger::RunRequest;
+use crate::domain::trigger::{RunRequest, Trigger};
 use crate::error::Error;
 use crate::jobs::{label, Context};
 use crate::ports::{
@@ -122,6 +122,29 @@ pub struct Report {
     pub events: Published,
     /// Wall time of the run.
     pub elapsed_ms: u128,
+}
+
+/// The run request a trigger asks of age-out: a run request as it is, a schedule sweeps its
+/// region; any other event is refused, naming it. The flag says whether it is a scheduled sweep.
+pub fn request(trigger: Trigger) -> crate::error::Result<(RunRequest, bool)> {
+    match trigger {
+        Trigger::Run(request) => Ok((request, false)),
+        Trigger::Scheduled { region, .. } => Ok((
+            RunRequest {
+                regions: region.map(|r| vec![r]),
+                ..RunRequest::default()
+            },
+            true,
+        )),
+        other => Err(Error::event(
+            "$.detail-type",
+            format!(
+                "{} runs on a schedule or a run request, not on `{}`",
+                FUNCTION,
+                other.kind()
+            ),
+        )),
+    }
 }
 
 /// Whether the run is a partial failure: an action failed, a region could not plan, or an

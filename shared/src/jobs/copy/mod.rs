@@ -20,6 +20,15 @@ use crate::domain::model::Image;
 use crate::domain::policy::CopyDestination;
 use crate::domain::tags;
 
+/// The run request a trigger asks of copy: a schedule sweeps its region, an AMI that became
+/// available (or passed its launch test, or came back from the Recycle Bin) is copied alone;
+/// the reason when the event needs no work.
+pub fn request(
+    trigger: crate::domain::trigger::Trigger,
+) -> crate::error::Result<crate::domain::Decision<crate::domain::trigger::RunRequest>> {
+    crate::jobs::requests::ami_request(trigger, crate::domain::function::Function::Copy)
+}
+
 /// The function's name in reports and events.
 pub const FUNCTION: &str = crate::domain::function::Function::Copy.name();
 /// CopyImage copies in flight at once per destination region (an EC2 quota).

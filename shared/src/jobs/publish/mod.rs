@@ -11,6 +11,7 @@
 //!   rollback pins a given AMI.
 
 mod execute;
+mod request;
 pub mod targets;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub mod validate;
 use serde::Serialize;
 
 pub use execute::{rollback, run};
+pub use request::{regions, request};
 
 use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};

@@ -21,6 +21,15 @@ use crate::domain::event::{event, Event};
 use crate::domain::grant::Grant;
 use crate::domain::ids::Region;
 
+/// The run request a trigger asks of share: a schedule sweeps its region, an AMI that became
+/// available (or passed its launch test, or came back from the Recycle Bin) is shared alone;
+/// the reason when the event needs no work.
+pub fn request(
+    trigger: crate::domain::trigger::Trigger,
+) -> crate::error::Result<crate::domain::Decision<crate::domain::trigger::RunRequest>> {
+    crate::jobs::requests::ami_request(trigger, crate::domain::function::Function::Share)
+}
+
 /// The function's name in reports and events.
 pub const FUNCTION: &str = crate::domain::function::Function::Share.name();
 
