@@ -21,9 +21,6 @@ KNOWN: dict[str, int] = {
     "shared/src/domain/model.rs": 637,
     "shared/src/jobs/ageout/restore.rs fn restore_region": 130,
     "shared/src/jobs/build/plan.rs fn work": 84,
-    "shared/src/jobs/publish/execute.rs": 771,
-    "shared/src/jobs/publish/execute.rs fn publish_template": 97,
-    "shared/src/jobs/publish/execute.rs fn validation_step": 82,
     "shared/src/jobs/publish/validate.rs fn plan": 163,
 }
 FN = re.compile(r"^\s*(pub(\([a-z]+\))? )?(const )?(async )?(unsafe )?fn (\w+)")

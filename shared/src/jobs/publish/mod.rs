@@ -10,7 +10,9 @@
 //!   policy's SSM parameters and launch templates, never one older than what they name, and a
 //!   rollback pins a given AMI.
 
+mod destinations;
 mod execute;
+mod launch_tests;
 mod request;
 pub mod targets;
 #[cfg(test)]
@@ -160,7 +162,9 @@ pub fn events(results: &[PublishResult]) -> Vec<Event> {
         .iter()
         .filter_map(|r| {
             let detail_type = match r.outcome {
-                PublishOutcome::Kept if r.action == execute::HELD => detail_type::AMI_PUBLISH_HELD,
+                PublishOutcome::Kept if r.action == destinations::HELD => {
+                    detail_type::AMI_PUBLISH_HELD
+                }
                 PublishOutcome::Passed => detail_type::AMI_VALIDATED,
                 PublishOutcome::ValidationFailed => detail_type::AMI_VALIDATION_FAILED,
                 PublishOutcome::Published => detail_type::AMI_PUBLISHED,
