@@ -301,143 +301,245 @@ pub fn plan<'a>(
     image_ids: Option<&[String]>,
     now: DateTime<Utc>,
 ) -> Vec<Planned<'a>> {
+    let run = Run {
+        document,
+        policies,
+        image_ids,
+        consoles,
+        now,
+    };
+    let tests = Tests::of(instances);
+    let newest = newest_candidates(images, &run);
+
     let mut out = Vec::new();
-    let mut live: BTreeMap<&str, Vec<&TestInstance>> = BTreeMap::new();
-    let mut ended: BTreeMap<&str, &TestInstance> = BTreeMap::new();
-    let mut tests_ended: BTreeMap<&str, u32> = BTreeMap::new();
-    for i in instances {
-        if i.state == "terminated" {
-            ended.insert(i.image_id.as_str(), i);
-            *tests_ended.entry(i.image_id.as_str()).or_default() += 1;
-        } else {
-            live.entry(i.image_id.as_str()).or_default().push(i);
+    let mut handled: Vec<&str> = Vec::new();
+    for image in images {
+        let Some((policy, v)) = run.validating(image) else {
+            continue;
+        };
+        if image.is_copy() || image_ids.is_some_and(|ids| !ids.contains(&image.id)) {
+            continue;
         }
+        handled.push(image.id.as_str());
+        out.extend(plan_image(&run, &tests, &newest, (image, policy, v)));
     }
-    let validating = |image: &Image| -> Option<(&'a Policy, &'a Validate)> {
-        let policy = image.policy_in(document)?;
+
+    out.extend(leftovers(&run, &tests, images, &handled));
+    out
+}
+
+/// One run of the launch tests: the document, the run's filters, the consoles read, the clock.
+struct Run<'a, 'r> {
+    document: &'a PolicyDocument,
+    policies: Option<&'r [String]>,
+    image_ids: Option<&'r [String]>,
+    consoles: &'r HashMap<String, String>,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Run<'a, '_> {
+    /// The image's policy and its `validate`, when the policy validates and is in the run.
+    fn validating(&self, image: &Image) -> Option<(&'a Policy, &'a Validate)> {
+        let policy = image.policy_in(self.document)?;
         let v = policy.validate.as_ref()?;
-        policies
+        self.policies
             .is_none_or(|ps| ps.contains(&policy.name))
             .then_some((policy, v))
-    };
-    // The newest AMI of each (policy, family) that could pass: available, not failed.
-    let mut newest: HashMap<(&str, String), &Image> = HashMap::new();
+    }
+}
+
+/// The test instances by AMI: those up (not terminated) and the last one ended, with how many
+/// tests of each AMI ended.
+struct Tests<'i> {
+    live: BTreeMap<&'i str, Vec<&'i TestInstance>>,
+    ended: BTreeMap<&'i str, &'i TestInstance>,
+    ended_count: BTreeMap<&'i str, u32>,
+}
+
+impl<'i> Tests<'i> {
+    fn of(instances: &'i [TestInstance]) -> Self {
+        let mut tests = Tests {
+            live: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            ended_count: BTreeMap::new(),
+        };
+        for i in instances {
+            if i.state == "terminated" {
+                tests.ended.insert(i.image_id.as_str(), i);
+                *tests.ended_count.entry(i.image_id.as_str()).or_default() += 1;
+            } else {
+                tests.live.entry(i.image_id.as_str()).or_default().push(i);
+            }
+        }
+        tests
+    }
+}
+
+/// The newest AMI of each (policy, family) that could pass: available, not failed.
+fn newest_candidates<'i>(
+    images: &'i [Image],
+    run: &Run<'_, '_>,
+) -> HashMap<(String, String), &'i Image> {
+    let mut newest: HashMap<(String, String), &'i Image> = HashMap::new();
     for image in images.iter().filter(|i| {
         !i.is_copy() && i.state == ImageState::Available && i.verdict() != Some(tags::FAILED)
     }) {
-        if let Some((policy, _)) = validating(image) {
-            let key = (policy.name.as_str(), image.family(&policy.family_by));
+        if let Some((policy, _)) = run.validating(image) {
+            let key = (policy.name.clone(), image.family(&policy.family_by));
             let entry = newest.entry(key).or_insert(image);
             if (image.created, &image.id) > (entry.created, &entry.id) {
                 *entry = image;
             }
         }
     }
-    let mut handled: Vec<&str> = Vec::new();
-    for image in images {
-        let Some((policy, v)) = validating(image) else {
-            continue;
-        };
-        if image.is_copy() || image_ids.is_some_and(|ids| !ids.contains(&image.id)) {
-            continue;
-        }
-        let family = image.family(&policy.family_by);
-        let mut instances = live.get(image.id.as_str()).cloned().unwrap_or_default();
-        instances.sort_by(|a, b| (a.launched, &a.instance_id).cmp(&(b.launched, &b.instance_id)));
-        handled.push(image.id.as_str());
-        let at = |step: Step| Planned {
-            image_id: image.id.clone(),
-            policy: Some(policy),
-            family: Some(family.clone()),
-            step,
-        };
-        // A `passed` no seal proves is no verdict: the AMI is tested (again), and sealed.
-        if let Some(verdict) = image.verdict().filter(|v| *v != tags::UNPROVEN) {
-            for i in instances {
-                out.push(at(Step::Terminate {
+    newest
+}
+
+/// The steps of one AMI's launch test: end it (a verdict, or the AMI left `available`), judge
+/// its instance (and end a second one), or start it when it is its family's newest.
+fn plan_image<'a>(
+    run: &Run<'a, '_>,
+    tests: &Tests<'_>,
+    newest: &HashMap<(String, String), &Image>,
+    (image, policy, v): (&Image, &'a Policy, &Validate),
+) -> Vec<Planned<'a>> {
+    let family = image.family(&policy.family_by);
+    let mut instances = tests
+        .live
+        .get(image.id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    instances.sort_by(|a, b| (a.launched, &a.instance_id).cmp(&(b.launched, &b.instance_id)));
+    let at = |step: Step| Planned {
+        image_id: image.id.clone(),
+        policy: Some(policy),
+        family: Some(family.clone()),
+        step,
+    };
+
+    // A `passed` no seal proves is no verdict: the AMI is tested (again), and sealed.
+    if let Some(verdict) = image.verdict().filter(|v| *v != tags::UNPROVEN) {
+        let reason = format!(
+            "its AMI's launch test is over ({}={verdict})",
+            tags::VALIDATION
+        );
+        return instances
+            .iter()
+            .map(|i| {
+                at(Step::Terminate {
                     instance_id: i.instance_id.clone(),
-                    reason: format!(
-                        "its AMI's launch test is over ({}={verdict})",
-                        tags::VALIDATION
-                    ),
-                }));
-            }
-            continue;
-        }
-        if image.state != ImageState::Available {
-            for i in instances {
-                out.push(at(Step::Fail {
-                    instance_id: Some(i.instance_id.clone()),
-                    reason: format!("the AMI became {} during its launch test", image.state),
-                }));
-            }
-            continue;
-        }
-        let mut rest = instances.into_iter();
-        match rest.next() {
-            Some(first) => {
-                let console = consoles.get(&first.instance_id).map(String::as_str);
-                out.push(at(judge(first, v, console, now)));
-                for extra in rest {
-                    out.push(at(Step::Terminate {
-                        instance_id: extra.instance_id.clone(),
-                        reason: format!(
-                            "a second test instance of {}: {} tests it",
-                            image.id, first.instance_id
-                        ),
-                    }));
-                }
-            }
-            None => {
-                let key = (policy.name.as_str(), family.clone());
-                // A verdict the stack can no longer prove came after its test ended: that test
-                // says nothing now, and the next one needs a token of its own.
-                let retest = image.verdict() == Some(tags::UNPROVEN);
-                let attempt = 1 + tests_ended.get(image.id.as_str()).copied().unwrap_or(0);
-                let gone = ended.get(image.id.as_str()).filter(|_| !retest);
-                if let Some(gone) = gone {
-                    // Terminated before a verdict (by someone, or by its own shutdown): RunInstances
-                    // with the same client token would answer this dead instance again.
-                    out.push(at(Step::Fail {
-                        instance_id: None,
-                        reason: format!(
-                            "the test instance {} was terminated before its checks passed",
-                            gone.instance_id
-                        ),
-                    }));
-                } else if newest.get(&key).is_some_and(|n| n.id == image.id) {
-                    out.push(at(Step::Launch(launch_spec(image, policy, v, attempt))));
-                } else if image_ids.is_some() {
-                    out.push(at(Step::Skip(format!(
-                        "superseded before its launch test: only the newest AMI of family `{family}` ({}) is tested",
-                        newest.get(&key).map_or("", |n| n.id.as_str())
-                    ))));
-                }
-            }
-        }
+                    reason: reason.clone(),
+                })
+            })
+            .collect();
     }
-    for (image_id, instances) in &live {
+    if image.state != ImageState::Available {
+        let reason = format!("the AMI became {} during its launch test", image.state);
+        return instances
+            .iter()
+            .map(|i| {
+                at(Step::Fail {
+                    instance_id: Some(i.instance_id.clone()),
+                    reason: reason.clone(),
+                })
+            })
+            .collect();
+    }
+
+    let mut rest = instances.into_iter();
+    let Some(first) = rest.next() else {
+        let key = (policy.name.clone(), family.clone());
+        let newest = newest.get(&key).map(|n| n.id.as_str());
+        return untested(run, tests, (image, policy, v), newest)
+            .map(at)
+            .into_iter()
+            .collect();
+    };
+    let console = run.consoles.get(&first.instance_id).map(String::as_str);
+    let mut out = vec![at(judge(first, v, console, run.now))];
+    for extra in rest {
+        out.push(at(Step::Terminate {
+            instance_id: extra.instance_id.clone(),
+            reason: format!(
+                "a second test instance of {}: {} tests it",
+                image.id, first.instance_id
+            ),
+        }));
+    }
+    out
+}
+
+/// The step of an AMI without a test instance up: failed when its test ended before a
+/// verdict, launched when it is its family's newest, skipped (said) when a request named it.
+fn untested(
+    run: &Run<'_, '_>,
+    tests: &Tests<'_>,
+    (image, policy, v): (&Image, &Policy, &Validate),
+    newest: Option<&str>,
+) -> Option<Step> {
+    // A verdict the stack can no longer prove came after its test ended: that test says
+    // nothing now, and the next one needs a token of its own.
+    let retest = image.verdict() == Some(tags::UNPROVEN);
+    let attempt = 1 + tests
+        .ended_count
+        .get(image.id.as_str())
+        .copied()
+        .unwrap_or(0);
+    let gone = tests.ended.get(image.id.as_str()).filter(|_| !retest);
+    if let Some(gone) = gone {
+        // Terminated before a verdict (by someone, or by its own shutdown): RunInstances with
+        // the same client token would answer this dead instance again.
+        return Some(Step::Fail {
+            instance_id: None,
+            reason: format!(
+                "the test instance {} was terminated before its checks passed",
+                gone.instance_id
+            ),
+        });
+    }
+    if newest == Some(image.id.as_str()) {
+        return Some(Step::Launch(launch_spec(image, policy, v, attempt)));
+    }
+    run.image_ids.is_some().then(|| {
+        Step::Skip(format!(
+            "superseded before its launch test: only the newest AMI of family `{}` ({}) is tested",
+            image.family(&policy.family_by),
+            newest.unwrap_or("")
+        ))
+    })
+}
+
+/// Test instances of no AMI this run handled: those of this document's validating policies
+/// (and in this run's), and any other still running past the longest timeout a policy can set
+/// (its policy lost `validate` or was removed mid-test, or its deployment is gone: abandoned),
+/// are terminated. A second deployment in the account runs its own.
+fn leftovers<'a>(
+    run: &Run<'a, '_>,
+    tests: &Tests<'_>,
+    images: &[Image],
+    handled: &[&str],
+) -> Vec<Planned<'a>> {
+    let mut out = Vec::new();
+    for (image_id, instances) in &tests.live {
         if handled.contains(image_id)
-            || image_ids.is_some_and(|ids| !ids.iter().any(|i| i == image_id))
+            || run
+                .image_ids
+                .is_some_and(|ids| !ids.iter().any(|i| i == image_id))
         {
             continue;
         }
         let known = images.iter().find(|i| i.id == *image_id);
-        if known.is_some_and(|i| validating(i).is_none() && policies.is_some()) {
+        if known.is_some_and(|i| run.validating(i).is_none() && run.policies.is_some()) {
             continue; // another policy's test, outside this run's policies
         }
         for i in instances.iter().filter(|i| {
-            // The tests of this document's validating policies (and in this run's): a second
-            // deployment in the account runs its own. Any other test instance still running
-            // past the longest timeout a policy can set (its policy lost `validate` or was
-            // removed mid-test, or its deployment is gone) is abandoned: terminated too.
             let ours = i.policy.as_ref().is_some_and(|p| {
-                document.policy(p).is_some_and(|p| p.validate.is_some())
-                    && policies.is_none_or(|ps| ps.contains(p))
+                run.document.policy(p).is_some_and(|p| p.validate.is_some())
+                    && run.policies.is_none_or(|ps| ps.contains(p))
             });
             let abandoned = i
                 .launched
-                .is_some_and(|t| now - t > chrono::Duration::minutes(ABANDONED_AFTER_MINUTES));
+                .is_some_and(|t| run.now - t > chrono::Duration::minutes(ABANDONED_AFTER_MINUTES));
             ours || abandoned
         }) {
             out.push(Planned {
