@@ -132,20 +132,7 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
         missing: Vec::new(),
     };
     // What the region holds; a look-up that fails leaves every AMI of the request unanswered.
-    let found = async {
-        let mut registered = Vec::new();
-        for id in ids {
-            registered.push(ec2.registered(id).await?);
-        }
-        let in_bin = ec2.images_in_bin(ids).await?;
-        let bin_snapshots = if in_bin.is_empty() {
-            Vec::new()
-        } else {
-            ec2.snapshots_in_bin().await?
-        };
-        Ok::<_, crate::error::Error>((registered, in_bin, bin_snapshots))
-    };
-    let (registered, in_bin, bin_snapshots) = match found.await {
+    let found = match read_region(ec2, ids).await {
         Ok(found) => found,
         Err(e) => {
             return ids
@@ -154,10 +141,11 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
                 .collect()
         }
     };
+
     let mut out = Vec::new();
-    for (id, registered) in ids.iter().zip(&registered) {
-        let binned = in_bin.iter().find(|b| &b.image_id == id);
-        let Some(steps) = steps(id, registered.as_ref(), binned, &bin_snapshots) else {
+    for (id, registered) in ids.iter().zip(&found.registered) {
+        let binned = found.in_bin.iter().find(|b| &b.image_id == id);
+        let Some(steps) = steps(id, registered.as_ref(), binned, &found.bin_snapshots) else {
             continue;
         };
         if steps.is_empty() {
@@ -175,75 +163,146 @@ pub async fn restore_region<E: RestoreImages + Sync, P: Pace + Sync>(
             out.push(line(id, steps, RestoreOutcome::WouldRestore, None));
             continue;
         }
-        let mut steps = steps;
-        let mut failure = None;
-        let mut restored: Option<Image> = registered.clone();
-        let mut snapshots_pending = Vec::new();
-        let mut i = 0;
-        while i < steps.len() {
-            let step = steps[i].clone();
-            i += 1;
-            if deadline.passed() {
-                failure = Some((RestoreOutcome::Deferred, "the run's deadline".to_string()));
-                break;
-            }
-            // EC2 restores an AMI only once its snapshots are available again.
-            if matches!(step, Step::RestoreImage(_)) && !snapshots_pending.is_empty() {
-                let why = format!(
-                    "its snapshots ({}) are back but not yet available: send the same request again to restore the AMI",
-                    snapshots_pending.join(", ")
-                );
-                failure = Some((RestoreOutcome::Deferred, why));
-                break;
-            }
-            pacer.take().await;
-            let done = match &step {
-                Step::RestoreSnapshot(s) => ec2.restore_snapshot(s).await.map(|state| {
-                    if state != "completed" {
-                        snapshots_pending.push(s.clone());
-                    }
-                }),
-                Step::RestoreImage(image) => ec2.restore_image(image).await,
-                Step::Enable(image) => ec2.enable(image).await,
-                Step::CancelDeprecation(image) => ec2.cancel_deprecation(image).await,
-            };
-            if let Err(e) = done {
-                tracing::warn!(image_id = %id, ?step, error = %e, "restore step failed");
-                failure = Some((outcome_of(&e), e.to_string()));
-                break;
-            }
-            // Back from the bin as it went in: a disabled or deprecated AMI is undone too.
-            if let Step::RestoreImage(image) = &step {
-                match ec2.registered(image).await {
-                    Ok(Some(back)) => {
-                        steps
-                            .extend(self::steps(image, Some(&back), None, &[]).unwrap_or_default());
-                        restored = Some(back);
-                    }
-                    // EC2's reads may lag its writes: "restored" only once it is seen.
-                    Ok(None) => {
-                        failure = Some((
-                            RestoreOutcome::Deferred,
-                            format!("{image} was restored and EC2 does not list it yet: send the same request again to finish"),
-                        ));
-                        break;
-                    }
-                    Err(e) => {
-                        failure = Some((outcome_of(&e), e.to_string()));
-                        break;
-                    }
-                }
-            }
-        }
-        out.push(match (failure, restored) {
+
+        let done = carry_out((ec2, pacer), id, steps, registered.clone(), deadline).await;
+        out.push(match (done.failure, done.restored) {
             (None, Some(back)) => {
-                with_snapshots(ec2, &back, line(id, steps, RestoreOutcome::Restored, None)).await
+                with_snapshots(
+                    ec2,
+                    &back,
+                    line(id, done.steps, RestoreOutcome::Restored, None),
+                )
+                .await
             }
-            (None, None) => line(id, steps, RestoreOutcome::Restored, None),
-            (Some((outcome, error)), _) => line(id, steps, outcome, Some(error)),
+            (None, None) => line(id, done.steps, RestoreOutcome::Restored, None),
+            (Some((outcome, error)), _) => line(id, done.steps, outcome, Some(error)),
         });
     }
     out
+}
+
+/// What a region holds of the request's AMIs: each registered one (or none), those in the
+/// Recycle Bin, and the bin's snapshots (read only when an AMI is there).
+struct Found {
+    registered: Vec<Option<Image>>,
+    in_bin: Vec<BinImage>,
+    bin_snapshots: Vec<BinSnapshot>,
+}
+
+async fn read_region<E: RestoreImages>(ec2: &E, ids: &[String]) -> crate::error::Result<Found> {
+    let mut registered = Vec::new();
+    for id in ids {
+        registered.push(ec2.registered(id).await?);
+    }
+    let in_bin = ec2.images_in_bin(ids).await?;
+    let bin_snapshots = if in_bin.is_empty() {
+        Vec::new()
+    } else {
+        ec2.snapshots_in_bin().await?
+    };
+    Ok(Found {
+        registered,
+        in_bin,
+        bin_snapshots,
+    })
+}
+
+/// The steps carried out (with those a restored AMI added), why they stopped if they did, and
+/// the AMI as it is now.
+struct Done {
+    steps: Vec<Step>,
+    failure: Option<(RestoreOutcome, String)>,
+    restored: Option<Image>,
+}
+
+/// Carries out one AMI's steps in order, until one fails or the deadline comes.
+async fn carry_out<E: RestoreImages, P: Pace>(
+    (ec2, pacer): (&E, &P),
+    id: &str,
+    mut steps: Vec<Step>,
+    registered: Option<Image>,
+    deadline: Deadline,
+) -> Done {
+    let mut failure = None;
+    let mut restored = registered;
+    let mut snapshots_pending = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let step = steps[i].clone();
+        i += 1;
+        if deadline.passed() {
+            failure = Some((RestoreOutcome::Deferred, "the run's deadline".to_string()));
+            break;
+        }
+        // EC2 restores an AMI only once its snapshots are available again.
+        if matches!(step, Step::RestoreImage(_)) && !snapshots_pending.is_empty() {
+            let why = format!(
+                "its snapshots ({}) are back but not yet available: send the same request again to restore the AMI",
+                snapshots_pending.join(", ")
+            );
+            failure = Some((RestoreOutcome::Deferred, why));
+            break;
+        }
+
+        pacer.take().await;
+        if let Err(e) = take_step(ec2, &step, &mut snapshots_pending).await {
+            tracing::warn!(image_id = %id, ?step, error = %e, "restore step failed");
+            failure = Some((outcome_of(&e), e.to_string()));
+            break;
+        }
+        // Back from the bin as it went in: a disabled or deprecated AMI is undone too.
+        if let Step::RestoreImage(image) = &step {
+            match seen_back(ec2, image).await {
+                Ok(back) => {
+                    steps.extend(self::steps(image, Some(&back), None, &[]).unwrap_or_default());
+                    restored = Some(back);
+                }
+                Err(why) => {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+    }
+    Done {
+        steps,
+        failure,
+        restored,
+    }
+}
+
+/// One step through EC2; a snapshot still being restored is noted in `pending`.
+async fn take_step<E: RestoreImages>(
+    ec2: &E,
+    step: &Step,
+    pending: &mut Vec<String>,
+) -> crate::error::Result<()> {
+    match step {
+        Step::RestoreSnapshot(s) => ec2.restore_snapshot(s).await.map(|state| {
+            if state != "completed" {
+                pending.push(s.clone());
+            }
+        }),
+        Step::RestoreImage(image) => ec2.restore_image(image).await,
+        Step::Enable(image) => ec2.enable(image).await,
+        Step::CancelDeprecation(image) => ec2.cancel_deprecation(image).await,
+    }
+}
+
+/// The AMI as EC2 lists it after its restore. EC2's reads may lag its writes: "restored" only
+/// once it is seen.
+async fn seen_back<E: RestoreImages>(
+    ec2: &E,
+    image: &str,
+) -> std::result::Result<Image, (RestoreOutcome, String)> {
+    match ec2.registered(image).await {
+        Ok(Some(back)) => Ok(back),
+        Ok(None) => Err((
+            RestoreOutcome::Deferred,
+            format!("{image} was restored and EC2 does not list it yet: send the same request again to finish"),
+        )),
+        Err(e) => Err((outcome_of(&e), e.to_string())),
+    }
 }
 
 /// The line of a registered AMI whose steps are done, once its snapshots are checked:
