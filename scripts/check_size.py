@@ -19,7 +19,6 @@ KNOWN: dict[str, int] = {
     "shared/src/adapters/ec2/usage.rs fn usage_reports": 99,
     "shared/src/adapters/ec2/validate.rs fn test_instances": 84,
     "shared/src/domain/model.rs": 637,
-    "shared/src/jobs/build/plan.rs fn work": 84,
 }
 FN = re.compile(r"^\s*(pub(\([a-z]+\))? )?(const )?(async )?(unsafe )?fn (\w+)")
 TEST_ONLY_MODULES = re.compile(r"#\[cfg\(test\)\]\s*\n\s*(pub )?mod (\w+);")

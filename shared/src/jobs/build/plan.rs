@@ -14,7 +14,7 @@ use crate::domain::naming::{check_image_name, render_name, window_start};
 use crate::domain::policy::{Architecture, Policy, PolicyDocument};
 use crate::domain::register::{RegisterRequest, VolumeType, DEFAULT_ROOT_DEVICE};
 use crate::domain::tags;
-use crate::domain::trigger::{AmiStateChange, SnapshotNotification, Trigger};
+use crate::domain::trigger::{AmiStateChange, RunRequest, SnapshotNotification, Trigger};
 use crate::domain::Decision;
 use crate::error::{Error, Result};
 use crate::ports::RegisterSpec;
@@ -75,31 +75,7 @@ pub fn work(
     let window =
         |at: Option<DateTime<Utc>>| window_start(at.unwrap_or_else(Utc::now), window_minutes);
     Ok(Decision::Act(match trigger {
-        Trigger::Run(request) => match request.register {
-            Some(register) => {
-                if document.policy(&register.policy).is_none() {
-                    return Err(Error::event(
-                        "$.register.policy",
-                        format!("no policy named `{}`", register.policy),
-                    ));
-                }
-                register.check()?;
-                Work::Register {
-                    region: request
-                        .regions
-                        .as_ref()
-                        .and_then(|r| r.first())
-                        .unwrap_or(home)
-                        .clone(),
-                    request: register,
-                }
-            }
-            None => Work::Sweep {
-                regions: request.regions.unwrap_or_else(|| vec![home.clone()]),
-                policies: request.policies,
-                window: window(request.as_of),
-            },
-        },
+        Trigger::Run(request) => requested(request, home, document, window)?,
         Trigger::Scheduled { region, time } => Work::Sweep {
             regions: vec![region.unwrap_or_else(|| home.clone())],
             policies: None,
@@ -149,6 +125,38 @@ pub fn work(
             ))
         }
     }))
+}
+
+/// A run request's work: a registration (in the request's first region), or a sweep.
+fn requested(
+    request: RunRequest,
+    home: &Region,
+    document: &PolicyDocument,
+    window: impl Fn(Option<DateTime<Utc>>) -> DateTime<Utc>,
+) -> Result<Work> {
+    let Some(register) = request.register else {
+        return Ok(Work::Sweep {
+            regions: request.regions.unwrap_or_else(|| vec![home.clone()]),
+            policies: request.policies,
+            window: window(request.as_of),
+        });
+    };
+    if document.policy(&register.policy).is_none() {
+        return Err(Error::event(
+            "$.register.policy",
+            format!("no policy named `{}`", register.policy),
+        ));
+    }
+    register.check()?;
+    Ok(Work::Register {
+        region: request
+            .regions
+            .as_ref()
+            .and_then(|r| r.first())
+            .unwrap_or(home)
+            .clone(),
+        request: register,
+    })
 }
 
 /// The tags a built AMI and its snapshots carry: the policy's, the family, the policy, the
