@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ec2::types::{ImageUsageResourceTypeOptionRequest, ImageUsageResourceTypeRequest};
+use aws_sdk_ec2::types::{
+    ImageUsageReport, ImageUsageResourceTypeOptionRequest, ImageUsageResourceTypeRequest,
+};
 
 use super::convert::smithy_time;
 use super::Ec2;
@@ -32,83 +34,15 @@ impl ConsumerUsage for Ec2 {
         let mut available: HashMap<String, String> = HashMap::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(self.err("DescribeImageUsageReports"))?;
-            for r in page.image_usage_reports() {
-                let (Some(image), Some(id), Some(created)) =
-                    (r.image_id(), r.report_id(), smithy_time(r.creation_time()))
-                else {
-                    continue;
-                };
-                let state = match r.state() {
-                    Some("available") => ReportState::Available,
-                    Some("pending") => ReportState::Pending,
-                    other => ReportState::Error(
-                        r.state_reason().or(other).unwrap_or("no state").to_string(),
-                    ),
-                };
-                if state == ReportState::Available {
-                    available.insert(id.to_string(), image.to_string());
+            for (image, report) in page.image_usage_reports().iter().filter_map(report_of) {
+                if report.state == ReportState::Available {
+                    available.insert(report.report_id.clone(), image.clone());
                 }
-                let resource_types = r
-                    .resource_types()
-                    .iter()
-                    .filter_map(|t| {
-                        let depth = t
-                            .resource_type_options()
-                            .iter()
-                            .find(|o| o.option_name() == Some("version-depth"))
-                            .and_then(|o| o.option_values().first())
-                            .and_then(|v| v.parse().ok());
-                        Some((t.resource_type()?.to_string(), depth))
-                    })
-                    .collect();
-                found
-                    .entry(image.to_string())
-                    .or_default()
-                    .push(UsageReport {
-                        report_id: id.to_string(),
-                        state,
-                        created,
-                        accounts: Default::default(),
-                        all_accounts: r.account_ids().is_empty(),
-                        resource_types,
-                    });
+                found.entry(image).or_default().push(report);
             }
         }
-        let ids: Vec<String> = available.keys().cloned().collect();
-        for chunk in ids.chunks(crate::ports::USAGE_REPORT_MAX_IDS) {
-            let mut pages = self
-                .client
-                .describe_image_usage_report_entries()
-                .set_report_ids(Some(chunk.to_vec()))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(self.err("DescribeImageUsageReportEntries"))?;
-                for e in page.image_usage_report_entries() {
-                    let Some(report) = e.report_id() else {
-                        continue;
-                    };
-                    // An entry without its account or type still counts (fail closed).
-                    let account = e.account_id().unwrap_or("(unknown account)");
-                    let kind = e.resource_type().unwrap_or("(unknown type)");
-                    let Some(image) = available.get(report) else {
-                        continue;
-                    };
-                    let Some(r) = found
-                        .get_mut(image)
-                        .and_then(|rs| rs.iter_mut().find(|r| r.report_id == report))
-                    else {
-                        continue;
-                    };
-                    let count = e.usage_count().map_or(1, |n| u64::try_from(n).unwrap_or(1));
-                    *r.accounts
-                        .entry(account.to_string())
-                        .or_default()
-                        .entry(kind.to_string())
-                        .or_insert(0) += count;
-                }
-            }
-        }
+
+        self.count_entries(&available, &mut found).await?;
         for reports in found.values_mut() {
             reports.sort_by_key(|r| std::cmp::Reverse(r.created));
         }
@@ -168,5 +102,88 @@ impl ConsumerUsage for Ec2 {
             .await
             .map_err(self.err("CreateImageUsageReport"))?;
         Ok(out.report_id().unwrap_or_default().to_string())
+    }
+}
+
+/// A usage report as the domain reads it, with its AMI; none without its AMI, id or time.
+fn report_of(r: &ImageUsageReport) -> Option<(String, UsageReport)> {
+    let (Some(image), Some(id), Some(created)) =
+        (r.image_id(), r.report_id(), smithy_time(r.creation_time()))
+    else {
+        return None;
+    };
+    let state = match r.state() {
+        Some("available") => ReportState::Available,
+        Some("pending") => ReportState::Pending,
+        other => ReportState::Error(r.state_reason().or(other).unwrap_or("no state").to_string()),
+    };
+    let resource_types = r
+        .resource_types()
+        .iter()
+        .filter_map(|t| {
+            let depth = t
+                .resource_type_options()
+                .iter()
+                .find(|o| o.option_name() == Some("version-depth"))
+                .and_then(|o| o.option_values().first())
+                .and_then(|v| v.parse().ok());
+            Some((t.resource_type()?.to_string(), depth))
+        })
+        .collect();
+    let report = UsageReport {
+        report_id: id.to_string(),
+        state,
+        created,
+        accounts: Default::default(),
+        all_accounts: r.account_ids().is_empty(),
+        resource_types,
+    };
+    Some((image.to_string(), report))
+}
+
+impl Ec2 {
+    /// Counts the entries of the available reports (`available`: report id → AMI) into their
+    /// reports in `found`, by account and resource type.
+    async fn count_entries(
+        &self,
+        available: &HashMap<String, String>,
+        found: &mut HashMap<String, Vec<UsageReport>>,
+    ) -> Result<()> {
+        let ids: Vec<String> = available.keys().cloned().collect();
+        for chunk in ids.chunks(crate::ports::USAGE_REPORT_MAX_IDS) {
+            let mut pages = self
+                .client
+                .describe_image_usage_report_entries()
+                .set_report_ids(Some(chunk.to_vec()))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(self.err("DescribeImageUsageReportEntries"))?;
+                for e in page.image_usage_report_entries() {
+                    let Some(report) = e.report_id() else {
+                        continue;
+                    };
+                    // An entry without its account or type still counts (fail closed).
+                    let account = e.account_id().unwrap_or("(unknown account)");
+                    let kind = e.resource_type().unwrap_or("(unknown type)");
+                    let Some(image) = available.get(report) else {
+                        continue;
+                    };
+                    let Some(r) = found
+                        .get_mut(image)
+                        .and_then(|rs| rs.iter_mut().find(|r| r.report_id == report))
+                    else {
+                        continue;
+                    };
+                    let count = e.usage_count().map_or(1, |n| u64::try_from(n).unwrap_or(1));
+                    *r.accounts
+                        .entry(account.to_string())
+                        .or_default()
+                        .entry(kind.to_string())
+                        .or_insert(0) += count;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -79,56 +79,14 @@ impl ValidateImages for Ec2 {
                 ))
                 .build(),
         ];
-        let mut found = Vec::new();
-        for instance in self.instances_matching(filters, 1000).await? {
-            let tags: BTreeMap<String, String> = tags_of(instance.tags());
-            let (Some(id), Some(image)) = (instance.instance_id.clone(), tags.get(tags::VALIDATES))
-            else {
-                continue;
-            };
-            found.push(TestInstance {
-                instance_id: id,
-                image_id: image.clone(),
-                policy: tags.get(tags::POLICY).cloned(),
-                state: state_name(&instance),
-                launched: instance
-                    .launch_time()
-                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
-                system_status: None,
-                instance_status: None,
-                client_token: instance
-                    .client_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string),
-                launched_from: instance.image_id().map(str::to_string),
-            });
-        }
-        let running: Vec<String> = found
+        let mut found: Vec<TestInstance> = self
+            .instances_matching(filters, 1000)
+            .await?
             .iter()
-            .filter(|i| i.state == "running")
-            .map(|i| i.instance_id.clone())
+            .filter_map(test_instance_of)
             .collect();
-        let mut statuses: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
-        for chunk in running.chunks(STATUS_MAX_IDS) {
-            let out = self
-                .client
-                .describe_instance_status()
-                .set_instance_ids(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(self.err("DescribeInstanceStatus"))?;
-            for s in out.instance_statuses() {
-                let summary = |v: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| {
-                    v.and_then(|v| v.status()).map(|s| s.as_str().to_string())
-                };
-                if let Some(id) = s.instance_id.clone() {
-                    statuses.insert(
-                        id,
-                        (summary(s.system_status()), summary(s.instance_status())),
-                    );
-                }
-            }
-        }
+
+        let mut statuses = self.statuses_of_running(&found).await?;
         for instance in &mut found {
             if let Some((system, own)) = statuses.remove(&instance.instance_id) {
                 instance.system_status = system;
@@ -341,5 +299,64 @@ impl ValidateImages for Ec2 {
             .await
             .map_err(self.err("CreateTags"))?;
         Ok(())
+    }
+}
+
+/// A test instance as the domain reads it; none without its id or the AMI it tests.
+fn test_instance_of(instance: &aws_sdk_ec2::types::Instance) -> Option<TestInstance> {
+    let tags: BTreeMap<String, String> = tags_of(instance.tags());
+    let (Some(id), Some(image)) = (instance.instance_id.clone(), tags.get(tags::VALIDATES)) else {
+        return None;
+    };
+    Some(TestInstance {
+        instance_id: id,
+        image_id: image.clone(),
+        policy: tags.get(tags::POLICY).cloned(),
+        state: state_name(instance),
+        launched: instance
+            .launch_time()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        system_status: None,
+        instance_status: None,
+        client_token: instance
+            .client_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        launched_from: instance.image_id().map(str::to_string),
+    })
+}
+
+/// The system and instance status checks of each running instance (DescribeInstanceStatus).
+type Statuses = HashMap<String, (Option<String>, Option<String>)>;
+
+impl Ec2 {
+    async fn statuses_of_running(&self, instances: &[TestInstance]) -> Result<Statuses> {
+        let running: Vec<String> = instances
+            .iter()
+            .filter(|i| i.state == "running")
+            .map(|i| i.instance_id.clone())
+            .collect();
+        let mut statuses = Statuses::new();
+        for chunk in running.chunks(STATUS_MAX_IDS) {
+            let out = self
+                .client
+                .describe_instance_status()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(self.err("DescribeInstanceStatus"))?;
+            for s in out.instance_statuses() {
+                let summary = |v: Option<&aws_sdk_ec2::types::InstanceStatusSummary>| {
+                    v.and_then(|v| v.status()).map(|s| s.as_str().to_string())
+                };
+                if let Some(id) = s.instance_id.clone() {
+                    statuses.insert(
+                        id,
+                        (summary(s.system_status()), summary(s.instance_status())),
+                    );
+                }
+            }
+        }
+        Ok(statuses)
     }
 }
