@@ -13,11 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 80
 MAX_FILE_LINES = 600
-# Functions and files over the limits when the check came (issue 32), each with its length then:
-# none may grow, and each leaves the list once it is split (the check fails on a stale entry).
-KNOWN: dict[str, int] = {
-    "shared/src/domain/model.rs": 637,
-}
 FN = re.compile(r"^\s*(pub(\([a-z]+\))? )?(const )?(async )?(unsafe )?fn (\w+)")
 TEST_ONLY_MODULES = re.compile(r"#\[cfg\(test\)\]\s*\n\s*(pub )?mod (\w+);")
 
@@ -89,19 +84,14 @@ def main() -> int:
                 over[f"{name} fn {fn}"] = max(length, over.get(f"{name} fn {fn}", 0))
     for what, length in sorted(over.items()):
         limit = MAX_FUNCTION_LINES if " fn " in what else MAX_FILE_LINES
-        if what not in KNOWN:
-            problems.append(f"{what}: {length} lines (at most {limit}): split it along its seams")
-        elif length > KNOWN[what]:
-            problems.append(f"{what}: {length} lines, grown from {KNOWN[what]}: split it instead")
-    for what in sorted(set(KNOWN) - set(over)):
-        problems.append(f"{what} is within the limits now: remove it from KNOWN in scripts/check_size.py")
+        problems.append(f"{what}: {length} lines (at most {limit}): split it along its seams")
     if args.list:
         for length, where in sorted(lengths, reverse=True)[:40]:
             print(f"{length:5} {where}")
     for problem in problems:
         print(problem, file=sys.stderr)
     print(
-        f"check_size: {len(lengths)} production functions, {len(over)} over the limits ({len(KNOWN)} known)",
+        f"check_size: {len(lengths)} production functions, {len(over)} over the limits",
         file=sys.stderr,
     )
     return 1 if problems else 0
