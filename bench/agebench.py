@@ -69,7 +69,7 @@ NOT_EC2 = {"PutEvents", "GetCallerIdentity"}
 def seed(emu: Emulator, size: int) -> dict:
     """The fleet; returns the ground truth."""
     rng = random.Random(42)
-    truth = {"old_unused": set(), "in_use": set(), "shared_snapshots": {}, "images": {}}
+    truth: dict[str, Any] = {"old_unused": set(), "in_use": set(), "shared_snapshots": {}, "images": {}}
     per_region = size // len(REGIONS)
     for region in REGIONS:
         ec2 = emu.ec2(region)

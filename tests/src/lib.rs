@@ -1,5 +1,5 @@
 //! Test support: the local AWS test bed (moto's server with the EC2 behaviours our safety
-//! depends on, see `support/moto_launcher.py`) and a harness that runs a function's own binary
+//! depends on, see `support/testbed/`) and a harness that runs a function's own binary
 //! through the Lambda runtime API (`cargo lambda watch --only-lambda-apis` + `cargo lambda invoke`).
 //!
 //! Nothing is installed at test time. A missing emulator or cargo-lambda fails the test loudly,
@@ -12,18 +12,39 @@ use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::BehaviorVersion;
 use serde_json::Value;
 
-/// The account moto serves to the dummy credentials.
+/// The account moto serves to the dummy credentials (`description.json` says the same; a test
+/// checks it).
 pub const ACCOUNT: &str = "123456789012";
 
+/// The test bed's description (`tests/support/testbed/description.json`), which the Python
+/// harness and the server read too: how the test bed starts, what a function's environment
+/// holds, the stack's resources and the test-only routes.
+pub fn description() -> &'static Value {
+    static DESCRIPTION: OnceLock<Value> = OnceLock::new();
+    DESCRIPTION.get_or_init(|| {
+        serde_json::from_str(include_str!("../support/testbed/description.json"))
+            .expect("tests/support/testbed/description.json is JSON")
+    })
+}
+
+/// A fact of the description: `at` is a JSON pointer (`/stack/bus`).
+pub fn described(at: &str) -> &'static str {
+    description()
+        .pointer(at)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("description.json has no text at {at}"))
+}
+
 /// The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
-pub const DEAD_MAN_ROLE: &str = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man";
-/// The dead-man switch's schedule group the template makes (the test bed has it).
-pub const DEAD_MAN_GROUP: &str = "ami-lifecycle-dead-man";
+pub fn dead_man_role() -> &'static str {
+    described("/stack/dead_man_role")
+}
 
 /// The Amazon images of `support/amis.json` (owned by another account) that instances launch from.
 pub const BASE_X86: &str = "ami-0a1b2c3d4e5f60001";
@@ -59,6 +80,19 @@ fn require(path: &Path, what: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// One of the stack's resources the test bed made (`/stack/<name>` in the description: the
+/// route that answers it and the field that holds it).
+fn stack_resource(port: u16, name: &str) -> String {
+    let route = described(&format!("/stack/{name}/route"));
+    let (status, text) = http(port, "GET", route, "");
+    assert_eq!(status, 200, "the test bed made no {name}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("the test bed answers JSON");
+    answer[described(&format!("/stack/{name}/field"))]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -78,9 +112,6 @@ pub struct TestBed {
     pub event_outbox: String,
 }
 
-/// The bus the template makes for a stack named `ami-lifecycle` (`${AWS::StackName}-ami-lifecycle`).
-pub const TOOL_BUS: &str = "ami-lifecycle-ami-lifecycle";
-
 impl TestBed {
     /// The test bed with the documented EC2 behaviours added and EC2's API contract enforced.
     pub fn start() -> TestBed {
@@ -98,10 +129,8 @@ impl TestBed {
     }
 
     fn launch(flags: &[&str]) -> TestBed {
-        let python = venv_python();
-        let script = root().join("tests/support/moto_launcher.py");
-        let mut cmd = Command::new(python);
-        cmd.arg(script)
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(root().join(described("/launcher")))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -113,23 +142,15 @@ impl TestBed {
             .read_line(&mut line)
             .expect("read the launcher's READY line");
         let port = line
-            .trim()
-            .strip_prefix("READY ")
+            .trim_end()
+            .strip_prefix(described("/ready"))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("the moto launcher did not start (it printed {line:?})"));
-        let (status, text) = http(port, "GET", "/_testbed/signing-key", "");
-        assert_eq!(status, 200, "the test bed made no signing key: {text}");
-        let key: Value = serde_json::from_str(&text).expect("signing key JSON");
-        let signing_key = key["key_arn"].as_str().unwrap_or_default().to_string();
-        let (status, text) = http(port, "GET", "/_testbed/event-outbox", "");
-        assert_eq!(status, 200, "the test bed made no event outbox: {text}");
-        let outbox: Value = serde_json::from_str(&text).expect("outbox JSON");
-        let event_outbox = outbox["url"].as_str().unwrap_or_default().to_string();
         TestBed {
             child,
             port,
-            signing_key,
-            event_outbox,
+            signing_key: stack_resource(port, "signing_key"),
+            event_outbox: stack_resource(port, "event_outbox"),
         }
     }
 
@@ -138,30 +159,31 @@ impl TestBed {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The environment a process needs to reach the test bed.
-    pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL".into(), self.endpoint()),
-            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            ("AMI_SIGNING_KEY_ARN".into(), self.signing_key.clone()),
-            ("AMI_DEADMAN_ROLE_ARN".into(), DEAD_MAN_ROLE.into()),
-            ("AMI_DEADMAN_GROUP".into(), DEAD_MAN_GROUP.into()),
-            ("AMI_EVENT_OUTBOX_URL".into(), self.event_outbox.clone()),
-            // The tool's bus the template makes (the test bed has it).
-            ("EVENT_BUS_NAME".into(), TOOL_BUS.into()),
-        ]
+    /// The environment a function gets (the description's, filled in): the test bed's
+    /// endpoint, the stack's resources, its own credentials (the test bed authorizes each
+    /// request against this function's role in template.yaml) and its runtime API's port.
+    pub fn function_env(&self, function: &str, runtime_port: u16) -> Vec<(String, String)> {
+        let filled = |v: &str| {
+            v.replace("{endpoint}", &self.endpoint())
+                .replace("{signing_key}", &self.signing_key)
+                .replace("{event_outbox}", &self.event_outbox)
+                .replace("{runtime_port}", &runtime_port.to_string())
+                .replace("{function}", function)
+        };
+        description()["function_environment"]
+            .as_object()
+            .expect("description.json: function_environment")
+            .iter()
+            .map(|(k, v)| (k.clone(), filled(v.as_str().unwrap_or_default())))
+            .collect()
     }
 
-    /// Tells the test bed a function starts with this environment (on top of [`TestBed::env`]):
-    /// what it says of the deployment (the subnet, the bus, ...) is what its role is resolved
-    /// with.
-    fn function_started(&self, binary: &str, env: &[(&str, &str)]) {
-        let mut all: serde_json::Map<String, Value> = self
-            .env()
-            .into_iter()
+    /// Tells the test bed a function starts with this environment: what it says of the
+    /// deployment (the subnet, the bus, ...) is what its role is resolved with.
+    fn function_started(&self, binary: &str, base: &[(String, String)], env: &[(&str, &str)]) {
+        let mut all: serde_json::Map<String, Value> = base
+            .iter()
+            .cloned()
             .map(|(k, v)| (k, Value::from(v)))
             .collect();
         for (k, v) in env {
@@ -489,7 +511,7 @@ impl Drop for TestBed {
 
 /// A request to the test bed's own routes or the runtime API emulator: (status, body). A status
 /// that is not 2xx is returned, not raised, so a caller can show what the server said.
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -632,22 +654,22 @@ impl Function {
     /// endpoint and the given environment (the policy document and settings).
     pub fn start(bed: &TestBed, binary: &str, env: &[(&str, &str)]) -> Function {
         let cargo_lambda = require(&venv_bin("cargo-lambda"), "cargo-lambda");
-        bed.function_started(binary, env);
-        // Its own credentials: the test bed authorizes each request against this function's
-        // role in template.yaml (tests/support/authorize.py).
-        let access_key = format!("testbed-{binary}");
-        let binary = function_binary(binary);
         let port = free_port();
+        let base = bed.function_env(binary, port);
+        bed.function_started(binary, &base, env);
+        let binary = function_binary(binary);
+        let serve: Vec<String> = description()["runtime_api"]["serve"]
+            .as_array()
+            .expect("description.json: runtime_api.serve")
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .unwrap_or_default()
+                    .replace("{runtime_port}", &port.to_string())
+            })
+            .collect();
         let watch = Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-            ])
-            .arg(port.to_string())
+            .args(serve)
             .current_dir(root())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -662,20 +684,14 @@ impl Function {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+
         let log = std::env::temp_dir().join(format!(
             "ami-lifecycle-{}-{port}.log",
             binary.file_name().and_then(|n| n.to_str()).unwrap_or("fn")
         ));
         let log_file = std::fs::File::create(&log).expect("function log file");
         let mut cmd = Command::new(&binary);
-        cmd.envs(bed.env())
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        cmd.envs(base)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
@@ -683,7 +699,6 @@ impl Function {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.env("AWS_ACCESS_KEY_ID", access_key);
         let function = cmd.spawn().expect("start the function binary");
         Function {
             watch,
@@ -726,7 +741,7 @@ impl Function {
         let (status, body) = http(
             self.port,
             "POST",
-            "/2015-03-31/functions/_/invocations",
+            described("/runtime_api/invoke"),
             &payload.to_string(),
         );
         let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| {

@@ -555,12 +555,12 @@ def _coral_range(spec: Spec, number: float) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # The launcher's entry point.
 # ---------------------------------------------------------------------------------------------
-def _signing_service(environ: Mapping[str, Any]) -> str | None:
+def signing_service(environ: Mapping[str, Any]) -> str | None:
     found = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     return found.group(2) if found else None
 
 
-def _signing_region(environ: Mapping[str, Any]) -> str:
+def signing_region(environ: Mapping[str, Any]) -> str:
     """The region a request is signed for (SigV4's credential scope; us-east-1 if unsigned)."""
     found = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     return found.group(1) if found else "us-east-1"
@@ -584,7 +584,7 @@ def check_request(environ: Mapping[str, Any], body: bytes) -> Violation | None:
             return Violation("json", "ValidationException", f"The request body is not JSON: {err}")
         found = check_json(model, operation, document)
         return Violation("json", *found) if found else None
-    service = _signing_service(environ)
+    service = signing_service(environ)
     if service is not None and service != "ec2":
         return None
     query = environ.get("QUERY_STRING")

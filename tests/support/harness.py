@@ -1,5 +1,5 @@
 """The one harness the demo and the benchmarks share: the local EC2 emulator (the test bed,
-`moto_launcher.py`) and a function's real binary driven through the Lambda runtime API
+`testbed/`, as `testbed/description.json` describes it) and a function's real binary driven through the Lambda runtime API
 (`cargo lambda watch` + `cargo lambda invoke`).
 
     with Emulator() as emu, Function(emu, "ami-age-out", policies=path) as fn:
@@ -17,11 +17,12 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import boto3
 import cfn
@@ -32,6 +33,9 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 # The stack's functions (their binaries), as template.yaml names them.
 FUNCTIONS = tuple(cfn.functions(cfn.load_template((ROOT / "template.yaml").read_text())).values())
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# How the test bed starts, what a function's environment holds, the stack's resources and the
+# test-only routes: described once, for this harness, the Rust one and the server.
+DESCRIPTION = json.loads((ROOT / "tests" / "support" / "testbed" / "description.json").read_text())
 
 
 def binary(name: str, profile: str | None = None) -> Path:
@@ -60,19 +64,20 @@ class Emulator:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "python"), str(ROOT / "tests" / "support" / "moto_launcher.py")],
+            [str(VENV / "bin" / "python"), str(ROOT / DESCRIPTION["launcher"])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("READY "):
+        if not line.startswith(DESCRIPTION["ready"]):
             raise SystemExit(f"the EC2 emulator did not start: {line!r}")
-        self.port = int(line.split()[1])
+        self.port = int(line[len(DESCRIPTION["ready"]) :])
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        # The stack's HMAC key (template.yaml `SigningKey`), which every function is given.
-        self.signing_key = self._get("signing-key")["key_arn"]
+        # The stack's resources the test bed made (the HMAC key, the event outbox).
+        self.stack = {name: self._stack_resource(name) for name in ("signing_key", "event_outbox")}
+        self.signing_key = self.stack["signing_key"]
 
     def __enter__(self) -> "Emulator":
         return self
@@ -85,6 +90,16 @@ class Emulator:
 
     def ec2(self, region: str):
         return self.client("ec2", region)
+
+    def _stack_resource(self, name: str) -> str:
+        resource = DESCRIPTION["stack"][name]
+        answer = json.loads(urllib.request.urlopen(f"{self.endpoint}{resource['route']}").read())
+        return answer[resource["field"]]
+
+    def function_env(self, function: str, runtime_port: int) -> dict[str, str]:
+        """The environment a function gets (the description's, filled in)."""
+        values = {"endpoint": self.endpoint, "function": function, "runtime_port": str(runtime_port), **self.stack}
+        return {k: v.format(**values) for k, v in DESCRIPTION["function_environment"].items()}
 
     def _get(self, route: str):
         return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/{route}").read())
@@ -168,17 +183,9 @@ class Watch:
 
     def __init__(self) -> None:
         self.port = free_port()
+        serve = [a.replace("{runtime_port}", str(self.port)) for a in DESCRIPTION["runtime_api"]["serve"]]
         self.proc = subprocess.Popen(
-            [
-                str(VENV / "bin" / "cargo-lambda"),
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                str(self.port),
-            ],
+            [str(VENV / "bin" / "cargo-lambda"), *serve],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -186,66 +193,40 @@ class Watch:
         )
         wait_listening(self.port, "cargo lambda watch")
 
-    def runtime_env(self, policies: Path, endpoint: str | None = None) -> dict[str, str]:
-        """The environment Lambda gives a function, pointed at this runtime API and the emulator."""
+    def runtime_env(self, policies: Path) -> dict[str, str]:
+        """The environment Lambda gives a function, pointed at this runtime API (no test bed)."""
         env = {k: v for k, v in os.environ.items() if k != "AMI_POLICIES"}
-        env.update(
-            {
-                "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{self.port}/.rt",
-                "AWS_LAMBDA_FUNCTION_NAME": "_",
-                "AWS_LAMBDA_FUNCTION_VERSION": "1",
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-                "AWS_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AMI_POLICIES_FILE": str(policies),
-                "RUST_LOG": "warn",
-            }
-        )
-        if endpoint:
-            env["AWS_ENDPOINT_URL"] = endpoint
+        lambda_env = {k: v for k, v in DESCRIPTION["function_environment"].items() if k.startswith("AWS_LAMBDA_")}
+        env.update({k: v.format(runtime_port=self.port) for k, v in lambda_env.items()})
+        env.update({"AWS_REGION": DESCRIPTION["region"], "AMI_POLICIES_FILE": str(policies), "RUST_LOG": "warn"})
+        env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
         return env
 
-    def invoke(self, payload: dict, died: "Callable[[], str | None] | None" = None) -> tuple[bool, dict | str]:
-        """Invokes the function through the runtime API: (True, answer) or (False, the error).
-        `died` says why the function's process is gone (an invocation would wait for ever)."""
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(payload, f)
-        try:
-            with subprocess.Popen(
-                [
-                    str(VENV / "bin" / "cargo-lambda"),
-                    "lambda",
-                    "invoke",
-                    "_",
-                    "--invoke-address",
-                    "127.0.0.1",
-                    "--invoke-port",
-                    str(self.port),
-                    "--data-file",
-                    f.name,
-                    "--output-format",
-                    "json",
-                ],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ) as call:
-                while True:
-                    try:
-                        stdout, stderr = call.communicate(timeout=1)
-                        break
-                    except subprocess.TimeoutExpired:
-                        why = died() if died else None
-                        if why is not None:
-                            call.kill()
-                            raise RuntimeError(f"the function exited before it answered: {why}") from None
-        finally:
-            os.unlink(f.name)
-        if call.returncode == 0:
-            return True, json.loads(stdout)
-        return False, stdout + stderr
+    def invoke(self, payload: dict, died: "Callable[[], str | None] | None" = None) -> tuple[bool, Any]:
+        """Invokes the function through the runtime API's invoke endpoint, as the Rust harness
+        does: (True, answer) or (False, "<errorType>: <errorMessage>"). `died` says why the
+        function's process is gone (an invocation would wait for ever)."""
+        url = f"http://127.0.0.1:{self.port}{DESCRIPTION['runtime_api']['invoke']}"
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST")
+        answer: dict = {}
+
+        def call() -> None:
+            with urllib.request.urlopen(request) as response:
+                answer["body"] = json.loads(response.read() or b"null")
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        while caller.is_alive():
+            caller.join(timeout=1)
+            why = died() if died and caller.is_alive() else None
+            if why is not None:
+                raise RuntimeError(f"the function exited before it answered: {why}")
+        if "body" not in answer:
+            raise RuntimeError("the runtime API gave no answer")
+        body = answer["body"]
+        if isinstance(body, dict) and "errorType" in body and "errorMessage" in body:
+            return False, f"{body['errorType']}: {body['errorMessage']}"
+        return True, body
 
     def stop(self) -> None:
         self.proc.kill()
@@ -257,27 +238,23 @@ class Function:
 
     `env` adds to (or, with None values, removes from) the function's environment."""
 
-    def __init__(self, emu: Emulator, name: str, policies: Path, env: dict[str, str | None] | None = None) -> None:
+    def __init__(self, emu: Emulator, name: str, policies: Path, env: Mapping[str, str | None] | None = None) -> None:
         self.watch = Watch()
-        environment = self.watch.runtime_env(policies, emu.endpoint)
-        environment["AMI_SIGNING_KEY_ARN"] = emu.signing_key
-        # The tool's bus the template makes for a stack named ami-lifecycle (the emulator has it).
-        environment["EVENT_BUS_NAME"] = "ami-lifecycle-ami-lifecycle"
-        # The role the launch tests' dead-man schedules act as (template.yaml `DeadManRole`).
-        environment["AMI_DEADMAN_ROLE_ARN"] = "arn:aws:iam::123456789012:role/ami-lifecycle-dead-man"
-        environment["AMI_DEADMAN_GROUP"] = "ami-lifecycle-dead-man"
+        environment = {k: v for k, v in os.environ.items() if k != "AMI_POLICIES"}
+        environment.update(emu.function_env(name, self.watch.port))
+        environment.update({"AMI_POLICIES_FILE": str(policies), "RUST_LOG": "warn"})
         for key, value in (env or {}).items():
             if value is None:
                 environment.pop(key, None)
             else:
                 environment[key] = value
-        # Its own credentials: the emulator authorizes each request against this function's
-        # role in template.yaml (tests/support/authorize.py), resolved with this environment.
-        environment["AWS_ACCESS_KEY_ID"] = f"testbed-{name}"
-        emu._post(
-            "function",
-            {"name": name, "env": {k: v for k, v in environment.items() if k.startswith(("AMI_", "EVENT_", "ALLOW_"))}},
-        )
+        # Its role in template.yaml is resolved with what its environment says of the deployment.
+        described = {
+            k: v
+            for k, v in environment.items()
+            if k in DESCRIPTION["function_environment"] or k.startswith(("AMI_", "EVENT_", "ALLOW_"))
+        }
+        emu._post("function", {"name": name, "env": described})
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([str(binary(name))], env=environment, stdout=self.log, stderr=self.log)
 
@@ -287,7 +264,7 @@ class Function:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def invoke(self, payload: dict) -> tuple[bool, dict | str]:
+    def invoke(self, payload: dict) -> tuple[bool, Any]:
         return self.watch.invoke(payload, self._died)
 
     def _died(self) -> str | None:

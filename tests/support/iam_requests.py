@@ -250,7 +250,7 @@ def aws_managed(region: str, key: str) -> bool:
     from moto.kms.models import kms_backends
 
     try:
-        return kms_backends[ACCOUNT][region].describe_key(key).manager == "AWS"
+        return kms_backends[ACCOUNT][region].describe_key(key).key_manager == "AWS"
     except Exception:  # noqa: BLE001 - an unknown key is no AWS managed key
         return "alias/aws/" in key
 

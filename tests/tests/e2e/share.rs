@@ -272,21 +272,7 @@ async fn foreign_unknown_disabled_and_aws_key_encrypted_amis_are_not_shared_and_
         .await
         .expect("DisableImage");
     // Encrypted with the default EBS key (alias/aws/ebs): an AWS managed key.
-    let volume = ec2
-        .create_volume()
-        .availability_zone("us-east-1a")
-        .size(8)
-        .encrypted(true)
-        .send()
-        .await
-        .expect("volume");
-    let snap = ec2
-        .create_snapshot()
-        .volume_id(volume.volume_id().expect("id"))
-        .send()
-        .await
-        .expect("snapshot");
-    let snap = snap.snapshot_id().expect("id").to_string();
+    let snap = seed::snapshot(&ec2, true).await;
     let encrypted = seed::register(
         &ec2,
         "web-encrypted",

@@ -9,13 +9,7 @@ use aws_sdk_ec2::types::{
 use e2e_tests::{seed, TestBed, BASE_X86};
 use serde_json::{json, Value};
 
-fn bed(plain: bool) -> TestBed {
-    if plain {
-        TestBed::start_plain()
-    } else {
-        TestBed::start()
-    }
-}
+use crate::bed;
 
 const MARK: &str = "ami-automation:protected-by";
 
