@@ -78,6 +78,13 @@ def create_image(self: Any) -> ActionResult:
     ami._mappings = mappings
     ami.add_tags(tags_for(tag_specs, "image"))
     ami.ena_support = True
+    # Its source ({REF}/API_Image.html, `sourceImageId`: "The ID of the source AMI from which
+    # the AMI was created", shown for AMIs made by CreateImage, CopyImage or
+    # CreateRestoreImageTask; EC2 User Guide, "Identify the source AMI used to create a new
+    # AMI"): for CreateImage, the AMI the instance was launched from, in the instance's region.
+    # moto records none.
+    ami.source_image_id = instance.image_id
+    ami.source_image_region = backend.region_name
     backend.amis[ami_id] = ami
     return ActionResult({"ImageId": ami_id})
 

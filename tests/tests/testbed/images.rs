@@ -566,3 +566,55 @@ async fn deregistration_protection_with_cooldown_outlasts_its_disabling() {
             .expect("deregistered once unprotected");
     }
 }
+
+/// The source of an image (DescribeImages' `SourceImageId`/`SourceImageRegion`).
+async fn source_of(ec2: &aws_sdk_ec2::Client, image: &str) -> Option<(String, String)> {
+    let out = ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await
+        .expect("DescribeImages");
+    let image = &out.images()[0];
+    Some((
+        image.source_image_id()?.to_string(),
+        image.source_image_region()?.to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn an_image_created_from_an_instance_names_the_ami_the_instance_was_launched_from() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let ec2 = bed.ec2("us-east-1").await;
+        let instance = seed::instance(&ec2, 0, &[]).await;
+        let child = seed::image(&ec2, &instance, "child", &[]).await;
+        let relaunched = ec2
+            .run_instances()
+            .image_id(&child)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances of the child");
+        let relaunched = relaunched.instances()[0].instance_id().expect("id");
+        let grandchild = seed::image(&ec2, relaunched, "grandchild", &[]).await;
+
+        let (child_source, grandchild_source) = (
+            source_of(&ec2, &child).await,
+            source_of(&ec2, &grandchild).await,
+        );
+        if plain {
+            assert_eq!(
+                (child_source, grandchild_source),
+                (None, None),
+                "plain moto records no source for CreateImage"
+            );
+            continue;
+        }
+        let in_region = |id: &str| Some((id.to_string(), "us-east-1".to_string()));
+        assert_eq!(child_source, in_region(e2e_tests::BASE_X86));
+        assert_eq!(grandchild_source, in_region(&child));
+    }
+}
