@@ -9,6 +9,7 @@ pub mod build;
 pub mod copy;
 pub mod proof;
 pub mod publish;
+pub mod recall;
 pub mod requests;
 pub mod share;
 
