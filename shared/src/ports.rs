@@ -327,6 +327,9 @@ pub trait ValidateImages: Regional {
         image_id: &str,
         tags: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// DeleteTags of these keys (whatever their values) on one of the account's AMIs.
+    fn untag_image(&self, image_id: &str, keys: &[&str])
+        -> impl Future<Output = Result<()>> + Send;
 }
 
 /// A launch template as publishing sees it: its `$Latest` and `$Default` versions.

@@ -637,6 +637,17 @@ impl Invocation {
         }
     }
 
+    /// What came back, succeeded or not: the JSON, or the error's type and message.
+    pub fn text(self) -> String {
+        match self {
+            Invocation::Ok(v) => v.to_string(),
+            Invocation::Err {
+                error_type,
+                message,
+            } => format!("{error_type}: {message}"),
+        }
+    }
+
     /// The error of a failed invocation; panics if it succeeded.
     pub fn err(self) -> (String, String) {
         match self {
@@ -691,12 +702,18 @@ impl Function {
         ));
         let log_file = std::fs::File::create(&log).expect("function log file");
         let mut cmd = Command::new(&binary);
-        cmd.envs(base)
+        cmd.envs(base.iter().map(|(k, v)| (k, v)))
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file);
         for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Its own credentials, whatever `env` says: the test bed authorizes each request
+        // against this function's role.
+        let credentials = base.iter().find(|(k, _)| k == "AWS_ACCESS_KEY_ID");
+        if let Some((k, v)) = credentials {
             cmd.env(k, v);
         }
         let function = cmd.spawn().expect("start the function binary");

@@ -1,6 +1,6 @@
 """The one harness the demo and the benchmarks share: the local EC2 emulator (the test bed,
 `testbed/`, as `testbed/description.json` describes it) and a function's real binary driven through the Lambda runtime API
-(`cargo lambda watch` + `cargo lambda invoke`).
+(`cargo lambda watch`, invoked through its runtime API's invoke endpoint, as the Rust harness does).
 
     with Emulator() as emu, Function(emu, "ami-age-out", policies=path) as fn:
         ok, report = fn.invoke({"dry_run": True})
@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -211,8 +212,11 @@ class Watch:
         answer: dict = {}
 
         def call() -> None:
-            with urllib.request.urlopen(request) as response:
-                answer["body"] = json.loads(response.read() or b"null")
+            try:
+                with urllib.request.urlopen(request) as response:
+                    answer["body"] = json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as err:  # a function error comes back as a 500
+                answer["body"] = json.loads(err.read() or b"null")
 
         caller = threading.Thread(target=call, daemon=True)
         caller.start()
@@ -248,6 +252,9 @@ class Function:
                 environment.pop(key, None)
             else:
                 environment[key] = value
+        # Its own credentials, whatever `env` says: the test bed authorizes each request against
+        # this function's role.
+        environment["AWS_ACCESS_KEY_ID"] = emu.function_env(name, self.watch.port)["AWS_ACCESS_KEY_ID"]
         # Its role in template.yaml is resolved with what its environment says of the deployment.
         described = {
             k: v

@@ -165,13 +165,17 @@ pub mod detail_type {
         "AMI Deregistration Protection Disabled";
     /// `AMI Restored`.
     pub const AMI_RESTORED: &str = "AMI Restored";
+    /// `AMI Recalled`.
+    pub const AMI_RECALLED: &str = "AMI Recalled";
+    /// `AMI Recall Undone`.
+    pub const AMI_RECALL_UNDONE: &str = "AMI Recall Undone";
     /// `Policy Run Completed`.
     pub const POLICY_RUN_COMPLETED: &str = "Policy Run Completed";
     /// `Policy Run Continued`.
     pub const POLICY_RUN_CONTINUED: &str = "Policy Run Continued";
 
     /// Every detail-type, in the order `docs/events.md` lists them.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 23] = [
         AMI_BUILD_STARTED,
         AMI_AVAILABLE,
         AMI_BUILD_FAILED,
@@ -191,6 +195,8 @@ pub mod detail_type {
         AMI_DEREGISTRATION_PROTECTION_ENABLED,
         AMI_DEREGISTRATION_PROTECTION_DISABLED,
         AMI_RESTORED,
+        AMI_RECALLED,
+        AMI_RECALL_UNDONE,
         POLICY_RUN_COMPLETED,
         POLICY_RUN_CONTINUED,
     ];

@@ -70,6 +70,14 @@ pub fn pin(image_id: &str, region: &str, at: &str) -> Vec<u8> {
     format!("ami-automation pin v1\nimage={image_id}\nregion={region}\nat={at}").into_bytes()
 }
 
+/// The bytes a recall's mark seals: the AMI marked, its region, the AMI recalled (itself or
+/// an ancestor) and when (RFC 3339, as the tag says). A recall moves consumers back to an older
+/// AMI, so only the stack's own counts for that.
+pub fn recall(image_id: &str, region: &str, recall_of: &str, at: &str) -> Vec<u8> {
+    format!("ami-automation recall v1\nimage={image_id}\nregion={region}\nrecall-of={recall_of}\nat={at}")
+        .into_bytes()
+}
+
 /// The value of a sealed tag ([`crate::domain::tags::VALIDATION_SEAL`],
 /// [`crate::domain::tags::PINNED_AT`]): the time and the seal.
 pub fn sealed_tag(at: &str, seal: &str) -> String {

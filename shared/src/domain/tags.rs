@@ -72,6 +72,20 @@ pub const DEFAULT_VERSION: &str = "ami-automation:default-version";
 /// over the AMI, its region and the time: [`crate::domain::seal::pin`]). While a target names
 /// it, only an AMI created after the pin replaces it. A pin no seal proves is no pin.
 pub const PINNED_AT: &str = "ami-automation:pinned-at";
+/// On an AMI: out of circulation by a recall, `<time> <HMAC, base64>` (RFC 3339, and the
+/// stack's seal over the AMI, its region, the recalled AMI and the time:
+/// [`crate::domain::seal::recall`]). Any value holds the AMI at the gate (fail closed); only a
+/// sealed one moves a destination that names it back to an older AMI.
+pub const RECALLED: &str = "ami-automation:recalled";
+/// On a recalled AMI: the AMI whose recall took it out of circulation (itself or an ancestor).
+pub const RECALL_OF: &str = "ami-automation:recall-of";
+/// On a recalled AMI: why, as the recall request said.
+pub const RECALL_REASON: &str = "ami-automation:recall-reason";
+/// On a recalled AMI: what the recall changed beyond its marks, for its undo: `deprecation`
+/// (it was not deprecated before), `disable` (it disabled it), comma-separated.
+pub const RECALL_SET: &str = "ami-automation:recall-set";
+/// The tags a recall writes, which its undo removes.
+pub const RECALL_TAGS: [&str; 4] = [RECALLED, RECALL_OF, RECALL_REASON, RECALL_SET];
 
 /// The tags every AMI the tool makes carries (and its snapshots): the policy's build tags, the
 /// family under a `family_by` tag (`family` answers it for the tag key, none: not tagged), the

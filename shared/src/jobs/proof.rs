@@ -77,29 +77,58 @@ pub async fn prove<S: Seal>(
 /// Reads every rollback pin no seal proves the stack wrote as [`tags::UNPROVEN`]: it pins
 /// nothing (someone else's pin would move consumers back to an older AMI), and a destination
 /// that names its AMI is kept as it is, with the reason (a pin from before seals, or one that
-/// could not be checked, must not let the AMI rolled back from return either).
+/// could not be checked, must not let the AMI rolled back from return either). A recall's mark
+/// the same: unproven, it still holds the AMI at the gate, and moves no destination back.
 async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [Image]) {
-    let pinned: Vec<usize> = images
+    prove_sealed(
+        sealer,
+        region,
+        images,
+        tags::PINNED_AT,
+        |image, region, at| Some(seal::pin(&image.id, region, at)),
+    )
+    .await;
+    prove_sealed(
+        sealer,
+        region,
+        images,
+        tags::RECALLED,
+        |image, region, at| {
+            let recall_of = image.tags.get(tags::RECALL_OF)?;
+            Some(seal::recall(&image.id, region, recall_of, at))
+        },
+    )
+    .await;
+}
+
+/// Reads each `key` tag (`<time> <seal>`) whose seal does not verify over `message` as
+/// [`tags::UNPROVEN`].
+async fn prove_sealed<S: Seal>(
+    sealer: Option<&S>,
+    region: &Region,
+    images: &mut [Image],
+    key: &str,
+    message: impl Fn(&Image, &str, &str) -> Option<Vec<u8>>,
+) {
+    let marked: Vec<usize> = images
         .iter()
         .enumerate()
-        .filter(|(_, i)| i.tags.contains_key(tags::PINNED_AT))
+        .filter(|(_, i)| i.tags.contains_key(key))
         .map(|(n, _)| n)
         .collect();
-    let checked: Vec<(usize, bool)> = futures::stream::iter(pinned)
+    let checked: Vec<(usize, bool)> = futures::stream::iter(marked)
         .map(|n| {
             let image = &images[n];
+            let message = &message;
             async move {
-                let Some((at, mac)) = image
-                    .tags
-                    .get(tags::PINNED_AT)
-                    .and_then(|v| seal::parse_sealed_tag(v))
+                let Some((at, mac)) = image.tags.get(key).and_then(|v| seal::parse_sealed_tag(v))
                 else {
                     return (n, false);
                 };
-                let Some(sealer) = sealer else {
+                let (Some(sealer), Some(message)) = (sealer, message(image, region.as_str(), at))
+                else {
                     return (n, false);
                 };
-                let message = seal::pin(&image.id, region.as_str(), at);
                 (n, sealer.verify(message, mac).await.unwrap_or(false))
             }
         })
@@ -108,10 +137,8 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
         .await;
     for (n, proven) in checked {
         if !proven {
-            tracing::warn!(image_id = %images[n].id, "a rollback pin no seal proves: it pins nothing and freezes what names it");
-            images[n]
-                .tags
-                .insert(tags::PINNED_AT.into(), tags::UNPROVEN.into());
+            tracing::warn!(image_id = %images[n].id, tag = key, "a sealed tag no seal of this stack proves");
+            images[n].tags.insert(key.into(), tags::UNPROVEN.into());
         }
     }
 }

@@ -11,7 +11,7 @@ use super::report::answer;
 use crate::domain::function::Function;
 use crate::domain::trigger::TriggerKind;
 use crate::domain::Decision;
-use crate::jobs::{ageout, build, copy, publish, share};
+use crate::jobs::{ageout, build, copy, publish, recall, share};
 
 /// `ami-age-out`.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +38,11 @@ impl Job for AgeOutJob {
             let results = ageout::restore::run(&ctx, &restore.image_ids, &regions, dry_run).await;
             let events = ageout::restore::events(&results);
             return run.finish(app, results, events).await;
+        }
+        if let Some(recall) = &request.recall {
+            let lines = recall::run(&ctx, recall, &regions, dry_run, chrono::Utc::now()).await?;
+            let events = recall::events(&lines, recall.reason.as_deref());
+            return run.finish(app, lines, events).await;
         }
         let mut report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
         if !report.complete {

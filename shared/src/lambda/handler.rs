@@ -93,9 +93,10 @@ pub async fn handle<J: Job>(
     }
 
     // Build creates only, never destroys: it runs for real unless a request says otherwise.
-    // The others default to the document's `dry_run`.
+    // A recall is a dry run unless its request says otherwise. The others default to the
+    // document's `dry_run`.
     let dry_run = match &trigger {
-        Trigger::Run(request) => request.dry_run,
+        Trigger::Run(request) => request.dry_run.or(request.recall.as_ref().map(|_| true)),
         _ => None,
     }
     .unwrap_or(function != Function::Build && app.document.dry_run);
@@ -126,7 +127,7 @@ pub async fn handle<J: Job>(
 }
 
 /// A run request's parts go to the function that acts on them (a registration to build, a
-/// restore to age-out, a rollback to publish, naming a policy that publishes), and its policies
+/// restore or a recall to age-out, a rollback to publish, naming a policy that publishes), and its policies
 /// are the document's.
 fn check_request(app: &App, function: Function, request: &RunRequest) -> Result<()> {
     let misdirected = [
@@ -141,6 +142,12 @@ fn check_request(app: &App, function: Function, request: &RunRequest) -> Result<
             request.restore.is_some(),
             Function::AgeOut,
             "restore AMIs",
+        ),
+        (
+            "recall",
+            request.recall.is_some(),
+            Function::AgeOut,
+            "recall AMIs",
         ),
     ];
     for (field, set, owner, what) in misdirected {

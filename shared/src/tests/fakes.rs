@@ -329,6 +329,9 @@ impl ConsumerUsage for FakeEc2 {
 impl RetireImages for FakeEc2 {
     async fn deprecate(&self, image_id: &str, at: DateTime<Utc>) -> Result<()> {
         let mut state = self.check("EnableImageDeprecation")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.deprecation_time = Some(at);
+        }
         state
             .changes
             .push(format!("EnableImageDeprecation {image_id} {at}"));
@@ -336,6 +339,9 @@ impl RetireImages for FakeEc2 {
     }
     async fn disable(&self, image_id: &str) -> Result<()> {
         let mut state = self.check("DisableImage")?;
+        if let Some(i) = state.images.iter_mut().find(|i| i.id == image_id) {
+            i.state = ImageState::Disabled;
+        }
         state.changes.push(format!("DisableImage {image_id}"));
         Ok(())
     }
@@ -718,6 +724,17 @@ impl ValidateImages for FakeEc2 {
             image.tags.extend(tags.clone());
         }
         state.changes.push(format!("CreateTags {image_id}"));
+        Ok(())
+    }
+
+    async fn untag_image(&self, image_id: &str, keys: &[&str]) -> Result<()> {
+        let mut state = self.check("DeleteTags")?;
+        for image in state.images.iter_mut().filter(|i| i.id == image_id) {
+            for key in keys {
+                image.tags.remove(key);
+            }
+        }
+        state.changes.push(format!("DeleteTags {image_id}"));
         Ok(())
     }
 }

@@ -69,7 +69,7 @@ SECTIONS = (
     ssm,
 )
 
-#: A test-only route: what it answers, given the request's JSON body (None for a GET) and its
+#: A test-only route: what it answers, given the request's JSON body (`{}` when empty) and its
 #: WSGI environment; and whether it runs under moto's lock (it reads or changes moto's state).
 Handler = Callable[[Any, dict[str, Any]], Any]
 
@@ -94,7 +94,10 @@ ROUTES: dict[str, tuple[Handler, bool]] = {
     "/_testbed/ssm": (lambda body, environ: ssm.ssm(body), True),
     "/_testbed/kms": (lambda body, environ: kms.kms_clock(body), True),
     "/_testbed/faults": (lambda body, environ: faults.set_fault(body), False),
-    "/_testbed/throttle": (lambda body, environ: faults.throttle(body), False),
+    "/_testbed/throttle": (
+        lambda body, environ: faults.throttle(body if environ.get("REQUEST_METHOD") == "POST" else None),
+        False,
+    ),
     "/_testbed/signing-key": (lambda body, environ: {"key_arn": kms.signing_key()}, True),
     "/_testbed/event-outbox": (
         lambda body, environ: {"url": events.event_outbox(environ.get("HTTP_HOST", "127.0.0.1"))},
@@ -149,14 +152,13 @@ class Testbed:
     def test_route(self, route: tuple[Handler, bool], environ: dict[str, Any]) -> Response:
         """A test-only route: its JSON answer, or 400 for a request that lacks what it needs."""
         handler, under_moto_lock = route
-        request = Request(environ)
-        body = json.loads(request.get_data() or b"{}") if request.method == "POST" else None
         try:
+            body = json.loads(Request(environ).get_data() or b"{}")
             if under_moto_lock:
                 with MOTO_LOCK:
                     return json_response(handler(body, environ))
             return json_response(handler(body, environ))
-        except (KeyError, ValueError, TypeError, AttributeError) as err:  # a set-up request that lacks a field
+        except (KeyError, ValueError) as err:  # a set-up request that lacks a field, or no JSON
             return json_response({"error": repr(err)}, 400)
 
     def recycle_bin(self, environ: dict[str, Any], body: bytes) -> Response:

@@ -122,6 +122,10 @@ async fn every_invalid_event_gets_a_clear_error_from_every_function_and_changes_
                 // ami-publish names `$.publish.policy`, the others `$.publish` (not theirs).
                 "rollback-unknown-policy.json" => "`$.publish",
                 "validated-bad-image-id.json" => "`$.detail.image_id`",
+                // A recall says why, and finds the tree itself (the check runs before any
+                // function refuses it as not its own).
+                "recall-without-reason.json" => "`$.recall.reason`: missing",
+                "recall-with-image-ids.json" => "`$.image_ids`",
                 other => panic!("events/invalid/{other} has no expectation here"),
             };
             assert!(

@@ -10,5 +10,6 @@ mod faults;
 mod invalid;
 mod publish;
 mod races;
+mod recall;
 mod share;
 mod trust;

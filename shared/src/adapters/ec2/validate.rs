@@ -300,6 +300,21 @@ impl ValidateImages for Ec2 {
             .map_err(self.err("CreateTags"))?;
         Ok(())
     }
+
+    async fn untag_image(&self, image_id: &str, keys: &[&str]) -> Result<()> {
+        let keys = keys
+            .iter()
+            .map(|k| aws_sdk_ec2::types::Tag::builder().key(*k).build())
+            .collect();
+        self.client
+            .delete_tags()
+            .resources(image_id)
+            .set_tags(Some(keys))
+            .send()
+            .await
+            .map_err(self.err("DeleteTags"))?;
+        Ok(())
+    }
 }
 
 /// A test instance as the domain reads it; none without its id or the AMI it tests.

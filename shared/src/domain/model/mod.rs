@@ -201,9 +201,29 @@ impl Image {
         }
     }
 
+    /// Whether a recall the stack can prove took it out of circulation (its mark's seal
+    /// verified: see `jobs::proof`, which reads any other mark as [`tags::UNPROVEN`]).
+    pub fn recall_proven(&self) -> bool {
+        self.tags
+            .get(tags::RECALLED)
+            .is_some_and(|v| v != tags::UNPROVEN && v != tags::UNCHECKED)
+    }
+
     /// The promotion gate: why share, copy and publish must not act on the image yet, if they
-    /// must not. A policy with `validate` promotes only AMIs whose launch test passed.
+    /// must not. A recalled AMI is held whatever its policy (any mark: fail closed); a policy
+    /// with `validate` promotes only AMIs whose launch test passed.
     pub fn held_by_gate(&self, policy: &Policy) -> Option<String> {
+        if self.tags.contains_key(tags::RECALLED) {
+            return Some(format!(
+                "recalled ({}={}{}): out of circulation until the recall is undone",
+                tags::RECALL_OF,
+                self.tags.get(tags::RECALL_OF).map_or("?", String::as_str),
+                self.tags
+                    .get(tags::RECALL_REASON)
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default()
+            ));
+        }
         policy.validate.as_ref()?;
         match self.verdict() {
             Some(tags::PASSED) => None,

@@ -58,6 +58,11 @@ pub(super) fn parse(value: serde_json::Value) -> Result<Trigger> {
             check_id("ami", &detail.image_id, "$.detail.image_id")?;
             Ok(Trigger::Restored { region, detail })
         }
+        (SOURCE, detail_type::AMI_RECALLED) => {
+            let detail: RecalledDetail = from_value(detail, "$.detail")?;
+            check_id("ami", &detail.image_id, "$.detail.image_id")?;
+            Ok(Trigger::Recalled { region, detail })
+        }
         (SOURCE, detail_type::POLICY_RUN_CONTINUED) => Ok(Trigger::Continued {
             region,
             detail: Box::new(ContinuedDetail::from_json(detail)?),
@@ -113,6 +118,11 @@ pub struct RestoredDetail {
     #[serde(default)]
     pub region: Option<Region>,
 }
+
+/// The detail of age-out's own `AMI Recalled` that a publish sweep needs: the AMI that left
+/// circulation and its region (the same fields as [`RestoredDetail`]). It carries no authority:
+/// it only says when to sweep.
+pub type RecalledDetail = RestoredDetail;
 
 /// The detail of age-out's own `Policy Run Continued`: the next run's request and the seal that
 /// proves the stack made it ([`crate::domain::seal::continuation`]).

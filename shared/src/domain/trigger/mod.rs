@@ -18,16 +18,18 @@ pub use crate::domain::payload::Payload;
 use crate::error::{Error, Result};
 
 mod envelope;
+mod recall;
 mod request;
 
 #[cfg(test)]
 mod tests;
 
 pub use envelope::*;
+pub use recall::*;
 pub use request::*;
 
 /// What the accepted payloads are, for error messages.
-pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated`, `AMI Restored` and age-out's sealed `Policy Run Continued` (source ami.automation)";
+pub const ACCEPTED: &str = "a run request ({\"policies\", \"regions\", \"dry_run\", \"as_of\", ...}) or an EventBridge event with detail-type `Scheduled Event` (source aws.events), `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `EBS Snapshot Notification` (source aws.ec2), or `AMI Validated`, `AMI Restored`, `AMI Recalled` and age-out's sealed `Policy Run Continued` (source ami.automation)";
 
 /// One parsed invocation payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +68,11 @@ pub enum Trigger {
     Restored {
         region: Option<Region>,
         detail: RestoredDetail,
+    },
+    /// Age-out's own `AMI Recalled`: an image left circulation (what names it rolls back).
+    Recalled {
+        region: Option<Region>,
+        detail: RecalledDetail,
     },
     /// Age-out's own `Policy Run Continued`: run the sealed request next, once the seal holds.
     Continued {
@@ -115,6 +122,7 @@ impl Trigger {
             Trigger::Snapshot { .. } => TriggerKind::SnapshotNotification,
             Trigger::Validated { .. } => TriggerKind::Validated,
             Trigger::Restored { .. } => TriggerKind::Restored,
+            Trigger::Recalled { .. } => TriggerKind::Recalled,
             Trigger::Continued { .. } => TriggerKind::Continued,
         }
     }
@@ -137,6 +145,8 @@ pub enum TriggerKind {
     Validated,
     /// `AMI Restored` (age-out's own event).
     Restored,
+    /// `AMI Recalled` (age-out's own event).
+    Recalled,
     /// `Policy Run Continued` (age-out's own, sealed).
     Continued,
 }
@@ -152,6 +162,7 @@ impl TriggerKind {
             TriggerKind::SnapshotNotification => "EBS Snapshot Notification",
             TriggerKind::Validated => detail_type::AMI_VALIDATED,
             TriggerKind::Restored => detail_type::AMI_RESTORED,
+            TriggerKind::Recalled => detail_type::AMI_RECALLED,
             TriggerKind::Continued => detail_type::POLICY_RUN_CONTINUED,
         }
     }

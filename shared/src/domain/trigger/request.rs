@@ -47,6 +47,10 @@ pub struct RunRequest {
     /// (the publish function only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<Box<PublishRequest>>,
+    /// Take this AMI and everything made from it out of circulation, or undo that (the
+    /// age-out function only; a dry run unless `dry_run` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall: Option<Box<super::RecallRequest>>,
     /// Set by age-out on the run it starts when it stops at its deadline with work left: how
     /// many continuations came before this one (1 for the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +81,7 @@ pub struct PublishRequest {
 }
 
 /// The fields of a run request, each of which may not be null.
-pub const RUN_REQUEST_FIELDS: [&str; 10] = [
+pub const RUN_REQUEST_FIELDS: [&str; 11] = [
     "policies",
     "regions",
     "dry_run",
@@ -86,6 +90,7 @@ pub const RUN_REQUEST_FIELDS: [&str; 10] = [
     "register",
     "restore",
     "publish",
+    "recall",
     "continuation",
     "run_id",
 ];
@@ -122,6 +127,9 @@ impl RunRequest {
         }
         if let Some(publish) = &request.publish {
             publish.check(&request, root)?;
+        }
+        if let Some(recall) = &request.recall {
+            recall.check(&request, root)?;
         }
         Ok(request)
     }

@@ -71,6 +71,18 @@ const SAMPLES: &[(&str, &str)] = &[
         include_str!("../../../../events/age-out-restore.json"),
     ),
     (
+        "age-out-recall.json",
+        include_str!("../../../../events/age-out-recall.json"),
+    ),
+    (
+        "age-out-recall-undo.json",
+        include_str!("../../../../events/age-out-recall-undo.json"),
+    ),
+    (
+        "publish-ami-recalled.json",
+        include_str!("../../../../events/publish-ami-recalled.json"),
+    ),
+    (
         "build-scheduled.json",
         include_str!("../../../../events/build-scheduled.json"),
     ),
@@ -161,6 +173,7 @@ fn every_sample_event_parses() {
             }
             n if n.contains("ami-validated") => "AMI Validated",
             n if n.contains("ami-restored") => "AMI Restored",
+            n if n.contains("ami-recalled") => "AMI Recalled",
             n if n.contains("snapshot-created") => "EBS Snapshot Notification",
             n if n.contains("ami-failed") || n.contains("ami-available") => "EC2 AMI State Change",
             _ => "run request",

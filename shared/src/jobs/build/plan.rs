@@ -118,6 +118,12 @@ pub fn work(
                 "ami-build does not act on `AMI Restored`: share does",
             ))
         }
+        Trigger::Recalled { .. } => {
+            return Err(Error::event(
+                "$.detail-type",
+                "ami-build does not act on `AMI Recalled`: publish does",
+            ))
+        }
         Trigger::Continued { .. } => {
             return Err(Error::event(
                 "$.detail-type",

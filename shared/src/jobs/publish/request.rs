@@ -26,6 +26,8 @@ pub async fn request<C: Cloud>(
         Trigger::Run(request) => Ok(Decision::Act(request)),
         Trigger::Scheduled { .. } => Ok(Decision::Act(RunRequest::default())),
         Trigger::AmiState { region, .. } => Ok(Decision::Act(in_region(region))),
+        // A recall reaches every region publishing does: sweep them all.
+        Trigger::Recalled { .. } => Ok(Decision::Act(RunRequest::default())),
         Trigger::InstanceState { region, detail, .. } => {
             let region = region.unwrap_or_else(|| home.clone());
             let tagged = cloud.ec2(&region).test_instances().await?;
@@ -46,7 +48,7 @@ pub async fn request<C: Cloud>(
         other => Err(Error::event(
             "$.detail-type",
             format!(
-                "{} runs on a schedule, a run request, `EC2 AMI State Change` or `EC2 Instance State-change Notification`, not on `{}`",
+                "{} runs on a schedule, a run request, `EC2 AMI State Change`, `EC2 Instance State-change Notification` or `AMI Recalled`, not on `{}`",
                 super::FUNCTION,
                 other.kind()
             ),

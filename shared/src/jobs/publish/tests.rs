@@ -1754,3 +1754,66 @@ async fn an_ami_its_instance_type_cannot_run_is_refused_without_a_launch_or_a_ve
     );
     assert_eq!(launches(&cloud), 1, "never launched");
 }
+
+/// The stack's recall mark on an image (read as the proof leaves a verified one: its value).
+fn recalled(mut image: Image, proven: bool) -> Image {
+    let value = if proven {
+        "2026-12-05T12:00:00Z mac"
+    } else {
+        tags::UNPROVEN
+    };
+    image.tags.insert(tags::RECALLED.into(), value.into());
+    image.tags.insert(tags::RECALL_OF.into(), image.id.clone());
+    image
+}
+
+#[test]
+fn a_destination_naming_a_recalled_ami_rolls_back_and_a_family_with_nothing_else_needs_a_person() {
+    let d = doc(PUBLISH);
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        recalled(ami("ami-0000000000000000b", "web", 10), true),
+        recalled(ami("ami-0000000000000000c", "db", 10), true),
+    ];
+    let (work, lines) = targets_at(&images, &d, at(20));
+    let param = work
+        .iter()
+        .find(|t| matches!(t.destination, Destination::Parameter(_)) && t.family == "web")
+        .expect("web's parameter");
+    assert_eq!(
+        param.image.id, "ami-0000000000000000a",
+        "the newest outside the recall"
+    );
+    assert_eq!(
+        choose(param, Some("ami-0000000000000000b"), &images),
+        Choice::Publish {
+            previous: Some("ami-0000000000000000b".into())
+        },
+        "rolled back from the recalled AMI, though it is newer"
+    );
+    let unproven = vec![
+        images[0].clone(),
+        recalled(ami("ami-0000000000000000b", "web", 10), false),
+    ];
+    assert!(
+        matches!(
+            choose(param, Some("ami-0000000000000000b"), &unproven),
+            Choice::Keep(_)
+        ),
+        "a mark no seal proves holds the AMI at the gate, and moves no consumer back"
+    );
+
+    let db = lines
+        .iter()
+        .find(|l| l.family.as_deref() == Some("db"))
+        .expect("a line for db");
+    assert_eq!(db.outcome, PublishOutcome::Refused);
+    assert!(db
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains("needs a person") || r.contains("a person")));
+    assert!(
+        work.iter().all(|t| t.family != "db"),
+        "db's destinations keep what they name"
+    );
+}

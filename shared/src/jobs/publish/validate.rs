@@ -375,14 +375,18 @@ impl<'i> Tests<'i> {
     }
 }
 
-/// The newest AMI of each (policy, family) that could pass: available, not failed.
+/// The newest AMI of each (policy, family) that could pass: available, not failed, not
+/// recalled (a recalled AMI is never launch-tested).
 fn newest_candidates<'i>(
     images: &'i [Image],
     run: &Run<'_, '_>,
 ) -> HashMap<(String, String), &'i Image> {
     let mut newest: HashMap<(String, String), &'i Image> = HashMap::new();
     for image in images.iter().filter(|i| {
-        !i.is_copy() && i.state == ImageState::Available && i.verdict() != Some(tags::FAILED)
+        !i.is_copy()
+            && i.state == ImageState::Available
+            && i.verdict() != Some(tags::FAILED)
+            && !i.tags.contains_key(tags::RECALLED)
     }) {
         if let Some((policy, _)) = run.validating(image) {
             let key = (policy.name.clone(), image.family(&policy.family_by));

@@ -142,3 +142,234 @@ fn an_image_not_in_the_managed_regions_makes_no_tree_and_a_loop_ends() {
         "each image once, even where records loop"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// The recall run, over the fake account: dry run, real run, a second delivery, disable, undo.
+// ------------------------------------------------------------------------------------------
+
+mod run {
+    use std::collections::BTreeSet;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::image;
+    use crate::domain::ids::Region;
+    use crate::domain::model::ImageState;
+    use crate::domain::tags;
+    use crate::domain::trigger::RecallRequest;
+    use crate::jobs::recall::plan::Step;
+    use crate::jobs::recall::{events, run, RecallLine, RecallOutcome};
+    use crate::tests::fakes::{context, document, FakeCloud};
+
+    const LAUNCH_TEMPLATE: &str = "arn:aws:ec2:eu-west-1:123456789012:launch-template/lt-1";
+
+    fn regions() -> Vec<Region> {
+        ["us-east-1", "eu-west-1"]
+            .map(|r| r.parse().expect("region"))
+            .to_vec()
+    }
+
+    /// base (us) → its copy (eu) → a child made from it (eu) → the child's copy (us); and an
+    /// unrelated family in both regions. The child is named by a launch template.
+    fn fleet() -> FakeCloud {
+        let cloud = FakeCloud::default();
+        let us = [
+            image("ami-base", "us-east-1", Some(("ami-amazon", "us-east-1"))),
+            image(
+                "ami-child-us",
+                "us-east-1",
+                Some(("ami-child", "eu-west-1")),
+            ),
+            image("ami-other", "us-east-1", Some(("ami-amazon", "us-east-1"))),
+        ];
+        let eu = [
+            image("ami-base-eu", "eu-west-1", Some(("ami-base", "us-east-1"))),
+            image("ami-child", "eu-west-1", Some(("ami-base-eu", "eu-west-1"))),
+            image(
+                "ami-other-eu",
+                "eu-west-1",
+                Some(("ami-other", "us-east-1")),
+            ),
+        ];
+        cloud.region("us-east-1").state().images = us.into_iter().map(|(_, i)| i).collect();
+        let ec2 = cloud.region("eu-west-1");
+        ec2.state().images = eu.into_iter().map(|(_, i)| i).collect();
+        ec2.state().references.insert(
+            "ami-child".into(),
+            BTreeSet::from([LAUNCH_TEMPLATE.to_string()]),
+        );
+        cloud
+    }
+
+    fn request(undo: bool, disable: bool) -> RecallRequest {
+        RecallRequest {
+            image_id: "ami-base".into(),
+            reason: (!undo).then(|| "CVE-2026-1234 in openssl".into()),
+            disable,
+            undo,
+        }
+    }
+
+    fn changes(cloud: &FakeCloud) -> Vec<String> {
+        let mut out = cloud.region("us-east-1").state().changes.clone();
+        out.extend(cloud.region("eu-west-1").state().changes.clone());
+        out
+    }
+
+    fn summary(lines: &[RecallLine]) -> Vec<(String, Vec<Step>, RecallOutcome)> {
+        lines
+            .iter()
+            .map(|l| (l.member.image_id.clone(), l.steps.clone(), l.outcome))
+            .collect()
+    }
+
+    fn now() -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 30).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_says_exactly_what_the_real_run_then_does_to_exactly_the_tree() {
+        let cloud = fleet();
+        let document = document(r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#);
+        let ctx = context(&cloud, &document);
+
+        let dry = run(&ctx, &request(false, false), &regions(), true, now())
+            .await
+            .expect("a recall");
+        assert!(changes(&cloud).is_empty(), "a dry run changes nothing");
+        let planned: Vec<_> = summary(&dry)
+            .into_iter()
+            .map(|(id, steps, _)| (id, steps))
+            .collect();
+        let ids: Vec<&str> = planned.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["ami-base", "ami-base-eu", "ami-child", "ami-child-us"]
+        );
+        assert!(dry.iter().all(|l| l.outcome == RecallOutcome::WouldRecall));
+        assert_eq!(
+            dry[2].used_by,
+            [LAUNCH_TEMPLATE],
+            "who is affected is listed"
+        );
+
+        let real = run(&ctx, &request(false, false), &regions(), false, now())
+            .await
+            .expect("a recall");
+        let done: Vec<_> = summary(&real)
+            .into_iter()
+            .map(|(id, steps, _)| (id, steps))
+            .collect();
+        assert_eq!(
+            done, planned,
+            "the real run takes the steps the dry run said"
+        );
+        assert!(real.iter().all(|l| l.outcome == RecallOutcome::Recalled));
+        let deprecations = changes(&cloud)
+            .iter()
+            .filter(|c| c.starts_with("EnableImageDeprecation"))
+            .count();
+        assert_eq!(deprecations, 4);
+        assert!(
+            changes(&cloud).iter().all(|c| !c.contains("ami-other")),
+            "the unrelated family is untouched"
+        );
+        assert_eq!(
+            events(&real, Some("CVE")).len(),
+            4,
+            "one AMI Recalled per image"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recalled_image_is_refused_by_the_gate_and_a_second_delivery_does_nothing() {
+        let cloud = fleet();
+        let document = document(r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#);
+        let ctx = context(&cloud, &document);
+        run(&ctx, &request(false, false), &regions(), false, now())
+            .await
+            .expect("a recall");
+        let made = changes(&cloud).len();
+
+        let again = run(&ctx, &request(false, false), &regions(), false, now())
+            .await
+            .expect("a recall");
+        assert!(again
+            .iter()
+            .all(|l| l.outcome == RecallOutcome::AlreadyRecalled));
+        assert_eq!(changes(&cloud).len(), made, "nothing new");
+
+        let child = cloud.region("eu-west-1").state().images[1].clone();
+        assert_eq!(
+            child.tags.get(tags::RECALL_OF).map(String::as_str),
+            Some("ami-base")
+        );
+        let policy = &document.policies[0];
+        let held = child
+            .held_by_gate(policy)
+            .expect("the gate holds a recalled image");
+        assert!(
+            held.contains("recalled") && held.contains("CVE-2026-1234"),
+            "{held}"
+        );
+    }
+
+    #[tokio::test]
+    async fn disable_waits_for_what_names_an_image_and_undo_puts_back_what_the_recall_set() {
+        let cloud = fleet();
+        let document = document(r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#);
+        let ctx = context(&cloud, &document);
+
+        let recalled = run(&ctx, &request(false, true), &regions(), false, now())
+            .await
+            .expect("a recall");
+        let child = &recalled[2];
+        assert_eq!(child.member.image_id, "ami-child");
+        assert!(
+            !child.steps.contains(&Step::Disable),
+            "a launch template still names it"
+        );
+        assert!(child.note.as_deref().is_some_and(|n| n.contains("lt-1")));
+        let disabled: Vec<&str> = recalled
+            .iter()
+            .filter(|l| l.steps.contains(&Step::Disable))
+            .map(|l| l.member.image_id.as_str())
+            .collect();
+        assert_eq!(disabled, ["ami-base", "ami-base-eu", "ami-child-us"]);
+
+        let undone = run(&ctx, &request(true, false), &regions(), false, now())
+            .await
+            .expect("an undo");
+        assert!(undone.iter().all(|l| l.outcome == RecallOutcome::Undone));
+        assert_eq!(
+            undone[0].steps,
+            [Step::Enable, Step::CancelDeprecation, Step::Unmark]
+        );
+        for region in ["us-east-1", "eu-west-1"] {
+            for image in &cloud.region(region).state().images {
+                assert!(
+                    !image.tags.contains_key(tags::RECALLED),
+                    "{} unmarked",
+                    image.id
+                );
+                assert_eq!(image.state, ImageState::Available);
+                assert_eq!(image.deprecation_time, None, "{}", image.id);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ami_the_account_does_not_hold_is_refused_naming_the_field() {
+        let cloud = fleet();
+        let document = document(r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#);
+        let ctx = context(&cloud, &document);
+        let mut missing = request(false, false);
+        missing.image_id = "ami-0123456789abcdef0".into();
+
+        let err = run(&ctx, &missing, &regions(), false, now())
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("$.recall.image_id"), "{err}");
+        assert!(changes(&cloud).is_empty());
+    }
+}

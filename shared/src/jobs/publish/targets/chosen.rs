@@ -43,7 +43,10 @@ pub fn chosen<'a>(
         match pin {
             Some(pin) => out.extend(pinned_choice(scope, policy, &families, pin, lines)),
             None => out.extend(families.iter().filter_map(|(family, members)| {
-                let (image, pinned) = sweep_choice(members, policy, now)?;
+                let Some((image, pinned)) = sweep_choice(members, policy, now) else {
+                    lines.extend(all_recalled(scope, policy, family, members));
+                    return None;
+                };
                 Some(Chosen {
                     policy,
                     family: family.clone(),
@@ -54,6 +57,28 @@ pub fn chosen<'a>(
         }
     }
     out
+}
+
+/// A family a recall left without a promotable AMI: a failure that needs a person (publish a
+/// new AMI, or undo the recall); its destinations keep what they name.
+fn all_recalled(
+    scope: &Scope<'_, '_>,
+    policy: &Policy,
+    family: &str,
+    members: &[&Image],
+) -> Option<PublishResult> {
+    let recalled = members
+        .iter()
+        .find(|i| i.tags.contains_key(tags::RECALLED))?;
+    Some(
+        keep_line(scope.region, &policy.name, &recalled.id, Some(family)).with(
+            PublishOutcome::Refused,
+            format!(
+                "family `{family}` has no promotable AMI outside its recall ({} is recalled): its destinations keep what they name until a person publishes a new AMI or undoes the recall",
+                recalled.id
+            ),
+        ),
+    )
 }
 
 /// The policy's AMIs in the region, by family.

@@ -193,7 +193,8 @@ fn keep_line(region: &Region, policy: &str, image: &str, family: Option<&str>) -
 /// Whether to change a destination that names `current` now (none: nothing yet).
 ///
 /// Without a pin, the destination never moves to an AMI older than the one it names, nor away
-/// from a rollback's pin to an AMI created before the pin.
+/// from a rollback's pin to an AMI created before the pin; unless the stack's own recall took
+/// the AMI it names out of circulation (then it rolls back to the choice, older or not).
 pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choice {
     let image = target.image;
     if current == Some(image.id.as_str()) {
@@ -204,6 +205,10 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
         return Choice::Publish { previous };
     }
     if let Some(named) = current.and_then(|c| images.iter().find(|i| i.id == c)) {
+        if named.recall_proven() {
+            // The stack's recall took what it names out of circulation: roll it back.
+            return Choice::Publish { previous };
+        }
         if named.made() > image.made() {
             return Choice::Keep(format!(
                 "it names {}, newer than {}: never published backwards (a rollback pins an older AMI)",
