@@ -642,11 +642,71 @@ def main() -> int:
         if undone["results"][0]["outcome"] != "restored" or not back:
             print("FAILED: the AMI did not come back")
             return 1
-        return 0
+        return recall(emu, function, publisher, previous, names, published)
     finally:
         for f in functions:
             f.stop()
         emu.stop()
+
+
+def recall(emu: Emulator, age_out: Function, publisher: Function, bad: str, names: dict, published) -> int:
+    """The rolled-back-to AMI turns out bad: a team built its own image from it (and copied that
+    to eu-west-1); one recall takes the AMI, its copy, the derived image and its copy out of
+    circulation, publish moves consumers to the newest AMI outside the tree, and undo gives
+    them back."""
+    us, eu = emu.ec2("us-east-1"), emu.ec2("eu-west-1")
+    launched = us.run_instances(ImageId=bad, InstanceType="t3.micro", MinCount=1, MaxCount=1)
+    derived = us.create_image(InstanceId=launched["Instances"][0]["InstanceId"], Name="team-app-20261205")["ImageId"]
+    derived_eu = eu.copy_image(SourceImageId=derived, SourceRegion="us-east-1", Name="team-app-20261205")["ImageId"]
+    names[derived], names[derived_eu] = "team-app-20261205", "team-app-20261205 (copy)"
+    request = {"recall": {"image_id": bad, "reason": "CVE-2026-1234 in openssl"}, "regions": REGIONS}
+
+    ok, dry = age_out.invoke(request)
+    if not ok:
+        print(f"recall dry run failed:\n{dry}")
+        return 1
+    ok, real = age_out.invoke({**request, "dry_run": False})
+    if not ok:
+        print(f"recall failed:\n{real}")
+        return 1
+    rows = [
+        [
+            names.get(r["image_id"], r["image_id"]),
+            r["region"],
+            str(r["depth"]),
+            r["descent"],
+            ", ".join(r["steps"]) or "-",
+            dry["results"][n]["outcome"],
+            r["outcome"],
+            ", ".join(u.rsplit("/", 1)[-1] for u in r.get("used_by", [])) or "-",
+        ]
+        for n, r in enumerate(real["results"])
+    ]
+    table(
+        f"== recall: {names.get(bad, bad)} and what was made from it ({len(rows)}) ==",
+        ["image", "region", "depth", "descent", "steps", "dry run", "real run", "used by"],
+        rows,
+    )
+    ok, swept = publisher.invoke({})
+    now = published()
+    print(
+        f"\n  ami-publish on AMI Recalled: /ami/web/web-frontend = {names.get(now[0], now[0])}, "
+        f"template $Default = {names.get(now[1], now[1])} (the newest AMI outside the recall)"
+    )
+    if bad in now or len(real["results"]) != 4:
+        print("FAILED: the recall did not take the tree out of circulation")
+        return 1
+
+    ok, undone = age_out.invoke({"recall": {"image_id": bad, "undo": True}, "regions": REGIONS, "dry_run": False})
+    if not ok:
+        print(f"undo failed:\n{undone}")
+        return 1
+    print(
+        "  undo: "
+        + ", ".join(f"{names.get(r['image_id'], r['image_id'])} {r['outcome']}" for r in undone["results"])
+        + " (marks removed, deprecation cancelled; what publish moved stays)"
+    )
+    return 0 if all(r["outcome"] == "undone" for r in undone["results"]) else 1
 
 
 if __name__ == "__main__":
