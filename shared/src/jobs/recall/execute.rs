@@ -1,24 +1,21 @@
 //! Carrying out a recall: read every region's images, find the tree, read what uses each of
 //! its images, then take each image's steps (or, for a dry run, say them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::affected::{affected, key, Affected};
 use super::plan::{self, Step, SET_DEPRECATION, SET_DISABLE};
 use super::tree::{tree, Descent, Located, Member};
 use super::{RecallLine, RecallOutcome};
 use crate::domain::ids::Region;
 use crate::domain::model::Image;
-use crate::domain::policy::TemplateDepth;
 use crate::domain::trigger::RecallRequest;
 use crate::domain::{seal, tags};
 use crate::error::{Disposition, Error, Result};
 use crate::jobs::{Context, PAST_DEADLINE};
-use crate::ports::{
-    Cloud, ImageInventory, Pace, RestoreImages, RetireImages, Seal, ValidateImages,
-    IMAGE_REFERENCES_MAX_IDS,
-};
+use crate::ports::{Cloud, Pace, RestoreImages, RetireImages, Seal, ValidateImages};
 
 /// Recalls (or undoes the recall of) the tree under `recall.image_id` in `regions`. An AMI no
 /// region holds is refused, naming the field; a region that cannot be read is a failed line.
@@ -42,7 +39,7 @@ pub async fn run<C: Cloud>(
     };
 
     let members = tree((&recall.image_id, &root), &images);
-    let used = consumers(ctx, &members).await;
+    let affected = affected(ctx, &members, !dry_run && !recall.undo, now).await;
     let sealer = ctx.cloud.sealer();
     if !dry_run && !recall.undo && sealer.is_none() {
         return Err(Error::Refused(
@@ -53,8 +50,11 @@ pub async fn run<C: Cloud>(
 
     for member in members {
         let image = image_of(&images, &member);
-        let (used_by, unread) = used.get(&key(&member)).cloned().unwrap_or_default();
-        let line = plan_line(recall, member, image, used_by, unread, now);
+        let mut found = affected.get(&key(&member)).cloned().unwrap_or_default();
+        found
+            .other_accounts
+            .retain(|a| !a.starts_with(&format!("{}:", image.owner_id)));
+        let line = plan_line(recall, member, image, found, now);
         let line = match (dry_run, line.steps.is_empty()) {
             (true, _) | (_, true) => line,
             (false, false) if ctx.deadline.passed() => deferred(line, PAST_DEADLINE.into()),
@@ -101,6 +101,8 @@ fn unread_region(recall: &RecallRequest, region: Region, e: &Error) -> RecallLin
         steps: Vec::new(),
         outcome: RecallOutcome::Failed,
         used_by: Vec::new(),
+        other_accounts: Vec::new(),
+        usage_report: None,
         note: Some("the region's images could not be listed: its part of the tree is unknown; send the same request again".into()),
         error: Some(e.to_string()),
     };
@@ -122,12 +124,6 @@ fn not_found(recall: &RecallRequest, regions: &[Region]) -> Error {
     )
 }
 
-type Key = (String, String);
-
-fn key(member: &Member) -> Key {
-    (member.image_id.clone(), member.region.to_string())
-}
-
 fn image_of<'a>(images: &'a [Located], member: &Member) -> &'a Image {
     images
         .iter()
@@ -136,46 +132,21 @@ fn image_of<'a>(images: &'a [Located], member: &Member) -> &'a Image {
         .expect("a member of the tree is one of the images it was found among")
 }
 
-/// What uses each image of the tree (DescribeImageReferences, 10 images a call), and whether
-/// that could not be read.
-async fn consumers<C: Cloud>(
-    ctx: &Context<'_, C>,
-    members: &[Member],
-) -> HashMap<Key, (Vec<String>, bool)> {
-    let mut by_region: BTreeMap<&Region, Vec<String>> = BTreeMap::new();
-    for m in members {
-        by_region
-            .entry(&m.region)
-            .or_default()
-            .push(m.image_id.clone());
-    }
-    let mut out = HashMap::new();
-    for (region, ids) in by_region {
-        let ec2 = ctx.cloud.ec2(region);
-        for chunk in ids.chunks(IMAGE_REFERENCES_MAX_IDS) {
-            let found = ec2.image_references(chunk, TemplateDepth::All).await;
-            for id in chunk {
-                let used = match &found {
-                    Ok(refs) => (refs.get(id).into_iter().flatten().cloned().collect(), false),
-                    Err(_) => (Vec::new(), true),
-                };
-                out.insert((id.clone(), region.to_string()), used);
-            }
-        }
-    }
-    out
-}
-
 /// The line of one image: its steps and what a dry run says of them. A disable waits while a
 /// launch template or SSM parameter names the image (or that could not be read).
 fn plan_line(
     recall: &RecallRequest,
     member: Member,
     image: &Image,
-    used_by: Vec<String>,
-    unread: bool,
+    found: Affected,
     now: DateTime<Utc>,
 ) -> RecallLine {
+    let Affected {
+        used_by,
+        unread,
+        other_accounts,
+        report,
+    } = found;
     let mut steps = if recall.undo {
         plan::undo_steps(image, &recall.image_id)
     } else {
@@ -205,6 +176,8 @@ fn plan_line(
         steps,
         outcome,
         used_by,
+        other_accounts,
+        usage_report: report,
         note,
         error: None,
     }

@@ -9,6 +9,7 @@
 //! `{"recall": {"image_id", "undo": true}}` removes the marks and what the recall set.
 //! Each line lists what uses the image (DescribeImageReferences), so a team can tell them.
 
+mod affected;
 mod execute;
 pub mod plan;
 pub mod tree;
@@ -55,6 +56,12 @@ pub struct RecallLine {
     /// What uses it: instances, launch templates, SSM parameters, Image Builder recipes (ARNs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
+    /// Other accounts that use it (`<account>: <n> <resource type>`), from `usage_report`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_accounts: Vec<String>,
+    /// The AMI usage report `other_accounts` comes from, or what became of asking for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_report: Option<String>,
     /// What else a person should know (a disable left for later, consumers not read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
