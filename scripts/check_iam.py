@@ -207,11 +207,11 @@ FUNCTION_CONDITIONS = {
         a: {"ec2:Owner", "aws:ResourceTag/ami-automation:created-by"}
         for a in ("ec2:DeregisterImage", "ec2:DeleteSnapshot")
     },
-    # DeleteTags has no ec2:Owner (Service Authorization Reference): it removes the mark only
-    # from an image that carries it.
+    # DeleteTags has no ec2:Owner (Service Authorization Reference): it removes a mark only
+    # from an image that carries one of the tool's marks (its protection, a recall's).
     "AgeOutFunction": {
         "ec2:CreateTags": {"ec2:Owner", "aws:TagKeys"},
-        "ec2:DeleteTags": {"ec2:ResourceTag/ami-automation:protected-by", "aws:TagKeys"},
+        "ec2:DeleteTags": {"ec2:ResourceTag/ami-automation:*", "aws:TagKeys"},
     },
     # The publish function tags test instances at launch and its verdicts and pins on its own
     # AMIs (named tag keys either way), and terminates only the test instances it launched.
@@ -255,7 +255,10 @@ def statement_problems(function: str, sts: list[dict[str, Any]]) -> list[str]:
             if "*" in action:
                 problems.append(f"{sid}: wildcard action {action}")
             wanted = FUNCTION_CONDITIONS.get(function, {}).get(action, REQUIRED_CONDITIONS.get(action, set()))
-            missing = wanted - keys
+            # A wanted key ending in `*` is met by any condition key it begins.
+            missing = {
+                w for w in wanted if w not in keys and not (w.endswith("*") and any(k.startswith(w[:-1]) for k in keys))
+            }
             if missing:
                 problems.append(f"{sid}: {action} without the condition {', '.join(sorted(missing))}")
             narrow = (

@@ -71,10 +71,11 @@ pub fn pin(image_id: &str, region: &str, at: &str) -> Vec<u8> {
 }
 
 /// The bytes a recall's mark seals: the AMI marked, its region, the AMI recalled (itself or
-/// an ancestor) and when (RFC 3339, as the tag says). A recall moves consumers back to an older
-/// AMI, so only the stack's own counts for that.
-pub fn recall(image_id: &str, region: &str, recall_of: &str, at: &str) -> Vec<u8> {
-    format!("ami-automation recall v1\nimage={image_id}\nregion={region}\nrecall-of={recall_of}\nat={at}")
+/// an ancestor), what the recall changed (its undo puts back exactly that) and when (RFC 3339,
+/// as the tag says). A recall moves consumers back to an older AMI and its undo changes the
+/// AMI, so only the stack's own mark counts for either.
+pub fn recall(image_id: &str, region: &str, recall_of: &str, set: &str, at: &str) -> Vec<u8> {
+    format!("ami-automation recall v2\nimage={image_id}\nregion={region}\nrecall-of={recall_of}\nset={set}\nat={at}")
         .into_bytes()
 }
 

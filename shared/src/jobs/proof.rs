@@ -72,6 +72,44 @@ pub async fn prove<S: Seal>(
             .insert(tags::VALIDATION.into(), read_as.into());
     }
     prove_pins(sealer, region, images).await;
+    hold_descendants(region, images);
+}
+
+/// An image made in this region from one a proven recall took out of circulation (imaged from
+/// an instance launched from it after the recall, or a copy that finished after it) is held as
+/// recalled too until the recall, sent again, marks it: read as [`tags::UNPROVEN`], with why.
+fn hold_descendants(region: &Region, images: &mut [Image]) {
+    let mut held: std::collections::BTreeSet<String> = images
+        .iter()
+        .filter(|i| i.recall_proven())
+        .map(|i| i.id.clone())
+        .collect();
+    loop {
+        let next: Vec<(usize, String)> = images
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !held.contains(&i.id) && !i.tags.contains_key(tags::RECALLED))
+            .filter_map(|(n, i)| {
+                let source = i.source.as_deref()?;
+                (source.region == region.as_str() && held.contains(&source.image_id))
+                    .then(|| (n, source.image_id.clone()))
+            })
+            .collect();
+        if next.is_empty() {
+            return;
+        }
+        for (n, parent) in next {
+            let image = &mut images[n];
+            held.insert(image.id.clone());
+            image
+                .tags
+                .insert(tags::RECALLED.into(), tags::UNPROVEN.into());
+            image.tags.insert(
+                tags::RECALL_REASON.into(),
+                format!("made from {parent}, which a recall took out of circulation: send the recall again to mark it"),
+            );
+        }
+    }
 }
 
 /// Reads every rollback pin no seal proves the stack wrote as [`tags::UNPROVEN`]: it pins
@@ -95,7 +133,8 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
         tags::RECALLED,
         |image, region, at| {
             let recall_of = image.tags.get(tags::RECALL_OF)?;
-            Some(seal::recall(&image.id, region, recall_of, at))
+            let set = image.tags.get(tags::RECALL_SET).map_or("", String::as_str);
+            Some(seal::recall(&image.id, region, recall_of, set, at))
         },
     )
     .await;

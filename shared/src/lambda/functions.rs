@@ -40,8 +40,9 @@ impl Job for AgeOutJob {
             return run.finish(app, results, events).await;
         }
         if let Some(recall) = &request.recall {
+            let regions = recall::regions(&app.document, &app.settings.home_region, &request);
             let lines = recall::run(&ctx, recall, &regions, dry_run, chrono::Utc::now()).await?;
-            let events = recall::events(&lines, recall.reason.as_deref());
+            let events = recall::events(&lines, recall);
             return run.finish(app, lines, events).await;
         }
         let mut report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;

@@ -201,7 +201,17 @@ async fn a_recall_takes_exactly_the_tree_out_of_circulation_after_a_dry_run_that
         .into_iter()
         .filter(|e| e["detail_type"] == "AMI Recalled")
         .collect();
-    assert_eq!(recalled.len(), 4, "one AMI Recalled per image of the tree");
+    assert_eq!(
+        recalled.len(),
+        1,
+        "one AMI Recalled per run: ami-publish sweeps once"
+    );
+    assert_eq!(
+        recalled[0]["detail"]["images"].as_array().map(Vec::len),
+        Some(4),
+        "carrying the tree: {}",
+        recalled[0]
+    );
 
     let again = age_out
         .invoke(&recall(&f.base, json!({"dry_run": false})))

@@ -1798,9 +1798,9 @@ fn a_destination_naming_a_recalled_ami_rolls_back_and_a_family_with_nothing_else
     assert!(
         matches!(
             choose(param, Some("ami-0000000000000000b"), &unproven),
-            Choice::Keep(_)
+            Choice::Frozen(_)
         ),
-        "a mark no seal proves holds the AMI at the gate, and moves no consumer back"
+        "a mark no seal proves holds the AMI at the gate, and moves no consumer back: a person decides"
     );
 
     let db = lines
@@ -1815,5 +1815,38 @@ fn a_destination_naming_a_recalled_ami_rolls_back_and_a_family_with_nothing_else
     assert!(
         work.iter().all(|t| t.family != "db"),
         "db's destinations keep what they name"
+    );
+}
+
+#[test]
+fn a_recall_falls_back_to_a_deprecated_ami_outside_it_and_only_to_replace_the_recalled_one() {
+    let d = doc(PUBLISH);
+    // age-out deprecated a when b replaced it; then b is recalled.
+    let mut previous = ami("ami-0000000000000000a", "web", 0);
+    previous.deprecation_time = Some(at(5));
+    let images = vec![
+        previous,
+        recalled(ami("ami-0000000000000000b", "web", 10), true),
+    ];
+    let (work, lines) = targets_at(&images, &d, at(20));
+    assert!(
+        lines.iter().all(|l| l.outcome != PublishOutcome::Refused),
+        "{lines:?}"
+    );
+    let param = work
+        .iter()
+        .find(|t| matches!(t.destination, Destination::Parameter(_)))
+        .expect("web's parameter");
+    assert_eq!(param.image.id, "ami-0000000000000000a");
+    assert_eq!(
+        choose(param, Some("ami-0000000000000000b"), &images),
+        Choice::Publish {
+            previous: Some("ami-0000000000000000b".into())
+        },
+        "the way back from the recall"
+    );
+    assert!(
+        matches!(choose(param, None, &images), Choice::Keep(_)),
+        "a deprecated AMI is never published anywhere else"
     );
 }

@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::plan;
 use super::tree::Member;
 use crate::domain::ids::Region;
 use crate::domain::model::{ReportState, UsageReport};
 use crate::domain::policy::TemplateDepth;
 use crate::jobs::Context;
 use crate::ports::{
-    Cloud, ConsumerUsage, ImageInventory, IMAGE_REFERENCES_MAX_IDS, USAGE_REPORT_MAX_IDS,
+    Cloud, ConsumerUsage, ImageInventory, LaunchTemplates, IMAGE_REFERENCES_MAX_IDS,
+    USAGE_REPORT_MAX_IDS,
 };
 
 /// A usage report younger than this says who uses an image now; an older one is replaced.
@@ -35,6 +37,9 @@ pub struct Affected {
     pub used_by: Vec<String>,
     /// DescribeImageReferences could not be read.
     pub unread: bool,
+    /// What launches it now, which a disable waits for: the SSM parameters that name it, and
+    /// the launch templates whose `$Default` or `$Latest` does (or that could not be read).
+    pub launched_by: Vec<String>,
     /// Other accounts that use it (`<account>: <n> <resource type>`), from `report`.
     pub other_accounts: Vec<String>,
     /// Which usage report says so, or what became of asking for one.
@@ -71,8 +76,10 @@ pub async fn affected<C: Cloud>(
                     }
                     Err(_) => entry.unread = true,
                 }
+                entry.launched_by = launched_by(&ec2, id, &entry.used_by).await;
             }
         }
+
         for chunk in ids.chunks(USAGE_REPORT_MAX_IDS) {
             let reports = ec2.usage_reports(chunk).await;
             for id in chunk {
@@ -83,6 +90,35 @@ pub async fn affected<C: Cloud>(
                 };
                 *entry = with_report(&ec2, id, entry.clone(), newest, request, now).await;
             }
+        }
+    }
+    out
+}
+
+/// What of `used_by` launches `image_id` now: SSM parameters, and launch templates whose
+/// `$Default` or `$Latest` names it; a template that cannot be read counts (fail closed).
+/// Older versions of a template are history, not what launches: a rollback leaves them.
+async fn launched_by<E: LaunchTemplates>(
+    ec2: &E,
+    image_id: &str,
+    used_by: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for reference in used_by {
+        if plan::is_parameter(reference) {
+            out.push(reference.clone());
+            continue;
+        }
+        let Some(template) = plan::template_of(reference) else {
+            continue;
+        };
+        match ec2.launch_template(template).await {
+            Ok(Some(state))
+                if state.default_image.as_deref() != Some(image_id)
+                    && state.latest_image.as_deref() != Some(image_id) => {}
+            Ok(None) => {}
+            Ok(Some(_)) => out.push(reference.clone()),
+            Err(e) => out.push(format!("{reference} (could not be read: {e})")),
         }
     }
     out

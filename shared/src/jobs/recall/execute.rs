@@ -6,19 +6,21 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::affected::{affected, key, Affected};
-use super::plan::{self, Step, SET_DEPRECATION, SET_DISABLE};
+use super::plan::{self, Step};
 use super::tree::{tree, Descent, Located, Member};
 use super::{RecallLine, RecallOutcome};
 use crate::domain::ids::Region;
-use crate::domain::model::Image;
+use crate::domain::model::{Image, ImageState};
 use crate::domain::trigger::RecallRequest;
 use crate::domain::{seal, tags};
 use crate::error::{Disposition, Error, Result};
 use crate::jobs::{Context, PAST_DEADLINE};
 use crate::ports::{Cloud, Pace, RestoreImages, RetireImages, Seal, ValidateImages};
 
-/// Recalls (or undoes the recall of) the tree under `recall.image_id` in `regions`. An AMI no
-/// region holds is refused, naming the field; a region that cannot be read is a failed line.
+/// Recalls (or undoes the recall of) the tree under `recall.image_id` in `regions`. A recall
+/// whose tree is empty is refused, naming the field; a region that cannot be read is a line
+/// of its own. Without the stack's key nothing is recalled, dry run or not (a dry run says
+/// what the real run does).
 pub async fn run<C: Cloud>(
     ctx: &Context<'_, C>,
     recall: &RecallRequest,
@@ -26,39 +28,36 @@ pub async fn run<C: Cloud>(
     dry_run: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<RecallLine>> {
-    let (images, mut lines) = read_regions(ctx, recall, regions).await;
-    let Some(root) = images
-        .iter()
-        .find(|(_, i)| i.id == recall.image_id)
-        .map(|(r, _)| r.clone())
-    else {
-        if lines.is_empty() {
-            return Err(not_found(recall, regions));
-        }
-        return Ok(lines);
-    };
-
-    let members = tree((&recall.image_id, &root), &images);
-    let affected = affected(ctx, &members, !dry_run && !recall.undo, now).await;
     let sealer = ctx.cloud.sealer();
-    if !dry_run && !recall.undo && sealer.is_none() {
+    if !recall.undo && sealer.is_none() {
         return Err(Error::Refused(
             "no signing key (AMI_SIGNING_KEY_ARN): a recall's marks must carry the stack's seal, so nothing is recalled"
                 .into(),
         ));
     }
+    let (images, mut lines) = read_regions(ctx, recall, regions).await;
+    let members = tree(&recall.image_id, &images);
+    if members.is_empty() {
+        if lines.is_empty() {
+            return Err(not_found(recall, regions));
+        }
+        return Ok(lines);
+    }
 
+    let affected = affected(ctx, &members, !dry_run && !recall.undo, now).await;
     for member in members {
         let image = image_of(&images, &member);
         let mut found = affected.get(&key(&member)).cloned().unwrap_or_default();
-        found
-            .other_accounts
-            .retain(|a| !a.starts_with(&format!("{}:", image.owner_id)));
-        let line = plan_line(recall, member, image, found, now);
+        let own = format!("{}:", image.owner_id);
+        found.other_accounts.retain(|a| !a.starts_with(&own));
+        let (line, set) = plan_line(recall, member, image, found, now);
         let line = match (dry_run, line.steps.is_empty()) {
             (true, _) | (_, true) => line,
             (false, false) if ctx.deadline.passed() => deferred(line, PAST_DEADLINE.into()),
-            (false, false) => carry_out(ctx, sealer.as_ref(), recall, image, line, now).await,
+            (false, false) => {
+                let doing = Doing { recall, image, set };
+                carry_out(ctx, sealer.as_ref(), doing, line).await
+            }
         };
         lines.push(line);
     }
@@ -117,7 +116,7 @@ fn not_found(recall: &RecallRequest, regions: &[Region]) -> Error {
     Error::event(
         "$.recall.image_id",
         format!(
-            "{} is not an AMI of this account in {}: nothing recalled (name one of the account's AMIs, and its region in `regions`)",
+            "neither {} nor an image made from it is an AMI of this account in {}: nothing recalled (name the bad AMI, and the regions to look in with `regions`)",
             recall.image_id,
             regions.join(", ")
         ),
@@ -132,37 +131,38 @@ fn image_of<'a>(images: &'a [Located], member: &Member) -> &'a Image {
         .expect("a member of the tree is one of the images it was found among")
 }
 
-/// The line of one image: its steps and what a dry run says of them. A disable waits while a
-/// launch template or SSM parameter names the image (or that could not be read).
+/// The line of one image, its steps and what a dry run says of them, and the set of changes
+/// its mark records. A disable waits while something launches the image (or that could not be
+/// read).
 fn plan_line(
     recall: &RecallRequest,
     member: Member,
     image: &Image,
     found: Affected,
     now: DateTime<Utc>,
-) -> RecallLine {
-    let Affected {
-        used_by,
-        unread,
-        other_accounts,
-        report,
-    } = found;
-    let mut steps = if recall.undo {
-        plan::undo_steps(image, &recall.image_id)
+) -> (RecallLine, Vec<String>) {
+    let waits = found.unread || !found.launched_by.is_empty();
+    let (steps, set) = if recall.undo {
+        (plan::undo_steps(image, &recall.image_id, now), Vec::new())
     } else {
-        plan::recall_steps(image, recall.disable, now)
+        plan::recall_steps(image, recall.disable && !waits, now)
     };
-    let mut note =
-        unread.then(|| "what uses it could not be read (DescribeImageReferences)".to_string());
-    let named: Vec<&String> = used_by
-        .iter()
-        .filter(|r| plan::names_it_for_launches(r))
-        .collect();
-    if steps.contains(&Step::Disable) && (unread || !named.is_empty()) {
-        steps.retain(|s| *s != Step::Disable);
+    let mut note = found
+        .unread
+        .then(|| "what uses it could not be read (DescribeImageReferences)".to_string());
+    let other_recall = image
+        .tags
+        .get(tags::RECALL_OF)
+        .filter(|of| image.recall_proven() && **of != recall.image_id);
+    if let (Some(of), false) = (other_recall, recall.undo) {
         note = Some(format!(
-            "not disabled yet: {} still name it; send the same request again once ami-publish has rolled them back",
-            if unread { "consumers that could not be read may".to_string() } else { format!("{named:?}") }
+            "out of circulation already by the recall of {of}: undoing that recall gives it back too"
+        ));
+    }
+    if recall.disable && !recall.undo && waits && image.state != ImageState::Disabled {
+        note = Some(format!(
+            "not disabled yet: {} launch it; send the same request again once ami-publish has rolled them back",
+            if found.unread { "consumers that could not be read may".to_string() } else { found.launched_by.join(", ") }
         ));
     }
     let outcome = match (recall.undo, steps.is_empty()) {
@@ -171,16 +171,17 @@ fn plan_line(
         (true, true) => RecallOutcome::NothingToUndo,
         (true, false) => RecallOutcome::WouldUndo,
     };
-    RecallLine {
+    let line = RecallLine {
         member,
         steps,
         outcome,
-        used_by,
-        other_accounts,
-        usage_report: report,
+        used_by: found.used_by,
+        other_accounts: found.other_accounts,
+        usage_report: found.report,
         note,
         error: None,
-    }
+    };
+    (line, set)
 }
 
 fn deferred(mut line: RecallLine, why: String) -> RecallLine {
@@ -189,27 +190,38 @@ fn deferred(mut line: RecallLine, why: String) -> RecallLine {
     line
 }
 
+/// What one image's steps act on: the request, the image as read, and the set of changes its
+/// mark records.
+struct Doing<'a> {
+    recall: &'a RecallRequest,
+    image: &'a Image,
+    set: Vec<String>,
+}
+
 /// Takes the line's steps in order; the first that fails ends it (the same request, sent
-/// again, takes what is left).
+/// again, takes what is left). Times are the wall clock when each call is made.
 async fn carry_out<C: Cloud>(
     ctx: &Context<'_, C>,
     sealer: Option<&C::Sealer>,
-    recall: &RecallRequest,
-    image: &Image,
+    doing: Doing<'_>,
     mut line: RecallLine,
-    now: DateTime<Utc>,
 ) -> RecallLine {
     let ec2 = ctx.cloud.ec2(&line.member.region);
     let pacer = ctx.cloud.pacer();
+    let id = &doing.image.id;
     for step in line.steps.clone() {
         pacer.take().await;
         let done = match step {
-            Step::Mark => mark(&ec2, sealer, recall, image, &line, now).await,
-            Step::Deprecate => ec2.deprecate(&image.id, plan::deprecate_at(now)).await,
-            Step::Disable => disable(&ec2, image, line.steps.contains(&Step::Mark)).await,
-            Step::Enable => ec2.enable(&image.id).await,
-            Step::CancelDeprecation => ec2.cancel_deprecation(&image.id).await,
-            Step::Unmark => ec2.untag_image(&image.id, &tags::RECALL_TAGS).await,
+            Step::Mark => mark(&ec2, sealer, &doing, line.member.region.as_str()).await,
+            Step::Deprecate => ec2.deprecate(id, plan::deprecate_at(Utc::now())).await,
+            Step::Disable => ec2.disable(id).await,
+            Step::Enable => ec2.enable(id).await,
+            Step::CancelDeprecation => ec2.cancel_deprecation(id).await,
+            Step::RestoreDeprecation => match plan::deprecation_was(doing.image) {
+                Some(at) => ec2.deprecate(id, at).await,
+                None => Ok(()),
+            },
+            Step::Unmark => ec2.untag_image(id, &tags::RECALL_TAGS).await,
         };
         if let Err(e) = done {
             line.outcome = match e.disposition() {
@@ -220,7 +232,7 @@ async fn carry_out<C: Cloud>(
             return line;
         }
     }
-    line.outcome = if recall.undo {
+    line.outcome = if doing.recall.undo {
         RecallOutcome::Undone
     } else {
         RecallOutcome::Recalled
@@ -228,58 +240,39 @@ async fn carry_out<C: Cloud>(
     line
 }
 
-/// The recall's marks: sealed, with the recalled AMI, the reason and what this recall sets.
+/// The recall's marks: the recalled AMI, the reason, what this recall changes, and the seal
+/// over them (an earlier mark of the stack keeps its `recall-of` and reason).
 async fn mark<E: ValidateImages>(
     ec2: &E,
     sealer: Option<&impl Seal>,
-    recall: &RecallRequest,
-    image: &Image,
-    line: &RecallLine,
-    now: DateTime<Utc>,
+    doing: &Doing<'_>,
+    region: &str,
 ) -> Result<()> {
     let Some(sealer) = sealer else {
         return Err(Error::Refused(
             "no signing key: a recall's mark must be sealed".into(),
         ));
     };
-    let at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    let region = line.member.region.as_str();
+    let image = doing.image;
+    let earlier = image.recall_proven();
+    let recall_of = match image.tags.get(tags::RECALL_OF) {
+        Some(of) if earlier => of.clone(),
+        _ => doing.recall.image_id.clone(),
+    };
+    let reason = match image.tags.get(tags::RECALL_REASON) {
+        Some(reason) if earlier => reason.clone(),
+        _ => doing.recall.reason.clone().unwrap_or_default(),
+    };
+    let set = doing.set.join(",");
+    let at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     let mac = sealer
-        .seal(seal::recall(&image.id, region, &recall.image_id, &at))
+        .seal(seal::recall(&image.id, region, &recall_of, &set, &at))
         .await?;
-    let mut set = plan::recall_set(image);
-    for (step, what) in [
-        (Step::Deprecate, SET_DEPRECATION),
-        (Step::Disable, SET_DISABLE),
-    ] {
-        if line.steps.contains(&step) && !set.contains(&what) {
-            set.push(what);
-        }
-    }
     let marks = BTreeMap::from([
         (tags::RECALLED.to_string(), seal::sealed_tag(&at, &mac)),
-        (tags::RECALL_OF.to_string(), recall.image_id.clone()),
-        (
-            tags::RECALL_REASON.to_string(),
-            recall.reason.clone().unwrap_or_default(),
-        ),
-        (tags::RECALL_SET.to_string(), set.join(",")),
+        (tags::RECALL_OF.to_string(), recall_of),
+        (tags::RECALL_REASON.to_string(), reason),
+        (tags::RECALL_SET.to_string(), set),
     ]);
     ec2.tag_image(&image.id, &marks).await
-}
-
-/// DisableImage, after recording that the recall disabled it (so its undo re-enables it): the
-/// mark just written says so already (`marked`); an earlier mark gets it added.
-async fn disable<E: ValidateImages + RetireImages>(
-    ec2: &E,
-    image: &Image,
-    marked: bool,
-) -> Result<()> {
-    let mut set = plan::recall_set(image);
-    if !marked && !set.contains(&SET_DISABLE) {
-        set.push(SET_DISABLE);
-        let record = BTreeMap::from([(tags::RECALL_SET.to_string(), set.join(","))]);
-        ec2.tag_image(&image.id, &record).await?;
-    }
-    ec2.disable(&image.id).await
 }

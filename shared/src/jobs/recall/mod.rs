@@ -17,6 +17,9 @@ pub mod tree;
 use serde::Serialize;
 
 use crate::domain::event::{detail_type, event, Event};
+use crate::domain::ids::Region;
+use crate::domain::policy::PolicyDocument;
+use crate::domain::trigger::{RecallRequest, RunRequest};
 use crate::jobs::Line;
 
 pub use execute::run;
@@ -75,30 +78,66 @@ impl Line for RecallLine {
     fn outcome(&self) -> &RecallOutcome {
         &self.outcome
     }
+    /// A recall left unfinished (deferred) is a failure too: nothing continues it but the same
+    /// request sent again, so the alarm must say so.
     fn failed(&self) -> bool {
-        self.outcome == RecallOutcome::Failed
+        matches!(
+            self.outcome,
+            RecallOutcome::Failed | RecallOutcome::Deferred
+        )
     }
 }
 
-/// `AMI Recalled` for each image a real run took out of circulation, `AMI Recall Undone` for
-/// each it gave back, with the line (its tree position, reason and consumers).
-pub fn events(lines: &[RecallLine], reason: Option<&str>) -> Vec<Event> {
-    lines
+/// One `AMI Recalled` for a real run that took images out of circulation (one, so that
+/// ami-publish sweeps once), one `AMI Recall Undone` for an undo that gave some back: the
+/// recalled AMI, its region when it is the account's, the reason, and the lines of those images
+/// (their place in the tree, steps and consumers).
+pub fn events(lines: &[RecallLine], recall: &RecallRequest) -> Vec<Event> {
+    [
+        (RecallOutcome::Recalled, detail_type::AMI_RECALLED),
+        (RecallOutcome::Undone, detail_type::AMI_RECALL_UNDONE),
+    ]
+    .into_iter()
+    .filter_map(|(outcome, kind)| {
+        let done: Vec<&RecallLine> = lines.iter().filter(|l| l.outcome == outcome).collect();
+        if done.is_empty() {
+            return None;
+        }
+        let root = lines
+            .iter()
+            .find(|l| l.member.depth == 0 && l.member.image_id == recall.image_id);
+        let resources = done
+            .iter()
+            .map(|l| l.member.region.image_arn(&l.member.image_id))
+            .collect();
+        let detail = serde_json::json!({
+            "image_id": recall.image_id,
+            "region": root.map(|l| l.member.region.clone()),
+            "reason": recall.reason,
+            "images": done,
+        });
+        Some(event(kind, resources, detail))
+    })
+    .collect()
+}
+
+/// Where a recall looks: the regions its request names, or the function's own region and every
+/// region a policy of the document copies into (where copies of the tree may be).
+pub fn regions(document: &PolicyDocument, home: &Region, request: &RunRequest) -> Vec<Region> {
+    if let Some(regions) = &request.regions {
+        return regions.clone();
+    }
+    let mut out = vec![home.clone()];
+    for region in document
+        .policies
         .iter()
-        .filter_map(|l| {
-            let kind = match l.outcome {
-                RecallOutcome::Recalled => detail_type::AMI_RECALLED,
-                RecallOutcome::Undone => detail_type::AMI_RECALL_UNDONE,
-                _ => return None,
-            };
-            let mut detail = serde_json::to_value(l).unwrap_or_default();
-            if let (Some(reason), Some(map)) = (reason, detail.as_object_mut()) {
-                map.insert("reason".into(), reason.into());
-            }
-            let resources = vec![l.member.region.image_arn(&l.member.image_id)];
-            Some(event(kind, resources, detail))
-        })
-        .collect()
+        .flat_map(|p| p.copy.iter().flat_map(|c| c.regions.keys()))
+    {
+        if !out.contains(region) {
+            out.push(region.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

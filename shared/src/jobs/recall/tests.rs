@@ -30,8 +30,8 @@ fn image(id: &str, at: &str, source: Option<(&str, &str)>) -> Located {
     (region(at), image)
 }
 
-fn lines(fleet: &[Located], root: (&str, &str)) -> Vec<(String, String, u32, Descent)> {
-    tree((root.0, &region(root.1)), fleet)
+fn lines(fleet: &[Located], root: &str) -> Vec<(String, String, u32, Descent)> {
+    tree(root, fleet)
         .into_iter()
         .map(|m| (m.image_id, m.region.to_string(), m.depth, m.descent))
         .collect()
@@ -61,7 +61,7 @@ fn the_tree_holds_copies_children_and_their_copies_to_any_depth_and_nothing_else
     ];
 
     assert_eq!(
-        lines(&fleet, ("ami-base", "us-east-1")),
+        lines(&fleet, "ami-base"),
         vec![
             line("ami-base", "us-east-1", 0, Descent::Recalled),
             line("ami-base-eu", "eu-west-1", 1, Descent::Copy),
@@ -71,7 +71,7 @@ fn the_tree_holds_copies_children_and_their_copies_to_any_depth_and_nothing_else
         "a copy of a child of a copy, and not the unrelated family"
     );
     assert_eq!(
-        lines(&fleet, ("ami-child", "eu-west-1")),
+        lines(&fleet, "ami-child"),
         vec![
             line("ami-child", "eu-west-1", 0, Descent::Recalled),
             line("ami-child-us", "us-east-1", 1, Descent::Copy),
@@ -112,7 +112,7 @@ fn lineage_tags_count_only_where_ec2_records_no_source_and_say_so() {
     ];
 
     assert_eq!(
-        lines(&fleet, ("ami-base", "us-east-1")),
+        lines(&fleet, "ami-base"),
         vec![
             line("ami-base", "us-east-1", 0, Descent::Recalled),
             line("ami-old-copy", "eu-west-1", 1, Descent::LineageTags),
@@ -122,24 +122,41 @@ fn lineage_tags_count_only_where_ec2_records_no_source_and_say_so() {
 }
 
 #[test]
-fn an_image_not_in_the_managed_regions_makes_no_tree_and_a_loop_ends() {
+fn an_image_nothing_descends_from_makes_no_tree_and_a_loop_ends() {
     let fleet = vec![
         image("ami-a", "us-east-1", Some(("ami-b", "eu-west-1"))),
         image("ami-b", "eu-west-1", Some(("ami-a", "us-east-1"))),
     ];
 
-    assert!(lines(&fleet, ("ami-missing", "us-east-1")).is_empty());
-    assert!(
-        lines(&fleet, ("ami-a", "eu-west-1")).is_empty(),
-        "the region is part of the name"
-    );
+    assert!(lines(&fleet, "ami-missing").is_empty());
     assert_eq!(
-        lines(&fleet, ("ami-a", "us-east-1")),
+        lines(&fleet, "ami-a"),
         vec![
             line("ami-a", "us-east-1", 0, Descent::Recalled),
             line("ami-b", "eu-west-1", 1, Descent::Copy),
         ],
         "each image once, even where records loop"
+    );
+}
+
+#[test]
+fn a_base_image_the_account_does_not_own_recalls_what_the_account_made_from_it() {
+    let fleet = vec![
+        image("ami-team", "us-east-1", Some(("ami-amazon", "us-east-1"))),
+        image("ami-team-eu", "eu-west-1", Some(("ami-team", "us-east-1"))),
+        image(
+            "ami-other",
+            "us-east-1",
+            Some(("ami-other-base", "us-east-1")),
+        ),
+    ];
+
+    assert_eq!(
+        lines(&fleet, "ami-amazon"),
+        vec![
+            line("ami-team", "us-east-1", 1, Descent::CreatedFrom),
+            line("ami-team-eu", "eu-west-1", 2, Descent::Copy),
+        ]
     );
 }
 
@@ -150,7 +167,7 @@ fn an_image_not_in_the_managed_regions_makes_no_tree_and_a_loop_ends() {
 mod run {
     use std::collections::BTreeSet;
 
-    use chrono::{TimeZone, Utc};
+    use chrono::Utc;
 
     use super::image;
     use crate::domain::ids::Region;
@@ -159,6 +176,7 @@ mod run {
     use crate::domain::trigger::RecallRequest;
     use crate::jobs::recall::plan::Step;
     use crate::jobs::recall::{events, run, RecallLine, RecallOutcome};
+    use crate::ports::LaunchTemplateState;
     use crate::tests::fakes::{context, document, FakeCloud};
 
     const LAUNCH_TEMPLATE: &str = "arn:aws:ec2:eu-west-1:123456789012:launch-template/lt-1";
@@ -198,6 +216,20 @@ mod run {
             "ami-child".into(),
             BTreeSet::from([LAUNCH_TEMPLATE.to_string()]),
         );
+        // Its `$Default` (version 1 of 1) launches the child.
+        let template = LaunchTemplateState {
+            template_id: "lt-1".into(),
+            name: "web-servers".into(),
+            latest_version: 1,
+            default_version: 1,
+            latest_image: Some("ami-child".into()),
+            default_image: Some("ami-child".into()),
+            latest_made_by_tool: false,
+            recorded_default: None,
+        };
+        ec2.state()
+            .templates
+            .push((template, vec![Some("ami-child".into())]));
         cloud
     }
 
@@ -223,8 +255,9 @@ mod run {
             .collect()
     }
 
+    /// The wall clock: the deprecations a run sets are at the wall clock's next minute.
     fn now() -> chrono::DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 12, 5, 12, 0, 30).unwrap()
+        Utc::now()
     }
 
     #[tokio::test]
@@ -274,11 +307,13 @@ mod run {
             changes(&cloud).iter().all(|c| !c.contains("ami-other")),
             "the unrelated family is untouched"
         );
+        let announced = events(&real, &request(false, false));
         assert_eq!(
-            events(&real, Some("CVE")).len(),
-            4,
-            "one AMI Recalled per image"
+            announced.len(),
+            1,
+            "one AMI Recalled per run: one publish sweep"
         );
+        assert_eq!(announced[0].resources.len(), 4, "naming each image");
     }
 
     #[tokio::test]

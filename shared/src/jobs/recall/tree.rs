@@ -5,8 +5,8 @@
 //! and CreateImage: EC2 API reference, Image): in another region it is a copy, in the same
 //! region it was created from an instance launched from the parent. An image EC2 records no
 //! source for (made before EC2 kept lineage) follows its lineage tags, the copy job's
-//! `ami-automation:source-image`/`source-region`, and says so: tags are a claim, so the recall
-//! reaches at most further than the truth, never less far.
+//! `ami-automation:source-image`/`source-region`, and says so (`lineage_tags`): tags are a claim
+//! anyone who may tag can write or remove, so such a line is for a person to confirm.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,21 +47,28 @@ pub struct Member {
 /// An image and the region it is in.
 pub type Located = (Region, Image);
 
-/// The tree under `root` (`image_id`, `region`), the recalled image first, then each
-/// generation in order of region and id; an image is listed once even if it descends twice.
-/// Empty when the root is not among `images`.
-pub fn tree(root: (&str, &Region), images: &[Located]) -> Vec<Member> {
-    let Some((_, top)) = images
-        .iter()
-        .find(|(region, image)| image.id == root.0 && region == root.1)
-    else {
-        return Vec::new();
-    };
-
+/// The tree under `root` (`image_id`), the recalled image first when it is one of `images`,
+/// then each generation in order of region and id; an image is listed once even if it
+/// descends twice. A root the account does not own (a public base image, another account's)
+/// is no line of its own: the tree is the account's images made from it, in any region. Empty
+/// when nothing descends from it and it is not one of `images`.
+pub fn tree(root: &str, images: &[Located]) -> Vec<Member> {
     let children = children_by_parent(images);
-    let mut seen = BTreeSet::from([(root.0.to_string(), root.1.to_string())]);
-    let mut out = vec![member(root.1, top, 0, Descent::Recalled, None)];
-    let mut generation = vec![(root.0.to_string(), root.1.to_string())];
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut generation: Vec<(String, String)> = match images.iter().find(|(_, i)| i.id == root) {
+        Some((region, top)) => {
+            out.push(member(region, top, 0, Descent::Recalled, None));
+            vec![(root.to_string(), region.to_string())]
+        }
+        None => children
+            .keys()
+            .filter(|(id, _)| id == root)
+            .cloned()
+            .collect(),
+    };
+    seen.extend(generation.iter().cloned());
+
     for depth in 1.. {
         let mut next = Vec::new();
         for parent in &generation {

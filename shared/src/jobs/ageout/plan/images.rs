@@ -326,10 +326,13 @@ pub(super) fn decide_family<'a>(
     members.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
     // `keep_latest` ranks only AMIs that can be launched: a pending, failed or disabled
     // newer AMI never pushes the last good one out of the newest N, nor does one whose
-    // launch test failed (`ami-automation:validation=failed`).
+    // launch test failed (`ami-automation:validation=failed`) or that a recall took out of
+    // circulation (`ami-automation:recalled`).
     let mut launchable = 0usize;
     for image in members {
-        let counts = image.state == ImageState::Available && image.verdict() != Some(tags::FAILED);
+        let counts = image.state == ImageState::Available
+            && image.verdict() != Some(tags::FAILED)
+            && !image.tags.contains_key(tags::RECALLED);
         let rank = counts.then(|| {
             launchable += 1;
             launchable - 1

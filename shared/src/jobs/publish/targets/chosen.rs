@@ -20,6 +20,8 @@ pub struct Chosen<'a> {
     pub image: &'a Image,
     /// A rollback's pin: published even if older than what a destination names.
     pub pinned: bool,
+    /// The way back from a recall only ([`super::Target::recall_fallback`]).
+    pub recall_fallback: bool,
 }
 
 /// Each publishing policy's families (those this run serves: `policies`, or the pin's) and
@@ -43,20 +45,42 @@ pub fn chosen<'a>(
         match pin {
             Some(pin) => out.extend(pinned_choice(scope, policy, &families, pin, lines)),
             None => out.extend(families.iter().filter_map(|(family, members)| {
-                let Some((image, pinned)) = sweep_choice(members, policy, now) else {
-                    lines.extend(all_recalled(scope, policy, family, members));
-                    return None;
+                let (image, pinned, recall_fallback) = match sweep_choice(members, policy, now) {
+                    Some((image, pinned)) => (image, pinned, false),
+                    None => match recall_fallback(members, policy) {
+                        Some(image) => (image, false, true),
+                        None => {
+                            lines.extend(all_recalled(scope, policy, family, members));
+                            return None;
+                        }
+                    },
                 };
                 Some(Chosen {
                     policy,
                     family: family.clone(),
                     image,
                     pinned,
+                    recall_fallback,
                 })
             })),
         }
     }
     out
+}
+
+/// Where a family a recall left without a promotable AMI goes back to: its newest AMI outside
+/// the recall that a rollback could pin (available and through the gate; age-out deprecates the
+/// AMI a newer one replaced, and that is the one to go back to). Only when a recall the stack
+/// proves took one of the family's AMIs.
+fn recall_fallback<'a>(members: &[&'a Image], policy: &Policy) -> Option<&'a Image> {
+    if !members.iter().any(|i| i.recall_proven()) {
+        return None;
+    }
+    members
+        .iter()
+        .copied()
+        .filter(|i| pinnable(i, policy).is_ok())
+        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)))
 }
 
 /// A family a recall left without a promotable AMI: a failure that needs a person (publish a
@@ -135,6 +159,7 @@ fn pinned_choice<'a>(
                 family: pin.family.clone(),
                 image,
                 pinned: true,
+                recall_fallback: false,
             })
         }
         Some((image, Err(why))) => refused(&image.id, format!("cannot pin it: {why}")),

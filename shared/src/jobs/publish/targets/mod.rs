@@ -51,6 +51,10 @@ pub struct Target<'a> {
     pub image: &'a Image,
     /// A rollback's pin: published even if older than what the destination names.
     pub pinned: bool,
+    /// Only the way back from a recall: a family whose only promotable AMIs are recalled falls
+    /// back to its newest AMI outside the recall that may be pinned (a deprecated one too), and
+    /// that replaces only a recalled AMI a destination names.
+    pub recall_fallback: bool,
 }
 
 /// What to do with one destination, given what it names now.
@@ -204,10 +208,24 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
     if target.pinned {
         return Choice::Publish { previous };
     }
+    let named = current.and_then(|c| images.iter().find(|i| i.id == c));
+    if target.recall_fallback && !named.is_some_and(|n| n.recall_proven()) {
+        return Choice::Keep(format!(
+            "{} is the family's way back from a recall only: it replaces a recalled AMI, nothing else",
+            image.id
+        ));
+    }
     if let Some(named) = current.and_then(|c| images.iter().find(|i| i.id == c)) {
         if named.recall_proven() {
             // The stack's recall took what it names out of circulation: roll it back.
             return Choice::Publish { previous };
+        }
+        if named.tags.contains_key(tags::RECALLED) {
+            return Choice::Frozen(format!(
+                "{} carries a recall mark ({}) no seal of this stack proves (set by hand, altered, or not checkable now): what names it is kept until a person decides; send the recall again, or remove the tags",
+                named.id,
+                tags::RECALLED
+            ));
         }
         if named.made() > image.made() {
             return Choice::Keep(format!(

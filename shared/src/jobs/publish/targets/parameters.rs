@@ -32,6 +32,7 @@ pub fn parameter_targets<'a>(
                 destination: Destination::Parameter(name),
                 image: c.image,
                 pinned: c.pinned,
+                recall_fallback: c.recall_fallback,
             });
         }
     }

@@ -43,6 +43,7 @@ pub fn template_targets<'a>(
                     },
                     image: c.image,
                     pinned: c.pinned,
+                    recall_fallback: c.recall_fallback,
                 });
             }
         }
