@@ -77,12 +77,12 @@ async fn authenticate(app: &App, detail: &ContinuedDetail) -> Result<Option<Stri
 /// request, which the template's rule delivers back to age-out.
 pub async fn continue_run(
     app: &App,
-    report: &ageout::Report,
+    progress: &ageout::continuation::Progress,
     request: &RunRequest,
     run_id: &str,
 ) -> ageout::continuation::Continued {
     use ageout::continuation::{self, Continued};
-    let count = match continuation::next(report, request, app.settings.max_continuations) {
+    let count = match continuation::next(progress, request, app.settings.max_continuations) {
         Decision::Act(count) => count,
         Decision::Ignore(why) => {
             return Continued {
@@ -126,12 +126,16 @@ pub async fn continue_run(
     };
     let published = app
         .events()
-        .publish_now(vec![continuation::event(report, &next, &sealed)])
+        .publish_now(vec![continuation::event(
+            progress.remaining,
+            &next,
+            &sealed,
+        )])
         .await;
     if published.published == 1 {
         tracing::info!(
             continuation = count,
-            remaining = report.remaining,
+            remaining = progress.remaining,
             "age-out continues"
         );
         Continued {

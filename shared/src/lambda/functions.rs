@@ -41,13 +41,16 @@ impl Job for AgeOutJob {
         }
         if let Some(recall) = &request.recall {
             let regions = recall::regions(&app.document, &app.settings.home_region, &request);
-            let lines = recall::run(&ctx, recall, &regions, dry_run, chrono::Utc::now()).await?;
+            let mut lines =
+                recall::run(&ctx, recall, &regions, dry_run, chrono::Utc::now()).await?;
+            recall_continues(app, &mut lines, &request, dry_run, &run_id).await;
             let events = recall::events(&lines, recall);
             return run.finish(app, lines, events).await;
         }
         let mut report = ageout::run(&ctx, &request, &regions, dry_run, app.events()).await;
         if !report.complete {
-            report.continued = Some(continue_run(app, &report, &request, &run_id).await);
+            let progress = ageout::continuation::Progress::of(&report);
+            report.continued = Some(continue_run(app, &progress, &request, &run_id).await);
         }
         tracing::info!(
             function = report.function,
@@ -68,6 +71,44 @@ impl Job for AgeOutJob {
         ));
         let partial = ageout::partial_failure(&report);
         answer(&mut report, partial)
+    }
+}
+
+/// A recall cut by its deadline continues like an age-out backlog: the same request, sealed,
+/// once nothing failed and something was done; the lines it takes say so.
+async fn recall_continues(
+    app: &App,
+    lines: &mut [recall::RecallLine],
+    request: &crate::domain::trigger::RunRequest,
+    dry_run: bool,
+    run_id: &str,
+) {
+    let left = recall::left_for_later(lines);
+    if left == 0 {
+        return;
+    }
+    let progress = ageout::continuation::Progress {
+        complete: false,
+        remaining: left,
+        dry_run,
+        failed: lines.iter().any(|l| {
+            l.outcome == recall::RecallOutcome::Failed
+                || (l.outcome == recall::RecallOutcome::Deferred
+                    && l.error.as_deref() != Some(crate::jobs::PAST_DEADLINE))
+        }),
+        progressed: lines.iter().any(|l| {
+            matches!(
+                l.outcome,
+                recall::RecallOutcome::Recalled | recall::RecallOutcome::Undone
+            )
+        }),
+    };
+    let continued = continue_run(app, &progress, request, run_id).await;
+    match continued.next {
+        Some(_) => recall::continued(lines),
+        None => {
+            tracing::warn!(why_not = ?continued.why_not, "the recall does not continue: send it again")
+        }
     }
 }
 

@@ -309,3 +309,56 @@ async fn share_copy_and_publish_refuse_a_recalled_image_and_publish_rolls_back_t
         .collect();
     assert!(left.is_empty(), "the undo removed the marks: {left:?}");
 }
+
+#[tokio::test]
+async fn a_recall_cut_by_its_deadline_continues_itself_and_the_continuation_finishes_it() {
+    let f = fleet().await;
+    // The first deprecation takes longer than the whole run may: the rest is left for later.
+    f.bed
+        .inject_fault("EnableImageDeprecation", "SLOW:10000", 1);
+    let short = Function::start(
+        &f.bed,
+        "ami-age-out",
+        &[("AMI_POLICIES", POLICIES), ("AMI_RUN_BUDGET_MS", "8000")],
+    );
+    let cut = short
+        .invoke(&recall(&f.base, json!({"dry_run": false})))
+        .ok();
+    let outcomes: Vec<String> = ids(&cut).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        outcomes,
+        ["recalled", "continues", "continues", "continues"],
+        "{cut}"
+    );
+    let chained: Vec<Value> = f
+        .bed
+        .published()
+        .into_iter()
+        .filter(|e| e["detail_type"] == "Policy Run Continued")
+        .collect();
+    assert_eq!(chained.len(), 1, "one sealed continuation");
+    let detail = chained[0]["detail"].clone();
+    assert_eq!(detail["request"]["recall"]["image_id"], f.base.as_str());
+
+    // EventBridge delivers it to age-out (the template's rule): the seal holds, the rest is done.
+    let delivered = json!({
+        "version": "0", "id": "5e1f7c2a-0000-4000-8000-000000000002",
+        "detail-type": "Policy Run Continued", "source": "ami.automation",
+        "account": e2e_tests::ACCOUNT, "time": chrono::Utc::now().to_rfc3339(),
+        "region": "us-east-1", "resources": [], "detail": detail,
+    });
+    let age_out = Function::start(&f.bed, "ami-age-out", &[("AMI_POLICIES", POLICIES)]);
+    let finished = age_out.invoke(&delivered).ok();
+    let outcomes: Vec<String> = ids(&finished).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        outcomes,
+        ["already_recalled", "recalled", "recalled", "recalled"],
+        "{finished}"
+    );
+    let marked = marks(&f)
+        .await
+        .into_iter()
+        .filter(|(_, r, deprecated)| r.is_some() && *deprecated)
+        .count();
+    assert_eq!(marked, 4, "the whole tree is out of circulation");
+}

@@ -28,32 +28,57 @@ pub struct Continued {
     pub why_not: Option<String>,
 }
 
+/// What decides whether a finished run continues, whichever request it ran (an age-out sweep,
+/// a recall): it stopped with work left (`remaining`), is real, had no failures and made progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub complete: bool,
+    pub remaining: usize,
+    pub dry_run: bool,
+    pub failed: bool,
+    pub progressed: bool,
+}
+
+impl Progress {
+    /// An age-out run's: its failures, evidence gaps that will not pass by themselves, and the
+    /// actions it carried out.
+    pub fn of(report: &Report) -> Progress {
+        let failed = !report.failed.is_empty()
+            || report
+                .regions
+                .iter()
+                .any(|r| r.error.is_some() || r.evidence_gaps.iter().any(|g| !g.transient));
+        let progressed = report.plan.iter().any(|a| {
+            matches!(
+                a.outcome,
+                Outcome::Done | Outcome::AlreadyDone | Outcome::DeletedWithImage
+            )
+        });
+        Progress {
+            complete: report.complete,
+            remaining: report.remaining,
+            dry_run: report.dry_run,
+            failed,
+            progressed,
+        }
+    }
+}
+
 /// Whether a finished run continues itself, and with which count: only a real run that stopped
 /// with work left, had no failures, made progress, and has not used up `max` continuations.
-pub fn next(report: &Report, request: &RunRequest, max: u32) -> Decision<u32> {
-    if report.complete {
+pub fn next(progress: &Progress, request: &RunRequest, max: u32) -> Decision<u32> {
+    if progress.complete {
         return Decision::Ignore("the work is done".into());
     }
-    if report.dry_run {
+    if progress.dry_run {
         return Decision::Ignore("a dry run changes nothing, so it never continues".into());
     }
-    let failed = !report.failed.is_empty()
-        || report
-            .regions
-            .iter()
-            .any(|r| r.error.is_some() || r.evidence_gaps.iter().any(|g| !g.transient));
-    if failed {
+    if progress.failed {
         return Decision::Ignore(
             "the run had failures: the next scheduled run plans again, after someone looks".into(),
         );
     }
-    let progress = report.plan.iter().any(|a| {
-        matches!(
-            a.outcome,
-            Outcome::Done | Outcome::AlreadyDone | Outcome::DeletedWithImage
-        )
-    });
-    if !progress {
+    if !progress.progressed {
         return Decision::Ignore(
             "no progress: continuing would only repeat this run; the next scheduled run goes on"
                 .into(),
@@ -89,7 +114,7 @@ pub struct Sealed {
 /// The `Policy Run Continued` event: the next run's request (the template's rule delivers the
 /// whole event to age-out), its count, what is left, and the seal that proves the stack made it
 /// ([`crate::domain::seal::continuation`]) until `expires`.
-pub fn event(report: &Report, next: &RunRequest, sealed: &Sealed) -> crate::domain::event::Event {
+pub fn event(remaining: usize, next: &RunRequest, sealed: &Sealed) -> crate::domain::event::Event {
     crate::domain::event::event(
         detail_type::POLICY_RUN_CONTINUED,
         Vec::new(),
@@ -97,7 +122,7 @@ pub fn event(report: &Report, next: &RunRequest, sealed: &Sealed) -> crate::doma
             "function": super::FUNCTION,
             "continuation": next.continuation,
             "run_id": next.run_id,
-            "remaining": report.remaining,
+            "remaining": remaining,
             "request": next,
             "key": sealed.key,
             "expires": sealed.expires,

@@ -1903,7 +1903,7 @@ fn a_run_continues_only_when_time_alone_stopped_it() {
         ),
     ];
     for (name, r, request, max, want) in cases {
-        let got = match next(&r, request, max) {
+        let got = match next(&super::continuation::Progress::of(&r), request, max) {
             Decision::Act(n) => Some(n),
             Decision::Ignore(_) => None,
         };

@@ -1850,3 +1850,25 @@ fn a_recall_falls_back_to_a_deprecated_ami_outside_it_and_only_to_replace_the_re
         "a deprecated AMI is never published anywhere else"
     );
 }
+
+#[test]
+fn a_recalled_ami_is_never_launch_tested_even_as_its_familys_newest() {
+    let d = doc(VALIDATE);
+    let images = vec![
+        ami("ami-0000000000000000a", "web", 0),
+        recalled(ami("ami-0000000000000000b", "web", 10), true),
+        recalled(ami("ami-0000000000000000d", "db", 5), false),
+    ];
+    let steps = plan(&images, &[], &HashMap::new(), &d, None, None, at(20));
+    let launched = launched(&steps);
+    assert!(
+        !launched.contains(&"ami-0000000000000000b")
+            && !launched.contains(&"ami-0000000000000000d"),
+        "a recalled AMI, proven or not, is never tested: {launched:?}"
+    );
+    assert_eq!(
+        launched,
+        ["ami-0000000000000000a"],
+        "the family's newest outside the recall is"
+    );
+}

@@ -20,9 +20,28 @@ use crate::domain::event::{detail_type, event, Event};
 use crate::domain::ids::Region;
 use crate::domain::policy::PolicyDocument;
 use crate::domain::trigger::{RecallRequest, RunRequest};
-use crate::jobs::Line;
+use crate::jobs::{Line, PAST_DEADLINE};
 
 pub use execute::run;
+
+/// The lines the run's deadline left, which a continuation of the same request takes.
+pub fn left_for_later(lines: &[RecallLine]) -> usize {
+    lines
+        .iter()
+        .filter(|l| {
+            l.outcome == RecallOutcome::Deferred && l.error.as_deref() == Some(PAST_DEADLINE)
+        })
+        .count()
+}
+
+/// Says of each line the deadline left that the continuation takes it.
+pub fn continued(lines: &mut [RecallLine]) {
+    for line in lines {
+        if line.outcome == RecallOutcome::Deferred && line.error.as_deref() == Some(PAST_DEADLINE) {
+            line.outcome = RecallOutcome::Continues;
+        }
+    }
+}
 use plan::Step;
 use tree::Member;
 
@@ -44,6 +63,8 @@ pub enum RecallOutcome {
     NothingToUndo,
     /// Throttled or out of time: the same request finishes it.
     Deferred,
+    /// Out of time, and the continuation this run started takes it.
+    Continues,
     /// EC2 or KMS refused a step; see `error`.
     Failed,
 }
