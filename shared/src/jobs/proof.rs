@@ -122,7 +122,7 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
         sealer,
         region,
         images,
-        tags::PINNED_AT,
+        (tags::PINNED_AT, tags::UNPROVEN),
         |image, region, at| Some(seal::pin(&image.id, region, at)),
     )
     .await;
@@ -130,7 +130,7 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
         sealer,
         region,
         images,
-        tags::RECALLED,
+        (tags::RECALLED, tags::UNCHECKED),
         |image, region, at| {
             let recall_of = image.tags.get(tags::RECALL_OF)?;
             let set = image.tags.get(tags::RECALL_SET).map_or("", String::as_str);
@@ -141,12 +141,12 @@ async fn prove_pins<S: Seal>(sealer: Option<&S>, region: &Region, images: &mut [
 }
 
 /// Reads each `key` tag (`<time> <seal>`) whose seal does not verify over `message` as
-/// [`tags::UNPROVEN`].
+/// [`tags::UNPROVEN`], and one KMS could not check as `unchecked`.
 async fn prove_sealed<S: Seal>(
     sealer: Option<&S>,
     region: &Region,
     images: &mut [Image],
-    key: &str,
+    (key, unchecked): (&str, &'static str),
     message: impl Fn(&Image, &str, &str) -> Option<Vec<u8>>,
 ) {
     let marked: Vec<usize> = images
@@ -155,29 +155,33 @@ async fn prove_sealed<S: Seal>(
         .filter(|(_, i)| i.tags.contains_key(key))
         .map(|(n, _)| n)
         .collect();
-    let checked: Vec<(usize, bool)> = futures::stream::iter(marked)
+    let checked: Vec<(usize, Option<&str>)> = futures::stream::iter(marked)
         .map(|n| {
             let image = &images[n];
             let message = &message;
             async move {
                 let Some((at, mac)) = image.tags.get(key).and_then(|v| seal::parse_sealed_tag(v))
                 else {
-                    return (n, false);
+                    return (n, Some(tags::UNPROVEN));
                 };
                 let (Some(sealer), Some(message)) = (sealer, message(image, region.as_str(), at))
                 else {
-                    return (n, false);
+                    return (n, Some(tags::UNPROVEN));
                 };
-                (n, sealer.verify(message, mac).await.unwrap_or(false))
+                match sealer.verify(message, mac).await {
+                    Ok(true) => (n, None),
+                    Ok(false) => (n, Some(tags::UNPROVEN)),
+                    Err(_) => (n, Some(unchecked)),
+                }
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    for (n, proven) in checked {
-        if !proven {
-            tracing::warn!(image_id = %images[n].id, tag = key, "a sealed tag no seal of this stack proves");
-            images[n].tags.insert(key.into(), tags::UNPROVEN.into());
+    for (n, read_as) in checked {
+        if let Some(read_as) = read_as {
+            tracing::warn!(image_id = %images[n].id, tag = key, read_as, "a sealed tag no seal of this stack proves");
+            images[n].tags.insert(key.into(), read_as.into());
         }
     }
 }

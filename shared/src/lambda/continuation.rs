@@ -41,7 +41,12 @@ pub async fn accept(
             "`Policy Run Continued` refused, nothing was done: {why}"
         )));
     }
-    if let Some(why) = app.kill_switch() {
+    // A recall is a person's explicit real request: its continuation finishes it whatever the
+    // deployment's dry-run switches say of sweeps.
+    if let Some(why) = app
+        .kill_switch()
+        .filter(|_| detail.request.recall.is_none())
+    {
         return Ok(Decision::Ignore(format!(
             "the chain stops here: {why}; nothing was done"
         )));
@@ -95,7 +100,7 @@ pub async fn continue_run(
         next: None,
         why_not: Some(why),
     };
-    if let Some(why) = app.kill_switch() {
+    if let Some(why) = app.kill_switch().filter(|_| request.recall.is_none()) {
         return stop(format!(
             "{why}: a chain continues for real only while the deployment's dry-run switches are off"
         ));

@@ -106,9 +106,7 @@ async fn recall_continues(
     let continued = continue_run(app, &progress, request, run_id).await;
     match continued.next {
         Some(_) => recall::continued(lines),
-        None => {
-            tracing::warn!(why_not = ?continued.why_not, "the recall does not continue: send it again")
-        }
+        None => recall::not_continued(lines, continued.why_not.as_deref().unwrap_or_default()),
     }
 }
 

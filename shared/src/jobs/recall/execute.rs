@@ -29,9 +29,9 @@ pub async fn run<C: Cloud>(
     now: DateTime<Utc>,
 ) -> Result<Vec<RecallLine>> {
     let sealer = ctx.cloud.sealer();
-    if !recall.undo && sealer.is_none() {
+    if sealer.is_none() {
         return Err(Error::Refused(
-            "no signing key (AMI_SIGNING_KEY_ARN): a recall's marks must carry the stack's seal, so nothing is recalled"
+            "no signing key (AMI_SIGNING_KEY_ARN): a recall's marks must carry the stack's seal, and its undo believes only sealed marks, so nothing is done"
                 .into(),
         ));
     }
@@ -94,6 +94,7 @@ fn unread_region(recall: &RecallRequest, region: Region, e: &Error) -> RecallLin
         depth: 0,
         descent: Descent::Recalled,
         parent: None,
+        by_tags: false,
     };
     let line = RecallLine {
         member,
@@ -141,6 +142,19 @@ fn plan_line(
     found: Affected,
     now: DateTime<Utc>,
 ) -> (RecallLine, Vec<String>) {
+    if let Some((outcome, why)) = not_acted_on(&member, image) {
+        let line = RecallLine {
+            member,
+            steps: Vec::new(),
+            outcome,
+            used_by: found.used_by,
+            other_accounts: found.other_accounts,
+            usage_report: found.report,
+            note: Some(why),
+            error: None,
+        };
+        return (line, Vec::new());
+    }
     let waits = found.unread || !found.launched_by.is_empty();
     let (steps, set) = if recall.undo {
         (plan::undo_steps(image, &recall.image_id, now), Vec::new())
@@ -182,6 +196,24 @@ fn plan_line(
         error: None,
     };
     (line, set)
+}
+
+/// Why a member of the tree is listed and not acted on: a link to the recalled AMI only its
+/// tags claim (anyone who may tag can write them), or a mark whose seal KMS could not check.
+fn not_acted_on(member: &Member, image: &Image) -> Option<(RecallOutcome, String)> {
+    if member.by_tags {
+        return Some((
+            RecallOutcome::Unconfirmed,
+            "it descends from the recalled AMI only by lineage tags (EC2 records no source): confirm, and recall it by its own id".into(),
+        ));
+    }
+    if image.tags.get(tags::RECALLED).map(String::as_str) == Some(tags::UNCHECKED) {
+        return Some((
+            RecallOutcome::Deferred,
+            "the seal of its recall mark could not be checked (KMS did not answer): send the same request again".into(),
+        ));
+    }
+    None
 }
 
 fn deferred(mut line: RecallLine, why: String) -> RecallLine {

@@ -34,6 +34,17 @@ pub fn left_for_later(lines: &[RecallLine]) -> usize {
         .count()
 }
 
+/// Says of each line the deadline left why no continuation takes it: send the request again.
+pub fn not_continued(lines: &mut [RecallLine], why: &str) {
+    for line in lines {
+        if line.outcome == RecallOutcome::Deferred && line.error.as_deref() == Some(PAST_DEADLINE) {
+            line.note = Some(format!(
+                "no continuation ({why}): send the same request again"
+            ));
+        }
+    }
+}
+
 /// Says of each line the deadline left that the continuation takes it.
 pub fn continued(lines: &mut [RecallLine]) {
     for line in lines {
@@ -65,6 +76,8 @@ pub enum RecallOutcome {
     Deferred,
     /// Out of time, and the continuation this run started takes it.
     Continues,
+    /// Its link to the recalled AMI is only claimed by lineage tags: listed, not acted on.
+    Unconfirmed,
     /// EC2 or KMS refused a step; see `error`.
     Failed,
 }
@@ -104,7 +117,7 @@ impl Line for RecallLine {
     fn failed(&self) -> bool {
         matches!(
             self.outcome,
-            RecallOutcome::Failed | RecallOutcome::Deferred
+            RecallOutcome::Failed | RecallOutcome::Deferred | RecallOutcome::Unconfirmed
         )
     }
 }

@@ -407,4 +407,52 @@ mod run {
         assert!(err.to_string().contains("$.recall.image_id"), "{err}");
         assert!(changes(&cloud).is_empty());
     }
+
+    #[tokio::test]
+    async fn a_link_only_tags_claim_is_listed_not_acted_on_and_kms_down_defers_an_undo() {
+        let cloud = fleet();
+        let (_, mut claimed) = image("ami-old-copy", "eu-west-1", None);
+        claimed
+            .tags
+            .insert(tags::SOURCE_IMAGE.into(), "ami-base".into());
+        claimed
+            .tags
+            .insert(tags::SOURCE_REGION.into(), "us-east-1".into());
+        cloud.region("eu-west-1").state().images.push(claimed);
+        let document = document(r#"{"policies": [{"name": "web", "retain": {"keep_latest": 1}}]}"#);
+        let ctx = context(&cloud, &document);
+
+        let lines = run(&ctx, &request(false, false), &regions(), false, now())
+            .await
+            .expect("a recall");
+        let old = lines
+            .iter()
+            .find(|l| l.member.image_id == "ami-old-copy")
+            .expect("listed");
+        assert_eq!(old.outcome, RecallOutcome::Unconfirmed);
+        assert!(old.steps.is_empty());
+        let touched: Vec<String> = changes(&cloud)
+            .into_iter()
+            .filter(|c| c.contains("ami-old-copy") && !c.starts_with("CreateImageUsageReport"))
+            .collect();
+        assert!(
+            touched.is_empty(),
+            "nothing is done to an image only tags tie to the recall: {touched:?}"
+        );
+
+        cloud
+            .kms_unavailable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let made = changes(&cloud).len();
+        let undo = run(&ctx, &request(true, false), &regions(), false, now())
+            .await
+            .expect("an undo");
+        assert!(
+            undo.iter()
+                .filter(|l| l.member.image_id != "ami-old-copy")
+                .all(|l| l.outcome == RecallOutcome::Deferred),
+            "a mark KMS cannot check is neither believed nor removed"
+        );
+        assert_eq!(changes(&cloud).len(), made, "nothing changed");
+    }
 }

@@ -42,6 +42,10 @@ pub struct Member {
     /// Its parent in the tree (absent for the recalled image).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// Some link between it and the recalled image is only claimed by lineage tags: a recall
+    /// does not act on it until a person confirms (by recalling it by its own id).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_tags: bool,
 }
 
 /// An image and the region it is in.
@@ -55,28 +59,30 @@ pub type Located = (Region, Image);
 pub fn tree(root: &str, images: &[Located]) -> Vec<Member> {
     let children = children_by_parent(images);
     let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    let mut generation: Vec<(String, String)> = match images.iter().find(|(_, i)| i.id == root) {
+    // Each image of a generation, with whether its link to the root is only claimed by tags.
+    let mut generation: Vec<(Key, bool)> = match images.iter().find(|(_, i)| i.id == root) {
         Some((region, top)) => {
             out.push(member(region, top, 0, Descent::Recalled, None));
-            vec![(root.to_string(), region.to_string())]
+            vec![((root.to_string(), region.to_string()), false)]
         }
         None => children
             .keys()
             .filter(|(id, _)| id == root)
-            .cloned()
+            .map(|k| (k.clone(), false))
             .collect(),
     };
-    seen.extend(generation.iter().cloned());
+    let mut seen: BTreeSet<Key> = generation.iter().map(|(k, _)| k.clone()).collect();
 
     for depth in 1.. {
         let mut next = Vec::new();
-        for parent in &generation {
+        for (parent, parent_by_tags) in &generation {
             for &(index, descent) in children.get(parent).into_iter().flatten() {
                 let (region, image) = &images[index];
                 if seen.insert((image.id.clone(), region.to_string())) {
-                    out.push(member(region, image, depth, descent, Some(&parent.0)));
-                    next.push((image.id.clone(), region.to_string()));
+                    let mut m = member(region, image, depth, descent, Some(&parent.0));
+                    m.by_tags = *parent_by_tags || descent == Descent::LineageTags;
+                    next.push(((image.id.clone(), region.to_string()), m.by_tags));
+                    out.push(m);
                 }
             }
         }
@@ -87,6 +93,9 @@ pub fn tree(root: &str, images: &[Located]) -> Vec<Member> {
     }
     out
 }
+
+/// `(image id, region)`.
+type Key = (String, String);
 
 /// Each image's index under the parent it names, with how it descends.
 fn children_by_parent(images: &[Located]) -> BTreeMap<(String, String), Vec<(usize, Descent)>> {
@@ -134,5 +143,6 @@ fn member(
         depth,
         descent,
         parent: parent.map(str::to_string),
+        by_tags: false,
     }
 }

@@ -209,13 +209,7 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
         return Choice::Publish { previous };
     }
     let named = current.and_then(|c| images.iter().find(|i| i.id == c));
-    if target.recall_fallback && !named.is_some_and(|n| n.recall_proven()) {
-        return Choice::Keep(format!(
-            "{} is the family's way back from a recall only: it replaces a recalled AMI, nothing else",
-            image.id
-        ));
-    }
-    if let Some(named) = current.and_then(|c| images.iter().find(|i| i.id == c)) {
+    if let Some(named) = named {
         if named.recall_proven() {
             // The stack's recall took what it names out of circulation: roll it back.
             return Choice::Publish { previous };
@@ -227,6 +221,14 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
                 tags::RECALLED
             ));
         }
+    }
+    if target.recall_fallback {
+        return Choice::Keep(format!(
+            "{} is the family's way back from a recall only: it replaces a recalled AMI, nothing else",
+            image.id
+        ));
+    }
+    if let Some(named) = named {
         if named.made() > image.made() {
             return Choice::Keep(format!(
                 "it names {}, newer than {}: never published backwards (a rollback pins an older AMI)",
