@@ -169,6 +169,37 @@ def describe_images(self: Any) -> ActionResult:
     return ActionResult(result)
 
 
+# GetImageAncestry ({REF}/API_GetImageAncestry.html, API_ImageAncestryEntry.html): "the
+# ancestry chain of the specified AMI, tracing its lineage back to the root AMI", one entry per
+# AMI "from the specified AMI to the root AMI", each with its CreationDate, ImageId,
+# ImageOwnerAlias and its parent (SourceImageId, SourceImageRegion). The chain follows each
+# AMI's source into the source's region and ends at an AMI with no source. What an ancestor EC2
+# no longer describes gives is not documented: here the chain ends at the last AMI it can
+# describe (whose entry still names that parent). An unknown AMI is InvalidAMIID.NotFound. moto
+# does not implement the call.
+ANCESTRY_GUARD = 1000
+
+
+def get_image_ancestry(self: Any) -> ActionResult:
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    account, region = self.current_account, self.ec2_backend.region_name
+    ami = self.ec2_backend.amis.get(image_id)
+    if ami is None or image_id in unseen(region):
+        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    entries: list[dict[str, Any]] = []
+    while ami is not None and len(entries) < ANCESTRY_GUARD:  # a guard against records that loop
+        entry = {"ImageId": ami.id, "CreationDate": ami.creation_date, "ImageOwnerAlias": ami.owner_alias}
+        source, source_region = getattr(ami, "source_image_id", None), getattr(ami, "source_image_region", None)
+        if source and source_region:
+            entry.update({"SourceImageId": source, "SourceImageRegion": source_region})
+        entries.append({k: v for k, v in entry.items() if v is not None})
+        if not (source and source_region):
+            break
+        ami = ec2_backends[account][source_region].amis.get(source)
+    return ActionResult({"ImageAncestryEntries": entries})
+
+
 # DeregisterImage ({REF}/API_DeregisterImage.html): DeleteAssociatedSnapshots deletes the
 # image's snapshots, except one that another AMI also uses; the response lists each result.
 # An image with deregistration protection enabled is refused.
@@ -377,6 +408,7 @@ def patch() -> None:
     AmisResponse.register_image = atomic(register_image)
     AmisResponse.describe_images = describe_images
     AmisResponse.deregister_image = deregister_image
+    AmisResponse.get_image_ancestry = get_image_ancestry
     AmisResponse.enable_image_deprecation = enable_image_deprecation
     AmisResponse.disable_image_deprecation = disable_image_deprecation
     AmisResponse.modify_image_attribute = modify_image_attribute

@@ -618,3 +618,62 @@ async fn an_image_created_from_an_instance_names_the_ami_the_instance_was_launch
         assert_eq!(grandchild_source, in_region(&child));
     }
 }
+
+#[tokio::test]
+async fn get_image_ancestry_walks_from_an_image_to_its_root_across_regions() {
+    for plain in [false, true] {
+        let bed = bed(plain);
+        let (us, eu) = (bed.ec2("us-east-1").await, bed.ec2("eu-west-1").await);
+        let instance = seed::instance(&us, 0, &[]).await;
+        let child = seed::image(&us, &instance, "child", &[]).await;
+        let copy = eu
+            .copy_image()
+            .source_image_id(&child)
+            .source_region("us-east-1")
+            .name("child")
+            .send()
+            .await
+            .expect("CopyImage")
+            .image_id()
+            .expect("id")
+            .to_string();
+
+        let answer = eu.get_image_ancestry().image_id(&copy).send().await;
+        if plain {
+            assert!(
+                answer.is_err(),
+                "plain moto does not implement GetImageAncestry"
+            );
+            continue;
+        }
+        let chain: Vec<(String, Option<String>, Option<String>)> = answer
+            .expect("GetImageAncestry")
+            .image_ancestry_entries()
+            .iter()
+            .map(|e| {
+                (
+                    e.image_id().unwrap_or_default().to_string(),
+                    e.source_image_id().map(str::to_string),
+                    e.source_image_region().map(str::to_string),
+                )
+            })
+            .collect();
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            chain,
+            [
+                (copy.clone(), some(&child), some("us-east-1")),
+                (child.clone(), some(e2e_tests::BASE_X86), some("us-east-1")),
+                (e2e_tests::BASE_X86.to_string(), None, None),
+            ],
+            "from the image to the root, each with its parent"
+        );
+        let unknown = eu
+            .get_image_ancestry()
+            .image_id("ami-0123456789abcdef0")
+            .send()
+            .await
+            .expect_err("an unknown AMI");
+        assert_eq!(unknown.code(), Some("InvalidAMIID.NotFound"));
+    }
+}
