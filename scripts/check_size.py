@@ -1,7 +1,7 @@
 """Holds the production Rust to small rooms: no function over 80 lines, no file over 600.
 
 Production code is `shared/src` and `functions/` without the test-only code: files named
-`tests.rs`, the `src/tests/` folder, the modules `lib.rs` compiles only under `#[cfg(test)]`, and
+`tests.rs`, every `tests/` folder (`src/tests/` and a module's own), the modules `lib.rs` compiles only under `#[cfg(test)]`, and
 a file's trailing `#[cfg(test)] mod tests`. Usage: `python scripts/check_size.py [--list]`.
 """
 
@@ -18,8 +18,9 @@ TEST_ONLY_MODULES = re.compile(r"#\[cfg\(test\)\]\s*\n\s*(pub )?mod (\w+);")
 
 
 def test_only_files(src: Path) -> set[Path]:
-    """The files of the modules `lib.rs` declares under `#[cfg(test)]` (and `tests.rs` files)."""
-    found = {p for p in src.rglob("tests.rs")} | set((src / "tests").rglob("*.rs"))
+    """The files of the modules `lib.rs` declares under `#[cfg(test)]` (and `tests.rs` files and
+    `tests/` folders of the modules)."""
+    found = {p for p in src.rglob("tests.rs")} | {p for p in src.rglob("*.rs") if "tests" in p.relative_to(src).parts}
     for module in TEST_ONLY_MODULES.finditer((src / "lib.rs").read_text()):
         found |= {src / f"{module.group(2)}.rs"} | set((src / module.group(2)).rglob("*.rs"))
     return found

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 /// The layer of a source file (its path under `src/`), or none for the crate root and the
-/// test-only files, which may import anything.
+/// test-only files (a `tests.rs`, or a file of a `tests/` folder), which may import anything.
 fn layer(file: &str) -> Option<&'static str> {
     let top = file.split('/').next().unwrap_or_default();
-    if file.ends_with("/tests.rs") {
+    if file.ends_with("/tests.rs") || file.contains("/tests/") {
         return None;
     }
     match top {
