@@ -15,8 +15,8 @@ use crate::domain::model::{ReportState, UsageReport};
 use crate::domain::policy::TemplateDepth;
 use crate::jobs::Context;
 use crate::ports::{
-    Cloud, ConsumerUsage, ImageInventory, LaunchTemplates, IMAGE_REFERENCES_MAX_IDS,
-    USAGE_REPORT_MAX_IDS,
+    Cloud, ConsumerUsage, ImageInventory, LaunchTemplateState, LaunchTemplates,
+    IMAGE_REFERENCES_MAX_IDS, USAGE_REPORT_MAX_IDS,
 };
 
 /// A usage report younger than this says who uses an image now; an older one is replaced.
@@ -66,6 +66,7 @@ pub async fn affected<C: Cloud>(
     let mut out: HashMap<Key, Affected> = HashMap::new();
     for (region, ids) in by_region(members) {
         let ec2 = ctx.cloud.ec2(region);
+        let mut templates = Templates::new();
         for chunk in ids.chunks(IMAGE_REFERENCES_MAX_IDS) {
             let found = ec2.image_references(chunk, TemplateDepth::All).await;
             for id in chunk {
@@ -76,7 +77,7 @@ pub async fn affected<C: Cloud>(
                     }
                     Err(_) => entry.unread = true,
                 }
-                entry.launched_by = launched_by(&ec2, id, &entry.used_by).await;
+                entry.launched_by = launched_by(&ec2, id, &entry.used_by, &mut templates).await;
             }
         }
 
@@ -95,6 +96,9 @@ pub async fn affected<C: Cloud>(
     out
 }
 
+/// Launch templates read in a region, by id: each is read once however many images it names.
+type Templates = HashMap<String, Result<Option<LaunchTemplateState>, String>>;
+
 /// What of `used_by` launches `image_id` now: SSM parameters, and launch templates whose
 /// `$Default` or `$Latest` names it; a template that cannot be read counts (fail closed).
 /// Older versions of a template are history, not what launches: a rollback leaves them.
@@ -102,6 +106,7 @@ async fn launched_by<E: LaunchTemplates>(
     ec2: &E,
     image_id: &str,
     used_by: &[String],
+    templates: &mut Templates,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for reference in used_by {
@@ -112,7 +117,14 @@ async fn launched_by<E: LaunchTemplates>(
         let Some(template) = plan::template_of(reference) else {
             continue;
         };
-        match ec2.launch_template(template).await {
+        if !templates.contains_key(template) {
+            let read = ec2
+                .launch_template(template)
+                .await
+                .map_err(|e| e.to_string());
+            templates.insert(template.to_string(), read);
+        }
+        match &templates[template] {
             Ok(Some(state))
                 if state.default_image.as_deref() != Some(image_id)
                     && state.latest_image.as_deref() != Some(image_id) => {}

@@ -1,7 +1,7 @@
 //! Carrying out a recall: read every region's images, find the tree, read what uses each of
 //! its images, then take each image's steps (or, for a dry run, say them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -45,8 +45,12 @@ pub async fn run<C: Cloud>(
     }
 
     let affected = affected(ctx, &members, !dry_run && !recall.undo, now).await;
+    let images_by_key = by_key(&images);
     for member in members {
-        let image = image_of(&images, &member);
+        // Every member was found among `images`; one that is not is no image to act on.
+        let Some(image) = images_by_key.get(&key(&member)).copied() else {
+            continue;
+        };
         let mut found = affected.get(&key(&member)).cloned().unwrap_or_default();
         let own = format!("{}:", image.owner_id);
         found.other_accounts.retain(|a| !a.starts_with(&own));
@@ -124,12 +128,12 @@ fn not_found(recall: &RecallRequest, regions: &[Region]) -> Error {
     )
 }
 
-fn image_of<'a>(images: &'a [Located], member: &Member) -> &'a Image {
+/// The tree's images by `(id, region)`, read once.
+fn by_key(images: &[Located]) -> HashMap<(String, String), &Image> {
     images
         .iter()
-        .find(|(r, i)| i.id == member.image_id && *r == member.region)
-        .map(|(_, i)| i)
-        .expect("a member of the tree is one of the images it was found among")
+        .map(|(r, i)| ((i.id.clone(), r.to_string()), i))
+        .collect()
 }
 
 /// The line of one image, its steps and what a dry run says of them, and the set of changes
