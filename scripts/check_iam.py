@@ -51,6 +51,7 @@ ON_FAILURE_ONLY = {
 }
 
 IMPLIED = {
+    "sts:TagSession": "AssumeRole with session tags (the target role's sessions name the function)",
     "ec2:CreateTags": "CreateImage/RegisterImage/CopyImage with TagSpecifications need it (limited by ec2:CreateAction)",
     "kms:CreateGrant": "CopyImage with Encrypted/KmsKeyId: EC2 uses the key on the caller's behalf",
     "kms:Decrypt": "CopyImage with Encrypted/KmsKeyId",

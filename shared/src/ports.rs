@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::event::{Event, Published};
 use crate::domain::grant::Grant;
-use crate::domain::ids::Region;
+use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::{CopyFound, Image, InstanceInfo, Snapshot, TemplateUse, UsageReport};
 use crate::domain::policy::{CopyDestination, TagPattern, TemplateDepth};
 use crate::domain::recycle_bin::{BinImage, BinSnapshot, RecycleBin};
@@ -554,4 +554,27 @@ pub trait Cloud: Sync {
     /// The launch tests' dead-man switch in `region`, when the deployment names its role
     /// (without one no test instance is launched).
     fn dead_man(&self, region: &Region) -> Option<Self::DeadMan>;
+}
+
+/// Other accounts: the role the stack assumes in each (`sts:AssumeRole` with the deployment's
+/// ExternalId), and the units of work a sweep queues, one per account and region.
+pub trait Accounts {
+    /// One target account, through its role.
+    type Target: TargetAccount + Send + Sync;
+    /// Assumes the target role in `account`; the error says why not (no role, denied, ...).
+    fn assume(&self, account: &AccountId) -> impl Future<Output = Result<Self::Target>> + Send;
+    /// Queues units of work (their bodies), at most 10 a call; the bodies SQS refused.
+    fn queue_units(&self, bodies: Vec<String>) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// A target account seen through the role the stack assumed there.
+pub trait TargetAccount {
+    /// EC2 of the target account in one region.
+    type Ec2: ImageInventory + CopyImages + RetireImages + Clone + Send + Sync;
+    /// SSM parameters of the target account in one region.
+    type Params: Parameters + Send + Sync;
+    /// EC2 in `region`.
+    fn ec2(&self, region: &Region) -> Self::Ec2;
+    /// SSM parameters in `region`.
+    fn parameters(&self, region: &Region) -> Self::Params;
 }

@@ -110,6 +110,8 @@ pub struct TestBed {
     pub signing_key: String,
     /// The stack's event outbox (template.yaml `EventOutbox`), which every function is given.
     pub event_outbox: String,
+    /// The stack's distribution queue (template.yaml `DistributeQueue`).
+    pub distribute_queue: String,
 }
 
 impl TestBed {
@@ -151,6 +153,7 @@ impl TestBed {
             port,
             signing_key: stack_resource(port, "signing_key"),
             event_outbox: stack_resource(port, "event_outbox"),
+            distribute_queue: stack_resource(port, "distribute_queue"),
         }
     }
 
@@ -167,6 +170,7 @@ impl TestBed {
             v.replace("{endpoint}", &self.endpoint())
                 .replace("{signing_key}", &self.signing_key)
                 .replace("{event_outbox}", &self.event_outbox)
+                .replace("{distribute_queue}", &self.distribute_queue)
                 .replace("{runtime_port}", &runtime_port.to_string())
                 .replace("{function}", function)
         };
@@ -404,6 +408,86 @@ impl TestBed {
     /// An EventBridge client.
     pub async fn eventbridge(&self) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&self.sdk("us-east-1").await)
+    }
+
+    /// Deploys target-role.yaml (trusting ami-distribute's role) in `accounts`, and removes it
+    /// from `without_role`.
+    pub fn targets(&self, accounts: &[&str], without_role: &[&str]) {
+        let body = serde_json::json!({"accounts": accounts, "without_role": without_role});
+        let (status, text) = http(self.port, "POST", "/_testbed/accounts", &body.to_string());
+        assert_eq!(status, 200, "deploying the target roles failed: {text}");
+    }
+
+    /// The configuration of an administrator of `account` (a test's own look into a target
+    /// account: moto answers with credentials of the role's account; not evaluated by IAM).
+    pub async fn sdk_in(&self, account: &str, region: &str) -> aws_config::SdkConfig {
+        let base = self.sdk(region).await;
+        let out = aws_sdk_sts::Client::new(&base)
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{account}:role/test-administrator"))
+            .role_session_name("test")
+            .send()
+            .await
+            .expect("AssumeRole into the target account");
+        let c = out.credentials().expect("credentials");
+        base.to_builder()
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                aws_sdk_ec2::config::Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    None,
+                    "test",
+                ),
+            ))
+            .build()
+    }
+
+    /// Delivers the distribution queue's units to `function` as Lambda's SQS event source
+    /// does (one record a batch, as the template's BatchSize): a unit it names in
+    /// `batchItemFailures` is made visible again, the others are deleted. The reports.
+    pub async fn deliver_units(&self, function: &Function) -> Vec<Value> {
+        let sqs = self.sqs().await;
+        let mut reports = Vec::new();
+        loop {
+            let out = sqs
+                .receive_message()
+                .queue_url(&self.distribute_queue)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            if out.messages().is_empty() {
+                return reports;
+            }
+            let mut retry = Vec::new();
+            for m in out.messages() {
+                let event = serde_json::json!({"Records": [{
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                    "body": m.body(), "attributes": {}, "messageAttributes": {},
+                    "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]});
+                let report = function.invoke(&event).ok();
+                let failed = report["batchItemFailures"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
+                let receipt = m.receipt_handle().unwrap_or_default().to_string();
+                if failed {
+                    retry.push(receipt);
+                } else {
+                    sqs.delete_message()
+                        .queue_url(&self.distribute_queue)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .expect("DeleteMessage");
+                }
+                reports.push(report);
+            }
+            if !retry.is_empty() {
+                return reports;
+            }
+        }
     }
 
     /// Sets fields of an image that no API sets (CreationDate, owner, protection, last launch).

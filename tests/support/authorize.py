@@ -232,6 +232,11 @@ class Roles:
             ]
 
     def policies(self, binary: str) -> list[dict[str, Any]]:
+        if binary.startswith("@"):
+            from testbed import accounts
+
+            target = accounts.target_role(account_of(binary))
+            return target["policies"] if target else []
         with self.lock:
             if binary in self.overrides:
                 return self.overrides[binary]
@@ -269,6 +274,10 @@ class Roles:
         return None
 
     def role_arn(self, binary: str) -> str:
+        if binary.startswith("@"):
+            from testbed import accounts
+
+            return f"arn:aws:iam::{account_of(binary)}:role/{accounts.role_name()}"
         function = next(f for f, b in FUNCTIONS.items() if b == binary)
         return f"arn:aws:iam::{ACCOUNT}:role/{function}Role"
 
@@ -369,13 +378,34 @@ class Call:
 
 
 def caller_of(environ: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(function binary, signing region, signing service) of a request signed with a function's
-    key, else None."""
+    """(caller, signing region, signing service) of a request signed with a function's key (the
+    caller is its binary) or with credentials AssumeRole gave (`@<account>/<session>`: a target
+    role's session), else None."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     m = _CREDENTIAL.search(auth)
-    if not m or not m.group(1).startswith(KEY_PREFIX):
+    if not m:
         return None
-    return m.group(1)[len(KEY_PREFIX) :], m.group(2), m.group(3)
+    if m.group(1).startswith(KEY_PREFIX):
+        return m.group(1)[len(KEY_PREFIX) :], m.group(2), m.group(3)
+    from testbed import accounts
+
+    session = accounts.assumed(m.group(1))
+    if session is None:
+        return None
+    return f"@{session[0]}/{session[1]}", m.group(2), m.group(3)
+
+
+def account_of(caller: str) -> str:
+    """The account a caller acts in: a target role session's, else the stack's."""
+    return caller[1:13] if caller.startswith("@") else ACCOUNT
+
+
+#: The account of the call being evaluated (set by the gate, under moto's lock).
+CURRENT_ACCOUNT = [ACCOUNT]
+
+
+def current_account() -> str:
+    return CURRENT_ACCOUNT[0]
 
 
 def parse(environ: dict[str, Any], body: bytes) -> Call | None:
@@ -391,7 +421,7 @@ def parse(environ: dict[str, Any], body: bytes) -> Call | None:
         except ValueError:
             document = {}
         return Call(binary, service, action, region, [], document)
-    if service == "ec2":
+    if service in ("ec2", "sts"):
         query = environ.get("QUERY_STRING")
         pairs = parse_qsl(query, keep_blank_values=True) if query else []
         pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -475,13 +505,14 @@ def authorize(call: Call, requests: list[Authorization]) -> Decision | None:
             for k, v in request.context.items()
             if key_allowed(k, allowed_keys(request.action, request.resource_type))
         }
+        acting = account_of(call.caller)
+        session = call.caller.rsplit("/", 1)[-1]
         question: dict[str, Any] = {
             "op": "simulate",
-            "principal": f"arn:aws:sts::{ACCOUNT}:assumed-role/"
-            f"{r.role_arn(call.caller).rsplit('/', 1)[-1]}/{call.caller}",
+            "principal": f"arn:aws:sts::{acting}:assumed-role/{r.role_arn(call.caller).rsplit('/', 1)[-1]}/{session}",
             "action": request.action,
             "resource": request.resource,
-            "account": resource_account(request.resource),
+            "account": resource_account(request.resource, acting),
             "context": {**principal_context(call), **context},
             "policies": policies,
         }
@@ -519,18 +550,18 @@ def authorize(call: Call, requests: list[Authorization]) -> Decision | None:
     return denied
 
 
-def resource_account(arn: str) -> str:
+def resource_account(arn: str, caller_account: str = ACCOUNT) -> str:
     """The account a resource belongs to: its ARN's, else the caller's (an image ARN names none:
     `ec2:Owner` says whose it is)."""
     parts = arn.split(":")
-    return parts[4] if len(parts) > 5 and parts[4].isdigit() else ACCOUNT
+    return parts[4] if len(parts) > 5 and parts[4].isdigit() else caller_account
 
 
 def principal_context(call: Call) -> dict[str, Any]:
     role = roles().role_arn(call.caller)
     return {
         "aws:PrincipalArn": role,
-        "aws:PrincipalAccount": ACCOUNT,
+        "aws:PrincipalAccount": account_of(call.caller),
         "aws:RequestedRegion": call.region,
         "aws:PrincipalType": "AssumedRole",
         "aws:SecureTransport": "true",

@@ -77,7 +77,7 @@ class Emulator:
         self.port = int(line[len(DESCRIPTION["ready"]) :])
         self.endpoint = f"http://127.0.0.1:{self.port}"
         # The stack's resources the test bed made (the HMAC key, the event outbox).
-        self.stack = {name: self._stack_resource(name) for name in ("signing_key", "event_outbox")}
+        self.stack = {name: self._stack_resource(name) for name in ("signing_key", "event_outbox", "distribute_queue")}
         self.signing_key = self.stack["signing_key"]
 
     def __enter__(self) -> "Emulator":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from authorize import ACCOUNT, Authorization, Call, roles
+from authorize import Authorization, Call, current_account, roles
 
 # The ids that stand for a resource a call creates (AWS authorizes the new resource before it
 # has an id; a policy names it with a wildcard, which these match).
@@ -20,7 +20,7 @@ NEW_IDS = {"instance": "i-0new", "volume": "vol-0new", "network-interface": "eni
 def ec2_backend(region: str) -> Any:
     from moto.ec2.models import ec2_backends
 
-    return ec2_backends[ACCOUNT][region]
+    return ec2_backends[current_account()][region]
 
 
 def tag_keys(prefix: str, tags: dict[str, str]) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def image(call: Call, image_id: str, region: str | None = None) -> Authorization
 
 
 def new_image(call: Call, action: str | None = None) -> Authorization:
-    context = {"ec2:Owner": ACCOUNT, **request_tags(call.tag_specifications("image"))}
+    context = {"ec2:Owner": current_account(), **request_tags(call.tag_specifications("image"))}
     return Authorization(
         action or call.action, f"arn:aws:ec2:{call.region}::image/ami-new", "image", context, why="the AMI it makes"
     )
@@ -88,7 +88,7 @@ def snapshot(call: Call, snapshot_id: str) -> Authorization:
                 "ec2:Owner": snap.owner_id,
                 "ec2:Encrypted": "true" if snap.encrypted else "false",
                 "ec2:VolumeSize": str(snap.volume.size) if getattr(snap, "volume", None) else "8",
-                "ec2:ParentVolume": f"arn:aws:ec2:{call.region}:{ACCOUNT}:volume/{snap.volume.id}"
+                "ec2:ParentVolume": f"arn:aws:ec2:{call.region}:{current_account()}:volume/{snap.volume.id}"
                 if getattr(snap, "volume", None)
                 else "",
                 **resource_tags(call.region, snapshot_id),
@@ -130,7 +130,7 @@ def instance(call: Call, instance_id: str) -> Authorization:
         )
     return Authorization(
         call.action,
-        f"arn:aws:ec2:{call.region}:{ACCOUNT}:instance/{instance_id}",
+        f"arn:aws:ec2:{call.region}:{current_account()}:instance/{instance_id}",
         "instance",
         context,
         missing=found is None,
@@ -148,7 +148,10 @@ def launch_template(call: Call, template_id: str | None, name: str | None) -> Au
     ident = found.id if found is not None else (template_id or name or "lt-unknown")
     context = resource_tags(call.region, ident) if found is not None else {}
     return Authorization(
-        call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:launch-template/{ident}", "launch-template", context
+        call.action,
+        f"arn:aws:ec2:{call.region}:{current_account()}:launch-template/{ident}",
+        "launch-template",
+        context,
     )
 
 
@@ -161,7 +164,7 @@ def created_tags(call: Call, tagged: list[tuple[str, str]]) -> list[Authorizatio
             continue
         context = {"ec2:CreateAction": call.action, **request_tags(tags)}
         if resource_type == "image":
-            context["ec2:Owner"] = ACCOUNT
+            context["ec2:Owner"] = current_account()
         out.append(Authorization("ec2:CreateTags", arn, resource_type, context, why=f"tags at {call.action}"))
     return out
 
@@ -250,7 +253,7 @@ def aws_managed(region: str, key: str) -> bool:
     from moto.kms.models import kms_backends
 
     try:
-        return kms_backends[ACCOUNT][region].describe_key(key).key_manager == "AWS"
+        return kms_backends[current_account()][region].describe_key(key).key_manager == "AWS"
     except Exception:  # noqa: BLE001 - an unknown key is no AWS managed key
         return "alias/aws/" in key
 
@@ -262,7 +265,7 @@ def kms_for_ec2(
     (EC2 User Guide, "How EBS encryption works": kms:ViaService ec2.<region>.amazonaws.com)."""
     region = region or call.region
     arn = key_arn(region, key)
-    via = {"kms:ViaService": f"ec2.{region}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
+    via = {"kms:ViaService": f"ec2.{region}.amazonaws.com", "kms:CallerAccount": current_account()}
     actions = actions or [
         "kms:DescribeKey",
         "kms:CreateGrant",
@@ -315,19 +318,19 @@ def run_instances(call: Call) -> list[Authorization]:
     }
     if profile:
         new_instance["ec2:InstanceProfile"] = (
-            profile if profile.startswith("arn:") else f"arn:aws:iam::{ACCOUNT}:instance-profile/{profile}"
+            profile if profile.startswith("arn:") else f"arn:aws:iam::{current_account()}:instance-profile/{profile}"
         )
     out.append(
         Authorization(
             call.action,
-            f"arn:aws:ec2:{region}:{ACCOUNT}:instance/i-0new",
+            f"arn:aws:ec2:{region}:{current_account()}:instance/i-0new",
             "instance",
             new_instance,
             why="the test instance",
         )
     )
-    vpc_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:vpc/{vpc}" if vpc else ""
-    subnet_arn = f"arn:aws:ec2:{region}:{ACCOUNT}:subnet/{subnet_id}"
+    vpc_arn = f"arn:aws:ec2:{region}:{current_account()}:vpc/{vpc}" if vpc else ""
+    subnet_arn = f"arn:aws:ec2:{region}:{current_account()}:subnet/{subnet_id}"
     out.append(
         Authorization(
             call.action,
@@ -344,7 +347,7 @@ def run_instances(call: Call) -> list[Authorization]:
     out.append(
         Authorization(
             call.action,
-            f"arn:aws:ec2:{region}:{ACCOUNT}:network-interface/eni-0new",
+            f"arn:aws:ec2:{region}:{current_account()}:network-interface/eni-0new",
             "network-interface",
             {
                 "ec2:Subnet": subnet_arn,
@@ -360,7 +363,7 @@ def run_instances(call: Call) -> list[Authorization]:
         out.append(
             Authorization(
                 call.action,
-                f"arn:aws:ec2:{region}:{ACCOUNT}:security-group/{group}",
+                f"arn:aws:ec2:{region}:{current_account()}:security-group/{group}",
                 "security-group",
                 {"ec2:SecurityGroupID": group, "ec2:Vpc": vpc_arn, **resource_tags(region, group)},
             )
@@ -369,7 +372,11 @@ def run_instances(call: Call) -> list[Authorization]:
     for key in sorted(snapshot_keys(region, image_id)):
         out += kms_for_ec2(call, key)
     out += created_tags(
-        call, [(t, f"arn:aws:ec2:{region}:{ACCOUNT}:{t}/{NEW_IDS.get(t, 'new')}") for t in sorted(call.tag_types())]
+        call,
+        [
+            (t, f"arn:aws:ec2:{region}:{current_account()}:{t}/{NEW_IDS.get(t, 'new')}")
+            for t in sorted(call.tag_types())
+        ],
     )
     if profile:
         out += pass_role_for_profile(call, profile)
@@ -422,7 +429,7 @@ def volumes(call: Call, image_id: str, az: str) -> list[Authorization]:
         out.append(
             Authorization(
                 call.action,
-                f"arn:aws:ec2:{region}:{ACCOUNT}:volume/vol-0new",
+                f"arn:aws:ec2:{region}:{current_account()}:volume/vol-0new",
                 "volume",
                 context,
                 why=f"the volume of {device}",
@@ -439,14 +446,14 @@ def pass_role_for_profile(call: Call, profile: str) -> list[Authorization]:
         from moto.iam.models import iam_backends
 
         name = profile.rsplit("/", 1)[-1]
-        found = iam_backends[ACCOUNT]["global"].get_instance_profile(name)
+        found = iam_backends[current_account()]["global"].get_instance_profile(name)
         role = found.roles[0].arn if found.roles else role
     except Exception:  # noqa: BLE001 - no such profile in the emulator: the deployed role
         pass
     return [
         Authorization(
             "iam:PassRole",
-            role or f"arn:aws:iam::{ACCOUNT}:role/unknown",
+            role or f"arn:aws:iam::{current_account()}:role/unknown",
             "role",
             {"iam:PassedToService": "ec2.amazonaws.com"},
             why=f"the role of {profile}",
@@ -494,7 +501,9 @@ def tags_on(call: Call) -> list[Authorization]:
         elif resource_id.startswith("lt-"):
             a = launch_template(call, resource_id, None)
         else:
-            a = Authorization(call.action, f"arn:aws:ec2:{call.region}:{ACCOUNT}:unknown/{resource_id}", None, {})
+            a = Authorization(
+                call.action, f"arn:aws:ec2:{call.region}:{current_account()}:unknown/{resource_id}", None, {}
+            )
         a.context.update({**tag_keys("aws:RequestTag", tags), "aws:TagKeys": sorted(tags)} if tags else {})
         out.append(a)
     return out
@@ -525,7 +534,7 @@ def image_references(call: Call) -> list[Authorization]:
 def usage_report(call: Call) -> list[Authorization]:
     new = Authorization(
         call.action,
-        f"arn:aws:ec2:{call.region}:{ACCOUNT}:image-usage-report/amiur-0new",
+        f"arn:aws:ec2:{call.region}:{current_account()}:image-usage-report/amiur-0new",
         "image-usage-report",
         request_tags(call.tag_specifications("image-usage-report")),
     )
@@ -538,14 +547,14 @@ def usage_report(call: Call) -> list[Authorization]:
 def key_arn(region: str, key: str) -> str:
     from moto.kms.models import kms_backends
 
-    backend = kms_backends[ACCOUNT][region]
+    backend = kms_backends[current_account()][region]
     try:
         found = backend.describe_key(key)
         return found.arn
     except Exception:  # noqa: BLE001 - an unknown key: KMS answers NotFound, not IAM
         if key.startswith("arn:"):
             return key.replace("alias/", "alias/") if ":alias/" in key else key
-        return f"arn:aws:kms:{region}:{ACCOUNT}:key/{key}"
+        return f"arn:aws:kms:{region}:{current_account()}:key/{key}"
 
 
 def key_policy(region: str, arn: str) -> dict[str, Any] | None:
@@ -555,7 +564,7 @@ def key_policy(region: str, arn: str) -> dict[str, Any] | None:
     from moto.kms.models import kms_backends
 
     try:
-        found = kms_backends[ACCOUNT][region].describe_key(arn)
+        found = kms_backends[current_account()][region].describe_key(arn)
         return json.loads(found.policy) if found.policy else None
     except Exception:  # noqa: BLE001
         return None
@@ -564,7 +573,7 @@ def key_policy(region: str, arn: str) -> dict[str, Any] | None:
 def kms(call: Call) -> list[Authorization]:
     key = call.document.get("KeyId", "")
     arn = key_arn(call.region, key)
-    context: dict[str, Any] = {"kms:CallerAccount": ACCOUNT}
+    context: dict[str, Any] = {"kms:CallerAccount": current_account()}
     if call.action == "CreateGrant":
         context["kms:GrantOperations"] = call.document.get("Operations", [])
         if call.document.get("GranteePrincipal"):
@@ -583,7 +592,7 @@ def ssm_parameter(call: Call) -> list[Authorization]:
         context["ssm:Overwrite"] = "true" if call.document.get("Overwrite") else "false"
         tags = {t["Key"]: t.get("Value", "") for t in call.document.get("Tags", [])}
         context.update(request_tags(tags))
-    arn = f"arn:aws:ssm:{call.region}:{ACCOUNT}:parameter/{name}"
+    arn = f"arn:aws:ssm:{call.region}:{current_account()}:parameter/{name}"
     out = [Authorization(f"ssm:{call.action}", arn, "parameter", context)]
     if call.action == "PutParameter" and call.document.get("DataType") == "aws:ec2:image":
         # SSM validates the AMI with the caller's permissions (SSM User Guide, "Native parameter
@@ -600,7 +609,7 @@ def put_events(call: Call) -> list[Authorization]:
     out = []
     for entry in call.document.get("Entries", []):
         bus = entry.get("EventBusName") or "default"
-        arn = bus if bus.startswith("arn:") else f"arn:aws:events:{call.region}:{ACCOUNT}:event-bus/{bus}"
+        arn = bus if bus.startswith("arn:") else f"arn:aws:events:{call.region}:{current_account()}:event-bus/{bus}"
         context = {"events:source": entry.get("Source", ""), "events:detail-type": entry.get("DetailType", "")}
         policy = roles().resource_policy("ToolBusPolicy") if bus_is_tool_bus(arn) else None
         out.append(Authorization("events:PutEvents", arn, "event-bus", context, resource_policy=policy))
@@ -617,18 +626,47 @@ def bus_is_tool_bus(arn: str) -> bool:
 def sqs(call: Call) -> list[Authorization]:
     url = call.document.get("QueueUrl", "")
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    arn = f"arn:aws:sqs:{call.region}:{ACCOUNT}:{name}"
+    arn = f"arn:aws:sqs:{call.region}:{current_account()}:{name}"
     policy = None
     if name == str(roles().deployment().attribute("EventOutbox", "QueueName")):
         policy = roles().resource_policy("EventOutboxPolicy")
-    return [Authorization(f"sqs:{call.action}", arn, "queue", {}, resource_policy=policy)]
+    elif name == str(roles().deployment().attribute("DistributeQueue", "QueueName")):
+        policy = roles().resource_policy("DistributeQueuePolicy")
+    # SendMessageBatch is authorized as sqs:SendMessage (SQS Developer Guide, "Amazon SQS API
+    # permissions: Actions and resource reference").
+    action = "SendMessage" if call.action == "SendMessageBatch" else call.action
+    return [Authorization(f"sqs:{action}", arn, "queue", {}, resource_policy=policy)]
+
+
+def assume_role(call: Call) -> list[Authorization]:
+    """sts:AssumeRole on the role, and sts:TagSession with session tags (STS API reference,
+    AssumeRole; IAM User Guide, "Passing session tags in AWS STS"): each authorized by the
+    caller's identity policy and the role's trust policy (a cross-account request needs both).
+    A role that does not exist in its account has no trust policy: nothing allows it."""
+    from testbed import accounts
+
+    arn = call.value("RoleArn") or ""
+    account = arn.split(":")[4] if arn.count(":") >= 5 else ""
+    target = accounts.target_role(account)
+    trust = target["trust"] if target and target["arn"] == arn else {"Version": "2012-10-17", "Statement": []}
+    numbers = sorted({m.group(1) for k, _ in call.query if (m := re.match(r"Tags\.member\.(\d+)\.Key$", k))})
+    pairs = {call.value(f"Tags.member.{n}.Key") or "": call.value(f"Tags.member.{n}.Value") or "" for n in numbers}
+    context: dict[str, Any] = {"sts:RoleSessionName": call.value("RoleSessionName") or ""}
+    if call.value("ExternalId") is not None:
+        context["sts:ExternalId"] = call.value("ExternalId")
+    why = "" if target else f"no role {arn} in account {account}"
+    out = [Authorization("sts:AssumeRole", arn, "role", context, resource_policy=trust, why=why)]
+    if pairs:
+        tagged = {**context, **request_tags(pairs)}
+        out.append(Authorization("sts:TagSession", arn, "role", tagged, resource_policy=trust, why=why))
+    return out
 
 
 def scheduler(call: Call) -> list[Authorization]:
     parts = call.path.strip("/").split("/")
     name = parts[1] if len(parts) > 1 else ""
     group = call.document.get("GroupName") or call.value("groupName") or "default"
-    arn = f"arn:aws:scheduler:{call.region}:{ACCOUNT}:schedule/{group}/{name}"
+    arn = f"arn:aws:scheduler:{call.region}:{current_account()}:schedule/{group}/{name}"
     out = [Authorization(f"scheduler:{call.action}", arn, "schedule", {})]
     role = (call.document.get("Target") or {}).get("RoleArn")
     if call.action == "CreateSchedule" and role:
@@ -647,7 +685,11 @@ def scheduler(call: Call) -> list[Authorization]:
 def rbin(call: Call) -> list[Authorization]:
     if call.action == "GetRule":
         identifier = call.path.rstrip("/").rsplit("/", 1)[-1]
-        return [Authorization("rbin:GetRule", f"arn:aws:rbin:{call.region}:{ACCOUNT}:rule/{identifier}", "rule", {})]
+        return [
+            Authorization(
+                "rbin:GetRule", f"arn:aws:rbin:{call.region}:{current_account()}:rule/{identifier}", "rule", {}
+            )
+        ]
     return [Authorization(f"rbin:{call.action}", "*", None, {})]
 
 
@@ -718,7 +760,11 @@ OTHERS: dict[str, Callable[[Call], list[Authorization]]] = {
     "ssm:GetParameter": ssm_parameter,
     "ssm:PutParameter": ssm_parameter,
     "events:PutEvents": put_events,
-    **{f"sqs:{a}": sqs for a in ("SendMessage", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")},
+    **{
+        f"sqs:{a}": sqs
+        for a in ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
+    },
+    "sts:AssumeRole": assume_role,
     "scheduler:CreateSchedule": scheduler,
     "scheduler:DeleteSchedule": scheduler,
     "rbin:ListRules": rbin,

@@ -10,3 +10,4 @@ pub mod rbin;
 pub mod scheduler;
 pub mod sqs;
 pub mod ssm;
+pub mod sts;

@@ -83,3 +83,39 @@ impl Outbox for SqsOutbox {
         Ok(())
     }
 }
+
+/// SendMessageBatch takes at most 10 entries a call (SQS API reference).
+pub const SEND_BATCH_MAX: usize = 10;
+
+/// Sends each body as one message to `url`, 10 a call; the bodies SQS refused (a batch's
+/// entries fail one by one: `Failed` lists them, the others were sent).
+pub async fn send_all(client: &Client, url: &str, bodies: Vec<String>) -> Result<Vec<String>> {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    let mut refused = Vec::new();
+    for chunk in bodies.chunks(SEND_BATCH_MAX) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(n, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(n.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| Error::Refused(format!("a unit could not be queued: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| Error::aws("SendMessageBatch", "", e))?;
+        for failed in out.failed() {
+            if let Some(body) = failed.id().parse::<usize>().ok().and_then(|n| chunk.get(n)) {
+                refused.push(body.clone());
+            }
+        }
+    }
+    Ok(refused)
+}

@@ -169,13 +169,17 @@ pub mod detail_type {
     pub const AMI_RECALLED: &str = "AMI Recalled";
     /// `AMI Recall Undone`.
     pub const AMI_RECALL_UNDONE: &str = "AMI Recall Undone";
+    /// `AMI Distributed`: one unit (a target account and region) served.
+    pub const AMI_DISTRIBUTED: &str = "AMI Distributed";
+    /// `AMI Distribution Failed`: a unit could not be served (no role, denied, ...).
+    pub const AMI_DISTRIBUTION_FAILED: &str = "AMI Distribution Failed";
     /// `Policy Run Completed`.
     pub const POLICY_RUN_COMPLETED: &str = "Policy Run Completed";
     /// `Policy Run Continued`.
     pub const POLICY_RUN_CONTINUED: &str = "Policy Run Continued";
 
     /// Every detail-type, in the order `docs/events.md` lists them.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 25] = [
         AMI_BUILD_STARTED,
         AMI_AVAILABLE,
         AMI_BUILD_FAILED,
@@ -197,6 +201,8 @@ pub mod detail_type {
         AMI_RESTORED,
         AMI_RECALLED,
         AMI_RECALL_UNDONE,
+        AMI_DISTRIBUTED,
+        AMI_DISTRIBUTION_FAILED,
         POLICY_RUN_COMPLETED,
         POLICY_RUN_CONTINUED,
     ];

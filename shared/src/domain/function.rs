@@ -1,4 +1,4 @@
-//! The five functions of the stack: the one place their names are written. Tags, events,
+//! The six functions of the stack: the one place their names are written. Tags, events,
 //! reports, the IAM roles of `template.yaml` and the test harnesses all name exactly these
 //! (a unit test reads the template and the harnesses).
 
@@ -15,16 +15,19 @@ pub enum Function {
     Copy,
     /// `ami-publish`: launch tests, SSM parameters, launch templates.
     Publish,
+    /// `ami-distribute`: copies and SSM parameters in other accounts.
+    Distribute,
 }
 
 impl Function {
     /// Every function, in the order the README's table lists them.
-    pub const ALL: [Function; 5] = [
+    pub const ALL: [Function; 6] = [
         Function::Build,
         Function::Share,
         Function::Copy,
         Function::Publish,
         Function::AgeOut,
+        Function::Distribute,
     ];
 
     /// Its name: the binary, and what reports, events and `created-by` tags call it.
@@ -35,6 +38,7 @@ impl Function {
             Function::Share => "ami-share",
             Function::Copy => "ami-copy",
             Function::Publish => "ami-publish",
+            Function::Distribute => "ami-distribute",
         }
     }
 

@@ -79,6 +79,21 @@ pub fn recall(image_id: &str, region: &str, recall_of: &str, set: &str, at: &str
         .into_bytes()
 }
 
+/// How long a distribution unit's seal holds: a sweep's units are served within its period;
+/// one found later (a replay, or a queue long stuck) is refused, and the next sweep queues anew.
+pub const UNIT_LIFETIME: Duration = Duration::hours(6);
+
+/// The bytes a distribution unit's seal covers: its purpose, the target account, the region,
+/// whether it is a dry run and its expiry. Only the stack queues units; a message anyone else
+/// puts on the queue (or one altered) does not verify, and the function never acts on it.
+pub fn unit(account: &str, region: &str, dry_run: bool, expires: DateTime<Utc>) -> Vec<u8> {
+    format!(
+        "ami-automation unit v1\naccount={account}\nregion={region}\ndry-run={dry_run}\nexpires={}",
+        expires.to_rfc3339()
+    )
+    .into_bytes()
+}
+
 /// The value of a sealed tag ([`crate::domain::tags::VALIDATION_SEAL`],
 /// [`crate::domain::tags::PINNED_AT`]): the time and the seal.
 pub fn sealed_tag(at: &str, seal: &str) -> String {

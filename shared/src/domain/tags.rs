@@ -22,6 +22,10 @@ pub const ARCHITECTURE: &str = "ami-automation:architecture";
 pub const ROOT_DEVICE_NAME: &str = "ami-automation:root-device-name";
 /// On a copy: its source AMI. An AMI with it is a copy, and a copy is never copied.
 pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
+/// On a copy in a target account: the account that owns its source (the distributing stack's).
+pub const SOURCE_ACCOUNT: &str = "ami-automation:source-account";
+/// On a copy in a target account: the policy that distributed it.
+pub const SOURCE_POLICY: &str = "ami-automation:source-policy";
 /// On a copy: its source region.
 pub const SOURCE_REGION: &str = "ami-automation:source-region";
 /// On a copy: its source's CreationDate (RFC 3339). A copy is as new as what it copies, not as

@@ -6,7 +6,10 @@
 pub mod ageout;
 pub mod announce;
 pub mod build;
+pub mod copies;
 pub mod copy;
+pub mod distribute;
+pub mod promotion;
 pub mod proof;
 pub mod publish;
 pub mod recall;

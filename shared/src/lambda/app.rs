@@ -199,6 +199,11 @@ impl App {
             .clone()
     }
 
+    /// The AWS configuration of the function's own role.
+    pub(super) fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     /// The KMS adapter of a region.
     pub fn kms(&self, region: &Region) -> Kms {
         let mut clients = self

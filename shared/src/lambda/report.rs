@@ -188,6 +188,39 @@ impl Run {
         results: Vec<R>,
         events: Vec<Event>,
     ) -> Result<serde_json::Value, Diagnostic> {
+        let (mut report, failed) = self.settle(app, results, events).await;
+        answer(&mut report, failed)
+    }
+
+    /// Finishes the run of an SQS batch: the answer names the messages SQS delivers again
+    /// (`batchItemFailures`, with the event source mapping's `ReportBatchItemFailures`), and
+    /// the invocation itself succeeds, so that the messages served are deleted.
+    pub async fn finish_batch<R: Line>(
+        self,
+        app: &App,
+        results: Vec<R>,
+        events: Vec<Event>,
+        retry: Vec<String>,
+    ) -> Result<serde_json::Value, Diagnostic> {
+        let (mut report, _) = self.settle(app, results, events).await;
+        let mut json = answer(&mut report, false)?;
+        let failures: Vec<serde_json::Value> = retry
+            .into_iter()
+            .map(|id| serde_json::json!({"itemIdentifier": id}))
+            .collect();
+        if let Some(object) = json.as_object_mut() {
+            object.insert("batchItemFailures".into(), failures.into());
+        }
+        Ok(json)
+    }
+
+    /// Publishes the events and makes the report; whether it is a partial failure.
+    async fn settle<R: Line>(
+        self,
+        app: &App,
+        results: Vec<R>,
+        events: Vec<Event>,
+    ) -> (Report<R>, bool) {
         // A dry run changes nothing, so it announces nothing.
         let events = if self.dry_run { Vec::new() } else { events };
         let published = app.events().publish(events).await;
@@ -213,8 +246,7 @@ impl Run {
             report.trigger == TriggerKind::Scheduled,
             chrono::Utc::now().timestamp_millis(),
         ));
-        let mut report = report;
-        answer(&mut report, failed)
+        (report, failed)
     }
 }
 

@@ -102,6 +102,12 @@ pub const EVENT_BUS: Setting = text(
 );
 /// The event outbox.
 pub const EVENT_OUTBOX: Setting = text("AMI_EVENT_OUTBOX_URL", "none (the template sets its `EventOutbox`)", "The SQS queue where events EventBridge did not take wait for the next run. Without it such an event fails the invocation.");
+/// The role the stack assumes in each target account.
+pub const TARGET_ROLE_NAME: Setting = text("AMI_TARGET_ROLE_NAME", "`ami-lifecycle-target`", "The name of the role `target-role.yaml` creates in each target account; the distribute function assumes `arn:aws:iam::<target>:role/<name>`.");
+/// The ExternalId the target roles require.
+pub const TARGET_EXTERNAL_ID: Setting = text("AMI_TARGET_EXTERNAL_ID", "none (the template's `TargetExternalId`)", "The ExternalId every target role's trust policy requires. Needed when a policy has `distribute`.");
+/// The queue of units of work of a distribution sweep.
+pub const DISTRIBUTE_QUEUE: Setting = text("AMI_DISTRIBUTE_QUEUE_URL", "none (the template sets its `DistributeQueue`)", "The SQS queue a distribution sweep sends one unit per target account and region to; it feeds the distribute function, and a unit that keeps failing lands in its dead-letter queue.");
 /// Public sharing.
 pub const ALLOW_PUBLIC_SHARING: Setting = flag(
     "ALLOW_PUBLIC_SHARING",
@@ -183,12 +189,15 @@ pub const ENDPOINT_URL: Setting = text(
 );
 
 /// Every setting, in the order the docs list them.
-pub const ALL: [Setting; 26] = [
+pub const ALL: [Setting; 29] = [
     POLICIES,
     POLICIES_FILE,
     REGION,
     EVENT_BUS,
     EVENT_OUTBOX,
+    TARGET_ROLE_NAME,
+    TARGET_EXTERNAL_ID,
+    DISTRIBUTE_QUEUE,
     ALLOW_PUBLIC_SHARING,
     CONCURRENCY,
     DEADLINE_MARGIN_MS,
@@ -348,6 +357,20 @@ pub struct Settings {
     pub validation_network: Option<(String, Vec<String>)>,
     /// The template's age-out kill switch (`AMI_AGE_OUT_DRY_RUN`, from `AgeOutDryRun`). Each link of a continuation chain reads it again: true stops every chain.
     pub age_out_dry_run: bool,
+    /// The target accounts' role (`AMI_TARGET_ROLE_NAME`), its ExternalId
+    /// (`AMI_TARGET_EXTERNAL_ID`) and the distribution queue (`AMI_DISTRIBUTE_QUEUE_URL`).
+    pub distribution: Distribution,
+}
+
+/// How the stack reaches its target accounts.
+#[derive(Debug, Clone, Default)]
+pub struct Distribution {
+    /// The role's name in every target account.
+    pub role_name: String,
+    /// The ExternalId its trust policy requires; none: no target account is reached.
+    pub external_id: Option<String>,
+    /// The queue of a sweep's units; none: a sweep cannot fan out.
+    pub queue_url: Option<String>,
 }
 
 /// The items of a comma-separated list, trimmed, empty ones left out.
@@ -395,6 +418,13 @@ impl Settings {
                 (subnet.trim().to_string(), list(&groups))
             }),
             age_out_dry_run: AGE_OUT_DRY_RUN.flag()?,
+            distribution: Distribution {
+                role_name: TARGET_ROLE_NAME
+                    .text()
+                    .unwrap_or_else(|| "ami-lifecycle-target".into()),
+                external_id: TARGET_EXTERNAL_ID.text(),
+                queue_url: DISTRIBUTE_QUEUE.text(),
+            },
             snapshot_price: SNAPSHOT_PRICE_PER_GB_MONTH.price()?,
         };
         settings.check_timeouts()?;

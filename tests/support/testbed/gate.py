@@ -45,6 +45,17 @@ def denied_response(environ: dict[str, Any], call: Any, decision: Any) -> Respon
             403,
             "iam",
         )
+    if call.service == "sts":
+        # STS answers in the query protocol's XML error format (STS API reference, "Common
+        # Errors": AccessDenied, 403).
+        from xml.sax.saxutils import escape
+
+        xml = (
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            f"<Code>AccessDenied</Code><Message>{escape(message)}</Message></Error>"
+            "<RequestId>iam</RequestId></ErrorResponse>"
+        )
+        return Response(xml, status=403, content_type="text/xml")
     body = json.dumps({"__type": "AccessDeniedException", "message": message})
     return Response(
         body,
@@ -61,6 +72,7 @@ def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
         return None
     try:
         with MOTO_LOCK:
+            authorize.CURRENT_ACCOUNT[0] = authorize.account_of(call.caller)
             requests = iam_requests.requests_for(call)
             if requests is None:
                 with authorize.DECISIONS_LOCK:

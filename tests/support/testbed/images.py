@@ -10,6 +10,8 @@ from typing import Any
 from moto.core.responses import ActionResult
 from moto.ec2.models import amis as moto_amis
 from moto.ec2.models import ec2_backends
+from moto.ec2.models import elastic_block_store as moto_ebs
+from moto.ec2.models.elastic_block_store import Snapshot
 from moto.ec2.responses.amis import AmisResponse
 
 from .common import (
@@ -282,6 +284,33 @@ def modify_image_attribute(self: Any) -> Any:
 CLIENT_TOKENS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
+# CopyImage of an AMI another account shared ({REF}/API_CopyImage.html; EC2 User Guide, "Copy
+# an AMI"): the caller needs launch permission on the AMI and "read permissions for the storage
+# that backs the AMI" (createVolumePermission on each snapshot); the copy is the caller's. moto
+# looks for the source in the caller's own account only.
+def copy_source(account: str, region: str, image_id: str) -> tuple[Any, Any]:
+    """The backend and AMI CopyImage copies from, for a caller of `account`."""
+    own = ec2_backends[account][region]
+    if image_id in own.amis:
+        return own, own.amis[image_id]
+    for owner in list(ec2_backends.keys()):
+        backend = ec2_backends[owner][region]
+        ami = backend.amis.get(image_id)
+        if ami is None or owner == account:
+            continue
+        if not (ami.is_public or {"UserId": account} in ami.launch_permissions):
+            break
+        for m in ami.block_device_mappings:
+            snap = backend.snapshots.get((m.get("Ebs") or {}).get("SnapshotId", ""))
+            if snap is not None and account not in snap.create_volume_permission_userids:
+                raise ClientError(
+                    "AuthFailure",
+                    f"Not authorized for snapshot {snap.id} of {image_id}: the owner grants no createVolumePermission to {account}",
+                )
+        return backend, ami
+    raise ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+
+
 def copy_image(self: Any) -> ActionResult:
     backend = self.ec2_backend
     source_id = self._get_param("SourceImageId")
@@ -307,10 +336,7 @@ def copy_image(self: Any) -> ActionResult:
                 "IdempotentParameterMismatch", f"The client token {token} was used for a different CopyImage request."
             )
         return ActionResult({"ImageId": image_id})
-    source_backend = ec2_backends[backend.account_id][source_region]
-    source = source_backend.amis.get(source_id)
-    if source is None:
-        raise ClientError("InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist")
+    source_backend, source = copy_source(backend.account_id, source_region, source_id)
     if source.state != "available":
         raise ClientError("IncorrectState", f"The image {source_id} is {source.state}, not available")
     check_unique_name(backend, name)
@@ -334,12 +360,15 @@ def copy_image(self: Any) -> ActionResult:
         snap_id = ebs.get("SnapshotId")
         if snap_id:
             src_snap = source_backend.snapshots[snap_id]
-            snap = backend.copy_snapshot(
-                snap_id,
-                source_region,
-                f"Copied for DestinationAmi {ami_id} from SourceAmi {source_id} for SourceSnapshot {snap_id}",
-                kms_key_id if (encrypted or src_snap.encrypted) else None,
+            snap = Snapshot(
+                backend,
+                moto_ebs.random_snapshot_id(),
+                volume=src_snap.volume,
+                description=f"Copied for DestinationAmi {ami_id} from SourceAmi {source_id} for SourceSnapshot {snap_id}",
+                encrypted=src_snap.encrypted,
+                kms_key_id=kms_key_id if (encrypted or src_snap.encrypted) else None,
             )
+            backend.snapshots[snap.id] = snap
             snap.encrypted = encrypted or src_snap.encrypted
             snap.from_ami = ami_id
             snap.add_tags(tags_for(tag_specs, "snapshot"))

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import authorize
 import contract
 
 CALLS: dict[str, int] = {}
@@ -59,7 +60,13 @@ def record_caller(environ: dict[str, Any], action: str) -> None:
     app, service = APP.search(agent), contract.signing_service(environ)
     if not app or not service:
         return
-    pair = (app.group(1), f"{service}:{action}")
+    # A target role's session acts with that role's permissions, not the function's: recorded
+    # apart (the function's role is checked against what the function itself called).
+    who = authorize.caller_of(environ)
+    caller = f"target-role:{app.group(1)}" if who is not None and who[0].startswith("@") else app.group(1)
+    # The IAM action of SendMessageBatch is sqs:SendMessage.
+    action = "SendMessage" if (service, action) == ("sqs", "SendMessageBatch") else action
+    pair = (caller, f"{service}:{action}")
     with CALLS_LOCK:
         if pair in CALLERS:
             return

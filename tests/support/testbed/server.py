@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from . import (
+    accounts,
     common,
     consistency,
     events,
@@ -103,6 +104,11 @@ ROUTES: dict[str, tuple[Handler, bool]] = {
         lambda body, environ: {"url": events.event_outbox(environ.get("HTTP_HOST", "127.0.0.1"))},
         True,
     ),
+    "/_testbed/distribute-queue": (
+        lambda body, environ: {"url": accounts.distribute_queue(environ.get("HTTP_HOST", "127.0.0.1"))},
+        True,
+    ),
+    "/_testbed/accounts": (lambda body, environ: accounts.accounts(body), False),
     "/_testbed/function": (
         lambda body, environ: _roles().function_started(body["name"], body.get("env", {})) or {},
         True,

@@ -68,6 +68,19 @@ def settle_parameters() -> None:
         )
 
 
+def describable(account: str, region: str, image_id: str) -> Any:
+    """The AMI `account` can describe in `region`: its own, or one another account shared with
+    it (launch permission, or public)."""
+    own = ec2_backends[account][region].amis.get(image_id)
+    if own is not None:
+        return own
+    for owner in list(ec2_backends.keys()):
+        ami = ec2_backends[owner][region].amis.get(image_id) if owner != account else None
+        if ami is not None and (ami.is_public or {"UserId": account} in ami.launch_permissions):
+            return ami
+    return None
+
+
 def put_parameter(self: Any) -> ActionResult:
     from moto.ssm.exceptions import SSMException, ValidationException
 
@@ -95,7 +108,7 @@ def put_parameter(self: Any) -> ActionResult:
     if data_type != "aws:ec2:image":
         return _moto_put_parameter(self)
     current = existing.version if existing is not None else 0
-    ami = ec2_backends[self.current_account][self.region].amis.get(self._get_param("Value"))
+    ami = describable(self.current_account, self.region, self._get_param("Value"))
     if ami is None or ami.state not in ("available", "pending"):
         return ActionResult({"Version": current + 1, "Tier": "Standard"})
     if SSM_CLOCK["validation_seconds"] <= 0:

@@ -5,6 +5,7 @@ mod age_out;
 mod build;
 mod copy;
 mod demo;
+mod distribute;
 mod evidence;
 mod faults;
 mod invalid;

@@ -6,12 +6,13 @@
 //!
 //! The document is split the way it reads: [`selection`] (which AMIs a policy manages and how
 //! they fall into families), [`sections`] (what each stage does: build, share, copy, retain,
-//! validate, publish) and `validation` (what the types alone cannot check).
+//! validate, publish), [`distribute`] (other accounts) and `validation` (what the types alone cannot check).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod distribute;
 mod sections;
 mod selection;
 mod validation;
@@ -19,6 +20,7 @@ mod validation;
 #[cfg(test)]
 mod tests;
 
+pub use distribute::*;
 pub use sections::*;
 pub use selection::*;
 
@@ -68,6 +70,10 @@ pub struct Policy {
     /// launch templates.
     #[serde(default)]
     pub publish: Option<Publish>,
+    /// Other accounts that get the newest promotable AMI of each family: their own copy, SSM
+    /// parameters naming it, or both.
+    #[serde(default)]
+    pub distribute: Option<Distribute>,
 }
 
 /// Settings of the deployment that constrain the document.

@@ -80,10 +80,11 @@ fn check_does_something(p: &Policy, i: usize) -> Result<()> {
         && p.retain.is_none()
         && p.validate.is_none()
         && p.publish.is_none()
+        && p.distribute.is_none()
     {
         return Err(Error::config(
             format!("$.policies[{i}]"),
-            "the policy does nothing: add at least one of build, share, copy, retain, validate, publish",
+            "the policy does nothing: add at least one of build, share, copy, retain, validate, publish, distribute",
         ));
     }
     Ok(())
@@ -108,6 +109,86 @@ fn check_sections(p: &Policy, deployment: Deployment, at: &dyn Fn(&str) -> Strin
     }
     if let Some(r) = &p.retain {
         check_retain(r, at)?;
+    }
+    if let Some(d) = &p.distribute {
+        check_distribute(d, p, at)?;
+    }
+    Ok(())
+}
+
+/// Every target account is shared with (it launches or copies the shared AMI), a copy has the
+/// snapshots' read permission it needs, each account is listed once, and a target gets
+/// something beyond the share.
+fn check_distribute(d: &Distribute, p: &Policy, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if d.targets.is_empty() {
+        return Err(Error::config(
+            at("distribute.targets"),
+            "no targets: list at least one group of accounts (or remove distribute)",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (j, t) in d.targets.iter().enumerate() {
+        let here = |field: &str| at(&format!("distribute.targets[{j}].{field}"));
+        check_target_accounts(t, p, &mut seen, &here)?;
+        if t.copy.is_none() && t.ssm_parameters.is_empty() {
+            return Err(Error::config(
+                here("copy"),
+                "the target gets nothing the share does not give: add `copy` (its own copy) or `ssm_parameters` (published in the target), or list the accounts in share.accounts only",
+            ));
+        }
+        if let Some(key) = t.copy.as_ref().and_then(|c| c.kms_key_id.as_deref()) {
+            if key.trim().is_empty() {
+                return Err(Error::config(
+                    here("copy.kms_key_id"),
+                    "empty: name the target account's KMS key (id, ARN or alias), or leave it out for the target's default EBS key",
+                ));
+            }
+        }
+        if t.copy.is_some() && !p.share.as_ref().is_some_and(|s| s.snapshots) {
+            return Err(Error::config(
+                here("copy"),
+                "a target account copies the AMI only with read permission on its snapshots: set share.snapshots to true",
+            ));
+        }
+        for (k, template) in t.ssm_parameters.iter().enumerate() {
+            let sample = render_parameter(template, &p.name, &"f".repeat(128), "ap-southeast-5");
+            if let Some(why) = parameter_name_problem(&sample) {
+                return Err(Error::config(
+                    here(&format!("ssm_parameters[{k}]")),
+                    format!("`{template}`: {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_target_accounts<'a>(
+    t: &'a DistributionTarget,
+    p: &Policy,
+    seen: &mut BTreeSet<&'a crate::domain::ids::AccountId>,
+    here: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    if t.accounts.is_empty() {
+        return Err(Error::config(
+            here("accounts"),
+            "no accounts: list the 12-digit ids of the target accounts",
+        ));
+    }
+    let shared = p.share.as_ref().map(|s| &s.accounts);
+    for account in &t.accounts {
+        if !shared.is_some_and(|s| s.contains(account)) {
+            return Err(Error::config(
+                here("accounts"),
+                format!("{account} is not in share.accounts: a target account launches or copies the AMI shared with it; add it there"),
+            ));
+        }
+        if !seen.insert(account) {
+            return Err(Error::config(
+                here("accounts"),
+                format!("{account} is listed in two targets: list each account once"),
+            ));
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ pub use crate::domain::payload::Payload;
 use crate::error::{Error, Result};
 
 mod envelope;
+mod queue;
 mod recall;
 mod request;
 
@@ -25,6 +26,7 @@ mod request;
 mod tests;
 
 pub use envelope::*;
+pub use queue::QueueRecord;
 pub use recall::*;
 pub use request::*;
 
@@ -79,6 +81,8 @@ pub enum Trigger {
         region: Option<Region>,
         detail: Box<ContinuedDetail>,
     },
+    /// An SQS batch: the units of a distribution sweep.
+    Queue { records: Vec<queue::QueueRecord> },
 }
 
 impl Trigger {
@@ -92,6 +96,9 @@ impl Trigger {
             ));
         }
 
+        if value.get("Records").is_some() {
+            return queue::parse(value);
+        }
         let is_envelope = value.get("detail-type").is_some() || value.get("source").is_some();
         if is_envelope {
             return envelope::parse(value);
@@ -124,6 +131,7 @@ impl Trigger {
             Trigger::Restored { .. } => TriggerKind::Restored,
             Trigger::Recalled { .. } => TriggerKind::Recalled,
             Trigger::Continued { .. } => TriggerKind::Continued,
+            Trigger::Queue { .. } => TriggerKind::Queue,
         }
     }
 }
@@ -149,6 +157,8 @@ pub enum TriggerKind {
     Recalled,
     /// `Policy Run Continued` (age-out's own, sealed).
     Continued,
+    /// An SQS batch (a distribution sweep's units).
+    Queue,
 }
 
 impl TriggerKind {
@@ -164,6 +174,7 @@ impl TriggerKind {
             TriggerKind::Restored => detail_type::AMI_RESTORED,
             TriggerKind::Recalled => detail_type::AMI_RECALLED,
             TriggerKind::Continued => detail_type::POLICY_RUN_CONTINUED,
+            TriggerKind::Queue => "SQS batch",
         }
     }
 }

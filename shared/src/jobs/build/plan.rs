@@ -130,6 +130,12 @@ pub fn work(
                 "ami-build runs no continuation: only ami-age-out continues its runs",
             ))
         }
+        Trigger::Queue { .. } => {
+            return Err(Error::event(
+                "$.Records",
+                "ami-build takes no SQS batch: only ami-distribute serves its queue's units",
+            ))
+        }
     }))
 }
 

@@ -11,13 +11,13 @@ mod tests;
 
 use serde::Serialize;
 
+pub use crate::jobs::copies::{client_token, CopyKey};
 pub use execute::run;
 
 use crate::domain::event::detail_type;
 use crate::domain::event::{event, Event};
 use crate::domain::ids::Region;
 use crate::domain::model::Image;
-use crate::domain::policy::CopyDestination;
 use crate::domain::tags;
 
 /// The run request a trigger asks of copy: a schedule sweeps its region, an AMI that became
@@ -33,50 +33,6 @@ pub fn request(
 pub const FUNCTION: &str = crate::domain::function::Function::Copy.name();
 /// CopyImage copies in flight at once per destination region (an EC2 quota).
 pub const MAX_IN_FLIGHT: usize = 100;
-
-/// What a copy is made of: the client token derives from all of it.
-#[derive(Debug, Clone, Copy)]
-pub struct CopyKey<'a> {
-    /// The source AMI.
-    pub source: &'a str,
-    pub source_region: &'a Region,
-    /// The destination region.
-    pub destination: &'a Region,
-    /// The copy's name.
-    pub name: &'a str,
-    /// Encryption of the copy.
-    pub how: &'a CopyDestination,
-    /// 1 for the first copy, one more for each copy that failed.
-    pub attempt: u32,
-}
-
-/// The idempotency token of a copy (at most 64 ASCII characters, as CopyImage requires). It
-/// derives from the source, the destination, the copy's parameters and the attempt: a retry of
-/// the same copy gets the same copy, while a copy again after a failure or after a policy change
-/// gets a new token (reusing a token with other parameters is `IdempotentParameterMismatch`, and
-/// after a failure it would answer the failed copy's id).
-pub fn client_token(key: &CopyKey<'_>) -> String {
-    // FNV-1a: stable across releases and platforms (std's hasher is not).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let fields = [
-        key.source_region.as_str(),
-        key.name,
-        if key.how.encrypted {
-            "encrypted"
-        } else {
-            "plain"
-        },
-        key.how.kms_key_id.as_deref().unwrap_or(""),
-        &key.attempt.to_string(),
-    ];
-    for field in fields {
-        for byte in field.bytes().chain(std::iter::once(0)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("ami-copy-{}-{}-{hash:016x}", key.source, key.destination)
-}
 
 /// Whether an AMI is itself a copy made by this tool (or any CopyImage): it is never copied.
 pub fn is_copy(image: &Image) -> bool {

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use super::{is_copy, CopyOutcome, CopyResult, FUNCTION, MAX_IN_FLIGHT};
 use crate::domain::ids::Region;
-use crate::domain::model::{CopyFound, Image, ImageState};
+use crate::domain::model::{Image, ImageState};
 use crate::domain::policy::{CopyDestination, Policy, PolicyDocument};
 use crate::domain::tags;
 use crate::error::Error;
+pub use crate::jobs::copies::{step, Step};
 
 /// The policy that copies an image: the first that manages it, if it has `copy`.
 pub fn copying_policy<'a>(document: &'a PolicyDocument, image: &Image) -> Option<&'a Policy> {
@@ -163,32 +164,6 @@ pub fn no_room(destination: &Region) -> String {
     format!(
         "{MAX_IN_FLIGHT} copies are already in flight to {destination} (EC2's limit): the next sweep continues"
     )
-}
-
-/// What to do about one (source, destination), given the copies of the source found there.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// A copy that has not failed exists: nothing to do.
-    Exists(String),
-    /// Copy, as attempt `attempt`, after deregistering the failed copies (which hold the name).
-    Copy {
-        /// 1 for the first copy, one more than the highest failed attempt otherwise.
-        attempt: u32,
-        /// Copies that EC2 failed after accepting them.
-        failed: Vec<CopyFound>,
-    },
-}
-
-/// The step for a destination where `found` are the source's copies (CopyImage fails
-/// asynchronously, for example when the KMS key cannot be used: a failed copy is no copy).
-pub fn step(found: Vec<CopyFound>) -> Step {
-    if let Some(existing) = found.iter().find(|c| c.state != ImageState::Failed) {
-        return Step::Exists(existing.image_id.clone());
-    }
-    Step::Copy {
-        attempt: found.iter().map(|c| c.attempt + 1).max().unwrap_or(1),
-        failed: found,
-    }
 }
 
 /// The tags of a copy and its snapshots: the policy's build tags, the family, the policy, the

@@ -1,6 +1,7 @@
 //! The copy's planner and executor, against in-memory fakes of the ports.
 
 use super::*;
+use crate::domain::policy::CopyDestination;
 
 #[test]
 fn the_client_token_is_stable_fits_ec2s_limit_and_changes_with_every_copy_parameter() {

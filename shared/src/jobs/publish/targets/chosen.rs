@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{keep_line, pinnable, promotable, Scope, ABSENT};
+use super::{keep_line, pinnable, sweep_choice, Scope, ABSENT};
 use crate::domain::model::Image;
 use crate::domain::policy::Policy;
 use crate::domain::tags;
@@ -173,48 +173,4 @@ fn pinned_choice<'a>(
     };
     lines.push(refusal);
     None
-}
-
-/// A sweep's AMI for one family: the newest promotable one, unless a rollback pinned one and
-/// no promotable AMI was created after the pin (then the pinned one, `true`: a destination the
-/// rollback could not reach, or a sweep that raced it, still ends on the pin).
-pub fn sweep_choice<'a>(
-    members: &[&'a Image],
-    policy: &Policy,
-    now: DateTime<Utc>,
-) -> Option<(&'a Image, bool)> {
-    let ready: Vec<&'a Image> = members
-        .iter()
-        .copied()
-        .filter(|i| promotable(i, policy, now).is_ok())
-        .collect();
-    let newest = ready
-        .iter()
-        .copied()
-        .max_by(|a, b| (a.made(), &a.id).cmp(&(b.made(), &b.id)));
-    // A pinned AMI stays pinned once deprecated (age-out deprecates what a newer AMI replaced).
-    let pin = members
-        .iter()
-        .filter(|i| pinnable(i, policy).is_ok())
-        .filter_map(|i| pinned_at(i).map(|t| (t, *i)))
-        .max_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-    match (newest, pin) {
-        (Some(newest), Some((at, _))) if newest.made().is_some_and(|c| c > at) => {
-            Some((newest, false))
-        }
-        // The pin holds, also when nothing else can be published (the AMI rolled back from
-        // deregistered or failed).
-        (_, Some((_, pinned))) => Some((pinned, true)),
-        (Some(newest), None) => Some((newest, false)),
-        (None, None) => None,
-    }
-}
-
-/// When a rollback pinned the AMI, if it did.
-pub fn pinned_at(image: &Image) -> Option<DateTime<Utc>> {
-    image
-        .tags
-        .get(tags::PINNED_AT)
-        .and_then(|t| DateTime::parse_from_rfc3339(t.split(' ').next().unwrap_or(t)).ok())
-        .map(|t| t.with_timezone(&Utc))
 }

@@ -8,13 +8,13 @@ mod owners;
 mod parameters;
 mod templates;
 
-pub use chosen::{pinned_at, sweep_choice};
+pub use crate::jobs::promotion::{pinnable, pinned_at, promotable, sweep_choice};
 
 use chrono::{DateTime, Utc};
 
 use super::{PublishOutcome, PublishResult, Stage};
 use crate::domain::ids::Region;
-use crate::domain::model::{Image, ImageState};
+use crate::domain::model::Image;
 use crate::domain::policy::{Policy, PolicyDocument};
 use crate::domain::tags;
 use crate::domain::trigger::PublishRequest;
@@ -119,32 +119,6 @@ pub fn missing_templates(lines: &mut [PublishResult], regions: &[Region]) {
             l.policy
         ));
     }
-}
-
-/// Whether an AMI may be published by a sweep: available, through the promotion gate, not
-/// deprecated.
-pub fn promotable(image: &Image, policy: &Policy, now: DateTime<Utc>) -> Result<(), String> {
-    pinnable(image, policy)?;
-    if image.deprecation_time.is_some_and(|t| t <= now) {
-        return Err(format!("{} is deprecated: it is on its way out", image.id));
-    }
-    Ok(())
-}
-
-/// Whether a rollback may pin an AMI: available and through the promotion gate. A deprecated
-/// AMI may be pinned: age-out deprecates the previous AMI soon after a new one is published, and
-/// that is the AMI an incident rolls back to.
-pub fn pinnable(image: &Image, policy: &Policy) -> Result<(), String> {
-    if image.state != ImageState::Available {
-        return Err(format!(
-            "{} is {}: only available AMIs are published",
-            image.id, image.state
-        ));
-    }
-    if let Some(why) = image.held_by_gate(policy) {
-        return Err(format!("{}: {why}", image.id));
-    }
-    Ok(())
 }
 
 /// The destinations of every publishing policy in a region, each with the AMI it should name,

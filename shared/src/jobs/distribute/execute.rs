@@ -1,0 +1,366 @@
+//! The distribution through the ports: a sweep queues sealed units; a unit assumes the target
+//! role and serves one account in one region (copies, then parameters, then retirement).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::plan::{self, Want};
+use super::{Action, DistributeLine, Outcome, Unit};
+use crate::domain::ids::{AccountId, Region};
+use crate::domain::model::ImageState;
+use crate::domain::policy::TemplateDepth;
+use crate::domain::seal;
+use crate::jobs::copies::{client_token, step, CopyKey, Step};
+use crate::jobs::Context;
+use crate::ports::{
+    Accounts, Cloud, CopyImages, ImageInventory, Parameters, RetireImages, Seal, TargetAccount,
+    IMAGE_REFERENCES_MAX_IDS,
+};
+
+/// Queues one sealed unit per (account, region); a line for each.
+pub async fn sweep<C: Cloud + Accounts>(
+    cloud: &C,
+    units: Vec<(AccountId, Region)>,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<DistributeLine> {
+    let Some(sealer) = cloud.sealer() else {
+        return units
+            .iter()
+            .map(|(a, r)| {
+                DistributeLine::new(a, r, Action::Queue).with(
+                    Outcome::Refused,
+                    "the deployment names no signing key (AMI_SIGNING_KEY_ARN): a unit the stack cannot seal is never queued".to_string(),
+                )
+            })
+            .collect();
+    };
+    let expires = now + seal::UNIT_LIFETIME;
+    let mut bodies = Vec::new();
+    let mut lines = Vec::new();
+    for (account, region) in units {
+        let line = DistributeLine::new(&account, &region, Action::Queue);
+        let message = seal::unit(account.as_str(), region.as_str(), dry_run, expires);
+        match sealer.seal(message).await {
+            Ok(seal) => {
+                let unit = Unit {
+                    account,
+                    region,
+                    dry_run,
+                    expires,
+                    seal,
+                };
+                bodies.push(serde_json::to_string(&unit).unwrap_or_default());
+                lines.push(line.with(Outcome::Queued, None));
+            }
+            Err(e) => lines.push(line.with(Outcome::Failed, format!("not sealed: {e}"))),
+        }
+    }
+    match cloud.queue_units(bodies.clone()).await {
+        Ok(refused) => mark_refused(&mut lines, &bodies, &refused),
+        Err(e) => {
+            for l in lines.iter_mut().filter(|l| l.outcome == Outcome::Queued) {
+                l.outcome = Outcome::Failed;
+                l.reason = Some(format!("not queued: {e}"));
+            }
+        }
+    }
+    lines
+}
+
+fn mark_refused(lines: &mut [DistributeLine], bodies: &[String], refused: &[String]) {
+    let mut queued = lines.iter_mut().filter(|l| l.outcome == Outcome::Queued);
+    for body in bodies {
+        let Some(line) = queued.next() else { break };
+        if refused.contains(body) {
+            line.outcome = Outcome::Failed;
+            line.reason = Some("SQS refused the message".into());
+        }
+    }
+}
+
+/// Why a queued unit is not acted on, if it is not: its seal does not hold (or cannot be
+/// checked), or it expired.
+pub async fn check<C: Cloud>(cloud: &C, unit: &Unit, now: DateTime<Utc>) -> Option<String> {
+    if unit.expires <= now {
+        return Some(format!(
+            "the unit expired at {}: the next sweep queues it again",
+            unit.expires.to_rfc3339()
+        ));
+    }
+    if unit.expires > now + seal::UNIT_LIFETIME + chrono::Duration::minutes(5) {
+        return Some("the unit claims a lifetime no unit of the stack has".into());
+    }
+    let Some(sealer) = cloud.sealer() else {
+        return Some("the deployment names no signing key: no unit is accepted".into());
+    };
+    let message = seal::unit(
+        unit.account.as_str(),
+        unit.region.as_str(),
+        unit.dry_run,
+        unit.expires,
+    );
+    match sealer.verify(message, &unit.seal).await {
+        Ok(true) => None,
+        Ok(false) => Some("its seal does not verify: the stack did not queue it".into()),
+        Err(e) => Some(format!("its seal could not be checked: {e}")),
+    }
+}
+
+/// Serves one account in one region: its copies, then its parameters, then the copies whose
+/// source left circulation.
+pub async fn unit<C: Cloud + Accounts>(
+    ctx: &Context<'_, C>,
+    account: &AccountId,
+    region: &Region,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Vec<DistributeLine> {
+    let head = DistributeLine::new(account, region, Action::Unit);
+    let sources = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
+        Ok(images) => images,
+        Err(e) => {
+            let why = format!("the source AMIs could not be read: {e}");
+            return vec![head.with(Outcome::Failed, why)];
+        }
+    };
+    let target = match ctx.cloud.assume(account).await {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("the target role could not be assumed: {e}");
+            return vec![head.with(Outcome::Failed, why)];
+        }
+    };
+
+    let wants = plan::wanted(ctx.document, &sources, account, now);
+    let on = On {
+        account,
+        region,
+        dry_run,
+    };
+    let ec2 = target.ec2(region);
+    let params = target.parameters(region);
+    let mut lines = Vec::new();
+    for want in &wants {
+        let named = match &want.target.copy {
+            Some(_) => own_copy(&ec2, want, &on, &mut lines).await,
+            None => Some(want.image.id.clone()),
+        };
+        publish(&params, want, &on, named, &mut lines).await;
+    }
+
+    let keep: BTreeSet<String> = wants.iter().map(|w| w.image.id.clone()).collect();
+    retire(&ec2, &sources, &keep, &on, &mut lines).await;
+    lines
+}
+
+/// Where a unit acts.
+struct On<'a> {
+    account: &'a AccountId,
+    region: &'a Region,
+    dry_run: bool,
+}
+
+impl On<'_> {
+    fn line(&self, want: &Want<'_>, action: Action) -> DistributeLine {
+        let mut line = DistributeLine::new(self.account, self.region, action);
+        line.policy = want.policy.name.clone();
+        line.family = want.family.clone();
+        line.source_image_id = Some(want.image.id.clone());
+        line
+    }
+}
+
+/// The target's copy of the want's AMI, found or made; its id once it is available (what the
+/// parameters name), else none.
+async fn own_copy<E: CopyImages + RetireImages>(
+    ec2: &E,
+    want: &Want<'_>,
+    on: &On<'_>,
+    lines: &mut Vec<DistributeLine>,
+) -> Option<String> {
+    let base = on.line(want, Action::Copy);
+    let found = match ec2.copies_of(&want.image.id).await {
+        Ok(f) => f,
+        Err(e) => {
+            lines.push(base.with(
+                Outcome::Failed,
+                format!("its copies could not be read: {e}"),
+            ));
+            return None;
+        }
+    };
+    let available = found
+        .iter()
+        .find(|c| c.state == ImageState::Available)
+        .map(|c| c.image_id.clone());
+    let (attempt, failed) = match step(found) {
+        Step::Exists(id) => {
+            let mut l = base.with(Outcome::Unchanged, None);
+            l.image_id = Some(id);
+            lines.push(l);
+            return available;
+        }
+        Step::Copy { attempt, failed } => (attempt, failed),
+    };
+    if on.dry_run {
+        lines.push(base.with(
+            Outcome::Planned,
+            "it would be copied into the account".to_string(),
+        ));
+        return None;
+    }
+
+    lines.push(make_copy(ec2, want, on, attempt, &failed, base).await);
+    None
+}
+
+/// Deregisters the failed copies (they hold the name), then CopyImage into the account.
+async fn make_copy<E: CopyImages + RetireImages>(
+    ec2: &E,
+    want: &Want<'_>,
+    on: &On<'_>,
+    attempt: u32,
+    failed: &[crate::domain::model::CopyFound],
+    base: DistributeLine,
+) -> DistributeLine {
+    for f in failed {
+        if let Err(e) = ec2.deregister(&f.image_id).await {
+            if !e.is_not_found() {
+                let why = format!(
+                    "the failed copy {} could not be deregistered: {e}",
+                    f.image_id
+                );
+                return base.with(Outcome::Failed, why);
+            }
+        }
+    }
+
+    let how = plan::copy_how(want.target);
+    let token = client_token(&CopyKey {
+        source: &want.image.id,
+        source_region: on.region,
+        destination: on.region,
+        name: &want.image.name,
+        how: &how,
+        attempt,
+    });
+    let tags = plan::copy_tags(want, on.region, attempt);
+    let made = ec2
+        .copy_image(
+            &want.image.id,
+            on.region,
+            &want.image.name,
+            &how,
+            &token,
+            &tags,
+        )
+        .await;
+    match made {
+        Ok(id) => {
+            let mut l = base.with(Outcome::Started, None);
+            l.image_id = Some(id);
+            l
+        }
+        Err(e) => base.with(
+            Outcome::Failed,
+            format!("CopyImage in the account failed: {e}"),
+        ),
+    }
+}
+
+/// The want's SSM parameters in the target name `named` (its copy, or the shared AMI); none
+/// yet while the copy is pending.
+async fn publish<P: Parameters>(
+    params: &P,
+    want: &Want<'_>,
+    on: &On<'_>,
+    named: Option<String>,
+    lines: &mut Vec<DistributeLine>,
+) {
+    for name in plan::parameters(want, on.region) {
+        let mut base = on.line(want, Action::Publish);
+        base.parameter = Some(name.clone());
+        base.image_id = named.clone();
+        let Some(image_id) = &named else {
+            let why = "its copy is not available yet: the next sweep publishes it".to_string();
+            lines.push(base.with(Outcome::Waiting, why));
+            continue;
+        };
+        let line = match params.parameter(&name).await {
+            Err(e) => base.with(Outcome::Failed, format!("GetParameter failed: {e}")),
+            Ok(Some(p)) if p.value == *image_id => base.with(Outcome::Unchanged, None),
+            Ok(Some(p)) if !p.holds_images() => base.with(
+                Outcome::Refused,
+                format!("it is a {} of data type {}: publishing writes only a String of data type aws:ec2:image (SSM never changes a parameter's type)", p.kind, p.data_type),
+            ),
+            Ok(_) if on.dry_run => base.with(Outcome::Planned, None),
+            Ok(_) => match params.put_image_parameter(&name, image_id).await {
+                Ok(_) => base.with(Outcome::Published, None),
+                Err(e) => base.with(Outcome::Failed, format!("PutParameter failed: {e}")),
+            },
+        };
+        lines.push(line);
+    }
+}
+
+/// Deregisters (with their snapshots) the target's copies whose source left circulation, once
+/// DescribeImageReferences shows nothing in the target uses them; kept when it does or when it
+/// cannot tell.
+async fn retire<E: ImageInventory + RetireImages>(
+    ec2: &E,
+    sources: &[crate::domain::model::Image],
+    keep: &BTreeSet<String>,
+    on: &On<'_>,
+    lines: &mut Vec<DistributeLine>,
+) {
+    let images = match ec2.images(None).await {
+        Ok(i) => i,
+        Err(e) => {
+            let why = format!("the account's AMIs could not be read: {e}");
+            lines.push(
+                DistributeLine::new(on.account, on.region, Action::Retire)
+                    .with(Outcome::Failed, why),
+            );
+            return;
+        }
+    };
+    let orphans = plan::orphaned(&images, sources, keep);
+    for chunk in orphans.chunks(IMAGE_REFERENCES_MAX_IDS) {
+        let ids: Vec<String> = chunk.iter().map(|(i, _)| i.id.clone()).collect();
+        let references = ec2.image_references(&ids, TemplateDepth::All).await;
+        for (copy, why) in chunk {
+            let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
+            line.image_id = Some(copy.id.clone());
+            line.source_image_id = copy.tags.get(crate::domain::tags::SOURCE_IMAGE).cloned();
+            line.policy = copy
+                .tags
+                .get(crate::domain::tags::SOURCE_POLICY)
+                .cloned()
+                .unwrap_or_default();
+            let used = match &references {
+                Err(e) => Some(format!(
+                    "{why}, but what uses it in the account is unknown ({e}): kept"
+                )),
+                Ok(found) => found.get(&copy.id).filter(|r| !r.is_empty()).map(|r| {
+                    format!(
+                        "{why}, but it is in use in the account: {}",
+                        r.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }),
+            };
+            lines.push(match used {
+                Some(kept) => line.with(Outcome::Kept, kept),
+                None if on.dry_run => line.with(
+                    Outcome::Planned,
+                    format!("{why}: it would be deregistered with its snapshots"),
+                ),
+                None => match ec2.deregister(&copy.id).await {
+                    Ok(_) => line.with(Outcome::Retired, why.clone()),
+                    Err(e) => line.with(Outcome::Failed, format!("DeregisterImage failed: {e}")),
+                },
+            });
+        }
+    }
+}

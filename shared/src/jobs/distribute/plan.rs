@@ -1,0 +1,171 @@
+//! The distribution's decisions, pure: which units a sweep queues, which AMI each target gets
+//! in a region, how its copy is made and tagged, what its parameters should name, and which of
+//! its copies have lost their source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::FUNCTION;
+use crate::domain::ids::{AccountId, Region};
+use crate::domain::model::{Image, ImageState};
+use crate::domain::policy::{
+    render_parameter, CopyDestination, DistributionTarget, Policy, PolicyDocument,
+};
+use crate::domain::tags;
+use crate::jobs::promotion::sweep_choice;
+
+/// The regions a policy's AMIs are in: the home region and its copy regions.
+pub fn regions(document: &PolicyDocument, home: &Region) -> Vec<Region> {
+    let mut out = BTreeSet::from([home.clone()]);
+    for policy in document.policies.iter().filter(|p| p.distribute.is_some()) {
+        if let Some(copy) = &policy.copy {
+            out.extend(copy.regions.keys().cloned());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The units a sweep queues: every target account of the document in every region (or only
+/// `accounts`, when the run asks for some).
+pub fn units(
+    document: &PolicyDocument,
+    regions: &[Region],
+    accounts: Option<&[AccountId]>,
+) -> Vec<(AccountId, Region)> {
+    document
+        .target_accounts()
+        .into_iter()
+        .filter(|a| accounts.is_none_or(|only| only.contains(a)))
+        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .collect()
+}
+
+/// One AMI a target account gets in a region: a family's newest promotable AMI of a policy.
+#[derive(Debug, Clone)]
+pub struct Want<'a> {
+    pub policy: &'a Policy,
+    pub family: String,
+    /// The source AMI (the account's own, in this region: the original or its regional copy).
+    pub image: &'a Image,
+    /// What the target gets.
+    pub target: &'a DistributionTarget,
+}
+
+/// What `account` gets in the region whose AMIs are `images`: for each policy that distributes
+/// to it, each family's AMI as publishing would choose it (the newest promotable, or a
+/// rollback's pin), never one the gate holds, deprecated or recalled.
+pub fn wanted<'a>(
+    document: &'a PolicyDocument,
+    images: &'a [Image],
+    account: &AccountId,
+    now: DateTime<Utc>,
+) -> Vec<Want<'a>> {
+    let mut out = Vec::new();
+    for policy in &document.policies {
+        let Some(target) = policy.distribute.as_ref().and_then(|d| d.target(account)) else {
+            continue;
+        };
+        let mut families: BTreeMap<String, Vec<&'a Image>> = BTreeMap::new();
+        for image in images.iter().filter(|i| i.managed_by(policy)) {
+            families
+                .entry(image.family(&policy.family_by))
+                .or_default()
+                .push(image);
+        }
+        for (family, members) in families {
+            if let Some((image, _)) = sweep_choice(&members, policy, now) {
+                out.push(Want {
+                    policy,
+                    family,
+                    image,
+                    target,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How the target's copy is made: encrypted, with the target's key (its default EBS key when
+/// the policy names none).
+pub fn copy_how(target: &DistributionTarget) -> CopyDestination {
+    CopyDestination {
+        encrypted: true,
+        kms_key_id: target.copy.as_ref().and_then(|c| c.kms_key_id.clone()),
+    }
+}
+
+/// The tags of a target's copy and its snapshots: the tool, the lineage (source AMI, region,
+/// account, policy, when the source was made) and, after a failure, the attempt. No policy tag:
+/// the target's own rules, not the stack's, decide what else happens to its copy.
+pub fn copy_tags(want: &Want<'_>, region: &Region, attempt: u32) -> BTreeMap<String, String> {
+    let image = want.image;
+    let mut out = BTreeMap::from([
+        (tags::CREATED_BY.to_string(), FUNCTION.to_string()),
+        (tags::SOURCE_IMAGE.to_string(), image.id.clone()),
+        (tags::SOURCE_REGION.to_string(), region.to_string()),
+        (tags::SOURCE_ACCOUNT.to_string(), image.owner_id.clone()),
+        (tags::SOURCE_POLICY.to_string(), want.policy.name.clone()),
+        ("Name".to_string(), image.name.clone()),
+    ]);
+    if let Some(created) = image.created {
+        out.insert(
+            tags::SOURCE_CREATED.into(),
+            created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
+    if attempt > 1 {
+        out.insert(tags::COPY_ATTEMPT.into(), attempt.to_string());
+    }
+    out
+}
+
+/// The SSM parameter names a want writes in its region.
+pub fn parameters(want: &Want<'_>, region: &Region) -> Vec<String> {
+    want.target
+        .ssm_parameters
+        .iter()
+        .map(|t| render_parameter(t, &want.policy.name, &want.family, region.as_str()))
+        .collect()
+}
+
+/// Whether a source AMI is still in circulation: the account has it, available (or pending),
+/// and no recall took it out. A copy of anything else has lost its source.
+pub fn in_circulation(image: &Image) -> bool {
+    matches!(image.state, ImageState::Available | ImageState::Pending) && !image.recall_proven()
+}
+
+/// The target's copies that this stack made (`created-by` the distribute function,
+/// `source-account` one of `sources`' owners) whose source has left circulation, each with the
+/// reason; never a copy of an AMI the target still gets (`keep`).
+pub fn orphaned<'a>(
+    target_images: &'a [Image],
+    sources: &[Image],
+    keep: &BTreeSet<String>,
+) -> Vec<(&'a Image, String)> {
+    let owners: BTreeSet<&str> = sources.iter().map(|i| i.owner_id.as_str()).collect();
+    target_images
+        .iter()
+        .filter(|i| i.tags.get(tags::CREATED_BY).map(String::as_str) == Some(FUNCTION))
+        .filter(|i| {
+            i.tags
+                .get(tags::SOURCE_ACCOUNT)
+                .is_some_and(|a| owners.contains(a.as_str()))
+        })
+        .filter(|i| i.state != ImageState::Pending)
+        .filter_map(|copy| {
+            let source_id = copy.tags.get(tags::SOURCE_IMAGE)?;
+            if keep.contains(source_id) {
+                return None;
+            }
+            let why = match sources.iter().find(|s| &s.id == source_id) {
+                None => format!("its source {source_id} is deregistered"),
+                Some(s) if s.recall_proven() => format!("its source {source_id} is recalled"),
+                Some(s) if !in_circulation(s) => format!("its source {source_id} is {}", s.state),
+                Some(_) => return None,
+            };
+            Some((copy, why))
+        })
+        .collect()
+}

@@ -1,0 +1,190 @@
+//! The distribution's decisions: what each target gets, how its copy is tagged, which copies
+//! lost their source, and the units a sweep queues.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::plan;
+use super::*;
+use crate::domain::model::{Image, ImageState};
+use crate::domain::policy::{Deployment, PolicyDocument};
+use crate::domain::tags;
+
+const OWN: &str = "123456789012";
+const COPYING: &str = "111111111111";
+const SHARING: &str = "222222222222";
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("a time")
+}
+
+fn document() -> PolicyDocument {
+    let json = serde_json::json!({"policies": [{
+        "name": "golden",
+        "select": {"tags": {"Team": "platform"}},
+        "share": {"accounts": [COPYING, SHARING], "snapshots": true},
+        "distribute": {"targets": [
+            {"accounts": [COPYING], "copy": {"kms_key_id": "alias/their-key"}, "ssm_parameters": ["/golden/{family}"]},
+            {"accounts": [SHARING], "ssm_parameters": ["/golden/{family}/{region}"]}
+        ]}
+    }]});
+    PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("a valid document")
+}
+
+fn image(id: &str, name: &str, created: &str) -> Image {
+    let mut i = Image::new(id, name, OWN, at(created));
+    i.tags.insert("Team".into(), "platform".into());
+    i
+}
+
+fn region() -> Region {
+    "us-east-1".parse().expect("region")
+}
+
+#[test]
+fn each_target_gets_the_newest_available_ami_of_each_family_never_a_deprecated_or_recalled_one() {
+    let doc = document();
+    let now = at("2026-12-05T00:00:00Z");
+    let mut deprecated = image("ami-00000000000000003", "web-3", "2026-12-04T00:00:00Z");
+    deprecated.deprecation_time = Some(at("2026-12-04T12:00:00Z"));
+    let images = vec![
+        image("ami-00000000000000001", "web-1", "2026-12-01T00:00:00Z"),
+        image("ami-00000000000000002", "web-2", "2026-12-02T00:00:00Z"),
+        deprecated,
+    ];
+    let account: AccountId = COPYING.parse().expect("account");
+    let wants = plan::wanted(&doc, &images, &account, now);
+    let chosen: Vec<&str> = wants.iter().map(|w| w.image.id.as_str()).collect();
+    assert_eq!(chosen, vec!["ami-00000000000000002"]);
+    assert!(wants[0].target.copy.is_some());
+
+    let other: AccountId = "333333333333".parse().expect("account");
+    assert!(
+        plan::wanted(&doc, &images, &other, now).is_empty(),
+        "an account no target lists gets nothing"
+    );
+}
+
+#[test]
+fn a_targets_copy_is_encrypted_with_its_key_and_carries_its_lineage_but_no_policy_tag() {
+    let doc = document();
+    let images = vec![image(
+        "ami-00000000000000002",
+        "web-2",
+        "2026-12-02T00:00:00Z",
+    )];
+    let account: AccountId = COPYING.parse().expect("account");
+    let wants = plan::wanted(&doc, &images, &account, at("2026-12-05T00:00:00Z"));
+    let how = plan::copy_how(wants[0].target);
+    assert!(how.encrypted);
+    assert_eq!(how.kms_key_id.as_deref(), Some("alias/their-key"));
+    let tags = plan::copy_tags(&wants[0], &region(), 1);
+    assert_eq!(tags[tags::SOURCE_IMAGE], "ami-00000000000000002");
+    assert_eq!(tags[tags::SOURCE_ACCOUNT], OWN);
+    assert_eq!(tags[tags::SOURCE_REGION], "us-east-1");
+    assert_eq!(tags[tags::CREATED_BY], FUNCTION);
+    assert!(!tags.contains_key(tags::POLICY), "{tags:?}");
+    assert_eq!(
+        plan::parameters(&wants[0], &region()),
+        vec![format!("/golden/{}", wants[0].family)]
+    );
+}
+
+#[test]
+fn only_the_stacks_copies_whose_source_left_circulation_are_orphaned() {
+    let sources = vec![
+        image("ami-0000000000000000a", "live", "2026-12-01T00:00:00Z"),
+        {
+            let mut d = image("ami-0000000000000000b", "disabled", "2026-11-01T00:00:00Z");
+            d.state = ImageState::Disabled;
+            d
+        },
+    ];
+    let copy = |id: &str, source: &str, account: &str, by: &str| {
+        let mut c = Image::new(id, "copy", COPYING, at("2026-12-01T00:00:00Z"));
+        c.tags.insert(tags::SOURCE_IMAGE.into(), source.into());
+        c.tags.insert(tags::SOURCE_ACCOUNT.into(), account.into());
+        c.tags.insert(tags::CREATED_BY.into(), by.into());
+        c
+    };
+    let target = vec![
+        copy(
+            "ami-10000000000000001",
+            "ami-0000000000000000a",
+            OWN,
+            FUNCTION,
+        ),
+        copy(
+            "ami-10000000000000002",
+            "ami-0000000000000000b",
+            OWN,
+            FUNCTION,
+        ),
+        copy(
+            "ami-10000000000000003",
+            "ami-0000000000000000c",
+            OWN,
+            FUNCTION,
+        ),
+        copy(
+            "ami-10000000000000004",
+            "ami-0000000000000000c",
+            "999999999999",
+            FUNCTION,
+        ),
+        copy(
+            "ami-10000000000000005",
+            "ami-0000000000000000c",
+            OWN,
+            "someone-else",
+        ),
+    ];
+    let found = plan::orphaned(&target, &sources, &BTreeSet::new());
+    let ids: Vec<(&str, &str)> = found
+        .iter()
+        .map(|(i, why)| (i.id.as_str(), why.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (
+                "ami-10000000000000002",
+                "its source ami-0000000000000000b is disabled"
+            ),
+            (
+                "ami-10000000000000003",
+                "its source ami-0000000000000000c is deregistered"
+            ),
+        ]
+    );
+    let keep = BTreeSet::from(["ami-0000000000000000b".to_string()]);
+    assert_eq!(plan::orphaned(&target, &sources, &keep).len(), 1);
+}
+
+#[test]
+fn a_sweep_queues_one_unit_per_target_account_and_region() {
+    let doc = document();
+    let regions = vec![region(), "eu-west-1".parse().expect("region")];
+    let units = plan::units(&doc, &regions, None);
+    assert_eq!(units.len(), 4);
+    let only: AccountId = SHARING.parse().expect("account");
+    let some = plan::units(&doc, &regions, Some(std::slice::from_ref(&only)));
+    assert!(some.iter().all(|(a, _)| a == &only) && some.len() == 2);
+}
+
+#[test]
+fn a_unit_with_a_failed_call_is_retried_and_a_refusal_is_not() {
+    let account: AccountId = COPYING.parse().expect("account");
+    let failed = DistributeLine::new(&account, &region(), Action::Unit).with(Outcome::Failed, None);
+    let refused =
+        DistributeLine::new(&account, &region(), Action::Publish).with(Outcome::Refused, None);
+    assert!(retry(std::slice::from_ref(&failed)));
+    assert!(!retry(&[refused]));
+    let events = events(&account, &region(), &[failed]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].detail_type,
+        crate::domain::event::detail_type::AMI_DISTRIBUTION_FAILED
+    );
+}

@@ -1,0 +1,46 @@
+//! The stack's reach into its target accounts: the assumed role of each, and the queue a
+//! distribution sweep fans out on.
+
+use crate::adapters::sts::{self, Target};
+use crate::domain::function::Function;
+use crate::domain::ids::AccountId;
+use crate::error::{Error, Result};
+use crate::ports::Accounts;
+
+use super::app::App;
+use super::settings::{DISTRIBUTE_QUEUE, TARGET_EXTERNAL_ID};
+
+impl Accounts for App {
+    type Target = Target;
+
+    async fn assume(&self, account: &AccountId) -> Result<Target> {
+        let d = &self.settings.distribution;
+        let external_id = d.external_id.as_deref().ok_or_else(|| {
+            Error::config(
+                TARGET_EXTERNAL_ID.name,
+                "not set: the target roles require an ExternalId (the template sets it from TargetExternalId)",
+            )
+        })?;
+        let sdk = sts::assume(
+            self.sdk(),
+            &self.settings.home_region,
+            account,
+            &d.role_name,
+            external_id,
+            Function::Distribute.name(),
+        )
+        .await?;
+        Ok(Target::new(sdk))
+    }
+
+    async fn queue_units(&self, bodies: Vec<String>) -> Result<Vec<String>> {
+        let url = self.settings.distribution.queue_url.as_deref().ok_or_else(|| {
+            Error::config(
+                DISTRIBUTE_QUEUE.name,
+                "not set: a sweep sends its units to the distribution queue (the template sets it to its DistributeQueue)",
+            )
+        })?;
+        let client = aws_sdk_sqs::Client::new(self.sdk());
+        crate::adapters::sqs::send_all(&client, url, bodies).await
+    }
+}

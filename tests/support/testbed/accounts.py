@@ -1,0 +1,106 @@
+"""Several accounts: the target accounts a distributing stack reaches through the role of
+target-role.yaml, and the queue its sweeps fan out on.
+
+- **The target role.** `POST /_testbed/accounts` deploys target-role.yaml in each account it
+  lists (as the StackSet does), its parameters resolved for the stack under test: the trusted
+  principal is ami-distribute's role, the ExternalId the one the functions' environment gives.
+  An account listed under `without_role` has none (a target the StackSet has not reached).
+- **AssumeRole** (STS API reference) is authorized as AWS authorizes a cross-account request:
+  the caller's identity policy (template.yaml) and the role's trust policy must both allow it,
+  with `sts:ExternalId`, the session tags (`sts:TagSession`, `aws:RequestTag/*`, `aws:TagKeys`);
+  an account without the role answers AccessDenied. moto answers any AssumeRole, role or not,
+  with credentials of the role's account (moto keys each backend by account).
+- **The session's requests** are evaluated against the target role's permission policies
+  (authorize.py), in the target account's backends.
+- **The distribution queue** (template.yaml, DistributeQueue): redrive to its dead-letter queue
+  after 3 receives (SQS Developer Guide, "Using dead-letter queues").
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import cfn
+
+ROOT = Path(__file__).resolve().parent.parent.parent.parent
+DESCRIPTION: dict[str, Any] = json.loads((Path(__file__).resolve().parent / "description.json").read_text())
+TEMPLATE = cfn.load_template((ROOT / "target-role.yaml").read_text())
+
+#: Target account -> its deployed role: {"arn", "trust", "policies"}.
+TARGETS: dict[str, dict[str, Any]] = {}
+LOCK = threading.Lock()
+
+
+def role_name() -> str:
+    return str(cfn.Deployment(TEMPLATE).parameter("RoleName"))
+
+
+def deploy(account: str, source_role_arn: str) -> dict[str, Any]:
+    """target-role.yaml deployed in `account`, trusting `source_role_arn`."""
+    deployment = cfn.Deployment(
+        TEMPLATE,
+        account=account,
+        parameters={"SourceRoleArn": source_role_arn, "ExternalId": DESCRIPTION["stack"]["external_id"]},
+    )
+    role = deployment.resolve(TEMPLATE["Resources"]["TargetRole"]["Properties"])
+    policies = [{"name": p["PolicyName"], "policy": p["PolicyDocument"]} for p in cfn.listed(role.get("Policies", []))]
+    return {
+        "arn": f"arn:aws:iam::{account}:role/{role['RoleName']}",
+        "trust": role["AssumeRolePolicyDocument"],
+        "policies": policies,
+    }
+
+
+def accounts(body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /_testbed/accounts`: {"accounts": [...], "without_role": [...]}."""
+    import authorize
+
+    source = authorize.roles().role_arn("ami-distribute")
+    with LOCK:
+        for account in body.get("accounts", []):
+            TARGETS[account] = deploy(account, source)
+        for account in body.get("without_role", []):
+            TARGETS.pop(account, None)
+    return {"accounts": sorted(TARGETS)}
+
+
+def target_role(account: str) -> dict[str, Any] | None:
+    with LOCK:
+        return TARGETS.get(account)
+
+
+def assumed(access_key: str) -> tuple[str, str] | None:
+    """(account, session name) of credentials moto's AssumeRole made, else None."""
+    from moto.sts.models import sts_backends
+
+    for account, partitions in list(sts_backends.items()):
+        backend = partitions.get("aws") if hasattr(partitions, "get") else None
+        if backend is None:
+            continue
+        role = backend.get_assumed_role_from_access_key(access_key)
+        if role is not None:
+            return account, role.session_name
+    return None
+
+
+QUEUE: list[str] = []
+
+
+def distribute_queue(host: str) -> str:
+    """The distribution queue's URL (made at the first call, as the stack makes it)."""
+    from moto.sqs.models import sqs_backends
+
+    account, region = DESCRIPTION["account"], DESCRIPTION["region"]
+    if not QUEUE:
+        backend = sqs_backends[account][region]
+        dead = backend.create_queue("ami-lifecycle-distribute-dead-letter")
+        backend.create_queue(
+            "ami-lifecycle-distribute",
+            VisibilityTimeout="5400",
+            RedrivePolicy=json.dumps({"deadLetterTargetArn": dead.queue_arn, "maxReceiveCount": 3}),
+        )
+        QUEUE.append(f"http://{host}/{account}/ami-lifecycle-distribute")
+    return QUEUE[0]
