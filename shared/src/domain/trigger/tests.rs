@@ -131,6 +131,10 @@ const SAMPLES: &[(&str, &str)] = &[
         include_str!("../../../../events/copy-sweep-dry-run.json"),
     ),
     (
+        "distribute-sweep.json",
+        include_str!("../../../../events/distribute-sweep.json"),
+    ),
+    (
         "share-ami-validated.json",
         include_str!("../../../../events/share-ami-validated.json"),
     ),
