@@ -387,6 +387,17 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
 UNUSED_ALLOWED: dict[str, str] = {}
 
 
+# The role target-role.yaml deploys in each target account: its sessions' decisions (callers
+# `@<account>/<session>` in the IAM log) show which of its statements the tests used.
+TARGET_ROLE = "TargetRole (target-role.yaml)"
+
+
+def target_role_statements() -> list[dict[str, Any]]:
+    template = load_template((ROOT / "target-role.yaml").read_text())
+    policies = template["Resources"]["TargetRole"]["Properties"].get("Policies", [])
+    return [st for p in policies for st in _listed(p["PolicyDocument"]["Statement"])]
+
+
 def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
     """What the test bed's IAM evaluation of the end-to-end tests found (AMI_TESTBED_IAM_LOG):
     a request denied, a call it could not evaluate, and a statement of a role that allowed
@@ -396,7 +407,7 @@ def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
     problems = []
     used: dict[str, set[str]] = {}
     for e in entries:
-        function = by_binary.get(e["caller"], e["caller"])
+        function = TARGET_ROLE if e["caller"].startswith("@") else by_binary.get(e["caller"], e["caller"])
         if e["result"] == "Allowed":
             used.setdefault(function, set()).update(e.get("allowed_by", []))
         elif e["result"] == "Missing":
@@ -410,8 +421,8 @@ def iam_problems(lines: list[str], template: dict[str, Any]) -> list[str]:
             problems.append(
                 f"{function}: denied in the tests: {e['action']} on {e.get('resource_type') or '*'} (for {e['call']})"
             )
-    decided = {by_binary.get(e["caller"], e["caller"]) for e in entries}
-    for function, sts in template_roles(template).items():
+    decided = {TARGET_ROLE if e["caller"].startswith("@") else by_binary.get(e["caller"], e["caller"]) for e in entries}
+    for function, sts in {**template_roles(template), TARGET_ROLE: target_role_statements()}.items():
         if function not in decided:
             problems.append(
                 f"{function}: no IAM decision recorded: the test bed evaluated none of its calls (AMI_TESTBED_IAM=off?)"

@@ -10,6 +10,7 @@ use super::report::Run;
 use crate::domain::function::Function;
 use crate::domain::trigger::{QueueRecord, Trigger};
 use crate::domain::Decision;
+use crate::jobs::distribute::execute::Rejection;
 use crate::jobs::distribute::{self, plan, Action, DistributeLine, Outcome, Unit};
 use crate::jobs::Context;
 
@@ -67,12 +68,18 @@ async fn units(
                 continue;
             }
         };
-        if let Some(why) = distribute::execute::check(app, &unit, now).await {
-            tracing::warn!(message = %record.message_id, reason = %why, "unit refused");
-            lines.push(
-                DistributeLine::new(&unit.account, &unit.region, Action::Unit)
-                    .with(Outcome::Refused, format!("not acted on: {why}")),
-            );
+        if let Some(rejection) = distribute::execute::check(app, &unit, now).await {
+            let line = DistributeLine::new(&unit.account, &unit.region, Action::Unit);
+            lines.push(match rejection {
+                Rejection::Refuse(why) => {
+                    tracing::warn!(message = %record.message_id, reason = %why, "unit refused");
+                    line.with(Outcome::Refused, format!("not acted on: {why}"))
+                }
+                Rejection::Retry(why) => {
+                    retry.push(record.message_id.clone());
+                    line.with(Outcome::Failed, format!("not acted on yet: {why}"))
+                }
+            });
             continue;
         }
         let served =

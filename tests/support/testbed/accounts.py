@@ -73,7 +73,9 @@ def target_role(account: str) -> dict[str, Any] | None:
 
 
 def assumed(access_key: str) -> tuple[str, str] | None:
-    """(account, session name) of credentials moto's AssumeRole made, else None."""
+    """(account, session name) of credentials moto's AssumeRole made for a target role, else
+    None (a test's own administrator session in a target account is not evaluated, as a test's
+    own set-up calls are not)."""
     from moto.sts.models import sts_backends
 
     for account, partitions in list(sts_backends.items()):
@@ -82,7 +84,8 @@ def assumed(access_key: str) -> tuple[str, str] | None:
             continue
         role = backend.get_assumed_role_from_access_key(access_key)
         if role is not None:
-            return account, role.session_name
+            target = target_role(account)
+            return (account, role.session_name) if target and target["arn"] == role.role_arn else None
     return None
 
 

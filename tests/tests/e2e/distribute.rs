@@ -12,11 +12,16 @@ const NO_ROLE: &str = "333333333333";
 const PARAMETER: &str = "/ami/golden/web";
 
 fn policies() -> String {
+    policies_with(json!({}))
+}
+
+/// The document, the copying target's copies made as `copy` says.
+fn policies_with(copy: Value) -> String {
     json!({"dry_run": false, "policies": [{
         "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
         "share": {"accounts": [COPYING, SHARING, NO_ROLE], "snapshots": true},
         "distribute": {"targets": [
-            {"accounts": [COPYING], "copy": {}, "ssm_parameters": ["/ami/golden/{family}"]},
+            {"accounts": [COPYING], "copy": copy, "ssm_parameters": ["/ami/golden/{family}"]},
             {"accounts": [SHARING, NO_ROLE], "ssm_parameters": ["/ami/golden/{family}"]}
         ]}
     }]})
@@ -80,6 +85,26 @@ async fn owned(bed: &TestBed, account: &str) -> Vec<(String, bool, Option<String
         .collect()
 }
 
+/// The KMS key of the first snapshot of `account`'s (COPYING's) image.
+async fn copy_key(bed: &TestBed, image: &str) -> Option<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
+    let out = ec2.describe_images().image_ids(image).send().await.ok()?;
+    let snapshot = out
+        .images()
+        .first()?
+        .block_device_mappings()
+        .iter()
+        .find_map(|m| m.ebs()?.snapshot_id())?
+        .to_string();
+    let snaps = ec2
+        .describe_snapshots()
+        .snapshot_ids(snapshot)
+        .send()
+        .await
+        .ok()?;
+    snaps.snapshots().first()?.kms_key_id().map(String::from)
+}
+
 async fn parameter(bed: &TestBed, account: &str) -> Option<String> {
     let ssm = aws_sdk_ssm::Client::new(&bed.sdk_in(account, "us-east-1").await);
     ssm.get_parameter()
@@ -97,7 +122,21 @@ async fn each_target_gets_its_own_encrypted_copy_or_the_shared_ami_and_a_target_
     bed.targets(&[COPYING, SHARING], &[NO_ROLE]);
     bed.expect_denials(&["sts:AssumeRole", "sts:TagSession"]);
     let image = golden(&bed, "web-20261201").await;
-    let env = [("AMI_POLICIES", policies())];
+    // The copying target encrypts with its own customer managed key.
+    let key = aws_sdk_kms::Client::new(&bed.sdk_in(COPYING, "us-east-1").await)
+        .create_key()
+        .send()
+        .await
+        .expect("CreateKey in the target");
+    let key_arn = key
+        .key_metadata()
+        .and_then(|k| k.arn())
+        .unwrap_or_default()
+        .to_string();
+    let env = [(
+        "AMI_POLICIES",
+        policies_with(json!({"kms_key_id": key_arn})),
+    )];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let share = Function::start(&bed, "ami-share", &env);
     share.invoke(&json!({})).ok();
@@ -141,6 +180,11 @@ async fn each_target_gets_its_own_encrypted_copy_or_the_shared_ami_and_a_target_
     let copies = owned(&bed, COPYING).await;
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert!(copies[0].1, "the target's copy is encrypted: {copies:?}");
+    assert_eq!(
+        copy_key(&bed, &copies[0].0).await,
+        Some(key_arn.clone()),
+        "with the target's key"
+    );
     assert_eq!(copies[0].2.as_deref(), Some(image.as_str()));
     assert_eq!(
         parameter(&bed, SHARING).await.as_deref(),
@@ -202,4 +246,163 @@ async fn a_unit_the_stack_did_not_seal_is_refused_and_changes_nothing() {
     );
     assert_eq!(bed.calls().get("AssumeRole"), None, "no role was assumed");
     assert!(owned(&bed, COPYING).await.is_empty(), "nothing was copied");
+}
+
+fn only_copying() -> String {
+    json!({"dry_run": false, "policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
+        "share": {"accounts": [COPYING], "snapshots": true},
+        "distribute": {"targets": [
+            {"accounts": [COPYING], "copy": {}, "ssm_parameters": ["/ami/golden/{family}"]}
+        ]}
+    }]})
+    .to_string()
+}
+
+/// Two sweeps, each delivered: a new AMI is copied, then its copy published.
+async fn serve_twice(bed: &TestBed, distribute: &Function) -> Vec<Value> {
+    distribute.invoke(&json!({})).ok();
+    let mut reports = bed.deliver_units(distribute).await;
+    distribute.invoke(&json!({})).ok();
+    reports.extend(bed.deliver_units(distribute).await);
+    reports
+}
+
+#[tokio::test]
+async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_there_uses_it() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING], &[]);
+    let env = [("AMI_POLICIES", only_copying())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let share = Function::start(&bed, "ami-share", &env);
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+    let old = golden(&bed, "web-20261101").await;
+    share.invoke(&json!({})).ok();
+    serve_twice(&bed, &distribute).await;
+    let old_copy = owned(&bed, COPYING).await[0].0.clone();
+
+    // A newer AMI replaces it in the target; a team there still runs the old copy.
+    let new = golden(&bed, "web-20261201").await;
+    bed.seed_image(
+        "us-east-1",
+        &new,
+        json!({"creation_date": "2026-12-01T00:00:00.000Z"}),
+    );
+    bed.seed_image(
+        "us-east-1",
+        &old,
+        json!({"creation_date": "2026-11-01T00:00:00.000Z"}),
+    );
+    share.invoke(&json!({})).ok();
+    serve_twice(&bed, &distribute).await;
+    let target_ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
+    let running = target_ec2
+        .run_instances()
+        .image_id(&old_copy)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("RunInstances in the target");
+    let instance = running.instances()[0]
+        .instance_id()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(
+        parameter(&bed, COPYING).await,
+        Some(old_copy.clone()),
+        "the parameter moved on"
+    );
+
+    // The source of the old copy is deregistered: the copy in use is kept, named in the report.
+    bed.ec2("us-east-1")
+        .await
+        .deregister_image()
+        .image_id(&old)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    distribute.invoke(&json!({})).ok();
+    let kept = bed.deliver_units(&distribute).await;
+    let retire: Vec<&Value> = kept
+        .iter()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        .filter(|l| l["action"] == "retire")
+        .collect();
+    assert_eq!(retire.len(), 1, "{kept:?}");
+    assert_eq!(retire[0]["outcome"], "kept", "{kept:?}");
+    assert!(
+        retire[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&instance),
+        "{kept:?}"
+    );
+    assert!(owned(&bed, COPYING)
+        .await
+        .iter()
+        .any(|(id, ..)| id == &old_copy));
+
+    // Once the team's instance is gone, the copy is retired with its snapshots.
+    target_ec2
+        .terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    distribute.invoke(&json!({})).ok();
+    let retired = bed.deliver_units(&distribute).await;
+    assert!(
+        outcomes(&retired, COPYING).contains(&"retire retired".to_string()),
+        "{retired:?}"
+    );
+    let left: Vec<String> = owned(&bed, COPYING)
+        .await
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    assert!(!left.contains(&old_copy) && left.len() == 1, "{left:?}");
+}
+
+#[tokio::test]
+async fn a_target_removed_from_the_policy_is_no_longer_served_and_keeps_its_copy() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING, SHARING], &[]);
+    golden(&bed, "web-20261201").await;
+    let env = [("AMI_POLICIES", policies())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+    serve_twice(&bed, &distribute).await;
+    let copy = owned(&bed, COPYING).await;
+    assert_eq!(copy.len(), 1);
+
+    // The policy no longer lists COPYING (a new deployment of the document).
+    drop(distribute);
+    let without = json!({"dry_run": false, "policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
+        "share": {"accounts": [SHARING], "snapshots": true},
+        "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/ami/golden/{family}"]}]}
+    }]})
+    .to_string();
+    let distribute = Function::start(
+        &bed,
+        "ami-distribute",
+        &[("AMI_POLICIES", without.as_str())],
+    );
+    let sweep = distribute.invoke(&json!({})).ok();
+    let accounts: Vec<&str> = sweep["results"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["account"].as_str())
+        .collect();
+    assert_eq!(accounts, vec![SHARING], "{sweep}");
+    let served = bed.deliver_units(&distribute).await;
+    assert!(outcomes(&served, COPYING).is_empty(), "{served:?}");
+    assert_eq!(owned(&bed, COPYING).await, copy, "nothing is deleted there");
+    assert_eq!(parameter(&bed, COPYING).await, Some(copy[0].0.clone()));
 }

@@ -10,13 +10,16 @@ use super::{Action, DistributeLine, Outcome, Unit};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::ImageState;
 use crate::domain::policy::TemplateDepth;
-use crate::domain::seal;
+use crate::domain::{seal, tags};
 use crate::jobs::copies::{client_token, step, CopyKey, Step};
 use crate::jobs::Context;
 use crate::ports::{
     Accounts, Cloud, CopyImages, ImageInventory, Parameters, RetireImages, Seal, TargetAccount,
     IMAGE_REFERENCES_MAX_IDS,
 };
+
+/// Copies into an account made again after EC2 failed them, before a person must look.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// Queues one sealed unit per (account, region); a line for each.
 pub async fn sweep<C: Cloud + Accounts>(
@@ -80,20 +83,44 @@ fn mark_refused(lines: &mut [DistributeLine], bodies: &[String], refused: &[Stri
     }
 }
 
+/// Why a queued unit is not acted on now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Never: its seal does not hold, or it expired (deleted from the queue).
+    Refuse(String),
+    /// Not yet: KMS could not check its seal (delivered again).
+    Retry(String),
+}
+
 /// Why a queued unit is not acted on, if it is not: its seal does not hold (or cannot be
-/// checked), or it expired.
-pub async fn check<C: Cloud>(cloud: &C, unit: &Unit, now: DateTime<Utc>) -> Option<String> {
+/// checked now), or it expired.
+pub async fn check<C: Cloud>(cloud: &C, unit: &Unit, now: DateTime<Utc>) -> Option<Rejection> {
+    check_seal(cloud, unit, now).await.map(|r| match r {
+        Err(why) => Rejection::Retry(why),
+        Ok(why) => Rejection::Refuse(why),
+    })
+}
+
+async fn check_seal<C: Cloud>(
+    cloud: &C,
+    unit: &Unit,
+    now: DateTime<Utc>,
+) -> Option<std::result::Result<String, String>> {
     if unit.expires <= now {
-        return Some(format!(
+        return Some(Ok(format!(
             "the unit expired at {}: the next sweep queues it again",
             unit.expires.to_rfc3339()
-        ));
+        )));
     }
     if unit.expires > now + seal::UNIT_LIFETIME + chrono::Duration::minutes(5) {
-        return Some("the unit claims a lifetime no unit of the stack has".into());
+        return Some(Ok(
+            "the unit claims a lifetime no unit of the stack has".into()
+        ));
     }
     let Some(sealer) = cloud.sealer() else {
-        return Some("the deployment names no signing key: no unit is accepted".into());
+        return Some(Ok(
+            "the deployment names no signing key: no unit is accepted".into(),
+        ));
     };
     let message = seal::unit(
         unit.account.as_str(),
@@ -103,8 +130,10 @@ pub async fn check<C: Cloud>(cloud: &C, unit: &Unit, now: DateTime<Utc>) -> Opti
     );
     match sealer.verify(message, &unit.seal).await {
         Ok(true) => None,
-        Ok(false) => Some("its seal does not verify: the stack did not queue it".into()),
-        Err(e) => Some(format!("its seal could not be checked: {e}")),
+        Ok(false) => Some(Ok(
+            "its seal does not verify: the stack did not queue it".into()
+        )),
+        Err(e) => Some(Err(format!("its seal could not be checked now: {e}"))),
     }
 }
 
@@ -133,25 +162,35 @@ pub async fn unit<C: Cloud + Accounts>(
         }
     };
 
+    let ec2 = target.ec2(region);
+    let owned = match ec2.images(None).await {
+        Ok(images) => images,
+        Err(e) => {
+            let why = format!("the account's AMIs could not be read: {e}");
+            return vec![head.with(Outcome::Failed, why)];
+        }
+    };
+
     let wants = plan::wanted(ctx.document, &sources, account, now);
     let on = On {
         account,
         region,
         dry_run,
+        now,
     };
-    let ec2 = target.ec2(region);
     let params = target.parameters(region);
     let mut lines = Vec::new();
     for want in &wants {
         let named = match &want.target.copy {
-            Some(_) => own_copy(&ec2, want, &on, &mut lines).await,
+            Some(_) => own_copy(&ec2, &owned, want, &on, &mut lines).await,
             None => Some(want.image.id.clone()),
         };
         publish(&params, want, &on, named, &mut lines).await;
     }
 
     let keep: BTreeSet<String> = wants.iter().map(|w| w.image.id.clone()).collect();
-    retire(&ec2, &sources, &keep, &on, &mut lines).await;
+    let orphans = plan::orphaned(&owned, &sources, &keep, region, now);
+    retire(&ec2, orphans, &on, &mut lines).await;
     lines
 }
 
@@ -160,6 +199,7 @@ struct On<'a> {
     account: &'a AccountId,
     region: &'a Region,
     dry_run: bool,
+    now: DateTime<Utc>,
 }
 
 impl On<'_> {
@@ -176,21 +216,21 @@ impl On<'_> {
 /// parameters name), else none.
 async fn own_copy<E: CopyImages + RetireImages>(
     ec2: &E,
+    owned: &[crate::domain::model::Image],
     want: &Want<'_>,
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) -> Option<String> {
     let base = on.line(want, Action::Copy);
-    let found = match ec2.copies_of(&want.image.id).await {
-        Ok(f) => f,
-        Err(e) => {
-            lines.push(base.with(
-                Outcome::Failed,
-                format!("its copies could not be read: {e}"),
-            ));
-            return None;
-        }
-    };
+    let found = plan::copies_of(owned, &want.image.id, on.region);
+    if let Some(off) = found.iter().find(|c| c.state == ImageState::Disabled) {
+        let why = format!(
+            "the account disabled its copy {}: enable it, or deregister it for a new copy",
+            off.image_id
+        );
+        lines.push(base.with(Outcome::Refused, why));
+        return None;
+    }
     let available = found
         .iter()
         .find(|c| c.state == ImageState::Available)
@@ -204,6 +244,11 @@ async fn own_copy<E: CopyImages + RetireImages>(
         }
         Step::Copy { attempt, failed } => (attempt, failed),
     };
+    if attempt > MAX_ATTEMPTS {
+        let why = format!("EC2 failed {} copies in the account: see the failed copies' StateReason (a KMS key the account cannot use?); deregister them to try again", attempt - 1);
+        lines.push(base.with(Outcome::Refused, why));
+        return None;
+    }
     if on.dry_run {
         lines.push(base.with(
             Outcome::Planned,
@@ -305,38 +350,25 @@ async fn publish<P: Parameters>(
     }
 }
 
-/// Deregisters (with their snapshots) the target's copies whose source left circulation, once
-/// DescribeImageReferences shows nothing in the target uses them; kept when it does or when it
-/// cannot tell.
+/// Retires the target's copies whose source left circulation (deregistered with their
+/// snapshots, or deprecated for a recall), once DescribeImageReferences shows nothing in the
+/// account uses them; kept when something does or when it cannot tell.
 async fn retire<E: ImageInventory + RetireImages>(
     ec2: &E,
-    sources: &[crate::domain::model::Image],
-    keep: &BTreeSet<String>,
+    orphans: Vec<(&crate::domain::model::Image, plan::Retirement, String)>,
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
-    let images = match ec2.images(None).await {
-        Ok(i) => i,
-        Err(e) => {
-            let why = format!("the account's AMIs could not be read: {e}");
-            lines.push(
-                DistributeLine::new(on.account, on.region, Action::Retire)
-                    .with(Outcome::Failed, why),
-            );
-            return;
-        }
-    };
-    let orphans = plan::orphaned(&images, sources, keep);
     for chunk in orphans.chunks(IMAGE_REFERENCES_MAX_IDS) {
-        let ids: Vec<String> = chunk.iter().map(|(i, _)| i.id.clone()).collect();
+        let ids: Vec<String> = chunk.iter().map(|(i, ..)| i.id.clone()).collect();
         let references = ec2.image_references(&ids, TemplateDepth::All).await;
-        for (copy, why) in chunk {
+        for (copy, how, why) in chunk {
             let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
             line.image_id = Some(copy.id.clone());
-            line.source_image_id = copy.tags.get(crate::domain::tags::SOURCE_IMAGE).cloned();
+            line.source_image_id = copy.tags.get(tags::SOURCE_IMAGE).cloned();
             line.policy = copy
                 .tags
-                .get(crate::domain::tags::SOURCE_POLICY)
+                .get(tags::SOURCE_POLICY)
                 .cloned()
                 .unwrap_or_default();
             let used = match &references {
@@ -344,9 +376,10 @@ async fn retire<E: ImageInventory + RetireImages>(
                     "{why}, but what uses it in the account is unknown ({e}): kept"
                 )),
                 Ok(found) => found.get(&copy.id).filter(|r| !r.is_empty()).map(|r| {
+                    let users: Vec<&str> = r.iter().map(String::as_str).collect();
                     format!(
                         "{why}, but it is in use in the account: {}",
-                        r.iter().cloned().collect::<Vec<_>>().join(", ")
+                        users.join(", ")
                     )
                 }),
             };
@@ -354,13 +387,45 @@ async fn retire<E: ImageInventory + RetireImages>(
                 Some(kept) => line.with(Outcome::Kept, kept),
                 None if on.dry_run => line.with(
                     Outcome::Planned,
-                    format!("{why}: it would be deregistered with its snapshots"),
+                    format!("{why}: it would be {}", verb(*how)),
                 ),
-                None => match ec2.deregister(&copy.id).await {
-                    Ok(_) => line.with(Outcome::Retired, why.clone()),
-                    Err(e) => line.with(Outcome::Failed, format!("DeregisterImage failed: {e}")),
-                },
+                None => act(ec2, copy, *how, on).await.map_or_else(
+                    |e| {
+                        line.clone()
+                            .with(Outcome::Failed, format!("{} failed: {e}", verb(*how)))
+                    },
+                    |()| {
+                        line.clone()
+                            .with(Outcome::Retired, format!("{why}: {}", verb(*how)))
+                    },
+                ),
             });
+        }
+    }
+}
+
+fn verb(how: plan::Retirement) -> &'static str {
+    match how {
+        plan::Retirement::Deregister => "deregistered with its snapshots",
+        plan::Retirement::Deprecate => "deprecated",
+    }
+}
+
+/// Deregisters (an image already gone is retired) or deprecates at the next minute.
+async fn act<E: RetireImages>(
+    ec2: &E,
+    copy: &crate::domain::model::Image,
+    how: plan::Retirement,
+    on: &On<'_>,
+) -> crate::error::Result<()> {
+    match how {
+        plan::Retirement::Deregister => match ec2.deregister(&copy.id).await {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        },
+        plan::Retirement::Deprecate => {
+            ec2.deprecate(&copy.id, on.now + chrono::Duration::minutes(1))
+                .await
         }
     }
 }

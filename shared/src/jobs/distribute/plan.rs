@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::FUNCTION;
 use crate::domain::ids::{AccountId, Region};
-use crate::domain::model::{Image, ImageState};
+use crate::domain::model::{CopyFound, Image, ImageState};
 use crate::domain::policy::{
     render_parameter, CopyDestination, DistributionTarget, Policy, PolicyDocument,
 };
@@ -130,20 +130,58 @@ pub fn parameters(want: &Want<'_>, region: &Region) -> Vec<String> {
         .collect()
 }
 
-/// Whether a source AMI is still in circulation: the account has it, available (or pending),
-/// and no recall took it out. A copy of anything else has lost its source.
-pub fn in_circulation(image: &Image) -> bool {
-    matches!(image.state, ImageState::Available | ImageState::Pending) && !image.recall_proven()
+/// Whether `copy` is, by EC2's own record (`SourceImageId`, `SourceImageRegion`, which no
+/// caller sets), a copy of `source_id` in `region`, and says so in its lineage tag. A tag alone
+/// proves nothing: anyone in the target account can write it.
+pub fn copies(copy: &Image, source_id: &str, region: &Region) -> bool {
+    copy.tags.get(tags::SOURCE_IMAGE).map(String::as_str) == Some(source_id)
+        && copy
+            .source
+            .as_ref()
+            .is_some_and(|s| s.image_id == source_id && s.region == region.as_str())
+}
+
+/// The target's copies of `source_id`, as the copy step reads them (a disabled copy counts as
+/// existing: it still holds the name).
+pub fn copies_of(target_images: &[Image], source_id: &str, region: &Region) -> Vec<CopyFound> {
+    target_images
+        .iter()
+        .filter(|i| copies(i, source_id, region))
+        .map(|i| CopyFound {
+            image_id: i.id.clone(),
+            state: i.state.clone(),
+            state_reason: None,
+            attempt: i
+                .tags
+                .get(tags::COPY_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1),
+        })
+        .collect()
+}
+
+/// What becomes of a copy whose source left circulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    /// The source is deregistered: the copy is deregistered with its snapshots.
+    Deregister,
+    /// The source is recalled: the copy is deprecated now (reversible; it leaves the lists
+    /// consumers pick from) and deregistered once its source is.
+    Deprecate,
 }
 
 /// The target's copies that this stack made (`created-by` the distribute function,
-/// `source-account` one of `sources`' owners) whose source has left circulation, each with the
-/// reason; never a copy of an AMI the target still gets (`keep`).
+/// `source-account` one of `sources`' owners, and EC2's own record of their source) whose
+/// source has left circulation, with what becomes of each and why; never a copy of an AMI the
+/// target still gets (`keep`). A disabled source keeps its copies: disabling is a stage of
+/// age-out that can be undone; the copy follows when the source is deregistered.
 pub fn orphaned<'a>(
     target_images: &'a [Image],
     sources: &[Image],
     keep: &BTreeSet<String>,
-) -> Vec<(&'a Image, String)> {
+    region: &Region,
+    now: DateTime<Utc>,
+) -> Vec<(&'a Image, Retirement, String)> {
     let owners: BTreeSet<&str> = sources.iter().map(|i| i.owner_id.as_str()).collect();
     target_images
         .iter()
@@ -156,16 +194,24 @@ pub fn orphaned<'a>(
         .filter(|i| i.state != ImageState::Pending)
         .filter_map(|copy| {
             let source_id = copy.tags.get(tags::SOURCE_IMAGE)?;
-            if keep.contains(source_id) {
+            if keep.contains(source_id) || !copies(copy, source_id, region) {
                 return None;
             }
-            let why = match sources.iter().find(|s| &s.id == source_id) {
-                None => format!("its source {source_id} is deregistered"),
-                Some(s) if s.recall_proven() => format!("its source {source_id} is recalled"),
-                Some(s) if !in_circulation(s) => format!("its source {source_id} is {}", s.state),
-                Some(_) => return None,
-            };
-            Some((copy, why))
+            match sources.iter().find(|s| &s.id == source_id) {
+                None => Some((
+                    copy,
+                    Retirement::Deregister,
+                    format!("its source {source_id} is deregistered"),
+                )),
+                Some(s) if s.recall_proven() && copy.deprecation_time.is_none_or(|t| t > now) => {
+                    Some((
+                        copy,
+                        Retirement::Deprecate,
+                        format!("its source {source_id} is recalled"),
+                    ))
+                }
+                Some(_) => None,
+            }
         })
         .collect()
 }

@@ -92,7 +92,8 @@ fn a_targets_copy_is_encrypted_with_its_key_and_carries_its_lineage_but_no_polic
 }
 
 #[test]
-fn only_the_stacks_copies_whose_source_left_circulation_are_orphaned() {
+fn only_the_stacks_copies_ec2_records_as_copies_of_a_source_that_left_are_orphaned() {
+    let now = at("2026-12-05T00:00:00Z");
     let sources = vec![
         image("ami-0000000000000000a", "live", "2026-12-01T00:00:00Z"),
         {
@@ -101,65 +102,55 @@ fn only_the_stacks_copies_whose_source_left_circulation_are_orphaned() {
             d
         },
     ];
-    let copy = |id: &str, source: &str, account: &str, by: &str| {
+    let copy = |id: &str, source: &str, account: &str, by: &str, ec2_source: &str| {
         let mut c = Image::new(id, "copy", COPYING, at("2026-12-01T00:00:00Z"));
         c.tags.insert(tags::SOURCE_IMAGE.into(), source.into());
         c.tags.insert(tags::SOURCE_ACCOUNT.into(), account.into());
         c.tags.insert(tags::CREATED_BY.into(), by.into());
+        c.source = Some(Box::new(crate::domain::model::SourceImage {
+            image_id: ec2_source.into(),
+            region: "us-east-1".into(),
+        }));
         c
     };
+    let (a, b, c) = (
+        "ami-0000000000000000a",
+        "ami-0000000000000000b",
+        "ami-0000000000000000c",
+    );
     let target = vec![
+        copy("ami-10000000000000001", a, OWN, FUNCTION, a),
+        copy("ami-10000000000000002", b, OWN, FUNCTION, b),
+        copy("ami-10000000000000003", c, OWN, FUNCTION, c),
+        copy("ami-10000000000000004", c, "999999999999", FUNCTION, c),
+        copy("ami-10000000000000005", c, OWN, "someone-else", c),
+        // Tagged by someone in the target as the stack's copy of a deregistered AMI, but EC2
+        // records another source: never retired.
         copy(
-            "ami-10000000000000001",
-            "ami-0000000000000000a",
+            "ami-10000000000000006",
+            c,
             OWN,
             FUNCTION,
-        ),
-        copy(
-            "ami-10000000000000002",
-            "ami-0000000000000000b",
-            OWN,
-            FUNCTION,
-        ),
-        copy(
-            "ami-10000000000000003",
-            "ami-0000000000000000c",
-            OWN,
-            FUNCTION,
-        ),
-        copy(
-            "ami-10000000000000004",
-            "ami-0000000000000000c",
-            "999999999999",
-            FUNCTION,
-        ),
-        copy(
-            "ami-10000000000000005",
-            "ami-0000000000000000c",
-            OWN,
-            "someone-else",
+            "ami-0000000000000000f",
         ),
     ];
-    let found = plan::orphaned(&target, &sources, &BTreeSet::new());
-    let ids: Vec<(&str, &str)> = found
+    let found = plan::orphaned(&target, &sources, &BTreeSet::new(), &region(), now);
+    let ids: Vec<(&str, plan::Retirement, &str)> = found
         .iter()
-        .map(|(i, why)| (i.id.as_str(), why.as_str()))
+        .map(|(i, how, why)| (i.id.as_str(), *how, why.as_str()))
         .collect();
     assert_eq!(
         ids,
-        vec![
-            (
-                "ami-10000000000000002",
-                "its source ami-0000000000000000b is disabled"
-            ),
-            (
-                "ami-10000000000000003",
-                "its source ami-0000000000000000c is deregistered"
-            ),
-        ]
+        vec![(
+            "ami-10000000000000003",
+            plan::Retirement::Deregister,
+            "its source ami-0000000000000000c is deregistered"
+        )],
+        "a disabled source keeps its copy (age-out may enable it again)"
     );
-    let keep = BTreeSet::from(["ami-0000000000000000b".to_string()]);
-    assert_eq!(plan::orphaned(&target, &sources, &keep).len(), 1);
+    let keep = BTreeSet::from([c.to_string()]);
+    assert!(plan::orphaned(&target, &sources, &keep, &region(), now).is_empty());
+    assert_eq!(plan::copies_of(&target, c, &region()).len(), 3);
 }
 
 #[test]
