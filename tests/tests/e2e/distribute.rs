@@ -369,6 +369,7 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
 async fn a_target_removed_from_the_policy_is_no_longer_served_and_keeps_its_copy() {
     let bed = TestBed::start();
     bed.targets(&[COPYING, SHARING], &[]);
+    bed.expect_denials(&["sts:AssumeRole", "sts:TagSession"]);
     golden(&bed, "web-20261201").await;
     let env = [("AMI_POLICIES", policies())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
