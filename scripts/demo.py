@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+import demo_accounts  # noqa: E402
 from harness import FUNCTIONS, ROOT, Emulator, Function, binary  # noqa: E402
 
 EXAMPLE_POLICIES = ROOT / "examples" / "policies.json"
@@ -642,7 +643,9 @@ def main() -> int:
         if undone["results"][0]["outcome"] != "restored" or not back:
             print("FAILED: the AMI did not come back")
             return 1
-        return recall(emu, function, publisher, previous, names, published)
+        if recall(emu, function, publisher, previous, names, published):
+            return 1
+        return demo_accounts.distribute(emu, BASE_AMI, table)
     finally:
         for f in functions:
             f.stop()

@@ -387,7 +387,10 @@ async fn retire<E: ImageInventory + RetireImages>(
                 Some(kept) => line.with(Outcome::Kept, kept),
                 None if on.dry_run => line.with(
                     Outcome::Planned,
-                    format!("{why}: it would be {}", verb(*how)),
+                    format!(
+                        "{why}: {} (dry run)",
+                        verb(*how).replace(" is ", " would be ")
+                    ),
                 ),
                 None => act(ec2, copy, *how, on).await.map_or_else(
                     |e| {
@@ -406,8 +409,8 @@ async fn retire<E: ImageInventory + RetireImages>(
 
 fn verb(how: plan::Retirement) -> &'static str {
     match how {
-        plan::Retirement::Deregister => "deregistered with its snapshots",
-        plan::Retirement::Deprecate => "deprecated",
+        plan::Retirement::Deregister => "the copy is deregistered with its snapshots",
+        plan::Retirement::Deprecate => "the copy is deprecated",
     }
 }
 

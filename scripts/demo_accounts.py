@@ -1,0 +1,151 @@
+"""The demo's last stage, across accounts: `ami-distribute` serves two target accounts (each its
+own moto account, reached through target-role.yaml's role with the ExternalId): one gets its own
+encrypted copy and an SSM parameter naming it, the other an SSM parameter naming the shared AMI.
+A newer AMI replaces the first; once its source is deregistered, the first copy is retired in
+the target. Every unit goes through the distribution queue, as Lambda's SQS event source
+delivers it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import Emulator, Function
+
+COPYING, SHARING = "111111111111", "222222222222"
+PARAMETER = "/ami/golden/base"
+DOCUMENT = {
+    "dry_run": False,
+    "policies": [
+        {
+            "name": "golden",
+            "select": {"tags": {"Team": "golden"}},
+            "family_by": "tag:Family",
+            "share": {"accounts": [COPYING, SHARING], "snapshots": True},
+            "distribute": {
+                "targets": [
+                    {"accounts": [COPYING], "copy": {}, "ssm_parameters": ["/ami/golden/{family}"]},
+                    {"accounts": [SHARING], "ssm_parameters": ["/ami/golden/{family}"]},
+                ]
+            },
+        }
+    ],
+}
+
+
+def in_account(emu: Emulator, account: str, service: str) -> Any:
+    """A client of an administrator of `account` (the demo's own look into a target account)."""
+    import boto3
+
+    creds = emu.client("sts", "us-east-1").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/demo-administrator", RoleSessionName="demo"
+    )["Credentials"]
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=emu.endpoint,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def deliver(emu: Emulator, function: Function) -> list[dict]:
+    """The queue's units, each delivered to the function as one SQS record; a unit it names in
+    batchItemFailures stays on the queue."""
+    sqs, url = emu.client("sqs", "us-east-1"), emu.stack["distribute_queue"]
+    lines: list[dict] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for m in messages:
+            record = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"]}
+            ok, report = function.invoke({"Records": [{**record, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}]})
+            if not ok:
+                raise RuntimeError(f"a unit failed: {report}")
+            lines.extend(report["results"])
+            if not report["batchItemFailures"]:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return lines
+
+
+def sweep(emu: Emulator, function: Function, title: str, names: dict[str, str], table: Callable) -> list[dict]:
+    ok, queued = function.invoke({})
+    if not ok:
+        raise RuntimeError(f"the sweep failed: {queued}")
+    lines = deliver(emu, function)
+    rows = [
+        [
+            line["account"],
+            line["action"],
+            names.get(line.get("source_image_id", ""), line.get("source_image_id", "-")),
+            line.get("image_id", "-"),
+            line.get("parameter", "-"),
+            line["outcome"],
+            line.get("reason", ""),
+        ]
+        for line in lines
+    ]
+    table(
+        f"== {title}: {len(queued['results'])} units queued, served from the queue ==",
+        ["account", "action", "source", "in the account", "parameter", "outcome", "reason"],
+        rows,
+    )
+    return lines
+
+
+def image(emu: Emulator, base: str, name: str) -> str:
+    ec2 = emu.ec2("us-east-1")
+    builder = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+    instance = builder["Instances"][0]["InstanceId"]
+    tags = [{"Key": "Team", "Value": "golden"}, {"Key": "Family", "Value": "base"}]
+    return ec2.create_image(
+        InstanceId=instance, Name=name, TagSpecifications=[{"ResourceType": "image", "Tags": tags}]
+    )["ImageId"]
+
+
+def distribute(emu: Emulator, base: str, table: Callable) -> int:
+    """Runs the stage; 0 when the target accounts end as the reports say."""
+    document = Path(tempfile.mkdtemp(prefix="ami-demo-accounts-")) / "policies.json"
+    document.write_text(json.dumps(DOCUMENT))
+    emu._post("accounts", {"accounts": [COPYING, SHARING]})
+    first = image(emu, base, "golden-base-20261201")
+    names = {first: "golden-base-20261201"}
+    functions = [Function(emu, "ami-share", document), Function(emu, "ami-distribute", document)]
+    share, distributor = functions
+    try:
+        share.invoke({})
+        sweep(emu, distributor, "distribute (new AMI)", names, table)
+        sweep(emu, distributor, "distribute (next sweep: the copy is available)", names, table)
+        first_copy = in_account(emu, COPYING, "ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"]
+
+        second = image(emu, base, "golden-base-20261205")
+        names[second] = "golden-base-20261205"
+        share.invoke({})
+        sweep(emu, distributor, "distribute (a newer AMI)", names, table)
+        sweep(emu, distributor, "distribute (next sweep)", names, table)
+        emu.ec2("us-east-1").deregister_image(ImageId=first)
+        retired = sweep(emu, distributor, f"distribute ({names[first]} deregistered at the source)", names, table)
+    finally:
+        for f in functions:
+            f.stop()
+
+    ec2 = in_account(emu, COPYING, "ec2")
+    left = [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    params = {
+        a: in_account(emu, a, "ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"] for a in (COPYING, SHARING)
+    }
+    print(
+        f"\n  {COPYING} owns {len(left)} copy ({', '.join(left)}), {PARAMETER} = {params[COPYING]}; "
+        f"{SHARING} owns none, {PARAMETER} = {names.get(params[SHARING], params[SHARING])} (shared)"
+    )
+    ok = (
+        any(line["action"] == "retire" and line["outcome"] == "retired" for line in retired)
+        and first_copy not in left
+        and len(left) == 1
+        and params[COPYING] == left[0]
+        and params[SHARING] == second
+    )
+    if not ok:
+        print("FAILED: the target accounts do not end as the reports say")
+    return 0 if ok else 1
