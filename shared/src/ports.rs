@@ -563,6 +563,9 @@ pub trait Accounts {
     type Target: TargetAccount + Send + Sync;
     /// Assumes the target role in `account`; the error says why not (no role, denied, ...).
     fn assume(&self, account: &AccountId) -> impl Future<Output = Result<Self::Target>> + Send;
+    /// The active accounts directly in an organizational unit (Organizations
+    /// ListAccountsForParent, every page).
+    fn accounts_in(&self, ou_id: &str) -> impl Future<Output = Result<Vec<AccountId>>> + Send;
     /// Queues units of work (their bodies), at most 10 a call; the bodies SQS refused.
     fn queue_units(&self, bodies: Vec<String>) -> impl Future<Output = Result<Vec<String>>> + Send;
 }

@@ -418,6 +418,20 @@ impl TestBed {
         assert_eq!(status, 200, "deploying the target roles failed: {text}");
     }
 
+    /// The stack's account manages an organization whose OUs (`{"<name>": [accounts]}`) hold
+    /// exactly these accounts; each OU's ARN by name.
+    pub fn organization(&self, units: Value) -> Value {
+        let body = serde_json::json!({ "units": units });
+        let (status, text) = http(
+            self.port,
+            "POST",
+            "/_testbed/organization",
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "seeding the organization failed: {text}");
+        serde_json::from_str::<Value>(&text).expect("JSON")["units"].clone()
+    }
+
     /// The configuration of an administrator of `account` (a test's own look into a target
     /// account: moto answers with credentials of the role's account; not evaluated by IAM).
     pub async fn sdk_in(&self, account: &str, region: &str) -> aws_config::SdkConfig {

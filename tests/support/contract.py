@@ -56,7 +56,7 @@ EC2: ServiceModel = _SESSION.get_service_model("ec2")
 #: The JSON-protocol services the test bed serves, by the prefix of their `X-Amz-Target`.
 JSON_SERVICES: dict[str, ServiceModel] = {
     model.metadata["targetPrefix"]: model
-    for model in (_SESSION.get_service_model(name) for name in ("events", "kms", "ssm", "sqs"))
+    for model in (_SESSION.get_service_model(name) for name in ("events", "kms", "ssm", "sqs", "organizations"))
 }
 
 #: Query parameters that belong to the protocol, not to the operation's input.

@@ -765,6 +765,10 @@ OTHERS: dict[str, Callable[[Call], list[Authorization]]] = {
         for a in ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
     },
     "sts:AssumeRole": assume_role,
+    # No resource-level permission (Service Authorization Reference, AWS Organizations).
+    "organizations:ListAccountsForParent": lambda call: [
+        Authorization("organizations:ListAccountsForParent", "*", None, {})
+    ],
     "scheduler:CreateSchedule": scheduler,
     "scheduler:DeleteSchedule": scheduler,
     "rbin:ListRules": rbin,

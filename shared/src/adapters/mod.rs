@@ -5,6 +5,7 @@
 pub mod ec2;
 pub mod eventbridge;
 pub mod kms;
+pub mod organizations;
 pub mod pace;
 pub mod rbin;
 pub mod scheduler;

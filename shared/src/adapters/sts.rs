@@ -68,6 +68,33 @@ pub async fn assume(
         .build())
 }
 
+/// Assumes `role_arn` (the operator's role that reads the organization, in its management or
+/// a delegated administrator account); the SDK configuration of the session.
+pub async fn assume_plain(sdk: &SdkConfig, role_arn: &str, function: &str) -> Result<SdkConfig> {
+    let out = aws_sdk_sts::Client::new(sdk)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name(function)
+        .duration_seconds(SESSION_SECONDS)
+        .send()
+        .await
+        .map_err(|e| Error::aws("AssumeRole", "", e))?;
+    let c = out.credentials().ok_or_else(|| {
+        Error::Refused(format!("AssumeRole of {role_arn} answered no credentials"))
+    })?;
+    let credentials = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "ami-lifecycle-organizations",
+    );
+    Ok(sdk
+        .to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build())
+}
+
 /// A target account through its assumed role.
 #[derive(Debug, Clone)]
 pub struct Target {

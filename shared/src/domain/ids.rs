@@ -262,6 +262,13 @@ impl FromStr for OrganizationArn {
     }
 }
 
+impl OrganizationalUnitArn {
+    /// The OU's id (`ou-<root>-<id>`), as Organizations' `ParentId` takes it.
+    pub fn id(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+}
+
 impl FromStr for OrganizationalUnitArn {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -84,11 +84,18 @@ pub fn recall(image_id: &str, region: &str, recall_of: &str, set: &str, at: &str
 pub const UNIT_LIFETIME: Duration = Duration::hours(6);
 
 /// The bytes a distribution unit's seal covers: its purpose, the target account, the region,
-/// whether it is a dry run and its expiry. Only the stack queues units; a message anyone else
-/// puts on the queue (or one altered) does not verify, and the function never acts on it.
-pub fn unit(account: &str, region: &str, dry_run: bool, expires: DateTime<Utc>) -> Vec<u8> {
+/// the OU the sweep found the account in (empty when listed by id), whether it is a dry run and
+/// its expiry. Only the stack queues units; a message anyone else puts on the queue (or one
+/// altered) does not verify, and the function never acts on it.
+pub fn unit(
+    account: &str,
+    region: &str,
+    ou: &str,
+    dry_run: bool,
+    expires: DateTime<Utc>,
+) -> Vec<u8> {
     format!(
-        "ami-automation unit v1\naccount={account}\nregion={region}\ndry-run={dry_run}\nexpires={}",
+        "ami-automation unit v2\naccount={account}\nregion={region}\nou={ou}\ndry-run={dry_run}\nexpires={}",
         expires.to_rfc3339()
     )
     .into_bytes()

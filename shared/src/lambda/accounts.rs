@@ -33,6 +33,19 @@ impl Accounts for App {
         Ok(Target::new(sdk))
     }
 
+    async fn accounts_in(&self, ou_id: &str) -> Result<Vec<AccountId>> {
+        let region = crate::adapters::organizations::endpoint_region(&self.settings.home_region);
+        let sdk = match &self.settings.distribution.organizations_role {
+            Some(role) => sts::assume_plain(self.sdk(), role, Function::Distribute.name()).await?,
+            None => self.sdk().clone(),
+        };
+        let config = aws_sdk_organizations::config::Builder::from(&sdk)
+            .region(aws_config::Region::new(region))
+            .build();
+        let client = aws_sdk_organizations::Client::from_conf(config);
+        crate::adapters::organizations::accounts_in(&client, ou_id).await
+    }
+
     async fn queue_units(&self, bodies: Vec<String>) -> Result<Vec<String>> {
         let url = self.settings.distribution.queue_url.as_deref().ok_or_else(|| {
             Error::config(

@@ -42,8 +42,8 @@ impl Job for DistributeJob {
             }
             Decision::Ignore(why) => return ignored::<DistributeLine>(app, run, why).await,
         };
-        let units = plan::units(&app.document, &regions, None);
-        let lines = distribute::execute::sweep(app, units, dry_run, Utc::now()).await;
+        let lines =
+            distribute::execute::sweep(app, &app.document, &regions, dry_run, Utc::now()).await;
         run.finish(app, lines, Vec::new()).await
     }
 }
@@ -82,8 +82,7 @@ async fn units(
             });
             continue;
         }
-        let served =
-            distribute::execute::unit(ctx, &unit.account, &unit.region, unit.dry_run, now).await;
+        let served = distribute::execute::unit(ctx, &unit, now).await;
         if distribute::retry(&served) {
             retry.push(record.message_id.clone());
         }

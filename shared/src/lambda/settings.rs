@@ -106,6 +106,8 @@ pub const EVENT_OUTBOX: Setting = text("AMI_EVENT_OUTBOX_URL", "none (the templa
 pub const TARGET_ROLE_NAME: Setting = text("AMI_TARGET_ROLE_NAME", "`ami-lifecycle-target`", "The name of the role `target-role.yaml` creates in each target account; the distribute function assumes `arn:aws:iam::<target>:role/<name>`.");
 /// The ExternalId the target roles require.
 pub const TARGET_EXTERNAL_ID: Setting = text("AMI_TARGET_EXTERNAL_ID", "none (the template's `TargetExternalId`)", "The ExternalId every target role's trust policy requires. Needed when a policy has `distribute`.");
+/// The role that reads the organization's OUs.
+pub const ORGANIZATIONS_ROLE: Setting = text("AMI_ORGANIZATIONS_ROLE_ARN", "none (the function's own role)", "The role, in the management or a delegated administrator account, that lists the accounts of the policies' target OUs (`organizations:ListAccountsForParent`). None: the stack's own account is that account.");
 /// The queue of units of work of a distribution sweep.
 pub const DISTRIBUTE_QUEUE: Setting = text("AMI_DISTRIBUTE_QUEUE_URL", "none (the template sets its `DistributeQueue`)", "The SQS queue a distribution sweep sends one unit per target account and region to; it feeds the distribute function, and a unit that keeps failing lands in its dead-letter queue.");
 /// Public sharing.
@@ -189,7 +191,7 @@ pub const ENDPOINT_URL: Setting = text(
 );
 
 /// Every setting, in the order the docs list them.
-pub const ALL: [Setting; 29] = [
+pub const ALL: [Setting; 30] = [
     POLICIES,
     POLICIES_FILE,
     REGION,
@@ -197,6 +199,7 @@ pub const ALL: [Setting; 29] = [
     EVENT_OUTBOX,
     TARGET_ROLE_NAME,
     TARGET_EXTERNAL_ID,
+    ORGANIZATIONS_ROLE,
     DISTRIBUTE_QUEUE,
     ALLOW_PUBLIC_SHARING,
     CONCURRENCY,
@@ -371,6 +374,9 @@ pub struct Distribution {
     pub external_id: Option<String>,
     /// The queue of a sweep's units; none: a sweep cannot fan out.
     pub queue_url: Option<String>,
+    /// The role that lists the target OUs' accounts (`AMI_ORGANIZATIONS_ROLE_ARN`); none: the
+    /// function's own.
+    pub organizations_role: Option<String>,
 }
 
 /// The items of a comma-separated list, trimmed, empty ones left out.
@@ -424,6 +430,7 @@ impl Settings {
                     .unwrap_or_else(|| "ami-lifecycle-target".into()),
                 external_id: TARGET_EXTERNAL_ID.text(),
                 queue_url: DISTRIBUTE_QUEUE.text(),
+                organizations_role: ORGANIZATIONS_ROLE.text(),
             },
             snapshot_price: SNAPSHOT_PRICE_PER_GB_MONTH.price()?,
         };

@@ -107,3 +107,54 @@ def distribute_queue(host: str) -> str:
         )
         QUEUE.append(f"http://{host}/{account}/ami-lifecycle-distribute")
     return QUEUE[0]
+
+
+def organization(body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /_testbed/organization`: {"units": {"<name>": ["<account>", ...]}}: the stack's
+    account is the management account of an organization whose OUs (under the root) hold exactly
+    these accounts; an account of an earlier call that a unit no longer lists moves back to the
+    root. Answers each OU's ARN."""
+    from moto.organizations.models import organizations_backends
+
+    backend = organizations_backends[DESCRIPTION["account"]]["aws"]
+    if backend.org is None:
+        backend.create_organization(region="us-east-1", FeatureSet="ALL")
+    assert backend.org is not None
+    root = backend.org.root_id
+    arns: dict[str, str] = {}
+    for name, members in body.get("units", {}).items():
+        ou = next((o for o in backend.ou if getattr(o, "name", None) == name), None)
+        if ou is None:
+            created = backend.create_organizational_unit(ParentId=root, Name=name)["OrganizationalUnit"]
+            ou = backend.get_organizational_unit_by_id(created["Id"])
+        arns[name] = ou.arn
+        for account in backend.accounts:
+            if account.parent_id == ou.id and account.id not in members:
+                account.parent_id = root
+        for member in members:
+            found = next((a for a in backend.accounts if a.id == member), None)
+            if found is None:
+                backend.create_account(AccountName=f"target-{member}", Email=f"{member}@example.com")
+                found = backend.accounts[-1]
+                found.id = member
+            found.parent_id = ou.id
+    return {"units": arns}
+
+
+def launchable_by(ami: Any, account: str) -> bool:
+    """Whether `account` may launch `ami` (its launch permissions: public, the account, or an
+    OU or organization of the stack's organization the account is in)."""
+    if ami.is_public or {"UserId": account} in ami.launch_permissions:
+        return True
+    from moto.organizations.models import organizations_backends
+
+    backend = organizations_backends[DESCRIPTION["account"]]["aws"]
+    if backend.org is None:
+        return False
+    member = next((a for a in backend.accounts if a.id == account), None)
+    if member is None:
+        return False
+    ous = {p.get("OrganizationalUnitArn") for p in ami.launch_permissions}
+    orgs = {p.get("OrganizationArn") for p in ami.launch_permissions}
+    ou = next((o for o in backend.ou if o.id == member.parent_id), None)
+    return (ou is not None and ou.arn in ous) or backend.org.arn in orgs

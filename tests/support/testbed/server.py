@@ -109,6 +109,7 @@ ROUTES: dict[str, tuple[Handler, bool]] = {
         True,
     ),
     "/_testbed/accounts": (lambda body, environ: accounts.accounts(body), False),
+    "/_testbed/organization": (lambda body, environ: accounts.organization(body), True),
     "/_testbed/function": (
         lambda body, environ: _roles().function_started(body["name"], body.get("env", {})) or {},
         True,

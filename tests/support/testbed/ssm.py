@@ -10,6 +10,8 @@ from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
 
+from . import accounts
+
 # PutParameter with DataType `aws:ec2:image` (SSM API reference, PutParameter; SSM User Guide,
 # "Native parameter support for Amazon Machine Image IDs"): "The aws:ec2:image value is validated
 # asynchronously, and the PutParameter call returns before the validation is complete. If you
@@ -76,7 +78,7 @@ def describable(account: str, region: str, image_id: str) -> Any:
         return own
     for owner in list(ec2_backends.keys()):
         ami = ec2_backends[owner][region].amis.get(image_id) if owner != account else None
-        if ami is not None and (ami.is_public or {"UserId": account} in ami.launch_permissions):
+        if ami is not None and accounts.launchable_by(ami, account):
             return ami
     return None
 

@@ -407,3 +407,71 @@ async fn a_target_removed_from_the_policy_is_no_longer_served_and_keeps_its_copy
     assert_eq!(owned(&bed, COPYING).await, copy, "nothing is deleted there");
     assert_eq!(parameter(&bed, COPYING).await, Some(copy[0].0.clone()));
 }
+
+#[tokio::test]
+async fn an_ous_accounts_are_served_through_it_and_one_moved_out_is_no_longer_served() {
+    let bed = TestBed::start();
+    bed.targets(&[SHARING, NO_ROLE], &[]);
+    let units = bed.organization(json!({"platform": [SHARING, NO_ROLE]}));
+    let ou = units["platform"]
+        .as_str()
+        .expect("the OU's ARN")
+        .to_string();
+    let image = golden(&bed, "web-20261201").await;
+    let document = json!({"dry_run": false, "policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
+        "share": {"organizational_units": [ou]},
+        "distribute": {"targets": [{"organizational_units": [ou], "ssm_parameters": ["/ami/golden/{family}"]}]}
+    }]})
+    .to_string();
+    let env = [("AMI_POLICIES", document.as_str())];
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+
+    let sweep = distribute.invoke(&json!({})).ok();
+    let queued: Vec<(&str, &str)> = sweep["results"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| {
+            (
+                l["account"].as_str().unwrap_or(""),
+                l["organizational_unit"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        queued,
+        vec![(SHARING, ou.as_str()), (NO_ROLE, ou.as_str())],
+        "{sweep}"
+    );
+    let served = bed.deliver_units(&distribute).await;
+    assert_eq!(
+        outcomes(&served, SHARING),
+        vec!["publish published"],
+        "{served:?}"
+    );
+    assert_eq!(
+        parameter(&bed, NO_ROLE).await.as_deref(),
+        Some(image.as_str())
+    );
+
+    // NO_ROLE leaves the OU: the next sweep does not serve it, and its parameter stays.
+    bed.organization(json!({"platform": [SHARING]}));
+    let sweep = distribute.invoke(&json!({})).ok();
+    let accounts: Vec<&str> = sweep["results"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["account"].as_str())
+        .collect();
+    assert_eq!(accounts, vec![SHARING], "{sweep}");
+    bed.deliver_units(&distribute).await;
+    assert_eq!(
+        parameter(&bed, NO_ROLE).await.as_deref(),
+        Some(image.as_str()),
+        "nothing is changed there"
+    );
+}

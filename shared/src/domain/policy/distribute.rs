@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::AccountId;
+use crate::domain::ids::{AccountId, OrganizationalUnitArn};
 
 /// The accounts a policy distributes to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -26,7 +26,13 @@ pub struct Distribute {
 pub struct DistributionTarget {
     /// The target accounts (12 digits each); each is also in the policy's `share.accounts`,
     /// since a target launches or copies the AMI shared with it.
+    #[serde(default)]
     pub accounts: BTreeSet<AccountId>,
+    /// Organizational units whose accounts are targets, each listed at every sweep through
+    /// Organizations (ListAccountsForParent: the OU's own accounts, active ones); each is also in
+    /// `share.organizational_units`. Not with `copy`: snapshots are shared with accounts only.
+    #[serde(default)]
+    pub organizational_units: BTreeSet<OrganizationalUnitArn>,
     /// The target owns its own copy (CopyImage in the target account, encrypted with the
     /// target's key, tagged with its lineage); absent: the target uses the shared AMI.
     #[serde(default)]
@@ -49,14 +55,36 @@ pub struct TargetCopy {
 }
 
 impl Distribute {
-    /// What `account` gets, if the policy distributes to it.
-    pub fn target(&self, account: &AccountId) -> Option<&DistributionTarget> {
-        self.targets.iter().find(|t| t.accounts.contains(account))
+    /// What `account` gets, if the policy distributes to it: by its id, or as a member of
+    /// `ou` (the OU a sweep found it in).
+    pub fn target(&self, account: &AccountId, ou: Option<&str>) -> Option<&DistributionTarget> {
+        self.targets
+            .iter()
+            .find(|t| t.accounts.contains(account))
+            .or_else(|| {
+                let ou = ou?;
+                self.targets
+                    .iter()
+                    .find(|t| t.organizational_units.iter().any(|o| o.as_str() == ou))
+            })
     }
 }
 
 impl super::PolicyDocument {
-    /// Every account some policy distributes to.
+    /// Every OU some policy distributes to.
+    pub fn target_units(&self) -> BTreeSet<OrganizationalUnitArn> {
+        self.policies
+            .iter()
+            .filter_map(|p| p.distribute.as_ref())
+            .flat_map(|d| {
+                d.targets
+                    .iter()
+                    .flat_map(|t| t.organizational_units.iter().cloned())
+            })
+            .collect()
+    }
+
+    /// Every account some policy distributes to by its id.
     pub fn target_accounts(&self) -> BTreeSet<AccountId> {
         self.policies
             .iter()

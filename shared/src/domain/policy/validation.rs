@@ -169,10 +169,25 @@ fn check_target_accounts<'a>(
     seen: &mut BTreeSet<&'a crate::domain::ids::AccountId>,
     here: &dyn Fn(&str) -> String,
 ) -> Result<()> {
-    if t.accounts.is_empty() {
+    if t.accounts.is_empty() && t.organizational_units.is_empty() {
         return Err(Error::config(
             here("accounts"),
-            "no accounts: list the 12-digit ids of the target accounts",
+            "no accounts: list the 12-digit ids of the target accounts, or their organizational_units",
+        ));
+    }
+    let shared_units = p.share.as_ref().map(|s| &s.organizational_units);
+    for ou in &t.organizational_units {
+        if !shared_units.is_some_and(|s| s.contains(ou)) {
+            return Err(Error::config(
+                here("organizational_units"),
+                format!("{ou} is not in share.organizational_units: its accounts launch the AMI shared with the OU; add it there"),
+            ));
+        }
+    }
+    if !t.organizational_units.is_empty() && t.copy.is_some() {
+        return Err(Error::config(
+            here("organizational_units"),
+            "an OU's accounts cannot copy the AMI: EC2 shares snapshots with accounts only (ModifySnapshotAttribute takes user ids), so list the accounts that get a copy in `accounts`",
         ));
     }
     let shared = p.share.as_ref().map(|s| &s.accounts);

@@ -11,6 +11,8 @@ use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::ImageState;
 use crate::domain::policy::TemplateDepth;
 use crate::domain::{seal, tags};
+
+pub use super::sweep::sweep;
 use crate::jobs::copies::{client_token, step, CopyKey, Step};
 use crate::jobs::Context;
 use crate::ports::{
@@ -20,68 +22,6 @@ use crate::ports::{
 
 /// Copies into an account made again after EC2 failed them, before a person must look.
 const MAX_ATTEMPTS: u32 = 3;
-
-/// Queues one sealed unit per (account, region); a line for each.
-pub async fn sweep<C: Cloud + Accounts>(
-    cloud: &C,
-    units: Vec<(AccountId, Region)>,
-    dry_run: bool,
-    now: DateTime<Utc>,
-) -> Vec<DistributeLine> {
-    let Some(sealer) = cloud.sealer() else {
-        return units
-            .iter()
-            .map(|(a, r)| {
-                DistributeLine::new(a, r, Action::Queue).with(
-                    Outcome::Refused,
-                    "the deployment names no signing key (AMI_SIGNING_KEY_ARN): a unit the stack cannot seal is never queued".to_string(),
-                )
-            })
-            .collect();
-    };
-    let expires = now + seal::UNIT_LIFETIME;
-    let mut bodies = Vec::new();
-    let mut lines = Vec::new();
-    for (account, region) in units {
-        let line = DistributeLine::new(&account, &region, Action::Queue);
-        let message = seal::unit(account.as_str(), region.as_str(), dry_run, expires);
-        match sealer.seal(message).await {
-            Ok(seal) => {
-                let unit = Unit {
-                    account,
-                    region,
-                    dry_run,
-                    expires,
-                    seal,
-                };
-                bodies.push(serde_json::to_string(&unit).unwrap_or_default());
-                lines.push(line.with(Outcome::Queued, None));
-            }
-            Err(e) => lines.push(line.with(Outcome::Failed, format!("not sealed: {e}"))),
-        }
-    }
-    match cloud.queue_units(bodies.clone()).await {
-        Ok(refused) => mark_refused(&mut lines, &bodies, &refused),
-        Err(e) => {
-            for l in lines.iter_mut().filter(|l| l.outcome == Outcome::Queued) {
-                l.outcome = Outcome::Failed;
-                l.reason = Some(format!("not queued: {e}"));
-            }
-        }
-    }
-    lines
-}
-
-fn mark_refused(lines: &mut [DistributeLine], bodies: &[String], refused: &[String]) {
-    let mut queued = lines.iter_mut().filter(|l| l.outcome == Outcome::Queued);
-    for body in bodies {
-        let Some(line) = queued.next() else { break };
-        if refused.contains(body) {
-            line.outcome = Outcome::Failed;
-            line.reason = Some("SQS refused the message".into());
-        }
-    }
-}
 
 /// Why a queued unit is not acted on now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +65,7 @@ async fn check_seal<C: Cloud>(
     let message = seal::unit(
         unit.account.as_str(),
         unit.region.as_str(),
+        unit.organizational_unit.as_deref().unwrap_or_default(),
         unit.dry_run,
         unit.expires,
     );
@@ -141,12 +82,13 @@ async fn check_seal<C: Cloud>(
 /// source left circulation.
 pub async fn unit<C: Cloud + Accounts>(
     ctx: &Context<'_, C>,
-    account: &AccountId,
-    region: &Region,
-    dry_run: bool,
+    unit: &Unit,
     now: DateTime<Utc>,
 ) -> Vec<DistributeLine> {
-    let head = DistributeLine::new(account, region, Action::Unit);
+    let (account, region, dry_run) = (&unit.account, &unit.region, unit.dry_run);
+    let ou = unit.organizational_unit.as_deref();
+    let mut head = DistributeLine::new(account, region, Action::Unit);
+    head.organizational_unit = unit.organizational_unit.clone();
     let sources = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
         Ok(images) => images,
         Err(e) => {
@@ -171,7 +113,7 @@ pub async fn unit<C: Cloud + Accounts>(
         }
     };
 
-    let wants = plan::wanted(ctx.document, &sources, account, now);
+    let wants = plan::wanted(ctx.document, &sources, (account, ou), now);
     let on = On {
         account,
         region,

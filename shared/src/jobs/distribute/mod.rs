@@ -14,6 +14,7 @@
 pub mod execute;
 pub mod plan;
 mod request;
+mod sweep;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,9 @@ pub const FUNCTION: &str = crate::domain::function::Function::Distribute.name();
 pub struct Unit {
     pub account: AccountId,
     pub region: Region,
+    /// The OU the sweep found the account in (its ARN), when it is a target as a member of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizational_unit: Option<String>,
     /// A dry run reports what the unit would do and changes nothing.
     pub dry_run: bool,
     /// When the seal stops holding (RFC 3339).
@@ -86,7 +90,12 @@ pub enum Outcome {
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DistributeLine {
-    pub account: AccountId,
+    /// The target account (empty on a line about an OU that could not be listed).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub account: String,
+    /// The OU the account is a target through (or the OU that could not be listed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organizational_unit: Option<String>,
     pub region: Region,
     pub action: Action,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -111,7 +120,24 @@ impl DistributeLine {
     /// A line about `action` in `account` and `region`, failed until decided.
     pub fn new(account: &AccountId, region: &Region, action: Action) -> Self {
         DistributeLine {
-            account: account.clone(),
+            account: account.to_string(),
+            ..DistributeLine::new_unchecked(region, action)
+        }
+    }
+
+    /// A sweep's line about an organizational unit (its ARN), which names no account.
+    pub fn of_unit(ou: &str, region: &Region) -> Self {
+        DistributeLine {
+            account: String::new(),
+            organizational_unit: Some(ou.to_string()),
+            ..DistributeLine::new_unchecked(region, Action::Queue)
+        }
+    }
+
+    fn new_unchecked(region: &Region, action: Action) -> Self {
+        DistributeLine {
+            account: String::new(),
+            organizational_unit: None,
             region: region.clone(),
             action,
             policy: String::new(),
@@ -153,7 +179,9 @@ pub fn retry(lines: &[DistributeLine]) -> bool {
 pub fn events(account: &AccountId, region: &Region, lines: &[DistributeLine]) -> Vec<Event> {
     let mine: Vec<&DistributeLine> = lines
         .iter()
-        .filter(|l| &l.account == account && &l.region == region && l.action != Action::Queue)
+        .filter(|l| {
+            l.account == account.as_str() && &l.region == region && l.action != Action::Queue
+        })
         .collect();
     let resources = mine
         .iter()

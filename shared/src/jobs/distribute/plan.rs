@@ -26,18 +26,32 @@ pub fn regions(document: &PolicyDocument, home: &Region) -> Vec<Region> {
     out.into_iter().collect()
 }
 
-/// The units a sweep queues: every target account of the document in every region (or only
-/// `accounts`, when the run asks for some).
+/// One account a sweep serves, and the OU it was found in (none when listed by id).
+pub type Target = (AccountId, Option<String>);
+
+/// The units a sweep queues: every target account of the document, by id or as a member of a
+/// target OU (`members`: each OU's ARN with its accounts), in every region. An account listed
+/// by id is served as such; one in two OUs, through the first.
 pub fn units(
     document: &PolicyDocument,
     regions: &[Region],
-    accounts: Option<&[AccountId]>,
-) -> Vec<(AccountId, Region)> {
-    document
+    members: &BTreeMap<String, Vec<AccountId>>,
+) -> Vec<(Target, Region)> {
+    let mut targets: Vec<Target> = document
         .target_accounts()
         .into_iter()
-        .filter(|a| accounts.is_none_or(|only| only.contains(a)))
-        .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+        .map(|a| (a, None))
+        .collect();
+    for (ou, accounts) in members {
+        for a in accounts {
+            if !targets.iter().any(|(t, _)| t == a) {
+                targets.push((a.clone(), Some(ou.clone())));
+            }
+        }
+    }
+    targets
+        .into_iter()
+        .flat_map(|t| regions.iter().map(move |r| (t.clone(), r.clone())))
         .collect()
 }
 
@@ -58,12 +72,16 @@ pub struct Want<'a> {
 pub fn wanted<'a>(
     document: &'a PolicyDocument,
     images: &'a [Image],
-    account: &AccountId,
+    (account, ou): (&AccountId, Option<&str>),
     now: DateTime<Utc>,
 ) -> Vec<Want<'a>> {
     let mut out = Vec::new();
     for policy in &document.policies {
-        let Some(target) = policy.distribute.as_ref().and_then(|d| d.target(account)) else {
+        let Some(target) = policy
+            .distribute
+            .as_ref()
+            .and_then(|d| d.target(account, ou))
+        else {
             continue;
         };
         let mut families: BTreeMap<String, Vec<&'a Image>> = BTreeMap::new();

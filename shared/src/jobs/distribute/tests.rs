@@ -54,14 +54,14 @@ fn each_target_gets_the_newest_available_ami_of_each_family_never_a_deprecated_o
         deprecated,
     ];
     let account: AccountId = COPYING.parse().expect("account");
-    let wants = plan::wanted(&doc, &images, &account, now);
+    let wants = plan::wanted(&doc, &images, (&account, None), now);
     let chosen: Vec<&str> = wants.iter().map(|w| w.image.id.as_str()).collect();
     assert_eq!(chosen, vec!["ami-00000000000000002"]);
     assert!(wants[0].target.copy.is_some());
 
     let other: AccountId = "333333333333".parse().expect("account");
     assert!(
-        plan::wanted(&doc, &images, &other, now).is_empty(),
+        plan::wanted(&doc, &images, (&other, None), now).is_empty(),
         "an account no target lists gets nothing"
     );
 }
@@ -75,7 +75,7 @@ fn a_targets_copy_is_encrypted_with_its_key_and_carries_its_lineage_but_no_polic
         "2026-12-02T00:00:00Z",
     )];
     let account: AccountId = COPYING.parse().expect("account");
-    let wants = plan::wanted(&doc, &images, &account, at("2026-12-05T00:00:00Z"));
+    let wants = plan::wanted(&doc, &images, (&account, None), at("2026-12-05T00:00:00Z"));
     let how = plan::copy_how(wants[0].target);
     assert!(how.encrypted);
     assert_eq!(how.kms_key_id.as_deref(), Some("alias/their-key"));
@@ -154,14 +154,57 @@ fn only_the_stacks_copies_ec2_records_as_copies_of_a_source_that_left_are_orphan
 }
 
 #[test]
-fn a_sweep_queues_one_unit_per_target_account_and_region() {
+fn a_sweep_queues_one_unit_per_target_account_and_region_and_an_ous_members_through_it() {
     let doc = document();
     let regions = vec![region(), "eu-west-1".parse().expect("region")];
-    let units = plan::units(&doc, &regions, None);
-    assert_eq!(units.len(), 4);
-    let only: AccountId = SHARING.parse().expect("account");
-    let some = plan::units(&doc, &regions, Some(std::slice::from_ref(&only)));
-    assert!(some.iter().all(|(a, _)| a == &only) && some.len() == 2);
+    let none = std::collections::BTreeMap::new();
+    assert_eq!(plan::units(&doc, &regions, &none).len(), 4);
+    let ou = "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-abcd-abcdefgh".to_string();
+    let members = std::collections::BTreeMap::from([(
+        ou.clone(),
+        vec![
+            SHARING.parse().expect("account"),
+            "444444444444".parse().expect("account"),
+        ],
+    )]);
+    let units = plan::units(&doc, &regions, &members);
+    assert_eq!(units.len(), 6, "{units:?}");
+    let through: Vec<(&str, Option<&str>)> = units
+        .iter()
+        .map(|((a, o), _)| (a.as_str(), o.as_deref()))
+        .collect();
+    assert!(
+        through.contains(&(SHARING, None)),
+        "listed by id: served as such"
+    );
+    assert!(through.contains(&("444444444444", Some(ou.as_str()))));
+}
+
+#[test]
+fn an_ou_target_is_shared_with_and_never_copies() {
+    let ou = "arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-abcd-abcdefgh";
+    let with = |copy: serde_json::Value, shared: serde_json::Value| {
+        let json = serde_json::json!({"policies": [{"name": "golden",
+            "share": {"organizational_units": shared, "snapshots": true},
+            "distribute": {"targets": [{"organizational_units": [ou], "copy": copy, "ssm_parameters": ["/ami/{family}"]}]}}]});
+        PolicyDocument::parse(&json.to_string(), Deployment::default())
+    };
+    let err = with(serde_json::json!({}), serde_json::json!([ou]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("organizational_units") && err.contains("ModifySnapshotAttribute"),
+        "{err}"
+    );
+    let err = with(serde_json::Value::Null, serde_json::json!([]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not in share.organizational_units"), "{err}");
+    let doc = with(serde_json::Value::Null, serde_json::json!([ou])).expect("valid");
+    let d = doc.policies[0].distribute.as_ref().expect("distribute");
+    let member: AccountId = "444444444444".parse().expect("account");
+    assert!(d.target(&member, Some(ou)).is_some());
+    assert!(d.target(&member, None).is_none());
 }
 
 #[test]

@@ -1,0 +1,42 @@
+//! Organizations: the accounts of an organizational unit (ListAccountsForParent, every page;
+//! Organizations API reference: `ParentId` is the OU's id, `MaxResults` 1 to 20, the answer's
+//! `Status` ACTIVE, SUSPENDED or PENDING_CLOSURE). Organizations answers only in the
+//! management account or a delegated administrator account, from its endpoint in the
+//! partition's home region (us-east-1 for `aws`).
+
+use aws_sdk_organizations::types::AccountStatus;
+use aws_sdk_organizations::Client;
+
+use crate::domain::ids::{AccountId, Region};
+use crate::error::{Error, Result};
+
+/// The region of the partition's Organizations endpoint.
+pub fn endpoint_region(home: &Region) -> &'static str {
+    match home.partition() {
+        "aws-cn" => "cn-northwest-1",
+        "aws-us-gov" => "us-gov-west-1",
+        _ => "us-east-1",
+    }
+}
+
+/// The active accounts directly in the OU `ou_id` (a suspended or closing account is no target).
+pub async fn accounts_in(client: &Client, ou_id: &str) -> Result<Vec<AccountId>> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_accounts_for_parent()
+        .parent_id(ou_id)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| Error::aws("ListAccountsForParent", "", e))?;
+        for account in page.accounts() {
+            if account.status() != Some(&AccountStatus::Active) {
+                continue;
+            }
+            if let Some(id) = account.id().and_then(|id| id.parse::<AccountId>().ok()) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
