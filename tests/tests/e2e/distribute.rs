@@ -475,3 +475,75 @@ async fn an_ous_accounts_are_served_through_it_and_one_moved_out_is_no_longer_se
         "nothing is changed there"
     );
 }
+
+#[tokio::test]
+async fn a_unit_that_keeps_failing_lands_in_the_dead_letter_queue_after_three_deliveries() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING, SHARING], &[NO_ROLE]);
+    bed.expect_denials(&["sts:AssumeRole", "sts:TagSession"]);
+    golden(&bed, "web-20261201").await;
+    let env = [("AMI_POLICIES", policies())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+    distribute.invoke(&json!({"regions": ["us-east-1"]})).ok();
+    let sqs = bed.sqs().await;
+    let dead = bed.distribute_queue.replace(
+        "ami-lifecycle-distribute",
+        "ami-lifecycle-distribute-dead-letter",
+    );
+
+    // Lambda receives each message, then SQS delivers what was not deleted again (here at once:
+    // the visibility timeout is set to 0 on receipt).
+    let mut failed_deliveries = 0;
+    for _ in 0..6 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&bed.distribute_queue)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        for m in out.messages() {
+            let event = json!({"Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                "body": m.body(), "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                "attributes": {}, "messageAttributes": {},
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]});
+            let report = distribute.invoke(&event).ok();
+            if report["batchItemFailures"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+            {
+                failed_deliveries += 1;
+            } else {
+                sqs.delete_message()
+                    .queue_url(&bed.distribute_queue)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DeleteMessage");
+            }
+        }
+    }
+    assert_eq!(
+        failed_deliveries, 3,
+        "the unit without a role is delivered three times"
+    );
+    let parked = sqs
+        .receive_message()
+        .queue_url(&dead)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("ReceiveMessage from the dead-letter queue");
+    let bodies: Vec<&str> = parked.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(
+        bodies[0].contains(NO_ROLE),
+        "its body names the account: {}",
+        bodies[0]
+    );
+}
