@@ -1,10 +1,10 @@
 //! Organizations: the accounts of an organizational unit (ListAccountsForParent, every page;
 //! Organizations API reference: `ParentId` is the OU's id, `MaxResults` 1 to 20, the answer's
-//! `Status` ACTIVE, SUSPENDED or PENDING_CLOSURE). Organizations answers only in the
+//! `State`, which replaces `Status`). Organizations answers only in the
 //! management account or a delegated administrator account, from its endpoint in the
 //! partition's home region (us-east-1 for `aws`).
 
-use aws_sdk_organizations::types::AccountStatus;
+use aws_sdk_organizations::types::{AccountState, AccountStatus};
 use aws_sdk_organizations::Client;
 
 use crate::domain::ids::{AccountId, Region};
@@ -30,7 +30,13 @@ pub async fn accounts_in(client: &Client, ou_id: &str) -> Result<Vec<AccountId>>
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| Error::aws("ListAccountsForParent", "", e))?;
         for account in page.accounts() {
-            if account.status() != Some(&AccountStatus::Active) {
+            // `State` replaces `Status` (retired by Organizations in September 2026); an answer
+            // that still carries only `Status` is read through it.
+            let active = match account.state() {
+                Some(state) => state == &AccountState::Active,
+                None => account.status() == Some(&AccountStatus::Active),
+            };
+            if !active {
                 continue;
             }
             if let Some(id) = account.id().and_then(|id| id.parse::<AccountId>().ok()) {

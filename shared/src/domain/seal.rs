@@ -101,6 +101,15 @@ pub fn unit(
     .into_bytes()
 }
 
+/// The bytes the seal on a target account's copy covers (its
+/// [`crate::domain::tags::DISTRIBUTED_SEAL`] tag, written at CopyImage): the target account,
+/// the region and the source AMI. Only a copy whose seal verifies is retired by the stack:
+/// anyone in the target account can write the lineage tags on any image, never this seal.
+pub fn distributed(account: &str, region: &str, source: &str) -> Vec<u8> {
+    format!("ami-automation distributed v1\naccount={account}\nregion={region}\nsource={source}")
+        .into_bytes()
+}
+
 /// The value of a sealed tag ([`crate::domain::tags::VALIDATION_SEAL`],
 /// [`crate::domain::tags::PINNED_AT`]): the time and the seal.
 pub fn sealed_tag(at: &str, seal: &str) -> String {

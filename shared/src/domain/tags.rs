@@ -24,6 +24,9 @@ pub const ROOT_DEVICE_NAME: &str = "ami-automation:root-device-name";
 pub const SOURCE_IMAGE: &str = "ami-automation:source-image";
 /// On a copy in a target account: the account that owns its source (the distributing stack's).
 pub const SOURCE_ACCOUNT: &str = "ami-automation:source-account";
+/// On a copy in a target account: the stack's seal over the account, region and source
+/// ([`crate::domain::seal::distributed`]); the stack retires only a copy whose seal verifies.
+pub const DISTRIBUTED_SEAL: &str = "ami-automation:distributed-seal";
 /// On a copy in a target account: the policy that distributed it.
 pub const SOURCE_POLICY: &str = "ami-automation:source-policy";
 /// On a copy: its source region.

@@ -314,6 +314,34 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
         Some(old_copy.clone()),
         "the parameter moved on"
     );
+    // Someone in the target copies the old AMI themselves and tags it as the stack's copy.
+    let lineage = [
+        ("ami-automation:created-by", "ami-distribute"),
+        ("ami-automation:source-account", "123456789012"),
+        ("ami-automation:source-image", old.as_str()),
+    ];
+    let planted = target_ec2
+        .copy_image()
+        .source_image_id(&old)
+        .source_region("us-east-1")
+        .name("their-own-copy")
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Image)
+                .set_tags(Some(
+                    lineage
+                        .iter()
+                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
+                        .collect(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CopyImage by the target's own team")
+        .image_id()
+        .unwrap_or_default()
+        .to_string();
 
     // The source of the old copy is deregistered: the copy in use is kept, named in the report.
     bed.ec2("us-east-1")
@@ -328,7 +356,7 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
     let retire: Vec<&Value> = kept
         .iter()
         .flat_map(|r| r["results"].as_array().into_iter().flatten())
-        .filter(|l| l["action"] == "retire")
+        .filter(|l| l["action"] == "retire" && l["image_id"] == old_copy.as_str())
         .collect();
     assert_eq!(retire.len(), 1, "{kept:?}");
     assert_eq!(retire[0]["outcome"], "kept", "{kept:?}");
@@ -362,7 +390,16 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
         .into_iter()
         .map(|(id, ..)| id)
         .collect();
-    assert!(!left.contains(&old_copy) && left.len() == 1, "{left:?}");
+    assert!(!left.contains(&old_copy) && left.len() == 2, "{left:?}");
+    assert!(
+        left.contains(&planted),
+        "a copy only tagged as the stack's is never retired: {left:?}"
+    );
+    let kept_planted = retired
+        .iter()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        .any(|l| l["image_id"] == planted.as_str() && l["outcome"] == "kept");
+    assert!(kept_planted, "{retired:?}");
 }
 
 #[tokio::test]

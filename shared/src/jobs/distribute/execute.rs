@@ -124,7 +124,10 @@ pub async fn unit<C: Cloud + Accounts>(
     let mut lines = Vec::new();
     for want in &wants {
         let named = match &want.target.copy {
-            Some(_) => own_copy(&ec2, &owned, want, &on, &mut lines).await,
+            Some(_) => {
+                let seal = copy_seal(ctx.cloud, &on, &want.image.id).await;
+                own_copy(&ec2, &owned, (want, seal.as_deref()), &on, &mut lines).await
+            }
             None => Some(want.image.id.clone()),
         };
         publish(&params, want, &on, named, &mut lines).await;
@@ -132,8 +135,49 @@ pub async fn unit<C: Cloud + Accounts>(
 
     let keep: BTreeSet<String> = wants.iter().map(|w| w.image.id.clone()).collect();
     let orphans = plan::orphaned(&owned, &sources, &keep, region, now);
+    let orphans = proven(ctx.cloud, orphans, &on, &mut lines).await;
     retire(&ec2, orphans, &on, &mut lines).await;
     lines
+}
+
+/// The seal a copy made now carries, when the deployment has a key.
+async fn copy_seal<C: Cloud>(cloud: &C, on: &On<'_>, source: &str) -> Option<String> {
+    let sealer = cloud.sealer()?;
+    let message = seal::distributed(on.account.as_str(), on.region.as_str(), source);
+    sealer.seal(message).await.ok()
+}
+
+/// The orphans whose seal proves the stack made them; a line (kept) for each other one.
+async fn proven<'a, C: Cloud>(
+    cloud: &C,
+    orphans: Vec<(&'a crate::domain::model::Image, plan::Retirement, String)>,
+    on: &On<'_>,
+    lines: &mut Vec<DistributeLine>,
+) -> Vec<(&'a crate::domain::model::Image, plan::Retirement, String)> {
+    let sealer = cloud.sealer();
+    let mut out = Vec::new();
+    for (copy, how, why) in orphans {
+        let source = copy
+            .tags
+            .get(tags::SOURCE_IMAGE)
+            .cloned()
+            .unwrap_or_default();
+        let message = seal::distributed(on.account.as_str(), on.region.as_str(), &source);
+        let verified = match (sealer.as_ref(), copy.tags.get(tags::DISTRIBUTED_SEAL)) {
+            (Some(s), Some(tag)) => s.verify(message, tag).await.unwrap_or(false),
+            _ => false,
+        };
+        if verified {
+            out.push((copy, how, why));
+            continue;
+        }
+        let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
+        line.image_id = Some(copy.id.clone());
+        line.source_image_id = Some(source);
+        let kept = format!("{why}, but no seal of the stack proves it made this copy (its tags alone prove nothing): kept");
+        lines.push(line.with(Outcome::Kept, kept));
+    }
+    out
 }
 
 /// Where a unit acts.
@@ -159,7 +203,7 @@ impl On<'_> {
 async fn own_copy<E: CopyImages + RetireImages>(
     ec2: &E,
     owned: &[crate::domain::model::Image],
-    want: &Want<'_>,
+    (want, seal): (&Want<'_>, Option<&str>),
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) -> Option<String> {
@@ -199,14 +243,14 @@ async fn own_copy<E: CopyImages + RetireImages>(
         return None;
     }
 
-    lines.push(make_copy(ec2, want, on, attempt, &failed, base).await);
+    lines.push(make_copy(ec2, (want, seal), on, attempt, &failed, base).await);
     None
 }
 
 /// Deregisters the failed copies (they hold the name), then CopyImage into the account.
 async fn make_copy<E: CopyImages + RetireImages>(
     ec2: &E,
-    want: &Want<'_>,
+    (want, seal): (&Want<'_>, Option<&str>),
     on: &On<'_>,
     attempt: u32,
     failed: &[crate::domain::model::CopyFound],
@@ -233,7 +277,7 @@ async fn make_copy<E: CopyImages + RetireImages>(
         how: &how,
         attempt,
     });
-    let tags = plan::copy_tags(want, on.region, attempt);
+    let tags = plan::copy_tags(want, on.region, attempt, seal);
     let made = ec2
         .copy_image(
             &want.image.id,

@@ -174,8 +174,8 @@ pub fn retry(lines: &[DistributeLine]) -> bool {
     lines.iter().any(|l| l.outcome == Outcome::Failed)
 }
 
-/// One event per unit served: `AMI Distribution Failed` when it is to be retried, else `AMI
-/// Distributed` with what changed in the account (none for a unit with nothing to do).
+/// One event per unit served: `AMI Distribution Failed` when something failed or was refused,
+/// else `AMI Distributed` with what changed in the account (none for a unit with nothing to do).
 pub fn events(account: &AccountId, region: &Region, lines: &[DistributeLine]) -> Vec<Event> {
     let mine: Vec<&DistributeLine> = lines
         .iter()
@@ -191,7 +191,9 @@ pub fn events(account: &AccountId, region: &Region, lines: &[DistributeLine]) ->
         .into_iter()
         .collect();
     let detail = serde_json::json!({"account": account, "region": region, "lines": mine});
-    if retry(lines) {
+    // A refusal (a disabled copy, copies EC2 keeps failing, a parameter of another type) needs a
+    // person as much as a failure does: both are announced.
+    if mine.iter().any(|l| crate::jobs::Line::failed(*l)) {
         return vec![event(
             detail_type::AMI_DISTRIBUTION_FAILED,
             resources,

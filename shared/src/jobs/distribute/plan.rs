@@ -117,7 +117,12 @@ pub fn copy_how(target: &DistributionTarget) -> CopyDestination {
 /// The tags of a target's copy and its snapshots: the tool, the lineage (source AMI, region,
 /// account, policy, when the source was made) and, after a failure, the attempt. No policy tag:
 /// the target's own rules, not the stack's, decide what else happens to its copy.
-pub fn copy_tags(want: &Want<'_>, region: &Region, attempt: u32) -> BTreeMap<String, String> {
+pub fn copy_tags(
+    want: &Want<'_>,
+    region: &Region,
+    attempt: u32,
+    seal: Option<&str>,
+) -> BTreeMap<String, String> {
     let image = want.image;
     let mut out = BTreeMap::from([
         (tags::CREATED_BY.to_string(), FUNCTION.to_string()),
@@ -135,6 +140,9 @@ pub fn copy_tags(want: &Want<'_>, region: &Region, attempt: u32) -> BTreeMap<Str
     }
     if attempt > 1 {
         out.insert(tags::COPY_ATTEMPT.into(), attempt.to_string());
+    }
+    if let Some(seal) = seal {
+        out.insert(tags::DISTRIBUTED_SEAL.into(), seal.to_string());
     }
     out
 }

@@ -79,7 +79,8 @@ fn a_targets_copy_is_encrypted_with_its_key_and_carries_its_lineage_but_no_polic
     let how = plan::copy_how(wants[0].target);
     assert!(how.encrypted);
     assert_eq!(how.kms_key_id.as_deref(), Some("alias/their-key"));
-    let tags = plan::copy_tags(&wants[0], &region(), 1);
+    let tags = plan::copy_tags(&wants[0], &region(), 1, Some("the-seal"));
+    assert_eq!(tags[tags::DISTRIBUTED_SEAL], "the-seal");
     assert_eq!(tags[tags::SOURCE_IMAGE], "ami-00000000000000002");
     assert_eq!(tags[tags::SOURCE_ACCOUNT], OWN);
     assert_eq!(tags[tags::SOURCE_REGION], "us-east-1");
