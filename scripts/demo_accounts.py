@@ -110,6 +110,9 @@ def distribute(emu: Emulator, base: str, table: Callable) -> int:
     document.write_text(json.dumps(DOCUMENT))
     emu._post("accounts", {"accounts": [COPYING, SHARING]})
     first = image(emu, base, "golden-base-20261201")
+    # Made a day earlier than the AMI that replaces it: "newest" never depends on which of two
+    # images made within the same second EC2 lists first.
+    emu.seed("us-east-1", first, creation_date="2026-12-01T00:00:00.000Z")
     names = {first: "golden-base-20261201"}
     functions = [Function(emu, "ami-share", document), Function(emu, "ami-distribute", document)]
     share, distributor = functions
