@@ -476,11 +476,11 @@ impl TestBed {
             }
             let mut retry = Vec::new();
             for m in out.messages() {
-                let event = serde_json::json!({"Records": [{
-                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
-                    "body": m.body(), "attributes": {}, "messageAttributes": {},
-                    "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]});
+                let event = sqs_event(
+                    m.message_id().unwrap_or_default(),
+                    m.receipt_handle().unwrap_or_default(),
+                    m.body().unwrap_or_default(),
+                );
                 let report = function.invoke(&event).ok();
                 let failed = report["batchItemFailures"]
                     .as_array()
@@ -703,6 +703,15 @@ pub fn function_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The event Lambda's SQS event source gives a function for one message of the distribution
+/// queue (one record: the template's BatchSize).
+pub fn sqs_event(message_id: &str, receipt_handle: &str, body: &str) -> Value {
+    serde_json::json!({"Records": [{
+        "messageId": message_id, "receiptHandle": receipt_handle, "body": body,
+        "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]})
 }
 
 /// A function binary served through the Lambda runtime API by `cargo lambda watch`.

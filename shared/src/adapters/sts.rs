@@ -52,20 +52,7 @@ pub async fn assume(
         .send()
         .await
         .map_err(|e| Error::aws("AssumeRole", home.as_str(), e))?;
-    let c = out
-        .credentials()
-        .ok_or_else(|| Error::Refused(format!("AssumeRole of {arn} answered no credentials")))?;
-    let credentials = Credentials::new(
-        c.access_key_id(),
-        c.secret_access_key(),
-        Some(c.session_token().to_string()),
-        None,
-        "ami-lifecycle-target",
-    );
-    Ok(sdk
-        .to_builder()
-        .credentials_provider(SharedCredentialsProvider::new(credentials))
-        .build())
+    session(sdk, &out, &arn, "ami-lifecycle-target")
 }
 
 /// Assumes `role_arn` (the operator's role that reads the organization, in its management or
@@ -79,6 +66,16 @@ pub async fn assume_plain(sdk: &SdkConfig, role_arn: &str, function: &str) -> Re
         .send()
         .await
         .map_err(|e| Error::aws("AssumeRole", "", e))?;
+    session(sdk, &out, role_arn, "ami-lifecycle-organizations")
+}
+
+/// The SDK configuration of the session AssumeRole answered.
+fn session(
+    sdk: &SdkConfig,
+    out: &aws_sdk_sts::operation::assume_role::AssumeRoleOutput,
+    role_arn: &str,
+    provider: &'static str,
+) -> Result<SdkConfig> {
     let c = out.credentials().ok_or_else(|| {
         Error::Refused(format!("AssumeRole of {role_arn} answered no credentials"))
     })?;
@@ -87,7 +84,7 @@ pub async fn assume_plain(sdk: &SdkConfig, role_arn: &str, function: &str) -> Re
         c.secret_access_key(),
         Some(c.session_token().to_string()),
         None,
-        "ami-lifecycle-organizations",
+        provider,
     );
     Ok(sdk
         .to_builder()

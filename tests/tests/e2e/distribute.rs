@@ -3,7 +3,7 @@
 //! source delivers them, and the target accounts' own EC2 and SSM (each its own moto account,
 //! reached through target-role.yaml's role, evaluated by IAM).
 
-use e2e_tests::{seed, Function, TestBed};
+use e2e_tests::{seed, sqs_event, Function, TestBed};
 use serde_json::{json, Value};
 
 const COPYING: &str = "111111111111";
@@ -233,9 +233,7 @@ async fn a_unit_the_stack_did_not_seal_is_refused_and_changes_nothing() {
     let distribute = Function::start(&bed, "ami-distribute", &env);
     let forged = json!({"account": COPYING, "region": "us-east-1", "dry_run": false,
         "expires": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(), "seal": "AAAA"});
-    let event = json!({"Records": [{"messageId": "m-1", "receiptHandle": "r", "body": forged.to_string(),
-        "eventSource": "aws:sqs", "awsRegion": "us-east-1", "attributes": {}, "messageAttributes": {},
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]});
+    let event = sqs_event("m-1", "r", &forged.to_string());
     let report = distribute.invoke(&event).ok();
     assert_eq!(report["results"][0]["outcome"], "refused", "{report}");
     assert!(
@@ -545,10 +543,11 @@ async fn a_unit_that_keeps_failing_lands_in_the_dead_letter_queue_after_three_de
             .await
             .expect("ReceiveMessage");
         for m in out.messages() {
-            let event = json!({"Records": [{"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
-                "body": m.body(), "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-                "attributes": {}, "messageAttributes": {},
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ami-lifecycle-distribute"}]});
+            let event = sqs_event(
+                m.message_id().unwrap_or_default(),
+                m.receipt_handle().unwrap_or_default(),
+                m.body().unwrap_or_default(),
+            );
             let report = distribute.invoke(&event).ok();
             if report["batchItemFailures"]
                 .as_array()
