@@ -400,6 +400,11 @@ impl StoredParameter {
     }
 }
 
+/// SSM's refusal of an update while it validates the one before (PutParameter,
+/// `TooManyUpdates`: "There are concurrent updates for a resource that supports one update at a
+/// time"): an `aws:ec2:image` value is validated asynchronously; the next sweep writes again.
+pub const PARAMETER_VALIDATING: &str = "TooManyUpdates";
+
 /// SSM parameters, for publishing.
 pub trait Parameters: Regional {
     /// The parameter as GetParameter answers it (its validated version), or none when it does
@@ -566,6 +571,8 @@ pub trait Accounts {
     /// The active accounts directly in an organizational unit (Organizations
     /// ListAccountsForParent, every page).
     fn accounts_in(&self, ou_id: &str) -> impl Future<Output = Result<Vec<AccountId>>> + Send;
+    /// The id of the OU (or root) an account is directly in now (Organizations ListParents).
+    fn parent_of(&self, account: &AccountId) -> impl Future<Output = Result<String>> + Send;
     /// Queues units of work (their bodies), at most 10 a call; the bodies SQS refused.
     fn queue_units(&self, bodies: Vec<String>) -> impl Future<Output = Result<Vec<String>>> + Send;
 }

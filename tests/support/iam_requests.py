@@ -682,6 +682,12 @@ def scheduler(call: Call) -> list[Authorization]:
     return out
 
 
+def organizations(call: Call) -> list[Authorization]:
+    # Authorized against "*": the Service Authorization Reference lists no required resource
+    # for ListAccountsForParent or ListParents.
+    return [Authorization(f"organizations:{call.action}", "*", None, {})]
+
+
 def rbin(call: Call) -> list[Authorization]:
     if call.action == "GetRule":
         identifier = call.path.rstrip("/").rsplit("/", 1)[-1]
@@ -765,10 +771,8 @@ OTHERS: dict[str, Callable[[Call], list[Authorization]]] = {
         for a in ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
     },
     "sts:AssumeRole": assume_role,
-    # No resource-level permission (Service Authorization Reference, AWS Organizations).
-    "organizations:ListAccountsForParent": lambda call: [
-        Authorization("organizations:ListAccountsForParent", "*", None, {})
-    ],
+    "organizations:ListAccountsForParent": organizations,
+    "organizations:ListParents": organizations,
     "scheduler:CreateSchedule": scheduler,
     "scheduler:DeleteSchedule": scheduler,
     "rbin:ListRules": rbin,

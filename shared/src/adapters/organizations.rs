@@ -1,6 +1,7 @@
 //! Organizations: the accounts of an organizational unit (ListAccountsForParent, every page;
 //! Organizations API reference: `ParentId` is the OU's id, `MaxResults` 1 to 20, the answer's
-//! `State`, which replaces `Status`). Organizations answers only in the
+//! `State`, which replaces `Status`), and the OU an account is in now (ListParents: "a child can
+//! have only a single parent"). Organizations answers only in the
 //! management account or a delegated administrator account, from its endpoint in the
 //! partition's home region (us-east-1 for `aws`).
 
@@ -45,4 +46,22 @@ pub async fn accounts_in(client: &Client, ou_id: &str) -> Result<Vec<AccountId>>
         }
     }
     Ok(out)
+}
+
+/// The id of the OU or root `account` is directly in (ListParents; one parent per child).
+pub async fn parent_of(client: &Client, account: &AccountId) -> Result<String> {
+    let out = client
+        .list_parents()
+        .child_id(account.as_str())
+        .send()
+        .await
+        .map_err(|e| Error::aws("ListParents", "", e))?;
+    out.parents()
+        .iter()
+        .find_map(|p| p.id().map(str::to_string))
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "Organizations names no parent of {account}: it is not in the organization"
+            ))
+        })
 }

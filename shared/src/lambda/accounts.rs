@@ -34,16 +34,13 @@ impl Accounts for App {
     }
 
     async fn accounts_in(&self, ou_id: &str) -> Result<Vec<AccountId>> {
-        let region = crate::adapters::organizations::endpoint_region(&self.settings.home_region);
-        let sdk = match &self.settings.distribution.organizations_role {
-            Some(role) => sts::assume_plain(self.sdk(), role, Function::Distribute.name()).await?,
-            None => self.sdk().clone(),
-        };
-        let config = aws_sdk_organizations::config::Builder::from(&sdk)
-            .region(aws_config::Region::new(region))
-            .build();
-        let client = aws_sdk_organizations::Client::from_conf(config);
+        let client = self.organizations().await?;
         crate::adapters::organizations::accounts_in(&client, ou_id).await
+    }
+
+    async fn parent_of(&self, account: &AccountId) -> Result<String> {
+        let client = self.organizations().await?;
+        crate::adapters::organizations::parent_of(&client, account).await
     }
 
     async fn queue_units(&self, bodies: Vec<String>) -> Result<Vec<String>> {
@@ -55,5 +52,21 @@ impl Accounts for App {
         })?;
         let client = aws_sdk_sqs::Client::new(self.sdk());
         crate::adapters::sqs::send_all(&client, url, bodies).await
+    }
+}
+
+impl App {
+    /// Organizations at its endpoint: here when the stack runs in the management or a delegated
+    /// administrator account, else through the role the deployment names.
+    async fn organizations(&self) -> Result<aws_sdk_organizations::Client> {
+        let region = crate::adapters::organizations::endpoint_region(&self.settings.home_region);
+        let sdk = match &self.settings.distribution.organizations_role {
+            Some(role) => sts::assume_plain(self.sdk(), role, Function::Distribute.name()).await?,
+            None => self.sdk().clone(),
+        };
+        let config = aws_sdk_organizations::config::Builder::from(&sdk)
+            .region(aws_config::Region::new(region))
+            .build();
+        Ok(aws_sdk_organizations::Client::from_conf(config))
     }
 }

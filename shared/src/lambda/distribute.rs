@@ -34,7 +34,7 @@ impl Job for DistributeJob {
             ..
         } = invocation;
         if let Trigger::Queue { records } = trigger {
-            return units(app, &ctx, run, records).await;
+            return units(app, &ctx, (run, dry_run), records).await;
         }
         let regions = match distribute::request(trigger)? {
             Decision::Act(regions) => {
@@ -49,11 +49,13 @@ impl Job for DistributeJob {
 }
 
 /// Serves each unit of the batch; a unit whose message is not the stack's is refused (and
-/// deleted: another delivery would refuse it again), one that failed is delivered again.
+/// deleted: another delivery would refuse it again), one that failed is delivered again. A unit
+/// queued for real runs dry when the document now says `dry_run` (`document_dry`): turning
+/// `dry_run` on stops the units already queued too.
 async fn units(
     app: &App,
     ctx: &Context<'_, App>,
-    mut run: Run,
+    (mut run, document_dry): (Run, bool),
     records: Vec<QueueRecord>,
 ) -> std::result::Result<serde_json::Value, Diagnostic> {
     let now = Utc::now();
@@ -82,6 +84,10 @@ async fn units(
             });
             continue;
         }
+        let unit = Unit {
+            dry_run: unit.dry_run || document_dry,
+            ..unit
+        };
         let served = distribute::execute::unit(ctx, &unit, now).await;
         if distribute::retry(&served) {
             retry.push(record.message_id.clone());

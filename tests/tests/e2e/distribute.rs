@@ -266,21 +266,20 @@ async fn serve_twice(bed: &TestBed, distribute: &Function) -> Vec<Value> {
     reports
 }
 
-#[tokio::test]
-async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_there_uses_it() {
-    let bed = TestBed::start();
+/// COPYING holds the stack's copy of an older AMI (`old`), which a newer one replaced there:
+/// the distribute function, the old AMI and its copy.
+async fn replaced_copy(bed: &TestBed) -> (Function, String, String) {
     bed.targets(&[COPYING], &[]);
     let env = [("AMI_POLICIES", only_copying())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let share = Function::start(&bed, "ami-share", &env);
-    let distribute = Function::start(&bed, "ami-distribute", &env);
-    let old = golden(&bed, "web-20261101").await;
+    let share = Function::start(bed, "ami-share", &env);
+    let distribute = Function::start(bed, "ami-distribute", &env);
+    let old = golden(bed, "web-20261101").await;
     share.invoke(&json!({})).ok();
-    serve_twice(&bed, &distribute).await;
-    let old_copy = owned(&bed, COPYING).await[0].0.clone();
+    serve_twice(bed, &distribute).await;
+    let old_copy = owned(bed, COPYING).await[0].0.clone();
 
-    // A newer AMI replaces it in the target; a team there still runs the old copy.
-    let new = golden(&bed, "web-20261201").await;
+    let new = golden(bed, "web-20261201").await;
     bed.seed_image(
         "us-east-1",
         &new,
@@ -292,7 +291,16 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
         json!({"creation_date": "2026-11-01T00:00:00.000Z"}),
     );
     share.invoke(&json!({})).ok();
-    serve_twice(&bed, &distribute).await;
+    serve_twice(bed, &distribute).await;
+    (distribute, old, old_copy)
+}
+
+#[tokio::test]
+async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_there_uses_it() {
+    let bed = TestBed::start();
+    let (distribute, old, old_copy) = replaced_copy(&bed).await;
+
+    // A team in the target still runs the old copy.
     let target_ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
     let running = target_ec2
         .run_instances()
@@ -401,6 +409,64 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
 }
 
 #[tokio::test]
+async fn a_copy_whose_deregistered_source_the_recycle_bin_holds_is_deprecated_not_deregistered() {
+    let bed = TestBed::start();
+    let (distribute, old, old_copy) = replaced_copy(&bed).await;
+
+    // The source is deregistered into the Recycle Bin (a 7-day rule): it can be restored.
+    bed.retention_rule("us-east-1", "EC2_IMAGE", 7).await;
+    let ec2 = bed.ec2("us-east-1").await;
+    ec2.deregister_image()
+        .image_id(&old)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    distribute.invoke(&json!({})).ok();
+    let served = bed.deliver_units(&distribute).await;
+    let retire: Vec<&Value> = served
+        .iter()
+        .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        .filter(|l| l["action"] == "retire")
+        .collect();
+    assert_eq!(retire.len(), 1, "{served:?}");
+    let reason = retire[0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("Recycle Bin") && reason.contains("deprecated"),
+        "{reason}"
+    );
+    let target_ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
+    let copy = target_ec2
+        .describe_images()
+        .image_ids(&old_copy)
+        .send()
+        .await
+        .expect("DescribeImages in the target");
+    assert!(
+        copy.images()[0].deprecation_time().is_some(),
+        "still registered, deprecated: {copy:?}"
+    );
+
+    // Restored from the bin, the source is back: its copy is still there to follow it.
+    ec2.restore_image_from_recycle_bin()
+        .image_id(&old)
+        .send()
+        .await
+        .expect("RestoreImageFromRecycleBin");
+    distribute.invoke(&json!({})).ok();
+    let served = bed.deliver_units(&distribute).await;
+    assert!(
+        !outcomes(&served, COPYING)
+            .iter()
+            .any(|o| o.starts_with("retire")),
+        "{served:?}"
+    );
+    assert!(owned(&bed, COPYING)
+        .await
+        .iter()
+        .any(|(id, ..)| id == &old_copy));
+}
+
+#[tokio::test]
 async fn a_target_removed_from_the_policy_is_no_longer_served_and_keeps_its_copy() {
     let bed = TestBed::start();
     bed.targets(&[COPYING, SHARING], &[]);
@@ -493,8 +559,38 @@ async fn an_ous_accounts_are_served_through_it_and_one_moved_out_is_no_longer_se
         Some(image.as_str())
     );
 
-    // NO_ROLE leaves the OU: the next sweep does not serve it, and its parameter stays.
+    // A newer AMI; its units are queued, then NO_ROLE leaves the OU before they are delivered:
+    // its unit (queued through the OU) serves it nothing, and its parameter stays.
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    bed.seed_image("us-east-1", &image, json!({"creation_date": yesterday}));
+    let newer = golden(&bed, "web-20261202").await;
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    distribute.invoke(&json!({})).ok();
     bed.organization(json!({"platform": [SHARING]}));
+    let served = bed.deliver_units(&distribute).await;
+    assert_eq!(
+        parameter(&bed, SHARING).await.as_deref(),
+        Some(newer.as_str())
+    );
+    assert_eq!(
+        parameter(&bed, NO_ROLE).await.as_deref(),
+        Some(image.as_str()),
+        "{served:?}"
+    );
+    let left: Vec<String> = served
+        .iter()
+        .flat_map(|r| r["results"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["account"] == NO_ROLE)
+        .map(|l| l["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        left.len() == 1 && left[0].contains("left the OU after the sweep"),
+        "{left:?}"
+    );
+
+    // The next sweep does not queue it at all.
     let sweep = distribute.invoke(&json!({})).ok();
     let accounts: Vec<&str> = sweep["results"]
         .as_array()
@@ -508,6 +604,41 @@ async fn an_ous_accounts_are_served_through_it_and_one_moved_out_is_no_longer_se
         parameter(&bed, NO_ROLE).await.as_deref(),
         Some(image.as_str()),
         "nothing is changed there"
+    );
+}
+
+#[tokio::test]
+async fn units_queued_for_real_run_dry_once_the_document_says_dry_run() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING, SHARING, NO_ROLE], &[]);
+    golden(&bed, "web-20261201").await;
+    let real = policies();
+    let env = [("AMI_POLICIES", real.as_str())];
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let sweep = Function::start(&bed, "ami-distribute", &env)
+        .invoke(&json!({"regions": ["us-east-1"]}))
+        .ok();
+    assert_eq!(sweep["dry_run"], false, "{sweep}");
+
+    // The operator turns dry_run on while the units wait on the queue.
+    let dry = real.replacen("\"dry_run\":false", "\"dry_run\":true", 1);
+    assert_ne!(dry, real);
+    let env = [("AMI_POLICIES", dry.as_str())];
+    let served = bed
+        .deliver_units(&Function::start(&bed, "ami-distribute", &env))
+        .await;
+    assert_eq!(
+        outcomes(&served, COPYING),
+        vec!["copy planned", "publish waiting"]
+    );
+    assert_eq!(outcomes(&served, SHARING), vec!["publish planned"]);
+    assert!(owned(&bed, COPYING).await.is_empty(), "no copy is made");
+    assert_eq!(
+        parameter(&bed, SHARING).await,
+        None,
+        "no parameter is written"
     );
 }
 

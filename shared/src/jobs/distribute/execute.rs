@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
+use super::checks;
 use super::plan::{self, Want};
 use super::{Action, DistributeLine, Outcome, Unit};
 use crate::domain::ids::{AccountId, Region};
@@ -17,7 +18,7 @@ use crate::jobs::copies::{client_token, step, CopyKey, Step};
 use crate::jobs::Context;
 use crate::ports::{
     Accounts, Cloud, CopyImages, ImageInventory, Parameters, RetireImages, Seal, TargetAccount,
-    IMAGE_REFERENCES_MAX_IDS,
+    IMAGE_REFERENCES_MAX_IDS, PARAMETER_VALIDATING,
 };
 
 /// Copies into an account made again after EC2 failed them, before a person must look.
@@ -86,9 +87,13 @@ pub async fn unit<C: Cloud + Accounts>(
     now: DateTime<Utc>,
 ) -> Vec<DistributeLine> {
     let (account, region, dry_run) = (&unit.account, &unit.region, unit.dry_run);
-    let ou = unit.organizational_unit.as_deref();
     let mut head = DistributeLine::new(account, region, Action::Unit);
     head.organizational_unit = unit.organizational_unit.clone();
+    let mut lines = Vec::new();
+    let ou = match checks::still_in(ctx.cloud, unit, &mut lines).await {
+        Ok(ou) => ou,
+        Err(why) => return vec![head.with(Outcome::Failed, why)],
+    };
     let sources = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
         Ok(images) => images,
         Err(e) => {
@@ -121,7 +126,6 @@ pub async fn unit<C: Cloud + Accounts>(
         now,
     };
     let params = target.parameters(region);
-    let mut lines = Vec::new();
     for want in &wants {
         let named = match &want.target.copy {
             Some(_) => {
@@ -135,6 +139,7 @@ pub async fn unit<C: Cloud + Accounts>(
 
     let keep: BTreeSet<String> = wants.iter().map(|w| w.image.id.clone()).collect();
     let orphans = plan::orphaned(&owned, &sources, &keep, region, now);
+    let orphans = checks::restorable(ctx.cloud, orphans, &on, &mut lines).await;
     let orphans = proven(ctx.cloud, orphans, &on, &mut lines).await;
     retire(&ec2, orphans, &on, &mut lines).await;
     lines
@@ -150,10 +155,10 @@ async fn copy_seal<C: Cloud>(cloud: &C, on: &On<'_>, source: &str) -> Option<Str
 /// The orphans whose seal proves the stack made them; a line (kept) for each other one.
 async fn proven<'a, C: Cloud>(
     cloud: &C,
-    orphans: Vec<(&'a crate::domain::model::Image, plan::Retirement, String)>,
+    orphans: Vec<plan::Orphan<'a>>,
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
-) -> Vec<(&'a crate::domain::model::Image, plan::Retirement, String)> {
+) -> Vec<plan::Orphan<'a>> {
     let sealer = cloud.sealer();
     let mut out = Vec::new();
     for (copy, how, why) in orphans {
@@ -181,11 +186,11 @@ async fn proven<'a, C: Cloud>(
 }
 
 /// Where a unit acts.
-struct On<'a> {
-    account: &'a AccountId,
-    region: &'a Region,
-    dry_run: bool,
-    now: DateTime<Utc>,
+pub(super) struct On<'a> {
+    pub(super) account: &'a AccountId,
+    pub(super) region: &'a Region,
+    pub(super) dry_run: bool,
+    pub(super) now: DateTime<Utc>,
 }
 
 impl On<'_> {
@@ -329,6 +334,10 @@ async fn publish<P: Parameters>(
             Ok(_) if on.dry_run => base.with(Outcome::Planned, None),
             Ok(_) => match params.put_image_parameter(&name, image_id).await {
                 Ok(_) => base.with(Outcome::Published, None),
+                Err(e) if e.code() == Some(PARAMETER_VALIDATING) => base.with(
+                    Outcome::Waiting,
+                    "SSM is still validating the parameter's previous update: the next sweep writes it".to_string(),
+                ),
                 Err(e) => base.with(Outcome::Failed, format!("PutParameter failed: {e}")),
             },
         };
@@ -341,7 +350,7 @@ async fn publish<P: Parameters>(
 /// account uses them; kept when something does or when it cannot tell.
 async fn retire<E: ImageInventory + RetireImages>(
     ec2: &E,
-    orphans: Vec<(&crate::domain::model::Image, plan::Retirement, String)>,
+    orphans: Vec<plan::Orphan<'_>>,
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {

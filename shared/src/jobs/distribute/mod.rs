@@ -11,6 +11,7 @@
 //! enabled) fails its unit only, which SQS delivers again and then moves to the dead-letter
 //! queue.
 
+mod checks;
 pub mod execute;
 pub mod plan;
 mod request;

@@ -12,6 +12,7 @@ use crate::domain::model::{CopyFound, Image, ImageState};
 use crate::domain::policy::{
     render_parameter, CopyDestination, DistributionTarget, Policy, PolicyDocument,
 };
+use crate::domain::recycle_bin::BinImage;
 use crate::domain::tags;
 use crate::jobs::promotion::sweep_choice;
 
@@ -30,8 +31,9 @@ pub fn regions(document: &PolicyDocument, home: &Region) -> Vec<Region> {
 pub type Target = (AccountId, Option<String>);
 
 /// The units a sweep queues: every target account of the document, by id or as a member of a
-/// target OU (`members`: each OU's ARN with its accounts), in every region. An account listed
-/// by id is served as such; one in two OUs, through the first.
+/// target OU (`members`: each OU's ARN with its accounts), in every region. A unit carries the
+/// OU its account is in (the first, for an account in two), also for an account a policy lists
+/// by id: another policy may reach it through the OU.
 pub fn units(
     document: &PolicyDocument,
     regions: &[Region],
@@ -44,8 +46,11 @@ pub fn units(
         .collect();
     for (ou, accounts) in members {
         for a in accounts {
-            if !targets.iter().any(|(t, _)| t == a) {
-                targets.push((a.clone(), Some(ou.clone())));
+            match targets.iter_mut().find(|(t, _)| t == a) {
+                Some((_, through)) => {
+                    through.get_or_insert_with(|| ou.clone());
+                }
+                None => targets.push((a.clone(), Some(ou.clone()))),
             }
         }
     }
@@ -186,6 +191,9 @@ pub fn copies_of(target_images: &[Image], source_id: &str, region: &Region) -> V
         .collect()
 }
 
+/// A copy whose source left circulation, with what becomes of it and why.
+pub type Orphan<'a> = (&'a Image, Retirement, String);
+
 /// What becomes of a copy whose source left circulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retirement {
@@ -207,7 +215,7 @@ pub fn orphaned<'a>(
     keep: &BTreeSet<String>,
     region: &Region,
     now: DateTime<Utc>,
-) -> Vec<(&'a Image, Retirement, String)> {
+) -> Vec<Orphan<'a>> {
     let owners: BTreeSet<&str> = sources.iter().map(|i| i.owner_id.as_str()).collect();
     target_images
         .iter()
@@ -238,6 +246,35 @@ pub fn orphaned<'a>(
                 }
                 Some(_) => None,
             }
+        })
+        .collect()
+}
+
+/// The orphans once the source region's Recycle Bin is known (`binned`: the deregistered
+/// sources it still holds): a copy whose source can still be restored is deprecated, not
+/// deregistered (deregistering it could not be undone with the source), and left alone when it
+/// already is; it is deregistered once the bin releases its source.
+pub fn after_bin<'a>(
+    orphans: Vec<Orphan<'a>>,
+    binned: &[BinImage],
+    now: DateTime<Utc>,
+) -> Vec<Orphan<'a>> {
+    orphans
+        .into_iter()
+        .filter_map(|(copy, how, why)| {
+            let source = copy.tags.get(tags::SOURCE_IMAGE)?;
+            let held = binned.iter().find(|b| &b.image_id == source);
+            let Some(held) = held.filter(|_| how == Retirement::Deregister) else {
+                return Some((copy, how, why));
+            };
+            if copy.deprecation_time.is_some_and(|t| t <= now) {
+                return None;
+            }
+            let until = held
+                .exit
+                .map_or_else(|| "its retention ends".to_string(), |t| t.to_rfc3339());
+            let why = format!("{why}, but the Recycle Bin holds it until {until} (it can be restored): the copy is deprecated, and deregistered once the bin releases its source");
+            Some((copy, Retirement::Deprecate, why))
         })
         .collect()
 }

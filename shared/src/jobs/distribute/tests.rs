@@ -155,6 +155,57 @@ fn only_the_stacks_copies_ec2_records_as_copies_of_a_source_that_left_are_orphan
 }
 
 #[test]
+fn a_copy_whose_source_the_recycle_bin_can_restore_is_deprecated_not_deregistered() {
+    use crate::domain::recycle_bin::BinImage;
+    let now = at("2026-12-05T00:00:00Z");
+    let copy = |id: &str, source: &str, deprecated: Option<&str>| {
+        let mut c = Image::new(id, "copy", COPYING, at("2026-12-01T00:00:00Z"));
+        c.tags.insert(tags::SOURCE_IMAGE.into(), source.into());
+        c.deprecation_time = deprecated.map(at);
+        c
+    };
+    let binned_copy = copy("ami-10000000000000001", "ami-0000000000000000a", None);
+    let gone_copy = copy("ami-10000000000000002", "ami-0000000000000000b", None);
+    let already = copy(
+        "ami-10000000000000003",
+        "ami-0000000000000000a",
+        Some("2026-12-04T00:00:00Z"),
+    );
+    let gone = |c| {
+        (
+            c,
+            plan::Retirement::Deregister,
+            "its source is deregistered".to_string(),
+        )
+    };
+    let orphans = vec![gone(&binned_copy), gone(&gone_copy), gone(&already)];
+    let bin = [BinImage {
+        image_id: "ami-0000000000000000a".into(),
+        exit: Some(at("2026-12-12T00:00:00Z")),
+    }];
+
+    let after = plan::after_bin(orphans, &bin, now);
+
+    let ids: Vec<(&str, plan::Retirement)> = after
+        .iter()
+        .map(|(i, how, _)| (i.id.as_str(), *how))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("ami-10000000000000001", plan::Retirement::Deprecate),
+            ("ami-10000000000000002", plan::Retirement::Deregister),
+        ],
+        "a copy already deprecated is left alone while its source is restorable"
+    );
+    assert!(
+        after[0].2.contains("Recycle Bin holds it until 2026-12-12"),
+        "{}",
+        after[0].2
+    );
+}
+
+#[test]
 fn a_sweep_queues_one_unit_per_target_account_and_region_and_an_ous_members_through_it() {
     let doc = document();
     let regions = vec![region(), "eu-west-1".parse().expect("region")];
@@ -175,9 +226,10 @@ fn a_sweep_queues_one_unit_per_target_account_and_region_and_an_ous_members_thro
         .map(|((a, o), _)| (a.as_str(), o.as_deref()))
         .collect();
     assert!(
-        through.contains(&(SHARING, None)),
-        "listed by id: served as such"
+        through.contains(&(SHARING, Some(ou.as_str()))),
+        "listed by id and in the OU: the unit carries the OU (another policy may target it)"
     );
+    assert!(through.contains(&(COPYING, None)), "{through:?}");
     assert!(through.contains(&("444444444444", Some(ou.as_str()))));
 }
 

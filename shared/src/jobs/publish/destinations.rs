@@ -203,7 +203,7 @@ async fn publish_parameter<P: Parameters>(
         // SSM validates an `aws:ec2:image` update for up to a few minutes, reads answer the
         // version before it meanwhile, and a second update is refused: most often the
         // previous sweep's own write, seen by the sweep its launch test's end started.
-        Err(e) if e.code() == Some(VALIDATING) => {
+        Err(e) if e.code() == Some(crate::ports::PARAMETER_VALIDATING) => {
             line.reason = Some(format!(
                 "SSM is still validating an update of `{name}` (an `aws:ec2:image` value is validated asynchronously): the next sweep reads it again"
             ));
@@ -212,10 +212,6 @@ async fn publish_parameter<P: Parameters>(
         Err(e) => Err(e),
     }
 }
-
-/// SSM's refusal of an update while it validates the one before (PutParameter, `TooManyUpdates`:
-/// "There are concurrent updates for a resource that supports one update at a time").
-const VALIDATING: &str = "TooManyUpdates";
 
 /// How a launch template is updated.
 #[derive(Debug, Clone, Copy)]
