@@ -107,7 +107,7 @@ pub const TARGET_ROLE_NAME: Setting = text("AMI_TARGET_ROLE_NAME", "`ami-lifecyc
 /// The ExternalId the target roles require.
 pub const TARGET_EXTERNAL_ID: Setting = text("AMI_TARGET_EXTERNAL_ID", "none (the template's `TargetExternalId`)", "The ExternalId every target role's trust policy requires. Needed when a policy has `distribute`.");
 /// The role that reads the organization's OUs.
-pub const ORGANIZATIONS_ROLE: Setting = text("AMI_ORGANIZATIONS_ROLE_ARN", "none (the function's own role)", "The role, in the management or a delegated administrator account, that lists the accounts of the policies' target OUs (`organizations:ListAccountsForParent`). None: the stack's own account is that account.");
+pub const ORGANIZATIONS_ROLE: Setting = text("AMI_ORGANIZATIONS_ROLE_ARN", "none (the function's own role)", "The role, in the management or a delegated administrator account, that lists the accounts of the policies' target OUs and the OU each target account is in (`organizations:ListAccountsForParent`, `organizations:ListParents`). None: the stack's own account is that account.");
 /// The queue of units of work of a distribution sweep.
 pub const DISTRIBUTE_QUEUE: Setting = text("AMI_DISTRIBUTE_QUEUE_URL", "none (the template sets its `DistributeQueue`)", "The SQS queue a distribution sweep sends one unit per target account and region to; it feeds the distribute function, and a unit that keeps failing lands in its dead-letter queue.");
 /// Public sharing.
