@@ -15,6 +15,7 @@ pub mod publish;
 pub mod recall;
 pub mod requests;
 pub mod share;
+pub mod templates;
 
 use std::collections::BTreeMap;
 

@@ -13,7 +13,7 @@ use crate::domain::model::Image;
 use crate::domain::trigger::PublishRequest;
 use crate::domain::{seal, tags};
 use crate::error::Result;
-use crate::jobs::Context;
+use crate::jobs::{templates, Context};
 use crate::ports::{
     Cloud, LaunchTemplateState, LaunchTemplates, Parameters, Regional, Seal, StoredParameter,
     ValidateImages,
@@ -242,18 +242,14 @@ async fn publish_template<E: LaunchTemplates>(
         ));
         return Ok(PublishOutcome::Skipped);
     };
-    if let Some(held) = held_by_consumer(&state, how.set_default, line) {
-        return Ok(held);
+    if let Some(why) = templates::held_by_consumer(&state, how.set_default) {
+        line.action = HELD;
+        line.reason = Some(why);
+        return Ok(PublishOutcome::Kept);
     }
 
-    // What consumers launch: the default when the tool sets it, else `$Latest`; a new version
-    // derives from it, so a consumer's staged `$Latest` is never promoted.
-    let current = if how.set_default {
-        state.default_image.as_deref()
-    } else {
-        state.latest_image.as_deref()
-    };
-    if let Some(alias) = current.filter(|i| i.starts_with("resolve:ssm:")) {
+    let current = templates::current(&state, how.set_default);
+    if let Some(alias) = templates::through_parameter(current) {
         line.action = "keep";
         line.reason = Some(format!(
             "`{template}` names its AMI through an SSM parameter ({alias}): publish to that parameter instead"
@@ -267,27 +263,6 @@ async fn publish_template<E: LaunchTemplates>(
         return Ok(outcome);
     }
     write_version(ec2, &state, how, target, line).await
-}
-
-/// A default someone moved back to an older version than the one the tool set last (a
-/// consumer's own rollback) is theirs until they hand it back: kept, and said why. A newer
-/// default (their own new configuration, or the tool's whose tag was not written) is what
-/// consumers run: the tool derives from it.
-fn held_by_consumer(
-    state: &LaunchTemplateState,
-    set_default: bool,
-    line: &mut PublishResult,
-) -> Option<PublishOutcome> {
-    let recorded = state
-        .recorded_default
-        .filter(|r| set_default && state.default_version < *r)?;
-    line.action = HELD;
-    line.reason = Some(format!(
-        "its default is version {}, older than version {recorded} the tool set last (a rollback by hand): left as it is, and no version is made, until the default is {recorded} or newer again, or the tag {} is removed",
-        state.default_version,
-        tags::DEFAULT_VERSION
-    ));
-    Some(PublishOutcome::Kept)
 }
 
 /// Writes the version that names the target's AMI (and makes it the default when asked). The
@@ -304,29 +279,20 @@ async fn write_version<E: LaunchTemplates>(
         set_default,
         dry_run,
     } = how;
-    if set_default
-        && state.latest_made_by_tool
-        && state.latest_version != state.default_version
-        && state.latest_image.as_deref() == Some(target.image.id.as_str())
-    {
+    if let Some(version) = templates::unfinished(state, set_default, &target.image.id) {
         line.action = "set_default_version";
-        line.version = Some(state.latest_version);
+        line.version = Some(version);
         if dry_run {
             return Ok(PublishOutcome::Planned);
         }
-        ec2.set_default_version(&state.template_id, state.latest_version)
-            .await?;
+        ec2.set_default_version(&state.template_id, version).await?;
         return Ok(PublishOutcome::Published);
     }
     if dry_run {
         return Ok(PublishOutcome::Planned);
     }
 
-    let source = if set_default {
-        state.default_version
-    } else {
-        state.latest_version
-    };
+    let source = templates::source_version(state, set_default);
     let description = format!(
         "{} {} of {}/{}{}",
         crate::domain::naming::TEMPLATE_VERSION_PREFIX,
@@ -341,7 +307,7 @@ async fn write_version<E: LaunchTemplates>(
             source,
             &target.image.id,
             &description.chars().take(255).collect::<String>(),
-            &targets::template_token(&state.template_id, source, &target.image.id),
+            &templates::token(&state.template_id, source, &target.image.id),
         )
         .await?;
     line.version = Some(version);

@@ -230,11 +230,3 @@ pub fn choose(target: &Target, current: Option<&str>, images: &[Image]) -> Choic
     }
     Choice::Publish { previous }
 }
-
-/// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the template,
-/// the version it derives from and the AMI. A re-delivered event finds the same `$Latest` and
-/// makes no second version; publishing an AMI again later (a rollback) derives from a newer
-/// `$Latest`, so EC2 never answers it with the old version.
-pub fn template_token(template_id: &str, from_version: i64, image_id: &str) -> String {
-    format!("{template_id}-{from_version}-{image_id}")
-}

@@ -1,0 +1,64 @@
+//! What publishing a launch template decides, in this account (publish) or a target account
+//! (distribute): which version consumers launch, whether a consumer holds the default, which
+//! version a new one derives from, and the client token that makes a re-delivery idempotent.
+
+use crate::domain::tags;
+use crate::ports::LaunchTemplateState;
+
+/// What consumers launch: the default when the tool sets it, else `$Latest`. A new version
+/// derives from it, so a consumer's staged `$Latest` is never promoted.
+pub fn current(state: &LaunchTemplateState, set_default: bool) -> Option<&str> {
+    if set_default {
+        state.default_image.as_deref()
+    } else {
+        state.latest_image.as_deref()
+    }
+}
+
+/// The version a new version derives from (see [`current`]).
+pub fn source_version(state: &LaunchTemplateState, set_default: bool) -> i64 {
+    if set_default {
+        state.default_version
+    } else {
+        state.latest_version
+    }
+}
+
+/// The SSM parameter the template names its AMI through (`resolve:ssm:...`), if it does: the
+/// parameter is what to publish to, and the template is left alone.
+pub fn through_parameter(current: Option<&str>) -> Option<&str> {
+    current.filter(|i| i.starts_with("resolve:ssm:"))
+}
+
+/// Why the template is left alone, when a consumer moved its default back to an older version
+/// than the one the tool set last (their own rollback): theirs until they hand it back. A
+/// newer default (their own new configuration, or the tool's whose tag was not written) is what
+/// consumers run: the tool derives from it.
+pub fn held_by_consumer(state: &LaunchTemplateState, set_default: bool) -> Option<String> {
+    let recorded = state
+        .recorded_default
+        .filter(|r| set_default && state.default_version < *r)?;
+    Some(format!(
+        "its default is version {}, older than version {recorded} the tool set last (a rollback by hand): left as it is, and no version is made, until the default is {recorded} or newer again, or the tag {} is removed",
+        state.default_version,
+        tags::DEFAULT_VERSION
+    ))
+}
+
+/// The tool's own version naming `image_id`, made by a run that stopped before it set the
+/// default: the default is set to it, and no second version is made.
+pub fn unfinished(state: &LaunchTemplateState, set_default: bool, image_id: &str) -> Option<i64> {
+    (set_default
+        && state.latest_made_by_tool
+        && state.latest_version != state.default_version
+        && state.latest_image.as_deref() == Some(image_id))
+    .then_some(state.latest_version)
+}
+
+/// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the template,
+/// the version it derives from and the AMI. A re-delivered event finds the same `$Latest` and
+/// makes no second version; publishing an AMI again later (a rollback) derives from a newer
+/// `$Latest`, so EC2 never answers it with the old version.
+pub fn token(template_id: &str, from_version: i64, image_id: &str) -> String {
+    format!("{template_id}-{from_version}-{image_id}")
+}
