@@ -1,9 +1,11 @@
 """The demo's last stage, across accounts: `ami-distribute` serves two target accounts (each its
 own moto account, reached through target-role.yaml's role with the ExternalId): one gets its own
-encrypted copy and an SSM parameter naming it, the other an SSM parameter naming the shared AMI.
-A newer AMI replaces the first; once its source is deregistered, the first copy is retired in
-the target. Every unit goes through the distribution queue, as Lambda's SQS event source
-delivers it."""
+encrypted copy and an SSM parameter naming it, the other an SSM parameter and a launch template
+(opted in with the tag `ami-automation:publish`) naming the shared AMI. A newer AMI replaces the
+first; once its source is deregistered, the first copy is retired in the target: deprecated
+while the source account's Recycle Bin can still restore its source (the demo's account keeps
+deregistered AMIs there), deregistered once the bin releases it. Every unit goes through the
+distribution queue, as Lambda's SQS event source delivers it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from harness import Emulator, Function
 
 COPYING, SHARING = "111111111111", "222222222222"
 PARAMETER = "/ami/golden/base"
+TEMPLATE = "golden-web"
 DOCUMENT = {
     "dry_run": False,
     "policies": [
@@ -27,7 +30,11 @@ DOCUMENT = {
             "distribute": {
                 "targets": [
                     {"accounts": [COPYING], "copy": {}, "ssm_parameters": ["/ami/golden/{family}"]},
-                    {"accounts": [SHARING], "ssm_parameters": ["/ami/golden/{family}"]},
+                    {
+                        "accounts": [SHARING],
+                        "ssm_parameters": ["/ami/golden/{family}"],
+                        "launch_templates": [{"template": TEMPLATE, "set_default": True}],
+                    },
                 ]
             },
         }
@@ -80,7 +87,7 @@ def sweep(emu: Emulator, function: Function, title: str, names: dict[str, str], 
             line["action"],
             names.get(line.get("source_image_id", ""), line.get("source_image_id", "-")),
             line.get("image_id", "-"),
-            line.get("parameter", "-"),
+            line.get("parameter") or line.get("launch_template", "-"),
             line["outcome"],
             line.get("reason", ""),
         ]
@@ -88,7 +95,7 @@ def sweep(emu: Emulator, function: Function, title: str, names: dict[str, str], 
     ]
     table(
         f"== {title}: {len(queued['results'])} units queued, served from the queue ==",
-        ["account", "action", "source", "in the account", "parameter", "outcome", "reason"],
+        ["account", "action", "source", "in the account", "parameter / template", "outcome", "reason"],
         rows,
     )
     return lines
@@ -109,6 +116,13 @@ def distribute(emu: Emulator, base: str, table: Callable) -> int:
     document = Path(tempfile.mkdtemp(prefix="ami-demo-accounts-")) / "policies.json"
     document.write_text(json.dumps(DOCUMENT))
     emu._post("accounts", {"accounts": [COPYING, SHARING]})
+    in_account(emu, SHARING, "ec2").create_launch_template(
+        LaunchTemplateName=TEMPLATE,
+        LaunchTemplateData={"InstanceType": "t3.micro"},
+        TagSpecifications=[
+            {"ResourceType": "launch-template", "Tags": [{"Key": "ami-automation:publish", "Value": "true"}]}
+        ],
+    )
     first = image(emu, base, "golden-base-20261201")
     # Made a day earlier than the AMI that replaces it: "newest" never depends on which of two
     # images made within the same second EC2 lists first.
@@ -134,20 +148,31 @@ def distribute(emu: Emulator, base: str, table: Callable) -> int:
             f.stop()
 
     ec2 = in_account(emu, COPYING, "ec2")
-    left = [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    owned = ec2.describe_images(Owners=["self"])["Images"]
+    left = [i["ImageId"] for i in owned]
+    deprecated = [i["ImageId"] for i in owned if i.get("DeprecationTime")]
     params = {
         a: in_account(emu, a, "ssm").get_parameter(Name=PARAMETER)["Parameter"]["Value"] for a in (COPYING, SHARING)
     }
+    default = in_account(emu, SHARING, "ec2").describe_launch_template_versions(
+        LaunchTemplateName=TEMPLATE, Versions=["$Default"]
+    )["LaunchTemplateVersions"][0]
+    template_image = default["LaunchTemplateData"].get("ImageId")
     print(
-        f"\n  {COPYING} owns {len(left)} copy ({', '.join(left)}), {PARAMETER} = {params[COPYING]}; "
-        f"{SHARING} owns none, {PARAMETER} = {names.get(params[SHARING], params[SHARING])} (shared)"
+        f"\n  {COPYING} owns {len(left)} copies ({', '.join(left)}; deprecated: {', '.join(deprecated) or 'none'}), "
+        f"{PARAMETER} = {params[COPYING]}; "
+        f"{SHARING} owns none, {PARAMETER} = {names.get(params[SHARING], params[SHARING])} (shared), "
+        f"launch template {TEMPLATE} default version {default['VersionNumber']} = "
+        f"{names.get(template_image or '', template_image)}"
     )
     ok = (
         any(line["action"] == "retire" and line["outcome"] == "retired" for line in retired)
-        and first_copy not in left
-        and len(left) == 1
-        and params[COPYING] == left[0]
+        and deprecated == [first_copy]
+        and len(left) == 2
+        and params[COPYING] in left
+        and params[COPYING] != first_copy
         and params[SHARING] == second
+        and template_image == second
     )
     if not ok:
         print("FAILED: the target accounts do not end as the reports say")

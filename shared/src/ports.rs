@@ -580,7 +580,7 @@ pub trait Accounts {
 /// A target account seen through the role the stack assumed there.
 pub trait TargetAccount {
     /// EC2 of the target account in one region.
-    type Ec2: ImageInventory + CopyImages + RetireImages + Clone + Send + Sync;
+    type Ec2: ImageInventory + CopyImages + RetireImages + LaunchTemplates + Clone + Send + Sync;
     /// SSM parameters of the target account in one region.
     type Params: Parameters + Send + Sync;
     /// EC2 in `region`.

@@ -6,6 +6,7 @@ mod build;
 mod copy;
 mod demo;
 mod distribute;
+mod distribute_templates;
 mod evidence;
 mod faults;
 mod invalid;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::LaunchTemplateTarget;
 use crate::domain::ids::{AccountId, OrganizationalUnitArn};
 
 /// The accounts a policy distributes to.
@@ -42,6 +43,11 @@ pub struct DistributionTarget {
     /// `copy`, the shared AMI.
     #[serde(default)]
     pub ssm_parameters: Vec<String>,
+    /// Launch templates in the target account, in each region of the AMI, that get a new
+    /// version naming the target's copy (once available) or, without `copy`, the shared AMI;
+    /// each opts in with the tag `ami-automation:publish` (the target role may change no other).
+    #[serde(default)]
+    pub launch_templates: Vec<LaunchTemplateTarget>,
 }
 
 /// How a target account's copy is made: always encrypted, in the target account.

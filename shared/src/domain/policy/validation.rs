@@ -130,12 +130,17 @@ fn check_distribute(d: &Distribute, p: &Policy, at: &dyn Fn(&str) -> String) -> 
     for (j, t) in d.targets.iter().enumerate() {
         let here = |field: &str| at(&format!("distribute.targets[{j}].{field}"));
         check_target_accounts(t, p, &mut seen, &here)?;
-        if t.copy.is_none() && t.ssm_parameters.is_empty() {
+        if t.copy.is_none() && t.ssm_parameters.is_empty() && t.launch_templates.is_empty() {
             return Err(Error::config(
                 here("copy"),
-                "the target gets nothing the share does not give: add `copy` (its own copy) or `ssm_parameters` (published in the target), or list the accounts in share.accounts only",
+                "the target gets nothing the share does not give: add `copy` (its own copy), `ssm_parameters` or `launch_templates` (published in the target), or list the accounts in share.accounts only",
             ));
         }
+        check_launch_templates(
+            &t.launch_templates,
+            &format!("distribute.targets[{j}].launch_templates"),
+            at,
+        )?;
         if let Some(key) = t.copy.as_ref().and_then(|c| c.kms_key_id.as_deref()) {
             if key.trim().is_empty() {
                 return Err(Error::config(
@@ -404,9 +409,18 @@ fn check_publish(p: &Publish, policy: &str, at: &dyn Fn(&str) -> String) -> Resu
             ));
         }
     }
+    check_launch_templates(&p.launch_templates, "publish.launch_templates", at)
+}
+
+/// Each launch template entry names an id or a valid name, once per family.
+fn check_launch_templates(
+    list: &[LaunchTemplateTarget],
+    field: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
-    for (j, target) in p.launch_templates.iter().enumerate() {
-        let here = at(&format!("publish.launch_templates[{j}].template"));
+    for (j, target) in list.iter().enumerate() {
+        let here = at(&format!("{field}[{j}].template"));
         let t = &target.template;
         let name_ok = t.len() >= 3
             && t.len() <= 128
@@ -426,7 +440,7 @@ fn check_publish(p: &Publish, policy: &str, at: &dyn Fn(&str) -> String) -> Resu
         }
         if target.family.as_ref().is_some_and(|f| f.is_empty()) {
             return Err(Error::config(
-                at(&format!("publish.launch_templates[{j}].family")),
+                at(&format!("{field}[{j}].family")),
                 "empty: name the family, or leave it out when the policy has one family",
             ));
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use super::checks;
 use super::plan::{self, Want};
+use super::{checks, launch_templates};
 use super::{Action, DistributeLine, Outcome, Unit};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::ImageState;
@@ -126,16 +126,19 @@ pub async fn unit<C: Cloud + Accounts>(
         now,
     };
     let params = target.parameters(region);
+    let mut named = Vec::new();
     for want in &wants {
-        let named = match &want.target.copy {
+        let id = match &want.target.copy {
             Some(_) => {
                 let seal = copy_seal(ctx.cloud, &on, &want.image.id).await;
                 own_copy(&ec2, &owned, (want, seal.as_deref()), &on, &mut lines).await
             }
             None => Some(want.image.id.clone()),
         };
-        publish(&params, want, &on, named, &mut lines).await;
+        publish(&params, want, &on, id.clone(), &mut lines).await;
+        named.push(id);
     }
+    launch_templates::publish(&ec2, (&wants, &named), &on, &mut lines).await;
 
     let keep: BTreeSet<String> = wants.iter().map(|w| w.image.id.clone()).collect();
     let orphans = plan::orphaned(&owned, &sources, &keep, region, now);
@@ -194,7 +197,7 @@ pub(super) struct On<'a> {
 }
 
 impl On<'_> {
-    fn line(&self, want: &Want<'_>, action: Action) -> DistributeLine {
+    pub(super) fn line(&self, want: &Want<'_>, action: Action) -> DistributeLine {
         let mut line = DistributeLine::new(self.account, self.region, action);
         line.policy = want.policy.name.clone();
         line.family = want.family.clone();

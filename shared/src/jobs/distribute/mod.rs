@@ -13,6 +13,7 @@
 
 mod checks;
 pub mod execute;
+mod launch_templates;
 pub mod plan;
 mod request;
 mod sweep;
@@ -58,6 +59,8 @@ pub enum Action {
     Copy,
     /// An SSM parameter in the target.
     Publish,
+    /// A launch template in the target.
+    LaunchTemplate,
     /// A copy whose source left circulation.
     Retire,
 }
@@ -76,7 +79,7 @@ pub enum Outcome {
     Unchanged,
     /// The copy is still pending: its parameters wait for the next sweep.
     Waiting,
-    /// The parameter now names the AMI.
+    /// The parameter, or the launch template's version, now names the AMI.
     Published,
     /// The copy was deregistered (with its snapshots).
     Retired,
@@ -112,6 +115,12 @@ pub struct DistributeLine {
     /// The SSM parameter, for a publish line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
+    /// The launch template (as the policy names it), for a launch template line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_template: Option<String>,
+    /// The template's version that names the AMI (made, or made the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -146,6 +155,8 @@ impl DistributeLine {
             source_image_id: None,
             image_id: None,
             parameter: None,
+            launch_template: None,
+            version: None,
             outcome: Outcome::Failed,
             reason: None,
         }

@@ -10,7 +10,8 @@ use super::FUNCTION;
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::{CopyFound, Image, ImageState};
 use crate::domain::policy::{
-    render_parameter, CopyDestination, DistributionTarget, Policy, PolicyDocument,
+    render_parameter, CopyDestination, DistributionTarget, LaunchTemplateTarget, Policy,
+    PolicyDocument,
 };
 use crate::domain::recycle_bin::BinImage;
 use crate::domain::tags;
@@ -161,6 +162,44 @@ pub fn parameters(want: &Want<'_>, region: &Region) -> Vec<String> {
         .collect()
 }
 
+/// Where a launch template entry of a target sends its AMI.
+#[derive(Debug, Clone)]
+pub enum TemplateFor<'a> {
+    /// The AMI of `wants[index]`.
+    Want(usize, &'a LaunchTemplateTarget),
+    /// No family named, and the policy gives the account several here: refused, with them.
+    Ambiguous(usize, &'a LaunchTemplateTarget, Vec<String>),
+}
+
+/// Each launch template entry of the targets the wants come from, bound to the want of the
+/// family it names, or of the policy's only family in the region (an entry whose family has no
+/// AMI here gets nothing).
+pub fn templates<'a>(wants: &[Want<'a>]) -> Vec<TemplateFor<'a>> {
+    let mut out = Vec::new();
+    for (first, want) in wants.iter().enumerate() {
+        let same = |w: &Want<'a>| std::ptr::eq(w.target, want.target);
+        if wants[..first].iter().any(same) {
+            continue;
+        }
+        let mine: Vec<usize> = (0..wants.len()).filter(|&i| same(&wants[i])).collect();
+        for entry in &want.target.launch_templates {
+            let bound = match &entry.family {
+                Some(f) => mine.iter().find(|&&i| &wants[i].family == f).copied(),
+                None if mine.len() == 1 => Some(first),
+                None => {
+                    let families = mine.iter().map(|&i| wants[i].family.clone()).collect();
+                    out.push(TemplateFor::Ambiguous(first, entry, families));
+                    continue;
+                }
+            };
+            if let Some(i) = bound {
+                out.push(TemplateFor::Want(i, entry));
+            }
+        }
+    }
+    out
+}
+
 /// Whether `copy` is, by EC2's own record (`SourceImageId`, `SourceImageRegion`, which no
 /// caller sets), a copy of `source_id` in `region`, and says so in its lineage tag. A tag alone
 /// proves nothing: anyone in the target account can write it.
@@ -273,7 +312,7 @@ pub fn after_bin<'a>(
             let until = held
                 .exit
                 .map_or_else(|| "its retention ends".to_string(), |t| t.to_rfc3339());
-            let why = format!("{why}, but the Recycle Bin holds it until {until} (it can be restored): the copy is deprecated, and deregistered once the bin releases its source");
+            let why = format!("{why}, but the Recycle Bin holds it until {until} (it can be restored; the copy is deregistered once the bin releases it)");
             Some((copy, Retirement::Deprecate, why))
         })
         .collect()

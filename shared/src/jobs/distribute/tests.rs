@@ -275,3 +275,55 @@ fn a_unit_with_a_failed_call_is_retried_and_a_refusal_is_not() {
         crate::domain::event::detail_type::AMI_DISTRIBUTION_FAILED
     );
 }
+
+#[test]
+fn a_target_template_gets_the_family_it_names_or_the_only_one_and_is_refused_between_several() {
+    let json = serde_json::json!({"policies": [{
+        "name": "golden", "family_by": "tag:Family", "select": {"tags": {"Team": "platform"}},
+        "share": {"accounts": [SHARING]},
+        "distribute": {"targets": [{"accounts": [SHARING], "launch_templates": [
+            {"template": "web", "family": "web"},
+            {"template": "any"},
+            {"template": "gone", "family": "batch"}
+        ]}]}
+    }]});
+    let doc = PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("valid");
+    let family = |id: &str, f: &str| {
+        let mut i = image(id, f, "2026-12-01T00:00:00Z");
+        i.tags.insert("Family".into(), f.into());
+        i
+    };
+    let account: AccountId = SHARING.parse().expect("account");
+    let now = at("2026-12-05T00:00:00Z");
+
+    let two = vec![
+        family("ami-00000000000000001", "web"),
+        family("ami-00000000000000002", "api"),
+    ];
+    let wants = plan::wanted(&doc, &two, (&account, None), now);
+    let bound: Vec<String> = plan::templates(&wants)
+        .iter()
+        .map(|t| match t {
+            plan::TemplateFor::Want(i, e) => format!("{} <- {}", e.template, wants[*i].family),
+            plan::TemplateFor::Ambiguous(_, e, f) => {
+                format!("{} refused: {}", e.template, f.join(","))
+            }
+        })
+        .collect();
+    assert_eq!(bound, vec!["web <- web", "any refused: api,web"]);
+
+    let one = vec![family("ami-00000000000000001", "web")];
+    let wants = plan::wanted(&doc, &one, (&account, None), now);
+    let bound: Vec<&str> = plan::templates(&wants)
+        .iter()
+        .filter_map(|t| match t {
+            plan::TemplateFor::Want(_, e) => Some(e.template.as_str()),
+            plan::TemplateFor::Ambiguous(..) => None,
+        })
+        .collect();
+    assert_eq!(
+        bound,
+        vec!["web", "any"],
+        "a family with no AMI here gets nothing"
+    );
+}

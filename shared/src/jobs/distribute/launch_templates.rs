@@ -1,0 +1,109 @@
+//! A target account's launch templates: each gets a new version naming the target's AMI (its
+//! copy once available, or the shared AMI), as publishing does in the stack's own account
+//! ([`crate::jobs::templates`]): a consumer's hold on the default, a template that names its
+//! AMI through SSM, and a run that stopped before it set the default are respected the same way.
+
+use super::execute::On;
+use super::plan::{self, TemplateFor, Want};
+use super::{Action, DistributeLine, Outcome};
+use crate::domain::naming::TEMPLATE_VERSION_PREFIX;
+use crate::domain::policy::LaunchTemplateTarget;
+use crate::error::Result;
+use crate::jobs::templates;
+use crate::ports::LaunchTemplates;
+
+/// Each launch template of the wants' targets names the AMI `named` gives its want (none while
+/// the copy is pending); a line for each.
+pub async fn publish<E: LaunchTemplates>(
+    ec2: &E,
+    (wants, named): (&[Want<'_>], &[Option<String>]),
+    on: &On<'_>,
+    lines: &mut Vec<DistributeLine>,
+) {
+    for entry in plan::templates(wants) {
+        let (index, template) = match &entry {
+            TemplateFor::Want(i, t) | TemplateFor::Ambiguous(i, t, _) => (*i, *t),
+        };
+        let mut line = on.line(&wants[index], Action::LaunchTemplate);
+        line.launch_template = Some(template.template.clone());
+        if let TemplateFor::Ambiguous(_, _, families) = &entry {
+            line.family = String::new();
+            let why = format!("the policy gives the account {} families here ({}): name the family this template gets", families.len(), families.join(", "));
+            lines.push(line.with(Outcome::Refused, why));
+            continue;
+        }
+        line.image_id = named.get(index).cloned().flatten();
+        let Some(image_id) = line.image_id.clone() else {
+            let why = "its copy is not available yet: the next sweep publishes it".to_string();
+            lines.push(line.with(Outcome::Waiting, why));
+            continue;
+        };
+        let target = (&wants[index], template, image_id.as_str());
+        lines.push(match one(ec2, target, on, &mut line).await {
+            Ok((outcome, why)) => line.with(outcome, why),
+            Err(e) => line.with(
+                Outcome::Failed,
+                format!(
+                    "{} failed: {e}",
+                    e.operation().unwrap_or("the launch template call")
+                ),
+            ),
+        });
+    }
+}
+
+/// One template: what it names now decides whether a version is made.
+async fn one<E: LaunchTemplates>(
+    ec2: &E,
+    (want, template, image_id): (&Want<'_>, &LaunchTemplateTarget, &str),
+    on: &On<'_>,
+    line: &mut DistributeLine,
+) -> Result<(Outcome, Option<String>)> {
+    let set_default = template.set_default;
+    let Some(state) = ec2.launch_template(&template.template).await? else {
+        let why = format!("the account has no launch template `{}` in {}: create it (tagged ami-automation:publish), or correct the policy", template.template, on.region);
+        return Ok((Outcome::Refused, Some(why)));
+    };
+    if let Some(why) = templates::held_by_consumer(&state, set_default) {
+        return Ok((Outcome::Kept, Some(why)));
+    }
+    let current = templates::current(&state, set_default);
+    if let Some(alias) = templates::through_parameter(current) {
+        let why = format!("it names its AMI through an SSM parameter ({alias}): list that parameter in ssm_parameters instead");
+        return Ok((Outcome::Kept, Some(why)));
+    }
+    if current == Some(image_id) {
+        return Ok((Outcome::Unchanged, None));
+    }
+    if let Some(version) = templates::unfinished(&state, set_default, image_id) {
+        line.version = Some(version);
+        if on.dry_run {
+            return Ok((Outcome::Planned, None));
+        }
+        ec2.set_default_version(&state.template_id, version).await?;
+        return Ok((Outcome::Published, None));
+    }
+    if on.dry_run {
+        return Ok((Outcome::Planned, None));
+    }
+
+    let source = templates::source_version(&state, set_default);
+    let description = format!(
+        "{TEMPLATE_VERSION_PREFIX} {image_id} of {}/{} (distributed from {})",
+        want.policy.name, want.family, want.image.id
+    );
+    let version = ec2
+        .new_template_version(
+            &state.template_id,
+            source,
+            image_id,
+            &description.chars().take(255).collect::<String>(),
+            &templates::token(&state.template_id, source, image_id),
+        )
+        .await?;
+    line.version = Some(version);
+    if set_default {
+        ec2.set_default_version(&state.template_id, version).await?;
+    }
+    Ok((Outcome::Published, None))
+}
