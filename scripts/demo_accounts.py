@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import Emulator, Function
+from harness import Emulator, Function, deliver_units
 
 COPYING, SHARING = "111111111111", "222222222222"
 PARAMETER = "/ami/golden/base"
@@ -59,28 +59,11 @@ def in_account(emu: Emulator, account: str, service: str) -> Any:
     )
 
 
-def deliver(emu: Emulator, function: Function) -> list[dict]:
-    """The queue's units, each delivered to the function as one SQS record; a unit it names in
-    batchItemFailures stays on the queue."""
-    sqs, url = emu.client("sqs", "us-east-1"), emu.stack["distribute_queue"]
-    lines: list[dict] = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-        for m in messages:
-            record = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"]}
-            ok, report = function.invoke({"Records": [{**record, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}]})
-            if not ok:
-                raise RuntimeError(f"a unit failed: {report}")
-            lines.extend(report["results"])
-            if not report["batchItemFailures"]:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return lines
-
-
 def sweep(emu: Emulator, function: Function, title: str, names: dict[str, str], table: Callable) -> list[dict]:
     ok, queued = function.invoke({})
     if not ok:
         raise RuntimeError(f"the sweep failed: {queued}")
-    lines = deliver(emu, function)
+    lines = [line for report, _ in deliver_units(emu, function) for line in report["results"]]
     rows = [
         [
             line["account"],

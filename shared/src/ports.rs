@@ -344,10 +344,10 @@ pub struct LaunchTemplateState {
     pub latest_image: Option<String>,
     /// The AMI of `$Default`, as written.
     pub default_image: Option<String>,
-    /// `$Latest` is a version the tool made (its description begins `ami-publish:`).
-    pub latest_made_by_tool: bool,
     /// The default version the tool set last ([`crate::domain::tags::DEFAULT_VERSION`]).
     pub recorded_default: Option<i64>,
+    /// The template's team opted it in ([`crate::domain::tags::PUBLISH_OPT_IN`]).
+    pub opted_in: bool,
 }
 
 /// Launch templates, for publishing.
@@ -571,8 +571,10 @@ pub trait Accounts {
     /// The active accounts directly in an organizational unit (Organizations
     /// ListAccountsForParent, every page).
     fn accounts_in(&self, ou_id: &str) -> impl Future<Output = Result<Vec<AccountId>>> + Send;
-    /// The id of the OU (or root) an account is directly in now (Organizations ListParents).
-    fn parent_of(&self, account: &AccountId) -> impl Future<Output = Result<String>> + Send;
+    /// The id of the OU (or root) an account is directly in now (Organizations ListParents);
+    /// none when the organization has no such account.
+    fn parent_of(&self, account: &AccountId)
+        -> impl Future<Output = Result<Option<String>>> + Send;
     /// Queues units of work (their bodies), at most 10 a call; the bodies SQS refused.
     fn queue_units(&self, bodies: Vec<String>) -> impl Future<Output = Result<Vec<String>>> + Send;
 }

@@ -105,11 +105,11 @@ class Emulator:
     def _get(self, route: str):
         return json.loads(urllib.request.urlopen(f"{self.endpoint}/_testbed/{route}").read())
 
-    def _post(self, route: str, body: dict) -> None:
+    def _post(self, route: str, body: dict) -> Any:
         request = urllib.request.Request(
             f"{self.endpoint}/_testbed/{route}", data=json.dumps(body).encode(), method="POST"
         )
-        urllib.request.urlopen(request).read()
+        return json.loads(urllib.request.urlopen(request, timeout=3600).read() or b"null")
 
     def seed(self, region: str, image_id: str, **fields) -> None:
         """Sets fields EC2 sets itself (creation_date, last_launched_time, ...) on an image."""
@@ -288,3 +288,27 @@ class Function:
         self.proc.kill()
         self.proc.wait()
         self.watch.stop()
+
+
+def deliver_units(
+    emu: Emulator, function: Function, wanted: Callable[[dict], bool] = lambda _: True
+) -> list[tuple[dict, float]]:
+    """The distribution queue's units, each delivered to `function` as Lambda's SQS event source
+    delivers it (one record), with the invocation's wall time; a unit it names in
+    batchItemFailures stays on the queue, one `wanted` refuses (its body) is deleted unserved."""
+    sqs, url = emu.client("sqs", "us-east-1"), emu.stack["distribute_queue"]
+    served: list[tuple[dict, float]] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for m in messages:
+            if not wanted(json.loads(m["Body"])):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                continue
+            record = {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"]}
+            started = time.perf_counter()
+            ok, report = function.invoke({"Records": [{**record, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}]})
+            if not ok:
+                raise RuntimeError(f"a unit failed: {report}")
+            served.append((report, time.perf_counter() - started))
+            if not report["batchItemFailures"]:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return served

@@ -48,20 +48,29 @@ pub async fn accounts_in(client: &Client, ou_id: &str) -> Result<Vec<AccountId>>
     Ok(out)
 }
 
-/// The id of the OU or root `account` is directly in (ListParents; one parent per child).
-pub async fn parent_of(client: &Client, account: &AccountId) -> Result<String> {
-    let out = client
+/// The id of the OU or root `account` is directly in (ListParents, every page: a List call
+/// may answer an empty page while more follow), or none when the organization has no such
+/// account (`ChildNotFoundException`: it left, or was never in it).
+pub async fn parent_of(client: &Client, account: &AccountId) -> Result<Option<String>> {
+    let mut pages = client
         .list_parents()
         .child_id(account.as_str())
-        .send()
-        .await
-        .map_err(|e| Error::aws("ListParents", "", e))?;
-    out.parents()
-        .iter()
-        .find_map(|p| p.id().map(str::to_string))
-        .ok_or_else(|| {
-            Error::Refused(format!(
-                "Organizations names no parent of {account}: it is not in the organization"
-            ))
-        })
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_child_not_found_exception()) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(Error::aws("ListParents", "", e)),
+        };
+        if let Some(id) = page.parents().iter().find_map(|p| p.id()) {
+            return Ok(Some(id.to_string()));
+        }
+    }
+    Ok(None)
 }

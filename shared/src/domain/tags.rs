@@ -44,6 +44,9 @@ pub const PROTECTED_BY: &str = "ami-automation:protected-by";
 /// older than that, since a new consumer was told nothing by an earlier deprecation. Anyone who
 /// may tag the AMI can move it later, which only keeps the AMI longer.
 pub const SHARED_AT: &str = "ami-automation:shared-at";
+/// On a launch template: its team lets the stack publish to it (any value; the roles' IAM
+/// allows CreateLaunchTemplateVersion and ModifyLaunchTemplate only on templates that carry it).
+pub const PUBLISH_OPT_IN: &str = "ami-automation:publish";
 /// The value of [`PROTECTED_BY`]: the function that turns the protection on and off.
 pub const PROTECTED_BY_AGE_OUT: &str = super::function::Function::AgeOut.name();
 

@@ -45,20 +45,13 @@ pub fn held_by_consumer(state: &LaunchTemplateState, set_default: bool) -> Optio
     ))
 }
 
-/// The tool's own version naming `image_id`, made by a run that stopped before it set the
-/// default: the default is set to it, and no second version is made.
-pub fn unfinished(state: &LaunchTemplateState, set_default: bool, image_id: &str) -> Option<i64> {
-    (set_default
-        && state.latest_made_by_tool
-        && state.latest_version != state.default_version
-        && state.latest_image.as_deref() == Some(image_id))
-    .then_some(state.latest_version)
-}
-
 /// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the template,
 /// the version it derives from and the AMI. A re-delivered event finds the same `$Latest` and
 /// makes no second version; publishing an AMI again later (a rollback) derives from a newer
-/// `$Latest`, so EC2 never answers it with the old version.
+/// `$Latest`, so EC2 never answers it with the old version. A run that stopped after it made
+/// the version and before it set the default makes the same request again and gets the same
+/// version back, so no second one: nothing written in the template (a version's description,
+/// which anyone who may make a version can write) is trusted to say the tool made it.
 pub fn token(template_id: &str, from_version: i64, image_id: &str) -> String {
     format!("{template_id}-{from_version}-{image_id}")
 }

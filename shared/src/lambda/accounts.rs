@@ -38,7 +38,7 @@ impl Accounts for App {
         crate::adapters::organizations::accounts_in(&client, ou_id).await
     }
 
-    async fn parent_of(&self, account: &AccountId) -> Result<String> {
+    async fn parent_of(&self, account: &AccountId) -> Result<Option<String>> {
         let client = self.organizations().await?;
         crate::adapters::organizations::parent_of(&client, account).await
     }

@@ -785,7 +785,6 @@ impl LaunchTemplates for FakeEc2 {
         versions.push(Some(image_id.to_string()));
         t.latest_version = versions.len() as i64;
         t.latest_image = Some(image_id.to_string());
-        t.latest_made_by_tool = true;
         let v = t.latest_version;
         state.template_tokens.insert(client_token.to_string(), v);
         state.changes.push(format!(

@@ -140,15 +140,13 @@ impl LaunchTemplates for Ec2 {
             .find(|t| t.key() == Some(tags::DEFAULT_VERSION))
             .and_then(|t| t.value())
             .and_then(|v| v.parse().ok());
-        let latest_made_by_tool = versions
-            .launch_template_versions()
+        let opted_in = template
+            .tags()
             .iter()
-            .find(|v| v.version_number == Some(latest_version))
-            .and_then(|v| v.version_description())
-            .is_some_and(|d| d.starts_with(crate::domain::naming::TEMPLATE_VERSION_PREFIX));
+            .any(|t| t.key() == Some(tags::PUBLISH_OPT_IN));
         Ok(Some(LaunchTemplateState {
+            opted_in,
             name: template.launch_template_name.clone().unwrap_or_default(),
-            latest_made_by_tool,
             latest_image: image_of(latest_version),
             default_image: image_of(default_version),
             latest_version,

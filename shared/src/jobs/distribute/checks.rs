@@ -13,30 +13,38 @@ use crate::domain::tags;
 use crate::ports::{Accounts, Cloud, RestoreImages};
 
 /// The OU the unit serves its account through: the unit's, if the account is still directly in
-/// it; none (with a line saying so) when it has left, so that only what a policy gives the
-/// account by id is served. The error says why Organizations could not tell (the unit is
-/// delivered again).
+/// it; none (with a line saying why) when it has left or Organizations cannot tell, so that
+/// only what a policy gives the account by id is served. When Organizations cannot tell, the
+/// line is a failure: the unit is delivered again (and the dead-letter queue's alarm fires if
+/// it keeps failing: the organizations role may lack `organizations:ListParents`).
 pub async fn still_in<'u, C: Accounts>(
     cloud: &C,
     unit: &'u Unit,
     lines: &mut Vec<DistributeLine>,
-) -> Result<Option<&'u str>, String> {
-    let Some(ou) = unit.organizational_unit.as_deref() else {
-        return Ok(None);
-    };
-    let parent = cloud.parent_of(&unit.account).await.map_err(|e| {
-        format!("whether the account is still in {ou} could not be read (ListParents): {e}")
-    })?;
-    let id = OrganizationalUnitArn::from_str(ou).map(|o| o.id().to_string());
-    if id.as_deref() == Ok(parent.as_str()) {
-        return Ok(Some(ou));
-    }
-
+) -> Option<&'u str> {
+    let ou = unit.organizational_unit.as_deref()?;
     let mut line = DistributeLine::new(&unit.account, &unit.region, Action::Unit);
     line.organizational_unit = Some(ou.to_string());
-    let why = format!("the account left the OU after the sweep (it is in {parent} now): nothing is served through the OU, only what a policy gives the account by id");
+    let parent = match cloud.parent_of(&unit.account).await {
+        Ok(parent) => parent,
+        Err(e) => {
+            let why = format!("whether the account is still in the OU could not be read (ListParents): {e}: nothing is served through the OU, only what a policy gives the account by id");
+            lines.push(line.with(Outcome::Failed, why));
+            return None;
+        }
+    };
+    let id = OrganizationalUnitArn::from_str(ou).map(|o| o.id().to_string());
+    if parent.is_some() && id.as_ref().ok() == parent.as_ref() {
+        return Some(ou);
+    }
+
+    let now_in = parent.map_or_else(
+        || "no longer in the organization".to_string(),
+        |p| format!("in {p} now"),
+    );
+    let why = format!("the account left the OU after the sweep ({now_in}): nothing is served through the OU, only what a policy gives the account by id");
     lines.push(line.with(Outcome::Unchanged, why));
-    Ok(None)
+    None
 }
 
 /// The orphans once the source region's Recycle Bin is read: a copy whose deregistered source

@@ -10,7 +10,7 @@ use super::{checks, launch_templates};
 use super::{Action, DistributeLine, Outcome, Unit};
 use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::ImageState;
-use crate::domain::policy::TemplateDepth;
+use crate::domain::policy::{PolicyDocument, TemplateDepth};
 use crate::domain::{seal, tags};
 
 pub use super::sweep::sweep;
@@ -90,22 +90,21 @@ pub async fn unit<C: Cloud + Accounts>(
     let mut head = DistributeLine::new(account, region, Action::Unit);
     head.organizational_unit = unit.organizational_unit.clone();
     let mut lines = Vec::new();
-    let ou = match checks::still_in(ctx.cloud, unit, &mut lines).await {
-        Ok(ou) => ou,
-        Err(why) => return vec![head.with(Outcome::Failed, why)],
-    };
+    let ou = checks::still_in(ctx.cloud, unit, &mut lines).await;
     let sources = match crate::jobs::proof::scan(ctx.cloud, ctx.document, region).await {
         Ok(images) => images,
         Err(e) => {
             let why = format!("the source AMIs could not be read: {e}");
-            return vec![head.with(Outcome::Failed, why)];
+            lines.push(head.with(Outcome::Failed, why));
+            return lines;
         }
     };
     let target = match ctx.cloud.assume(account).await {
         Ok(t) => t,
         Err(e) => {
             let why = format!("the target role could not be assumed: {e}");
-            return vec![head.with(Outcome::Failed, why)];
+            lines.push(head.with(Outcome::Failed, why));
+            return lines;
         }
     };
 
@@ -114,7 +113,8 @@ pub async fn unit<C: Cloud + Accounts>(
         Ok(images) => images,
         Err(e) => {
             let why = format!("the account's AMIs could not be read: {e}");
-            return vec![head.with(Outcome::Failed, why)];
+            lines.push(head.with(Outcome::Failed, why));
+            return lines;
         }
     };
 
@@ -144,7 +144,7 @@ pub async fn unit<C: Cloud + Accounts>(
     let orphans = plan::orphaned(&owned, &sources, &keep, region, now);
     let orphans = checks::restorable(ctx.cloud, orphans, &on, &mut lines).await;
     let orphans = proven(ctx.cloud, orphans, &on, &mut lines).await;
-    retire(&ec2, orphans, &on, &mut lines).await;
+    retire(&ec2, (ctx.document, orphans), &on, &mut lines).await;
     lines
 }
 
@@ -350,16 +350,32 @@ async fn publish<P: Parameters>(
 
 /// Retires the target's copies whose source left circulation (deregistered with their
 /// snapshots, or deprecated for a recall), once DescribeImageReferences shows nothing in the
-/// account uses them; kept when something does or when it cannot tell.
+/// account uses them (launch template versions as deep as the source policy's
+/// `retain.in_use.launch_template_versions` says); kept when something does or when it cannot
+/// tell.
 async fn retire<E: ImageInventory + RetireImages>(
     ec2: &E,
-    orphans: Vec<plan::Orphan<'_>>,
+    (document, orphans): (&PolicyDocument, Vec<plan::Orphan<'_>>),
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
-    for chunk in orphans.chunks(IMAGE_REFERENCES_MAX_IDS) {
+    for (depth, group) in plan::by_depth(document, orphans) {
+        for chunk in group.chunks(IMAGE_REFERENCES_MAX_IDS) {
+            retire_chunk(ec2, (chunk, depth), on, lines).await;
+        }
+    }
+}
+
+/// One DescribeImageReferences call's worth of copies (at most 10, one template depth).
+async fn retire_chunk<E: ImageInventory + RetireImages>(
+    ec2: &E,
+    (chunk, depth): (&[plan::Orphan<'_>], TemplateDepth),
+    on: &On<'_>,
+    lines: &mut Vec<DistributeLine>,
+) {
+    {
         let ids: Vec<String> = chunk.iter().map(|(i, ..)| i.id.clone()).collect();
-        let references = ec2.image_references(&ids, TemplateDepth::All).await;
+        let references = ec2.image_references(&ids, depth).await;
         for (copy, how, why) in chunk {
             let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
             line.image_id = Some(copy.id.clone());

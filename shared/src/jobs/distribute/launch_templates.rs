@@ -1,13 +1,14 @@
 //! A target account's launch templates: each gets a new version naming the target's AMI (its
 //! copy once available, or the shared AMI), as publishing does in the stack's own account
 //! ([`crate::jobs::templates`]): a consumer's hold on the default, a template that names its
-//! AMI through SSM, and a run that stopped before it set the default are respected the same way.
+//! AMI through SSM, and a run that stopped before it set the default are handled the same way.
 
 use super::execute::On;
 use super::plan::{self, TemplateFor, Want};
 use super::{Action, DistributeLine, Outcome};
 use crate::domain::naming::TEMPLATE_VERSION_PREFIX;
 use crate::domain::policy::LaunchTemplateTarget;
+use crate::domain::tags;
 use crate::error::Result;
 use crate::jobs::templates;
 use crate::ports::LaunchTemplates;
@@ -22,13 +23,23 @@ pub async fn publish<E: LaunchTemplates>(
 ) {
     for entry in plan::templates(wants) {
         let (index, template) = match &entry {
-            TemplateFor::Want(i, t) | TemplateFor::Ambiguous(i, t, _) => (*i, *t),
+            TemplateFor::Want(i, t)
+            | TemplateFor::Ambiguous(i, t, _)
+            | TemplateFor::Clash(i, t, _) => (*i, *t),
         };
         let mut line = on.line(&wants[index], Action::LaunchTemplate);
         line.launch_template = Some(template.template.clone());
         if let TemplateFor::Ambiguous(_, _, families) = &entry {
             line.family = String::new();
             let why = format!("the policy gives the account {} families here ({}): name the family this template gets", families.len(), families.join(", "));
+            lines.push(line.with(Outcome::Refused, why));
+            continue;
+        }
+        if let TemplateFor::Clash(_, _, names) = &entry {
+            let why = format!(
+                "{} name this template with different AMIs: name it in one target only",
+                names.join(" and ")
+            );
             lines.push(line.with(Outcome::Refused, why));
             continue;
         }
@@ -61,9 +72,16 @@ async fn one<E: LaunchTemplates>(
 ) -> Result<(Outcome, Option<String>)> {
     let set_default = template.set_default;
     let Some(state) = ec2.launch_template(&template.template).await? else {
-        let why = format!("the account has no launch template `{}` in {}: create it (tagged ami-automation:publish), or correct the policy", template.template, on.region);
-        return Ok((Outcome::Refused, Some(why)));
+        let why = format!(
+            "the account has no launch template `{}` in {}: nothing to publish to here",
+            template.template, on.region
+        );
+        return Ok((Outcome::Unchanged, Some(why)));
     };
+    if !state.opted_in {
+        let why = format!("the account's team has not opted it in: tag it {} (any value) for the stack to publish to it", tags::PUBLISH_OPT_IN);
+        return Ok((Outcome::Refused, Some(why)));
+    }
     if let Some(why) = templates::held_by_consumer(&state, set_default) {
         return Ok((Outcome::Kept, Some(why)));
     }
@@ -74,14 +92,6 @@ async fn one<E: LaunchTemplates>(
     }
     if current == Some(image_id) {
         return Ok((Outcome::Unchanged, None));
-    }
-    if let Some(version) = templates::unfinished(&state, set_default, image_id) {
-        line.version = Some(version);
-        if on.dry_run {
-            return Ok((Outcome::Planned, None));
-        }
-        ec2.set_default_version(&state.template_id, version).await?;
-        return Ok((Outcome::Published, None));
     }
     if on.dry_run {
         return Ok((Outcome::Planned, None));

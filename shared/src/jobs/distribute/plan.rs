@@ -11,7 +11,7 @@ use crate::domain::ids::{AccountId, Region};
 use crate::domain::model::{CopyFound, Image, ImageState};
 use crate::domain::policy::{
     render_parameter, CopyDestination, DistributionTarget, LaunchTemplateTarget, Policy,
-    PolicyDocument,
+    PolicyDocument, TemplateDepth,
 };
 use crate::domain::recycle_bin::BinImage;
 use crate::domain::tags;
@@ -169,6 +169,9 @@ pub enum TemplateFor<'a> {
     Want(usize, &'a LaunchTemplateTarget),
     /// No family named, and the policy gives the account several here: refused, with them.
     Ambiguous(usize, &'a LaunchTemplateTarget, Vec<String>),
+    /// Bound to two AMIs (two policies, or families, name it): refused, with them (`policy/family`);
+    /// writing both would move the template between them at every sweep.
+    Clash(usize, &'a LaunchTemplateTarget, Vec<String>),
 }
 
 /// Each launch template entry of the targets the wants come from, bound to the want of the
@@ -197,7 +200,37 @@ pub fn templates<'a>(wants: &[Want<'a>]) -> Vec<TemplateFor<'a>> {
             }
         }
     }
-    out
+    clashes(wants, out)
+}
+
+/// The bindings with each template bound to two different AMIs made a [`TemplateFor::Clash`].
+fn clashes<'a>(wants: &[Want<'a>], bound: Vec<TemplateFor<'a>>) -> Vec<TemplateFor<'a>> {
+    let images_of = |name: &str| -> Vec<usize> {
+        bound
+            .iter()
+            .filter_map(|t| match t {
+                TemplateFor::Want(i, e) if e.template == name => Some(*i),
+                _ => None,
+            })
+            .collect()
+    };
+    bound
+        .iter()
+        .map(|t| match t {
+            TemplateFor::Want(i, e) => {
+                let all = images_of(&e.template);
+                if all.iter().all(|j| wants[*j].image.id == wants[*i].image.id) {
+                    return t.clone();
+                }
+                let names = all
+                    .iter()
+                    .map(|j| format!("{}/{}", wants[*j].policy.name, wants[*j].family))
+                    .collect();
+                TemplateFor::Clash(*i, e, names)
+            }
+            other => other.clone(),
+        })
+        .collect()
 }
 
 /// Whether `copy` is, by EC2's own record (`SourceImageId`, `SourceImageRegion`, which no
@@ -316,4 +349,28 @@ pub fn after_bin<'a>(
             Some((copy, Retirement::Deprecate, why))
         })
         .collect()
+}
+
+/// The orphans grouped by how deep launch template versions protect them: the source policy's
+/// `retain.in_use.launch_template_versions` (the copy's `source-policy` tag names it; every
+/// version when the policy has no retain, or is no longer in the document).
+pub fn by_depth<'a>(
+    document: &PolicyDocument,
+    orphans: Vec<Orphan<'a>>,
+) -> Vec<(TemplateDepth, Vec<Orphan<'a>>)> {
+    let mut groups: Vec<(TemplateDepth, Vec<Orphan<'a>>)> = Vec::new();
+    for orphan in orphans {
+        let policy = orphan.0.tags.get(tags::SOURCE_POLICY);
+        let depth = document
+            .policies
+            .iter()
+            .find(|p| Some(&p.name) == policy)
+            .and_then(|p| p.retain.as_ref())
+            .map_or(TemplateDepth::All, |r| r.in_use.launch_template_versions);
+        match groups.iter_mut().find(|(d, _)| *d == depth) {
+            Some((_, group)) => group.push(orphan),
+            None => groups.push((depth, vec![orphan])),
+        }
+    }
+    groups
 }

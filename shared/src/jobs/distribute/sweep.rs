@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 
 use super::plan;
 use super::{Action, DistributeLine, Outcome, Unit};
@@ -12,6 +13,10 @@ use crate::domain::ids::{AccountId, Region};
 use crate::domain::policy::PolicyDocument;
 use crate::domain::seal;
 use crate::ports::{Accounts, Cloud, Seal};
+
+/// Units sealed at once (KMS GenerateMac calls in flight): 2,000 units one after another would
+/// take the sweep as long as 2,000 round trips to KMS.
+const SEALS_AT_ONCE: usize = 8;
 
 /// Lists the target OUs, then queues one sealed unit per (account, region); a line for each.
 pub async fn sweep<C: Cloud + Accounts>(
@@ -73,19 +78,27 @@ async fn queue<C: Cloud + Accounts>(
             .collect();
     };
     let expires = now + seal::UNIT_LIFETIME;
+    let sealed: Vec<_> = futures::stream::iter(units)
+        .map(|((account, ou), region)| {
+            let message = seal::unit(
+                account.as_str(),
+                region.as_str(),
+                ou.as_deref().unwrap_or_default(),
+                dry_run,
+                expires,
+            );
+            let sealer = &sealer;
+            async move { (account, ou, region, sealer.seal(message).await) }
+        })
+        .buffered(SEALS_AT_ONCE)
+        .collect()
+        .await;
     let mut bodies = Vec::new();
     let mut lines = Vec::new();
-    for ((account, ou), region) in units {
+    for (account, ou, region, sealed) in sealed {
         let mut line = DistributeLine::new(&account, &region, Action::Queue);
         line.organizational_unit = ou.clone();
-        let message = seal::unit(
-            account.as_str(),
-            region.as_str(),
-            ou.as_deref().unwrap_or_default(),
-            dry_run,
-            expires,
-        );
-        match sealer.seal(message).await {
+        match sealed {
             Ok(seal) => {
                 let unit = Unit {
                     account,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::plan;
 use super::*;
 use crate::domain::model::{Image, ImageState};
-use crate::domain::policy::{Deployment, PolicyDocument};
+use crate::domain::policy::{Deployment, PolicyDocument, TemplateDepth};
 use crate::domain::tags;
 
 const OWN: &str = "123456789012";
@@ -276,6 +276,19 @@ fn a_unit_with_a_failed_call_is_retried_and_a_refusal_is_not() {
     );
 }
 
+fn bindings(wants: &[plan::Want<'_>]) -> Vec<String> {
+    plan::templates(wants)
+        .iter()
+        .map(|t| match t {
+            plan::TemplateFor::Want(i, e) => format!("{} <- {}", e.template, wants[*i].family),
+            plan::TemplateFor::Ambiguous(_, e, f) => {
+                format!("{} refused: {}", e.template, f.join(","))
+            }
+            plan::TemplateFor::Clash(_, e, f) => format!("{} clash: {}", e.template, f.join(",")),
+        })
+        .collect()
+}
+
 #[test]
 fn a_target_template_gets_the_family_it_names_or_the_only_one_and_is_refused_between_several() {
     let json = serde_json::json!({"policies": [{
@@ -286,6 +299,10 @@ fn a_target_template_gets_the_family_it_names_or_the_only_one_and_is_refused_bet
             {"template": "any"},
             {"template": "gone", "family": "batch"}
         ]}]}
+    }, {
+        "name": "edge", "select": {"tags": {"Team": "edge"}},
+        "share": {"accounts": [SHARING]},
+        "distribute": {"targets": [{"accounts": [SHARING], "launch_templates": [{"template": "edge"}]}]}
     }]});
     let doc = PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("valid");
     let family = |id: &str, f: &str| {
@@ -301,29 +318,81 @@ fn a_target_template_gets_the_family_it_names_or_the_only_one_and_is_refused_bet
         family("ami-00000000000000002", "api"),
     ];
     let wants = plan::wanted(&doc, &two, (&account, None), now);
-    let bound: Vec<String> = plan::templates(&wants)
-        .iter()
-        .map(|t| match t {
-            plan::TemplateFor::Want(i, e) => format!("{} <- {}", e.template, wants[*i].family),
-            plan::TemplateFor::Ambiguous(_, e, f) => {
-                format!("{} refused: {}", e.template, f.join(","))
-            }
-        })
-        .collect();
-    assert_eq!(bound, vec!["web <- web", "any refused: api,web"]);
+    assert_eq!(bindings(&wants), vec!["web <- web", "any refused: api,web"]);
 
     let one = vec![family("ami-00000000000000001", "web")];
     let wants = plan::wanted(&doc, &one, (&account, None), now);
-    let bound: Vec<&str> = plan::templates(&wants)
-        .iter()
-        .filter_map(|t| match t {
-            plan::TemplateFor::Want(_, e) => Some(e.template.as_str()),
-            plan::TemplateFor::Ambiguous(..) => None,
-        })
-        .collect();
     assert_eq!(
-        bound,
-        vec!["web", "any"],
+        bindings(&wants),
+        vec!["web <- web", "any <- web"],
         "a family with no AMI here gets nothing"
+    );
+
+    // The edge policy names the golden policy's template `any` too: both are refused.
+    let mut doc = doc;
+    if let Some(d) = doc.policies[1].distribute.as_mut() {
+        d.targets[0].launch_templates[0].template = "any".into();
+    }
+    let mut edge = image("ami-00000000000000003", "edge", "2026-12-01T00:00:00Z");
+    edge.tags.insert("Team".into(), "edge".into());
+    let images = vec![family("ami-00000000000000001", "web"), edge];
+    let wants = plan::wanted(&doc, &images, (&account, None), now);
+    let found = bindings(&wants);
+    assert_eq!(
+        found,
+        vec![
+            "web <- web",
+            "any clash: golden/web,edge/edge",
+            "any clash: golden/web,edge/edge"
+        ]
+    );
+}
+
+#[test]
+fn a_copy_is_protected_by_template_versions_as_deep_as_its_source_policy_says() {
+    let json = serde_json::json!({"policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}},
+        "retain": {"keep_latest": 1, "in_use": {"launch_template_versions": "default-and-latest"}},
+        "share": {"accounts": [SHARING]},
+        "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/golden/{family}"]}]}
+    }, {
+        "name": "plain", "select": {"tags": {"Team": "other"}},
+        "share": {"accounts": [SHARING]},
+        "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/plain/{family}"]}]}
+    }]});
+    let doc = PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("valid");
+    let copy = |id: &str, policy: &str| {
+        let mut c = Image::new(id, "copy", SHARING, at("2026-12-01T00:00:00Z"));
+        c.tags.insert(tags::SOURCE_POLICY.into(), policy.into());
+        c
+    };
+    let copies = [
+        copy("ami-10000000000000001", "golden"),
+        copy("ami-10000000000000002", "plain"),
+        copy("ami-10000000000000003", "renamed-since"),
+    ];
+    let orphans = copies
+        .iter()
+        .map(|c| (c, plan::Retirement::Deregister, String::new()))
+        .collect();
+
+    let groups: Vec<(TemplateDepth, Vec<&str>)> = plan::by_depth(&doc, orphans)
+        .into_iter()
+        .map(|(d, g)| (d, g.iter().map(|(c, ..)| c.id.as_str()).collect()))
+        .collect();
+
+    assert_eq!(
+        groups,
+        vec![
+            (
+                TemplateDepth::DefaultAndLatest,
+                vec!["ami-10000000000000001"]
+            ),
+            (
+                TemplateDepth::All,
+                vec!["ami-10000000000000002", "ami-10000000000000003"]
+            ),
+        ],
+        "no retain, or a policy no longer in the document: every version protects"
     );
 }

@@ -265,9 +265,9 @@ async fn publish_template<E: LaunchTemplates>(
     write_version(ec2, &state, how, target, line).await
 }
 
-/// Writes the version that names the target's AMI (and makes it the default when asked). The
-/// tool's own version for this AMI, made by a run that stopped before it set the default, is
-/// completed: the default is set, no second version made.
+/// Writes the version that names the target's AMI (and makes it the default when asked). A run
+/// that stopped before it set the default made the version with the same client token: EC2
+/// answers it again, and the default is set, no second version made.
 async fn write_version<E: LaunchTemplates>(
     ec2: &E,
     state: &LaunchTemplateState,
@@ -279,15 +279,6 @@ async fn write_version<E: LaunchTemplates>(
         set_default,
         dry_run,
     } = how;
-    if let Some(version) = templates::unfinished(state, set_default, &target.image.id) {
-        line.action = "set_default_version";
-        line.version = Some(version);
-        if dry_run {
-            return Ok(PublishOutcome::Planned);
-        }
-        ec2.set_default_version(&state.template_id, version).await?;
-        return Ok(PublishOutcome::Published);
-    }
     if dry_run {
         return Ok(PublishOutcome::Planned);
     }

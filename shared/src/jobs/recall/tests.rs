@@ -224,8 +224,8 @@ mod run {
             default_version: 1,
             latest_image: Some("ami-child".into()),
             default_image: Some("ami-child".into()),
-            latest_made_by_tool: false,
             recorded_default: None,
+            opted_in: true,
         };
         ec2.state()
             .templates

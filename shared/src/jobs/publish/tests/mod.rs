@@ -121,8 +121,8 @@ fn template(ec2: &crate::tests::fakes::FakeEc2, image: &str) {
             default_version: 1,
             latest_image: Some(image.into()),
             default_image: None,
-            latest_made_by_tool: false,
             recorded_default: None,
+            opted_in: true,
         },
         vec![Some(image.into())],
     ));
