@@ -209,7 +209,13 @@ impl TestBed {
     /// An EC2 client that calls as the function `binary` does (its credentials): the test bed
     /// authorizes it against that function's role.
     pub async fn ec2_as(&self, binary: &str, region: &str) -> aws_sdk_ec2::Client {
-        let config = aws_config::defaults(BehaviorVersion::latest())
+        aws_sdk_ec2::Client::new(&self.sdk_as(binary, region).await)
+    }
+
+    /// The SDK configuration of the function `binary` (its credentials): the test bed
+    /// authorizes each request against that function's role.
+    pub async fn sdk_as(&self, binary: &str, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_string()))
             .endpoint_url(self.endpoint())
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -220,8 +226,7 @@ impl TestBed {
                 "test",
             ))
             .load()
-            .await;
-        aws_sdk_ec2::Client::new(&config)
+            .await
     }
 
     /// Gives the function `binary` these IAM statements instead of its role in template.yaml

@@ -714,3 +714,141 @@ async fn a_unit_that_keeps_failing_lands_in_the_dead_letter_queue_after_three_de
         bodies[0]
     );
 }
+
+/// AssumeRole of the target role in COPYING, as the function `binary` calls it.
+async fn assume_as(
+    bed: &TestBed,
+    binary: &str,
+    external_id: Option<&str>,
+    tag: Option<&str>,
+) -> Result<(), String> {
+    let sts = aws_sdk_sts::Client::new(&bed.sdk_as(binary, "us-east-1").await);
+    // template.yaml's TargetRoleName default, as target-role.yaml's RoleName.
+    let mut request = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{COPYING}:role/ami-lifecycle-target"))
+        .role_session_name(binary)
+        .set_external_id(external_id.map(String::from));
+    if let Some(value) = tag {
+        request = request.tags(
+            aws_sdk_sts::types::Tag::builder()
+                .key("ami-lifecycle-function")
+                .value(value)
+                .build()
+                .expect("a tag"),
+        );
+    }
+    request.send().await.map(|_| ()).map_err(|e| {
+        aws_sdk_sts::error::ProvideErrorMetadata::code(&e.into_service_error())
+            .unwrap_or("?")
+            .to_string()
+    })
+}
+
+#[tokio::test]
+async fn the_target_role_trusts_only_the_distribute_role_with_the_external_id_and_its_tag() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING], &[]);
+    bed.expect_denials(&["sts:AssumeRole", "sts:TagSession"]);
+    const EXTERNAL_ID: &str = "testbed-external-id";
+
+    // Another of the stack's functions, even one whose own role allows any AssumeRole: the
+    // target's trust policy names only the distribute role.
+    bed.override_role(
+        "ami-publish",
+        json!([{"Effect": "Allow", "Action": ["sts:AssumeRole", "sts:TagSession"], "Resource": "*"}]),
+    );
+    let denied = Err("AccessDenied".to_string());
+    assert_eq!(
+        assume_as(
+            &bed,
+            "ami-publish",
+            Some(EXTERNAL_ID),
+            Some("ami-distribute")
+        )
+        .await,
+        denied
+    );
+
+    // The distribute role without the ExternalId, with another one, or with another session tag.
+    assert_eq!(
+        assume_as(&bed, "ami-distribute", None, Some("ami-distribute")).await,
+        denied
+    );
+    assert_eq!(
+        assume_as(
+            &bed,
+            "ami-distribute",
+            Some("guessed"),
+            Some("ami-distribute")
+        )
+        .await,
+        denied
+    );
+    assert_eq!(
+        assume_as(
+            &bed,
+            "ami-distribute",
+            Some(EXTERNAL_ID),
+            Some("ami-age-out")
+        )
+        .await,
+        denied
+    );
+
+    // As the stack assumes it.
+    assert_eq!(
+        assume_as(
+            &bed,
+            "ami-distribute",
+            Some(EXTERNAL_ID),
+            Some("ami-distribute")
+        )
+        .await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn two_copy_targets_each_own_a_tagged_encrypted_copy_and_a_redelivery_makes_none() {
+    let bed = TestBed::start();
+    bed.targets(&[COPYING, SHARING], &[]);
+    let image = golden(&bed, "web-20261201").await;
+    let document = json!({"dry_run": false, "policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
+        "share": {"accounts": [COPYING, SHARING], "snapshots": true},
+        "distribute": {"targets": [
+            {"accounts": [COPYING, SHARING], "copy": {}, "ssm_parameters": ["/ami/golden/{family}"]}
+        ]}
+    }]})
+    .to_string();
+    let env = [("AMI_POLICIES", document.as_str())];
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+    serve_twice(&bed, &distribute).await;
+
+    for account in [COPYING, SHARING] {
+        let copies = owned(&bed, account).await;
+        assert_eq!(copies.len(), 1, "{account}: {copies:?}");
+        let (copy, encrypted, source) = &copies[0];
+        assert!(*encrypted, "{account}: {copies:?}");
+        assert_eq!(source.as_deref(), Some(image.as_str()), "{account}");
+        assert_eq!(
+            parameter(&bed, account).await.as_deref(),
+            Some(copy.as_str())
+        );
+    }
+
+    // The same units delivered again (the next sweep): no second copy anywhere.
+    distribute.invoke(&json!({})).ok();
+    let again = bed.deliver_units(&distribute).await;
+    for account in [COPYING, SHARING] {
+        assert_eq!(
+            outcomes(&again, account),
+            vec!["copy unchanged", "publish unchanged"]
+        );
+        assert_eq!(owned(&bed, account).await.len(), 1, "{account}");
+    }
+}
