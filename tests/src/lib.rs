@@ -369,7 +369,9 @@ impl TestBed {
         })
     }
 
-    async fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+    /// The SDK configuration of the test's own administrator in the stack's account (its calls
+    /// are not IAM-evaluated; the contract check applies).
+    pub async fn sdk(&self, region: &str) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_string()))
             .endpoint_url(self.endpoint())

@@ -19,6 +19,9 @@ input, with each member's type, which members are required, and the constraints 
   codes (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html):
   `MissingParameter` for a required member that is absent, `UnknownParameter` for a parameter
   that is no member of the input, `InvalidParameterValue` for a value the model refuses.
+- STS, `query` protocol (botocore's `QuerySerializer`): as EC2's, except that a member's key is
+  its `locationName` or its name, as written, and a list's items are `Key.member.1` ...
+  `Key.member.N` (no STS list is flattened). Answered in STS's XML error format.
 - EventBridge, KMS and SSM, JSON protocol (a JSON body, the operation in `X-Amz-Target`): the
   same checks on the JSON document, answered as those services answer a request their
   validation refuses: `ValidationException`, with a message in their style ("1 validation error
@@ -53,6 +56,8 @@ from botocore.model import OperationNotFoundError, ServiceModel, Shape
 _SESSION = botocore.session.get_session()
 #: EC2's model, loaded once (about 0.2 s) when the test bed starts.
 EC2: ServiceModel = _SESSION.get_service_model("ec2")
+#: STS's model (the query protocol).
+STS: ServiceModel = _SESSION.get_service_model("sts")
 #: The JSON-protocol services the test bed serves, by the prefix of their `X-Amz-Target`.
 JSON_SERVICES: dict[str, ServiceModel] = {
     model.metadata["targetPrefix"]: model
@@ -83,7 +88,20 @@ Node: TypeAlias = dict[Union[str, None], Any]
 class Spec:
     """One shape of the model, reduced to what the checks need (built once per shape)."""
 
-    __slots__ = ("name", "type", "min", "max", "enum", "pattern", "members", "required", "member", "key", "value")
+    __slots__ = (
+        "name",
+        "type",
+        "min",
+        "max",
+        "enum",
+        "pattern",
+        "members",
+        "required",
+        "member",
+        "key",
+        "value",
+        "wrapped",
+    )
 
     def __init__(self, shape: Shape):
         self.name: str = shape.name
@@ -101,6 +119,8 @@ class Spec:
         self.member: Spec | None = None
         self.key: Spec | None = None
         self.value: Spec | None = None
+        #: list, query protocol: its items are under `member` (`Key.member.N`).
+        self.wrapped = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +136,7 @@ class Member:
 class Violation:
     """A request the contract refuses: the protocol to answer in, the error code, the message."""
 
-    protocol: str  # "ec2" (XML error body) or "json" (JSON error body)
+    protocol: str  # "ec2" or "sts" (their XML error bodies) or "json" (JSON error body)
     code: str
     message: str
 
@@ -143,6 +163,11 @@ def _ec2_wire_name(name: str, shape: Shape) -> str:
     return name
 
 
+def _query_wire_name(name: str, shape: Shape) -> str:
+    """A member's key, as botocore's `QuerySerializer._get_serialized_name` writes it."""
+    return str(shape.serialization.get("name", name))
+
+
 def _json_wire_name(name: str, shape: Shape) -> str:
     """A member's key, as botocore's `JSONSerializer` writes it."""
     return str(shape.serialization.get("name", name))
@@ -152,8 +177,9 @@ class _Compiler:
     """Builds the `Spec` tree of one service's shapes, each shape once (the model may share or
     nest shapes, so a shape is registered before its members are built)."""
 
-    def __init__(self, wire_name: Any):
+    def __init__(self, wire_name: Any, wrapped_lists: bool = False):
         self.wire_name = wire_name
+        self.wrapped_lists = wrapped_lists
         self.specs: dict[str, Spec] = {}
 
     def spec(self, shape: Shape) -> Spec:
@@ -169,6 +195,7 @@ class _Compiler:
             spec.required = tuple(m for m in spec.members.values() if m.name in required)
         elif spec.type == "list":
             spec.member = self.spec(shape.member)
+            spec.wrapped = self.wrapped_lists and not shape.serialization.get("flattened")
         elif spec.type == "map":
             spec.key = self.spec(shape.key)
             spec.value = self.spec(shape.value)
@@ -208,8 +235,8 @@ def _build(model: ServiceModel, operation: str) -> Spec | None:
     if shape is not None:
         compiler = _COMPILERS.get(model.service_name)
         if compiler is None:
-            wire = _ec2_wire_name if model.protocol == "ec2" else _json_wire_name
-            compiler = _COMPILERS[model.service_name] = _Compiler(wire)
+            wire = {"ec2": _ec2_wire_name, "query": _query_wire_name}.get(model.protocol, _json_wire_name)
+            compiler = _COMPILERS[model.service_name] = _Compiler(wire, model.protocol == "query")
         spec = compiler.spec(shape)
     return spec
 
@@ -315,6 +342,14 @@ def _check_query_node(spec: Spec, node: Node, path: str, name: str) -> Iterator[
 
 
 def _check_query_list(spec: Spec, node: Node, path: str, name: str) -> Iterator[tuple[str, str]]:
+    if spec.wrapped:
+        # The query protocol: `Key.member.N`; anything else below `Key` is no parameter.
+        for part in node:
+            if part != "member":
+                shown = path if part is _VALUE else f"{path}.{part}"
+                yield "UnknownParameter", f"The parameter {shown} is not recognized"
+                return
+        node, path = node.get("member", {}), f"{path}.member"
     label = path if path.rsplit(".", 1)[-1] == name else f"{path} ({name})"
     indices: list[int] = []
     for part in node:
@@ -585,13 +620,22 @@ def check_request(environ: Mapping[str, Any], body: bytes) -> Violation | None:
         found = check_json(model, operation, document)
         return Violation("json", *found) if found else None
     service = signing_service(environ)
+    if service == "sts":
+        found = check_query(STS, _query_pairs(environ, body))
+        return Violation("sts", *found) if found else None
     if service is not None and service != "ec2":
         return None
-    query = environ.get("QUERY_STRING")
-    pairs = parse_qsl(query, keep_blank_values=True) if query else []
-    if body:
-        pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    pairs = _query_pairs(environ, body)
     if service is None and ("Version", EC2.metadata["apiVersion"]) not in pairs:
         return None
     found = check_query(EC2, pairs)
     return Violation("ec2", *found) if found else None
+
+
+def _query_pairs(environ: Mapping[str, Any], body: bytes) -> list[tuple[str, str]]:
+    """A query-protocol request's parameters: its query string's, then its form body's."""
+    query = environ.get("QUERY_STRING")
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    if body:
+        pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return pairs

@@ -46,16 +46,8 @@ def denied_response(environ: dict[str, Any], call: Any, decision: Any) -> Respon
             "iam",
         )
     if call.service == "sts":
-        # STS answers in the query protocol's XML error format (STS API reference, "Common
-        # Errors": AccessDenied, 403).
-        from xml.sax.saxutils import escape
-
-        xml = (
-            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
-            f"<Code>AccessDenied</Code><Message>{escape(message)}</Message></Error>"
-            "<RequestId>iam</RequestId></ErrorResponse>"
-        )
-        return Response(xml, status=403, content_type="text/xml")
+        # STS API reference, "Common Errors": AccessDenied, 403.
+        return sts_error("AccessDenied", message, 403, "iam")
     body = json.dumps({"__type": "AccessDeniedException", "message": message})
     return Response(
         body,
@@ -110,9 +102,23 @@ def authorize_call(environ: dict[str, Any], body: bytes) -> Response | None:
 UNEVALUATED: set[str] = set()
 
 
+def sts_error(code: str, message: str, status: int, request_id: str) -> Response:
+    """An error as STS answers it: the query protocol's XML error format."""
+    from xml.sax.saxutils import escape
+
+    xml = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error>"
+        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+    )
+    return Response(xml, status=status, content_type="text/xml")
+
+
 def contract_response(violation: contract.Violation) -> Response:
     if violation.protocol == "ec2":
         return ec2_error(violation.code, violation.message, 400, "contract")
+    if violation.protocol == "sts":
+        return sts_error(violation.code, violation.message, 400, "contract")
     body = json.dumps({"__type": violation.code, "message": violation.message})
     return Response(
         body,

@@ -771,30 +771,15 @@ async fn the_target_role_trusts_only_the_distribute_role_with_the_external_id_an
     );
 
     // The distribute role without the ExternalId, with another one, or with another session tag.
-    assert_eq!(
-        assume_as(&bed, "ami-distribute", None, Some("ami-distribute")).await,
-        denied
-    );
-    assert_eq!(
-        assume_as(
-            &bed,
-            "ami-distribute",
-            Some("guessed"),
-            Some("ami-distribute")
-        )
-        .await,
-        denied
-    );
-    assert_eq!(
-        assume_as(
-            &bed,
-            "ami-distribute",
-            Some(EXTERNAL_ID),
-            Some("ami-age-out")
-        )
-        .await,
-        denied
-    );
+    let refused = [
+        (None, "ami-distribute"),
+        (Some("guessed"), "ami-distribute"),
+        (Some(EXTERNAL_ID), "ami-age-out"),
+    ];
+    for (external_id, tag) in refused {
+        let got = assume_as(&bed, "ami-distribute", external_id, Some(tag)).await;
+        assert_eq!(got, denied, "{external_id:?} {tag}");
+    }
 
     // As the stack assumes it.
     assert_eq!(

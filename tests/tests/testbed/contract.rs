@@ -56,3 +56,43 @@ async fn the_contract_check_refuses_what_ec2_refuses_and_moto_alone_accepts() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_contract_check_refuses_what_sts_refuses_and_moto_alone_accepts() {
+    // AssumeRole's RoleSessionName is 2 to 64 characters (STS API reference; botocore's model).
+    for contract in [true, false] {
+        let bed = if contract {
+            TestBed::start()
+        } else {
+            TestBed::start_without_contract()
+        };
+        let sts = aws_sdk_sts::Client::new(&bed.sdk("us-east-1").await);
+        let assume = |session: &str| {
+            sts.assume_role()
+                .role_arn("arn:aws:iam::123456789012:role/any")
+                .role_session_name(session)
+                .tags(
+                    aws_sdk_sts::types::Tag::builder()
+                        .key("ami-lifecycle-function")
+                        .value("ami-distribute")
+                        .build()
+                        .expect("a tag"),
+                )
+                .send()
+        };
+        let short = assume("a").await;
+        if contract {
+            let err = short.expect_err("a one-character session name is refused");
+            let err = err.into_service_error();
+            assert_eq!(
+                aws_sdk_sts::error::ProvideErrorMetadata::code(&err),
+                Some("InvalidParameterValue"),
+                "{err:?}"
+            );
+            // A valid request, with its tags as `Tags.member.N`, passes.
+            assume("ami-distribute").await.expect("a valid AssumeRole");
+        } else {
+            short.expect("plain moto accepts it");
+        }
+    }
+}
