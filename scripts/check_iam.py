@@ -384,10 +384,7 @@ def check(template_text: str, called: dict[str, set[str]]) -> list[str]:
 
 # Statements no end-to-end test can use, each with the reason (the rest must allow something a
 # test did: least privilege from the same data AWS decides on).
-UNUSED_ALLOWED: dict[str, str] = {
-    "AssumeTheOrganizationsRole": "only with OrganizationsRoleArn set (the organization read from another account); "
-    "the end-to-end tests run the stack in the management account, through ListOuAccounts",
-}
+UNUSED_ALLOWED: dict[str, str] = {}
 
 
 # The role target-role.yaml deploys in each target account: its sessions' decisions (callers

@@ -428,7 +428,20 @@ impl TestBed {
     /// The stack's account manages an organization whose OUs (`{"<name>": [accounts]}`) hold
     /// exactly these accounts; each OU's ARN by name.
     pub fn organization(&self, units: Value) -> Value {
-        let body = serde_json::json!({ "units": units });
+        self.seed_organization(serde_json::json!({ "units": units }))["units"].clone()
+    }
+
+    /// Another account (`management`) holds the organization, as when the stack names
+    /// `OrganizationsRoleArn`: (each OU's ARN by name, the ARN of the reader role there that
+    /// trusts ami-distribute's role).
+    pub fn organization_in(&self, management: &str, units: Value) -> (Value, String) {
+        let answer =
+            self.seed_organization(serde_json::json!({ "units": units, "management": management }));
+        let reader = answer["reader_role_arn"].as_str().expect("the reader role");
+        (answer["units"].clone(), reader.to_string())
+    }
+
+    fn seed_organization(&self, body: Value) -> Value {
         let (status, text) = http(
             self.port,
             "POST",
@@ -436,7 +449,7 @@ impl TestBed {
             &body.to_string(),
         );
         assert_eq!(status, 200, "seeding the organization failed: {text}");
-        serde_json::from_str::<Value>(&text).expect("JSON")["units"].clone()
+        serde_json::from_str::<Value>(&text).expect("JSON")
     }
 
     /// The configuration of an administrator of `account` (a test's own look into a target

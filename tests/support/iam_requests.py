@@ -648,13 +648,16 @@ def assume_role(call: Call) -> list[Authorization]:
     arn = call.value("RoleArn") or ""
     account = arn.split(":")[4] if arn.count(":") >= 5 else ""
     target = accounts.target_role(account)
-    trust = target["trust"] if target and target["arn"] == arn else {"Version": "2012-10-17", "Statement": []}
+    if target and target["arn"] != arn:
+        target = None
+    reader = accounts.READERS.get(arn)
+    trust = target["trust"] if target else reader or {"Version": "2012-10-17", "Statement": []}
     numbers = sorted({m.group(1) for k, _ in call.query if (m := re.match(r"Tags\.member\.(\d+)\.Key$", k))})
     pairs = {call.value(f"Tags.member.{n}.Key") or "": call.value(f"Tags.member.{n}.Value") or "" for n in numbers}
     context: dict[str, Any] = {"sts:RoleSessionName": call.value("RoleSessionName") or ""}
     if call.value("ExternalId") is not None:
         context["sts:ExternalId"] = call.value("ExternalId")
-    why = "" if target else f"no role {arn} in account {account}"
+    why = "" if target or reader else f"no role {arn} in account {account}"
     out = [Authorization("sts:AssumeRole", arn, "role", context, resource_policy=trust, why=why)]
     if pairs:
         tagged = {**context, **request_tags(pairs)}

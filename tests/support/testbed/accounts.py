@@ -12,6 +12,11 @@ target-role.yaml, and the queue its sweeps fan out on.
   with credentials of the role's account (moto keys each backend by account).
 - **The session's requests** are evaluated against the target role's permission policies
   (authorize.py), in the target account's backends.
+- **The organization** (`POST /_testbed/organization`) is held by the stack's account, or by
+  another (`management`: as when the stack names `OrganizationsRoleArn`); there a reader role
+  trusts ami-distribute's role (AssumeRole authorized against that trust). Its session's
+  Organizations requests are not evaluated: its permissions are the customer's, in neither
+  template.
 - **The distribution queue** (template.yaml, DistributeQueue): redrive to its dead-letter queue
   after 3 receives (SQS Developer Guide, "Using dead-letter queues").
 """
@@ -31,6 +36,10 @@ TEMPLATE = cfn.load_template((ROOT / "target-role.yaml").read_text())
 
 #: Target account -> its deployed role: {"arn", "trust", "policies"}.
 TARGETS: dict[str, dict[str, Any]] = {}
+#: The account that holds the organization (the stack's, unless a test names another).
+MANAGEMENT: list[str] = [DESCRIPTION["account"]]
+#: The organizations reader role's ARN -> its trust policy (in the management account).
+READERS: dict[str, dict[str, Any]] = {}
 LOCK = threading.Lock()
 
 
@@ -110,13 +119,27 @@ def distribute_queue(host: str) -> str:
 
 
 def organization(body: dict[str, Any]) -> dict[str, Any]:
-    """`POST /_testbed/organization`: {"units": {"<name>": ["<account>", ...]}}: the stack's
-    account is the management account of an organization whose OUs (under the root) hold exactly
-    these accounts; an account of an earlier call that a unit no longer lists moves back to the
-    root. Answers each OU's ARN."""
+    """`POST /_testbed/organization`: {"units": {"<name>": ["<account>", ...]}, "management":
+    "<account>"}: the management account (the stack's unless named) holds an organization whose
+    OUs (under the root) hold exactly these accounts; an account of an earlier call that a unit no
+    longer lists moves back to the root. Answers each OU's ARN, and (with `management`) the ARN
+    of the reader role there that trusts ami-distribute's role."""
     from moto.organizations.models import organizations_backends
 
-    backend = organizations_backends[DESCRIPTION["account"]]["aws"]
+    management = body.get("management", DESCRIPTION["account"])
+    MANAGEMENT[0] = management
+    answer: dict[str, Any] = {}
+    if management != DESCRIPTION["account"]:
+        import authorize
+
+        arn = f"arn:aws:iam::{management}:role/ami-lifecycle-organizations-reader"
+        source = authorize.roles().role_arn("ami-distribute")
+        READERS[arn] = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": source}, "Action": "sts:AssumeRole"}],
+        }
+        answer["reader_role_arn"] = arn
+    backend = organizations_backends[management]["aws"]
     if backend.org is None:
         backend.create_organization(region="us-east-1", FeatureSet="ALL")
     assert backend.org is not None
@@ -138,7 +161,7 @@ def organization(body: dict[str, Any]) -> dict[str, Any]:
                 found = backend.accounts[-1]
                 found.id = member
             found.parent_id = ou.id
-    return {"units": arns}
+    return {"units": arns, **answer}
 
 
 def launchable_by(ami: Any, account: str) -> bool:
@@ -148,7 +171,7 @@ def launchable_by(ami: Any, account: str) -> bool:
         return True
     from moto.organizations.models import organizations_backends
 
-    backend = organizations_backends[DESCRIPTION["account"]]["aws"]
+    backend = organizations_backends[MANAGEMENT[0]]["aws"]
     if backend.org is None:
         return False
     member = next((a for a in backend.accounts if a.id == account), None)

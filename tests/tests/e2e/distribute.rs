@@ -837,3 +837,53 @@ async fn two_copy_targets_each_own_a_tagged_encrypted_copy_and_a_redelivery_make
         assert_eq!(owned(&bed, account).await.len(), 1, "{account}");
     }
 }
+
+#[tokio::test]
+async fn an_ous_accounts_are_listed_through_the_organizations_role_when_another_account_holds_it() {
+    let bed = TestBed::start();
+    bed.targets(&[SHARING], &[]);
+    const MANAGEMENT: &str = "999999999999";
+    let (units, reader) = bed.organization_in(MANAGEMENT, json!({"platform": [SHARING]}));
+    let ou = units["platform"]
+        .as_str()
+        .expect("the OU's ARN")
+        .to_string();
+    assert!(ou.contains(&format!("::{MANAGEMENT}:ou/")), "{ou}");
+    let image = golden(&bed, "web-20261201").await;
+    let document = json!({"dry_run": false, "policies": [{
+        "name": "golden", "select": {"tags": {"Team": "platform"}}, "family_by": "tag:Family",
+        "share": {"organizational_units": [ou]},
+        "distribute": {"targets": [{"organizational_units": [ou], "ssm_parameters": ["/ami/golden/{family}"]}]}
+    }]})
+    .to_string();
+    let env = [
+        ("AMI_POLICIES", document.as_str()),
+        ("AMI_ORGANIZATIONS_ROLE_ARN", reader.as_str()),
+    ];
+    Function::start(&bed, "ami-share", &env)
+        .invoke(&json!({}))
+        .ok();
+    let distribute = Function::start(&bed, "ami-distribute", &env);
+
+    // The sweep lists the OU through the reader role (the stack's own account holds no
+    // organization), and each unit checks membership through it too.
+    let sweep = distribute.invoke(&json!({"regions": ["us-east-1"]})).ok();
+    let queued: Vec<&str> = sweep["results"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["outcome"] == "queued")
+        .filter_map(|l| l["account"].as_str())
+        .collect();
+    assert_eq!(queued, vec![SHARING], "{sweep}");
+    let served = bed.deliver_units(&distribute).await;
+    assert_eq!(
+        outcomes(&served, SHARING),
+        vec!["publish published"],
+        "{served:?}"
+    );
+    assert_eq!(
+        parameter(&bed, SHARING).await.as_deref(),
+        Some(image.as_str())
+    );
+}
