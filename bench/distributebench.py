@@ -11,11 +11,13 @@ them, and a golden AMI in each of R regions shared with the OU, then runs the re
   and of the verdicts, GetParameter/PutParameter in the target), first round (each publishes its
   parameter) and second round (nothing to change: the steady state).
 
-Reports wall times, requests by action and the function's peak RSS, and what they mean for the
-N×R units at the SQS event source's MaximumConcurrency (20).
+Reports wall times, requests by action and the function's peak RSS, and an estimate (not a
+measurement: the units are delivered one at a time here) of draining the N×R units at the SQS
+event source's MaximumConcurrency (20). The targets get SSM parameters only: no copy, no launch
+template, no retirement. A unit with a failed or refused line fails the benchmark.
 
-Run with `cargo build --release --bins && AMI_PROFILE=release scripts/bench-distribute
-[--accounts 500 --regions 4 --served 10]`.
+Run with `scripts/bench-distribute [--accounts 500 --regions 4 --served 20]` (a debug build;
+`AMI_PROFILE=release` for a release one).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def rounds(emu: Emulator, function: Function, served: set[str], regions: list[st
         swept = emu.calls()
         units = deliver_units(emu, function, lambda unit: unit["account"] in served)
         outcomes = Counter(f"{line['action']} {line['outcome']}" for report, _ in units for line in report["results"])
+        failed = [k for k in outcomes if k.endswith((" failed", " refused"))]
+        if failed:
+            raise RuntimeError(f"units failed: {dict(outcomes)}")
         out.append(
             {
                 "round": name,
@@ -102,7 +107,7 @@ def report(rows: list[dict], accounts: int, regions: int, rss_kb: int) -> None:
         print(f"    outcomes: {dict(sorted(r['outcomes'].items()))}")
         drain = total * median / CONCURRENCY
         print(
-            f"  {total} units at MaximumConcurrency {CONCURRENCY}: {drain:.0f} s at the median "
+            f"  estimate: {total} units at MaximumConcurrency {CONCURRENCY}: {drain:.0f} s at the median "
             f"({total * p95 / CONCURRENCY:.0f} s at p95), plus the sweep"
         )
     print(f"\n  peak RSS of ami-distribute: {rss_kb / 1024:.1f} MB")
@@ -112,7 +117,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--regions", type=int, default=4)
-    parser.add_argument("--served", type=int, default=10, help="accounts with the target role, whose units are served")
+    parser.add_argument("--served", type=int, default=20, help="accounts with the target role, whose units are served")
     args = parser.parse_args()
     regions = REGIONS[: args.regions]
     accounts = [f"{100000000000 + n:012d}" for n in range(1, args.accounts + 1)]

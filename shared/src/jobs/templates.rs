@@ -46,12 +46,31 @@ pub fn held_by_consumer(state: &LaunchTemplateState, set_default: bool) -> Optio
 }
 
 /// CreateLaunchTemplateVersion's client token (at most 128 ASCII characters): the template,
-/// the version it derives from and the AMI. A re-delivered event finds the same `$Latest` and
-/// makes no second version; publishing an AMI again later (a rollback) derives from a newer
-/// `$Latest`, so EC2 never answers it with the old version. A run that stopped after it made
-/// the version and before it set the default makes the same request again and gets the same
-/// version back, so no second one: nothing written in the template (a version's description,
-/// which anyone who may make a version can write) is trusted to say the tool made it.
-pub fn token(template_id: &str, from_version: i64, image_id: &str) -> String {
-    format!("{template_id}-{from_version}-{image_id}")
+/// then a digest of the version it derives from, the template's `$Latest` now, the AMI and the
+/// version's description. A re-delivered event, or a duplicate delivery running at once, finds
+/// the same template and makes no second version. Any change gives another token, never the
+/// same one with other parameters (which EC2 refuses, `IdempotentParameterMismatch`, for as
+/// long as it remembers the token): a run that stopped after it made a version, before it set
+/// the default, finds `$Latest` moved and makes one more version of the same content, which
+/// then becomes the default. Nothing written in the template (a version's description, which
+/// anyone who may make a version can write) is trusted to say the stack made a version.
+pub fn token(
+    state: &LaunchTemplateState,
+    from_version: i64,
+    image_id: &str,
+    description: &str,
+) -> String {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for part in [
+        from_version.to_string().as_str(),
+        &state.latest_version.to_string(),
+        image_id,
+        description,
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    let hex = hex::encode(digest.finalize());
+    format!("{}-{}", state.template_id, &hex[..40])
 }

@@ -268,9 +268,9 @@ async fn serve_twice(bed: &TestBed, distribute: &Function) -> Vec<Value> {
 
 /// COPYING holds the stack's copy of an older AMI (`old`), which a newer one replaced there:
 /// the distribute function, the old AMI and its copy.
-async fn replaced_copy(bed: &TestBed) -> (Function, String, String) {
+async fn replaced_copy(bed: &TestBed, document: String) -> (Function, String, String) {
     bed.targets(&[COPYING], &[]);
-    let env = [("AMI_POLICIES", only_copying())];
+    let env = [("AMI_POLICIES", document)];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let share = Function::start(bed, "ami-share", &env);
     let distribute = Function::start(bed, "ami-distribute", &env);
@@ -298,7 +298,7 @@ async fn replaced_copy(bed: &TestBed) -> (Function, String, String) {
 #[tokio::test]
 async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_there_uses_it() {
     let bed = TestBed::start();
-    let (distribute, old, old_copy) = replaced_copy(&bed).await;
+    let (distribute, old, old_copy) = replaced_copy(&bed, only_copying()).await;
 
     // A team in the target still runs the old copy.
     let target_ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
@@ -411,7 +411,7 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
 #[tokio::test]
 async fn a_copy_whose_deregistered_source_the_recycle_bin_holds_is_deprecated_not_deregistered() {
     let bed = TestBed::start();
-    let (distribute, old, old_copy) = replaced_copy(&bed).await;
+    let (distribute, old, old_copy) = replaced_copy(&bed, only_copying()).await;
 
     // The source is deregistered into the Recycle Bin (a 7-day rule): it can be restored.
     bed.retention_rule("us-east-1", "EC2_IMAGE", 7).await;
@@ -886,4 +886,84 @@ async fn an_ous_accounts_are_listed_through_the_organizations_role_when_another_
         parameter(&bed, SHARING).await.as_deref(),
         Some(image.as_str())
     );
+}
+
+#[tokio::test]
+async fn a_copy_a_templates_default_names_is_kept_however_shallow_the_depth() {
+    let bed = TestBed::start();
+    // Only `$Default` and `$Latest` protect (retain.in_use), and DescribeImageReferences counts
+    // versions from the newest: the `$Default` below `$Latest` is read on its own.
+    let shallow = only_copying().replace(
+        "\"name\":\"golden\"",
+        "\"name\":\"golden\",\"retain\":{\"keep_latest\":1,\"in_use\":{\"launch_template_versions\":\"default-and-latest\"}}",
+    );
+    assert_ne!(shallow, only_copying());
+    let (distribute, old, old_copy) = replaced_copy(&bed, shallow).await;
+    let new_copy = parameter(&bed, COPYING)
+        .await
+        .expect("the new copy published");
+    let ec2 = aws_sdk_ec2::Client::new(&bed.sdk_in(COPYING, "us-east-1").await);
+    let data = |image: &str| {
+        aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id(image)
+            .build()
+    };
+    let template = ec2
+        .create_launch_template()
+        .launch_template_name("web")
+        .launch_template_data(data(&old_copy))
+        .send()
+        .await
+        .expect("CreateLaunchTemplate")
+        .launch_template()
+        .and_then(|t| t.launch_template_id().map(String::from))
+        .expect("its id");
+    ec2.create_launch_template_version()
+        .launch_template_id(&template)
+        .launch_template_data(data(&new_copy))
+        .send()
+        .await
+        .expect("a newer $Latest");
+
+    bed.ec2("us-east-1")
+        .await
+        .deregister_image()
+        .image_id(&old)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    distribute.invoke(&json!({})).ok();
+    let kept = bed.deliver_units(&distribute).await;
+    let retire: Vec<Value> = kept
+        .iter()
+        .flat_map(|r| r["results"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["action"] == "retire")
+        .collect();
+    assert_eq!(retire.len(), 1, "{kept:?}");
+    assert_eq!(retire[0]["outcome"], "kept", "{kept:?}");
+    assert!(
+        retire[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&template),
+        "{retire:?}"
+    );
+
+    // The template's team moves its default to the new copy: the old one is retired.
+    ec2.modify_launch_template()
+        .launch_template_id(&template)
+        .default_version("2")
+        .send()
+        .await
+        .expect("ModifyLaunchTemplate");
+    distribute.invoke(&json!({})).ok();
+    let retired = bed.deliver_units(&distribute).await;
+    assert!(
+        outcomes(&retired, COPYING).contains(&"retire retired".to_string()),
+        "{retired:?}"
+    );
+    assert!(!owned(&bed, COPYING)
+        .await
+        .iter()
+        .any(|(id, ..)| id == &old_copy));
 }

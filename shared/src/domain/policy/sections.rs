@@ -268,6 +268,18 @@ pub enum TemplateDepth {
 }
 
 impl TemplateDepth {
+    /// The deeper of two depths (every version is deepest; `$Default` and `$Latest` shallowest).
+    pub fn deeper(self, other: TemplateDepth) -> TemplateDepth {
+        match (self, other) {
+            (TemplateDepth::All, _) | (_, TemplateDepth::All) => TemplateDepth::All,
+            (TemplateDepth::Newest(a), TemplateDepth::Newest(b)) => TemplateDepth::Newest(a.max(b)),
+            (TemplateDepth::Newest(a), _) | (_, TemplateDepth::Newest(a)) => {
+                TemplateDepth::Newest(a)
+            }
+            _ => TemplateDepth::DefaultAndLatest,
+        }
+    }
+
     /// The `version-depth` (1 to 10000, EC2's default 20) an AMI usage report needs for
     /// launch templates in other accounts to count as this depth says. Never fewer than EC2's
     /// default, since a consumer's `$Default` version may be older than its newest.

@@ -311,14 +311,7 @@ pub(super) fn deepest(document: &PolicyDocument) -> TemplateDepth {
         .iter()
         .filter_map(|p| p.retain.as_ref())
         .map(|r| r.in_use.launch_template_versions)
-        .fold(TemplateDepth::DefaultAndLatest, |acc, d| match (acc, d) {
-            (TemplateDepth::All, _) | (_, TemplateDepth::All) => TemplateDepth::All,
-            (TemplateDepth::Newest(a), TemplateDepth::Newest(b)) => TemplateDepth::Newest(a.max(b)),
-            (TemplateDepth::Newest(a), _) | (_, TemplateDepth::Newest(a)) => {
-                TemplateDepth::Newest(a)
-            }
-            _ => TemplateDepth::DefaultAndLatest,
-        })
+        .fold(TemplateDepth::DefaultAndLatest, TemplateDepth::deeper)
 }
 
 /// One region's run: what it plans for and how it executes.

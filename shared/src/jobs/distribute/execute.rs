@@ -1,7 +1,7 @@
 //! The distribution through the ports: a sweep queues sealed units; a unit assumes the target
 //! role and serves one account in one region (copies, then parameters, then retirement).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
@@ -349,27 +349,36 @@ async fn publish<P: Parameters>(
 }
 
 /// Retires the target's copies whose source left circulation (deregistered with their
-/// snapshots, or deprecated for a recall), once DescribeImageReferences shows nothing in the
-/// account uses them (launch template versions as deep as the source policy's
-/// `retain.in_use.launch_template_versions` says); kept when something does or when it cannot
-/// tell.
+/// snapshots, or deprecated for a recall), once nothing in the account uses them: neither
+/// DescribeImageReferences (instances, launch template versions as deep as
+/// [`plan::in_use_depth`], SSM parameters, recipes) nor, below every version, a template's
+/// `$Default`, which DescribeImageReferences' depth (counted from the newest) may not reach;
+/// kept when something does or when it cannot tell.
 async fn retire<E: ImageInventory + RetireImages>(
     ec2: &E,
     (document, orphans): (&PolicyDocument, Vec<plan::Orphan<'_>>),
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
-    for (depth, group) in plan::by_depth(document, orphans) {
-        for chunk in group.chunks(IMAGE_REFERENCES_MAX_IDS) {
-            retire_chunk(ec2, (chunk, depth), on, lines).await;
-        }
+    let depth = plan::in_use_depth(document);
+    let templates = match depth {
+        _ if orphans.is_empty() => Ok(HashMap::new()),
+        TemplateDepth::All => Ok(HashMap::new()),
+        _ => ec2.template_usage(depth).await,
+    };
+    for chunk in orphans.chunks(IMAGE_REFERENCES_MAX_IDS) {
+        retire_chunk(ec2, (chunk, depth, &templates), on, lines).await;
     }
 }
 
-/// One DescribeImageReferences call's worth of copies (at most 10, one template depth).
+/// One DescribeImageReferences call's worth of copies (at most 10).
 async fn retire_chunk<E: ImageInventory + RetireImages>(
     ec2: &E,
-    (chunk, depth): (&[plan::Orphan<'_>], TemplateDepth),
+    (chunk, depth, templates): (
+        &[plan::Orphan<'_>],
+        TemplateDepth,
+        &crate::error::Result<TemplateUses>,
+    ),
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
@@ -385,18 +394,13 @@ async fn retire_chunk<E: ImageInventory + RetireImages>(
                 .get(tags::SOURCE_POLICY)
                 .cloned()
                 .unwrap_or_default();
-            let used = match &references {
-                Err(e) => Some(format!(
-                    "{why}, but what uses it in the account is unknown ({e}): kept"
-                )),
-                Ok(found) => found.get(&copy.id).filter(|r| !r.is_empty()).map(|r| {
-                    let users: Vec<&str> = r.iter().map(String::as_str).collect();
-                    format!(
-                        "{why}, but it is in use in the account: {}",
-                        users.join(", ")
-                    )
-                }),
-            };
+            let used = users(&copy.id, &references, templates).map(|found| match found {
+                Err(e) => format!("{why}, but what uses it in the account is unknown ({e}): kept"),
+                Ok(users) => format!(
+                    "{why}, but it is in use in the account: {}",
+                    users.join(", ")
+                ),
+            });
             lines.push(match used {
                 Some(kept) => line.with(Outcome::Kept, kept),
                 None if on.dry_run => line.with(
@@ -419,6 +423,29 @@ async fn retire_chunk<E: ImageInventory + RetireImages>(
             });
         }
     }
+}
+
+/// Image id → the launch template versions that name it.
+type TemplateUses = HashMap<String, Vec<crate::domain::model::TemplateUse>>;
+
+/// What uses `id` in the account (none: nothing), or why that is unknown.
+fn users(
+    id: &str,
+    references: &crate::error::Result<HashMap<String, BTreeSet<String>>>,
+    templates: &crate::error::Result<TemplateUses>,
+) -> Option<std::result::Result<Vec<String>, String>> {
+    let (references, templates) = match (references, templates) {
+        (Err(e), _) | (_, Err(e)) => return Some(Err(e.to_string())),
+        (Ok(r), Ok(t)) => (r, t),
+    };
+    let mut found: Vec<String> = references.get(id).into_iter().flatten().cloned().collect();
+    for used in templates.get(id).into_iter().flatten() {
+        let name = used.to_string();
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    }
+    (!found.is_empty()).then_some(Ok(found))
 }
 
 fn verb(how: plan::Retirement) -> &'static str {

@@ -21,7 +21,7 @@ pub async fn publish<E: LaunchTemplates>(
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
-    for entry in plan::templates(wants) {
+    for entry in plan::templates(wants, named) {
         let (index, template) = match &entry {
             TemplateFor::Want(i, t)
             | TemplateFor::Ambiguous(i, t, _)
@@ -98,17 +98,20 @@ async fn one<E: LaunchTemplates>(
     }
 
     let source = templates::source_version(&state, set_default);
-    let description = format!(
+    let description: String = format!(
         "{TEMPLATE_VERSION_PREFIX} {image_id} of {}/{} (distributed from {})",
         want.policy.name, want.family, want.image.id
-    );
+    )
+    .chars()
+    .take(255)
+    .collect();
     let version = ec2
         .new_template_version(
             &state.template_id,
             source,
             image_id,
-            &description.chars().take(255).collect::<String>(),
-            &templates::token(&state.template_id, source, image_id),
+            &description,
+            &templates::token(&state, source, image_id, &description),
         )
         .await?;
     line.version = Some(version);

@@ -176,8 +176,9 @@ pub enum TemplateFor<'a> {
 
 /// Each launch template entry of the targets the wants come from, bound to the want of the
 /// family it names, or of the policy's only family in the region (an entry whose family has no
-/// AMI here gets nothing).
-pub fn templates<'a>(wants: &[Want<'a>]) -> Vec<TemplateFor<'a>> {
+/// AMI here gets nothing); `named` is the AMI each want's targets name in the account (its copy,
+/// none while pending, or the shared AMI).
+pub fn templates<'a>(wants: &[Want<'a>], named: &[Option<String>]) -> Vec<TemplateFor<'a>> {
     let mut out = Vec::new();
     for (first, want) in wants.iter().enumerate() {
         let same = |w: &Want<'a>| std::ptr::eq(w.target, want.target);
@@ -200,11 +201,23 @@ pub fn templates<'a>(wants: &[Want<'a>]) -> Vec<TemplateFor<'a>> {
             }
         }
     }
-    clashes(wants, out)
+    clashes(wants, named, out)
 }
 
 /// The bindings with each template bound to two different AMIs made a [`TemplateFor::Clash`].
-fn clashes<'a>(wants: &[Want<'a>], bound: Vec<TemplateFor<'a>>) -> Vec<TemplateFor<'a>> {
+fn clashes<'a>(
+    wants: &[Want<'a>],
+    named: &[Option<String>],
+    bound: Vec<TemplateFor<'a>>,
+) -> Vec<TemplateFor<'a>> {
+    // What a want writes: its copy or the shared AMI (a pending copy is another AMI still).
+    let ami = |i: usize| {
+        named
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("the copy of {}", wants[i].image.id))
+    };
     let images_of = |name: &str| -> Vec<usize> {
         bound
             .iter()
@@ -219,7 +232,7 @@ fn clashes<'a>(wants: &[Want<'a>], bound: Vec<TemplateFor<'a>>) -> Vec<TemplateF
         .map(|t| match t {
             TemplateFor::Want(i, e) => {
                 let all = images_of(&e.template);
-                if all.iter().all(|j| wants[*j].image.id == wants[*i].image.id) {
+                if all.iter().all(|j| ami(*j) == ami(*i)) {
                     return t.clone();
                 }
                 let names = all
@@ -351,26 +364,19 @@ pub fn after_bin<'a>(
         .collect()
 }
 
-/// The orphans grouped by how deep launch template versions protect them: the source policy's
-/// `retain.in_use.launch_template_versions` (the copy's `source-policy` tag names it; every
-/// version when the policy has no retain, or is no longer in the document).
-pub fn by_depth<'a>(
-    document: &PolicyDocument,
-    orphans: Vec<Orphan<'a>>,
-) -> Vec<(TemplateDepth, Vec<Orphan<'a>>)> {
-    let mut groups: Vec<(TemplateDepth, Vec<Orphan<'a>>)> = Vec::new();
-    for orphan in orphans {
-        let policy = orphan.0.tags.get(tags::SOURCE_POLICY);
-        let depth = document
-            .policies
-            .iter()
-            .find(|p| Some(&p.name) == policy)
-            .and_then(|p| p.retain.as_ref())
-            .map_or(TemplateDepth::All, |r| r.in_use.launch_template_versions);
-        match groups.iter_mut().find(|(d, _)| *d == depth) {
-            Some((_, group)) => group.push(orphan),
-            None => groups.push((depth, vec![orphan])),
-        }
-    }
-    groups
+/// How deep launch template versions protect a copy in a target account: the deepest that a
+/// distributing policy's `retain.in_use.launch_template_versions` asks for (every version for a
+/// policy without `retain`). One depth for the whole account: a copy's `source-policy` tag,
+/// which the account can rewrite, decides nothing. `$Default` always counts besides.
+pub fn in_use_depth(document: &PolicyDocument) -> TemplateDepth {
+    document
+        .policies
+        .iter()
+        .filter(|p| p.distribute.is_some())
+        .map(|p| {
+            p.retain
+                .as_ref()
+                .map_or(TemplateDepth::All, |r| r.in_use.launch_template_versions)
+        })
+        .fold(TemplateDepth::DefaultAndLatest, TemplateDepth::deeper)
 }

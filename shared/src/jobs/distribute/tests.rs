@@ -277,7 +277,8 @@ fn a_unit_with_a_failed_call_is_retried_and_a_refusal_is_not() {
 }
 
 fn bindings(wants: &[plan::Want<'_>]) -> Vec<String> {
-    plan::templates(wants)
+    let shared: Vec<Option<String>> = wants.iter().map(|w| Some(w.image.id.clone())).collect();
+    plan::templates(wants, &shared)
         .iter()
         .map(|t| match t {
             plan::TemplateFor::Want(i, e) => format!("{} <- {}", e.template, wants[*i].family),
@@ -349,50 +350,70 @@ fn a_target_template_gets_the_family_it_names_or_the_only_one_and_is_refused_bet
 }
 
 #[test]
-fn a_copy_is_protected_by_template_versions_as_deep_as_its_source_policy_says() {
+fn copies_are_protected_by_template_versions_as_deep_as_the_deepest_distributing_policy_says() {
+    let doc = |second_retain: serde_json::Value| {
+        let mut plain = serde_json::json!({
+            "name": "plain", "select": {"tags": {"Team": "other"}},
+            "share": {"accounts": [SHARING]},
+            "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/plain/{family}"]}]}
+        });
+        if !second_retain.is_null() {
+            plain["retain"] = second_retain;
+        }
+        let json = serde_json::json!({"policies": [{
+            "name": "golden", "select": {"tags": {"Team": "platform"}},
+            "retain": {"keep_latest": 1, "in_use": {"launch_template_versions": "default-and-latest"}},
+            "share": {"accounts": [SHARING]},
+            "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/golden/{family}"]}]}
+        }, plain, {
+            "name": "local", "select": {"tags": {"Team": "local"}},
+            "retain": {"keep_latest": 1, "in_use": {"launch_template_versions": "all"}}
+        }]});
+        PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("valid")
+    };
+    let three = serde_json::json!({"keep_latest": 1, "in_use": {"launch_template_versions": 3}});
+    assert_eq!(plan::in_use_depth(&doc(three)), TemplateDepth::Newest(3));
+    assert_eq!(
+        plan::in_use_depth(&doc(serde_json::Value::Null)),
+        TemplateDepth::All,
+        "a distributing policy without retain: every version protects"
+    );
+}
+
+#[test]
+fn one_template_named_with_the_same_source_but_another_ami_in_the_account_is_a_clash() {
     let json = serde_json::json!({"policies": [{
-        "name": "golden", "select": {"tags": {"Team": "platform"}},
-        "retain": {"keep_latest": 1, "in_use": {"launch_template_versions": "default-and-latest"}},
-        "share": {"accounts": [SHARING]},
-        "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/golden/{family}"]}]}
+        "name": "copied", "select": {"tags": {"Team": "platform"}},
+        "share": {"accounts": [SHARING], "snapshots": true},
+        "distribute": {"targets": [{"accounts": [SHARING], "copy": {}, "launch_templates": [{"template": "web"}]}]}
     }, {
-        "name": "plain", "select": {"tags": {"Team": "other"}},
+        "name": "shared", "select": {"tags": {"Team": "platform"}},
         "share": {"accounts": [SHARING]},
-        "distribute": {"targets": [{"accounts": [SHARING], "ssm_parameters": ["/plain/{family}"]}]}
+        "distribute": {"targets": [{"accounts": [SHARING], "launch_templates": [{"template": "web"}]}]}
     }]});
     let doc = PolicyDocument::parse(&json.to_string(), Deployment::default()).expect("valid");
-    let copy = |id: &str, policy: &str| {
-        let mut c = Image::new(id, "copy", SHARING, at("2026-12-01T00:00:00Z"));
-        c.tags.insert(tags::SOURCE_POLICY.into(), policy.into());
-        c
+    let account: AccountId = SHARING.parse().expect("account");
+    let images = vec![image(
+        "ami-00000000000000001",
+        "web",
+        "2026-12-01T00:00:00Z",
+    )];
+    let wants = plan::wanted(&doc, &images, (&account, None), at("2026-12-05T00:00:00Z"));
+    assert_eq!(wants.len(), 2);
+    let clashing = |named: &[Option<String>]| {
+        plan::templates(&wants, named)
+            .iter()
+            .filter(|t| matches!(t, plan::TemplateFor::Clash(..)))
+            .count()
     };
-    let copies = [
-        copy("ami-10000000000000001", "golden"),
-        copy("ami-10000000000000002", "plain"),
-        copy("ami-10000000000000003", "renamed-since"),
+
+    let same = vec![Some("ami-00000000000000001".to_string()); 2];
+    assert_eq!(clashing(&same), 0, "both write the same AMI");
+    let copy_and_shared = vec![
+        Some("ami-20000000000000001".to_string()),
+        Some("ami-00000000000000001".to_string()),
     ];
-    let orphans = copies
-        .iter()
-        .map(|c| (c, plan::Retirement::Deregister, String::new()))
-        .collect();
-
-    let groups: Vec<(TemplateDepth, Vec<&str>)> = plan::by_depth(&doc, orphans)
-        .into_iter()
-        .map(|(d, g)| (d, g.iter().map(|(c, ..)| c.id.as_str()).collect()))
-        .collect();
-
-    assert_eq!(
-        groups,
-        vec![
-            (
-                TemplateDepth::DefaultAndLatest,
-                vec!["ami-10000000000000001"]
-            ),
-            (
-                TemplateDepth::All,
-                vec!["ami-10000000000000002", "ami-10000000000000003"]
-            ),
-        ],
-        "no retain, or a policy no longer in the document: every version protects"
-    );
+    assert_eq!(clashing(&copy_and_shared), 2);
+    let pending_and_shared = vec![None, Some("ami-00000000000000001".to_string())];
+    assert_eq!(clashing(&pending_and_shared), 2);
 }

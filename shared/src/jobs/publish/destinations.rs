@@ -284,21 +284,24 @@ async fn write_version<E: LaunchTemplates>(
     }
 
     let source = templates::source_version(state, set_default);
-    let description = format!(
+    let description: String = format!(
         "{} {} of {}/{}{}",
         crate::domain::naming::TEMPLATE_VERSION_PREFIX,
         target.image.id,
         target.policy.name,
         target.family,
         if target.pinned { " (rollback)" } else { "" }
-    );
+    )
+    .chars()
+    .take(255)
+    .collect();
     let version = ec2
         .new_template_version(
             &state.template_id,
             source,
             &target.image.id,
-            &description.chars().take(255).collect::<String>(),
-            &templates::token(&state.template_id, source, &target.image.id),
+            &description,
+            &templates::token(state, source, &target.image.id, &description),
         )
         .await?;
     line.version = Some(version);
