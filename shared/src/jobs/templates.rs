@@ -3,7 +3,8 @@
 //! version a new one derives from, and the client token that makes a re-delivery idempotent.
 
 use crate::domain::tags;
-use crate::ports::LaunchTemplateState;
+use crate::error::Result;
+use crate::ports::{LaunchTemplateState, LaunchTemplates};
 
 /// What consumers launch: the default when the tool sets it, else `$Latest`. A new version
 /// derives from it, so a consumer's staged `$Latest` is never promoted.
@@ -73,4 +74,31 @@ pub fn token(
     }
     let hex = hex::encode(digest.finalize());
     format!("{}-{}", state.template_id, &hex[..40])
+}
+
+/// Makes the version that names `image_id` (derived from [`source_version`], with
+/// `description` cut to EC2's 255 characters and the [`token`]), and makes it the default when
+/// asked; its number.
+pub async fn write_version<E: LaunchTemplates>(
+    ec2: &E,
+    state: &LaunchTemplateState,
+    set_default: bool,
+    image_id: &str,
+    description: &str,
+) -> Result<i64> {
+    let source = source_version(state, set_default);
+    let description: String = description.chars().take(255).collect();
+    let version = ec2
+        .new_template_version(
+            &state.template_id,
+            source,
+            image_id,
+            &description,
+            &token(state, source, image_id, &description),
+        )
+        .await?;
+    if set_default {
+        ec2.set_default_version(&state.template_id, version).await?;
+    }
+    Ok(version)
 }

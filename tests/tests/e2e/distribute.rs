@@ -266,6 +266,30 @@ async fn serve_twice(bed: &TestBed, distribute: &Function) -> Vec<Value> {
     reports
 }
 
+/// `old` is deregistered at the source, then a sweep is served: its reports, and their retire
+/// lines.
+async fn source_deregistered(
+    bed: &TestBed,
+    distribute: &Function,
+    old: &str,
+) -> (Vec<Value>, Vec<Value>) {
+    bed.ec2("us-east-1")
+        .await
+        .deregister_image()
+        .image_id(old)
+        .send()
+        .await
+        .expect("DeregisterImage");
+    distribute.invoke(&json!({})).ok();
+    let reports = bed.deliver_units(distribute).await;
+    let retire = reports
+        .iter()
+        .flat_map(|r| r["results"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["action"] == "retire")
+        .collect();
+    (reports, retire)
+}
+
 /// COPYING holds the stack's copy of an older AMI (`old`), which a newer one replaced there:
 /// the distribute function, the old AMI and its copy.
 async fn replaced_copy(bed: &TestBed, document: String) -> (Function, String, String) {
@@ -350,19 +374,10 @@ async fn a_copy_whose_source_left_is_retired_in_the_target_only_once_nothing_the
         .to_string();
 
     // The source of the old copy is deregistered: the copy in use is kept, named in the report.
-    bed.ec2("us-east-1")
-        .await
-        .deregister_image()
-        .image_id(&old)
-        .send()
-        .await
-        .expect("DeregisterImage");
-    distribute.invoke(&json!({})).ok();
-    let kept = bed.deliver_units(&distribute).await;
-    let retire: Vec<&Value> = kept
+    let (kept, retire) = source_deregistered(&bed, &distribute, &old).await;
+    let retire: Vec<&Value> = retire
         .iter()
-        .flat_map(|r| r["results"].as_array().into_iter().flatten())
-        .filter(|l| l["action"] == "retire" && l["image_id"] == old_copy.as_str())
+        .filter(|l| l["image_id"] == old_copy.as_str())
         .collect();
     assert_eq!(retire.len(), 1, "{kept:?}");
     assert_eq!(retire[0]["outcome"], "kept", "{kept:?}");
@@ -415,19 +430,8 @@ async fn a_copy_whose_deregistered_source_the_recycle_bin_holds_is_deprecated_no
 
     // The source is deregistered into the Recycle Bin (a 7-day rule): it can be restored.
     bed.retention_rule("us-east-1", "EC2_IMAGE", 7).await;
+    let (served, retire) = source_deregistered(&bed, &distribute, &old).await;
     let ec2 = bed.ec2("us-east-1").await;
-    ec2.deregister_image()
-        .image_id(&old)
-        .send()
-        .await
-        .expect("DeregisterImage");
-    distribute.invoke(&json!({})).ok();
-    let served = bed.deliver_units(&distribute).await;
-    let retire: Vec<&Value> = served
-        .iter()
-        .flat_map(|r| r["results"].as_array().into_iter().flatten())
-        .filter(|l| l["action"] == "retire")
-        .collect();
     assert_eq!(retire.len(), 1, "{served:?}");
     let reason = retire[0]["reason"].as_str().unwrap_or("");
     assert!(
@@ -925,20 +929,7 @@ async fn a_copy_a_templates_default_names_is_kept_however_shallow_the_depth() {
         .await
         .expect("a newer $Latest");
 
-    bed.ec2("us-east-1")
-        .await
-        .deregister_image()
-        .image_id(&old)
-        .send()
-        .await
-        .expect("DeregisterImage");
-    distribute.invoke(&json!({})).ok();
-    let kept = bed.deliver_units(&distribute).await;
-    let retire: Vec<Value> = kept
-        .iter()
-        .flat_map(|r| r["results"].as_array().cloned().unwrap_or_default())
-        .filter(|l| l["action"] == "retire")
-        .collect();
+    let (kept, retire) = source_deregistered(&bed, &distribute, &old).await;
     assert_eq!(retire.len(), 1, "{kept:?}");
     assert_eq!(retire[0]["outcome"], "kept", "{kept:?}");
     assert!(

@@ -382,46 +382,44 @@ async fn retire_chunk<E: ImageInventory + RetireImages>(
     on: &On<'_>,
     lines: &mut Vec<DistributeLine>,
 ) {
-    {
-        let ids: Vec<String> = chunk.iter().map(|(i, ..)| i.id.clone()).collect();
-        let references = ec2.image_references(&ids, depth).await;
-        for (copy, how, why) in chunk {
-            let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
-            line.image_id = Some(copy.id.clone());
-            line.source_image_id = copy.tags.get(tags::SOURCE_IMAGE).cloned();
-            line.policy = copy
-                .tags
-                .get(tags::SOURCE_POLICY)
-                .cloned()
-                .unwrap_or_default();
-            let used = users(&copy.id, &references, templates).map(|found| match found {
-                Err(e) => format!("{why}, but what uses it in the account is unknown ({e}): kept"),
-                Ok(users) => format!(
-                    "{why}, but it is in use in the account: {}",
-                    users.join(", ")
+    let ids: Vec<String> = chunk.iter().map(|(i, ..)| i.id.clone()).collect();
+    let references = ec2.image_references(&ids, depth).await;
+    for (copy, how, why) in chunk {
+        let mut line = DistributeLine::new(on.account, on.region, Action::Retire);
+        line.image_id = Some(copy.id.clone());
+        line.source_image_id = copy.tags.get(tags::SOURCE_IMAGE).cloned();
+        line.policy = copy
+            .tags
+            .get(tags::SOURCE_POLICY)
+            .cloned()
+            .unwrap_or_default();
+        let used = users(&copy.id, &references, templates).map(|found| match found {
+            Err(e) => format!("{why}, but what uses it in the account is unknown ({e}): kept"),
+            Ok(users) => format!(
+                "{why}, but it is in use in the account: {}",
+                users.join(", ")
+            ),
+        });
+        lines.push(match used {
+            Some(kept) => line.with(Outcome::Kept, kept),
+            None if on.dry_run => line.with(
+                Outcome::Planned,
+                format!(
+                    "{why}: {} (dry run)",
+                    verb(*how).replace(" is ", " would be ")
                 ),
-            });
-            lines.push(match used {
-                Some(kept) => line.with(Outcome::Kept, kept),
-                None if on.dry_run => line.with(
-                    Outcome::Planned,
-                    format!(
-                        "{why}: {} (dry run)",
-                        verb(*how).replace(" is ", " would be ")
-                    ),
-                ),
-                None => act(ec2, copy, *how, on).await.map_or_else(
-                    |e| {
-                        line.clone()
-                            .with(Outcome::Failed, format!("{} failed: {e}", verb(*how)))
-                    },
-                    |()| {
-                        line.clone()
-                            .with(Outcome::Retired, format!("{why}: {}", verb(*how)))
-                    },
-                ),
-            });
-        }
+            ),
+            None => act(ec2, copy, *how, on).await.map_or_else(
+                |e| {
+                    line.clone()
+                        .with(Outcome::Failed, format!("{} failed: {e}", verb(*how)))
+                },
+                |()| {
+                    line.clone()
+                        .with(Outcome::Retired, format!("{why}: {}", verb(*how)))
+                },
+            ),
+        });
     }
 }
 

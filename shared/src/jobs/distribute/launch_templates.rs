@@ -22,24 +22,13 @@ pub async fn publish<E: LaunchTemplates>(
     lines: &mut Vec<DistributeLine>,
 ) {
     for entry in plan::templates(wants, named) {
-        let (index, template) = match &entry {
-            TemplateFor::Want(i, t)
-            | TemplateFor::Ambiguous(i, t, _)
-            | TemplateFor::Clash(i, t, _) => (*i, *t),
-        };
+        let (index, template) = entry.at();
         let mut line = on.line(&wants[index], Action::LaunchTemplate);
         line.launch_template = Some(template.template.clone());
-        if let TemplateFor::Ambiguous(_, _, families) = &entry {
-            line.family = String::new();
-            let why = format!("the policy gives the account {} families here ({}): name the family this template gets", families.len(), families.join(", "));
-            lines.push(line.with(Outcome::Refused, why));
-            continue;
-        }
-        if let TemplateFor::Clash(_, _, names) = &entry {
-            let why = format!(
-                "{} name this template with different AMIs: name it in one target only",
-                names.join(" and ")
-            );
+        if let Some(why) = entry.refusal() {
+            if matches!(entry, TemplateFor::Ambiguous(..)) {
+                line.family = String::new();
+            }
             lines.push(line.with(Outcome::Refused, why));
             continue;
         }
@@ -97,26 +86,12 @@ async fn one<E: LaunchTemplates>(
         return Ok((Outcome::Planned, None));
     }
 
-    let source = templates::source_version(&state, set_default);
-    let description: String = format!(
+    let description = format!(
         "{TEMPLATE_VERSION_PREFIX} {image_id} of {}/{} (distributed from {})",
         want.policy.name, want.family, want.image.id
-    )
-    .chars()
-    .take(255)
-    .collect();
-    let version = ec2
-        .new_template_version(
-            &state.template_id,
-            source,
-            image_id,
-            &description,
-            &templates::token(&state, source, image_id, &description),
-        )
-        .await?;
+    );
+    let version =
+        templates::write_version(ec2, &state, set_default, image_id, &description).await?;
     line.version = Some(version);
-    if set_default {
-        ec2.set_default_version(&state.template_id, version).await?;
-    }
     Ok((Outcome::Published, None))
 }

@@ -174,6 +174,33 @@ pub enum TemplateFor<'a> {
     Clash(usize, &'a LaunchTemplateTarget, Vec<String>),
 }
 
+impl<'a> TemplateFor<'a> {
+    /// The want it is bound to (for a refusal: the first of its policy's) and the entry.
+    pub fn at(&self) -> (usize, &'a LaunchTemplateTarget) {
+        match self {
+            TemplateFor::Want(i, t)
+            | TemplateFor::Ambiguous(i, t, _)
+            | TemplateFor::Clash(i, t, _) => (*i, *t),
+        }
+    }
+
+    /// Why the entry gets no version, when it is refused.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            TemplateFor::Want(..) => None,
+            TemplateFor::Ambiguous(_, _, families) => Some(format!(
+                "the policy gives the account {} families here ({}): name the family this template gets",
+                families.len(),
+                families.join(", ")
+            )),
+            TemplateFor::Clash(_, _, names) => Some(format!(
+                "{} name this template with different AMIs: name it in one target only",
+                names.join(" and ")
+            )),
+        }
+    }
+}
+
 /// Each launch template entry of the targets the wants come from, bound to the want of the
 /// family it names, or of the policy's only family in the region (an entry whose family has no
 /// AMI here gets nothing); `named` is the AMI each want's targets name in the account (its copy,

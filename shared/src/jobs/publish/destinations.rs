@@ -283,30 +283,16 @@ async fn write_version<E: LaunchTemplates>(
         return Ok(PublishOutcome::Planned);
     }
 
-    let source = templates::source_version(state, set_default);
-    let description: String = format!(
+    let description = format!(
         "{} {} of {}/{}{}",
         crate::domain::naming::TEMPLATE_VERSION_PREFIX,
         target.image.id,
         target.policy.name,
         target.family,
         if target.pinned { " (rollback)" } else { "" }
-    )
-    .chars()
-    .take(255)
-    .collect();
-    let version = ec2
-        .new_template_version(
-            &state.template_id,
-            source,
-            &target.image.id,
-            &description,
-            &templates::token(state, source, &target.image.id, &description),
-        )
-        .await?;
+    );
+    let version =
+        templates::write_version(ec2, state, set_default, &target.image.id, &description).await?;
     line.version = Some(version);
-    if set_default {
-        ec2.set_default_version(&state.template_id, version).await?;
-    }
     Ok(PublishOutcome::Published)
 }
